@@ -1,0 +1,109 @@
+// Numeric primitives shared by every loop: multiply-add, horizontal reductions and exp.
+//
+// One source serves three builds. `ASC_FEATURE_SIMD` and `ASC_FEATURE_RELAXED_SIMD` are compile-time
+// constants, so the branch not taken is never compiled (the scalar build contains no v128 at all).
+
+/** Lanes that hold no key (past the end of a block) carry this score and get exactly zero weight. */
+export const MASKED: f32 = -Infinity;
+
+// ---------------------------------------------------------------------------------------------------
+// exp. WebAssembly has no exp instruction, so both builds use the same Cephes-style polynomial:
+//   e^x = 2^n · e^r,  n = nearest(x·log2 e),  r = x − n·ln2 (Cody–Waite split, exact n·LN2_HI),
+//   e^r ≈ 1 + r + r²·P(r) with the degree-5 minimax P of Cephes' expf,
+// relative error below 2^-22 (≈ 2.4e-7) for x in [EXP_MIN, 0]; test/exp.test.ts measures it.
+// Callers only ever pass x <= 0 (a score minus the running maximum). Below EXP_MIN the true value is
+// under 2^-126 and we return exactly 0, which is also what −∞ (a masked score) must give.
+// ---------------------------------------------------------------------------------------------------
+export const EXP_MIN: f32 = -87.33654;
+const LOG2E: f32 = 1.44269504088896341;
+const LN2_HI: f32 = 0.693359375;
+const LN2_LO: f32 = -2.12194440e-4;
+const P0: f32 = 1.9875691500e-4;
+const P1: f32 = 1.3981999507e-3;
+const P2: f32 = 8.3334519073e-3;
+const P3: f32 = 4.1665795894e-2;
+const P4: f32 = 1.6666665459e-1;
+const P5: f32 = 5.0000001201e-1;
+
+// @ts-ignore: decorator
+@inline export function expScalar(x: f32): f32 {
+  if (x < EXP_MIN) return 0;
+  const n = nearest<f32>(x * LOG2E);
+  const r = x - n * LN2_HI - n * LN2_LO;
+  let p = P0;
+  p = p * r + P1;
+  p = p * r + P2;
+  p = p * r + P3;
+  p = p * r + P4;
+  p = p * r + P5;
+  const y = p * r * r + r + 1;
+  // 2^n for n in [-126, 0]: build the float's exponent field directly.
+  return y * reinterpret<f32>((<i32>n + 127) << 23);
+}
+
+/** softcap · tanh(s / softcap), through tanh|t| = (1 − e^−2|t|) / (1 + e^−2|t|) so exp only sees x <= 0. */
+// @ts-ignore: decorator
+@inline export function softcapScalar(s: f32, cap: f32): f32 {
+  const t = s / cap;
+  const e = expScalar(-2 * abs<f32>(t));
+  return copysign<f32>(cap * ((1 - e) / (1 + e)), t);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SIMD versions (compiled only into the simd and relaxed-simd builds).
+// ---------------------------------------------------------------------------------------------------
+
+/** a·b + c: fused on the relaxed-simd build (where the engine has FMA), mul then add otherwise. */
+// @ts-ignore: decorator
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(f32x4.mul(a, b), c);
+  }
+}
+
+/** Lane i of the result is (x0 + x1) + (x2 + x3) of argument i: four dot-product partials reduced at once. */
+// @ts-ignore: decorator
+@inline export function transposeSum(a: v128, b: v128, c: v128, d: v128): v128 {
+  const ab = f32x4.add(i32x4.shuffle(a, b, 0, 4, 2, 6), i32x4.shuffle(a, b, 1, 5, 3, 7));
+  const cd = f32x4.add(i32x4.shuffle(c, d, 0, 4, 2, 6), i32x4.shuffle(c, d, 1, 5, 3, 7));
+  return f32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
+}
+
+// @ts-ignore: decorator
+@inline export function horizontalSum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+// @ts-ignore: decorator
+@inline export function horizontalMax(v: v128): f32 {
+  return max<f32>(max<f32>(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max<f32>(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
+/** The same polynomial as expScalar, four lanes at once (NaN propagates; below EXP_MIN, −∞ included, gives 0). */
+// @ts-ignore: decorator
+@inline export function exp4(x: v128): v128 {
+  const underflow = f32x4.lt(x, f32x4.splat(EXP_MIN));
+  const xc = f32x4.max(x, f32x4.splat(EXP_MIN));
+  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(LOG2E)));
+  const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, f32x4.splat(LN2_HI))), f32x4.mul(n, f32x4.splat(LN2_LO)));
+  let p = f32x4.splat(P0);
+  p = madd(p, r, f32x4.splat(P1));
+  p = madd(p, r, f32x4.splat(P2));
+  p = madd(p, r, f32x4.splat(P3));
+  p = madd(p, r, f32x4.splat(P4));
+  p = madd(p, r, f32x4.splat(P5));
+  const y = f32x4.add(madd(f32x4.mul(p, r), r, r), f32x4.splat(1));
+  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return v128.andnot(f32x4.mul(y, pow2n), underflow);
+}
+
+// @ts-ignore: decorator
+@inline export function softcap4(s: v128, cap: f32): v128 {
+  const t = f32x4.div(s, f32x4.splat(cap));
+  const e = exp4(f32x4.mul(f32x4.abs(t), f32x4.splat(-2)));
+  const magnitude = f32x4.mul(f32x4.splat(cap), f32x4.div(f32x4.sub(f32x4.splat(1), e), f32x4.add(f32x4.splat(1), e)));
+  // copy the sign bit of t onto the non-negative magnitude
+  return v128.or(magnitude, v128.and(t, i32x4.splat(0x80000000)));
+}

@@ -1,0 +1,129 @@
+// Dot products of one query row with four key rows at once (lane i of the result ↔ key i).
+//
+// Every lane runs the identical sequence of operations, so the score of a (query, key) pair never
+// depends on which group of four, or which lane, it was computed in. That is what makes a prefill, a run
+// of decode steps and a chunked prefill agree bit for bit. The scalar build follows the same lane
+// structure (four partial sums over the head, reduced as (x0 + x1) + (x2 + x3), then the tail), so it
+// matches the simd build exactly; the relaxed-simd build differs only by its fused multiply-adds.
+
+import { madd, transposeSum } from './math';
+
+// --------------------------------------------------------------------------------------------- float32
+
+// @ts-ignore: decorator
+@inline export function dot4F32(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32): v128 {
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0;
+  const body = headDim & ~3;
+  let i = 0;
+  for (; i < body; i += 4) {
+    const at = <usize>i << 2;
+    const x = v128.load(q + at);
+    a0 = madd(x, v128.load(k0 + at), a0);
+    a1 = madd(x, v128.load(k1 + at), a1);
+    a2 = madd(x, v128.load(k2 + at), a2);
+    a3 = madd(x, v128.load(k3 + at), a3);
+  }
+  let s = transposeSum(a0, a1, a2, a3);
+  if (i < headDim) {
+    let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
+    for (; i < headDim; i++) {
+      const at = <usize>i << 2;
+      const x = load<f32>(q + at);
+      t0 += x * load<f32>(k0 + at);
+      t1 += x * load<f32>(k1 + at);
+      t2 += x * load<f32>(k2 + at);
+      t3 += x * load<f32>(k3 + at);
+    }
+    s = f32x4.add(s, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3));
+  }
+  return s;
+}
+
+// @ts-ignore: decorator
+@inline export function dotScalarF32(q: usize, k: usize, headDim: i32): f32 {
+  let a0: f32 = 0, a1: f32 = 0, a2: f32 = 0, a3: f32 = 0;
+  const body = headDim & ~3;
+  let i = 0;
+  for (; i < body; i += 4) {
+    const at = <usize>i << 2;
+    a0 += load<f32>(q + at) * load<f32>(k + at);
+    a1 += load<f32>(q + at, 4) * load<f32>(k + at, 4);
+    a2 += load<f32>(q + at, 8) * load<f32>(k + at, 8);
+    a3 += load<f32>(q + at, 12) * load<f32>(k + at, 12);
+  }
+  const s = (a0 + a1) + (a2 + a3);
+  if (i == headDim) return s;
+  let t: f32 = 0;
+  for (; i < headDim; i++) t += load<f32>(q + (<usize>i << 2)) * load<f32>(k + (<usize>i << 2));
+  return s + t;
+}
+
+// ------------------------------------------------------------------------------------------------ int8
+
+/** Four int8 lanes at `p` as f32x4. */
+// @ts-ignore: decorator
+@inline function widen4(p: usize): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
+}
+
+// @ts-ignore: decorator
+@inline export function dot4I8(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32): v128 {
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0;
+  let i = 0;
+  // eight elements a step: one 8-byte sign-extending load per key, then widen to two f32x4
+  for (; i + 8 <= headDim; i += 8) {
+    const at = <usize>i << 2;
+    const x0 = v128.load(q + at);
+    const x1 = v128.load(q + at, 16);
+    let w = v128.load8x8_s(k0 + <usize>i);
+    a0 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a0));
+    w = v128.load8x8_s(k1 + <usize>i);
+    a1 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a1));
+    w = v128.load8x8_s(k2 + <usize>i);
+    a2 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a2));
+    w = v128.load8x8_s(k3 + <usize>i);
+    a3 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a3));
+  }
+  if (i + 4 <= headDim) {
+    const x = v128.load(q + (<usize>i << 2));
+    a0 = madd(x, widen4(k0 + <usize>i), a0);
+    a1 = madd(x, widen4(k1 + <usize>i), a1);
+    a2 = madd(x, widen4(k2 + <usize>i), a2);
+    a3 = madd(x, widen4(k3 + <usize>i), a3);
+    i += 4;
+  }
+  let s = transposeSum(a0, a1, a2, a3);
+  if (i < headDim) {
+    let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
+    for (; i < headDim; i++) {
+      const x = load<f32>(q + (<usize>i << 2));
+      t0 += x * <f32>load<i8>(k0 + <usize>i);
+      t1 += x * <f32>load<i8>(k1 + <usize>i);
+      t2 += x * <f32>load<i8>(k2 + <usize>i);
+      t3 += x * <f32>load<i8>(k3 + <usize>i);
+    }
+    s = f32x4.add(s, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3));
+  }
+  return s;
+}
+
+// @ts-ignore: decorator
+@inline export function dotScalarI8(q: usize, k: usize, headDim: i32): f32 {
+  let a0: f32 = 0, a1: f32 = 0, a2: f32 = 0, a3: f32 = 0;
+  const body = headDim & ~3;
+  let i = 0;
+  for (; i < body; i += 4) {
+    const at = <usize>i << 2;
+    a0 += load<f32>(q + at) * <f32>load<i8>(k + <usize>i);
+    a1 += load<f32>(q + at, 4) * <f32>load<i8>(k + <usize>i, 1);
+    a2 += load<f32>(q + at, 8) * <f32>load<i8>(k + <usize>i, 2);
+    a3 += load<f32>(q + at, 12) * <f32>load<i8>(k + <usize>i, 3);
+  }
+  const s = (a0 + a1) + (a2 + a3);
+  if (i == headDim) return s;
+  let t: f32 = 0;
+  for (; i < headDim; i++) t += load<f32>(q + (<usize>i << 2)) * <f32>load<i8>(k + <usize>i);
+  return s + t;
+}

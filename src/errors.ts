@@ -1,0 +1,29 @@
+// Error messages that name the argument, what was expected and what was given.
+
+/** A short, readable description of any value, for "…, got X". */
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'number') return Object.is(value, -0) ? '-0' : String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'boolean' || typeof value === 'symbol') return String(value);
+  if (typeof value === 'function') return 'a function';
+  if (ArrayBuffer.isView(value)) {
+    const name = value.constructor?.name ?? 'typed array';
+    return 'length' in value ? `${name} of length ${(value as unknown as { length: number }).length}` : name;
+  }
+  if (Array.isArray(value)) return `an Array of length ${value.length}`;
+  const name = (value as object).constructor?.name;
+  return name && name !== 'Object' ? `a ${name}` : 'an object';
+}
+
+export function typeError(name: string, expected: string, got: unknown): TypeError {
+  return new TypeError(`wasm-attention: ${name} must be ${expected}, got ${describe(got)}`);
+}
+
+export function rangeError(name: string, expected: string, got: unknown): RangeError {
+  return new RangeError(`wasm-attention: ${name} must be ${expected}, got ${describe(got)}`);
+}
+
+export const NOT_INITIALIZED = 'wasm-attention: call await init() first';

@@ -1,0 +1,114 @@
+// The facade's allocator over one kernel instance's linear memory.
+//
+// The kernel never allocates (its ABI is addresses and counts), so the facade places every block: caches,
+// scratch, staging. Free space is a list of address-ordered, coalesced holes; allocation is first fit, and
+// memory grows only when no hole fits. A freed block is merged with its neighbours at once, so creating and
+// disposing caches in any order reuses the same bytes instead of growing memory without bound.
+
+/** WebAssembly's 32-bit address space: 65536 pages of 64 KiB. */
+export const MAX_MEMORY_BYTES = 65536 * 65536;
+const PAGE_BYTES = 65536;
+/** Every block starts on a cache line (v128 loads need 16; 64 keeps rows of one block from sharing lines). */
+const ALIGN = 64;
+
+interface Hole {
+  start: number;
+  size: number;
+}
+
+export class LinearHeap {
+  readonly #memory: WebAssembly.Memory;
+  readonly #holes: Hole[] = [];
+  readonly #live = new Map<number, number>(); // start → size
+  #end: number; // bytes of memory under management (the memory's current size)
+
+  constructor(memory: WebAssembly.Memory, base: number) {
+    this.#memory = memory;
+    const start = roundUp(base, ALIGN);
+    this.#end = memory.buffer.byteLength;
+    if (this.#end > start) this.#holes.push({ start, size: this.#end - start });
+    else this.#end = start;
+  }
+
+  /** Bytes currently handed out. */
+  get allocatedBytes(): number {
+    let total = 0;
+    for (const size of this.#live.values()) total += size;
+    return total;
+  }
+
+  /** Bytes of linear memory the instance holds (grows, never shrinks: WebAssembly memory cannot). */
+  get memoryBytes(): number {
+    return this.#memory.buffer.byteLength;
+  }
+
+  /** A block of at least `bytes` bytes, 64-byte aligned; a RangeError when memory cannot hold it. */
+  allocate(bytes: number): number {
+    const size = roundUp(Math.max(bytes, 1), ALIGN);
+    for (let i = 0; i < this.#holes.length; i++) {
+      const hole = this.#holes[i];
+      if (hole.size < size) continue;
+      const start = hole.start;
+      if (hole.size === size) this.#holes.splice(i, 1);
+      else {
+        hole.start += size;
+        hole.size -= size;
+      }
+      this.#live.set(start, size);
+      return start;
+    }
+    this.#grow(size);
+    return this.allocate(bytes);
+  }
+
+  release(start: number): void {
+    const size = this.#live.get(start);
+    if (size === undefined) return;
+    this.#live.delete(start);
+    this.#insertHole(start, size);
+  }
+
+  /** Grows memory so that a hole of `size` bytes exists at the end. */
+  #grow(size: number): void {
+    const last = this.#holes[this.#holes.length - 1];
+    const tailFree = last && last.start + last.size === this.#end ? last.size : 0;
+    const needed = size - tailFree;
+    const pages = Math.ceil(needed / PAGE_BYTES);
+    const current = this.#memory.buffer.byteLength;
+    if (current + pages * PAGE_BYTES > MAX_MEMORY_BYTES) {
+      throw new RangeError(
+        `wasm-attention: cannot reserve ${size} bytes: this instance's WebAssembly memory already holds ` +
+        `${current} bytes (${this.allocatedBytes} in use) and cannot exceed ${MAX_MEMORY_BYTES} bytes`);
+    }
+    try {
+      this.#memory.grow(pages);
+    } catch (cause) {
+      throw new RangeError(
+        `wasm-attention: cannot reserve ${size} bytes: the engine refused to grow WebAssembly memory from ` +
+        `${current} to ${current + pages * PAGE_BYTES} bytes (${(cause as Error).message})`);
+    }
+    const grown = this.#memory.buffer.byteLength;
+    this.#insertHole(this.#end, grown - this.#end);
+    this.#end = grown;
+  }
+
+  #insertHole(start: number, size: number): void {
+    const holes = this.#holes;
+    let i = 0;
+    while (i < holes.length && holes[i].start < start) i++;
+    holes.splice(i, 0, { start, size });
+    // merge with the next hole, then with the previous one
+    if (i + 1 < holes.length && start + size === holes[i + 1].start) {
+      holes[i].size += holes[i + 1].size;
+      holes.splice(i + 1, 1);
+    }
+    if (i > 0 && holes[i - 1].start + holes[i - 1].size === start) {
+      holes[i - 1].size += holes[i].size;
+      holes.splice(i, 1);
+    }
+  }
+}
+
+export function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
+}

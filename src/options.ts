@@ -1,0 +1,119 @@
+// Validation of every argument, before anything reaches the kernel or changes a cache.
+
+import { rangeError, typeError } from './errors.js';
+
+export const MAX_HEAD_DIM = 512;
+/** Positions are i32 inside the kernel. */
+export const MAX_POSITION = 2 ** 31 - 1;
+
+export interface HeadShape {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/** How scores are formed and which keys a query sees (0 = none for softcap and window). */
+export interface Scoring {
+  scale: number;
+  softcap: number;
+  window: number;
+  sinks: number;
+}
+
+export interface RopeSettings {
+  theta: number;
+  dims: number;
+  interleaved: boolean;
+}
+
+type Bag = Record<string, unknown>;
+
+export function optionsObject(name: string, value: unknown): Bag {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError(name, 'an object', value);
+  }
+  return value as Bag;
+}
+
+export function integerAtLeast(name: string, value: unknown, least: number, most = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number') throw typeError(name, `an integer >= ${least}`, value);
+  if (!Number.isInteger(value) || value < least || value > most) {
+    throw rangeError(name, most === Number.MAX_SAFE_INTEGER ? `an integer >= ${least}` : `an integer from ${least} to ${most}`, value);
+  }
+  return value;
+}
+
+function optionalInteger(name: string, value: unknown, least: number, fallback: number): number {
+  return value === undefined ? fallback : integerAtLeast(name, value, least);
+}
+
+function positiveNumber(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw typeError(name, 'a finite number > 0', value);
+  if (!(Number.isFinite(value) && value > 0)) throw rangeError(name, 'a finite number > 0', value);
+  return value;
+}
+
+export function optionalBoolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw typeError(name, 'a boolean', value);
+  return value;
+}
+
+export function headShape(options: Bag, where: string): HeadShape {
+  const heads = integerAtLeast(`${where}.heads`, options.heads, 1, 65536);
+  const kvHeads = options.kvHeads === undefined ? heads : integerAtLeast(`${where}.kvHeads`, options.kvHeads, 1, 65536);
+  if (heads % kvHeads !== 0) {
+    throw rangeError(`${where}.kvHeads`, `a divisor of ${where}.heads (${heads}), so query heads group evenly`, kvHeads);
+  }
+  const headDim = integerAtLeast(`${where}.headDim`, options.headDim, 1, MAX_HEAD_DIM);
+  return { heads, kvHeads, headDim };
+}
+
+export function scoring(options: Bag, where: string, headDim: number): Scoring {
+  const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveNumber(`${where}.scale`, options.scale);
+  const softcap = options.softcap === undefined ? 0 : positiveNumber(`${where}.softcap`, options.softcap);
+  const window = optionalInteger(`${where}.window`, options.window, 1, 0);
+  const sinks = optionalInteger(`${where}.sinks`, options.sinks, 0, 0);
+  return { scale, softcap, window, sinks };
+}
+
+export function ropeSettings(value: unknown, where: string, headDim: number): RopeSettings | undefined {
+  if (value === undefined || value === null || value === false) return undefined;
+  const rope = optionsObject(`${where}.rope`, value);
+  const theta = rope.theta === undefined ? 10000 : positiveNumber(`${where}.rope.theta`, rope.theta);
+  const dims = rope.dims === undefined ? headDim : integerAtLeast(`${where}.rope.dims`, rope.dims, 2, headDim);
+  if (dims % 2 !== 0) {
+    const hint = rope.dims === undefined ? ` (it defaults to headDim, ${headDim}, which is odd: give rope.dims explicitly)` : '';
+    throw rangeError(`${where}.rope.dims`, `an even number of rotated dimensions${hint}`, dims);
+  }
+  const interleaved = optionalBoolean(`${where}.rope.interleaved`, rope.interleaved, false);
+  return { theta, dims, interleaved };
+}
+
+function isFloat32Array(value: unknown): value is Float32Array {
+  // also true for arrays from another realm (an iframe, a vm context)
+  return value instanceof Float32Array || Object.prototype.toString.call(value) === '[object Float32Array]';
+}
+
+/** The number of tokens in a token-major tensor of `rowFloats` floats per token. */
+export function tokensIn(name: string, value: unknown, rowFloats: number, rowShape: string): number {
+  if (!isFloat32Array(value)) throw typeError(name, 'a Float32Array', value);
+  if (value.length === 0 || value.length % rowFloats !== 0) {
+    throw rangeError(name, `a whole number of tokens of ${rowShape} = ${rowFloats} floats (length a positive multiple of ${rowFloats})`, value);
+  }
+  return value.length / rowFloats;
+}
+
+export function sameLength(name: string, value: Float32Array, otherName: string, other: Float32Array): void {
+  if (value.length !== other.length) {
+    throw rangeError(name, `the same length as ${otherName} (${other.length})`, value);
+  }
+}
+
+/** The caller's output array, checked, or a new one. */
+export function outputArray(value: unknown, length: number, shape: string): Float32Array {
+  if (value === undefined) return new Float32Array(length);
+  if (!isFloat32Array(value)) throw typeError('out', 'a Float32Array (or undefined)', value);
+  if (value.length !== length) throw rangeError('out', `a Float32Array of length ${length} (${shape})`, value);
+  return value;
+}
