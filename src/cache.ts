@@ -7,6 +7,7 @@ import {
   MAX_POSITION, headShape, integerAtLeast, optionsObject, outputArray, ropeSettings, sameLength, scoring,
   tokensIn, type HeadShape, type RopeSettings, type Scoring,
 } from './options.js';
+import { decodeHeader, encode, payloadBytes, restore, type Run, type SavedLayer } from './persist.js';
 import {
   Placer, appendTokens, attendTokens, measure, placeLayer, placeStaging, stagingTokens,
   type Layer, type LayerGeometry,
@@ -59,6 +60,18 @@ export function cacheSettings(options: unknown): CacheSettings {
   }
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
   return { layers, shape, scoring: score, maxTokens, dtype, rope };
+}
+
+/** The options that reproduce `settings` (what save() stores). */
+export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Record<string, unknown> {
+  const { shape, scoring: score } = settings;
+  return {
+    layers: settings.layers, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+    maxTokens: settings.maxTokens, dtype: settings.dtype, scale: score.scale, sinks: score.sinks,
+    ...(score.window ? { window: score.window } : {}),
+    ...(score.softcap ? { softcap: score.softcap } : {}),
+    ...(settings.rope ? { rope: { ...settings.rope } } : {}),
+  };
 }
 
 /** The slots of every layer: with a window, sinks that stay plus a ring of maxTokens; else maxTokens. */
@@ -217,6 +230,82 @@ export class KVCache {
         this.#intactFrom[l] = Math.min(this.#intactFrom[l], n);
       }
     }
+  }
+
+  /**
+   * Everything needed to continue later (options, lengths, the held K/V), in the format of
+   * docs/FORMAT.md. `KVCache.load` of these bytes continues bit-identically in the same build.
+   */
+  save(): Uint8Array {
+    this.#live();
+    const layers: SavedLayer[] = this.#lengths.map((length, l) => ({
+      length, intactFrom: this.#intactFrom[l], rows: this.#savedRows(l),
+    }));
+    const runs = layers.flatMap((saved, l) => this.#runs(l, saved.rows));
+    return encode({ options: settingsToOptions(this.#settings), build: this.#kernel.build, layers }, runs, this.#kernel.bytes());
+  }
+
+  /**
+   * A cache that continues exactly where the saved one stood. Bytes that are not a saved cache of this
+   * format version (truncated, corrupted, or anything else) are refused with an Error.
+   */
+  static load(bytes: Uint8Array): KVCache {
+    activeKernel();
+    if (!(bytes instanceof Uint8Array)) throw typeError('bytes', 'a Uint8Array from KVCache.save()', bytes);
+    const { header, payloadStart } = decodeHeader(bytes);
+    const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes: ${why}`);
+    let settings: CacheSettings;
+    try {
+      settings = cacheSettings(header.options);
+    } catch (error) {
+      throw refuse(`the saved options are invalid (${(error as Error).message})`);
+    }
+    const geometry = layerGeometry(settings);
+    const layers = header.layers;
+    if (layers.length !== settings.layers) throw refuse(`${layers.length} saved layers for options.layers ${settings.layers}`);
+    layers.forEach((saved, l) => {
+      const ok = saved && [saved.length, saved.intactFrom, saved.rows].every((n) => Number.isInteger(n) && n >= 0) &&
+        saved.length <= MAX_POSITION && saved.rows <= geometry.slots && saved.intactFrom <= saved.length &&
+        (settings.scoring.window > 0 || (saved.length <= settings.maxTokens && saved.rows === saved.length));
+      if (!ok) throw refuse(`layer ${l}'s saved state ${JSON.stringify(saved)} does not fit the options`);
+    });
+    const cache = new KVCache(settingsToOptions(settings));
+    try {
+      const runs = layers.flatMap((saved, l) => cache.#runs(l, saved.rows));
+      const expected = payloadStart + payloadBytes(runs) + 4;
+      if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
+      restore(bytes, payloadStart, runs, cache.#kernel.bytes());
+      layers.forEach((saved, l) => {
+        cache.#lengths[l] = saved.length;
+        cache.#intactFrom[l] = saved.intactFrom;
+      });
+    } catch (error) {
+      cache.dispose();
+      throw error;
+    }
+    return cache;
+  }
+
+  /** Slots per kv head that hold data: the prefix 0 … length − 1 until a window's ring has wrapped. */
+  #savedRows(layer: number): number {
+    const { slots } = this.#layers[layer].geometry;
+    const length = this.#lengths[layer];
+    return this.#intactFrom[layer] === 0 && length <= slots ? length : slots;
+  }
+
+  /** The memory runs of one layer's first `rows` slots: K rows, V rows, then int8 scales. */
+  #runs(layer: number, rows: number): Run[] {
+    const { geometry: g, blocks } = this.#layers[layer];
+    const rowBytes = g.headDim * (g.int8 ? 1 : 4);
+    const runs: Run[] = [
+      { address: blocks.keys, stride: g.slots * rowBytes, run: rows * rowBytes, count: g.kvHeads },
+      { address: blocks.values, stride: g.slots * rowBytes, run: rows * rowBytes, count: g.kvHeads },
+    ];
+    if (g.int8) {
+      runs.push({ address: blocks.keyScales, stride: g.slots * 4, run: rows * 4, count: g.kvHeads });
+      runs.push({ address: blocks.valueScales, stride: g.slots * 4, run: rows * 4, count: g.kvHeads });
+    }
+    return runs;
   }
 
   /** truncate(0): empty every layer; the memory stays reserved. */
