@@ -8,6 +8,7 @@ import { instantiate } from '@assemblyscript/loader';
 import { relaxedSimd, simd } from 'wasm-feature-detect';
 import { LinearHeap } from './heap.js';
 import { NOT_INITIALIZED, describe, typeError } from './errors.js';
+import { defaultSource } from '#wasm-source'; // package.json `imports`: files by URL, or modules in workerd
 
 export type Build = 'relaxed-simd' | 'simd' | 'scalar';
 /** Fastest first: the order `build: 'auto'` tries them in. */
@@ -117,9 +118,14 @@ async function loadDefault(requested: 'auto' | Build): Promise<Kernel> {
       continue;
     }
     try {
-      return await loadOnce(build, () => compile(defaultLocation(build)), defaultLocation(build).href);
-    } catch (error) {
-      failures.push(`'${build}' from ${defaultLocation(build).href}: ${(error as Error).message}`);
+      const { source, where } = defaultLocation(build);
+      try {
+        return await loadOnce(build, () => compile(source), where);
+      } catch (error) {
+        failures.push(`'${build}' from ${where}: ${(error as Error).message}`);
+      }
+    } catch (error) { // no location at all (import.meta.url missing, as in a classic script bundle)
+      failures.push(`'${build}': ${(error as Error).message}`);
     }
   }
   throw new Error(`wasm-attention: could not load a kernel (tried ${failures.join('; ')}). ` +
@@ -180,13 +186,10 @@ async function supports(build: Build): Promise<boolean> {
   return (await simd()) && (await relaxedSimd());
 }
 
-/** Where each build ships: beside the facade, as files (literal URLs so bundlers can see them). */
-function defaultLocation(build: Build): URL {
-  switch (build) {
-    case 'relaxed-simd': return new URL('../wasm/attention-relaxed-simd.wasm', import.meta.url);
-    case 'simd': return new URL('../wasm/attention-simd.wasm', import.meta.url);
-    case 'scalar': return new URL('../wasm/attention-scalar.wasm', import.meta.url);
-  }
+/** Where each build ships: files beside the facade (a URL), or in workerd an imported module. */
+function defaultLocation(build: Build): { source: WasmSource; where: string } {
+  const source = defaultSource(build);
+  return { source, where: source instanceof URL ? source.href : `the imported module of the '${build}' build` };
 }
 
 // -------------------------------------------------------------------------------------------- sources

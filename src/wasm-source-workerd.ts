@@ -1,0 +1,17 @@
+// Where init() finds each build in Cloudflare workerd (the `workerd` export condition): workerd forbids
+// compiling WebAssembly from bytes at run time, so the binaries are imported as modules, which the
+// runtime compiles when it loads the Worker (wrangler's default rule for `.wasm`; Miniflare needs
+// `modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }]`).
+
+import relaxedSimd from '../wasm/attention-relaxed-simd.wasm';
+import simd from '../wasm/attention-simd.wasm';
+import scalar from '../wasm/attention-scalar.wasm';
+import type { Build } from './kernel.js';
+
+export function defaultSource(build: Build): WebAssembly.Module {
+  switch (build) {
+    case 'relaxed-simd': return relaxedSimd;
+    case 'simd': return simd;
+    case 'scalar': return scalar;
+  }
+}

@@ -1,0 +1,16 @@
+// Where init() finds each build by default, everywhere but workerd: the .wasm files shipped beside the
+// facade, as URLs relative to this module. The `new URL('literal', import.meta.url)` form is the one
+// bundlers (Vite, webpack, Parcel, Rollup plugins) recognise and copy as assets.
+//
+// package.json's `imports` map resolves '#wasm-source' to this file, or, under the `workerd` condition, to
+// wasm-source-workerd.ts, which imports the binaries as modules (Cloudflare Workers compile no bytes).
+
+import type { Build } from './kernel.js';
+
+export function defaultSource(build: Build): URL {
+  switch (build) {
+    case 'relaxed-simd': return new URL('../wasm/attention-relaxed-simd.wasm', import.meta.url);
+    case 'simd': return new URL('../wasm/attention-simd.wasm', import.meta.url);
+    case 'scalar': return new URL('../wasm/attention-scalar.wasm', import.meta.url);
+  }
+}
