@@ -1,24 +1,30 @@
 // Causal attention over the cache with an online softmax (Milakov & Gimelshein 2018; FlashAttention).
 //
-// For one query token and one kv head, the `group` query heads that share the kv head are processed
-// together, so every key and value row is loaded once for the whole group. Keys are visited in blocks of
-// BLOCK positions; per block and query row we compute the scores, raise the running maximum m, rescale the
-// running sum l and the accumulator by e^(m_old − m_new) and add Σ e^(s − m) · v. No T×S score matrix
-// exists: the scratch holds one block of scores per row.
+// A *tile* is up to TILE_ROWS query rows that share one kv head: the `group` query heads of grouped-query
+// attention, times as many consecutive tokens as fit. The tile walks the keys once, block by block; each
+// key and value row is loaded once for every row of the tile (decode: the group; prefill: tokens × group).
+// Per block and row: scores s = scale · q·k (softcapped), masked to the row's visible keys; the running
+// maximum m rises to the block's, the running sum l and accumulator are rescaled by e^(m_old − m_new), and
+// Σ e^(s − m) · v is added. No T×S score matrix exists: the scratch holds one block of scores per row.
 //
-// Block boundaries are multiples of BLOCK in *position* space (further cut where the sinks end and where
-// the ring wraps), so the sequence of blocks a query visits depends on its position alone, never on how the
-// tokens were batched into calls: prefill, decode steps and chunked prefill give bit-identical outputs.
+// Bit-identical prefill, decode and chunked prefill: blocks are *canonical*, cut at multiples of BLOCK, at
+// the end of the sinks and where the ring wraps (all functions of position alone), and each row processes
+// exactly the blocks that hold keys it may see, with lanes counted from the block's start. A row's
+// arithmetic therefore never depends on which other rows share its tile or how tokens were batched.
 
-import { MASKED, expScalar, softcapScalar, exp4, softcap4, madd, horizontalMax, horizontalSum } from './math';
+import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
 import { slotOf } from './layout';
-import { dot4F32, dot4I8, dotScalarF32, dotScalarI8 } from './score';
+import { dot2x4F32, dot2x4I8, dot4F32, dot4I8, dotScalarF32, dotScalarI8 } from './score';
+import { accumulate1, accumulate2 } from './values';
 
 export const BLOCK: i32 = 64;
+/** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
+const TILE_ROWS: i32 = 16;
 
 // ------------------------------------------------------------------------------------------ the call
 // The geometry of the call in progress (module globals: one call runs at a time, and nothing allocates).
 
+let heads: i32 = 1;
 let group: i32 = 1;            // query heads per kv head
 let headDim: i32 = 1;
 let int8: bool = false;
@@ -29,40 +35,54 @@ let causal: bool = true;
 let window: i32 = 0;           // 0: no window
 let scale: f32 = 1;
 let softcap: f32 = 0;          // 0: none
+let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
 
 let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
 let keyHead: usize = 0;        // this kv head's [slot][headDim] key block
 let valueHead: usize = 0;
 let keyScaleHead: usize = 0;   // int8: this kv head's [slot] scales
 let valueScaleHead: usize = 0;
-let queryRows: usize = 0;      // the group's first query row; rows are headDim floats apart
 
-// scratch: acc [group][accStride], scores [group][BLOCK], running max [group], running sum [group]
-let accBase: usize = 0;
+// Scratch, for tileRows rows (see scratchBytesFor):
+//   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 · then per row:
+//   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
+//   visible lanes of the current block (from, to); and the list of rows active in the block.
+let tileRows: i32 = 1;
 let accStride: usize = 0;      // bytes
-let scoreBase: usize = 0;
-let maxBase: usize = 0;
-let sumBase: usize = 0;
-let outRows: usize = 0;        // attend: the group's output rows; weights: its [group][S] probability rows
-let weightStride: usize = 0;   // weights: bytes between probability rows
+let accBase: usize = 0;
+let probBase: usize = 0;
+let factorBase: usize = 0;
+let rowMax: usize = 0;
+let rowSum: usize = 0;
+let rowQuery: usize = 0;
+let rowOut: usize = 0;         // attend: output row; weights: [keyCount] probability row
+let rowSinkEnd: usize = 0;
+let rowFirst: usize = 0;
+let rowLast: usize = 0;
+let rowFrom: usize = 0;
+let rowTo: usize = 0;
+let activeRows: usize = 0;
+let activeCount: i32 = 0;
 
-const VISIT_ATTEND = 0;
-const VISIT_SCORES = 1;        // weights, pass 1: raw scores into the output rows, track the maximum
-const VISIT_EXP = 2;           // weights, pass 2: e^(s − m) in place, track the sum
-let visit = VISIT_ATTEND;
+// @ts-ignore: decorator
+@inline function tileTokensFor(rowsPerToken: i32): i32 {
+  return max(1, TILE_ROWS / rowsPerToken);
+}
 
 /** Bytes of scratch one attend/weights call needs. */
-export function scratchBytesFor(heads: i32, kvHeads: i32, dim: i32): usize {
-  const rows = <usize>(heads / kvHeads);
-  const stride = <usize>((dim + 3) & ~3);
-  return rows * (stride + <usize>BLOCK + 2) << 2;
+export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize {
+  const perToken = queryHeads / kvHeads;
+  const rows = <usize>(tileTokensFor(perToken) * perToken);
+  const stride = <usize>((dim + 3) & ~3) << 2;
+  return rows * (stride + (<usize>BLOCK << 2) + 4 * 10) + (<usize>BLOCK << 2) + 64;
 }
 
 function setGeometry(
-  heads: i32, kvHeads: i32, dim: i32, isInt8: i32, slotSinks: i32, slotRing: i32, end: i32,
+  queryHeads: i32, kvHeads: i32, dim: i32, isInt8: i32, slotSinks: i32, slotRing: i32, end: i32,
   isCausal: i32, windowSize: i32, scoreScale: f32, cap: f32, scratch: usize,
 ): void {
-  group = heads / kvHeads;
+  heads = queryHeads;
+  group = queryHeads / kvHeads;
   headDim = dim;
   int8 = isInt8 != 0;
   sinks = slotSinks;
@@ -73,11 +93,22 @@ function setGeometry(
   scale = scoreScale;
   softcap = cap;
   keyRowBytes = <usize>dim << (int8 ? 0 : 2);
+  tileRows = tileTokensFor(group) * group;
+  const rows = <usize>tileRows;
   accStride = <usize>((dim + 3) & ~3) << 2;
   accBase = scratch;
-  scoreBase = accBase + <usize>group * accStride;
-  maxBase = scoreBase + (<usize>(group * BLOCK) << 2);
-  sumBase = maxBase + (<usize>group << 2);
+  probBase = accBase + rows * accStride;
+  factorBase = probBase + (rows * <usize>BLOCK << 2);
+  rowMax = factorBase + (<usize>BLOCK << 2);
+  rowSum = rowMax + (rows << 2);
+  rowQuery = rowSum + (rows << 2);
+  rowOut = rowQuery + (rows << 2);
+  rowSinkEnd = rowOut + (rows << 2);
+  rowFirst = rowSinkEnd + (rows << 2);
+  rowLast = rowFirst + (rows << 2);
+  rowFrom = rowLast + (rows << 2);
+  rowTo = rowFrom + (rows << 2);
+  activeRows = rowTo + (rows << 2);
 }
 
 function selectHead(g: i32, slots: i32, keys: usize, values: usize, keyScales: usize, valueScales: usize): void {
@@ -88,114 +119,197 @@ function selectHead(g: i32, slots: i32, keys: usize, values: usize, keyScales: u
   valueScaleHead = valueScales + (<usize>g * <usize>slots << 2);
 }
 
+// @ts-ignore: decorator
+@inline function getI32(base: usize, row: i32): i32 {
+  return load<i32>(base + (<usize>row << 2));
+}
+
+// @ts-ignore: decorator
+@inline function setI32(base: usize, row: i32, value: i32): void {
+  store<i32>(base + (<usize>row << 2), value);
+}
+
+// @ts-ignore: decorator
+@inline function accOf(row: i32): usize {
+  return accBase + <usize>row * accStride;
+}
+
+// @ts-ignore: decorator
+@inline function probsOf(row: i32): usize {
+  return probBase + (<usize>(row * BLOCK) << 2);
+}
+
 // ------------------------------------------------------------------------------------- which keys
 
-/** Visits, in order, the blocks of keys the query at `position` may see. */
-function visitVisible(position: i32): void {
+/** Records which keys the query at `position` sees: [0, sinkEnd) ∪ [first, last]. */
+function setVisible(row: i32, position: i32): void {
   const last = causal ? min(position, keyEnd - 1) : keyEnd - 1;
-  const windowStart = window > 0 ? max(0, position - window + 1) : 0;
+  const first = window > 0 ? max(0, position - window + 1) : 0;
   // attention sinks: the first `sinks` keys stay visible below the window
-  const sinkEnd = min(min(sinks, windowStart), last + 1);
-  if (sinkEnd > 0) visitRange(0, sinkEnd);
-  if (windowStart <= last) visitRange(windowStart, last + 1);
+  setI32(rowSinkEnd, row, min(min(sinks, first), last + 1));
+  setI32(rowFirst, row, first);
+  setI32(rowLast, row, last);
 }
 
-function visitRange(first: i32, end: i32): void {
-  let position = first;
+/** The canonical block that holds `position` starts at the last cut at or before it. */
+// @ts-ignore: decorator
+@inline function blockStart(position: i32): i32 {
+  const aligned = position - position % BLOCK;
+  return position < sinks ? aligned : max(aligned, position - (position - sinks) % ring);
+}
+
+/** The first cut after `position`: the next multiple of BLOCK, the end of the sinks, or a ring wrap. */
+// @ts-ignore: decorator
+@inline function blockEnd(position: i32): i32 {
+  const aligned = position - position % BLOCK + BLOCK;
+  return position < sinks ? min(aligned, sinks) : min(aligned, position + ring - (position - sinks) % ring);
+}
+
+/** Walks the tile's rows (already set up) over every block that holds a key one of them may see. */
+function walkTile(rows: i32): void {
+  let start = 0x7fffffff, end = 0;
+  for (let r = 0; r < rows; r++) {
+    start = min(start, getI32(rowSinkEnd, r) > 0 ? 0 : getI32(rowFirst, r));
+    end = max(end, getI32(rowLast, r) + 1);
+  }
+  let position = blockStart(start);
   while (position < end) {
-    let blockEnd = min(end, (position / BLOCK + 1) * BLOCK);
-    if (position < sinks) blockEnd = min(blockEnd, sinks);
-    else blockEnd = min(blockEnd, position + ring - (position - sinks) % ring); // where the ring wraps
-    visitBlock(position, slotOf(position, sinks, ring), blockEnd - position);
-    position = blockEnd;
+    const stop = min(blockEnd(position), end);
+    // each row's visible keys in [position, stop): one interval (blocks never straddle the sinks' end)
+    activeCount = 0;
+    let resume = 0x7fffffff;
+    for (let r = 0; r < rows; r++) {
+      const sinkEnd = getI32(rowSinkEnd, r), first = getI32(rowFirst, r), last = getI32(rowLast, r);
+      let from = stop, to = position;
+      if (position < sinkEnd) { from = position; to = min(stop, sinkEnd); }
+      const a = max(position, first), b = min(stop, last + 1);
+      if (a < b) { from = min(from, a); to = max(to, b); }
+      if (from < to) {
+        setI32(rowFrom, r, from - position);
+        setI32(rowTo, r, to - position);
+        setI32(activeRows, activeCount++, r);
+      } else if (first >= stop && first <= last) {
+        resume = min(resume, first);
+      }
+    }
+    if (activeCount > 0) {
+      visitBlock(position, stop - position);
+      position = stop;
+    } else {
+      // nothing visible here: jump to the block of the next row's window (the gap after the sinks)
+      position = resume == 0x7fffffff ? end : max(stop, blockStart(resume));
+    }
   }
 }
 
-function visitBlock(position: i32, slot: i32, n: i32): void {
-  if (visit == VISIT_EXP) {
-    exponentiateWeights(position, n);
-    return;
-  }
+function visitBlock(position: i32, n: i32): void {
+  const slot = slotOf(position, sinks, ring);
   scoreBlock(slot, n);
-  if (visit == VISIT_SCORES) {
-    collectScores(position, n);
+  for (let i = 0; i < activeCount; i++) maskScores(getI32(activeRows, i));
+  if (weightsMode) {
+    for (let i = 0; i < activeCount; i++) collectScores(getI32(activeRows, i), position);
     return;
   }
-  for (let r = 0; r < group; r++) {
-    softmaxBlock(r, n);
-    accumulateValues(r, slot, n);
-  }
+  for (let i = 0; i < activeCount; i++) softmaxBlock(getI32(activeRows, i));
+  accumulateBlock(slot);
 }
 
 // ---------------------------------------------------------------------------------------- scores
 
-/** scores[r][j] = score of query row r against the key in slot `slot + j`, j < n; padding lanes MASKED. */
+/**
+ * probs[r][j] = q_r · k_j for every active row r and the lanes j of the groups of four that cover its
+ * visible keys (lanes counted from the block's start); factors[j] = the score scale of key j.
+ */
 function scoreBlock(slot: i32, n: i32): void {
   const keys = keyHead + <usize>slot * keyRowBytes;
+  for (let j = 0; j < n; j++) {
+    const factor = int8 ? scale * load<f32>(keyScaleHead + (<usize>(slot + j) << 2)) : scale;
+    store<f32>(factorBase + (<usize>j << 2), factor);
+  }
   const last = n - 1;
-  const rowBytes = <usize>headDim << 2;
+  let i = 0;
   if (ASC_FEATURE_SIMD) {
-    for (let j = 0; j < n; j += 4) {
-      // a partial last group repeats its last key; those lanes are masked below
-      const j1 = min(j + 1, last), j2 = min(j + 2, last), j3 = min(j + 3, last);
-      const k0 = keys + <usize>j * keyRowBytes;
-      const k1 = keys + <usize>j1 * keyRowBytes;
-      const k2 = keys + <usize>j2 * keyRowBytes;
-      const k3 = keys + <usize>j3 * keyRowBytes;
-      let factor = f32x4.splat(scale);
-      if (int8) {
-        const scales = keyScaleHead + (<usize>slot << 2);
-        factor = f32x4.mul(factor, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(
-          f32x4.splat(load<f32>(scales + (<usize>j << 2))),
-          1, load<f32>(scales + (<usize>j1 << 2))),
-          2, load<f32>(scales + (<usize>j2 << 2))),
-          3, load<f32>(scales + (<usize>j3 << 2))));
-      }
-      let q = queryRows;
-      let scores = scoreBase + (<usize>j << 2);
-      for (let r = 0; r < group; r++) {
-        let s = int8 ? dot4I8(q, k0, k1, k2, k3, headDim) : dot4F32(q, k0, k1, k2, k3, headDim);
-        s = f32x4.mul(s, factor);
-        if (softcap > 0) s = softcap4(s, softcap);
-        v128.store(scores, s);
-        q += rowBytes;
-        scores += <usize>BLOCK << 2;
+    // rows two at a time, keys four at a time
+    for (; i + 1 < activeCount; i += 2) {
+      const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+      const qa = <usize>getI32(rowQuery, ra), qb = <usize>getI32(rowQuery, rb);
+      const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)) & ~3;
+      const to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+      for (let j = from; j < to; j += 4) {
+        const k0 = keys + <usize>j * keyRowBytes;
+        const k1 = keys + <usize>min(j + 1, last) * keyRowBytes;
+        const k2 = keys + <usize>min(j + 2, last) * keyRowBytes;
+        const k3 = keys + <usize>min(j + 3, last) * keyRowBytes;
+        const outA = probsOf(ra) + (<usize>j << 2), outB = probsOf(rb) + (<usize>j << 2);
+        if (int8) dot2x4I8(qa, qb, k0, k1, k2, k3, headDim, outA, outB);
+        else dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, outA, outB);
       }
     }
-    const padded = (n + 3) & ~3;
-    for (let r = 0; r < group; r++) {
-      const row = scoreBase + (<usize>(r * BLOCK) << 2);
-      for (let j = n; j < padded; j++) store<f32>(row + (<usize>j << 2), MASKED);
+    if (i < activeCount) {
+      const r = getI32(activeRows, i);
+      const q = <usize>getI32(rowQuery, r);
+      for (let j = getI32(rowFrom, r) & ~3; j < getI32(rowTo, r); j += 4) {
+        const k0 = keys + <usize>j * keyRowBytes;
+        const k1 = keys + <usize>min(j + 1, last) * keyRowBytes;
+        const k2 = keys + <usize>min(j + 2, last) * keyRowBytes;
+        const k3 = keys + <usize>min(j + 3, last) * keyRowBytes;
+        v128.store(probsOf(r) + (<usize>j << 2), int8 ? dot4I8(q, k0, k1, k2, k3, headDim) : dot4F32(q, k0, k1, k2, k3, headDim));
+      }
     }
   } else {
-    for (let j = 0; j < n; j++) {
-      const k = keys + <usize>j * keyRowBytes;
-      const factor = int8 ? scale * load<f32>(keyScaleHead + (<usize>(slot + j) << 2)) : scale;
-      let q = queryRows;
-      for (let r = 0; r < group; r++) {
-        let s = (int8 ? dotScalarI8(q, k, headDim) : dotScalarF32(q, k, headDim)) * factor;
-        if (softcap > 0) s = softcapScalar(s, softcap);
-        store<f32>(scoreBase + (<usize>(r * BLOCK + j) << 2), s);
-        q += rowBytes;
+    for (; i < activeCount; i++) {
+      const r = getI32(activeRows, i);
+      const q = <usize>getI32(rowQuery, r);
+      for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
+        const k = keys + <usize>j * keyRowBytes;
+        store<f32>(probsOf(r) + (<usize>j << 2), int8 ? dotScalarI8(q, k, headDim) : dotScalarF32(q, k, headDim));
       }
+    }
+  }
+}
+
+/** Turns row r's dot products into scores over its groups of four; lanes it may not see become MASKED. */
+function maskScores(r: i32): void {
+  const row = probsOf(r);
+  const from = getI32(rowFrom, r), to = getI32(rowTo, r);
+  if (ASC_FEATURE_SIMD) {
+    const lo = i32x4.splat(from), hi = i32x4.splat(to);
+    for (let j = from & ~3; j < to; j += 4) {
+      const at = row + (<usize>j << 2);
+      let s = f32x4.mul(v128.load(at), v128.load(factorBase + (<usize>j << 2)));
+      if (softcap > 0) s = softcap4(s, softcap);
+      const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
+      const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
+      v128.store(at, v128.bitselect(s, f32x4.splat(MASKED), visible));
+    }
+  } else {
+    for (let j = from & ~3; j < ((to + 3) & ~3); j++) {
+      const at = row + (<usize>j << 2);
+      let s: f32 = MASKED;
+      if (j >= from && j < to) {
+        s = load<f32>(at) * load<f32>(factorBase + (<usize>j << 2));
+        if (softcap > 0) s = softcapScalar(s, softcap);
+      }
+      store<f32>(at, s);
     }
   }
 }
 
 // --------------------------------------------------------------------------------- online softmax
 
-/** Folds block scores of row r into its running max and sum; leaves e^(s − m) in the score row. */
-function softmaxBlock(r: i32, n: i32): void {
-  const row = scoreBase + (<usize>(r * BLOCK) << 2);
-  const maxAt = maxBase + (<usize>r << 2);
-  const sumAt = sumBase + (<usize>r << 2);
+/** Folds row r's block scores into its running max and sum; leaves e^(s − m) in its probability row. */
+function softmaxBlock(r: i32): void {
+  const row = probsOf(r);
+  const first = getI32(rowFrom, r) & ~3, end = (getI32(rowTo, r) + 3) & ~3;
+  const maxAt = rowMax + (<usize>r << 2);
+  const sumAt = rowSum + (<usize>r << 2);
   let blockMax: f32 = MASKED;
   if (ASC_FEATURE_SIMD) {
     let m = f32x4.splat(MASKED);
-    for (let j = 0; j < n; j += 4) m = f32x4.max(m, v128.load(row + (<usize>j << 2)));
+    for (let j = first; j < end; j += 4) m = f32x4.max(m, v128.load(row + (<usize>j << 2)));
     blockMax = horizontalMax(m);
   } else {
-    for (let j = 0; j < n; j++) blockMax = max<f32>(blockMax, load<f32>(row + (<usize>j << 2)));
+    for (let j = first; j < end; j++) blockMax = max<f32>(blockMax, load<f32>(row + (<usize>j << 2)));
   }
   const previous = load<f32>(maxAt);
   const m = max<f32>(previous, blockMax);
@@ -203,13 +317,13 @@ function softmaxBlock(r: i32, n: i32): void {
   if (m > previous && previous != MASKED) {
     const alpha = expScalar(previous - m);
     sum *= alpha;
-    scaleRow(accBase + <usize>r * accStride, alpha);
+    scaleRow(accOf(r), alpha);
   }
   store<f32>(maxAt, m);
   if (ASC_FEATURE_SIMD) {
     const mv = f32x4.splat(m);
     let total = f32x4.splat(0);
-    for (let j = 0; j < n; j += 4) {
+    for (let j = first; j < end; j += 4) {
       const at = row + (<usize>j << 2);
       const p = exp4(f32x4.sub(v128.load(at), mv));
       v128.store(at, p);
@@ -219,12 +333,12 @@ function softmaxBlock(r: i32, n: i32): void {
   } else {
     // the same four-lane summation order as the simd build
     let s0: f32 = 0, s1: f32 = 0, s2: f32 = 0, s3: f32 = 0;
-    for (let j = 0; j < n; j++) {
+    for (let j = first; j < end; j += 4) {
       const at = row + (<usize>j << 2);
-      const p = expScalar(load<f32>(at) - m);
-      store<f32>(at, p);
-      const lane = j & 3;
-      if (lane == 0) s0 += p; else if (lane == 1) s1 += p; else if (lane == 2) s2 += p; else s3 += p;
+      const p0 = expScalar(load<f32>(at) - m), p1 = expScalar(load<f32>(at, 4) - m);
+      const p2 = expScalar(load<f32>(at, 8) - m), p3 = expScalar(load<f32>(at, 12) - m);
+      store<f32>(at, p0); store<f32>(at, p1, 4); store<f32>(at, p2, 8); store<f32>(at, p3, 12);
+      s0 += p0; s1 += p1; s2 += p2; s3 += p3;
     }
     sum += (s0 + s1) + (s2 + s3);
   }
@@ -248,114 +362,89 @@ function scaleRow(row: usize, factor: f32): void {
 
 // ---------------------------------------------------------------------------------------- values
 
-/** acc[r] += Σ_j p[r][j] · v[slot + j], each accumulator chunk held in registers across the block. */
-function accumulateValues(r: i32, slot: i32, n: i32): void {
-  const acc = accBase + <usize>r * accStride;
-  const probs = scoreBase + (<usize>(r * BLOCK) << 2);
+/** Adds Σ p · v over the block for every active row: pairs share value loads over their common keys. */
+function accumulateBlock(slot: i32): void {
   const values = valueHead + <usize>slot * keyRowBytes;
   if (int8) {
-    // fold each row's dequantization scale into its weight
+    // fold each value row's dequantization scale into its weight
     const scales = valueScaleHead + (<usize>slot << 2);
-    for (let j = 0; j < n; j++) {
-      const at = probs + (<usize>j << 2);
-      store<f32>(at, load<f32>(at) * load<f32>(scales + (<usize>j << 2)));
+    for (let i = 0; i < activeCount; i++) {
+      const r = getI32(activeRows, i);
+      const row = probsOf(r);
+      for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
+        const at = row + (<usize>j << 2);
+        store<f32>(at, load<f32>(at) * load<f32>(scales + (<usize>j << 2)));
+      }
     }
   }
-  let c = 0;
-  if (ASC_FEATURE_SIMD) {
-    for (; c + 16 <= headDim; c += 16) {
-      const at = acc + (<usize>c << 2);
-      let a0 = v128.load(at), a1 = v128.load(at, 16), a2 = v128.load(at, 32), a3 = v128.load(at, 48);
-      if (int8) {
-        let v = values + <usize>c;
-        for (let j = 0; j < n; j++) {
-          const p = v128.load32_splat(probs + (<usize>j << 2));
-          const w = v128.load(v);
-          const lo = i16x8.extend_low_i8x16_s(w), hi = i16x8.extend_high_i8x16_s(w);
-          a0 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), a0);
-          a1 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), a1);
-          a2 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), a2);
-          a3 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), a3);
-          v += keyRowBytes;
-        }
-      } else {
-        let v = values + (<usize>c << 2);
-        for (let j = 0; j < n; j++) {
-          const p = v128.load32_splat(probs + (<usize>j << 2));
-          a0 = madd(p, v128.load(v), a0);
-          a1 = madd(p, v128.load(v, 16), a1);
-          a2 = madd(p, v128.load(v, 32), a2);
-          a3 = madd(p, v128.load(v, 48), a3);
-          v += keyRowBytes;
-        }
-      }
-      v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
+  let i = 0;
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const fa = getI32(rowFrom, ra), ta = getI32(rowTo, ra), fb = getI32(rowFrom, rb), tb = getI32(rowTo, rb);
+    const from = max(fa, fb), to = min(ta, tb);
+    if (from >= to) {
+      accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, fa, ta, headDim, int8);
+      accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, fb, tb, headDim, int8);
+      continue;
     }
-    for (; c + 4 <= headDim; c += 4) {
-      const at = acc + (<usize>c << 2);
-      let a = v128.load(at);
-      if (int8) {
-        let v = values + <usize>c;
-        for (let j = 0; j < n; j++) {
-          const w = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(v))));
-          a = madd(v128.load32_splat(probs + (<usize>j << 2)), w, a);
-          v += keyRowBytes;
-        }
-      } else {
-        let v = values + (<usize>c << 2);
-        for (let j = 0; j < n; j++) {
-          a = madd(v128.load32_splat(probs + (<usize>j << 2)), v128.load(v), a);
-          v += keyRowBytes;
-        }
-      }
-      v128.store(at, a);
-    }
+    // each row's keys stay in ascending order: its own head, the shared middle, its own tail
+    if (fa < from) accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, fa, from, headDim, int8);
+    if (fb < from) accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, fb, from, headDim, int8);
+    accumulate2(accOf(ra), probsOf(ra), accOf(rb), probsOf(rb), values, keyRowBytes, from, to, headDim, int8);
+    if (to < ta) accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, to, ta, headDim, int8);
+    if (to < tb) accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, to, tb, headDim, int8);
   }
-  for (; c < headDim; c++) {
-    const at = acc + (<usize>c << 2);
-    let a = load<f32>(at);
-    for (let j = 0; j < n; j++) {
-      const p = load<f32>(probs + (<usize>j << 2));
-      const x = int8 ? <f32>load<i8>(values + <usize>j * keyRowBytes + <usize>c)
-                     : load<f32>(values + <usize>j * keyRowBytes + (<usize>c << 2));
-      a += p * x;
-    }
-    store<f32>(at, a);
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    accumulate1(accOf(r), probsOf(r), values, keyRowBytes, getI32(rowFrom, r), getI32(rowTo, r), headDim, int8);
   }
 }
 
 // ------------------------------------------------------------------------------------ entry points
+
+/** Sets up the rows of tokens [t0, t0 + count) × the group of kv head g. */
+function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32, firstPosition: i32, g: i32): i32 {
+  const rowBytes = <usize>headDim << 2;
+  let r = 0;
+  for (let t = t0; t < t0 + count; t++) {
+    for (let h = 0; h < group; h++) {
+      const index = <usize>(t * heads + g * group + h);
+      setI32(rowQuery, r, <i32>(q + index * rowBytes));
+      setI32(rowOut, r, <i32>(out + index * outRowBytes));
+      setVisible(r, firstPosition + t);
+      store<f32>(rowMax + (<usize>r << 2), MASKED);
+      store<f32>(rowSum + (<usize>r << 2), 0);
+      r++;
+    }
+  }
+  memory.fill(accBase, 0, <usize>r * accStride);
+  return r;
+}
 
 /**
  * Attention of `tokens` queries (at positions firstPosition …) over the keys of one layer.
  * See index.ts for the meaning of each argument.
  */
 export function attendQueries(
-  q: usize, tokens: i32, firstPosition: i32, heads: i32, kvHeads: i32, dim: i32,
+  q: usize, tokens: i32, firstPosition: i32, queryHeads: i32, kvHeads: i32, dim: i32,
   keys: usize, values: usize, keyScales: usize, valueScales: usize, isInt8: i32,
   slots: i32, slotSinks: i32, slotRing: i32, end: i32, isCausal: i32, windowSize: i32,
   scoreScale: f32, cap: f32, out: usize, scratch: usize,
 ): void {
-  setGeometry(heads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
-  visit = VISIT_ATTEND;
+  setGeometry(queryHeads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
+  weightsMode = false;
+  const tileTokens = tileRows / group;
   const rowBytes = <usize>dim << 2;
-  for (let t = 0; t < tokens; t++) {
-    const position = firstPosition + t;
+  for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
+    const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) {
       selectHead(g, slots, keys, values, keyScales, valueScales);
-      const firstRow = <usize>(t * heads + g * group);
-      queryRows = q + firstRow * rowBytes;
-      outRows = out + firstRow * rowBytes;
-      memory.fill(accBase, 0, <usize>group * accStride);
-      for (let r = 0; r < group; r++) {
-        store<f32>(maxBase + (<usize>r << 2), MASKED);
-        store<f32>(sumBase + (<usize>r << 2), 0);
-      }
-      visitVisible(position);
-      for (let r = 0; r < group; r++) {
-        const acc = accBase + <usize>r * accStride;
-        const outRow = outRows + <usize>r * rowBytes;
-        const sum = load<f32>(sumBase + (<usize>r << 2));
+      const rows = setupRows(q, out, rowBytes, t0, count, firstPosition, g);
+      walkTile(rows);
+      for (let r = 0; r < rows; r++) {
+        const acc = accOf(r);
+        const outRow = <usize>getI32(rowOut, r);
+        const sum = load<f32>(rowSum + (<usize>r << 2));
         for (let c = 0; c < dim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
       }
     }
@@ -364,67 +453,57 @@ export function attendQueries(
 
 /** The softmax probabilities [tokens][heads][keyCount] of the same computation (masked keys exactly 0). */
 export function attentionWeights(
-  q: usize, tokens: i32, firstPosition: i32, heads: i32, kvHeads: i32, dim: i32,
+  q: usize, tokens: i32, firstPosition: i32, queryHeads: i32, kvHeads: i32, dim: i32,
   keys: usize, keyScales: usize, isInt8: i32,
   slots: i32, slotSinks: i32, slotRing: i32, end: i32, isCausal: i32, windowSize: i32,
   scoreScale: f32, cap: f32, out: usize, keyCount: i32, scratch: usize,
 ): void {
-  setGeometry(heads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
-  const rowBytes = <usize>dim << 2;
-  weightStride = <usize>keyCount << 2;
-  for (let t = 0; t < tokens; t++) {
-    const position = firstPosition + t;
+  setGeometry(queryHeads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
+  weightsMode = true;
+  const tileTokens = tileRows / group;
+  const weightRowBytes = <usize>keyCount << 2;
+  for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
+    const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) {
       selectHead(g, slots, keys, keys, keyScales, keyScales);
-      const firstRow = <usize>(t * heads + g * group);
-      queryRows = q + firstRow * rowBytes;
-      outRows = out + firstRow * weightStride;
-      memory.fill(outRows, 0, <usize>group * weightStride);
-      for (let r = 0; r < group; r++) {
-        store<f32>(maxBase + (<usize>r << 2), MASKED);
-        store<f32>(sumBase + (<usize>r << 2), 0);
-      }
-      visit = VISIT_SCORES;
-      visitVisible(position);
-      visit = VISIT_EXP;
-      visitVisible(position);
-      for (let r = 0; r < group; r++) {
-        const row = outRows + <usize>r * weightStride;
-        const sum = load<f32>(sumBase + (<usize>r << 2));
-        for (let j = 0; j < keyCount; j++) store<f32>(row + (<usize>j << 2), load<f32>(row + (<usize>j << 2)) / sum);
-      }
+      const rows = setupRows(q, out, weightRowBytes, t0, count, firstPosition, g);
+      for (let r = 0; r < rows; r++) memory.fill(<usize>getI32(rowOut, r), 0, weightRowBytes);
+      walkTile(rows);
+      for (let r = 0; r < rows; r++) normalizeWeights(r, keyCount);
     }
   }
 }
 
-/** Weights pass 1: copy a block's scores to the keys' positions in the output rows; raise each row's max. */
-function collectScores(position: i32, n: i32): void {
-  for (let r = 0; r < group; r++) {
-    const scores = scoreBase + (<usize>(r * BLOCK) << 2);
-    const row = outRows + <usize>r * weightStride + (<usize>position << 2);
-    const maxAt = maxBase + (<usize>r << 2);
-    let m = load<f32>(maxAt);
-    for (let j = 0; j < n; j++) {
-      const s = load<f32>(scores + (<usize>j << 2));
-      store<f32>(row + (<usize>j << 2), s);
-      m = max<f32>(m, s);
-    }
-    store<f32>(maxAt, m);
+/** Weights, pass 1: copy row r's visible scores of the block to their positions; raise its maximum. */
+function collectScores(r: i32, position: i32): void {
+  const scores = probsOf(r);
+  const row = <usize>getI32(rowOut, r) + (<usize>position << 2);
+  const maxAt = rowMax + (<usize>r << 2);
+  let m = load<f32>(maxAt);
+  for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
+    const s = load<f32>(scores + (<usize>j << 2));
+    store<f32>(row + (<usize>j << 2), s);
+    m = max<f32>(m, s);
   }
+  store<f32>(maxAt, m);
 }
 
-/** Weights pass 2: e^(s − max) over a block of visible keys; add to each row's sum. */
-function exponentiateWeights(position: i32, n: i32): void {
-  for (let r = 0; r < group; r++) {
-    const row = outRows + <usize>r * weightStride + (<usize>position << 2);
-    const m = load<f32>(maxBase + (<usize>r << 2));
-    let sum = load<f32>(sumBase + (<usize>r << 2));
-    for (let j = 0; j < n; j++) {
+/** Weights, pass 2: e^(s − max) over the visible keys, divided by their sum; the rest stays 0. */
+function normalizeWeights(r: i32, keyCount: i32): void {
+  const row = <usize>getI32(rowOut, r);
+  const m = load<f32>(rowMax + (<usize>r << 2));
+  const sinkEnd = getI32(rowSinkEnd, r), first = getI32(rowFirst, r), last = getI32(rowLast, r);
+  let sum: f32 = 0;
+  for (let j = 0; j < keyCount; j++) {
+    if (j < sinkEnd || (j >= first && j <= last)) {
       const at = row + (<usize>j << 2);
       const p = expScalar(load<f32>(at) - m);
       store<f32>(at, p);
       sum += p;
     }
-    store<f32>(sumBase + (<usize>r << 2), sum);
+  }
+  for (let j = 0; j < keyCount; j++) {
+    const at = row + (<usize>j << 2);
+    store<f32>(at, load<f32>(at) / sum);
   }
 }

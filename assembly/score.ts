@@ -25,18 +25,7 @@ import { madd, transposeSum } from './math';
     a3 = madd(x, v128.load(k3 + at), a3);
   }
   let s = transposeSum(a0, a1, a2, a3);
-  if (i < headDim) {
-    let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
-    for (; i < headDim; i++) {
-      const at = <usize>i << 2;
-      const x = load<f32>(q + at);
-      t0 += x * load<f32>(k0 + at);
-      t1 += x * load<f32>(k1 + at);
-      t2 += x * load<f32>(k2 + at);
-      t3 += x * load<f32>(k3 + at);
-    }
-    s = f32x4.add(s, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3));
-  }
+  if (i < headDim) s = f32x4.add(s, laneTails(q, k0, k1, k2, k3, i, headDim, false));
   return s;
 }
 
@@ -95,17 +84,7 @@ import { madd, transposeSum } from './math';
     i += 4;
   }
   let s = transposeSum(a0, a1, a2, a3);
-  if (i < headDim) {
-    let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
-    for (; i < headDim; i++) {
-      const x = load<f32>(q + (<usize>i << 2));
-      t0 += x * <f32>load<i8>(k0 + <usize>i);
-      t1 += x * <f32>load<i8>(k1 + <usize>i);
-      t2 += x * <f32>load<i8>(k2 + <usize>i);
-      t3 += x * <f32>load<i8>(k3 + <usize>i);
-    }
-    s = f32x4.add(s, f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3));
-  }
+  if (i < headDim) s = f32x4.add(s, laneTails(q, k0, k1, k2, k3, i, headDim, true));
   return s;
 }
 
@@ -126,4 +105,113 @@ import { madd, transposeSum } from './math';
   let t: f32 = 0;
   for (; i < headDim; i++) t += load<f32>(q + (<usize>i << 2)) * <f32>load<i8>(k + <usize>i);
   return s + t;
+}
+
+// ------------------------------------------------------------------------------- two query rows at once
+// Two query rows against the same four keys: each key chunk is loaded once for both rows (8 accumulators,
+// 4 key registers and 2 query registers: 14 of the 16 registers engines give v128 on x64). Per lane the
+// operations are exactly those of dot4F32 / dot4I8, so pairing rows never changes a score.
+
+// @ts-ignore: decorator
+@inline function laneTails(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, from: i32, headDim: i32, int8: bool): v128 {
+  let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
+  for (let i = from; i < headDim; i++) {
+    const x = load<f32>(q + (<usize>i << 2));
+    if (int8) {
+      t0 += x * <f32>load<i8>(k0 + <usize>i);
+      t1 += x * <f32>load<i8>(k1 + <usize>i);
+      t2 += x * <f32>load<i8>(k2 + <usize>i);
+      t3 += x * <f32>load<i8>(k3 + <usize>i);
+    } else {
+      const at = <usize>i << 2;
+      t0 += x * load<f32>(k0 + at);
+      t1 += x * load<f32>(k1 + at);
+      t2 += x * load<f32>(k2 + at);
+      t3 += x * load<f32>(k3 + at);
+    }
+  }
+  return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3);
+}
+
+/** Stores dot4F32(qa, …) at outA and dot4F32(qb, …) at outB. */
+// @ts-ignore: decorator
+@inline export function dot2x4F32(
+  qa: usize, qb: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32, outA: usize, outB: usize,
+): void {
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const body = headDim & ~3;
+  let i = 0;
+  for (; i < body; i += 4) {
+    const at = <usize>i << 2;
+    const x = v128.load(qa + at);
+    const y = v128.load(qb + at);
+    const c0 = v128.load(k0 + at);
+    a0 = madd(x, c0, a0); b0 = madd(y, c0, b0);
+    const c1 = v128.load(k1 + at);
+    a1 = madd(x, c1, a1); b1 = madd(y, c1, b1);
+    const c2 = v128.load(k2 + at);
+    a2 = madd(x, c2, a2); b2 = madd(y, c2, b2);
+    const c3 = v128.load(k3 + at);
+    a3 = madd(x, c3, a3); b3 = madd(y, c3, b3);
+  }
+  let sa = transposeSum(a0, a1, a2, a3);
+  let sb = transposeSum(b0, b1, b2, b3);
+  if (i < headDim) {
+    sa = f32x4.add(sa, laneTails(qa, k0, k1, k2, k3, i, headDim, false));
+    sb = f32x4.add(sb, laneTails(qb, k0, k1, k2, k3, i, headDim, false));
+  }
+  v128.store(outA, sa);
+  v128.store(outB, sb);
+}
+
+// @ts-ignore: decorator
+@inline function widen8Low(w: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w));
+}
+
+// @ts-ignore: decorator
+@inline function widen8High(w: v128): v128 {
+  return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w));
+}
+
+/** Stores dot4I8(qa, …) at outA and dot4I8(qb, …) at outB. */
+// @ts-ignore: decorator
+@inline export function dot2x4I8(
+  qa: usize, qb: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32, outA: usize, outB: usize,
+): void {
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let i = 0;
+  for (; i + 8 <= headDim; i += 8) {
+    const at = <usize>i << 2;
+    const x0 = v128.load(qa + at), x1 = v128.load(qa + at, 16);
+    const y0 = v128.load(qb + at), y1 = v128.load(qb + at, 16);
+    let w = v128.load8x8_s(k0 + <usize>i);
+    let lo = widen8Low(w), hi = widen8High(w);
+    a0 = madd(x1, hi, madd(x0, lo, a0)); b0 = madd(y1, hi, madd(y0, lo, b0));
+    w = v128.load8x8_s(k1 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
+    a1 = madd(x1, hi, madd(x0, lo, a1)); b1 = madd(y1, hi, madd(y0, lo, b1));
+    w = v128.load8x8_s(k2 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
+    a2 = madd(x1, hi, madd(x0, lo, a2)); b2 = madd(y1, hi, madd(y0, lo, b2));
+    w = v128.load8x8_s(k3 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
+    a3 = madd(x1, hi, madd(x0, lo, a3)); b3 = madd(y1, hi, madd(y0, lo, b3));
+  }
+  if (i + 4 <= headDim) {
+    const at = <usize>i << 2;
+    const x = v128.load(qa + at), y = v128.load(qb + at);
+    let c = widen4(k0 + <usize>i); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
+    c = widen4(k1 + <usize>i); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
+    c = widen4(k2 + <usize>i); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
+    c = widen4(k3 + <usize>i); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
+    i += 4;
+  }
+  let sa = transposeSum(a0, a1, a2, a3);
+  let sb = transposeSum(b0, b1, b2, b3);
+  if (i < headDim) {
+    sa = f32x4.add(sa, laneTails(qa, k0, k1, k2, k3, i, headDim, true));
+    sb = f32x4.add(sb, laneTails(qb, k0, k1, k2, k3, i, headDim, true));
+  }
+  v128.store(outA, sa);
+  v128.store(outB, sb);
 }

@@ -210,8 +210,8 @@ export class KVCache {
    */
   truncate(n: number): void {
     this.#live();
-    const longest = Math.max(...this.#lengths);
-    integerAtLeast('n', n, 0, longest);
+    // n past a layer's length keeps all of it: "every layer keeps its first n tokens"
+    integerAtLeast('n', n, 0);
     const { window, sinks } = this.#settings.scoring;
     if (window > 0) {
       // the next query, at position n, needs positions from max(sinks, n − window + 1) up to n − 1
