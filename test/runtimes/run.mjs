@@ -164,8 +164,8 @@ await step('pack', 'package', async () => {
     'wasm/attention-relaxed-simd.wasm', 'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm'];
   const missing = must.filter((p) => !paths.includes(p));
   checks.push({ name: 'the tarball holds what users need', ok: missing.length === 0, detail: missing.length ? `missing ${missing}` : `${paths.length} files` });
-  const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|dist\/[\w.-]+\.(js|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
-  checks.push({ name: 'and nothing else (no sources, tests, maps, benches)', ok: extra.length === 0, detail: extra.length ? extra.join(', ') : 'only dist/*.js, dist/*.d.ts, wasm/*.wasm' });
+  const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
+  checks.push({ name: 'and nothing else (no sources, tests, benches)', ok: extra.length === 0, detail: extra.length ? extra.join(', ') : 'only dist/*.{js,js.map,d.ts}, wasm/*.wasm' });
   for (const f of packed.files.filter((f) => f.path.endsWith('.wasm'))) {
     checks.push({ name: `${f.path} ≤ ${BUDGET.wasm / 1024} KB`, ok: f.size <= BUDGET.wasm, detail: `${(f.size / 1024).toFixed(1)} KB` });
   }
@@ -305,6 +305,19 @@ await step('vite', 'bundler', async () => {
   chromiumReport.ok = chromiumReport.checks.every((c) => c.ok);
   chromiumReport.build = `${chromiumReport.build}/${firefoxReport.build}`;
   return chromiumReport;
+});
+
+await step('vite-dev', 'bundler', async () => {
+  // `vite` (the dev server, with its dependency pre-bundling) with no configuration either.
+  const { createServer } = await import('vite');
+  const dir = join(app, 'pages');
+  const server = await createServer({ root: dir, configFile: false, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
+  await server.listen();
+  try {
+    return await pageResult(await chromiumBrowser(), server.resolvedUrls.local[0]);
+  } finally {
+    await server.close();
+  }
 });
 
 // ----------------------------------------------------------------------------------------- examples
