@@ -279,6 +279,16 @@ await step('esbuild-browser', 'bundler', async () => {
   return report;
 });
 
+await step('missing-wasm', 'loading', async () => {
+  // the same esbuild setup with the wasm/ folder forgotten (the bundle lives one level deeper, in nowasm/js/)
+  const esbuild = await import('esbuild');
+  const out = join(app, 'out/esbuild/nowasm');
+  await esbuild.build({ entryPoints: ['pages/missing-entry.js'], outfile: join(out, 'js/app.js'), bundle: true,
+    format: 'esm', platform: 'browser', target: 'es2022', absWorkingDir: app, logLevel: 'warning' });
+  cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
+  return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`);
+});
+
 await step('esbuild-worker', 'bundler', async () => {
   // The same for a module Web Worker: the worker's bundle sits in js/ too, so the same wasm/ folder serves it.
   const esbuild = await import('esbuild');

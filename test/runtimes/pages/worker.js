@@ -3,6 +3,12 @@ import { scenario } from '../scenario.js';
 
 export default {
   async fetch() {
-    return Response.json(await scenario());
+    const report = await scenario();
+    // prove this is the restricted runtime the workerd entry exists for: compiling bytes is refused here
+    const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+    const refused = await WebAssembly.compile(bytes).then(() => '', (error) => String(error.message ?? error));
+    report.checks.push({ name: 'workerd refuses WebAssembly.compile(bytes), so the .wasm came in as modules', ok: refused !== '', detail: refused || 'compiled' });
+    report.ok &&= refused !== '';
+    return Response.json(report);
   },
 };
