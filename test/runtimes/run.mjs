@@ -7,7 +7,8 @@
 //   node test/runtimes/run.mjs --only node20,deno,chromium   a subset (names as in the report)
 //   node test/runtimes/run.mjs --keep     keep the scratch folder and print where it is
 //
-// Needs Chromium and Firefox ESR from Debian (`apt-get install -y chromium firefox-esr`; .ci/run installs
+// Browsers: Chromium through playwright-core (CDP) and through puppeteer-core over WebDriver BiDi, Firefox ESR
+// through puppeteer-core over WebDriver BiDi. Needs Chromium and Firefox ESR from Debian (`apt-get install -y chromium firefox-esr`; .ci/run installs
 // them in CI). Everything else comes from devDependencies, and Node 22 from test/runtimes/node22.
 
 import { execFile, spawn } from 'node:child_process';
@@ -92,12 +93,19 @@ async function serve(folder) {
 }
 
 // Browsers, launched once each and shared by the pages that use them.
-let chromium, firefox;
+let chromium, chromiumBidi, firefox;
 async function chromiumBrowser() {
   if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
   const { chromium: launcher } = await import('playwright-core');
   chromium ??= await launcher.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   return chromium;
+}
+async function chromiumBidiBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
+  const puppeteer = (await import('puppeteer-core')).default;
+  chromiumBidi ??= await puppeteer.launch({ browser: 'chrome', executablePath: CHROMIUM, headless: true,
+    protocol: 'webDriverBiDi', args: CHROMIUM_ARGS.filter((a) => a !== '--headless') });
+  return chromiumBidi;
 }
 async function firefoxBrowser() {
   if (!existsSync(FIREFOX)) throw new Error(`Firefox ESR not found at ${FIREFOX}: install it with \`apt-get install -y firefox-esr\` (or set FIREFOX_PATH)`);
@@ -231,7 +239,7 @@ await step('node22', 'runtime', async () => {
   return report;
 });
 
-await step('deno', 'runtime', host(bin('deno'), ['run', '--allow-read', '--allow-env', 'host.mjs'],
+await step('deno', 'runtime', host(bin('deno'), ['run', '--allow-read', 'host.mjs'],
   { DENO_NO_UPDATE_CHECK: '1', DENO_DIR: join(work, 'deno-dir'), NO_COLOR: '1' }));
 
 await step('bun', 'runtime', host(bin('bun'), ['host.mjs'], { BUN_INSTALL_CACHE_DIR: join(work, 'bun-cache') }));
@@ -240,6 +248,7 @@ let server;
 const served = async () => (server ??= await serve(app));
 
 await step('chromium', 'runtime', async () => pageResult(await chromiumBrowser(), `${(await served()).url}/pages/scenario.html`));
+await step('chromium-bidi', 'runtime', async () => pageResult(await chromiumBidiBrowser(), `${(await served()).url}/pages/scenario.html`));
 await step('firefox', 'runtime', async () => pageResult(await firefoxBrowser(), `${(await served()).url}/pages/scenario.html`));
 
 await step('workerd', 'runtime', async () => {
@@ -360,6 +369,7 @@ await step('example-worker', 'example', async () => {
 // ------------------------------------------------------------------------------------------- report
 
 await chromium?.close();
+await chromiumBidi?.close();
 await firefox?.close();
 await server?.close();
 if (!keep) rmSync(work, { recursive: true, force: true });
