@@ -306,7 +306,7 @@ function softmaxBlock(r: i32): void {
   let blockMax: f32 = MASKED;
   if (ASC_FEATURE_SIMD) {
     let m = f32x4.splat(MASKED);
-    for (let j = first; j < end; j += 4) m = f32x4.max(m, v128.load(row + (<usize>j << 2)));
+    for (let j = first; j < end; j += 4) m = f32x4.pmax(m, v128.load(row + (<usize>j << 2)));
     blockMax = horizontalMax(m);
   } else {
     for (let j = first; j < end; j++) blockMax = max<f32>(blockMax, load<f32>(row + (<usize>j << 2)));

@@ -16,6 +16,8 @@ export const MASKED: f32 = -Infinity;
 // ---------------------------------------------------------------------------------------------------
 export const EXP_MIN: f32 = -87.33654;
 const LOG2E: f32 = 1.44269504088896341;
+/** 1.5 · 2^23: adding it to |v| < 2^22 rounds v to an integer held in the low mantissa bits. */
+const ROUNDING_MAGIC: f32 = 12582912.0;
 const LN2_HI: f32 = 0.693359375;
 const LN2_LO: f32 = -2.12194440e-4;
 const P0: f32 = 1.9875691500e-4;
@@ -81,12 +83,19 @@ const P5: f32 = 5.0000001201e-1;
   return max<f32>(max<f32>(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max<f32>(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
 }
 
-/** The same polynomial as expScalar, four lanes at once (NaN propagates; below EXP_MIN, −∞ included, gives 0). */
+/**
+ * The same polynomial as expScalar, four lanes at once (NaN propagates; below EXP_MIN, −∞ included, gives 0).
+ * Rounding uses the 1.5·2^23 "magic number": adding it leaves round(x·log2 e) in the low mantissa bits, and
+ * shifting those bits into the exponent field builds 2^n, cheaper than nearest + trunc_sat + shift. The
+ * result is identical to expScalar's (both round half to even). pmax maps to one instruction where max, with
+ * wasm's NaN and signed-zero rules, takes several.
+ */
 // @ts-ignore: decorator
 @inline export function exp4(x: v128): v128 {
   const underflow = f32x4.lt(x, f32x4.splat(EXP_MIN));
-  const xc = f32x4.max(x, f32x4.splat(EXP_MIN));
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(LOG2E)));
+  const xc = f32x4.pmax(x, f32x4.splat(EXP_MIN));
+  const shifted = f32x4.add(f32x4.mul(xc, f32x4.splat(LOG2E)), f32x4.splat(ROUNDING_MAGIC));
+  const n = f32x4.sub(shifted, f32x4.splat(ROUNDING_MAGIC));
   const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, f32x4.splat(LN2_HI))), f32x4.mul(n, f32x4.splat(LN2_LO)));
   let p = f32x4.splat(P0);
   p = madd(p, r, f32x4.splat(P1));
@@ -95,7 +104,8 @@ const P5: f32 = 5.0000001201e-1;
   p = madd(p, r, f32x4.splat(P4));
   p = madd(p, r, f32x4.splat(P5));
   const y = f32x4.add(madd(f32x4.mul(p, r), r, r), f32x4.splat(1));
-  const pow2n = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  // low bits of `shifted` hold n (two's complement); << 23 moves them into the exponent, + 127 biases it
+  const pow2n = i32x4.add(i32x4.shl(shifted, 23), i32x4.splat(127 << 23));
   return v128.andnot(f32x4.mul(y, pow2n), underflow);
 }
 

@@ -13,6 +13,12 @@ import { madd } from './math';
   return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
 }
 
+/** Four f32 lanes of a value row at `p`: f32 loads, or int8 widened (its scale is folded into the weight). */
+// @ts-ignore: decorator
+@inline function valueLanes(p: usize, int8: bool): v128 {
+  return int8 ? widen4(p) : v128.load(p);
+}
+
 /**
  * acc += Σ_{j in [from, to)} probs[j] · row j of `values` (rows `rowBytes` apart; f32, or int8 whose
  * scales the caller has folded into probs).
@@ -22,36 +28,44 @@ export function accumulate1(
 ): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
+    const firstRow = values + <usize>from * rowBytes;
+    const firstProb = probs + (<usize>from << 2);
+    const lastProb = probs + (<usize>to << 2);
     for (; c + 16 <= headDim; c += 16) {
       const at = acc + (<usize>c << 2);
       let a0 = v128.load(at), a1 = v128.load(at, 16), a2 = v128.load(at, 32), a3 = v128.load(at, 48);
-      let v = values + <usize>from * rowBytes + (int8 ? <usize>c : <usize>c << 2);
-      for (let j = from; j < to; j++) {
-        const p = v128.load32_splat(probs + (<usize>j << 2));
-        if (int8) {
-          const w = v128.load(v);
-          const lo = i16x8.extend_low_i8x16_s(w), hi = i16x8.extend_high_i8x16_s(w);
-          a0 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), a0);
-          a1 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), a1);
-          a2 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), a2);
-          a3 = madd(p, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), a3);
-        } else {
-          a0 = madd(p, v128.load(v), a0);
-          a1 = madd(p, v128.load(v, 16), a1);
-          a2 = madd(p, v128.load(v, 32), a2);
-          a3 = madd(p, v128.load(v, 48), a3);
+      let p = firstProb;
+      if (int8) {
+        let v = firstRow + <usize>c;
+        for (; p < lastProb; p += 4) {
+          const w = v128.load32_splat(p);
+          const x = v128.load(v);
+          const lo = i16x8.extend_low_i8x16_s(x), hi = i16x8.extend_high_i8x16_s(x);
+          a0 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), a0);
+          a1 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), a1);
+          a2 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), a2);
+          a3 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), a3);
+          v += rowBytes;
         }
-        v += rowBytes;
+      } else {
+        let v = firstRow + (<usize>c << 2);
+        for (; p < lastProb; p += 4) {
+          const w = v128.load32_splat(p);
+          a0 = madd(w, v128.load(v), a0);
+          a1 = madd(w, v128.load(v, 16), a1);
+          a2 = madd(w, v128.load(v, 32), a2);
+          a3 = madd(w, v128.load(v, 48), a3);
+          v += rowBytes;
+        }
       }
       v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
     }
     for (; c + 4 <= headDim; c += 4) {
       const at = acc + (<usize>c << 2);
       let a = v128.load(at);
-      let v = values + <usize>from * rowBytes + (int8 ? <usize>c : <usize>c << 2);
-      for (let j = from; j < to; j++) {
-        const w = int8 ? widen4(v) : v128.load(v);
-        a = madd(v128.load32_splat(probs + (<usize>j << 2)), w, a);
+      let v = firstRow + (int8 ? <usize>c : <usize>c << 2);
+      for (let p = firstProb; p < lastProb; p += 4) {
+        a = madd(v128.load32_splat(p), valueLanes(v, int8), a);
         v += rowBytes;
       }
       v128.store(at, a);
@@ -67,30 +81,45 @@ export function accumulate2(
 ): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
+    const firstRow = values + <usize>from * rowBytes;
+    const firstA = probsA + (<usize>from << 2);
+    const lastA = probsA + (<usize>to << 2);
+    const distance = probsB - probsA; // probsB[j] sits this far from probsA[j]
     for (; c + 16 <= headDim; c += 16) {
       const atA = accA + (<usize>c << 2), atB = accB + (<usize>c << 2);
       let a0 = v128.load(atA), a1 = v128.load(atA, 16), a2 = v128.load(atA, 32), a3 = v128.load(atA, 48);
       let b0 = v128.load(atB), b1 = v128.load(atB, 16), b2 = v128.load(atB, 32), b3 = v128.load(atB, 48);
-      let v = values + <usize>from * rowBytes + (int8 ? <usize>c : <usize>c << 2);
-      for (let j = from; j < to; j++) {
-        const pa = v128.load32_splat(probsA + (<usize>j << 2));
-        const pb = v128.load32_splat(probsB + (<usize>j << 2));
-        let v0: v128, v1: v128, v2: v128, v3: v128;
-        if (int8) {
-          const w = v128.load(v);
-          const lo = i16x8.extend_low_i8x16_s(w), hi = i16x8.extend_high_i8x16_s(w);
-          v0 = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo));
-          v1 = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo));
-          v2 = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi));
-          v3 = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi));
-        } else {
-          v0 = v128.load(v); v1 = v128.load(v, 16); v2 = v128.load(v, 32); v3 = v128.load(v, 48);
+      let p = firstA;
+      if (int8) {
+        let v = firstRow + <usize>c;
+        for (; p < lastA; p += 4) {
+          const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
+          const x = v128.load(v);
+          const lo = i16x8.extend_low_i8x16_s(x), hi = i16x8.extend_high_i8x16_s(x);
+          let u = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo));
+          a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
+          u = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo));
+          a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
+          u = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi));
+          a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
+          u = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi));
+          a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
+          v += rowBytes;
         }
-        a0 = madd(pa, v0, a0); b0 = madd(pb, v0, b0);
-        a1 = madd(pa, v1, a1); b1 = madd(pb, v1, b1);
-        a2 = madd(pa, v2, a2); b2 = madd(pb, v2, b2);
-        a3 = madd(pa, v3, a3); b3 = madd(pb, v3, b3);
-        v += rowBytes;
+      } else {
+        let v = firstRow + (<usize>c << 2);
+        for (; p < lastA; p += 4) {
+          const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
+          let u = v128.load(v);
+          a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
+          u = v128.load(v, 16);
+          a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
+          u = v128.load(v, 32);
+          a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
+          u = v128.load(v, 48);
+          a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
+          v += rowBytes;
+        }
       }
       v128.store(atA, a0); v128.store(atA, a1, 16); v128.store(atA, a2, 32); v128.store(atA, a3, 48);
       v128.store(atB, b0); v128.store(atB, b1, 16); v128.store(atB, b2, 32); v128.store(atB, b3, 48);
@@ -98,11 +127,11 @@ export function accumulate2(
     for (; c + 4 <= headDim; c += 4) {
       const atA = accA + (<usize>c << 2), atB = accB + (<usize>c << 2);
       let a = v128.load(atA), b = v128.load(atB);
-      let v = values + <usize>from * rowBytes + (int8 ? <usize>c : <usize>c << 2);
-      for (let j = from; j < to; j++) {
-        const w = int8 ? widen4(v) : v128.load(v);
-        a = madd(v128.load32_splat(probsA + (<usize>j << 2)), w, a);
-        b = madd(v128.load32_splat(probsB + (<usize>j << 2)), w, b);
+      let v = firstRow + (int8 ? <usize>c : <usize>c << 2);
+      for (let p = firstA; p < lastA; p += 4) {
+        const u = valueLanes(v, int8);
+        a = madd(v128.load32_splat(p), u, a);
+        b = madd(v128.load32_splat(p + distance), u, b);
         v += rowBytes;
       }
       v128.store(atA, a);
