@@ -1,0 +1,264 @@
+#!/usr/bin/env node
+// `npm run bench`: wasm-attention against its peers in Node, on one attention layer shaped like GPT-2
+// small (12/12/64) and Llama-3.2-1B (32/8/64):
+//   decode  — one new token over L cached tokens, L in 128, 512, 2048, 8192, 32768;
+//   prefill — T tokens, causal, into an empty cache, T in 128, 512 (and 2048 with --full);
+//   float32 and int8 caches (int8: wasm-attention only; its ratios are against the peers' float32).
+// Side by side: each wasm-attention build (relaxed-simd, simd, scalar), plain JS (bench/plain-js.mjs),
+// onnxruntime-web (WASM backend, 1 and 2 threads) and onnxruntime-node (native CPU, 1 thread), each
+// running com.microsoft GroupQueryAttention and ONNX Attention (opset 23) with a past KV cache, fetching
+// only the output; and the machine's limits (bench/limits): streaming bandwidth over each workload's K/V
+// size and peak f32x4 multiply-add throughput. Every implementation runs in its own child process.
+// Also measured: JS-heap bytes allocated per decode step, init() time, .wasm sizes.
+//
+// Writes bench/results/node.{json,md,svg}; prints the markdown. `--help` for options.
+
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
+import zlib from 'node:zlib';
+import { loadPackage, parseArgs } from './common.mjs';
+import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
+import { derive, markdown, svgChart } from './report.mjs';
+
+const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
+const DEFAULTS = {
+  shapes: Object.keys(SHAPES).join(','),
+  decode: DEFAULT_DECODE.join(','),
+  prefill: '',
+  dtypes: DTYPES.join(','),
+  impls: ALL_IMPLS.join(','),
+  full: false,
+  minTime: 0.25,
+  minReps: 5,
+  maxTime: 1.5,
+  warmup: 2,
+  outDir: fileURLToPath(new URL('./results/', import.meta.url)),
+  // internal
+  child: '',
+  resultFile: '',
+  config: '',
+};
+
+const HELP = `Usage: node bench/node.mjs [options]     (npm run bench -- [options])
+
+  --shapes LIST   ${Object.keys(SHAPES).join(', ')}                              [${DEFAULTS.shapes}]
+  --decode LIST   cached tokens L of the decode cases              [${DEFAULTS.decode}]
+  --prefill LIST  prompt tokens T of the prefill cases             [${DEFAULT_PREFILL.join(',')}; --full: ${FULL_PREFILL.join(',')}]
+  --full          the whole sweep of the issue (adds prefill T=2048: several minutes more)
+  --dtypes LIST   float32, int8 (wasm-attention's cache dtype)      [${DEFAULTS.dtypes}]
+  --impls LIST    ${ALL_IMPLS.join(', ')}
+                  (the limits are always measured)                 [all]
+  --min-time S    seconds of timed calls per case, at least        [${DEFAULTS.minTime}]
+  --min-reps N    timed calls per case, at least                   [${DEFAULTS.minReps}]
+  --max-time S    stop a case after this many seconds (≥ 3 calls)  [${DEFAULTS.maxTime}]
+  --warmup N      untimed calls first (1 when a call is slow)      [${DEFAULTS.warmup}]
+  --out-dir DIR   where node.json, node.md, node.svg go            [bench/results/]
+  -h, --help
+
+Builds the package first (npm run build). On Node 20 the children get --experimental-wasm-relaxed-simd.`;
+
+/** @param {string} msg */
+function fail(msg) {
+  console.error(`bench: ${msg}`);
+  process.exit(2);
+}
+
+let opts;
+try {
+  opts = parseArgs(process.argv.slice(2), DEFAULTS);
+} catch (e) {
+  fail(/** @type {Error} */ (e).message);
+}
+if (opts.help) {
+  console.log(HELP);
+  process.exit(0);
+}
+const ints = (/** @type {string} */ s) => String(s).split(',').filter(Boolean).map((x) => {
+  const n = Number(x);
+  if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
+  return n;
+}).sort((a, b) => a - b);
+const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
+
+/** @type {import('./suite.mjs').SuiteOptions} */
+const suiteOpts = opts.config ? JSON.parse(opts.config) : {
+  shapes: list(opts.shapes),
+  decode: ints(opts.decode),
+  prefill: opts.prefill ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
+  dtypes: list(opts.dtypes),
+  warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
+};
+for (const s of suiteOpts.shapes) if (!(s in SHAPES)) fail(`unknown shape ${s}`);
+for (const d of suiteOpts.dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype ${d}`);
+
+const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
+const crc32 = typeof zlib.crc32 === 'function' ? (/** @type {Uint8Array} */ b) => zlib.crc32(b) : undefined;
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+// =============================================================================================
+// children
+
+async function runChild(/** @type {string} */ impl) {
+  /** @type {Record<string, any>} */
+  const out = { impl, rows: [] };
+  /** @type {import('./suite.mjs').Ctx} */
+  const ctx = { opts: suiteOpts, log, runtime: `node ${process.version}`, crc32 };
+  if (impl === 'limits') {
+    const { measureLimits } = await import('./limits/limits.mjs');
+    const { buildLimits } = await import('./limits/build.mjs');
+    const paths = buildLimits();
+    let relaxed = readFileSync(paths.relaxed);
+    if (!WebAssembly.validate(relaxed)) relaxed = null;
+    const sizes = [];
+    for (const sh of suiteOpts.shapes) {
+      const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
+      for (const dt of suiteOpts.dtypes) for (const n of suiteOpts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
+      for (const n of suiteOpts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
+    }
+    out.limits = await measureLimits({ simd: readFileSync(paths.simd), relaxed }, [...new Set(sizes)].sort((a, b) => a - b));
+    log(`  limits: peak mul+add ${out.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${out.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s; bandwidth ${Object.values(out.limits.bandwidth).map((x) => /** @type {number} */ (x).toFixed(0)).join('/')} GB/s`);
+  } else if (BUILDS.includes(impl)) {
+    const pkg = await loadPackage();
+    const t0 = performance.now();
+    const info = await pkg.init({ build: impl });
+    out.initMs = performance.now() - t0;
+    if (info.build !== impl) {
+      out.unavailable = `init({ build: '${impl}' }) gave '${info.build}'`;
+    } else {
+      ctx.pkg = pkg;
+      out.rows = await runWasm(impl, ctx);
+      let gcs = 0;
+      const obs = new PerformanceObserver((l) => { gcs += l.getEntries().length; });
+      obs.observe({ entryTypes: ['gc'] });
+      out.allocations = await allocationsPerStep(ctx, () => process.memoryUsage().heapUsed,
+        () => new Promise((r) => setTimeout(() => r(gcs), 30)));
+      obs.disconnect();
+      log(`  ${impl}: init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`);
+    }
+  } else if (impl === 'plain') {
+    out.rows = await runPlain(ctx);
+  } else if (impl.startsWith('ort-')) {
+    const [, flavor, t] = /** @type {RegExpMatchArray} */ (impl.match(/^ort-(web|node)-(\d+)t$/));
+    const threads = Number(t);
+    let ort;
+    if (flavor === 'web') {
+      ort = await import('onnxruntime-web');
+      ort.env.wasm.numThreads = threads;
+    } else {
+      ort = (await import('onnxruntime-node')).default;
+    }
+    out.ortVersion = ort.env?.versions?.[flavor] ?? ort.env?.versions?.common;
+    const { buildModel } = await import('./ort/models.mjs');
+    ctx.ort = ort;
+    ctx.getModel = async (op, kind, shape) => buildModel(/** @type {any} */ (op), kind, SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]);
+    // for the output check: wasm-attention's default build on this runtime
+    const pkg = await loadPackage();
+    await pkg.init();
+    ctx.pkg = pkg;
+    out.rows = await runOrt(/** @type {'web' | 'node'} */ (flavor), threads, ctx);
+  } else {
+    throw new Error(`unknown implementation ${impl}`);
+  }
+  await writeFile(opts.resultFile, JSON.stringify(out));
+  // onnxruntime-web's worker threads may keep the process alive
+  process.exit(0);
+}
+
+// =============================================================================================
+// parent
+
+async function runParent() {
+  const impls = list(opts.impls);
+  for (const i of impls) if (!ALL_IMPLS.includes(i)) fail(`unknown implementation ${i}; known: ${ALL_IMPLS.join(', ')}`);
+  if (!existsSync(join(ROOT, 'dist/index.js')) || !existsSync(join(ROOT, 'wasm/attention-simd.wasm'))) fail('build the package first: npm run build');
+  const { buildLimits } = await import('./limits/build.mjs');
+  buildLimits();
+  const nodeMajor = Number(process.versions.node.split('.')[0]);
+  const flags = [...process.execArgv];
+  if (nodeMajor < 22 && !flags.includes('--experimental-wasm-relaxed-simd')) flags.push('--experimental-wasm-relaxed-simd');
+  const dir = await mkdtemp(join(tmpdir(), 'wasm-attention-bench-'));
+  const self = fileURLToPath(import.meta.url);
+  const load0 = loadavg();
+  const t0 = performance.now();
+  log(`bench: Node ${process.version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+  log(`bench: shapes ${suiteOpts.shapes.join(',')}; decode L ${suiteOpts.decode.join(',')}; prefill T ${suiteOpts.prefill.join(',')}; dtypes ${suiteOpts.dtypes.join(',')}`);
+  /** @type {Record<string, any>} */
+  const children = {};
+  try {
+    for (const impl of ['limits', ...impls]) {
+      const resultFile = join(dir, `${impl}.json`);
+      const c0 = performance.now();
+      const code = await new Promise((resolve, reject) => {
+        const p = spawn(process.execPath, [...flags, self, '--child', impl, '--result-file', resultFile, '--config', JSON.stringify(suiteOpts)], {
+          stdio: ['ignore', 'inherit', 'inherit'],
+        });
+        p.on('error', reject);
+        p.on('exit', (c, sig) => resolve(sig ?? c));
+      });
+      const seconds = (performance.now() - c0) / 1000;
+      if (code !== 0 || !existsSync(resultFile)) {
+        children[impl] = { impl, unavailable: `child process failed (${code})`, seconds, rows: [] };
+        log(`bench: ${impl} failed (${code})`);
+        continue;
+      }
+      children[impl] = { ...JSON.parse(await readFile(resultFile, 'utf8')), seconds };
+      log(`bench: ${impl} done in ${seconds.toFixed(0)} s`);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const load1 = loadavg();
+
+  const rows = Object.values(children).flatMap((c) => c.rows ?? []);
+  const limits = children.limits?.limits ?? null;
+  derive(rows, limits);
+  /** @type {Record<string, number>} */
+  const wasmSizes = {};
+  for (const b of BUILDS) {
+    const f = join(ROOT, `wasm/attention-${b}.wasm`);
+    if (existsSync(f)) wasmSizes[b] = (await stat(f)).size;
+  }
+  /** @type {Record<string, number>} */
+  const initMs = {};
+  /** @type {Record<string, any>} */
+  const allocations = {};
+  for (const b of BUILDS) {
+    if (children[b]?.initMs !== undefined && !children[b].unavailable) initMs[b] = children[b].initMs;
+    if (children[b]?.allocations) allocations[b] = children[b].allocations;
+  }
+  const notes = [];
+  for (const [impl, c] of Object.entries(children)) if (c.unavailable) notes.push(`${impl}: not measured: ${c.unavailable}`);
+  const ortV = children['ort-web-1t']?.ortVersion ?? children['ort-node-1t']?.ortVersion;
+  if (ortV) notes.push(`onnxruntime ${ortV}: one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap, as ORT's API requires), fetches ['output'] only.`);
+  notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times (the peers have no int8 cache).');
+  notes.push(`JS-heap allocations: process.memoryUsage().heapUsed before/after ${allocations[BUILDS.find((b) => allocations[b]) ?? '']?.steps ?? 20000} decode steps (Llama shape, L=512, after 3000 warm-up steps), kept only when a PerformanceObserver saw no GC in between; the control loop allocates one small typed-array view per step.`);
+  if (!opts.full && !opts.prefill) notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
+  notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
+  notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(children).map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`).join(', ')}).`);
+  const input = {
+    title: `Node ${process.version}`,
+    machine: [
+      `CPU: ${cpus()[0]?.model?.trim()} (${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB), ${process.platform} ${process.arch}`,
+      `Node ${process.version}${flags.length ? ` with ${flags.join(' ')}` : ''}; every implementation in its own child process; one thread unless the name says 2t`,
+      `date ${new Date().toISOString()}`,
+    ],
+    limits, rows, allocations, wasmSizes, initMs, notes,
+    shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
+  };
+  const md = markdown(input);
+  console.log(md);
+  await mkdir(opts.outDir, { recursive: true });
+  await writeFile(join(opts.outDir, 'node.md'), md + '\n');
+  await writeFile(join(opts.outDir, 'node.svg'), svgChart(input) + '\n');
+  await writeFile(join(opts.outDir, 'node.json'), JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])) }, null, 2) + '\n');
+  log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
+}
+
+if (opts.child) await runChild(opts.child);
+else await runParent();

@@ -1,0 +1,386 @@
+// The benchmark's workloads and measurements, shared by Node (bench/node.mjs, one child process per
+// implementation) and the browser (bench/browser.mjs, one page per implementation). No Node APIs here:
+// everything environment-specific comes in through `ctx`.
+//
+// Workloads, for each shape and dtype:
+//   decode  — one new token attending over L cached tokens (L + 1 visible keys);
+//   prefill — T tokens, causal, into an empty cache (T(T+1)/2 visible pairs).
+// Flops: 4·headDim per (query, visible key) pair per query head (q·k and p·v, a multiply and an add each).
+// The same numbers (seeded) feed every implementation, so outputs can be compared across them.
+
+import { mulberry32, gaussian, median } from './rng.mjs';
+import { PlainJsKVCache } from './plain-js.mjs';
+
+export const SHAPES = {
+  gpt2: { label: 'GPT-2 small', heads: 12, kvHeads: 12, headDim: 64 },
+  llama: { label: 'Llama-3.2-1B', heads: 32, kvHeads: 8, headDim: 64 },
+};
+export const BUILDS = ['relaxed-simd', 'simd', 'scalar'];
+export const DTYPES = ['float32', 'int8'];
+export const DEFAULT_DECODE = [128, 512, 2048, 8192, 32768];
+export const DEFAULT_PREFILL = [128, 512];
+export const FULL_PREFILL = [128, 512, 2048];
+
+/** @typedef {{ label: string, heads: number, kvHeads: number, headDim: number }} Shape */
+/** @typedef {'decode' | 'prefill'} Kind */
+
+/** visible (query, key) pairs */
+export const pairs = (/** @type {Kind} */ kind, /** @type {number} */ n) => (kind === 'decode' ? n + 1 : (n * (n + 1)) / 2);
+/** flops of one call */
+export const flopsOf = (/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @type {number} */ n) => 4 * s.headDim * s.heads * pairs(kind, n);
+/**
+ * Bytes the call must move at least: decode reads the cached K and V once (int8: one byte a value plus a
+ * f32 scale per token and kv head); prefill reads q, k, v and writes the output once.
+ */
+export function bytesOf(/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @type {number} */ n, /** @type {string} */ dtype) {
+  if (kind === 'decode') {
+    const values = 2 * s.kvHeads * n * s.headDim;
+    return dtype === 'int8' ? values + 2 * s.kvHeads * n * 4 : values * 4;
+  }
+  return 4 * n * (2 * s.heads + 2 * s.kvHeads) * s.headDim;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: a seeded pool of normal numbers, tiled in chunks at seeded offsets (fast for 50 M values).
+
+const POOL_ROWS = 1 << 14;
+/** @type {Map<number, Float32Array>} */
+const pools = new Map();
+function pool(/** @type {number} */ d) {
+  let p = pools.get(d);
+  if (!p) pools.set(d, (p = gaussian(POOL_ROWS * d, mulberry32(1234 + d))));
+  return p;
+}
+/** `rows` rows of `d` values from the pool, in chunks of 256 rows at offsets drawn from `rand` */
+function rowsFromPool(/** @type {number} */ rows, /** @type {number} */ d, /** @type {() => number} */ rand) {
+  const p = pool(d);
+  const out = new Float32Array(rows * d);
+  for (let r = 0; r < rows; r += 256) {
+    const c = Math.min(256, rows - r);
+    const from = Math.floor(rand() * (POOL_ROWS - 256)) * d;
+    out.set(p.subarray(from, from + c * d), r * d);
+  }
+  return out;
+}
+
+/**
+ * The inputs of one workload: token-major q/k/v of the new tokens; for decode also the past K/V,
+ * head-major [kvHeads][L][headDim] (ORT's BNSH layout and the saved-cache payload's).
+ * @param {string} shapeName @param {Kind} kind @param {number} n
+ */
+export function workloadData(shapeName, kind, n) {
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+  const rand = mulberry32((kind === 'decode' ? 1 : 2) * 1000003 + n * 31 + s.heads);
+  const T = kind === 'decode' ? 1 : n;
+  const q = rowsFromPool(T * s.heads, s.headDim, rand);
+  const k = rowsFromPool(T * s.kvHeads, s.headDim, rand);
+  const v = rowsFromPool(T * s.kvHeads, s.headDim, rand);
+  if (kind === 'prefill') return { q, k, v, P: 0 };
+  const pastK = rowsFromPool(s.kvHeads * n, s.headDim, rand);
+  const pastV = rowsFromPool(s.kvHeads * n, s.headDim, rand);
+  return { q, k, v, pastK, pastV, P: n };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+/**
+ * Times `fn` (sync, or async returning a promise): warm-up calls, then timed calls until at least
+ * `minReps` and `minTime` seconds, stopping early (after at least 3) past `maxTime` seconds.
+ * `before` runs untimed before each call. One warm-up only when a call is slow (> 0.3 s).
+ * @param {() => any} fn
+ * @param {(() => void) | undefined} before
+ * @param {{ warmup: number, minReps: number, minTime: number, maxTime: number }} o
+ */
+export async function timeIt(fn, before, o) {
+  for (let i = 0; i < o.warmup; i++) {
+    before?.();
+    const t0 = performance.now();
+    const r = fn();
+    if (r && typeof r.then === 'function') await r;
+    if (performance.now() - t0 > 300) break;
+  }
+  /** @type {number[]} */
+  const times = [];
+  const start = performance.now();
+  for (;;) {
+    before?.();
+    const t0 = performance.now();
+    const r = fn();
+    if (r && typeof r.then === 'function') await r;
+    times.push(performance.now() - t0);
+    const elapsed = (performance.now() - start) / 1000;
+    if (times.length >= o.minReps && elapsed >= o.minTime) break;
+    if (times.length >= 3 && elapsed >= o.maxTime) break;
+    if (times.length >= 20000) break;
+  }
+  return { medianMs: median(times), minMs: Math.min(...times), reps: times.length };
+}
+
+// ---------------------------------------------------------------------------------------------
+// wasm-attention: a cache holding L tokens, written in the saved-cache format (docs/FORMAT.md)
+
+/** CRC-32 (IEEE), table-driven; ctx.crc32 (zlib's) replaces it where available */
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+export function crc32js(/** @type {Uint8Array} */ bytes) {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * A KVCache holding the given past K/V (head-major) without attending them in: the saved-cache bytes
+ * are written here (float32 or int8 payload) and KVCache.load()ed.
+ * @param {any} pkg @param {Shape} s @param {string} dtype @param {number} maxTokens
+ * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L
+ * @param {(b: Uint8Array) => number} crc32
+ */
+export function loadedCache(pkg, s, dtype, maxTokens, pastK, pastV, L, crc32) {
+  const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype };
+  const empty = new pkg.KVCache(base);
+  const saved = empty.save();
+  empty.dispose();
+  const view = new DataView(saved.buffer, saved.byteOffset, saved.byteLength);
+  if (new TextDecoder().decode(saved.subarray(0, 8)) !== 'wattn-kv' || view.getUint32(8, true) !== 1) {
+    throw new Error('saved-cache format is not version 1 (docs/FORMAT.md)');
+  }
+  const header = JSON.parse(new TextDecoder().decode(saved.subarray(16, 16 + view.getUint32(12, true))));
+  header.layers[0] = { length: L, intactFrom: 0, rows: L };
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const start = (16 + json.length + 3) & ~3;
+  const n = s.kvHeads * L * s.headDim;
+  const payload = dtype === 'int8' ? 2 * n + 2 * s.kvHeads * L * 4 : 8 * n;
+  const bytes = new Uint8Array(start + payload + 4);
+  const out = new DataView(bytes.buffer);
+  bytes.set(saved.subarray(0, 8), 0);
+  out.setUint32(8, 1, true);
+  out.setUint32(12, json.length, true);
+  bytes.set(json, 16);
+  if (dtype === 'int8') {
+    const q8 = new Int8Array(bytes.buffer, start, 2 * n);
+    const scales = new Float32Array(bytes.buffer, start + 2 * n, 2 * s.kvHeads * L);
+    const d = s.headDim;
+    [pastK, pastV].forEach((src, which) => {
+      for (let r = 0; r < s.kvHeads * L; r++) {
+        let m = 0;
+        for (let i = 0; i < d; i++) m = Math.max(m, Math.abs(src[r * d + i]));
+        const sc = m / 127;
+        const inv = m > 0 ? 127 / m : 0;
+        scales[which * s.kvHeads * L + r] = sc;
+        for (let i = 0; i < d; i++) q8[which * n + r * d + i] = Math.round(src[r * d + i] * inv);
+      }
+    });
+  } else {
+    const f = new Float32Array(bytes.buffer, start, 2 * n);
+    f.set(pastK, 0);
+    f.set(pastV, n);
+  }
+  out.setUint32(bytes.length - 4, crc32(bytes.subarray(0, bytes.length - 4)), true);
+  const cache = pkg.KVCache.load(bytes);
+  if (cache.length !== L) throw new Error(`loaded cache has length ${cache.length}, expected ${L}`);
+  return cache;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The implementations
+
+/**
+ * @typedef {{ shapes: string[], decode: number[], prefill: number[], dtypes: string[],
+ *   warmup: number, minReps: number, minTime: number, maxTime: number }} SuiteOptions
+ * @typedef {{ opts: SuiteOptions, log: (s: string) => void, pkg?: any, ort?: any,
+ *   crc32?: (b: Uint8Array) => number, getModel?: (op: string, kind: Kind, shape: string) => Promise<Uint8Array>,
+ *   runtime: string }} Ctx
+ * @typedef {{ impl: string, runtime: string, shape: string, kind: Kind, n: number, dtype: string,
+ *   medianMs: number, minMs: number, reps: number, gflops: number, gbps?: number, maxAbsDiff?: number }} Row
+ */
+
+/** @param {Row[]} rows @param {Omit<Row, 'gflops' | 'gbps'>} r */
+function push(rows, r, /** @type {Ctx} */ ctx) {
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (r.shape)];
+  const row = { ...r, gflops: flopsOf(s, r.kind, r.n) / r.medianMs / 1e6 };
+  if (r.kind === 'decode') /** @type {any} */ (row).gbps = bytesOf(s, 'decode', r.n, r.dtype) / r.medianMs / 1e6;
+  rows.push(row);
+  const diff = r.maxAbsDiff !== undefined ? `  (max |Δ| vs wasm-attention ${r.maxAbsDiff.toExponential(1)})` : '';
+  ctx.log(`  ${r.impl.padEnd(16)} ${r.shape.padEnd(6)} ${r.kind} ${String(r.n).padStart(5)} ${r.dtype.padEnd(7)} ${r.medianMs.toPrecision(3).padStart(7)} ms ${row.gflops.toFixed(1).padStart(6)} GFLOP/s${diff}`);
+}
+
+/**
+ * wasm-attention, one build (already init()ed in ctx.pkg), every dtype.
+ * @param {string} build @param {Ctx} ctx @returns {Promise<Row[]>}
+ */
+export async function runWasm(build, ctx) {
+  const { pkg, opts } = ctx;
+  const crc = ctx.crc32 ?? crc32js;
+  /** @type {Row[]} */
+  const rows = [];
+  for (const shapeName of opts.shapes) {
+    const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+    const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
+    for (const T of opts.prefill) {
+      const { q, k, v } = workloadData(shapeName, 'prefill', T);
+      const out = new Float32Array(q.length);
+      for (const dtype of opts.dtypes) {
+        const cache = new pkg.KVCache({ ...base, maxTokens: T, dtype });
+        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
+        cache.dispose();
+        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype, ...r }, ctx);
+      }
+    }
+    for (const L of opts.decode) {
+      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
+      const out = new Float32Array(q.length);
+      for (const dtype of opts.dtypes) {
+        const cache = loadedCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L, crc);
+        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
+        cache.dispose();
+        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype, ...r }, ctx);
+      }
+    }
+  }
+  return rows;
+}
+
+/**
+ * Bytes allocated on the JS heap per decode step after warm-up: heapUsed (from `heapUsed()`) before
+ * and after `steps` steps, valid only when no garbage collection ran in between (`gcCount()` counts
+ * them); a control loop that allocates one small typed-array view per step shows the method sees
+ * allocations. Node only (the browser has no exact heap counter).
+ * @param {Ctx} ctx @param {() => number} heapUsed @param {() => Promise<number>} gcCount
+ */
+export async function allocationsPerStep(ctx, heapUsed, gcCount) {
+  const { pkg } = ctx;
+  const s = SHAPES.llama;
+  const L = 512;
+  const { q, k, v, pastK, pastV } = workloadData('llama', 'decode', L);
+  const out = new Float32Array(q.length);
+  const steps = 20000;
+  /** @type {Record<string, any>} */
+  const res = { steps, shape: 'llama', L };
+  const measure = async (/** @type {() => void} */ step) => {
+    for (let i = 0; i < 3000; i++) step(); // warm-up: optimizing compilers done
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const g0 = await gcCount();
+      const h0 = heapUsed();
+      for (let i = 0; i < steps; i++) step();
+      const h1 = heapUsed();
+      const g1 = await gcCount();
+      if (g1 === g0) return (h1 - h0) / steps;
+    }
+    return NaN; // a GC ran in every attempt
+  };
+  for (const dtype of ctx.opts.dtypes) {
+    const cache = loadedCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L, ctx.crc32 ?? crc32js);
+    res[dtype] = await measure(() => {
+      cache.attend(0, q, k, v, out);
+      cache.truncate(L);
+    });
+    cache.dispose();
+  }
+  /** @type {any[]} */
+  const keep = [];
+  res.control = await measure(() => {
+    keep.push(out.subarray(0, 4)); // one small allocation per step, kept alive
+    if (keep.length > 100) keep.length = 0;
+  });
+  return res;
+}
+
+/** The plain-JS baseline (float32 only: it has no int8 cache). @param {Ctx} ctx @returns {Promise<Row[]>} */
+export async function runPlain(ctx) {
+  const { opts } = ctx;
+  /** @type {Row[]} */
+  const rows = [];
+  for (const shapeName of opts.shapes) {
+    const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+    const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
+    for (const T of opts.prefill) {
+      const { q, k, v } = workloadData(shapeName, 'prefill', T);
+      const out = new Float32Array(q.length);
+      const cache = new PlainJsKVCache({ ...base, maxTokens: T });
+      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
+      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype: 'float32', ...r }, ctx);
+    }
+    for (const L of opts.decode) {
+      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
+      const out = new Float32Array(q.length);
+      const maxTokens = L + 16;
+      const cache = new PlainJsKVCache({ ...base, maxTokens });
+      const d = s.headDim;
+      for (let g = 0; g < s.kvHeads; g++) {
+        cache.K[0].set(/** @type {Float32Array} */ (pastK).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+        cache.V[0].set(/** @type {Float32Array} */ (pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+      }
+      cache.lengths[0] = L;
+      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
+      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype: 'float32', ...r }, ctx);
+    }
+  }
+  return rows;
+}
+
+/**
+ * onnxruntime (web: WASM backend; node: native CPU), both ops, one thread count (set up by the caller:
+ * ort.env.wasm.numThreads for web). Fetches only the output. When ctx.pkg is given, checks each output
+ * against wasm-attention's on the same inputs (max abs diff).
+ * @param {'web' | 'node'} flavor @param {number} threads @param {Ctx} ctx @returns {Promise<Row[]>}
+ */
+export async function runOrt(flavor, threads, ctx) {
+  const { ort, opts } = ctx;
+  /** @type {Row[]} */
+  const rows = [];
+  const sessionOptions = flavor === 'web'
+    ? { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }
+    : { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+  const { feeds } = await import('./ort/feeds.mjs');
+  for (const shapeName of opts.shapes) {
+    const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+    for (const op of ['gqa', 'mha']) {
+      const impl = `ort-${flavor}-${op}-${threads}t`;
+      for (const kind of /** @type {Kind[]} */ (['prefill', 'decode'])) {
+        const ns = kind === 'decode' ? opts.decode : opts.prefill;
+        if (ns.length === 0) continue;
+        const model = await /** @type {NonNullable<Ctx['getModel']>} */ (ctx.getModel)(op, kind, shapeName);
+        const session = await ort.InferenceSession.create(model, sessionOptions);
+        for (const n of ns) {
+          const x = workloadData(shapeName, kind, n);
+          const f = feeds(ort, op, s, x);
+          /** @type {any} */
+          let last;
+          const r = await timeIt(async () => { last = await session.run(f, ['output']); }, undefined, opts);
+          let maxAbsDiff;
+          if (ctx.pkg) maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, last.output.data);
+          push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype: 'float32', ...r, maxAbsDiff }, ctx);
+          last.output.dispose?.();
+        }
+        await session.release?.();
+      }
+    }
+  }
+  return rows;
+}
+
+/** wasm-attention's output on the same inputs, compared with `got`. */
+function maxAbsDiffVsOurs(/** @type {Ctx} */ ctx, /** @type {string} */ shapeName, /** @type {Kind} */ kind, /** @type {number} */ n, /** @type {any} */ x, /** @type {Float32Array} */ got) {
+  const { pkg } = ctx;
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+  const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
+  const cache = kind === 'decode'
+    ? loadedCache(pkg, s, 'float32', n + 1, x.pastK, x.pastV, n, ctx.crc32 ?? crc32js)
+    : new pkg.KVCache({ ...base, maxTokens: n });
+  const ours = cache.attend(0, x.q, x.k, x.v);
+  cache.dispose();
+  let m = 0;
+  for (let i = 0; i < ours.length; i++) {
+    const d = Math.abs(ours[i] - got[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
