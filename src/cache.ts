@@ -170,38 +170,62 @@ export class KVCache {
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array {
     this.#live();
     const index = this.#layerIndex(layer);
-    const { heads, kvHeads, headDim } = this.#settings.shape;
+    const { heads, headDim } = this.#settings.shape;
     const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
+    this.#checkNewTokens(index, k, v, tokens);
+    const result = outputArray(out, tokens * heads * headDim, `[T=${tokens}][heads=${heads}][headDim=${headDim}]`);
+    this.#run(index, k, v, tokens, q, result);
+    return result;
+  }
+
+  /**
+   * Appends the T tokens of k/v ([T][kvHeads][headDim]) to `layer` without attending: for restoring a
+   * cache from keys and values computed elsewhere. The cache then stands exactly as after attend().
+   */
+  append(layer: number, k: Float32Array, v: Float32Array): void {
+    this.#live();
+    const index = this.#layerIndex(layer);
+    const { kvHeads, headDim } = this.#settings.shape;
+    const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
+    this.#checkNewTokens(index, k, v, tokens);
+    this.#run(index, k, v, tokens);
+  }
+
+  /** Checks that k/v hold `tokens` tokens and that the layer has room for them. */
+  #checkNewTokens(index: number, k: unknown, v: unknown, tokens: number): void {
+    const { kvHeads, headDim } = this.#settings.shape;
     const keyTokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
     if (keyTokens !== tokens) {
       throw rangeError('k', `the same ${tokens} tokens as q (${tokens * kvHeads * headDim} floats)`, k);
     }
     tokensIn('v', v, kvHeads * headDim, 'kvHeads × headDim');
-    sameLength('v', v, 'k', k);
-    const result = outputArray(out, tokens * heads * headDim, `[T=${tokens}][heads=${heads}][headDim=${headDim}]`);
+    sameLength('v', v as Float32Array, 'k', k as Float32Array);
     const length = this.#lengths[index];
-    const { window } = this.#settings.scoring;
-    if (window === 0 && length + tokens > this.#settings.maxTokens) {
+    if (this.#settings.scoring.window === 0 && length + tokens > this.#settings.maxTokens) {
       throw new RangeError(`wasm-attention: k must fit in the cache: layer ${index} holds ${length} of maxTokens ` +
         `${this.#settings.maxTokens} tokens, room for ${this.#settings.maxTokens - length} more, got ${tokens} tokens`);
     }
     if (length + tokens > MAX_POSITION) {
       throw new RangeError(`wasm-attention: k would take layer ${index} past position ${MAX_POSITION}, got ${tokens} tokens`);
     }
+  }
 
+  /** Appends validated tokens chunk by chunk and, given q and out, attends each chunk's queries. */
+  #run(index: number, k: Float32Array, v: Float32Array, tokens: number, q?: Float32Array, out?: Float32Array): void {
     const target = this.#layers[index];
     const geometry = target.geometry;
+    const length = this.#lengths[index];
+    const { window } = this.#settings.scoring;
     // with a window, a chunk may not overwrite a key that one of its own queries still needs
     const chunk = window > 0 ? Math.min(target.staging.tokens, geometry.ring - window + 1) : target.staging.tokens;
     for (let from = 0; from < tokens; from += chunk) {
       const count = Math.min(chunk, tokens - from);
       const position = length + from;
       appendTokens(target, k, v, from, count, position);
-      attendTokens(target, q, result, from, count, position, position + count, true, this.#settings.scoring);
+      if (q && out) attendTokens(target, q, out, from, count, position, position + count, true, this.#settings.scoring);
     }
     this.#lengths[index] = length + tokens;
     if (window > 0) this.#intactFrom[index] = Math.max(this.#intactFrom[index], length + tokens - geometry.ring);
-    return result;
   }
 
   /**
