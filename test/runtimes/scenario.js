@@ -31,16 +31,18 @@ function identical(a, b) {
 
 const TOLERANCE = 2e-5;
 
-export async function scenario() {
+/** `build`: force one build with init({ build }) (every build must hold the contract); default: auto. */
+export async function scenario({ build: forced } = {}) {
   const started = Date.now();
   const checks = [];
   const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail });
   let build;
   try {
-    ({ build } = await init());
-    const expected = expectedBuild();
-    check('init chose the fastest build this runtime validates', build === expected, `${build} (expected ${expected})`);
-    check('init is idempotent', (await init()).build === build, build);
+    ({ build } = await init(forced ? { build: forced } : undefined));
+    const expected = forced ?? expectedBuild();
+    check(forced ? `init({ build: '${forced}' }) got it` : 'init chose the fastest build this runtime validates',
+      build === expected, `${build} (expected ${expected})`);
+    check('init is idempotent', (await init(forced ? { build: forced } : undefined)).build === build, build);
 
     // one-shot: grouped-query, causal, then a sliding window with a sink
     const shape = { heads: 4, kvHeads: 2, headDim: 64 };
