@@ -107,8 +107,10 @@ export function attentionWeights(
   const call = validate(q, k, v, options);
   const { heads, kvHeads, headDim } = call.shape;
   const count = call.queries * heads * call.keys;
-  const result = new Float32Array(count);
+  let result = new Float32Array(0);
+  // withKeys refuses a T×heads×S result too large for wasm memory before anything is allocated
   withKeys(kernel, call, k, v, count * 4, (layer, weights) => {
+    result = new Float32Array(count);
     const { staging, geometry: g, blocks } = layer;
     const chunk = staging.tokens;
     const offset = call.keys - call.queries;
