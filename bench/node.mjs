@@ -21,11 +21,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import zlib from 'node:zlib';
-import { loadPackage, parseArgs } from './common.mjs';
+import { loadPackage, parseArgs, median } from './common.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
+import { bestLimits } from './limits/limits.mjs';
 
 const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
+const INIT_RUNS = 5;
 const DEFAULTS = {
   shapes: Object.keys(SHAPES).join(','),
   decode: DEFAULT_DECODE.join(','),
@@ -108,7 +110,13 @@ async function runChild(/** @type {string} */ impl) {
   const out = { impl, rows: [] };
   /** @type {import('./suite.mjs').Ctx} */
   const ctx = { opts: suiteOpts, log, runtime: `node ${process.version}`, crc32 };
-  if (impl === 'limits') {
+  if (impl.startsWith('init-')) {
+    const pkg = await loadPackage();
+    const t0 = performance.now();
+    const info = await pkg.init({ build: impl.slice(5) });
+    out.initMs = performance.now() - t0;
+    out.build = info.build;
+  } else if (impl === 'limits') {
     const { measureLimits } = await import('./limits/limits.mjs');
     const { buildLimits } = await import('./limits/build.mjs');
     const paths = buildLimits();
@@ -190,8 +198,10 @@ async function runParent() {
   /** @type {Record<string, any>} */
   const children = {};
   try {
-    for (const impl of ['limits', ...impls]) {
-      const resultFile = join(dir, `${impl}.json`);
+    const initRuns = BUILDS.filter((b) => impls.includes(b)).flatMap((b) => Array.from({ length: INIT_RUNS }, (_, i) => `init-${b}#${i}`));
+    for (const job of ['limits#1', ...initRuns, ...impls, 'limits#2']) {
+      const impl = job.replace(/#.*/, '');
+      const resultFile = join(dir, `${job}.json`);
       const c0 = performance.now();
       const code = await new Promise((resolve, reject) => {
         const p = spawn(process.execPath, [...flags, self, '--child', impl, '--result-file', resultFile, '--config', JSON.stringify(suiteOpts)], {
@@ -202,12 +212,12 @@ async function runParent() {
       });
       const seconds = (performance.now() - c0) / 1000;
       if (code !== 0 || !existsSync(resultFile)) {
-        children[impl] = { impl, unavailable: `child process failed (${code})`, seconds, rows: [] };
-        log(`bench: ${impl} failed (${code})`);
+        children[job] = { impl, unavailable: `child process failed (${code})`, seconds, rows: [] };
+        log(`bench: ${job} failed (${code})`);
         continue;
       }
-      children[impl] = { ...JSON.parse(await readFile(resultFile, 'utf8')), seconds };
-      log(`bench: ${impl} done in ${seconds.toFixed(0)} s`);
+      children[job] = { ...JSON.parse(await readFile(resultFile, 'utf8')), seconds };
+      if (!impl.startsWith('init-')) log(`bench: ${job} done in ${seconds.toFixed(0)} s`);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -216,7 +226,7 @@ async function runParent() {
   const load1 = loadavg();
 
   const rows = Object.values(children).flatMap((c) => c.rows ?? []);
-  const limits = children.limits?.limits ?? null;
+  const limits = bestLimits(Object.entries(children).filter(([k]) => k.startsWith('limits#')).map(([, c]) => c.limits));
   derive(rows, limits);
   /** @type {Record<string, number>} */
   const wasmSizes = {};
@@ -229,18 +239,20 @@ async function runParent() {
   /** @type {Record<string, any>} */
   const allocations = {};
   for (const b of BUILDS) {
-    if (children[b]?.initMs !== undefined && !children[b].unavailable) initMs[b] = children[b].initMs;
+    const inits = Object.entries(children).filter(([k, c]) => k.startsWith(`init-${b}#`) && c.build === b).map(([, c]) => c.initMs);
+    if (inits.length) initMs[b] = median(inits);
     if (children[b]?.allocations) allocations[b] = children[b].allocations;
   }
   const notes = [];
-  for (const [impl, c] of Object.entries(children)) if (c.unavailable) notes.push(`${impl}: not measured: ${c.unavailable}`);
+  for (const [impl, c] of Object.entries(children)) if (c.unavailable && !impl.startsWith('init-')) notes.push(`${impl}: not measured: ${c.unavailable}`);
   const ortV = children['ort-web-1t']?.ortVersion ?? children['ort-node-1t']?.ortVersion;
   if (ortV) notes.push(`onnxruntime ${ortV}: one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap, as ORT's API requires), fetches ['output'] only.`);
   notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times (the peers have no int8 cache).');
-  notes.push(`JS-heap allocations: process.memoryUsage().heapUsed before/after ${allocations[BUILDS.find((b) => allocations[b]) ?? '']?.steps ?? 20000} decode steps (Llama shape, L=512, after 3000 warm-up steps), kept only when a PerformanceObserver saw no GC in between; the control loop allocates one small typed-array view per step.`);
+  notes.push('JS-heap allocations: process.memoryUsage().heapUsed before/after 1000 decode steps (attend + truncate; Llama shape, L=128, after 3000 warm-up steps), kept only when a PerformanceObserver (gc entries) saw no GC in between; a control loop allocating one small typed-array view per step and an empty loop calibrate it.');
+  notes.push(`init(): median of ${INIT_RUNS} fresh processes per build, time of the first \`await init({ build })\` after importing the package (reads, compiles and instantiates the .wasm).`);
   if (!opts.full && !opts.prefill) notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
   notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
-  notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(children).map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`).join(', ')}).`);
+  notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(children).filter(([k]) => !k.startsWith('init-')).map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`).join(', ')}).`);
   const input = {
     title: `Node ${process.version}`,
     machine: [
@@ -256,7 +268,7 @@ async function runParent() {
   await mkdir(opts.outDir, { recursive: true });
   await writeFile(join(opts.outDir, 'node.md'), md + '\n');
   await writeFile(join(opts.outDir, 'node.svg'), svgChart(input) + '\n');
-  await writeFile(join(opts.outDir, 'node.json'), JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])) }, null, 2) + '\n');
+  await writeFile(join(opts.outDir, 'node.json'), JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])), initRuns: INIT_RUNS }, null, 2) + '\n');
   log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
 }
 

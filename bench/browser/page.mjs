@@ -1,0 +1,66 @@
+// One benchmark job in a browser page (bench/browser.mjs opens one page per job): ?job=<limits | build |
+// plain | ort-web-<n>t>&config=<SuiteOptions JSON>. Sets globalThis.__result = { rows, ... } or { error }.
+import { SHAPES, BUILDS, bytesOf, runWasm, runPlain, runOrt } from '../suite.mjs';
+import { measureLimits } from '../limits/limits.mjs';
+
+const params = new URLSearchParams(location.search);
+const job = params.get('job') ?? '';
+/** @type {import('../suite.mjs').SuiteOptions} */
+const opts = JSON.parse(params.get('config') ?? '{}');
+const pre = /** @type {HTMLElement} */ (document.getElementById('log'));
+const log = (/** @type {string} */ s) => {
+  pre.textContent += s + '\n';
+  console.log(s);
+};
+/** @type {import('../suite.mjs').Ctx} */
+const ctx = { opts, log, runtime: navigator.userAgent.match(/(HeadlessChrome|Chrome|Chromium)\/[\d.]+/)?.[0] ?? 'browser' };
+
+async function run() {
+  /** @type {Record<string, any>} */
+  const out = { job, rows: [], crossOriginIsolated };
+  if (job === 'limits') {
+    const get = async (/** @type {string} */ f) => new Uint8Array(await (await fetch(`/bench/.build/${f}`)).arrayBuffer());
+    const simd = await get('limits-simd.wasm');
+    let relaxed = /** @type {Uint8Array | null} */ (await get('limits-relaxed.wasm'));
+    if (!WebAssembly.validate(relaxed)) relaxed = null;
+    const sizes = [];
+    for (const sh of opts.shapes) {
+      const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
+      for (const dt of opts.dtypes) for (const n of opts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
+      for (const n of opts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
+    }
+    out.limits = await measureLimits({ simd, relaxed }, [...new Set(sizes)].sort((a, b) => a - b));
+  } else if (BUILDS.includes(job)) {
+    const pkg = await import('wasm-attention');
+    const t0 = performance.now();
+    const info = await pkg.init({ build: /** @type {any} */ (job) });
+    out.initMs = performance.now() - t0;
+    if (info.build !== job) out.unavailable = `init({ build: '${job}' }) gave '${info.build}'`;
+    else {
+      ctx.pkg = pkg;
+      out.rows = await runWasm(job, ctx);
+    }
+  } else if (job === 'plain') {
+    out.rows = await runPlain(ctx);
+  } else if (/^ort-web-\d+t$/.test(job)) {
+    const threads = Number(job.slice(8, -1));
+    const ort = await import('onnxruntime-web');
+    ort.env.wasm.numThreads = threads;
+    ort.env.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
+    out.ortVersion = ort.env.versions?.web ?? ort.env.versions?.common;
+    ctx.ort = ort;
+    ctx.getModel = async (op, kind, shape) => new Uint8Array(await (await fetch(`/bench-models/${op}-${kind}-${shape}.onnx`)).arrayBuffer());
+    const pkg = await import('wasm-attention'); // for the output check
+    await pkg.init();
+    ctx.pkg = pkg;
+    out.rows = await runOrt('web', threads, ctx);
+  } else {
+    throw new Error(`unknown job ${job}`);
+  }
+  return out;
+}
+
+run().then(
+  (r) => { /** @type {any} */ (globalThis).__result = r; },
+  (e) => { /** @type {any} */ (globalThis).__result = { job, error: String(e?.stack ?? e) }; },
+);
