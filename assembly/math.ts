@@ -43,11 +43,31 @@ const P5: f32 = 5.0000001201e-1;
   return y * reinterpret<f32>((<i32>n + 127) << 23);
 }
 
-/** softcap · tanh(s / softcap), through tanh|t| = (1 − e^−2|t|) / (1 + e^−2|t|) so exp only sees x <= 0. */
+// softcap · tanh(s / softcap). tanh of |t| >= 0.625 is (1 − e^−2|t|) / (1 + e^−2|t|), so exp only sees
+// x <= 0 and 1 − e does not cancel (e <= 0.29). Below 0.625 that difference would cancel and cost
+// cap · 2^-23 of absolute error in every score, so there we use Cephes tanhf's odd polynomial
+// t + t³·P(t²), accurate to a few ulp relative: a loose cap then changes the scores as little as it should.
+const TANH_SMALL: f32 = 0.625;
+const T0: f32 = -5.70498872745e-3;
+const T1: f32 = 2.06390887954e-2;
+const T2: f32 = -5.37397155531e-2;
+const T3: f32 = 1.33314422036e-1;
+const T4: f32 = -3.33332819422e-1;
+
 // @ts-ignore: decorator
 @inline export function softcapScalar(s: f32, cap: f32): f32 {
   const t = s / cap;
-  const e = expScalar(-2 * abs<f32>(t));
+  const a = abs<f32>(t);
+  if (a < TANH_SMALL) {
+    const z = t * t;
+    let p = T0;
+    p = p * z + T1;
+    p = p * z + T2;
+    p = p * z + T3;
+    p = p * z + T4;
+    return cap * (p * z * t + t);
+  }
+  const e = expScalar(-2 * a);
   return copysign<f32>(cap * ((1 - e) / (1 + e)), t);
 }
 
@@ -112,8 +132,17 @@ const P5: f32 = 5.0000001201e-1;
 // @ts-ignore: decorator
 @inline export function softcap4(s: v128, cap: f32): v128 {
   const t = f32x4.div(s, f32x4.splat(cap));
-  const e = exp4(f32x4.mul(f32x4.abs(t), f32x4.splat(-2)));
-  const magnitude = f32x4.mul(f32x4.splat(cap), f32x4.div(f32x4.sub(f32x4.splat(1), e), f32x4.add(f32x4.splat(1), e)));
-  // copy the sign bit of t onto the non-negative magnitude
-  return v128.or(magnitude, v128.and(t, i32x4.splat(0x80000000)));
+  const a = f32x4.abs(t);
+  // large |t|: (1 − e) / (1 + e) with the sign of t
+  const e = exp4(f32x4.mul(a, f32x4.splat(-2)));
+  const large = v128.or(f32x4.div(f32x4.sub(f32x4.splat(1), e), f32x4.add(f32x4.splat(1), e)), v128.and(t, i32x4.splat(0x80000000)));
+  // small |t|: t + t³·P(t²)
+  const z = f32x4.mul(t, t);
+  let p = f32x4.splat(T0);
+  p = madd(p, z, f32x4.splat(T1));
+  p = madd(p, z, f32x4.splat(T2));
+  p = madd(p, z, f32x4.splat(T3));
+  p = madd(p, z, f32x4.splat(T4));
+  const small = madd(f32x4.mul(p, z), t, t);
+  return f32x4.mul(f32x4.splat(cap), v128.bitselect(small, large, f32x4.lt(a, f32x4.splat(TANH_SMALL))));
 }

@@ -7,7 +7,7 @@ import {
   MAX_POSITION, headShape, integerAtLeast, optionsObject, outputArray, ropeSettings, sameLength, scoring,
   tokensIn, type HeadShape, type RopeSettings, type Scoring,
 } from './options.js';
-import { decodeHeader, encode, payloadBytes, restore, type Run, type SavedLayer } from './persist.js';
+import { decodeHeader, encode, restore, type Run, type SavedLayer } from './persist.js';
 import {
   Placer, appendTokens, attendTokens, measure, placeLayer, placeStaging, stagingTokens,
   type Layer, type LayerGeometry,
@@ -81,6 +81,17 @@ export function layerGeometry(settings: CacheSettings): LayerGeometry {
   return window > 0
     ? { ...settings.shape, int8, slots: sinks + settings.maxTokens, sinks, ring: settings.maxTokens }
     : { ...settings.shape, int8, slots: settings.maxTokens, sinks: 0, ring: settings.maxTokens };
+}
+
+/** Slots per kv head save() writes: positions sit at slots 0 … length − 1 until a ring has wrapped. */
+function savedRowsFor(length: number, intactFrom: number, slots: number): number {
+  return intactFrom === 0 && length <= slots ? length : slots;
+}
+
+/** Payload bytes of one saved layer: K and V rows, and int8 scales (persist.ts lays them out). */
+function layerPayloadBytes(geometry: LayerGeometry, rows: number): number {
+  const rowBytes = geometry.headDim * (geometry.int8 ? 1 : 4);
+  return 2 * geometry.kvHeads * rows * (rowBytes + (geometry.int8 ? 4 : 0));
 }
 
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
@@ -287,17 +298,23 @@ export class KVCache {
     const geometry = layerGeometry(settings);
     const layers = header.layers;
     if (layers.length !== settings.layers) throw refuse(`${layers.length} saved layers for options.layers ${settings.layers}`);
+    const windowed = settings.scoring.window > 0;
+    let payload = 0;
     layers.forEach((saved, l) => {
-      const ok = saved && [saved.length, saved.intactFrom, saved.rows].every((n) => Number.isInteger(n) && n >= 0) &&
-        saved.length <= MAX_POSITION && saved.rows <= geometry.slots && saved.intactFrom <= saved.length &&
-        (settings.scoring.window > 0 || (saved.length <= settings.maxTokens && saved.rows === saved.length));
-      if (!ok) throw refuse(`layer ${l}'s saved state ${JSON.stringify(saved)} does not fit the options`);
+      const numbers = saved && [saved.length, saved.intactFrom, saved.rows].every((n) => Number.isInteger(n) && n >= 0);
+      // exactly the states save() can write: eviction only past a full ring, and the rows that rule implies
+      const ok = numbers && saved.length <= MAX_POSITION && saved.intactFrom <= saved.length &&
+        (windowed ? saved.intactFrom >= saved.length - geometry.ring : saved.intactFrom === 0 && saved.length <= settings.maxTokens) &&
+        saved.rows === savedRowsFor(saved.length, saved.intactFrom, geometry.slots);
+      if (!ok) throw refuse(`layer ${l}'s saved state ${JSON.stringify(saved)} is not one a cache of these options can be in`);
+      payload += layerPayloadBytes(geometry, saved.rows);
     });
+    // checked before anything is allocated, so refused bytes never grow memory
+    const expected = payloadStart + payload + 4;
+    if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
     const cache = new KVCache(settingsToOptions(settings));
     try {
       const runs = layers.flatMap((saved, l) => cache.#runs(l, saved.rows));
-      const expected = payloadStart + payloadBytes(runs) + 4;
-      if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
       restore(bytes, payloadStart, runs, cache.#kernel.bytes());
       layers.forEach((saved, l) => {
         cache.#lengths[l] = saved.length;
@@ -312,9 +329,7 @@ export class KVCache {
 
   /** Slots per kv head that hold data: the prefix 0 … length − 1 until a window's ring has wrapped. */
   #savedRows(layer: number): number {
-    const { slots } = this.#layers[layer].geometry;
-    const length = this.#lengths[layer];
-    return this.#intactFrom[layer] === 0 && length <= slots ? length : slots;
+    return savedRowsFor(this.#lengths[layer], this.#intactFrom[layer], this.#layers[layer].geometry.slots);
   }
 
   /** The memory runs of one layer's first `rows` slots: K rows, V rows, then int8 scales. */

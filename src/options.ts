@@ -71,7 +71,9 @@ export function headShape(options: Bag, where: string): HeadShape {
 
 export function scoring(options: Bag, where: string, headDim: number): Scoring {
   const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveNumber(`${where}.scale`, options.scale);
-  const softcap = options.softcap === undefined ? 0 : positiveNumber(`${where}.softcap`, options.softcap);
+  // softcap 0 (or null) means none, as in onnxruntime's attention ops and Hugging Face configs
+  const softcap = options.softcap === undefined || options.softcap === null || options.softcap === 0
+    ? 0 : positiveNumber(`${where}.softcap`, options.softcap);
   const window = optionalInteger(`${where}.window`, options.window, 1, 0);
   const sinks = optionalInteger(`${where}.sinks`, options.sinks, 0, 0);
   return { scale, softcap, window, sinks };

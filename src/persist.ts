@@ -106,12 +106,6 @@ export function restore(bytes: Uint8Array, payloadStart: number, runs: Run[], me
   }
 }
 
-export function payloadBytes(runs: Run[]): number {
-  let total = 0;
-  for (const r of runs) total += r.run * r.count;
-  return total;
-}
-
 function align4(n: number): number {
   return (n + 3) & ~3;
 }

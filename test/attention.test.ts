@@ -99,6 +99,11 @@ function cases(): Case[] {
   out.push(mk(24, 24, MHA, 64, { softcap: 1 }));
   out.push(mk(16, 48, GQA, 128, { softcap: 30, scale: 1 }));
   out.push(mk(16, 48, MQA, 256, { softcap: 50, scale: 0.0625 }));
+  // A cap far above every score must change (almost) nothing: softcap·tanh(s/softcap) ≈ s. A plain f32
+  // cap·tanhf(s/cap) is accurate to a few ulps of s here; forms that lose tanh's relative accuracy near 0
+  // (e.g. cap·(1 − e^−2|t|)/(1 + e^−2|t|)) err by ~cap·2^-23 in every score.
+  out.push(mk(16, 40, GQA, 64, { softcap: 10000 }));
+  out.push(mk(1, 300, MQA, 128, { softcap: 2000 }));
   out.push(mk(20, 20, MHA, 64, { scale: 0.3 }));
   out.push(mk(20, 40, GQA3, 64, { scale: 1 }));
   out.push(mk(1, 64, MHA, 3, { scale: 2.5, window: 9, sinks: 1, softcap: 4 }));

@@ -119,6 +119,7 @@ const SCENARIOS: Scenario[] = [
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, softcap: 1 }, chunks: [20, 1, 1, 3] },
   { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 40, softcap: 30, scale: 1, rope: {} }, chunks: [20, 1, 1, 3] },
   { cfg: { heads: 2, headDim: 64, maxTokens: 30, scale: 0.3 }, chunks: [12, 1, 2] },
+  { cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 30, softcap: 10000, rope: {} }, chunks: [12, 1, 2] },
   // window + sinks: the ring wraps many times
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 8, window: 8, sinks: 2 }, chunks: ones(70) },
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 9, window: 8, sinks: 2, rope: {} }, chunks: [5, ...ones(40), 3, 11, 2] },

@@ -342,6 +342,7 @@ describe('reference: the kernel tolerances are reachable in plain f32', () => {
     { name: 'S=2048, headDim 64, window+sinks', T: 8, S: 2048, H: 4, KV: 1, D: 64, o: { window: 700, sinks: 4 } },
     { name: 'scale 1, headDim 256 (peaky softmax)', T: 16, S: 64, H: 2, KV: 2, D: 256, o: { scale: 1 } },
     { name: 'softcap 5 with scale 1', T: 16, S: 64, H: 2, KV: 1, D: 64, o: { scale: 1, softcap: 5 } },
+    { name: 'softcap 10000 (a cap far above every score)', T: 16, S: 40, H: 8, KV: 2, D: 64, o: { softcap: 10000 } },
   ];
   for (const c of cases) {
     it(c.name, () => {

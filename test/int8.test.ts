@@ -1,0 +1,252 @@
+// dtype 'int8': K and V stored as int8 with one symmetric scale per (token, kv head). Checks the stored
+// quantization itself (through save(), docs/FORMAT.md), that the kernel computes exactly with what it
+// stored, that it keeps the cache's bit-identity promises, measures its error against the float64
+// reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { init, KVCache } from '../src/index.js';
+import { ReferenceCache } from './reference.js';
+import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild } from './util.js';
+import {
+  cfgName, feed, feedRef, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
+} from './lifecycle-util.js';
+
+interface Quantized {
+  /** per layer 0 only: [rows][kvHeads][headDim] dequantized K and V (token-major, like the inputs) */
+  k: Float32Array;
+  v: Float32Array;
+  kq: Int8Array;
+  vq: Int8Array;
+  kScale: Float32Array; // [kvHeads][rows]
+  vScale: Float32Array;
+  rows: number;
+}
+
+/** Reads layer 0 of an int8 save (no window, so slot = position) into token-major arrays. */
+function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
+  const p = parseSave(bytes);
+  expect(p.header.options.dtype).toBe('int8');
+  const { rows } = p.header.layers[0];
+  const H = kvHeadsOf(cfg);
+  const D = cfg.headDim;
+  const pay = p.payload;
+  const i8 = new Int8Array(pay.buffer, pay.byteOffset, 2 * H * rows * D);
+  const f32 = new Float32Array(pay.slice(2 * H * rows * D, 2 * H * rows * D + 2 * H * rows * 4).buffer);
+  const kq = new Int8Array(rows * H * D);
+  const vq = new Int8Array(rows * H * D);
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < rows; t++) {
+      for (let d = 0; d < D; d++) {
+        kq[(t * H + h) * D + d] = i8[(h * rows + t) * D + d];
+        vq[(t * H + h) * D + d] = i8[((H + h) * rows + t) * D + d];
+      }
+    }
+  }
+  const kScale = f32.slice(0, H * rows);
+  const vScale = f32.slice(H * rows, 2 * H * rows);
+  const k = new Float32Array(rows * H * D);
+  const v = new Float32Array(rows * H * D);
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < H; h++) {
+      for (let d = 0; d < D; d++) {
+        const i = (t * H + h) * D + d;
+        k[i] = kq[i] * kScale[h * rows + t];
+        v[i] = vq[i] * vScale[h * rows + t];
+      }
+    }
+  }
+  return { k, v, kq, vq, kScale, vScale, rows };
+}
+
+interface ErrorStats {
+  max: number;
+  sum: number;
+  count: number;
+}
+const stats = (): ErrorStats => ({ max: 0, sum: 0, count: 0 });
+function add(st: ErrorStats, got: ArrayLike<number>, want: ArrayLike<number>): void {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d === d)) throw new Error(`non-finite output ${got[i]} at ${i}`);
+    st.max = Math.max(st.max, d);
+    st.sum += d;
+    st.count++;
+  }
+}
+
+forEachBuild('int8', (build) => {
+  beforeEach(async () => {
+    await init({ build });
+  });
+  const live: KVCache[] = [];
+  function make(cfg: Cfg): KVCache {
+    const c = new KVCache(cfg as never);
+    live.push(c);
+    return c;
+  }
+  afterEach(() => {
+    for (const c of live.splice(0)) c.dispose();
+  });
+
+  describe('what is stored', () => {
+    it('one symmetric scale per (token, kv head): every value within half a step of the input, nothing clipped, no step wasted', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, dtype: 'int8' };
+      const s = stream(cfg, 36, 1);
+      const W = 2 * 64;
+      // token 3: kv head 1 all zeros; token 4: one kv head of large and one of tiny values; token 5: one outlier
+      s.k.fill(0, 3 * W + 64, 4 * W);
+      s.v.fill(0, 3 * W + 64, 4 * W);
+      for (let i = 0; i < 64; i++) {
+        s.k[4 * W + i] *= 1000;
+        s.v[4 * W + i] *= 1000;
+        s.k[4 * W + 64 + i] *= 1e-3;
+        s.v[4 * W + 64 + i] *= 1e-3;
+      }
+      s.k[5 * W + 7] = 40;
+      s.v[5 * W + 70] = -40;
+      const cache = make(cfg);
+      const out = feed(cache, cfg, s, [20, 1, 15]);
+      expect(out.every(Number.isFinite), 'outputs finite (zero rows, large and tiny rows)').toBe(true);
+      const q = quantized(cache.save(), cfg);
+      expect(q.rows).toBe(36);
+      for (const [name, x, xq, scale] of [['K', s.k, q.kq, q.kScale], ['V', s.v, q.vq, q.vScale]] as const) {
+        for (let t = 0; t < 36; t++) {
+          for (let h = 0; h < 2; h++) {
+            const sc = scale[h * 36 + t];
+            let absmax = 0;
+            let qmax = 0;
+            for (let d = 0; d < 64; d++) {
+              const i = (t * 2 + h) * 64 + d;
+              absmax = Math.max(absmax, Math.abs(x[i]));
+              qmax = Math.max(qmax, Math.abs(xq[i]));
+              const err = Math.abs(x[i] - xq[i] * sc);
+              if (!(err <= (sc / 2) * (1 + 1e-5) + 1e-37)) {
+                throw new Error(`${name} token ${t} kv head ${h} dim ${d}: ${x[i]} stored as ${xq[i]} × ${sc} (error ${err}, half a step ${sc / 2})`);
+              }
+            }
+            expect(qmax, `${name} token ${t} kv head ${h}: symmetric range`).toBeLessThanOrEqual(127);
+            if (absmax === 0) {
+              expect(qmax, `${name} token ${t} kv head ${h}: a zero row stays zero`).toBe(0);
+              continue;
+            }
+            expect(sc, `${name} token ${t} kv head ${h}: scale`).toBeGreaterThan(0);
+            expect(sc * 127, `${name} token ${t} kv head ${h}: nothing clipped`).toBeGreaterThanOrEqual(absmax * (1 - 1e-6));
+            expect(qmax, `${name} token ${t} kv head ${h}: the largest value uses the full range`).toBeGreaterThanOrEqual(126);
+          }
+        }
+      }
+    });
+
+    it('the kernel computes with exactly the stored values: equals the float64 reference fed the dequantized K/V', () => {
+      for (const cfg of [
+        { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 80, dtype: 'int8' },
+        { heads: 6, kvHeads: 3, headDim: 7, maxTokens: 40, dtype: 'int8', softcap: 5 },
+        { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 70, dtype: 'int8', window: 70, sinks: 3 },
+      ] as Cfg[]) {
+        const n = cfg.maxTokens - 10;
+        const s = stream(cfg, n, 2);
+        const cache = make(cfg);
+        const got = feed(cache, cfg, s, [n - 3, 1, 1, 1]);
+        const deq = quantized(cache.save(), cfg);
+        const ref = new ReferenceCache(cfg);
+        const want = feedRef(ref, cfg, { q: s.q, k: deq.k, v: deq.v, n }, [n]);
+        expectClose(got, want, TOL, `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V`);
+      }
+    });
+  });
+
+  describe('keeps the cache promises', () => {
+    for (const cfg of [
+      { layers: 2, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8', rope: {} },
+      { heads: 4, kvHeads: 1, headDim: 128, maxTokens: 20, window: 12, sinks: 4, dtype: 'int8', rope: { interleaved: true } },
+      { heads: 3, kvHeads: 3, headDim: 7, maxTokens: 6, window: 5, sinks: 3, dtype: 'int8', rope: { dims: 4 } },
+    ] as Cfg[]) {
+      it(`prefill == decode steps == chunked prefill, bit for bit (${cfgName(cfg)})`, () => {
+        const n = cfg.window ? 90 : cfg.maxTokens;
+        const s = stream(cfg, n, 3);
+        const whole = feed(make(cfg), cfg, s, [n]);
+        expectBitIdentical(feed(make(cfg), cfg, s, ones(n)), whole, 'decode steps vs prefill');
+        expectBitIdentical(feed(make(cfg), cfg, s, [7, 1, 30, n - 38]), whole, 'chunks vs prefill');
+      });
+    }
+  });
+
+  describe('error against the float64 reference on realistic inputs (unit-variance q/k/v)', () => {
+    // The heavy, long contexts run on one build; the others run the same shapes at shorter contexts
+    // (the quantization error does not depend on the build).
+    const long = build === 'relaxed-simd';
+    const shapes: { cfg: Cfg; n: number }[] = [
+      { cfg: { heads: 2, kvHeads: 1, headDim: 32, maxTokens: 0 }, n: long ? 4096 : 512 },
+      { cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 0 }, n: long ? 4096 : 512 },
+      { cfg: { heads: 8, kvHeads: 8, headDim: 64, maxTokens: 0 }, n: long ? 1024 : 256 },
+      { cfg: { heads: 6, kvHeads: 2, headDim: 80, maxTokens: 0 }, n: long ? 1024 : 256 },
+      { cfg: { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 0 }, n: long ? 2048 : 512 },
+      { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 0, rope: { theta: 500000 } }, n: long ? 2048 : 256 },
+      { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 0, window: 256, sinks: 4, rope: {} }, n: long ? 2048 : 512 },
+      { cfg: { heads: 4, kvHeads: 2, headDim: 256, maxTokens: 0 }, n: long ? 1024 : 256 },
+    ];
+    it(`max abs error < 0.05 and mean abs error < 0.01 for head sizes 32 … 256, MHA/GQA/MQA, contexts up to ${long ? 4096 : 512}`, () => {
+      const byDim = new Map<number, ErrorStats>();
+      const lines: string[] = [];
+      for (const [i, { cfg: base, n }] of shapes.entries()) {
+        const steps = 8;
+        const cfg: Cfg = { ...base, maxTokens: base.window ? base.window + 64 : n + steps, dtype: 'int8' };
+        const s: Stream = stream(cfg, n + steps, 700 + i);
+        const cache = make(cfg);
+        const prefill = feed(cache, cfg, slice(cfg, s, 0, n));
+        const decode = feed(cache, cfg, slice(cfg, s, n, n + steps), ones(steps));
+        // rows compared: the first few, evenly spread ones, the last ones of the prefill, every decode step
+        const rng = new Rng(i);
+        const rows = new Set<number>([0, 1, 2, 3, n - 2, n - 1]);
+        while (rows.size < 30) rows.add(rng.int(0, n - 1));
+        const st = stats();
+        const w = cfg.heads * cfg.headDim;
+        for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), windowedReferenceAt(cfg, s, p));
+        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), windowedReferenceAt(cfg, s, n + t));
+        const mean = st.sum / st.count;
+        lines.push(`  ${cfgName({ ...base, maxTokens: cfg.maxTokens }).padEnd(62)} context ${String(n + steps).padStart(4)}: max ${st.max.toFixed(5)}  mean ${mean.toFixed(6)}`);
+        const d = byDim.get(cfg.headDim) ?? stats();
+        d.max = Math.max(d.max, st.max);
+        d.sum += st.sum;
+        d.count += st.count;
+        byDim.set(cfg.headDim, d);
+        expect(st.max, `${cfgName(cfg)}: max abs error`).toBeLessThan(0.05);
+        expect(mean, `${cfgName(cfg)}: mean abs error`).toBeLessThan(0.01);
+        cache.dispose();
+      }
+      const summary = [...byDim.entries()].map(([d, st]) => `headDim ${d}: max ${st.max.toFixed(4)}, mean ${(st.sum / st.count).toFixed(5)}`);
+      console.log(`[int8 ${build}] error vs float64 (outputs of 30 prefill rows + 8 decode steps per shape):\n${lines.join('\n')}\n  per head size: ${summary.join('; ')}`);
+    }, 60_000);
+  });
+
+  describe('byteLength', () => {
+    it('int8 holds about a quarter of float32 (plus one f32 scale per row), the rest of the reservation equal', () => {
+      const lines: string[] = [];
+      for (const base of [
+        { layers: 2, heads: 32, kvHeads: 8, headDim: 128, maxTokens: 4096 },
+        { layers: 4, heads: 8, headDim: 64, maxTokens: 2048 },
+        { layers: 1, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 512, sinks: 4 },
+      ] as Cfg[]) {
+        const f = make({ ...base, dtype: 'float32' });
+        const q = make({ ...base, dtype: 'int8' });
+        const slots = base.window ? base.maxTokens + (base.sinks ?? 0) : base.maxTokens;
+        const rows = (base.layers ?? 1) * 2 * kvHeadsOf(base) * slots; // K and V rows of every layer
+        const kvF32 = rows * base.headDim * 4;
+        const kvI8 = rows * (base.headDim + 4);
+        expect(f.byteLength).toBeGreaterThanOrEqual(kvF32);
+        expect(q.byteLength).toBeGreaterThanOrEqual(kvI8);
+        // what is not K/V (working memory) is the same for both dtypes, up to 64-byte block alignment
+        expect(Math.abs((f.byteLength - kvF32) - (q.byteLength - kvI8))).toBeLessThanOrEqual(64 * 4 * (base.layers ?? 1));
+        const ratio = q.byteLength / f.byteLength;
+        // a big cache is about a quarter (headDim + 4 bytes per int8 row against 4 × headDim)
+        if (kvF32 > 32 * 2 ** 20) expect(ratio, `${cfgName(base)}: int8 / float32`).toBeLessThan(0.27);
+        expect(ratio).toBeGreaterThan(0.25);
+        lines.push(`  ${cfgName(base)}: float32 ${f.byteLength} bytes (${(f.byteLength / 2 ** 20).toFixed(2)} MiB), ` +
+          `int8 ${q.byteLength} bytes (${(q.byteLength / 2 ** 20).toFixed(2)} MiB), ratio ${ratio.toFixed(4)} ` +
+          `(K/V alone: ${kvF32} vs ${kvI8} bytes, ratio ${(kvI8 / kvF32).toFixed(4)})`);
+      }
+      if (build === 'relaxed-simd' || build === 'scalar') console.log(`[int8 ${build}] byteLength:\n${lines.join('\n')}`);
+    });
+  });
+});

@@ -1,0 +1,405 @@
+// save() / KVCache.load(bytes): a loaded cache continues bit-identically (same build) or within float
+// rounding (another build); bytes that are truncated, corrupted, of another format version or not a cache
+// at all are refused with an Error (never a trap, never a cache computing garbage, nothing leaked).
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { init, KVCache } from '../src/index.js';
+import { ReferenceCache } from './reference.js';
+import {
+  BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
+} from './util.js';
+import {
+  cfgName, envelope, feed, feedRef, heap, ones, parseSave, rechecksum, slice, stream, withHeader, type Cfg, type Stream,
+} from './lifecycle-util.js';
+
+/** One step of building a cache's state. */
+type Op = { layer: number; chunks: number[] } | { truncate: number };
+
+interface Point {
+  name: string;
+  cfg: Cfg;
+  ops: Op[];
+  /** a truncate the saved state must refuse (evicted keys), checked on the original and the loaded cache */
+  refuse?: number;
+}
+
+const POINTS: Point[] = [
+  { name: 'empty cache', cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 32, rope: {} }, ops: [] },
+  { name: 'empty windowed int8 cache', cfg: { heads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, dtype: 'int8' }, ops: [] },
+  { name: 'mid-prefill (first chunk of a chunked prefill)', cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 64, rope: {} }, ops: [{ layer: 0, chunks: [13] }] },
+  { name: 'after the ring wrapped', cfg: { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, rope: {} }, ops: [{ layer: 0, chunks: [30, 1, 1, 1] }], refuse: 25 },
+  { name: 'ring wrapped within one long attend, no sinks', cfg: { heads: 2, headDim: 12, maxTokens: 10, window: 10, rope: { interleaved: true } }, ops: [{ layer: 0, chunks: [57] }], refuse: 50 },
+  { name: 'after truncate', cfg: { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 40, rope: {} }, ops: [{ layer: 0, chunks: [20, 1, 5] }, { truncate: 17 }] },
+  { name: 'after truncate on a wrapped ring', cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 8, window: 5, sinks: 1, rope: {} }, ops: [{ layer: 0, chunks: [20, 1, 1] }, { truncate: 19 }, { layer: 0, chunks: [1] }], refuse: 14 },
+  { name: 'after truncate back into the sinks of a wrapped ring', cfg: { heads: 2, headDim: 8, maxTokens: 6, window: 4, sinks: 3 }, ops: [{ layer: 0, chunks: [25] }, { truncate: 2 }] },
+  { name: 'int8', cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8' }, ops: [{ layer: 0, chunks: [30, 1, 1] }] },
+  { name: 'int8, rope, window wrapped', cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 9, window: 8, sinks: 1, dtype: 'int8', rope: {} }, ops: [{ layer: 0, chunks: [40] }, { layer: 1, chunks: [3] }], refuse: 20 },
+  { name: 'rope (partial dims), softcap and scale', cfg: { heads: 4, headDim: 80, maxTokens: 48, rope: { dims: 32, theta: 500000 }, softcap: 30, scale: 0.2 }, ops: [{ layer: 0, chunks: [17, 1] }] },
+  { name: 'multiple layers at different lengths', cfg: { layers: 4, heads: 6, kvHeads: 3, headDim: 7, maxTokens: 40, rope: { dims: 6 } }, ops: [{ layer: 0, chunks: [11] }, { layer: 2, chunks: [3, 1] }, { layer: 3, chunks: [29, 1] }] },
+  { name: 'multiple layers at different lengths, windowed', cfg: { layers: 3, heads: 2, headDim: 4, maxTokens: 8, window: 6, sinks: 2, rope: {} }, ops: [{ layer: 0, chunks: [5] }, { layer: 1, chunks: [100] }, { layer: 2, chunks: [9] }] },
+];
+
+/** Applies the ops; returns, per layer, the tokens the layer holds (its kept history). */
+function build(cache: KVCache, ref: ReferenceCache | undefined, cfg: Cfg, ops: Op[], seed: number): Stream[][] {
+  const layers = cfg.layers ?? 1;
+  const history: Stream[][] = Array.from({ length: layers }, () => []);
+  ops.forEach((op, i) => {
+    if ('truncate' in op) {
+      cache.truncate(op.truncate);
+      ref?.truncate(op.truncate);
+      for (const h of history) h.length = Math.min(h.length, op.truncate);
+      return;
+    }
+    const n = op.chunks.reduce((a, b) => a + b, 0);
+    const s = stream(cfg, n, seed + i);
+    feed(cache, cfg, s, op.chunks, op.layer);
+    if (ref) feedRef(ref, cfg, s, op.chunks, op.layer);
+    for (let t = 0; t < n; t++) history[op.layer].push(slice(cfg, s, t, t + 1));
+  });
+  return history;
+}
+
+/** The same continuation on every layer: outputs per layer. */
+function continueAll(cache: KVCache, cfg: Cfg, seed: number, chunks = [1, 3, 1]): Float32Array[] {
+  const n = chunks.reduce((a, b) => a + b, 0);
+  return Array.from({ length: cfg.layers ?? 1 }, (_, l) => feed(cache, cfg, stream(cfg, n, seed + l), chunks, l));
+}
+
+function continueRef(ref: ReferenceCache, cfg: Cfg, seed: number, chunks = [1, 3, 1]): Float64Array[] {
+  const n = chunks.reduce((a, b) => a + b, 0);
+  return Array.from({ length: cfg.layers ?? 1 }, (_, l) => feedRef(ref, cfg, stream(cfg, n, seed + l), chunks, l));
+}
+
+const lengths = (c: KVCache, cfg: Cfg) => Array.from({ length: cfg.layers ?? 1 }, (_, l) => c.lengthOf(l));
+
+/** A load that must be refused: an Error (not a trap), naming the bytes, leaking nothing. */
+function expectRefused(bytes: unknown, label: string, patterns: RegExp[] = [], checkMemory = false): Error {
+  const allocated = heap().allocatedBytes;
+  const memory = heap().memoryBytes;
+  let error: Error;
+  try {
+    error = expectThrows(() => KVCache.load(bytes as Uint8Array), Error, [/bytes/, ...patterns]);
+  } catch (e) {
+    throw new Error(`${label}: ${(e as Error).message}`);
+  }
+  expect(heap().allocatedBytes, `${label}: a refused load keeps no memory`).toBe(allocated);
+  if (checkMemory) expect(heap().memoryBytes, `${label}: a refused load does not grow memory`).toBe(memory);
+  return error;
+}
+
+forEachBuild('save/load', (buildName) => {
+  beforeEach(async () => {
+    await init({ build: buildName });
+  });
+  const live: KVCache[] = [];
+  function keep<T extends KVCache>(c: T): T {
+    live.push(c);
+    return c;
+  }
+  const make = (cfg: Cfg) => keep(new KVCache(cfg as never));
+  afterEach(() => {
+    for (const c of live.splice(0)) c.dispose();
+  });
+
+  describe('a loaded cache continues exactly where the saved one stood (bit-identical)', () => {
+    for (const [i, pt] of POINTS.entries()) {
+      it(`${pt.name} (${cfgName(pt.cfg)})`, () => {
+        const { cfg } = pt;
+        const original = make(cfg);
+        const ref = cfg.dtype === 'int8' ? undefined : new ReferenceCache(cfg);
+        build(original, ref, cfg, pt.ops, 1000 * i);
+        const bytes = original.save();
+        expect(bytes).toBeInstanceOf(Uint8Array);
+        const copy = bytes.slice();
+        const loaded = keep(KVCache.load(copy));
+        expect(lengths(loaded, cfg)).toEqual(lengths(original, cfg));
+        expect(loaded.length).toBe(original.length);
+        expect(loaded.byteLength).toBe(original.byteLength);
+        // the loaded cache saves the very same bytes; the input array is not kept (scribbling on it is harmless)
+        copy.fill(0xa5);
+        const again = loaded.save();
+        expect(again.length).toBe(bytes.length);
+        expect(Buffer.from(again).equals(Buffer.from(bytes)), 'save(load(bytes)) === bytes').toBe(true);
+        if (pt.refuse !== undefined) {
+          expectThrows(() => original.truncate(pt.refuse!), RangeError, [named('n')]);
+          expectThrows(() => loaded.truncate(pt.refuse!), RangeError, [named('n')]);
+        }
+        const a = continueAll(original, cfg, 7 + i);
+        const b = continueAll(loaded, cfg, 7 + i);
+        a.forEach((x, l) => expectBitIdentical(b[l], x, `layer ${l}: loaded vs original`));
+        if (ref) {
+          const want = continueRef(ref, cfg, 7 + i);
+          a.forEach((x, l) => expectClose(b[l], want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: loaded vs float64 reference`));
+        }
+        // and they keep agreeing through a truncate within what both hold
+        const n = Math.max(0, ...lengths(original, cfg)) - 1;
+        original.truncate(n);
+        loaded.truncate(n);
+        const a2 = continueAll(original, cfg, 99);
+        const b2 = continueAll(loaded, cfg, 99);
+        a2.forEach((x, l) => expectBitIdentical(b2[l], x, `layer ${l} after truncate(${n})`));
+      });
+    }
+
+    it('save() changes nothing, twice gives the same bytes, and old bytes restore the old state', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 10, window: 8, sinks: 1, rope: {} };
+      const a = make(cfg);
+      const b = make(cfg);
+      const s = stream(cfg, 30, 3);
+      for (const c of [a, b]) feed(c, cfg, s, [30]);
+      const first = a.save();
+      expect(Buffer.from(a.save()).equals(Buffer.from(first))).toBe(true);
+      const next = stream(cfg, 5, 4);
+      expectBitIdentical(feed(a, cfg, next, [2, 3]), feed(b, cfg, next, [2, 3]), 'a (saved twice) vs b (never saved)');
+      // the first bytes still hold the state before `next`; the original's later life does not reach them
+      a.dispose();
+      const old = keep(KVCache.load(first));
+      expect(old.length).toBe(30);
+      const fresh = make(cfg);
+      feed(fresh, cfg, s, [30]);
+      expectBitIdentical(feed(old, cfg, next, ones(5)), feed(fresh, cfg, next, [5]), 'loaded from the first save');
+    });
+
+    it('loads bytes that sit inside a larger buffer (byteOffset) and from a Node Buffer', () => {
+      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 16, rope: {} };
+      const a = make(cfg);
+      feed(a, cfg, stream(cfg, 7, 5));
+      const bytes = a.save();
+      const big = new Uint8Array(bytes.length + 13);
+      big.set(bytes, 5);
+      const next = stream(cfg, 2, 6);
+      const want = feed(keep(KVCache.load(bytes)), cfg, next);
+      expectBitIdentical(feed(keep(KVCache.load(big.subarray(5, 5 + bytes.length))), cfg, next), want, 'from a subarray at offset 5');
+      expectBitIdentical(feed(keep(KVCache.load(Buffer.from(bytes))), cfg, next), want, 'from a Buffer');
+    });
+
+    it('the format is the documented one: magic, version 1, JSON header with options and layers, CRC-32', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, rope: { theta: 1000 } };
+      const a = make(cfg);
+      feed(a, cfg, stream(cfg, 5, 1), [5], 0);
+      feed(a, cfg, stream(cfg, 30, 2), [30], 1);
+      const bytes = a.save();
+      const p = parseSave(bytes);
+      expect(p.version).toBe(1);
+      expect(p.header.build).toBe(buildName);
+      expect(p.header.options).toMatchObject({ layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, dtype: 'float32' });
+      expect(p.header.layers.map((l) => l.length)).toEqual([5, 30]);
+      expect(p.header.layers.map((l) => l.rows)).toEqual([5, 14]); // the ring of layer 1 wrapped: every slot
+      expect(p.payload.length).toBe((5 + 14) * 2 * 2 * 8 * 4);
+      expect(rechecksum(bytes.slice()).every((x, i) => x === bytes[i]), 'the stored CRC is zlib CRC-32').toBe(true);
+    });
+  });
+
+  describe('refused with an Error: never a trap, never garbage, nothing leaked', () => {
+    // a small save with every part present: two layers, a wrapped ring, rope
+    const cfg: Cfg = { layers: 2, heads: 2, kvHeads: 1, headDim: 4, maxTokens: 6, window: 5, sinks: 1, rope: {} };
+    const int8: Cfg = { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 10, dtype: 'int8' };
+    function saved(c: Cfg, seed: number): Uint8Array {
+      const a = new KVCache(c as never);
+      try {
+        const n = c.window ? 20 : Math.min(20, c.maxTokens);
+        feed(a, c, stream(c, n, seed), [n], 0);
+        if ((c.layers ?? 1) > 1) feed(a, c, stream(c, 4, seed + 1), [4], 1);
+        return a.save();
+      } finally {
+        a.dispose();
+      }
+    }
+
+    it('truncated at every length', () => {
+      for (const bytes of [saved(cfg, 1), saved(int8, 2)]) {
+        for (let n = 0; n < bytes.length; n++) expectRefused(bytes.slice(0, n), `first ${n} of ${bytes.length} bytes`);
+        // and a truncated save that is also re-checksummed (as if saved short) no longer has its payload
+        for (const n of [bytes.length - 5, bytes.length - 8, bytes.length - 40]) {
+          const short = bytes.slice(0, n + 4);
+          expectRefused(rechecksum(short), `first ${n} bytes, re-checksummed`, [/expected|payload|bytes/]);
+        }
+      }
+    });
+
+    it('a bit flipped at every byte offset (header, padding, payload, checksum), and bytes overwritten', () => {
+      const rng = new Rng(9);
+      for (const bytes of [saved(cfg, 3), saved(int8, 4)]) {
+        const p = parseSave(bytes);
+        let where = { prefix: 0, header: 0, payload: 0, checksum: 0 };
+        for (let at = 0; at < bytes.length; at++) {
+          const bad = bytes.slice();
+          bad[at] ^= 1 << rng.int(0, 7);
+          expectRefused(bad, `bit flipped at byte ${at} of ${bytes.length}`);
+          const part = at < 16 ? 'prefix' : at < p.payloadStart ? 'header' : at < bytes.length - 4 ? 'payload' : 'checksum';
+          where = { ...where, [part]: where[part as keyof typeof where] + 1 };
+        }
+        expect(Math.min(where.prefix, where.header, where.payload, where.checksum)).toBeGreaterThan(3);
+        // several bits at once, and runs of bytes overwritten
+        for (let i = 0; i < 200; i++) {
+          const bad = bytes.slice();
+          const from = rng.int(0, bytes.length - 1);
+          const len = rng.int(1, 12);
+          for (let j = from; j < Math.min(bytes.length, from + len); j++) bad[j] = rng.next() < 0.5 ? 0 : bad[j] ^ rng.int(1, 255);
+          if (bad.every((x, j) => x === bytes[j])) continue;
+          expectRefused(bad, `bytes ${from}..${from + len - 1} overwritten`);
+        }
+        // appended bytes
+        expectRefused(new Uint8Array([...bytes, 0]), 'one byte appended');
+        expectRefused(new Uint8Array([...bytes, 0, 0, 0, 0]), 'four zero bytes appended');
+      }
+    });
+
+    it('another format version (with or without a matching checksum)', () => {
+      const bytes = saved(cfg, 5);
+      for (const version of [0, 2, 3, 255, 0x100, 0xffffffff]) {
+        const bad = bytes.slice();
+        new DataView(bad.buffer).setUint32(8, version, true);
+        expectRefused(bad, `version ${version}`);
+        expectRefused(rechecksum(bad), `version ${version}, re-checksummed`, [/version/]);
+      }
+      const p = parseSave(bytes);
+      expectRefused(envelope(p.header, p.payload, 2), 'a well-formed version 2 envelope', [/version/]);
+    });
+
+    it('not a cache at all', async () => {
+      const rng = new Rng(6);
+      const text = (s: string) => new TextEncoder().encode(s);
+      const cases: [string, Uint8Array][] = [
+        ['empty', new Uint8Array(0)],
+        ['one byte', new Uint8Array(1)],
+        ['20 zero bytes', new Uint8Array(20)],
+        ['4 KiB of zeros', new Uint8Array(4096)],
+        ['4 KiB of 0xff', new Uint8Array(4096).fill(255)],
+        ['1 KiB of noise', Uint8Array.from({ length: 1024 }, () => rng.int(0, 255))],
+        ['JSON text', text(JSON.stringify({ options: { heads: 1, headDim: 1, maxTokens: 1 }, layers: [] }))],
+        ['the magic alone', text('wattn-kv')],
+        ['the magic and 100 zero bytes', new Uint8Array([...text('wattn-kv'), ...new Uint8Array(100)])],
+        ['a PNG signature', new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...new Uint8Array(40)])],
+        ['the kernel binary', await wasmBytes(buildName)],
+      ];
+      const bytes = saved(cfg, 7);
+      const magic = bytes.slice();
+      magic.set(text('wattn-kx'), 0);
+      cases.push(['another magic', magic], ['another magic, re-checksummed', rechecksum(magic.slice())]);
+      for (const [name, b] of cases) expectRefused(b, name);
+    });
+
+    it('well-formed envelopes (valid checksum) whose header does not describe this payload', () => {
+      const bytes = saved(cfg, 8);
+      const p = parseSave(bytes);
+      const h = p.header;
+      const cases: [string, Uint8Array][] = [
+        ['header not JSON', envelope('{"options": {', p.payload)],
+        ['header not UTF-8', envelope(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), p.payload)],
+        ['header empty', envelope('', p.payload)],
+        ['header JSON null', envelope('null', p.payload)],
+        ['header JSON array', envelope('[1, 2]', p.payload)],
+        ['header without options', withHeader(bytes, (x) => ({ ...x, options: undefined }))],
+        ['header without layers', withHeader(bytes, (x) => ({ ...x, layers: undefined }))],
+        ['options.heads 0', withHeader(bytes, (x) => { x.options.heads = 0; })],
+        ['options.headDim "4"', withHeader(bytes, (x) => { x.options.headDim = '4'; })],
+        ['options.dtype "float16"', withHeader(bytes, (x) => { x.options.dtype = 'float16'; })],
+        ['options.window above maxTokens', withHeader(bytes, (x) => { x.options.window = 7; })],
+        ['options.kvHeads not dividing heads', withHeader(bytes, (x) => { x.options.heads = 3; x.options.kvHeads = 2; })],
+        ['options.rope.dims odd', withHeader(bytes, (x) => { x.options.rope = { theta: 10000, dims: 3, interleaved: false }; })],
+        ['one layer fewer', withHeader(bytes, (x) => { x.layers.pop(); })],
+        ['one layer more', withHeader(bytes, (x) => { x.layers.push(x.layers[1]); })],
+        ['a layer that is not an object', withHeader(bytes, (x) => { (x.layers as unknown[])[1] = 4; })],
+        ['a negative length', withHeader(bytes, (x) => { x.layers[1].length = -1; })],
+        ['a fractional length', withHeader(bytes, (x) => { x.layers[1].length = 3.5; })],
+        ['intactFrom past the length', withHeader(bytes, (x) => { x.layers[1].intactFrom = 5; })],
+        ['rows past the slots', withHeader(bytes, (x) => { x.layers[0].rows = 8; })],
+        ['more layers of payload claimed (rows)', withHeader(bytes, (x) => { x.layers[1].rows = 5; })],
+        ['fewer rows claimed', withHeader(bytes, (x) => { x.layers[0].rows = 6; })],
+        ['dtype int8 over a float32 payload', withHeader(bytes, (x) => { x.options.dtype = 'int8'; })],
+        ['headDim 8 over a headDim 4 payload', withHeader(bytes, (x) => { x.options.headDim = 8; x.options.scale = 0.5; })],
+        ['the payload one byte short', envelope(h, p.payload.subarray(0, p.payload.length - 1))],
+        ['the payload 4 bytes long', envelope(h, new Uint8Array([...p.payload, 0, 0, 0, 0]))],
+        ['no payload', envelope(h, new Uint8Array(0))],
+      ];
+      // without a window every position is held: a length past maxTokens cannot be
+      const plain: Cfg = { heads: 2, headDim: 4, maxTokens: 6 };
+      const a = new KVCache(plain as never);
+      feed(a, plain, stream(plain, 6, 1));
+      const full = a.save();
+      a.dispose();
+      cases.push(['no window, length past maxTokens', withHeader(full, (x) => { x.layers[0].length = 7; x.layers[0].rows = 7; })]);
+      cases.push(['no window, rows short of length', withHeader(full, (x) => { x.layers[0].rows = 5; })]);
+      for (const [name, b] of cases) expectRefused(b, name);
+    });
+
+    it('well-formed envelopes whose layer state is impossible for a window (would continue on keys it never held)', () => {
+      // layer 1 of `saved(cfg)` holds 4 tokens of a ring of 6 slots (+1 sink), unwrapped: rows 4, intactFrom 0
+      const bytes = saved(cfg, 10);
+      const p = parseSave(bytes);
+      expect(p.header.layers[1]).toEqual({ length: 4, intactFrom: 0, rows: 4 });
+      expect(p.header.layers[0]).toMatchObject({ length: 20, rows: 7 });
+      // claims 7 tokens held while saving rows for 4: positions 4 … 6 would be read from zeroed slots
+      const rowsShort = withHeader(bytes, (x) => { x.layers[1].length = 7; });
+      // claims nothing was evicted from a wrapped ring: truncate would then roll back onto overwritten slots
+      const neverEvicted = withHeader(bytes, (x) => { x.layers[0].intactFrom = 0; });
+      const findings: string[] = [];
+      for (const [name, b] of [['length 7 with rows 4 (unwrapped ring)', rowsShort], ['intactFrom 0 after 20 tokens through 6 slots', neverEvicted]] as const) {
+        try {
+          expectRefused(b, name);
+        } catch (e) {
+          findings.push((e as Error).message.split('\n')[0]);
+        }
+      }
+      expect(findings, 'load accepted an impossible layer state').toEqual([]);
+    });
+
+    it('a header claiming a huge cache with a tiny payload is refused without growing memory', () => {
+      const bytes = saved({ heads: 2, headDim: 4, maxTokens: 6 }, 11);
+      // 2 × 8 kv heads × 2^22 slots × 64 dims × 4 bytes = 16 GiB: refused by size
+      expectRefused(withHeader(bytes, (x) => { Object.assign(x.options, { heads: 8, kvHeads: 8, headDim: 64, maxTokens: 2 ** 22, scale: 0.125 }); }), '16 GiB claimed', [], true);
+      // 2 × 4 × 2^17 × 64 × 4 = 256 MiB would fit: the payload (a few hundred bytes) cannot be it, so the
+      // refusal needs no memory (FORMAT.md: load "allocates nothing that outlives the call"; grown
+      // WebAssembly memory never shrinks)
+      expectRefused(withHeader(bytes, (x) => { Object.assign(x.options, { heads: 4, kvHeads: 4, headDim: 64, maxTokens: 2 ** 17, scale: 0.125 }); }), '256 MiB claimed', [], true);
+    });
+
+    it('bad arguments: TypeError naming bytes for non-Uint8Array input, Error for empty bytes', () => {
+      for (const value of [null, undefined, new Float32Array(4), new Int8Array(40), new Uint8ClampedArray(40), new ArrayBuffer(40), new DataView(new ArrayBuffer(40)), [1, 2, 3], 'wattn-kv', 42, {}]) {
+        expectThrows(() => KVCache.load(value as never), TypeError, [named('bytes')]);
+      }
+      expectRefused(new Uint8Array(0), 'empty Uint8Array', [/bytes/]);
+      // a live cache is not disturbed by any of it
+      const c = make({ heads: 2, headDim: 4, maxTokens: 4 });
+      expect(c.length).toBe(0);
+    });
+  });
+});
+
+describe('KVCache.load across builds (saved under one build, loaded under another): continues within float tolerance', () => {
+  const builds = BUILDS.filter((b) => SUPPORT[b].ok);
+  const cfgs: Cfg[] = [
+    { layers: 2, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 20, window: 16, sinks: 2, rope: {} },
+    { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 64, dtype: 'int8', rope: { interleaved: true }, softcap: 30 },
+  ];
+  for (const from of builds) {
+    for (const to of builds) {
+      if (from === to) continue;
+      it(`${from} → ${to}`, async () => {
+        for (const [i, cfg] of cfgs.entries()) {
+          await init({ build: from });
+          const original = new KVCache(cfg as never);
+          const ref = new ReferenceCache(cfg);
+          build(original, ref, cfg, [{ layer: 0, chunks: [30, 1] }, { layer: (cfg.layers ?? 1) - 1, chunks: [17] }], 40 + i);
+          const bytes = original.save();
+          await init({ build: to });
+          const loaded = KVCache.load(bytes);
+          try {
+            expect(parseSave(loaded.save()).header.build, 'the loaded cache lives in the new build').toBe(to);
+            const a = continueAll(original, cfg, 50 + i, [1, 1, 5]);
+            const b = continueAll(loaded, cfg, 50 + i, [1, 1, 5]);
+            a.forEach((x, l) => expectClose(b[l], x, tolFor(cfg.scale, cfg.headDim), `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`));
+            if (cfg.dtype !== 'int8') {
+              const want = continueRef(ref, cfg, 50 + i, [1, 1, 5]);
+              b.forEach((x, l) => expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`));
+            }
+          } finally {
+            original.dispose();
+            loaded.dispose();
+          }
+        }
+      });
+    }
+  }
+});

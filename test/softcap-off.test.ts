@@ -1,0 +1,24 @@
+// softcap: 0 or null means "no softcap" (onnxruntime's attention ops and Hugging Face configs spell it so),
+// an extension of API.md, where softcap is simply left out.
+
+import { beforeAll, it } from 'vitest';
+import { KVCache, attention, init } from '../src/index.js';
+import { Rng, expectBitIdentical, forEachBuild } from './util.js';
+
+forEachBuild('softcap 0 or null', (build) => {
+  beforeAll(async () => {
+    await init({ build });
+  });
+
+  it('is the same as no softcap, one-shot and in a cache', () => {
+    const rng = new Rng(5);
+    const shape = { heads: 4, kvHeads: 2, headDim: 16 };
+    const q = rng.randn(6 * 64), k = rng.randn(6 * 32), v = rng.randn(6 * 32);
+    const none = attention(q, k, v, shape);
+    expectBitIdentical(attention(q, k, v, { ...shape, softcap: 0 }), none, 'softcap 0');
+    expectBitIdentical(attention(q, k, v, { ...shape, softcap: null as unknown as number }), none, 'softcap null');
+    const plain = new KVCache({ ...shape, maxTokens: 8 });
+    const zero = new KVCache({ ...shape, maxTokens: 8, softcap: 0 });
+    expectBitIdentical(zero.attend(0, q, k, v), plain.attend(0, q, k, v), 'cache with softcap 0');
+  });
+});
