@@ -13,8 +13,8 @@
 // arithmetic therefore never depends on which other rows share its tile or how tokens were batched.
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
-import { slotOf } from './layout';
-import { dot2x4F32, dot2x4I8, dot4F32, dot4I8, dotScalarF32, dotScalarI8 } from './score';
+import { slotOf, widenRows } from './layout';
+import { dot2x4F32, dot4F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
 export const BLOCK: i32 = 64;
@@ -44,7 +44,8 @@ let keyScaleHead: usize = 0;   // int8: this kv head's [slot] scales
 let valueScaleHead: usize = 0;
 
 // Scratch, for tileRows rows (see scratchBytesFor):
-//   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 · then per row:
+//   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
+//   int8 caches: the block's keys and values widened to f32, [BLOCK][headDim] each · then per row:
 //   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); and the list of rows active in the block.
 let tileRows: i32 = 1;
@@ -52,6 +53,8 @@ let accStride: usize = 0;      // bytes
 let accBase: usize = 0;
 let probBase: usize = 0;
 let factorBase: usize = 0;
+let wideKeys: usize = 0;
+let wideValues: usize = 0;
 let rowMax: usize = 0;
 let rowSum: usize = 0;
 let rowQuery: usize = 0;
@@ -74,7 +77,8 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const perToken = queryHeads / kvHeads;
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
-  return rows * (stride + (<usize>BLOCK << 2) + 4 * 10) + (<usize>BLOCK << 2) + 64;
+  const wide = <usize>BLOCK * (<usize>dim << 2);
+  return rows * (stride + (<usize>BLOCK << 2) + 4 * 10) + (<usize>BLOCK << 2) + 2 * wide + 64;
 }
 
 function setGeometry(
@@ -99,7 +103,9 @@ function setGeometry(
   accBase = scratch;
   probBase = accBase + rows * accStride;
   factorBase = probBase + (rows * <usize>BLOCK << 2);
-  rowMax = factorBase + (<usize>BLOCK << 2);
+  wideKeys = factorBase + (<usize>BLOCK << 2);
+  wideValues = wideKeys + <usize>BLOCK * (<usize>dim << 2);
+  rowMax = wideValues + <usize>BLOCK * (<usize>dim << 2);
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);
@@ -204,27 +210,38 @@ function walkTile(rows: i32): void {
 
 function visitBlock(position: i32, n: i32): void {
   const slot = slotOf(position, sinks, ring);
-  scoreBlock(slot, n);
+  // int8: widen the block's rows to f32 once, for every row of the tile (the conversion is exact)
+  let keys = keyHead + <usize>slot * keyRowBytes;
+  let values = valueHead + <usize>slot * keyRowBytes;
+  if (int8) {
+    widenRows(keys, n, headDim, wideKeys);
+    keys = wideKeys;
+    if (!weightsMode) widenRows(values, n, headDim, wideValues);
+    values = wideValues;
+  }
+  scoreBlock(keys, slot, n);
   for (let i = 0; i < activeCount; i++) maskScores(getI32(activeRows, i));
   if (weightsMode) {
     for (let i = 0; i < activeCount; i++) collectScores(getI32(activeRows, i), position);
     return;
   }
   for (let i = 0; i < activeCount; i++) softmaxBlock(getI32(activeRows, i));
-  accumulateBlock(slot);
+  accumulateBlock(values, slot);
 }
 
 // ---------------------------------------------------------------------------------------- scores
 
 /**
  * probs[r][j] = q_r · k_j for every active row r and the lanes j of the groups of four that cover its
- * visible keys (lanes counted from the block's start); factors[j] = the score scale of key j.
+ * visible keys (lanes counted from the block's start); for int8, factors[j] = the score scale of key j (scale × its key scale).
  */
-function scoreBlock(slot: i32, n: i32): void {
-  const keys = keyHead + <usize>slot * keyRowBytes;
-  for (let j = 0; j < n; j++) {
-    const factor = int8 ? scale * load<f32>(keyScaleHead + (<usize>(slot + j) << 2)) : scale;
-    store<f32>(factorBase + (<usize>j << 2), factor);
+function scoreBlock(keys: usize, slot: i32, n: i32): void {
+  const rowBytes = <usize>headDim << 2; // f32 rows (int8 blocks arrive widened)
+  if (int8) {
+    // float32 keys all share `scale`, which maskScores applies directly
+    for (let j = 0; j < n; j++) {
+      store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleHead + (<usize>(slot + j) << 2)));
+    }
   }
   const last = n - 1;
   let i = 0;
@@ -236,24 +253,22 @@ function scoreBlock(slot: i32, n: i32): void {
       const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)) & ~3;
       const to = max(getI32(rowTo, ra), getI32(rowTo, rb));
       for (let j = from; j < to; j += 4) {
-        const k0 = keys + <usize>j * keyRowBytes;
-        const k1 = keys + <usize>min(j + 1, last) * keyRowBytes;
-        const k2 = keys + <usize>min(j + 2, last) * keyRowBytes;
-        const k3 = keys + <usize>min(j + 3, last) * keyRowBytes;
-        const outA = probsOf(ra) + (<usize>j << 2), outB = probsOf(rb) + (<usize>j << 2);
-        if (int8) dot2x4I8(qa, qb, k0, k1, k2, k3, headDim, outA, outB);
-        else dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, outA, outB);
+        const k0 = keys + <usize>j * rowBytes;
+        const k1 = keys + <usize>min(j + 1, last) * rowBytes;
+        const k2 = keys + <usize>min(j + 2, last) * rowBytes;
+        const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+        dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
       }
     }
     if (i < activeCount) {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
       for (let j = getI32(rowFrom, r) & ~3; j < getI32(rowTo, r); j += 4) {
-        const k0 = keys + <usize>j * keyRowBytes;
-        const k1 = keys + <usize>min(j + 1, last) * keyRowBytes;
-        const k2 = keys + <usize>min(j + 2, last) * keyRowBytes;
-        const k3 = keys + <usize>min(j + 3, last) * keyRowBytes;
-        v128.store(probsOf(r) + (<usize>j << 2), int8 ? dot4I8(q, k0, k1, k2, k3, headDim) : dot4F32(q, k0, k1, k2, k3, headDim));
+        const k0 = keys + <usize>j * rowBytes;
+        const k1 = keys + <usize>min(j + 1, last) * rowBytes;
+        const k2 = keys + <usize>min(j + 2, last) * rowBytes;
+        const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+        v128.store(probsOf(r) + (<usize>j << 2), dot4F32(q, k0, k1, k2, k3, headDim));
       }
     }
   } else {
@@ -261,8 +276,7 @@ function scoreBlock(slot: i32, n: i32): void {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
       for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
-        const k = keys + <usize>j * keyRowBytes;
-        store<f32>(probsOf(r) + (<usize>j << 2), int8 ? dotScalarI8(q, k, headDim) : dotScalarF32(q, k, headDim));
+        store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>j * rowBytes, headDim));
       }
     }
   }
@@ -276,7 +290,7 @@ function maskScores(r: i32): void {
     const lo = i32x4.splat(from), hi = i32x4.splat(to);
     for (let j = from & ~3; j < to; j += 4) {
       const at = row + (<usize>j << 2);
-      let s = f32x4.mul(v128.load(at), v128.load(factorBase + (<usize>j << 2)));
+      let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
       if (softcap > 0) s = softcap4(s, softcap);
       const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
       const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
@@ -287,7 +301,7 @@ function maskScores(r: i32): void {
       const at = row + (<usize>j << 2);
       let s: f32 = MASKED;
       if (j >= from && j < to) {
-        s = load<f32>(at) * load<f32>(factorBase + (<usize>j << 2));
+        s = load<f32>(at) * (int8 ? load<f32>(factorBase + (<usize>j << 2)) : scale);
         if (softcap > 0) s = softcapScalar(s, softcap);
       }
       store<f32>(at, s);
@@ -363,8 +377,8 @@ function scaleRow(row: usize, factor: f32): void {
 // ---------------------------------------------------------------------------------------- values
 
 /** Adds Σ p · v over the block for every active row: pairs share value loads over their common keys. */
-function accumulateBlock(slot: i32): void {
-  const values = valueHead + <usize>slot * keyRowBytes;
+function accumulateBlock(values: usize, slot: i32): void {
+  const rowBytes = <usize>headDim << 2; // f32 rows (int8 blocks arrive widened)
   if (int8) {
     // fold each value row's dequantization scale into its weight
     const scales = valueScaleHead + (<usize>slot << 2);
@@ -383,20 +397,20 @@ function accumulateBlock(slot: i32): void {
     const fa = getI32(rowFrom, ra), ta = getI32(rowTo, ra), fb = getI32(rowFrom, rb), tb = getI32(rowTo, rb);
     const from = max(fa, fb), to = min(ta, tb);
     if (from >= to) {
-      accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, fa, ta, headDim, int8);
-      accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, fb, tb, headDim, int8);
+      accumulate1(accOf(ra), probsOf(ra), values, rowBytes, fa, ta, headDim);
+      accumulate1(accOf(rb), probsOf(rb), values, rowBytes, fb, tb, headDim);
       continue;
     }
     // each row's keys stay in ascending order: its own head, the shared middle, its own tail
-    if (fa < from) accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, fa, from, headDim, int8);
-    if (fb < from) accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, fb, from, headDim, int8);
-    accumulate2(accOf(ra), probsOf(ra), accOf(rb), probsOf(rb), values, keyRowBytes, from, to, headDim, int8);
-    if (to < ta) accumulate1(accOf(ra), probsOf(ra), values, keyRowBytes, to, ta, headDim, int8);
-    if (to < tb) accumulate1(accOf(rb), probsOf(rb), values, keyRowBytes, to, tb, headDim, int8);
+    if (fa < from) accumulate1(accOf(ra), probsOf(ra), values, rowBytes, fa, from, headDim);
+    if (fb < from) accumulate1(accOf(rb), probsOf(rb), values, rowBytes, fb, from, headDim);
+    accumulate2(accOf(ra), probsOf(ra), accOf(rb), probsOf(rb), values, rowBytes, from, to, headDim);
+    if (to < ta) accumulate1(accOf(ra), probsOf(ra), values, rowBytes, to, ta, headDim);
+    if (to < tb) accumulate1(accOf(rb), probsOf(rb), values, rowBytes, to, tb, headDim);
   }
   if (i < activeCount) {
     const r = getI32(activeRows, i);
-    accumulate1(accOf(r), probsOf(r), values, keyRowBytes, getI32(rowFrom, r), getI32(rowTo, r), headDim, int8);
+    accumulate1(accOf(r), probsOf(r), values, rowBytes, getI32(rowFrom, r), getI32(rowTo, r), headDim);
   }
 }
 

@@ -1,4 +1,5 @@
-// Dot products of one query row with four key rows at once (lane i of the result ↔ key i).
+// Dot products of query rows with four key rows at once (lane i of a result ↔ key i). Keys are f32:
+// int8 caches widen each block of keys to f32 first (attend.ts), so one set of kernels serves both.
 //
 // Every lane runs the identical sequence of operations, so the score of a (query, key) pair never
 // depends on which group of four, or which lane, it was computed in. That is what makes a prefill, a run
@@ -40,7 +41,7 @@ import { madd, transposeSum } from './math';
     pq += 16; p0 += 16; p1 += 16; p2 += 16; p3 += 16;
   }
   let s = transposeSum(a0, a1, a2, a3);
-  if (i < headDim) s = f32x4.add(s, laneTails(q, k0, k1, k2, k3, i, headDim, false));
+  if (i < headDim) s = f32x4.add(s, laneTails(q, k0, k1, k2, k3, i, headDim));
   return s;
 }
 
@@ -63,87 +64,22 @@ import { madd, transposeSum } from './math';
   return s + t;
 }
 
-// ------------------------------------------------------------------------------------------------ int8
-
-/** Four int8 lanes at `p` as f32x4. */
-// @ts-ignore: decorator
-@inline function widen4(p: usize): v128 {
-  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
-}
-
-// @ts-ignore: decorator
-@inline export function dot4I8(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32): v128 {
-  let a0 = f32x4.splat(0);
-  let a1 = a0, a2 = a0, a3 = a0;
-  let i = 0;
-  // eight elements a step: one 8-byte sign-extending load per key, then widen to two f32x4
-  for (; i + 8 <= headDim; i += 8) {
-    const at = <usize>i << 2;
-    const x0 = v128.load(q + at);
-    const x1 = v128.load(q + at, 16);
-    let w = v128.load8x8_s(k0 + <usize>i);
-    a0 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a0));
-    w = v128.load8x8_s(k1 + <usize>i);
-    a1 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a1));
-    w = v128.load8x8_s(k2 + <usize>i);
-    a2 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a2));
-    w = v128.load8x8_s(k3 + <usize>i);
-    a3 = madd(x1, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w)), madd(x0, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w)), a3));
-  }
-  if (i + 4 <= headDim) {
-    const x = v128.load(q + (<usize>i << 2));
-    a0 = madd(x, widen4(k0 + <usize>i), a0);
-    a1 = madd(x, widen4(k1 + <usize>i), a1);
-    a2 = madd(x, widen4(k2 + <usize>i), a2);
-    a3 = madd(x, widen4(k3 + <usize>i), a3);
-    i += 4;
-  }
-  let s = transposeSum(a0, a1, a2, a3);
-  if (i < headDim) s = f32x4.add(s, laneTails(q, k0, k1, k2, k3, i, headDim, true));
-  return s;
-}
-
-// @ts-ignore: decorator
-@inline export function dotScalarI8(q: usize, k: usize, headDim: i32): f32 {
-  let a0: f32 = 0, a1: f32 = 0, a2: f32 = 0, a3: f32 = 0;
-  const body = headDim & ~3;
-  let i = 0;
-  for (; i < body; i += 4) {
-    const at = <usize>i << 2;
-    a0 += load<f32>(q + at) * <f32>load<i8>(k + <usize>i);
-    a1 += load<f32>(q + at, 4) * <f32>load<i8>(k + <usize>i, 1);
-    a2 += load<f32>(q + at, 8) * <f32>load<i8>(k + <usize>i, 2);
-    a3 += load<f32>(q + at, 12) * <f32>load<i8>(k + <usize>i, 3);
-  }
-  const s = (a0 + a1) + (a2 + a3);
-  if (i == headDim) return s;
-  let t: f32 = 0;
-  for (; i < headDim; i++) t += load<f32>(q + (<usize>i << 2)) * <f32>load<i8>(k + <usize>i);
-  return s + t;
-}
-
 // ------------------------------------------------------------------------------- two query rows at once
 // Two query rows against the same four keys: each key chunk is loaded once for both rows (8 accumulators,
 // 4 key registers and 2 query registers: 14 of the 16 registers engines give v128 on x64). Per lane the
-// operations are exactly those of dot4F32 / dot4I8, so pairing rows never changes a score.
+// operations are exactly those of dot4F32, so pairing rows never changes a score.
 
+/** The tail elements from `from` on (headDim not a multiple of 4), lane i ↔ key i, as a vector. */
 // @ts-ignore: decorator
-@inline function laneTails(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, from: i32, headDim: i32, int8: bool): v128 {
+@inline function laneTails(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, from: i32, headDim: i32): v128 {
   let t0: f32 = 0, t1: f32 = 0, t2: f32 = 0, t3: f32 = 0;
   for (let i = from; i < headDim; i++) {
-    const x = load<f32>(q + (<usize>i << 2));
-    if (int8) {
-      t0 += x * <f32>load<i8>(k0 + <usize>i);
-      t1 += x * <f32>load<i8>(k1 + <usize>i);
-      t2 += x * <f32>load<i8>(k2 + <usize>i);
-      t3 += x * <f32>load<i8>(k3 + <usize>i);
-    } else {
-      const at = <usize>i << 2;
-      t0 += x * load<f32>(k0 + at);
-      t1 += x * load<f32>(k1 + at);
-      t2 += x * load<f32>(k2 + at);
-      t3 += x * load<f32>(k3 + at);
-    }
+    const at = <usize>i << 2;
+    const x = load<f32>(q + at);
+    t0 += x * load<f32>(k0 + at);
+    t1 += x * load<f32>(k1 + at);
+    t2 += x * load<f32>(k2 + at);
+    t3 += x * load<f32>(k3 + at);
   }
   return f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(t0), 1, t1), 2, t2), 3, t3);
 }
@@ -158,19 +94,7 @@ import { madd, transposeSum } from './math';
   let pa = qa, pb = qb, p0 = k0, p1 = k1, p2 = k2, p3 = k3;
   const body = headDim & ~3;
   let i = 0;
-  for (; i + 8 <= headDim; i += 8) {
-    let x = v128.load(pa), y = v128.load(pb);
-    let c = v128.load(p0); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
-    c = v128.load(p1); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
-    c = v128.load(p2); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
-    c = v128.load(p3); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
-    x = v128.load(pa, 16); y = v128.load(pb, 16);
-    c = v128.load(p0, 16); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
-    c = v128.load(p1, 16); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
-    c = v128.load(p2, 16); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
-    c = v128.load(p3, 16); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
-    pa += 32; pb += 32; p0 += 32; p1 += 32; p2 += 32; p3 += 32;
-  }
+  // four floats a step (TurboFan unrolls it); longer bodies make V8 spill accumulators (--print-wasm-code)
   for (; i < body; i += 4) {
     const x = v128.load(pa), y = v128.load(pb);
     let c = v128.load(p0); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
@@ -182,59 +106,8 @@ import { madd, transposeSum } from './math';
   let sa = transposeSum(a0, a1, a2, a3);
   let sb = transposeSum(b0, b1, b2, b3);
   if (i < headDim) {
-    sa = f32x4.add(sa, laneTails(qa, k0, k1, k2, k3, i, headDim, false));
-    sb = f32x4.add(sb, laneTails(qb, k0, k1, k2, k3, i, headDim, false));
-  }
-  v128.store(outA, sa);
-  v128.store(outB, sb);
-}
-
-// @ts-ignore: decorator
-@inline function widen8Low(w: v128): v128 {
-  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(w));
-}
-
-// @ts-ignore: decorator
-@inline function widen8High(w: v128): v128 {
-  return f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(w));
-}
-
-/** Stores dot4I8(qa, …) at outA and dot4I8(qb, …) at outB. */
-// @ts-ignore: decorator
-@inline export function dot2x4I8(
-  qa: usize, qb: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32, outA: usize, outB: usize,
-): void {
-  let a0 = f32x4.splat(0);
-  let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  let i = 0;
-  for (; i + 8 <= headDim; i += 8) {
-    const at = <usize>i << 2;
-    const x0 = v128.load(qa + at), x1 = v128.load(qa + at, 16);
-    const y0 = v128.load(qb + at), y1 = v128.load(qb + at, 16);
-    let w = v128.load8x8_s(k0 + <usize>i);
-    let lo = widen8Low(w), hi = widen8High(w);
-    a0 = madd(x1, hi, madd(x0, lo, a0)); b0 = madd(y1, hi, madd(y0, lo, b0));
-    w = v128.load8x8_s(k1 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
-    a1 = madd(x1, hi, madd(x0, lo, a1)); b1 = madd(y1, hi, madd(y0, lo, b1));
-    w = v128.load8x8_s(k2 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
-    a2 = madd(x1, hi, madd(x0, lo, a2)); b2 = madd(y1, hi, madd(y0, lo, b2));
-    w = v128.load8x8_s(k3 + <usize>i); lo = widen8Low(w); hi = widen8High(w);
-    a3 = madd(x1, hi, madd(x0, lo, a3)); b3 = madd(y1, hi, madd(y0, lo, b3));
-  }
-  if (i + 4 <= headDim) {
-    const at = <usize>i << 2;
-    const x = v128.load(qa + at), y = v128.load(qb + at);
-    let c = widen4(k0 + <usize>i); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
-    c = widen4(k1 + <usize>i); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
-    c = widen4(k2 + <usize>i); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
-    c = widen4(k3 + <usize>i); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
-    i += 4;
-  }
-  let sa = transposeSum(a0, a1, a2, a3);
-  let sb = transposeSum(b0, b1, b2, b3);
-  if (i < headDim) {
-    sa = f32x4.add(sa, laneTails(qa, k0, k1, k2, k3, i, headDim, true));
-    sb = f32x4.add(sb, laneTails(qb, k0, k1, k2, k3, i, headDim, true));
+    sa = f32x4.add(sa, laneTails(qa, k0, k1, k2, k3, i, headDim));
+    sb = f32x4.add(sb, laneTails(qb, k0, k1, k2, k3, i, headDim));
   }
   v128.store(outA, sa);
   v128.store(outB, sb);

@@ -3,29 +3,13 @@
 // The accumulator is walked in chunks of 16 floats held in registers across the whole run of keys (then
 // chunks of 4, then single floats), so each value row is read once per chunk instead of once per element
 // store. For every accumulator element the sequence of operations over j is the same whether a row runs
-// alone or paired, which keeps prefill and decode bit-identical.
+// alone or paired, which keeps prefill and decode bit-identical. Values are f32: int8 caches widen each
+// block first and fold the row scales into the weights (attend.ts).
 
 import { madd } from './math';
 
-/** Four int8 lanes at `p` as f32x4. */
-// @ts-ignore: decorator
-@inline function widen4(p: usize): v128 {
-  return f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(i16x8.extend_low_i8x16_s(v128.load32_zero(p))));
-}
-
-/** Four f32 lanes of a value row at `p`: f32 loads, or int8 widened (its scale is folded into the weight). */
-// @ts-ignore: decorator
-@inline function valueLanes(p: usize, int8: bool): v128 {
-  return int8 ? widen4(p) : v128.load(p);
-}
-
-/**
- * acc += Σ_{j in [from, to)} probs[j] · row j of `values` (rows `rowBytes` apart; f32, or int8 whose
- * scales the caller has folded into probs).
- */
-export function accumulate1(
-  acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, headDim: i32, int8: bool,
-): void {
+/** acc += Σ_{j in [from, to)} probs[j] · row j of `values` (f32 rows `rowBytes` apart). */
+export function accumulate1(acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, headDim: i32): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
     const firstRow = values + <usize>from * rowBytes;
@@ -34,50 +18,35 @@ export function accumulate1(
     for (; c + 16 <= headDim; c += 16) {
       const at = acc + (<usize>c << 2);
       let a0 = v128.load(at), a1 = v128.load(at, 16), a2 = v128.load(at, 32), a3 = v128.load(at, 48);
-      let p = firstProb;
-      if (int8) {
-        let v = firstRow + <usize>c;
-        for (; p < lastProb; p += 4) {
-          const w = v128.load32_splat(p);
-          const x = v128.load(v);
-          const lo = i16x8.extend_low_i8x16_s(x), hi = i16x8.extend_high_i8x16_s(x);
-          a0 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)), a0);
-          a1 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), a1);
-          a2 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), a2);
-          a3 = madd(w, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), a3);
-          v += rowBytes;
-        }
-      } else {
-        let v = firstRow + (<usize>c << 2);
-        for (; p < lastProb; p += 4) {
-          const w = v128.load32_splat(p);
-          a0 = madd(w, v128.load(v), a0);
-          a1 = madd(w, v128.load(v, 16), a1);
-          a2 = madd(w, v128.load(v, 32), a2);
-          a3 = madd(w, v128.load(v, 48), a3);
-          v += rowBytes;
-        }
+      let v = firstRow + (<usize>c << 2);
+      for (let p = firstProb; p < lastProb; p += 4) {
+        const w = v128.load32_splat(p);
+        a0 = madd(w, v128.load(v), a0);
+        a1 = madd(w, v128.load(v, 16), a1);
+        a2 = madd(w, v128.load(v, 32), a2);
+        a3 = madd(w, v128.load(v, 48), a3);
+        v += rowBytes;
       }
       v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
     }
     for (; c + 4 <= headDim; c += 4) {
       const at = acc + (<usize>c << 2);
       let a = v128.load(at);
-      let v = firstRow + (int8 ? <usize>c : <usize>c << 2);
+      let v = firstRow + (<usize>c << 2);
       for (let p = firstProb; p < lastProb; p += 4) {
-        a = madd(v128.load32_splat(p), valueLanes(v, int8), a);
+        a = madd(v128.load32_splat(p), v128.load(v), a);
         v += rowBytes;
       }
       v128.store(at, a);
     }
   }
-  scalarTail(acc, probs, values, rowBytes, from, to, c, headDim, int8);
+  scalarTail(acc, probs, values, rowBytes, from, to, c, headDim);
 }
 
 /** accumulate1 for two rows (accumulators accA/accB, weights probsA/probsB) over the same keys. */
 export function accumulate2(
   accA: usize, probsA: usize, accB: usize, probsB: usize, values: usize, rowBytes: usize,
-  from: i32, to: i32, headDim: i32, int8: bool,
+  from: i32, to: i32, headDim: i32,
 ): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
@@ -89,37 +58,18 @@ export function accumulate2(
       const atA = accA + (<usize>c << 2), atB = accB + (<usize>c << 2);
       let a0 = v128.load(atA), a1 = v128.load(atA, 16), a2 = v128.load(atA, 32), a3 = v128.load(atA, 48);
       let b0 = v128.load(atB), b1 = v128.load(atB, 16), b2 = v128.load(atB, 32), b3 = v128.load(atB, 48);
-      let p = firstA;
-      if (int8) {
-        let v = firstRow + <usize>c;
-        for (; p < lastA; p += 4) {
-          const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
-          const x = v128.load(v);
-          const lo = i16x8.extend_low_i8x16_s(x), hi = i16x8.extend_high_i8x16_s(x);
-          let u = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo));
-          a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
-          u = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo));
-          a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
-          u = f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi));
-          a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
-          u = f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi));
-          a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
-          v += rowBytes;
-        }
-      } else {
-        let v = firstRow + (<usize>c << 2);
-        for (; p < lastA; p += 4) {
-          const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
-          let u = v128.load(v);
-          a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
-          u = v128.load(v, 16);
-          a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
-          u = v128.load(v, 32);
-          a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
-          u = v128.load(v, 48);
-          a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
-          v += rowBytes;
-        }
+      let v = firstRow + (<usize>c << 2);
+      for (let p = firstA; p < lastA; p += 4) {
+        const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
+        let u = v128.load(v);
+        a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
+        u = v128.load(v, 16);
+        a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
+        u = v128.load(v, 32);
+        a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
+        u = v128.load(v, 48);
+        a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
+        v += rowBytes;
       }
       v128.store(atA, a0); v128.store(atA, a1, 16); v128.store(atA, a2, 32); v128.store(atA, a3, 48);
       v128.store(atB, b0); v128.store(atB, b1, 16); v128.store(atB, b2, 32); v128.store(atB, b3, 48);
@@ -127,9 +77,9 @@ export function accumulate2(
     for (; c + 4 <= headDim; c += 4) {
       const atA = accA + (<usize>c << 2), atB = accB + (<usize>c << 2);
       let a = v128.load(atA), b = v128.load(atB);
-      let v = firstRow + (int8 ? <usize>c : <usize>c << 2);
+      let v = firstRow + (<usize>c << 2);
       for (let p = firstA; p < lastA; p += 4) {
-        const u = valueLanes(v, int8);
+        const u = v128.load(v);
         a = madd(v128.load32_splat(p), u, a);
         b = madd(v128.load32_splat(p + distance), u, b);
         v += rowBytes;
@@ -138,21 +88,19 @@ export function accumulate2(
       v128.store(atB, b);
     }
   }
-  scalarTail(accA, probsA, values, rowBytes, from, to, c, headDim, int8);
-  scalarTail(accB, probsB, values, rowBytes, from, to, c, headDim, int8);
+  scalarTail(accA, probsA, values, rowBytes, from, to, c, headDim);
+  scalarTail(accB, probsB, values, rowBytes, from, to, c, headDim);
 }
 
 /** Elements c … headDim − 1 (all of them in the scalar build). */
 // @ts-ignore: decorator
-@inline function scalarTail(
-  acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, c: i32, headDim: i32, int8: bool,
-): void {
+@inline function scalarTail(acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, c: i32, headDim: i32): void {
   for (; c < headDim; c++) {
     const at = acc + (<usize>c << 2);
     let a = load<f32>(at);
-    let v = values + <usize>from * rowBytes + (int8 ? <usize>c : <usize>c << 2);
+    let v = values + <usize>from * rowBytes + (<usize>c << 2);
     for (let j = from; j < to; j++) {
-      a += load<f32>(probs + (<usize>j << 2)) * (int8 ? <f32>load<i8>(v) : load<f32>(v));
+      a += load<f32>(probs + (<usize>j << 2)) * load<f32>(v);
       v += rowBytes;
     }
     store<f32>(at, a);
