@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
-import { parseArgs } from './common.mjs';
+import { parseArgs, packageState, builtStamp } from './common.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { buildLimits } from './limits/build.mjs';
@@ -28,7 +28,7 @@ const ALL_JOBS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t'];
 const DEFAULTS = {
   shapes: Object.keys(SHAPES).join(','),
   decode: DEFAULT_DECODE.join(','),
-  prefill: '',
+  prefill: 'default',
   dtypes: DTYPES.join(','),
   impls: ALL_JOBS.join(','),
   full: false,
@@ -64,7 +64,7 @@ const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
 const suiteOpts = {
   shapes: list(opts.shapes),
   decode: ints(opts.decode),
-  prefill: opts.prefill ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
+  prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
   dtypes: list(opts.dtypes),
   warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
 };
@@ -111,6 +111,7 @@ const { chromium } = await import('playwright-core');
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 const version = browser.version();
 const load0 = loadavg();
+const stamp0 = await builtStamp();
 const t0 = performance.now();
 log(`bench: Chromium ${version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
 /** @type {Record<string, any>} */
@@ -156,6 +157,7 @@ for (const b of BUILDS) {
   if (existsSync(f)) wasmSizes[b] = (await stat(f)).size;
 }
 const notes = [];
+if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
 for (const [job, r] of Object.entries(results)) if (r.unavailable) notes.push(`${job}: not measured: ${r.unavailable}`);
 const inits = BUILDS.filter((b) => results[b]?.initMs !== undefined).map((b) => `${b} ${results[b].initMs.toFixed(1)} ms`);
 if (inits.length) notes.push(`init() in the page (first call, fetch + compile + instantiate): ${inits.join(', ')} (the 20 ms target is for Node).`);
@@ -164,7 +166,7 @@ const ortV = results['ort-web-1t']?.ortVersion;
 if (ortV) notes.push(`onnxruntime-web ${ortV} (WASM backend): one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap), fetches ['output'] only.`);
 notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times.');
 notes.push('Not in the browser run: onnxruntime-node, JS-heap allocation counts.');
-if (!opts.full && !opts.prefill) notes.push('prefill T=2048 is only in --full.');
+if (!opts.full && opts.prefill === 'default') notes.push('prefill T=2048 is only in --full.');
 notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
 notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(results).map(([k, r]) => `${k} ${r.seconds.toFixed(0)} s`).join(', ')}).`);
 const input = {
@@ -173,6 +175,7 @@ const input = {
     `CPU: ${cpus()[0]?.model?.trim()} (${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB), ${process.platform} ${process.arch}`,
     `Chromium ${version} (${CHROMIUM}, playwright-core), one page in its own browser context per implementation; one thread unless the name says 2t`,
     `date ${new Date().toISOString()}`,
+    await packageState(),
   ],
   limits, rows, wasmSizes, notes,
   shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,

@@ -156,3 +156,37 @@ export function busyWarning() {
     ? `note: the machine was busy (load average ${load.toFixed(1)} on ${cores} cores): timings are noisy`
     : '';
 }
+
+/**
+ * What was measured: the commit, whether src/ or assembly/ had uncommitted changes, and when the .wasm
+ * files were built (the bench measures dist/ and wasm/ as they are; `npm run build` first).
+ */
+export async function packageState() {
+  const { execFileSync } = await import('node:child_process');
+  const { statSync } = await import('node:fs');
+  const root = new URL('..', import.meta.url);
+  let git = 'not a git checkout';
+  try {
+    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'assembly'], { cwd: root, encoding: 'utf8' }).trim();
+    git = `git ${sha}${dirty ? ' with uncommitted changes in src/ or assembly/' : ''}`;
+  } catch {}
+  let built = '';
+  try {
+    built = `, wasm/ built ${statSync(new URL('../wasm/attention-simd.wasm', import.meta.url)).mtime.toISOString()}`;
+  } catch {}
+  return `package: ${git}${built}`;
+}
+
+/** Modification times of the built package (wasm/*.wasm, dist/*.js): to notice a rebuild during a run. */
+export async function builtStamp() {
+  const { readdirSync, statSync } = await import('node:fs');
+  const parts = [];
+  for (const dir of ['wasm', 'dist']) {
+    const url = new URL(`../${dir}/`, import.meta.url);
+    try {
+      for (const f of readdirSync(url).sort()) if (/\.(wasm|js)$/.test(f)) parts.push(`${f}:${statSync(new URL(f, url)).mtimeMs}`);
+    } catch {}
+  }
+  return parts.join(',');
+}

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import zlib from 'node:zlib';
-import { loadPackage, parseArgs, median } from './common.mjs';
+import { loadPackage, parseArgs, median, packageState, builtStamp } from './common.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
@@ -31,7 +31,7 @@ const INIT_RUNS = 5;
 const DEFAULTS = {
   shapes: Object.keys(SHAPES).join(','),
   decode: DEFAULT_DECODE.join(','),
-  prefill: '',
+  prefill: 'default',
   dtypes: DTYPES.join(','),
   impls: ALL_IMPLS.join(','),
   full: false,
@@ -91,7 +91,7 @@ const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
 const suiteOpts = opts.config ? JSON.parse(opts.config) : {
   shapes: list(opts.shapes),
   decode: ints(opts.decode),
-  prefill: opts.prefill ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
+  prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
   dtypes: list(opts.dtypes),
   warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
 };
@@ -192,6 +192,7 @@ async function runParent() {
   const dir = await mkdtemp(join(tmpdir(), 'wasm-attention-bench-'));
   const self = fileURLToPath(import.meta.url);
   const load0 = loadavg();
+  const stamp0 = await builtStamp();
   const t0 = performance.now();
   log(`bench: Node ${process.version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
   log(`bench: shapes ${suiteOpts.shapes.join(',')}; decode L ${suiteOpts.decode.join(',')}; prefill T ${suiteOpts.prefill.join(',')}; dtypes ${suiteOpts.dtypes.join(',')}`);
@@ -244,13 +245,14 @@ async function runParent() {
     if (children[b]?.allocations) allocations[b] = children[b].allocations;
   }
   const notes = [];
+  if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
   for (const [impl, c] of Object.entries(children)) if (c.unavailable && !impl.startsWith('init-')) notes.push(`${impl}: not measured: ${c.unavailable}`);
   const ortV = children['ort-web-1t']?.ortVersion ?? children['ort-node-1t']?.ortVersion;
   if (ortV) notes.push(`onnxruntime ${ortV}: one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap, as ORT's API requires), fetches ['output'] only.`);
   notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times (the peers have no int8 cache).');
   notes.push('JS-heap allocations: process.memoryUsage().heapUsed before/after 1000 decode steps (attend + truncate; Llama shape, L=128, after 3000 warm-up steps), kept only when a PerformanceObserver (gc entries) saw no GC in between; a control loop allocating one small typed-array view per step and an empty loop calibrate it.');
   notes.push(`init(): median of ${INIT_RUNS} fresh processes per build, time of the first \`await init({ build })\` after importing the package (reads, compiles and instantiates the .wasm).`);
-  if (!opts.full && !opts.prefill) notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
+  if (!opts.full && opts.prefill === 'default') notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
   notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
   notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(children).filter(([k]) => !k.startsWith('init-')).map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`).join(', ')}).`);
   const input = {
@@ -259,6 +261,7 @@ async function runParent() {
       `CPU: ${cpus()[0]?.model?.trim()} (${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB), ${process.platform} ${process.arch}`,
       `Node ${process.version}${flags.length ? ` with ${flags.join(' ')}` : ''}; every implementation in its own child process; one thread unless the name says 2t`,
       `date ${new Date().toISOString()}`,
+      await packageState(),
     ],
     limits, rows, allocations, wasmSizes, initMs, notes,
     shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
