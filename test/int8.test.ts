@@ -3,10 +3,10 @@
 // stored, that it keeps the cache's bit-identity promises, measures its error against the float64
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './reference.js';
-import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild } from './util.js';
+import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild, cachesDisposedAfterEach } from './util.js';
 import {
   cfgName, feed, feedRef, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
 } from './lifecycle-util.js';
@@ -79,15 +79,7 @@ forEachBuild('int8', (build) => {
   beforeEach(async () => {
     await init({ build });
   });
-  const live: KVCache[] = [];
-  function make(cfg: Cfg): KVCache {
-    const c = new KVCache(cfg as never);
-    live.push(c);
-    return c;
-  }
-  afterEach(() => {
-    for (const c of live.splice(0)) c.dispose();
-  });
+  const make = cachesDisposedAfterEach();
 
   describe('what is stored', () => {
     it('one symmetric scale per (token, kv head): every value within half a step of the input, nothing clipped, no step wasted', () => {

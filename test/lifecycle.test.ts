@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './reference.js';
-import { Rng, TOL, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor } from './util.js';
+import { Rng, TOL, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, cachesDisposedAfterEach } from './util.js';
 import {
   RingModel, cfgName, feed, feedRef, join, ones, slice, stream, windowedReferenceAt, type Cfg, type Stream,
 } from './lifecycle-util.js';
@@ -15,15 +15,7 @@ forEachBuild('lifecycle', (build) => {
   beforeEach(async () => {
     await init({ build });
   });
-  const live: KVCache[] = [];
-  function make(cfg: Cfg): KVCache {
-    const c = new KVCache(cfg as never);
-    live.push(c);
-    return c;
-  }
-  afterEach(() => {
-    for (const c of live.splice(0)) c.dispose();
-  });
+  const make = cachesDisposedAfterEach();
 
   describe('truncate(n): continues as if the dropped tokens had never come (bit-identical to a fresh cache)', () => {
     const cases: { cfg: Cfg; history: number[]; keep: number; draft: number[]; next: number[] }[] = [

@@ -2,7 +2,8 @@
 // strict bit-identity checks, error assertions, and which builds this runtime can run.
 
 import { readFile } from 'node:fs/promises';
-import { describe, expect } from 'vitest';
+import { afterEach, describe, expect } from 'vitest';
+import { KVCache, type KVCacheOptions } from '../src/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // Random numbers
@@ -374,4 +375,20 @@ export function forEachBuild(title: string, body: (build: Build) => void): void 
     const name = s.ok ? `${title} [${build}]` : `${title} [${build}] SKIPPED: ${s.reason}`;
     describe.skipIf(!s.ok)(name, () => body(build));
   }
+}
+
+/**
+ * For the enclosing describe block: `make(options)` creates a KVCache that is disposed after each test
+ * (disposing twice is harmless, so tests may dispose their own).
+ */
+export function cachesDisposedAfterEach(): (options: object) => KVCache {
+  const live: KVCache[] = [];
+  afterEach(() => {
+    for (const cache of live.splice(0)) cache.dispose();
+  });
+  return (options) => {
+    const cache = new KVCache(options as KVCacheOptions);
+    live.push(cache);
+    return cache;
+  };
 }
