@@ -215,11 +215,10 @@ export function svgChart(input) {
   const panels = [];
   for (const kind of ['decode', 'prefill']) for (const sh of input.shapes) panels.push({ kind, sh });
   const PW = 520, PH = 330, M = { l: 64, r: 16, t: 34, b: 44 };
-  const W = 2 * PW, legendH = 90, H = Math.ceil(panels.length / 2) * PH + legendH + 30;
+  const W = 2 * PW;
   const esc = (/** @type {string} */ s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="14">${esc(input.title)}: median time per call vs context length (log-log)</text>`];
+  /** @type {string[]} */
+  const out = [];
   const series = new Map(); // key -> {impl, dtype}
   panels.forEach(({ kind, sh }, pi) => {
     const ox = (pi % 2) * PW, oy = 26 + Math.floor(pi / 2) * PH;
@@ -272,8 +271,8 @@ export function svgChart(input) {
       for (const [n, t] of pts) out.push(`<circle cx="${px(n).toFixed(1)}" cy="${py(t).toFixed(1)}" r="2.2" fill="${COLORS[/** @type {keyof typeof COLORS} */ (impl)] ?? '#000'}"/>`);
     }
   });
-  // legend
-  const ly = H - legendH;
+  // legend, under the panels
+  const ly = 26 + Math.ceil(panels.length / 2) * PH + 12;
   const keys = [...series.keys()].sort((a, b) => {
     const order = [...BUILDS, ...PEERS.map(([p]) => p), 'roofline'];
     const [ia, da] = a.split('|'), [ib, db] = b.split('|');
@@ -287,6 +286,10 @@ export function svgChart(input) {
     out.push(`<line x1="${x}" x2="${x + 26}" y1="${y}" y2="${y}" stroke="${COLORS[/** @type {keyof typeof COLORS} */ (impl)] ?? '#000'}" stroke-width="2"${dash}/>`);
     out.push(`<text x="${x + 32}" y="${y + 4}">${esc(label)}</text>`);
   });
+  const H = ly + Math.ceil(keys.length / 4) * 18 + 10;
+  out.unshift(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="18" text-anchor="middle" font-size="14">${esc(input.title)}: median time per call vs context length (log-log)</text>`);
   out.push('</svg>');
   return out.join('\n');
 }

@@ -3,7 +3,7 @@
 // (plus sinks), truncating into evicted tokens is a RangeError that changes nothing, and generation runs
 // indefinitely (hundreds of thousands of positions through an 8-slot ring, rope positions counting on).
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './reference.js';
 import { Rng, TOL, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, cachesDisposedAfterEach } from './util.js';
