@@ -87,7 +87,7 @@ export function attention(
   const call = validate(q, k, v, options);
   const { heads, headDim } = call.shape;
   const result = outputArray(out, call.queries * heads * headDim,
-    `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`);
+    () => `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`);
   withKeys(kernel, call, k, v, 0, (layer) => {
     const chunk = layer.staging.tokens;
     const offset = call.keys - call.queries; // query t sits at position S − T + t

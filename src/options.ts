@@ -113,9 +113,10 @@ export function sameLength(name: string, value: Float32Array, otherName: string,
 }
 
 /** The caller's output array, checked, or a new one. */
-export function outputArray(value: unknown, length: number, shape: string): Float32Array {
+export function outputArray(value: unknown, length: number, shape: () => string): Float32Array {
   if (value === undefined) return new Float32Array(length);
   if (!isFloat32Array(value)) throw typeError('out', 'a Float32Array (or undefined)', value);
-  if (value.length !== length) throw rangeError('out', `a Float32Array of length ${length} (${shape})`, value);
+  // the shape is described only on error: a decode step allocates nothing on the JS heap
+  if (value.length !== length) throw rangeError('out', `a Float32Array of length ${length} (${shape()})`, value);
   return value;
 }
