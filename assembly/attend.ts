@@ -240,13 +240,13 @@ function visitBlock(position: i32, n: i32): void {
     values = wideValues;
   }
   scoreBlock(keys, slot, n);
-  for (let i = 0; i < activeCount; i++) maskScores(getI32(activeRows, i));
-  if (weightsMode) {
-    for (let i = 0; i < activeCount; i++) collectScores(getI32(activeRows, i), position);
-    return;
+  for (let i = 0; i < activeCount; i++) {
+    const r = getI32(activeRows, i);
+    const blockMax = maskScores(r);
+    if (weightsMode) collectScores(r, position);
+    else softmaxBlock(r, blockMax);
   }
-  for (let i = 0; i < activeCount; i++) softmaxBlock(getI32(activeRows, i));
-  accumulateBlock(values, slot);
+  if (!weightsMode) accumulateBlock(values, slot);
 }
 
 // ---------------------------------------------------------------------------------------- scores
@@ -302,21 +302,29 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
   }
 }
 
-/** Turns row r's dot products into scores over its groups of four; lanes it may not see become MASKED. */
-function maskScores(r: i32): void {
+/**
+ * Turns row r's dot products into scores over its groups of four, lanes it may not see becoming MASKED,
+ * and returns the largest score (the block maximum the online softmax needs: one pass, not two).
+ */
+function maskScores(r: i32): f32 {
   const row = probsOf(r);
   const from = getI32(rowFrom, r), to = getI32(rowTo, r);
   if (ASC_FEATURE_SIMD) {
     const lo = i32x4.splat(from), hi = i32x4.splat(to);
+    let m = f32x4.splat(MASKED);
     for (let j = from & ~3; j < to; j += 4) {
       const at = row + (<usize>j << 2);
       let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
       if (softcap > 0) s = softcap4(s, softcap);
       const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
       const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
-      v128.store(at, v128.bitselect(s, f32x4.splat(MASKED), visible));
+      s = v128.bitselect(s, f32x4.splat(MASKED), visible);
+      v128.store(at, s);
+      m = f32x4.pmax(m, s);
     }
+    return horizontalMax(m);
   } else {
+    let m: f32 = MASKED;
     for (let j = from & ~3; j < ((to + 3) & ~3); j++) {
       const at = row + (<usize>j << 2);
       let s: f32 = MASKED;
@@ -325,26 +333,20 @@ function maskScores(r: i32): void {
         if (softcap > 0) s = softcapScalar(s, softcap);
       }
       store<f32>(at, s);
+      m = max<f32>(m, s);
     }
+    return m;
   }
 }
 
 // --------------------------------------------------------------------------------- online softmax
 
-/** Folds row r's block scores into its running max and sum; leaves e^(s − m) in its probability row. */
-function softmaxBlock(r: i32): void {
+/** Folds row r's block scores (largest: blockMax) into its running max and sum; leaves e^(s − m) in its row. */
+function softmaxBlock(r: i32, blockMax: f32): void {
   const row = probsOf(r);
   const first = getI32(rowFrom, r) & ~3, end = (getI32(rowTo, r) + 3) & ~3;
   const maxAt = rowMax + (<usize>r << 2);
   const sumAt = rowSum + (<usize>r << 2);
-  let blockMax: f32 = MASKED;
-  if (ASC_FEATURE_SIMD) {
-    let m = f32x4.splat(MASKED);
-    for (let j = first; j < end; j += 4) m = f32x4.pmax(m, v128.load(row + (<usize>j << 2)));
-    blockMax = horizontalMax(m);
-  } else {
-    for (let j = first; j < end; j++) blockMax = max<f32>(blockMax, load<f32>(row + (<usize>j << 2)));
-  }
   const previous = load<f32>(maxAt);
   const m = max<f32>(previous, blockMax);
   let sum = load<f32>(sumAt);
