@@ -250,8 +250,8 @@ export async function runWasm(build, ctx) {
 
 /**
  * Bytes allocated on the JS heap per decode step after warm-up: heapUsed (from `heapUsed()`) before
- * and after `steps` steps, kept only when no garbage collection ran in between (`gcCount()` counts
- * them; few enough steps that even a kilobyte a step fits the young generation). A control loop that
+ * and after 1000 and 5000 steps, each kept only when no garbage collection ran in between (`gcCount()`
+ * counts them), and the slope between the two (a constant cost of reading the heap cancels). A control loop that
  * allocates one small typed-array view per step shows the method sees allocations, and an empty loop
  * shows its floor. Node only (the browser has no exact heap counter).
  * @param {Ctx} ctx @param {() => number} heapUsed @param {() => Promise<number>} gcCount
@@ -262,20 +262,28 @@ export async function allocationsPerStep(ctx, heapUsed, gcCount) {
   const L = 128;
   const { q, k, v, pastK, pastV } = workloadData('llama', 'decode', L);
   const out = new Float32Array(q.length);
-  const steps = 1000;
+  const STEPS = [1000, 5000];
   /** @type {Record<string, any>} */
-  const res = { steps, warmup: 3000, shape: 'llama', L };
-  const measure = async (/** @type {() => void} */ step) => {
-    for (let i = 0; i < res.warmup; i++) step(); // optimizing compilers done
+  const res = { steps: STEPS, warmup: 3000, shape: 'llama', L };
+  /** heapUsed growth over n steps with no GC in between (null if a GC ran in every attempt) */
+  const grow = async (/** @type {() => void} */ step, /** @type {number} */ n) => {
     for (let attempt = 0; attempt < 5; attempt++) {
       const g0 = await gcCount();
       const h0 = heapUsed();
-      for (let i = 0; i < steps; i++) step();
+      for (let i = 0; i < n; i++) step();
       const h1 = heapUsed();
       const g1 = await gcCount();
-      if (g1 === g0) return (h1 - h0) / steps;
+      if (g1 === g0) return h1 - h0;
     }
-    return null; // a GC ran in every attempt
+    return null;
+  };
+  // bytes per step: the slope between two step counts (the heap reads themselves cost a constant)
+  const measure = async (/** @type {() => void} */ step) => {
+    for (let i = 0; i < res.warmup; i++) step(); // optimizing compilers done
+    const a = await grow(step, STEPS[0]);
+    const b = await grow(step, STEPS[1]);
+    if (a === null || b === null) return a === null ? null : a / STEPS[0];
+    return Math.max(0, (b - a) / (STEPS[1] - STEPS[0]));
   };
   for (const dtype of ctx.opts.dtypes) {
     const cache = loadedCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L, ctx.crc32 ?? crc32js);
