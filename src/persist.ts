@@ -110,19 +110,33 @@ function align4(n: number): number {
   return (n + 3) & ~3;
 }
 
-// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), table-driven, as zlib computes it.
-let table: Int32Array | undefined;
+// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib computes it, "slicing by 8": eight
+// 256-entry tables let each step fold 8 bytes (about 4× the byte-at-a-time loop, ~1 GB/s in V8).
+let tables: Int32Array | undefined;
+
+function crcTables(): Int32Array {
+  const t = new Int32Array(8 * 256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c;
+  }
+  for (let n = 0; n < 256; n++) {
+    for (let k = 1; k < 8; k++) t[k * 256 + n] = t[(k - 1) * 256 + n] >>> 8 ^ t[t[(k - 1) * 256 + n] & 0xff];
+  }
+  return t;
+}
 
 export function crc32(bytes: Uint8Array, start: number, end: number): number {
-  if (!table) {
-    table = new Int32Array(256);
-    for (let n = 0; n < 256; n++) {
-      let c = n;
-      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-      table[n] = c;
-    }
-  }
+  const t = (tables ??= crcTables());
   let crc = -1;
-  for (let i = start; i < end; i++) crc = table[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const lo = crc ^ (bytes[i] | bytes[i + 1] << 8 | bytes[i + 2] << 16 | bytes[i + 3] << 24);
+    const hi = bytes[i + 4] | bytes[i + 5] << 8 | bytes[i + 6] << 16 | bytes[i + 7] << 24;
+    crc = t[1792 + (lo & 0xff)] ^ t[1536 + (lo >>> 8 & 0xff)] ^ t[1280 + (lo >>> 16 & 0xff)] ^ t[1024 + (lo >>> 24)] ^
+      t[768 + (hi & 0xff)] ^ t[512 + (hi >>> 8 & 0xff)] ^ t[256 + (hi >>> 16 & 0xff)] ^ t[hi >>> 24];
+  }
+  for (; i < end; i++) crc = t[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
   return (crc ^ -1) >>> 0;
 }
