@@ -211,10 +211,10 @@ function walkTile(rows: i32): void {
 // Streaming. A decode step reads every cached K/V row once, with enough arithmetic per row that the loop
 // keeps few cache misses in flight: from DRAM or a busy L3 it runs far below the memory's bandwidth.
 // Touching each 64-byte line of a block before computing on it issues those misses back to back (wasm has
-// no prefetch instruction), which measured 1.3–1.8× faster for K/V beyond ~8 MiB and ~10–20% slower for
-// K/V that stays cached, so it is used only for calls with one tile of queries per kv head (decode-like:
-// nothing is reused across tiles) whose K/V exceed STREAM_BYTES.
-const STREAM_BYTES: u64 = 8 << 20;
+// no prefetch instruction): measured 1.3–1.8× faster for one layer's K/V beyond ~8 MiB, ~20% faster for
+// a 16-layer model's decode whose layers evict each other, ~10–20% slower for K/V that stays cached. The
+// caller decides (the `stream` flag: it knows the cache's size); it applies only to calls with one tile
+// of queries per kv head (decode-like: nothing is reused across tiles).
 let streaming: bool = false;
 let touched: i32 = 0; // keeps the touching loads alive
 
@@ -465,17 +465,13 @@ export function attendQueries(
   q: usize, tokens: i32, firstPosition: i32, queryHeads: i32, kvHeads: i32, dim: i32,
   keys: usize, values: usize, keyScales: usize, valueScales: usize, isInt8: i32,
   slots: i32, slotSinks: i32, slotRing: i32, end: i32, isCausal: i32, windowSize: i32,
-  scoreScale: f32, cap: f32, out: usize, scratch: usize,
+  scoreScale: f32, cap: f32, out: usize, scratch: usize, stream: i32,
 ): void {
   setGeometry(queryHeads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
   weightsMode = false;
   const tileTokens = tileRows / group;
   const rowBytes = <usize>dim << 2;
-  // the K/V the last query reads: its window (plus sinks), or every key up to it
-  const lastPosition = firstPosition + tokens - 1;
-  const reach = causal ? min(lastPosition + 1, end) : end;
-  const span = windowSize > 0 ? min(reach, windowSize + slotSinks) : reach;
-  streaming = tokens <= tileTokens && <u64>kvHeads * <u64>span * <u64>keyRowBytes * 2 > STREAM_BYTES;
+  streaming = stream != 0 && tokens <= tileTokens;
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) {

@@ -77,15 +77,17 @@ export function appendI8(
  *   window                0 for none, else the query at p also needs key > p − window, except keys < sinks
  *   scale, softcap        score = scale · q·k, then softcap · tanh(score / softcap) when softcap > 0
  *   scratch               scratchBytes(heads, kvHeads, headDim) bytes
+ *   stream                1: touch each block's K/V lines before use (for K/V that will not be cached;
+ *                         decode-like calls only, see attend.ts)
  */
 export function attend(
   q: usize, tokens: i32, firstPosition: i32, heads: i32, kvHeads: i32, headDim: i32,
   keys: usize, values: usize, keyScales: usize, valueScales: usize, int8: i32,
   slots: i32, sinks: i32, ring: i32, keyEnd: i32, causal: i32, window: i32,
-  scale: f32, softcap: f32, out: usize, scratch: usize,
+  scale: f32, softcap: f32, out: usize, scratch: usize, stream: i32,
 ): void {
   attendQueries(q, tokens, firstPosition, heads, kvHeads, headDim, keys, values, keyScales, valueScales, int8,
-    slots, sinks, ring, keyEnd, causal, window, scale, softcap, out, scratch);
+    slots, sinks, ring, keyEnd, causal, window, scale, softcap, out, scratch, stream);
 }
 
 /** The softmax probabilities of `attend`'s computation into out: [tokens][heads][keyCount], 0 where masked. */

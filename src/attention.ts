@@ -9,7 +9,8 @@ import {
   type HeadShape, type Scoring,
 } from './options.js';
 import {
-  Placer, appendTokens, attendTokens, copyIn, copyOut, measure, placeLayer, placeStaging, stagingTokens,
+  STREAM_BYTES, Placer, appendTokens, attendTokens, copyIn, copyOut, layerBlockBytes, measure, placeLayer, placeStaging,
+  stagingTokens,
   type Layer, type LayerGeometry,
 } from './layer.js';
 
@@ -70,7 +71,8 @@ function withKeys(kernel: Kernel, call: OneShot, k: Float32Array, v: Float32Arra
     const blocks = placeLayer(placer, geometry);
     const staging = placeStaging(placer, kernel, call.shape, tokens);
     const extra = placer.take(extraBytes);
-    const layer: Layer = { kernel, geometry, blocks, staging };
+    const stream = 2 * layerBlockBytes(geometry).rows > STREAM_BYTES;
+    const layer: Layer = { kernel, geometry, blocks, staging, stream };
     for (let from = 0; from < call.keys; from += tokens) {
       appendTokens(layer, k, v, from, Math.min(tokens, call.keys - from), from);
     }

@@ -9,7 +9,7 @@ import {
 } from './options.js';
 import { decodeHeader, encode, restore, type Run, type SavedLayer } from './persist.js';
 import {
-  Placer, appendTokens, attendTokens, measure, placeLayer, placeStaging, stagingTokens,
+  STREAM_BYTES, Placer, appendTokens, attendTokens, layerBlockBytes, measure, placeLayer, placeStaging, stagingTokens,
   type Layer, type LayerGeometry,
 } from './layer.js';
 
@@ -138,8 +138,9 @@ export class KVCache {
     const blocks = [];
     for (let l = 0; l < settings.layers; l++) blocks.push(placeLayer(placer, geometry));
     const staging = placeStaging(placer, kernel, settings.shape, tokens, settings.rope);
+    const stream = settings.layers * 2 * layerBlockBytes(geometry).rows > STREAM_BYTES;
     for (const layerBlocks of blocks) {
-      this.#layers.push({ kernel, geometry, blocks: layerBlocks, staging, rope: settings.rope });
+      this.#layers.push({ kernel, geometry, blocks: layerBlocks, staging, rope: settings.rope, stream });
     }
     if (settings.rope) kernel.abi.ropeFrequencies(staging.rope, settings.rope.dims, settings.rope.theta);
     this.#lengths = new Array<number>(settings.layers).fill(0);

@@ -35,7 +35,7 @@ export interface KernelExports {
   attend(q: number, tokens: number, firstPosition: number, heads: number, kvHeads: number, headDim: number,
     keys: number, values: number, keyScales: number, valueScales: number, int8: number,
     slots: number, sinks: number, ring: number, keyEnd: number, causal: number, window: number,
-    scale: number, softcap: number, out: number, scratch: number): void;
+    scale: number, softcap: number, out: number, scratch: number, stream: number): void;
   weights(q: number, tokens: number, firstPosition: number, heads: number, kvHeads: number, headDim: number,
     keys: number, keyScales: number, int8: number,
     slots: number, sinks: number, ring: number, keyEnd: number, causal: number, window: number,

@@ -1,5 +1,6 @@
-// Decode steps over more than 8 MiB of K/V take the kernel's streaming path (each block's cache lines
-// touched before use, assembly/attend.ts). It must compute exactly what the ordinary path does.
+// Decode steps over a cache of more than 8 MiB of K/V (one big layer, or many layers together) take the
+// kernel's streaming path (each block's cache lines touched before use, assembly/attend.ts). It must
+// compute exactly what the ordinary path does.
 
 import { beforeAll, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
@@ -30,4 +31,23 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
       cache.dispose();
     });
   }
+
+  it('and so does a many-layer cache whose layers are small but together exceed 8 MiB', () => {
+    const rng = new Rng(23);
+    const shape = { heads: 8, kvHeads: 4, headDim: 64 };
+    const options = { ...shape, layers: 5, maxTokens: 1100 }; // 5 × 4 × 1,100 × 64 × 4 × 2 bytes ≈ 9 MiB
+    const cache = new KVCache(options);
+    const history = 1090, row = 4 * 64;
+    const k = rng.randn(1100 * row), v = rng.randn(1100 * row);
+    for (let layer = 0; layer < 5; layer++) cache.append(layer, k.subarray(0, history * row), v.subarray(0, history * row));
+    for (let t = history; t < history + 4; t++) {
+      for (let layer = 0; layer < 5; layer++) {
+        const q = rng.randn(8 * 64);
+        const out = cache.attend(layer, q, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
+        expectClose(out, referenceAttention(q, k.subarray(0, (t + 1) * row), v.subarray(0, (t + 1) * row), shape), TOL,
+          `layer ${layer} at position ${t}`);
+      }
+    }
+    cache.dispose();
+  });
 });
