@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
-import { parseArgs, packageState, builtStamp } from './common.mjs';
+import { cliOptions, packageState, builtStamp } from './common.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { buildLimits } from './limits/build.mjs';
@@ -47,17 +47,7 @@ Same options as bench/node.mjs (--shapes, --decode, --prefill, --full, --dtypes,
   --timeout S     per page                                          [${DEFAULTS.timeout}]
 Chromium: ${CHROMIUM} (CHROMIUM_PATH overrides); build the package first (npm run build).`;
 
-let opts;
-try {
-  opts = parseArgs(process.argv.slice(2), DEFAULTS);
-} catch (e) {
-  console.error(`bench: ${/** @type {Error} */ (e).message}`);
-  process.exit(2);
-}
-if (opts.help) {
-  console.log(HELP);
-  process.exit(0);
-}
+const opts = cliOptions(DEFAULTS, HELP, 'bench');
 const ints = (/** @type {string} */ s) => String(s).split(',').filter(Boolean).map(Number).sort((a, b) => a - b);
 const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
 /** @type {import('./suite.mjs').SuiteOptions} */

@@ -190,3 +190,28 @@ export async function builtStamp() {
   }
   return parts.join(',');
 }
+
+/**
+ * The options of a bench script's command line: parseArgs, then `--help` prints `help` and exits 0, and
+ * a bad flag exits 2 with a message prefixed by `name`.
+ * @template {Record<string, string | number | boolean>} S
+ * @param {S} defaults
+ * @param {string} help
+ * @param {string} name
+ * @returns {S & { help: boolean }}
+ */
+export function cliOptions(defaults, help, name) {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2), defaults);
+  } catch (e) {
+    console.error(`${name}: ${/** @type {Error} */ (e).message}`);
+    process.exit(2);
+  }
+  if (opts.help) {
+    console.log(help);
+    process.exit(0);
+  }
+  return opts;
+}
+

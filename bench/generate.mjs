@@ -11,7 +11,7 @@
 // pool by a hash, and the query of layer l > 0 also adds layer l-1's output for that token (a
 // stand-in for the residual stream), so every layer's output feeds the next one.
 
-import { busyWarning, loadPackage, mulberry32, gaussian, hash32, quantile, median, sum, parseArgs, progress, fmtMs, fmtX } from './common.mjs';
+import { busyWarning, loadPackage, mulberry32, gaussian, hash32, quantile, median, sum, cliOptions, progress, fmtMs, fmtX } from './common.mjs';
 import { PlainJsKVCache } from './plain-js.mjs';
 import { attentionRef, ropeRef, maxAbsDiff } from './reference.mjs';
 
@@ -68,16 +68,7 @@ function fail(msg) {
   process.exit(2);
 }
 
-let opts;
-try {
-  opts = parseArgs(process.argv.slice(2), DEFAULTS);
-} catch (e) {
-  fail(/** @type {Error} */ (e).message);
-}
-if (opts.help) {
-  console.log(HELP);
-  process.exit(0);
-}
+const opts = cliOptions(DEFAULTS, HELP, 'generate');
 const { prompt: P, steps: N, layers: L, heads: H, kvHeads: KV, headDim: D, theta } = opts;
 for (const [name, v, min] of /** @type {[string, number, number][]} */ ([
   ['prompt', P, 1], ['steps', N, 0], ['layers', L, 1], ['heads', H, 1], ['kv-heads', KV, 1],

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import zlib from 'node:zlib';
-import { loadPackage, parseArgs, median, packageState, builtStamp } from './common.mjs';
+import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
@@ -70,16 +70,7 @@ function fail(msg) {
   process.exit(2);
 }
 
-let opts;
-try {
-  opts = parseArgs(process.argv.slice(2), DEFAULTS);
-} catch (e) {
-  fail(/** @type {Error} */ (e).message);
-}
-if (opts.help) {
-  console.log(HELP);
-  process.exit(0);
-}
+const opts = cliOptions(DEFAULTS, HELP, 'bench');
 const ints = (/** @type {string} */ s) => String(s).split(',').filter(Boolean).map((x) => {
   const n = Number(x);
   if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
