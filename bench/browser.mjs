@@ -13,7 +13,8 @@ import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
-import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
+import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
+import { SHAPES, BUILDS, DTYPES } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { bestLimits } from './limits/limits.mjs';
@@ -26,20 +27,10 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 const ALL_JOBS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t'];
 
 const DEFAULTS = {
-  shapes: Object.keys(SHAPES).join(','),
-  decode: DEFAULT_DECODE.join(','),
-  prefill: 'default',
-  dtypes: DTYPES.join(','),
+  ...SUITE_DEFAULTS,
   impls: ALL_JOBS.join(','),
-  full: false,
-  minTime: 0.25,
-  minReps: 5,
-  maxTime: 1.5,
-  warmup: 2,
-  outDir: fileURLToPath(new URL('./results/', import.meta.url)),
   timeout: 900,
-};
-const HELP = `Usage: node bench/browser.mjs [options]     (npm run bench:browser -- [options])
+};const HELP = `Usage: node bench/browser.mjs [options]     (npm run bench:browser -- [options])
 
 Same options as bench/node.mjs (--shapes, --decode, --prefill, --full, --dtypes, --min-time, --min-reps,
 --max-time, --warmup, --out-dir), and:
@@ -48,16 +39,8 @@ Same options as bench/node.mjs (--shapes, --decode, --prefill, --full, --dtypes,
 Chromium: ${CHROMIUM} (CHROMIUM_PATH overrides); build the package first (npm run build).`;
 
 const opts = cliOptions(DEFAULTS, HELP, 'bench');
-const ints = (/** @type {string} */ s) => String(s).split(',').filter(Boolean).map(Number).sort((a, b) => a - b);
-const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
 /** @type {import('./suite.mjs').SuiteOptions} */
-const suiteOpts = {
-  shapes: list(opts.shapes),
-  decode: ints(opts.decode),
-  prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
-  dtypes: list(opts.dtypes),
-  warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
-};
+const suiteOpts = suiteOptions(opts, (message) => { console.error(`bench: ${message}`); process.exit(2); });
 const jobs = list(opts.impls);
 for (const j of jobs) if (!ALL_JOBS.includes(j)) { console.error(`bench: unknown implementation ${j}`); process.exit(2); }
 if (!existsSync(CHROMIUM)) { console.error(`bench: Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`); process.exit(2); }
@@ -140,12 +123,7 @@ const load1 = loadavg();
 const rows = Object.values(results).flatMap((r) => r.rows ?? []);
 const limits = bestLimits(Object.entries(results).filter(([k]) => k.startsWith('limits#')).map(([, r]) => r.limits));
 derive(rows, limits);
-/** @type {Record<string, number>} */
-const wasmSizes = {};
-for (const b of BUILDS) {
-  const f = join(ROOT, `wasm/attention-${b}.wasm`);
-  if (existsSync(f)) wasmSizes[b] = (await stat(f)).size;
-}
+const sizes = await wasmSizes(ROOT);
 const notes = [];
 if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
 for (const [job, r] of Object.entries(results)) if (r.unavailable) notes.push(`${job}: not measured: ${r.unavailable}`);
@@ -167,7 +145,7 @@ const input = {
     `date ${new Date().toISOString()}`,
     await packageState(),
   ],
-  limits, rows, wasmSizes, notes,
+  limits, rows, wasmSizes: sizes, notes,
   shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
 };
 const md = markdown(input);

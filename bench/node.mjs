@@ -22,30 +22,21 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import zlib from 'node:zlib';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
-import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
+import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
+import { SHAPES, BUILDS, DTYPES, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
 
 const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
 const INIT_RUNS = 5;
 const DEFAULTS = {
-  shapes: Object.keys(SHAPES).join(','),
-  decode: DEFAULT_DECODE.join(','),
-  prefill: 'default',
-  dtypes: DTYPES.join(','),
+  ...SUITE_DEFAULTS,
   impls: ALL_IMPLS.join(','),
-  full: false,
-  minTime: 0.25,
-  minReps: 5,
-  maxTime: 1.5,
-  warmup: 2,
-  outDir: fileURLToPath(new URL('./results/', import.meta.url)),
   // internal
   child: '',
   resultFile: '',
   config: '',
 };
-
 const HELP = `Usage: node bench/node.mjs [options]     (npm run bench -- [options])
 
   --shapes LIST   ${Object.keys(SHAPES).join(', ')}                              [${DEFAULTS.shapes}]
@@ -71,23 +62,8 @@ function fail(msg) {
 }
 
 const opts = cliOptions(DEFAULTS, HELP, 'bench');
-const ints = (/** @type {string} */ s) => String(s).split(',').filter(Boolean).map((x) => {
-  const n = Number(x);
-  if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
-  return n;
-}).sort((a, b) => a - b);
-const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
-
 /** @type {import('./suite.mjs').SuiteOptions} */
-const suiteOpts = opts.config ? JSON.parse(opts.config) : {
-  shapes: list(opts.shapes),
-  decode: ints(opts.decode),
-  prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
-  dtypes: list(opts.dtypes),
-  warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
-};
-for (const s of suiteOpts.shapes) if (!(s in SHAPES)) fail(`unknown shape ${s}`);
-for (const d of suiteOpts.dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype ${d}`);
+const suiteOpts = opts.config ? JSON.parse(opts.config) : suiteOptions(opts, fail);
 
 const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
 const crc32 = typeof zlib.crc32 === 'function' ? (/** @type {Uint8Array} */ b) => zlib.crc32(b) : undefined;
@@ -220,12 +196,7 @@ async function runParent() {
   const rows = Object.values(children).flatMap((c) => c.rows ?? []);
   const limits = bestLimits(Object.entries(children).filter(([k]) => k.startsWith('limits#')).map(([, c]) => c.limits));
   derive(rows, limits);
-  /** @type {Record<string, number>} */
-  const wasmSizes = {};
-  for (const b of BUILDS) {
-    const f = join(ROOT, `wasm/attention-${b}.wasm`);
-    if (existsSync(f)) wasmSizes[b] = (await stat(f)).size;
-  }
+  const sizes = await wasmSizes(ROOT);
   /** @type {Record<string, number>} */
   const initMs = {};
   /** @type {Record<string, any>} */
@@ -254,7 +225,7 @@ async function runParent() {
       `date ${new Date().toISOString()}`,
       await packageState(),
     ],
-    limits, rows, allocations, wasmSizes, initMs, notes,
+    limits, rows, allocations, wasmSizes: sizes, initMs, notes,
     shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
   };
   const md = markdown(input);

@@ -1,0 +1,59 @@
+// What bench/node.mjs and bench/browser.mjs share on the Node side: the suite's command-line options,
+// their parsing into a SuiteOptions, and the sizes of the built .wasm files.
+
+import { stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
+
+/** Defaults of the options both runners take (each adds its own: impls, timeouts, internals). */
+export const SUITE_DEFAULTS = {
+  shapes: Object.keys(SHAPES).join(','),
+  decode: DEFAULT_DECODE.join(','),
+  prefill: 'default',
+  dtypes: DTYPES.join(','),
+  full: false,
+  minTime: 0.25,
+  minReps: 5,
+  maxTime: 1.5,
+  warmup: 2,
+  outDir: fileURLToPath(new URL('./results/', import.meta.url)),
+};
+
+/** Comma lists of the command line. */
+export const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
+
+/**
+ * The workloads the options ask for, checked: positive integer lengths, known shapes and dtypes.
+ * @param {typeof SUITE_DEFAULTS} opts
+ * @param {(message: string) => never} fail
+ * @returns {import('./suite.mjs').SuiteOptions}
+ */
+export function suiteOptions(opts, fail) {
+  const ints = (/** @type {string} */ s) => list(s).map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
+    return n;
+  }).sort((a, b) => a - b);
+  const suite = {
+    shapes: list(opts.shapes),
+    decode: ints(opts.decode),
+    prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
+    dtypes: list(opts.dtypes),
+    warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
+  };
+  for (const s of suite.shapes) if (!(s in SHAPES)) fail(`unknown shape ${s}`);
+  for (const d of suite.dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype ${d}`);
+  return suite;
+}
+
+/** Bytes of each built .wasm under `root`. */
+export async function wasmSizes(/** @type {string} */ root) {
+  /** @type {Record<string, number>} */
+  const sizes = {};
+  for (const b of BUILDS) {
+    const file = `${root}/wasm/attention-${b}.wasm`;
+    if (existsSync(file)) sizes[b] = (await stat(file)).size;
+  }
+  return sizes;
+}
