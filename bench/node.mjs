@@ -20,7 +20,6 @@ import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
-import zlib from 'node:zlib';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
 import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
@@ -66,7 +65,6 @@ const opts = cliOptions(DEFAULTS, HELP, 'bench');
 const suiteOpts = opts.config ? JSON.parse(opts.config) : suiteOptions(opts, fail);
 
 const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
-const crc32 = typeof zlib.crc32 === 'function' ? (/** @type {Uint8Array} */ b) => zlib.crc32(b) : undefined;
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 // =============================================================================================
@@ -76,7 +74,7 @@ async function runChild(/** @type {string} */ impl) {
   /** @type {Record<string, any>} */
   const out = { impl, rows: [] };
   /** @type {import('./suite.mjs').Ctx} */
-  const ctx = { opts: suiteOpts, log, runtime: `node ${process.version}`, crc32 };
+  const ctx = { opts: suiteOpts, log, runtime: `node ${process.version}` };
   if (impl.startsWith('init-')) {
     const pkg = await loadPackage();
     const t0 = performance.now();

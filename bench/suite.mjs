@@ -65,7 +65,7 @@ function rowsFromPool(/** @type {number} */ rows, /** @type {number} */ d, /** @
 
 /**
  * The inputs of one workload: token-major q/k/v of the new tokens; for decode also the past K/V,
- * head-major [kvHeads][L][headDim] (ORT's BNSH layout and the saved-cache payload's).
+ * head-major [kvHeads][L][headDim] (ORT's BNSH layout).
  * @param {string} shapeName @param {Kind} kind @param {number} n
  */
 export function workloadData(shapeName, kind, n) {
@@ -118,74 +118,27 @@ export async function timeIt(fn, before, o) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// wasm-attention: a cache holding L tokens, written in the saved-cache format (docs/FORMAT.md)
-
-/** CRC-32 (IEEE), table-driven; ctx.crc32 (zlib's) replaces it where available */
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-export function crc32js(/** @type {Uint8Array} */ bytes) {
-  let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
+// wasm-attention: a cache holding L tokens without attending them in (KVCache.append)
 
 /**
- * A KVCache holding the given past K/V (head-major) without attending them in: the saved-cache bytes
- * are written here (float32 or int8 payload) and KVCache.load()ed.
+ * A KVCache holding the given past K/V, head-major [kvHeads][L][headDim] (ORT's BNSH layout), stored with
+ * KVCache.append (which takes token-major rows), so a decode benchmark needs no O(L²) prefill.
  * @param {any} pkg @param {Shape} s @param {string} dtype @param {number} maxTokens
  * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L
- * @param {(b: Uint8Array) => number} crc32
  */
-export function loadedCache(pkg, s, dtype, maxTokens, pastK, pastV, L, crc32) {
-  const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype };
-  const empty = new pkg.KVCache(base);
-  const saved = empty.save();
-  empty.dispose();
-  const view = new DataView(saved.buffer, saved.byteOffset, saved.byteLength);
-  if (new TextDecoder().decode(saved.subarray(0, 8)) !== 'wattn-kv' || view.getUint32(8, true) !== 1) {
-    throw new Error('saved-cache format is not version 1 (docs/FORMAT.md)');
-  }
-  const header = JSON.parse(new TextDecoder().decode(saved.subarray(16, 16 + view.getUint32(12, true))));
-  header.layers[0] = { length: L, intactFrom: 0, rows: L };
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const start = (16 + json.length + 3) & ~3;
-  const n = s.kvHeads * L * s.headDim;
-  const payload = dtype === 'int8' ? 2 * n + 2 * s.kvHeads * L * 4 : 8 * n;
-  const bytes = new Uint8Array(start + payload + 4);
-  const out = new DataView(bytes.buffer);
-  bytes.set(saved.subarray(0, 8), 0);
-  out.setUint32(8, 1, true);
-  out.setUint32(12, json.length, true);
-  bytes.set(json, 16);
-  if (dtype === 'int8') {
-    const q8 = new Int8Array(bytes.buffer, start, 2 * n);
-    const scales = new Float32Array(bytes.buffer, start + 2 * n, 2 * s.kvHeads * L);
-    const d = s.headDim;
-    [pastK, pastV].forEach((src, which) => {
-      for (let r = 0; r < s.kvHeads * L; r++) {
-        let m = 0;
-        for (let i = 0; i < d; i++) m = Math.max(m, Math.abs(src[r * d + i]));
-        const sc = m / 127;
-        const inv = m > 0 ? 127 / m : 0;
-        scales[which * s.kvHeads * L + r] = sc;
-        for (let i = 0; i < d; i++) q8[which * n + r * d + i] = Math.round(src[r * d + i] * inv);
+export function filledCache(pkg, s, dtype, maxTokens, pastK, pastV, L) {
+  const { kvHeads, headDim } = s;
+  const tokenMajor = (/** @type {Float32Array} */ src) => {
+    const out = new Float32Array(kvHeads * L * headDim);
+    for (let g = 0; g < kvHeads; g++) {
+      for (let t = 0; t < L; t++) {
+        out.set(src.subarray((g * L + t) * headDim, (g * L + t + 1) * headDim), (t * kvHeads + g) * headDim);
       }
-    });
-  } else {
-    const f = new Float32Array(bytes.buffer, start, 2 * n);
-    f.set(pastK, 0);
-    f.set(pastV, n);
-  }
-  out.setUint32(bytes.length - 4, crc32(bytes.subarray(0, bytes.length - 4)), true);
-  const cache = pkg.KVCache.load(bytes);
-  if (cache.length !== L) throw new Error(`loaded cache has length ${cache.length}, expected ${L}`);
+    }
+    return out;
+  };
+  const cache = new pkg.KVCache({ heads: s.heads, kvHeads, headDim, maxTokens, dtype });
+  cache.append(0, tokenMajor(pastK), tokenMajor(pastV));
   return cache;
 }
 
@@ -196,7 +149,7 @@ export function loadedCache(pkg, s, dtype, maxTokens, pastK, pastV, L, crc32) {
  * @typedef {{ shapes: string[], decode: number[], prefill: number[], dtypes: string[],
  *   warmup: number, minReps: number, minTime: number, maxTime: number }} SuiteOptions
  * @typedef {{ opts: SuiteOptions, log: (s: string) => void, pkg?: any, ort?: any,
- *   crc32?: (b: Uint8Array) => number, getModel?: (op: string, kind: Kind, shape: string) => Promise<Uint8Array>,
+ *   getModel?: (op: string, kind: Kind, shape: string) => Promise<Uint8Array>,
  *   runtime: string }} Ctx
  * @typedef {{ impl: string, runtime: string, shape: string, kind: Kind, n: number, dtype: string,
  *   medianMs: number, minMs: number, reps: number, gflops: number, gbps?: number, maxAbsDiff?: number }} Row
@@ -218,7 +171,6 @@ function push(rows, r, /** @type {Ctx} */ ctx) {
  */
 export async function runWasm(build, ctx) {
   const { pkg, opts } = ctx;
-  const crc = ctx.crc32 ?? crc32js;
   /** @type {Row[]} */
   const rows = [];
   for (const shapeName of opts.shapes) {
@@ -238,7 +190,7 @@ export async function runWasm(build, ctx) {
       const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
       const out = new Float32Array(q.length);
       for (const dtype of opts.dtypes) {
-        const cache = loadedCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L, crc);
+        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
         const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
         cache.dispose();
         push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype, ...r }, ctx);
@@ -286,7 +238,7 @@ export async function allocationsPerStep(ctx, heapUsed, gcCount) {
     return Math.max(0, (b - a) / (STEPS[1] - STEPS[0]));
   };
   for (const dtype of ctx.opts.dtypes) {
-    const cache = loadedCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L, ctx.crc32 ?? crc32js);
+    const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
     res[dtype] = await measure(() => {
       cache.attend(0, q, k, v, out);
       cache.truncate(L);
@@ -383,7 +335,7 @@ function maxAbsDiffVsOurs(/** @type {Ctx} */ ctx, /** @type {string} */ shapeNam
   const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
   const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
   const cache = kind === 'decode'
-    ? loadedCache(pkg, s, 'float32', n + 1, x.pastK, x.pastV, n, ctx.crc32 ?? crc32js)
+    ? filledCache(pkg, s, 'float32', n + 1, x.pastK, x.pastV, n)
     : new pkg.KVCache({ ...base, maxTokens: n });
   const ours = cache.attend(0, x.q, x.k, x.v);
   cache.dispose();
