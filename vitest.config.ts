@@ -1,4 +1,3 @@
-import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // Node 20 validates relaxed SIMD only behind a flag; with it the suite checks all three builds there too.
@@ -6,8 +5,6 @@ import { defineConfig } from 'vitest/config';
 const relaxedSimdFlag = Number(process.versions.node.split('.')[0]) < 22 ? ['--experimental-wasm-relaxed-simd'] : [];
 
 export default defineConfig({
-  // the facade's '#wasm-source' (package.json `imports`) points at dist/; tests run the sources instead
-  resolve: { alias: { '#wasm-source': fileURLToPath(new URL('./src/wasm-source.ts', import.meta.url)) } },
   test: {
     include: ['test/**/*.test.ts'],
     pool: 'forks',

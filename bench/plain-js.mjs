@@ -5,7 +5,7 @@
 // default, pairwise with `interleaved: true`). Not deliberately slow, not heroically optimized:
 // simple loops, no unrolling, no workers.
 //
-// Semantics match wasm-attention's KVCache.attend / attention (see /work/shared/API.md) for
+// Semantics match wasm-attention's KVCache.attend / attention (see docs/API.md) for
 // layers/heads/kvHeads/headDim/maxTokens/scale/rope; no window, sinks, softcap or int8.
 
 /**

@@ -1,7 +1,7 @@
 // A float64 reference for the benchmarks' correctness checks: as plain as possible, no tricks,
 // every intermediate in double precision. Slow on purpose; only used on small samples.
 //
-// Semantics follow /work/shared/API.md:
+// Semantics follow docs/API.md:
 //   q [T][heads][headDim], k/v [S][kvHeads][headDim], output [T][heads][headDim];
 //   query head h reads kv head floor(h / (heads / kvHeads));
 //   causal: query t sits at position S - T + t and sees key j iff j <= S - T + t.

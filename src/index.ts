@@ -1,5 +1,12 @@
-// wasm-attention: causal self-attention with a KV cache, in WebAssembly SIMD. The contract: API.md.
+// wasm-attention's entry for Node, Deno, Bun, browsers and bundlers (package.json `exports`: every condition
+// but `workerd`): the kernel's .wasm files are found beside this module, by URL. The API itself is api.ts;
+// docs/API.md is its reference.
+//
+// This module's one statement is why package.json lists it under `sideEffects`: bundlers must keep it.
 
-export { init, type InitOptions, type InitInfo, type Build, type WasmSource } from './kernel.js';
-export { attention, attentionWeights, type AttentionOptions } from './attention.js';
-export { KVCache, type KVCacheOptions, type KVCacheDtype, type RopeOptions } from './cache.js';
+import { useDefaultSources } from './kernel.js';
+import { defaultSource } from './wasm-source.js';
+
+useDefaultSources(defaultSource);
+
+export * from './api.js';

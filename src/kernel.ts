@@ -7,7 +7,6 @@
 import { relaxedSimd, simd } from 'wasm-feature-detect';
 import { LinearHeap } from './heap.js';
 import { NOT_INITIALIZED, describe, typeError } from './errors.js';
-import { defaultSource } from '#wasm-source'; // package.json `imports`: files by URL, or modules in workerd
 
 export type Build = 'relaxed-simd' | 'simd' | 'scalar';
 /** Fastest first: the order `build: 'auto'` tries them in. */
@@ -188,9 +187,18 @@ async function supports(build: Build): Promise<boolean> {
   return (await simd()) && (await relaxedSimd());
 }
 
-/** Where each build ships: files beside the facade (a URL), or in workerd an imported module. */
+/** Where each build ships by default: files beside the facade (URLs), or in workerd imported modules. */
+export type DefaultSources = (build: Build) => URL | WebAssembly.Module;
+let defaultSources: DefaultSources | undefined;
+
+/** Called once by each entry (index.ts, workerd.ts) with its runtime's way of finding the binaries. */
+export function useDefaultSources(sources: DefaultSources): void {
+  defaultSources = sources;
+}
+
 function defaultLocation(build: Build): { source: WasmSource; where: string } {
-  const source = defaultSource(build);
+  if (!defaultSources) throw new Error('no default location: import the package by its name, not a file inside it');
+  const source = defaultSources(build);
   return { source, where: source instanceof URL ? source.href : `the imported module of the '${build}' build` };
 }
 
@@ -238,9 +246,20 @@ function processCwd(): string {
   return proc?.cwd?.() ?? '';
 }
 
-/** Reads a file: URL where the runtime has node:fs (Node, Deno, Bun); imported lazily, never at top level. */
+interface NodeProcess {
+  getBuiltinModule?(id: 'node:fs/promises'): { readFile(path: URL): Promise<Uint8Array<ArrayBuffer>> };
+}
+
+/**
+ * Reads a file: URL. Node's fs comes from process.getBuiltinModule (Node 20.16+ and 22.3+, Deno 2, Bun), not
+ * from an import(): bundlers warn about a dynamic import of an expression and Miniflare's module scanner
+ * refuses one outright, even where it is never reached. A runtime without it but with files reads them
+ * with fetch (Deno and Bun answer file: URLs).
+ */
 async function readFileURL(url: URL): Promise<BufferSource> {
-  const specifier = 'node:fs/promises';
-  const fs = (await import(/* @vite-ignore */ specifier)) as { readFile(path: URL): Promise<Uint8Array<ArrayBuffer>> };
-  return fs.readFile(url);
+  const proc = (globalThis as { process?: NodeProcess }).process;
+  if (typeof proc?.getBuiltinModule === 'function') return proc.getBuiltinModule('node:fs/promises').readFile(url);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`reading ${url.href} answered ${response.status} ${response.statusText}`);
+  return response.arrayBuffer();
 }

@@ -1,5 +1,5 @@
-// Where init() finds each build in Cloudflare workerd (the `workerd` export condition): workerd forbids
-// compiling WebAssembly from bytes at run time, so the binaries are imported as modules, which the
+// Where init() finds each build in Cloudflare workerd (the entry workerd.ts, export condition `workerd`):
+// workerd forbids compiling WebAssembly from bytes at run time, so the binaries are imported as modules, which the
 // runtime compiles when it loads the Worker (wrangler's default rule for `.wasm`; Miniflare needs
 // `modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }]`).
 

@@ -2,8 +2,8 @@
 // facade, as URLs relative to this module. The `new URL('literal', import.meta.url)` form is the one
 // bundlers (Vite, webpack, Parcel, Rollup plugins) recognise and copy as assets.
 //
-// package.json's `imports` map resolves '#wasm-source' to this file, or, under the `workerd` condition, to
-// wasm-source-workerd.ts, which imports the binaries as modules (Cloudflare Workers compile no bytes).
+// Imported relatively by the entry index.ts, so nothing internal to the package needs resolving by name (a
+// browser import map names only the package). workerd's entry uses wasm-source-workerd.ts instead.
 
 import type { Build } from './kernel.js';
 

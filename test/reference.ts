@@ -1,5 +1,5 @@
 // A float64 reference for wasm-attention, written to be obviously right rather than fast.
-// Every rule here is a sentence of /work/shared/API.md; nothing is shared with the kernel.
+// Every rule here is a sentence of docs/API.md; nothing is shared with the kernel.
 
 export interface ReferenceOptions {
   heads: number;

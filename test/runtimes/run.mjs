@@ -8,8 +8,11 @@
 //   node test/runtimes/run.mjs --keep     keep the scratch folder and print where it is
 //
 // Browsers: Chromium through playwright-core (CDP) and through puppeteer-core over WebDriver BiDi, Firefox ESR
-// through puppeteer-core over WebDriver BiDi. Needs Chromium and Firefox ESR from Debian (`apt-get install -y chromium firefox-esr`; .ci/run installs
-// them in CI). Everything else comes from devDependencies, and Node 22 from test/runtimes/node22.
+// through puppeteer-core over WebDriver BiDi: Debian's chromium and firefox-esr, which browsers.mjs installs
+// when missing (as root with apt) or names the command for. Everything else comes from devDependencies, and
+// Node 22 from test/runtimes/node22.
+//
+// A step passes only when its report says `ok: true`; a page fails on any uncaught exception or console error.
 
 import { execFile, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -18,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { BROWSERS, ensureBrowsers } from './browsers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -27,8 +31,7 @@ const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',
 const keep = args.includes('--keep');
 const wanted = (name) => !only || only.includes(name);
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+const [CHROMIUM, FIREFOX] = BROWSERS.map((b) => b.path);
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up to 2026-04-26
@@ -63,7 +66,9 @@ async function step(name, kind, fn) {
   let entry;
   try {
     const report = await fn();
-    entry = { name, kind, build: report?.build ?? '', ok: report?.ok ?? true, detail: report };
+    // a report that does not say ok: true is a failure (a step that forgot to report proves nothing)
+    entry = { name, kind, build: report?.build ?? '', ok: report?.ok === true, detail: report };
+    if (typeof report?.ok !== 'boolean') entry.detail = { ...report, error: `the step's report has no ok: ${JSON.stringify(report)?.slice(0, 300)}` };
   } catch (error) {
     entry = { name, kind, build: '', ok: false, detail: { error: String(error?.stack ?? error) } };
   }
@@ -81,6 +86,8 @@ async function serve(folder) {
     '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    // browsers ask for a favicon on their own; a 404 would be a console error that fails the page
+    if (path === '/favicon.ico') { res.writeHead(204).end(); return; }
     let file = join(folder, path);
     if (!file.startsWith(folder)) { res.writeHead(403).end(); return; }
     if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
@@ -95,32 +102,39 @@ async function serve(folder) {
 // Browsers, launched once each and shared by the pages that use them.
 let chromium, chromiumBidi, firefox;
 async function chromiumBrowser() {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
+  ensureBrowsers();
   const { chromium: launcher } = await import('playwright-core');
   chromium ??= await launcher.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   return chromium;
 }
 async function chromiumBidiBrowser() {
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install -y chromium\` (or set CHROMIUM_PATH)`);
+  ensureBrowsers();
   const puppeteer = (await import('puppeteer-core')).default;
   chromiumBidi ??= await puppeteer.launch({ browser: 'chrome', executablePath: CHROMIUM, headless: true,
     protocol: 'webDriverBiDi', args: CHROMIUM_ARGS.filter((a) => a !== '--headless') });
   return chromiumBidi;
 }
 async function firefoxBrowser() {
-  if (!existsSync(FIREFOX)) throw new Error(`Firefox ESR not found at ${FIREFOX}: install it with \`apt-get install -y firefox-esr\` (or set FIREFOX_PATH)`);
+  ensureBrowsers();
   const puppeteer = (await import('puppeteer-core')).default;
   firefox ??= await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX, headless: true,
     protocol: 'webDriverBiDi', userDataDir: mkdtempSync(join(work, 'firefox-profile-')) });
   return firefox;
 }
 
-/** Opens `url` in a browser page and waits for `globalThis.__result`, collecting the page's errors. */
-async function pageResult(browser, url, { timeout = 60_000, screenshot } = {}) {
+/**
+ * Opens `url` in a browser page and waits for `globalThis.__result`. Any uncaught exception or console error
+ * fails the page, except those matching `expectedErrors` (a page that provokes errors on purpose).
+ */
+async function pageResult(browser, url, { timeout = 60_000, screenshot, expectedErrors } = {}) {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  page.on('console', (m) => { if ((typeof m.type === 'function' ? m.type() : m.type) === 'error') errors.push(m.text()); });
+  page.on('console', (m) => {
+    if ((typeof m.type === 'function' ? m.type() : m.type) !== 'error') return;
+    const where = m.location?.()?.url;
+    errors.push(where ? `${m.text()} (${where})` : m.text());
+  });
   try {
     await page.goto(url);
     await page.waitForFunction(() => globalThis.__result !== undefined, undefined, { timeout }).catch(async () => {
@@ -128,7 +142,12 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot } = {}) {
     });
     const result = await page.evaluate(() => globalThis.__result);
     if (screenshot) await page.screenshot({ path: screenshot });
-    if (errors.length && result && typeof result === 'object') result.pageErrors = errors;
+    const unexpected = errors.filter((e) => !expectedErrors?.test(e));
+    if (result && typeof result === 'object') {
+      (result.checks ??= []).push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
+        detail: unexpected.length ? unexpected.join(' | ') : `none${errors.length ? ` (${errors.length} expected: ${errors.join(' | ')})` : ''}` });
+      result.ok &&= unexpected.length === 0;
+    }
     return result;
   } finally {
     await page.close();
@@ -136,21 +155,32 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot } = {}) {
 }
 
 /**
- * Starts workerd (Miniflare) on a bundled Worker: its .js and the .wasm files beside it, the .wasm as
- * CompiledWasm modules. (Modules are listed rather than found from scriptPath because Miniflare's import
- * scanner refuses the facade's lazy `import('node:fs/promises')`, which workerd never reaches.)
+ * Starts workerd (Miniflare) on a bundled Worker given only its entry: Miniflare follows the imports from
+ * `scriptPath` itself, the .wasm ones as CompiledWasm modules (no module list; its scanner refuses any
+ * `import()` of an expression, so this also proves the bundle has none).
  */
 async function miniflare(script, options = {}) {
   const { Miniflare } = await import('miniflare');
-  const dir = dirname(script);
-  const modules = [{ type: 'ESModule', path: script },
-    ...readdirSync(dir).filter((f) => f.endsWith('.wasm')).map((f) => ({ type: 'CompiledWasm', path: join(dir, f) }))];
-  const mf = new Miniflare({ modules, modulesRoot: dir, compatibilityDate: COMPATIBILITY_DATE, ...options });
+  const mf = new Miniflare({ modules: true, scriptPath: script, modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+    modulesRoot: dirname(script), compatibilityDate: COMPATIBILITY_DATE, ...options });
   await mf.ready;
   return mf;
 }
 
-/** Bundles a Worker the way wrangler does: esbuild, conditions workerd/worker/browser, `.wasm` kept as module imports. */
+/** Bundles a Worker with wrangler itself (`wrangler deploy --dry-run`), as a user deploying it would; returns the script. */
+async function wranglerBundle(entry, outdir, argv = []) {
+  await run(bin('wrangler'), ['deploy', ...(entry ? [entry] : []), '--dry-run', '--outdir', outdir, ...argv],
+    { cwd: app, env: { WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' } });
+  return join(outdir, readdirSync(outdir).find((f) => f.endsWith('.js')));
+}
+
+/** The .wasm module imports a bundled Worker kept (wrangler and the esbuild setup both keep three). */
+function wasmImports(script) {
+  const imported = readFileSync(script, 'utf8').match(/from\s*"[^"]*\.wasm"/g) ?? [];
+  return { name: 'the workerd entry imports the three .wasm as modules', ok: imported.length === 3, detail: imported.join(', ') };
+}
+
+/** The same bundle with esbuild directly, as wrangler does: conditions workerd/worker/browser, `.wasm` kept as module imports. */
 async function bundleWorker(entry, outdir) {
   const esbuild = await import('esbuild');
   await esbuild.build({ entryPoints: [entry], outdir, bundle: true, format: 'esm', platform: 'neutral', target: 'es2022',
@@ -168,11 +198,11 @@ await step('pack', 'package', async () => {
   tarball = join(work, packed.filename);
   const paths = packed.files.map((f) => f.path);
   const checks = [];
-  const must = ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/wasm-source.js', 'dist/wasm-source-workerd.js',
-    'wasm/attention-relaxed-simd.wasm', 'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm'];
+  const must = ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/workerd.js',
+    'dist/wasm-source.js', 'dist/wasm-source-workerd.js', 'wasm/attention-relaxed-simd.wasm', 'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm'];
   const missing = must.filter((p) => !paths.includes(p));
   checks.push({ name: 'the tarball holds what users need', ok: missing.length === 0, detail: missing.length ? `missing ${missing}` : `${paths.length} files` });
-  const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
+  const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|CHANGELOG\.md|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
   checks.push({ name: 'and nothing else (no sources, tests, benches)', ok: extra.length === 0, detail: extra.length ? extra.join(', ') : 'only dist/*.{js,js.map,d.ts}, wasm/*.wasm' });
   for (const f of packed.files.filter((f) => f.path.endsWith('.wasm'))) {
     checks.push({ name: `${f.path} ≤ ${BUDGET.wasm / 1024} KB`, ok: f.size <= BUDGET.wasm, detail: `${(f.size / 1024).toFixed(1)} KB` });
@@ -251,24 +281,56 @@ await step('bun', 'runtime', host(bin('bun'), ['host.mjs'], { BUN_INSTALL_CACHE_
 let server;
 const served = async () => (server ??= await serve(app));
 
-await step('chromium', 'runtime', async () => pageResult(await chromiumBrowser(), `${(await served()).url}/pages/scenario.html`));
-await step('chromium-bidi', 'runtime', async () => pageResult(await chromiumBidiBrowser(), `${(await served()).url}/pages/scenario.html`));
-await step('firefox', 'runtime', async () => pageResult(await firefoxBrowser(), `${(await served()).url}/pages/scenario.html`));
+/**
+ * The check that a page's import map is what a user writes for any npm package: package names mapped to
+ * their browser entries, nothing internal to the package (no `#` subpath import, no scopes).
+ */
+function importMapCheck(page) {
+  const html = readFileSync(join(app, page.replace(/\?.*$/, '')), 'utf8');
+  const map = JSON.parse(/<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '{}');
+  const names = Object.keys(map.imports ?? {});
+  const ok = names.length > 0 && names.every((n) => /^(@[\w.-]+\/)?[\w.-]+$/.test(n)) && !map.scopes;
+  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? '; scopes ' + JSON.stringify(map.scopes) : ''}` };
+}
+
+/** A page with an import map, with the import map checked too. */
+async function importMapPage(browser, page, options) {
+  const report = await pageResult(browser, `${(await served()).url}/${page}`, options);
+  const check = importMapCheck(page);
+  report.checks.push(check);
+  report.ok &&= check.ok;
+  return report;
+}
+
+// no bundler: an import map of package names alone (pages/scenario.html)
+await step('chromium', 'runtime', async () => importMapPage(await chromiumBrowser(), 'pages/scenario.html'));
+await step('chromium-bidi', 'runtime', async () => importMapPage(await chromiumBidiBrowser(), 'pages/scenario.html'));
+await step('firefox', 'runtime', async () => importMapPage(await firefoxBrowser(), 'pages/scenario.html'));
 
 await step('workerd', 'runtime', async () => {
   // bundled as wrangler bundles a Worker (esbuild, conditions workerd/worker/browser), run by workerd via Miniflare
-  const script = await bundleWorker('pages/worker.js', join(app, 'out/worker'));
-  const imported = readFileSync(script, 'utf8').match(/from\s*"[^"]*\.wasm"/g) ?? [];
+  return workerdScenario(await bundleWorker('pages/worker.js', join(app, 'out/worker')));
+});
+
+await step('workerd-wrangler', 'runtime', async () => {
+  // bundled by wrangler itself (no configuration: its default rule keeps .wasm imports as modules)
+  return workerdScenario(await wranglerBundle('pages/worker.js', join(app, 'out/worker-wrangler'),
+    ['--name', 'scenario', '--compatibility-date', COMPATIBILITY_DATE]));
+});
+
+/** Runs the scenario Worker in workerd from its bundle's entry alone. */
+async function workerdScenario(script) {
   const mf = await miniflare(script);
   try {
     const report = await (await mf.dispatchFetch('http://localhost/')).json();
-    report.checks.push({ name: 'the workerd entry imports the .wasm as modules', ok: imported.length === 3, detail: imported.join(', ') });
-    report.ok &&= imported.length === 3;
+    const check = wasmImports(script);
+    report.checks.push(check);
+    report.ok &&= check.ok;
     return report;
   } finally {
     await mf.dispose();
   }
-});
+}
 
 // ----------------------------------------------------------------------------------------- bundlers
 
@@ -299,7 +361,8 @@ await step('missing-wasm', 'loading', async () => {
   await esbuild.build({ entryPoints: ['pages/missing-entry.js'], outfile: join(out, 'js/app.js'), bundle: true,
     format: 'esm', platform: 'browser', target: 'es2022', absWorkingDir: app, logLevel: 'warning' });
   cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
-  return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`);
+  return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`,
+    { expectedErrors: /404/ }); // the forgotten .wasm files, which the page provokes on purpose
 });
 
 await step('esbuild-worker', 'bundler', async () => {
@@ -353,14 +416,15 @@ await step('example-node', 'example', async () => {
 
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
-  const report = await pageResult(await chromiumBrowser(), `${(await served()).url}/examples/browser/index.html?steps=200`, { screenshot: shot });
+  const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', { screenshot: shot });
   report.screenshot = shot;
   return report;
 });
 
 await step('example-worker', 'example', async () => {
   const { exerciseWorker } = await import('./exercise-worker.mjs');
-  const script = await bundleWorker('examples/worker/worker.js', join(app, 'out/example-worker'));
+  // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
+  const script = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
   const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: 'Conversation' }, host: '127.0.0.1', port: 0 });
   try {
     const url = await mf.ready;
