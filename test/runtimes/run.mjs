@@ -408,11 +408,17 @@ await step('vite-dev', 'bundler', async () => {
 
 // ----------------------------------------------------------------------------------------- examples
 
-await step('example-node', 'example', async () => {
-  const { stdout } = await run(process.execPath, ['examples/node/decode.mjs', '--steps', '64'], { cwd: app });
+/** Runs a Node example from the installed package; its last line is a JSON report with `ok`. */
+async function nodeExample(file, argv) {
+  const { stdout } = await run(process.execPath, [file, ...argv], { cwd: app });
   const report = lastJson(stdout);
-  return { ...report, checks: [{ name: 'examples/node/decode.mjs', ok: report.ok, detail: stdout.trim().split('\n')[0] }] };
-});
+  const lines = stdout.trim().split('\n');
+  return { ...report, checks: [{ name: file, ok: report.ok, detail: lines.slice(0, -1).join(' / ') }] };
+}
+
+await step('example-node', 'example', () => nodeExample('examples/node/decode.mjs', ['--steps', '64']));
+// the README's "Use it in a model": a transformer's decode loop around KVCache, checked against recomputing
+await step('example-model', 'example', () => nodeExample('examples/node/model.mjs', ['--steps', '16']));
 
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
