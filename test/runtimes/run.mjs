@@ -129,7 +129,14 @@ async function firefoxBrowser() {
 async function pageResult(browser, url, { timeout = 60_000, screenshot, expectedErrors } = {}) {
   const page = await browser.newPage();
   const errors = [];
-  page.on('pageerror', (e) => errors.push(String(e)));
+  // an uncaught exception fails the page at once (a module that failed to load never reports)
+  let uncaught;
+  const thrown = new Promise((_, reject) => { uncaught = reject; });
+  thrown.catch(() => {}); // it may reject during goto(), before the race below listens
+  page.on('pageerror', (e) => {
+    errors.push(String(e));
+    if (!expectedErrors?.test(String(e))) uncaught(new Error(`uncaught on ${url}: ${e}`));
+  });
   page.on('console', (m) => {
     if ((typeof m.type === 'function' ? m.type() : m.type) !== 'error') return;
     const where = m.location?.()?.url;
@@ -137,9 +144,9 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
   });
   try {
     await page.goto(url);
-    await page.waitForFunction(() => globalThis.__result !== undefined, undefined, { timeout }).catch(async () => {
+    await Promise.race([thrown, page.waitForFunction(() => globalThis.__result !== undefined, undefined, { timeout }).catch(() => {
       throw new Error(`no result from ${url} within ${timeout / 1000} s; page errors: ${errors.join(' | ') || 'none'}`);
-    });
+    })]);
     const result = await page.evaluate(() => globalThis.__result);
     if (screenshot) await page.screenshot({ path: screenshot });
     const unexpected = errors.filter((e) => !expectedErrors?.test(e));
@@ -371,6 +378,7 @@ await step('esbuild-worker', 'bundler', async () => {
   const out = join(app, 'out/esbuild');
   await esbuild.build({ entryPoints: ['pages/web-worker-entry.js'], outfile: join(out, 'js/worker.js'), bundle: true,
     format: 'esm', platform: 'browser', target: 'es2022', minify: true, absWorkingDir: app, logLevel: 'warning' });
+  cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true }); // also under --only
   cpSync(join(app, 'pages/web-worker.html'), join(out, 'web-worker.html'));
   return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/web-worker.html`);
 });
