@@ -54,7 +54,7 @@ const HELP = `Usage: node bench/node.mjs [options]     (npm run bench -- [option
 
 Builds the package first (npm run build). On Node 20 the children get --experimental-wasm-relaxed-simd.`;
 
-/** @param {string} msg */
+/** @param {string} msg @returns {never} */
 function fail(msg) {
   console.error(`bench: ${msg}`);
   process.exit(2);
@@ -85,7 +85,8 @@ async function runChild(/** @type {string} */ impl) {
     const { measureLimits } = await import('./limits/limits.mjs');
     const { buildLimits } = await import('./limits/build.mjs');
     const paths = buildLimits();
-    let relaxed = readFileSync(paths.relaxed);
+    /** @type {Uint8Array<ArrayBuffer> | null} */
+    let relaxed = new Uint8Array(readFileSync(paths.relaxed));
     if (!WebAssembly.validate(relaxed)) relaxed = null;
     const sizes = [];
     for (const sh of suiteOpts.shapes) {
@@ -125,7 +126,7 @@ async function runChild(/** @type {string} */ impl) {
     } else {
       ort = (await import('onnxruntime-node')).default;
     }
-    out.ortVersion = ort.env?.versions?.[flavor] ?? ort.env?.versions?.common;
+    out.ortVersion = ort.env?.versions?.[/** @type {'web' | 'node'} */ (flavor)] ?? ort.env?.versions?.common;
     const { buildModel } = await import('./ort/models.mjs');
     ctx.ort = ort;
     ctx.getModel = async (op, kind, shape) => buildModel(/** @type {any} */ (op), kind, SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]);

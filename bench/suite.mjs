@@ -8,7 +8,8 @@
 // Flops: 4·headDim per (query, visible key) pair per query head (q·k and p·v, a multiply and an add each).
 // The same numbers (seeded) feed every implementation, so outputs can be compared across them.
 
-import { mulberry32, gaussian, median } from './rng.mjs';
+import { Rng, mulberry32 } from '../test/support/rng.js';
+import { median } from './stats.mjs';
 import { PlainJsKVCache } from './plain-js.mjs';
 
 export const SHAPES = {
@@ -48,7 +49,7 @@ const POOL_ROWS = 1 << 14;
 const pools = new Map();
 function pool(/** @type {number} */ d) {
   let p = pools.get(d);
-  if (!p) pools.set(d, (p = gaussian(POOL_ROWS * d, mulberry32(1234 + d))));
+  if (!p) pools.set(d, (p = new Rng(1234 + d).randn(POOL_ROWS * d)));
   return p;
 }
 /** `rows` rows of `d` values from the pool, in chunks of 256 rows at offsets drawn from `rand` */
@@ -304,7 +305,7 @@ export async function runOrt(flavor, threads, ctx) {
   const { feeds } = await import('./ort/feeds.mjs');
   for (const shapeName of opts.shapes) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
-    for (const op of ['gqa', 'mha']) {
+    for (const op of /** @type {('gqa' | 'mha')[]} */ (['gqa', 'mha'])) {
       const impl = `ort-${flavor}-${op}-${threads}t`;
       for (const kind of /** @type {Kind[]} */ (['prefill', 'decode'])) {
         const ns = kind === 'decode' ? opts.decode : opts.prefill;

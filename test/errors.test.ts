@@ -4,7 +4,7 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { attention, attentionWeights, init, KVCache } from '../src/index.js';
-import { Rng, expectBitIdentical, expectRejects, expectThrows, forEachBuild, named } from './util.js';
+import { Rng, expectBitIdentical, expectRejects, expectThrows, forEachBuild, named } from './support/util.js';
 
 type AnyFn = (...a: unknown[]) => unknown;
 const attentionAny = attention as unknown as AnyFn;

@@ -4,8 +4,8 @@
 // import a fresh copy (vi.resetModules + dynamic import).
 
 import { describe, expect, it, vi } from 'vitest';
-import { referenceAttention } from './reference.js';
-import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './util.js';
+import { referenceAttention } from './support/reference.js';
+import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './support/util.js';
 
 type Api = typeof import('../src/index.js');
 

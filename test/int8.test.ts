@@ -5,11 +5,25 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
-import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild, cachesDisposedAfterEach } from './util.js';
+import { ReferenceCache, referenceCacheQuery } from './support/reference.js';
 import {
-  cfgName, feed, feedRef, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
-} from './lifecycle-util.js';
+  Rng,
+  TOL,
+  expectBitIdentical,
+  expectClose,
+  forEachBuild,
+  cachesDisposedAfterEach,
+  cfgName,
+  feed,
+  feedRef,
+  kvHeadsOf,
+  ones,
+  parseSave,
+  slice,
+  stream,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 interface Quantized {
   /** per layer 0 only: [rows][kvHeads][headDim] dequantized K and V (token-major, like the inputs) */
@@ -194,8 +208,8 @@ forEachBuild('int8', (build) => {
         while (rows.size < 30) rows.add(rng.int(0, n - 1));
         const st = stats();
         const w = cfg.heads * cfg.headDim;
-        for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), windowedReferenceAt(cfg, s, p));
-        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), windowedReferenceAt(cfg, s, n + t));
+        for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, p));
+        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, n + t));
         const mean = st.sum / st.count;
         lines.push(`  ${cfgName({ ...base, maxTokens: cfg.maxTokens }).padEnd(62)} context ${String(n + steps).padStart(4)}: max ${st.max.toFixed(5)}  mean ${mean.toFixed(6)}`);
         const d = byDim.get(cfg.headDim) ?? stats();

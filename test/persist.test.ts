@@ -4,13 +4,32 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
+import { ReferenceCache } from './support/reference.js';
 import {
-  BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
-} from './util.js';
-import {
-  cfgName, envelope, feed, feedRef, heap, ones, parseSave, rechecksum, slice, stream, withHeader, type Cfg, type Stream,
-} from './lifecycle-util.js';
+  BUILDS,
+  Rng,
+  SUPPORT,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  forEachBuild,
+  named,
+  tolFor,
+  wasmBytes,
+  cfgName,
+  envelope,
+  feed,
+  feedRef,
+  heap,
+  ones,
+  parseSave,
+  rechecksum,
+  slice,
+  stream,
+  withHeader,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 /** One step of building a cache's state. */
 type Op = { layer: number; chunks: number[] } | { truncate: number };

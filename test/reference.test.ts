@@ -10,8 +10,8 @@ import {
   referenceRope,
   referenceWeights,
   type ReferenceOptions,
-} from './reference.js';
-import { Rng, TOL, expectClose, maxAbsDiff, tolFor } from './util.js';
+} from './support/reference.js';
+import { Rng, TOL, expectClose, maxAbsDiff, tolFor } from './support/util.js';
 
 const F64 = { atol: 1e-12, rtol: 1e-10 };
 

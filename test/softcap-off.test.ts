@@ -3,7 +3,7 @@
 
 import { beforeAll, it } from 'vitest';
 import { KVCache, attention, init } from '../src/index.js';
-import { Rng, expectBitIdentical, forEachBuild } from './util.js';
+import { Rng, expectBitIdentical, forEachBuild } from './support/util.js';
 
 forEachBuild('softcap 0 or null', (build) => {
   beforeAll(async () => {

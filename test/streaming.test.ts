@@ -4,8 +4,8 @@
 
 import { beforeAll, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { referenceAttention } from './reference.js';
-import { Rng, TOL, expectClose, forEachBuild } from './util.js';
+import { referenceAttention } from './support/reference.js';
+import { Rng, TOL, expectClose, forEachBuild } from './support/util.js';
 
 forEachBuild('decode over more than 8 MiB of K/V', (build) => {
   beforeAll(async () => {

@@ -21,7 +21,8 @@ async function run() {
   if (job === 'limits') {
     const get = async (/** @type {string} */ f) => new Uint8Array(await (await fetch(`/bench/.build/${f}`)).arrayBuffer());
     const simd = await get('limits-simd.wasm');
-    let relaxed = /** @type {Uint8Array | null} */ (await get('limits-relaxed.wasm'));
+    /** @type {Uint8Array<ArrayBuffer> | null} */
+    let relaxed = await get('limits-relaxed.wasm');
     if (!WebAssembly.validate(relaxed)) relaxed = null;
     const sizes = [];
     for (const sh of opts.shapes) {

@@ -1,67 +1,19 @@
-// Test helpers: a seeded RNG, unit-variance tensors, a tolerance check that names the worst element,
-// strict bit-identity checks, error assertions, and which builds this runtime can run.
+// The one helper module of the tests: shapes and token streams, tolerance and bit-identity checks, error
+// assertions, which builds this runtime can run, feeding a cache in chunks, an independent parser/rewriter
+// of the saved-cache format (docs/FORMAT.md) and an explicit model of a window's ring slots. The seeded RNG
+// and the float64 reference live beside it (rng.js, reference.js: plain JS shared with bench, demo and the
+// runtime matrix).
 
 import { readFile } from 'node:fs/promises';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import { afterEach, describe, expect } from 'vitest';
-import { KVCache, type KVCacheOptions } from '../src/index.js';
+import { KVCache, type KVCacheOptions } from '../../src/index.js';
+import { activeKernel } from '../../src/kernel.js';
+import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
+import { Rng } from './rng.js';
 
-// ---------------------------------------------------------------------------------------------
-// Random numbers
-
-/** mulberry32: a tiny, well-known 32-bit seeded generator. Returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export class Rng {
-  private readonly u: () => number;
-  private spare: number | undefined;
-  constructor(seed: number) {
-    this.u = mulberry32(seed);
-  }
-  /** uniform in [0, 1) */
-  next(): number {
-    return this.u();
-  }
-  /** integer in [lo, hi], both included */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.u() * (hi - lo + 1));
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.u() * xs.length)];
-  }
-  /** standard normal, Box-Muller */
-  normal(): number {
-    if (this.spare !== undefined) {
-      const s = this.spare;
-      this.spare = undefined;
-      return s;
-    }
-    let u1 = this.u();
-    while (u1 <= 0) u1 = this.u();
-    const u2 = this.u();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    this.spare = r * Math.sin(2 * Math.PI * u2);
-    return r * Math.cos(2 * Math.PI * u2);
-  }
-  /** n unit-variance normals as a Float32Array */
-  randn(n: number): Float32Array {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) a[i] = this.normal();
-    return a;
-  }
-}
-
-export function randn(seed: number, n: number): Float32Array {
-  return new Rng(seed).randn(n);
-}
+export { Rng, mulberry32, randn } from './rng.js';
+export { maxAbsDiff } from './reference.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shapes
@@ -219,13 +171,6 @@ export function expectClose(
   }
 }
 
-/** Largest |a - b| (for messages and for the reference's self-tests). */
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
 /** Elementwise Object.is: the same bits up to NaN payloads (and -0 !== +0). */
 export function expectBitIdentical(
   actual: ArrayLike<number>,
@@ -316,7 +261,7 @@ export const BUILDS = ['scalar', 'simd', 'relaxed-simd'] as const;
 export type Build = (typeof BUILDS)[number];
 
 export function wasmUrl(build: Build): URL {
-  return new URL(`../wasm/attention-${build}.wasm`, import.meta.url);
+  return new URL(`../../wasm/attention-${build}.wasm`, import.meta.url);
 }
 
 export async function wasmBytes(build: Build): Promise<Uint8Array<ArrayBuffer>> {
@@ -391,4 +336,200 @@ export function cachesDisposedAfterEach(): (options: object) => KVCache {
     live.push(cache);
     return cache;
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token streams and feeding a cache
+
+export type Cfg = ReferenceCacheOptions & { dtype?: 'float32' | 'int8' };
+
+export interface Stream {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  n: number;
+}
+
+export const kvHeadsOf = (cfg: Cfg) => cfg.kvHeads ?? cfg.heads;
+export const qWidth = (cfg: Cfg) => cfg.heads * cfg.headDim;
+export const kWidth = (cfg: Cfg) => kvHeadsOf(cfg) * cfg.headDim;
+
+/** n tokens of unit-variance q, k, v. */
+export function stream(cfg: Cfg, n: number, seed: number): Stream {
+  const rng = new Rng(seed);
+  return { q: rng.randn(n * qWidth(cfg)), k: rng.randn(n * kWidth(cfg)), v: rng.randn(n * kWidth(cfg)), n };
+}
+
+/** Tokens [from, to) of a stream. */
+export function slice(cfg: Cfg, s: Stream, from: number, to: number): Stream {
+  return {
+    q: tokens(s.q, qWidth(cfg), from, to),
+    k: tokens(s.k, kWidth(cfg), from, to),
+    v: tokens(s.v, kWidth(cfg), from, to),
+    n: to - from,
+  };
+}
+
+export function join(cfg: Cfg, parts: Stream[]): Stream {
+  return {
+    q: concat(parts.map((p) => p.q)),
+    k: concat(parts.map((p) => p.k)),
+    v: concat(parts.map((p) => p.v)),
+    n: parts.reduce((a, p) => a + p.n, 0),
+  };
+}
+
+export const ones = (n: number): number[] => Array.from({ length: n }, () => 1);
+
+/** Feeds the stream to `layer` in chunks of the given sizes (default: one call); the concatenated outputs. */
+export function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float32Array {
+  const outs: Float32Array[] = [];
+  let at = 0;
+  for (const c of chunks) {
+    const part = slice(cfg, s, at, at + c);
+    outs.push(cache.attend(layer, part.q, part.k, part.v));
+    at += c;
+  }
+  expect(at, 'chunks must cover the stream').toBe(s.n);
+  return concat(outs);
+}
+
+export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float64Array {
+  const outs: Float64Array[] = [];
+  let at = 0;
+  for (const c of chunks) {
+    const part = slice(cfg, s, at, at + c);
+    outs.push(ref.attend(layer, part.q, part.k, part.v));
+    at += c;
+  }
+  const all = new Float64Array(outs.reduce((a, o) => a + o.length, 0));
+  let o = 0;
+  for (const x of outs) {
+    all.set(x, o);
+    o += x.length;
+  }
+  return all;
+}
+
+export function cfgName(c: Cfg): string {
+  const parts = [`${c.heads}h/${kvHeadsOf(c)}kv`, `d${c.headDim}`, `max ${c.maxTokens}`];
+  if (c.layers) parts.push(`${c.layers} layers`);
+  if (c.window !== undefined) parts.push(`window ${c.window}`);
+  if (c.sinks) parts.push(`sinks ${c.sinks}`);
+  if (c.softcap !== undefined) parts.push(`softcap ${c.softcap}`);
+  if (c.scale !== undefined) parts.push(`scale ${c.scale}`);
+  if (c.rope) parts.push(`rope ${JSON.stringify(c.rope)}`);
+  if (c.dtype) parts.push(c.dtype);
+  return parts.join(', ');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel internals a unit test may look at
+
+/** The active kernel's allocator: memoryBytes (the wasm memory) and allocatedBytes (live blocks). */
+export function heap() {
+  return activeKernel().heap;
+}
+
+export const DISPOSE: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('Symbol.dispose');
+
+// ---------------------------------------------------------------------------------------------
+// The saved-cache format, parsed independently of src/persist.ts
+
+export const crc32 = (bytes: Uint8Array): number => zlibCrc32(bytes) >>> 0;
+
+export interface Parsed {
+  version: number;
+  headerLength: number;
+  header: {
+    options: Record<string, unknown>;
+    build: string;
+    layers: { length: number; intactFrom: number; rows: number }[];
+  };
+  payloadStart: number;
+  payload: Uint8Array;
+  crc: number;
+}
+
+export function parseSave(bytes: Uint8Array): Parsed {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  expect(new TextDecoder().decode(bytes.subarray(0, 8))).toBe('wattn-kv');
+  const version = view.getUint32(8, true);
+  const headerLength = view.getUint32(12, true);
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLength)));
+  const payloadStart = (16 + headerLength + 3) & ~3;
+  return {
+    version, headerLength, header, payloadStart,
+    payload: bytes.subarray(payloadStart, bytes.length - 4),
+    crc: view.getUint32(bytes.length - 4, true),
+  };
+}
+
+/** Writes a correct CRC-32 over everything before the last 4 bytes (in place); returns the bytes. */
+export function rechecksum(bytes: Uint8Array): Uint8Array {
+  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    .setUint32(bytes.length - 4, crc32(bytes.subarray(0, bytes.length - 4)), true);
+  return bytes;
+}
+
+/**
+ * A well-formed envelope (magic, version, header length, padding, correct CRC) around `header` (an
+ * object, serialized as JSON, a raw string, or raw bytes) and `payload`.
+ */
+export function envelope(header: unknown, payload: Uint8Array, version = 1): Uint8Array {
+  const json = header instanceof Uint8Array ? header
+    : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+  const payloadStart = (16 + json.length + 3) & ~3;
+  const bytes = new Uint8Array(payloadStart + payload.length + 4);
+  bytes.set(new TextEncoder().encode('wattn-kv'), 0);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(8, version, true);
+  view.setUint32(12, json.length, true);
+  bytes.set(json, 16);
+  bytes.set(payload, payloadStart);
+  return rechecksum(bytes);
+}
+
+/** The same saved cache with its header changed by `edit` (a deep copy is passed), re-checksummed. */
+export function withHeader(bytes: Uint8Array, edit: (h: Parsed['header']) => unknown): Uint8Array {
+  const p = parseSave(bytes);
+  const h = JSON.parse(JSON.stringify(p.header));
+  const edited = edit(h);
+  return envelope(edited === undefined ? h : edited, p.payload, p.version);
+}
+
+// ---------------------------------------------------------------------------------------------
+// An explicit model of the slots of one windowed layer (API.md: sinks never evicted, a ring of maxTokens)
+
+export class RingModel {
+  /** the position each slot holds, -1 when it holds nothing usable */
+  readonly slots: number[];
+  length = 0;
+  constructor(readonly maxTokens: number, readonly window: number, readonly sinks: number) {
+    this.slots = new Array<number>(sinks + maxTokens).fill(-1);
+  }
+  slotOf(p: number): number {
+    return p < this.sinks ? p : this.sinks + ((p - this.sinks) % this.maxTokens);
+  }
+  append(count: number): void {
+    for (let i = 0; i < count; i++) this.slots[this.slotOf(this.length + i)] = this.length + i;
+    this.length += count;
+  }
+  holds(p: number): boolean {
+    return this.slots[this.slotOf(p)] === p;
+  }
+  /** May the layer be truncated to n: does the next query (position n) find every key it may see? */
+  canTruncate(n: number): boolean {
+    if (n >= this.length) return true;
+    for (let j = 0; j < n; j++) {
+      const visible = j < this.sinks || j > n - this.window;
+      if (visible && !this.holds(j)) return false;
+    }
+    return true;
+  }
+  truncate(n: number): void {
+    if (n >= this.length) return;
+    for (let i = 0; i < this.slots.length; i++) if (this.slots[i] >= n) this.slots[i] = -1;
+    this.length = n;
+  }
 }
