@@ -89,6 +89,7 @@ const t0 = performance.now();
 log(`bench: Chromium ${version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
 /** @type {Record<string, any>} */
 const results = {};
+let wrongOutput = false;
 try {
   for (const job of ['limits#1', ...jobs, 'limits#2']) {
     const c0 = performance.now();
@@ -102,6 +103,12 @@ try {
       await page.goto(`http://127.0.0.1:${port}/bench/browser/index.html?job=${job.replace(/#.*/, '')}&config=${encodeURIComponent(JSON.stringify(suiteOpts))}`);
       await page.waitForFunction(() => /** @type {any} */ (globalThis).__result !== undefined, undefined, { timeout: opts.timeout * 1000, polling: 500 });
       const r = await page.evaluate(() => /** @type {any} */ (globalThis).__result);
+      // a wrong output (bench/suite.mjs WrongOutput) stops the run rather than rank the rest
+      if (r.error?.includes('WrongOutput')) {
+        console.error(`bench: WRONG OUTPUT in ${job}: ${r.error.split('\n')[0]}`);
+        wrongOutput = true;
+        break;
+      }
       if (r.error) throw new Error(r.error);
       results[job] = { ...r, seconds: (performance.now() - c0) / 1000 };
       if (job.startsWith('limits')) log(`  limits: peak mul+add ${r.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${r.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s`);
@@ -116,6 +123,10 @@ try {
 } finally {
   await browser.close();
   server.close();
+}
+if (wrongOutput) {
+  console.error('bench: a computed output was wrong (above): the run stops rather than rank it');
+  process.exit(1);
 }
 const seconds = (performance.now() - t0) / 1000;
 const load1 = loadavg();

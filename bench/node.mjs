@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
 import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
-import { SHAPES, BUILDS, DTYPES, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
+import { SHAPES, BUILDS, DTYPES, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep, WrongOutput } from './suite.mjs';
 import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
 
@@ -178,6 +178,10 @@ async function runParent() {
         p.on('exit', (c, sig) => resolve(sig ?? c));
       });
       const seconds = (performance.now() - c0) / 1000;
+      if (code === WRONG_OUTPUT_EXIT) {
+        await rm(dir, { recursive: true, force: true });
+        fail(`${job} computed a wrong output (above): the run stops rather than rank it`);
+      }
       if (code !== 0 || !existsSync(resultFile)) {
         children[job] = { impl, unavailable: `child process failed (${code})`, seconds, rows: [] };
         log(`bench: ${job} failed (${code})`);
@@ -236,5 +240,15 @@ async function runParent() {
   log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
 }
 
-if (opts.child) await runChild(opts.child);
-else await runParent();
+/** A child's exit code for WrongOutput: the parent stops the whole run on it. */
+const WRONG_OUTPUT_EXIT = 3;
+
+if (opts.child) {
+  try {
+    await runChild(opts.child);
+  } catch (error) {
+    if (!(error instanceof WrongOutput)) throw error;
+    console.error(`bench: WRONG OUTPUT: ${error.message}`);
+    process.exit(WRONG_OUTPUT_EXIT);
+  }
+} else await runParent();

@@ -10,6 +10,7 @@
 
 import { Rng, mulberry32 } from '../test/support/rng.js';
 import { median } from './stats.mjs';
+import { maxAbsDiff, referenceAttention } from '../test/support/reference.js';
 import { PlainJsKVCache } from './plain-js.mjs';
 
 export const SHAPES = {
@@ -128,19 +129,67 @@ export async function timeIt(fn, before, o) {
  * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L
  */
 export function filledCache(pkg, s, dtype, maxTokens, pastK, pastV, L) {
-  const { kvHeads, headDim } = s;
-  const tokenMajor = (/** @type {Float32Array} */ src) => {
-    const out = new Float32Array(kvHeads * L * headDim);
-    for (let g = 0; g < kvHeads; g++) {
-      for (let t = 0; t < L; t++) {
-        out.set(src.subarray((g * L + t) * headDim, (g * L + t + 1) * headDim), (t * kvHeads + g) * headDim);
-      }
-    }
-    return out;
-  };
-  const cache = new pkg.KVCache({ heads: s.heads, kvHeads, headDim, maxTokens, dtype });
-  cache.append(0, tokenMajor(pastK), tokenMajor(pastV));
+  const cache = new pkg.KVCache({ heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype });
+  cache.append(0, tokenMajor(s, pastK, L), tokenMajor(s, pastV, L));
   return cache;
+}
+
+/** Head-major [kvHeads][L][headDim] rows as token-major [L][kvHeads][headDim]. @param {Shape} s @param {Float32Array} src @param {number} L */
+function tokenMajor(s, src, L) {
+  const { kvHeads, headDim } = s;
+  const out = new Float32Array(kvHeads * L * headDim);
+  for (let g = 0; g < kvHeads; g++) {
+    for (let t = 0; t < L; t++) {
+      out.set(src.subarray((g * L + t) * headDim, (g * L + t + 1) * headDim), (t * kvHeads + g) * headDim);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks that gate: a wrong answer is never timed and ranked
+
+/** Raised when an implementation's output is wrong; the bench stops instead of ranking it. */
+export class WrongOutput extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = 'WrongOutput';
+  }
+}
+
+/** Largest difference allowed: from the float64 reference (ours, per dtype), and between us and a peer. */
+export const LIMITS = { float32: 1e-4, int8: 0.05, peer: 1e-4 };
+
+/**
+ * Ours against the float64 reference on the last two queries of a workload (bottom-right causal
+ * alignment lets the reference compute only those): throws WrongOutput past LIMITS[dtype]. Unit-normal
+ * inputs keep outputs below ~1, so 1e-4 absolute sits at the suite's tolerance (test/support/util.ts TOL);
+ * int8's 0.05 is its acceptance bound (test/int8.test.ts).
+ * @param {string} label @param {Shape} s @param {Kind} kind @param {number} n @param {ReturnType<typeof workloadData>} x
+ * @param {Float32Array} out our output of the workload @param {string} dtype
+ */
+export function checkAgainstFloat64(label, s, kind, n, x, out, dtype) {
+  const row = s.heads * s.headDim;
+  const rows = kind === 'decode' ? 1 : Math.min(2, n);
+  const keys = kind === 'decode'
+    ? { k: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastK), n), x.k), v: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastV), n), x.v) }
+    : { k: x.k, v: x.v };
+  const tail = (/** @type {Float32Array} */ a) => a.subarray(a.length - rows * row);
+  const want = referenceAttention(tail(x.q), keys.k, keys.v, { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim });
+  const diff = maxAbsDiff(tail(out), want);
+  const limit = LIMITS[/** @type {'float32' | 'int8'} */ (dtype)];
+  if (!(diff <= limit)) {
+    throw new WrongOutput(`${label} ${kind} ${n} (${dtype}) is off the float64 reference by ${diff} > ${limit}: not timed, not ranked`);
+  }
+}
+
+/** @param {Float32Array} a @param {Float32Array} b */
+function concat(a, b) {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,16 +231,22 @@ export async function runWasm(build, ctx) {
       const out = new Float32Array(q.length);
       for (const dtype of opts.dtypes) {
         const cache = new pkg.KVCache({ ...base, maxTokens: T, dtype });
+        cache.attend(0, q, k, v, out);
+        checkAgainstFloat64(build, s, 'prefill', T, { q, k, v, P: 0 }, out, dtype);
         const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
         cache.dispose();
         push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype, ...r }, ctx);
       }
     }
     for (const L of opts.decode) {
-      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
+      const x = workloadData(shapeName, 'decode', L);
+      const { q, k, v, pastK, pastV } = x;
       const out = new Float32Array(q.length);
       for (const dtype of opts.dtypes) {
         const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
+        cache.attend(0, q, k, v, out);
+        cache.truncate(L);
+        checkAgainstFloat64(build, s, 'decode', L, x, out, dtype);
         const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
         cache.dispose();
         push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype, ...r }, ctx);
@@ -268,11 +323,14 @@ export async function runPlain(ctx) {
       const { q, k, v } = workloadData(shapeName, 'prefill', T);
       const out = new Float32Array(q.length);
       const cache = new PlainJsKVCache({ ...base, maxTokens: T });
+      cache.attend(0, q, k, v, out);
+      checkAgainstFloat64('plain', s, 'prefill', T, { q, k, v, P: 0 }, out, 'float32');
       const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
       push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype: 'float32', ...r }, ctx);
     }
     for (const L of opts.decode) {
-      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
+      const x = workloadData(shapeName, 'decode', L);
+      const { q, k, v, pastK, pastV } = x;
       const out = new Float32Array(q.length);
       const maxTokens = L + 16;
       const cache = new PlainJsKVCache({ ...base, maxTokens });
@@ -282,6 +340,9 @@ export async function runPlain(ctx) {
         cache.V[0].set(/** @type {Float32Array} */ (pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
       }
       cache.lengths[0] = L;
+      cache.attend(0, q, k, v, out);
+      cache.truncate(L);
+      checkAgainstFloat64('plain', s, 'decode', L, x, out, 'float32');
       const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
       push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype: 'float32', ...r }, ctx);
     }
@@ -292,7 +353,8 @@ export async function runPlain(ctx) {
 /**
  * onnxruntime (web: WASM backend; node: native CPU), both ops, one thread count (set up by the caller:
  * ort.env.wasm.numThreads for web). Fetches only the output. When ctx.pkg is given, checks each output
- * against wasm-attention's on the same inputs (max abs diff).
+ * against wasm-attention's on the same inputs before timing it: a difference past LIMITS.peer (or ours off
+ * float64) throws WrongOutput.
  * @param {'web' | 'node'} flavor @param {number} threads @param {Ctx} ctx @returns {Promise<Row[]>}
  */
 export async function runOrt(flavor, threads, ctx) {
@@ -315,11 +377,19 @@ export async function runOrt(flavor, threads, ctx) {
         for (const n of ns) {
           const x = workloadData(shapeName, kind, n);
           const f = feeds(ort, op, s, x);
+          // checked before timing: a peer that computes something else is not ranked
+          const first = await session.run(f, ['output']);
+          let maxAbsDiff;
+          if (ctx.pkg) {
+            maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, first.output.data);
+            if (!(maxAbsDiff <= LIMITS.peer)) {
+              throw new WrongOutput(`${impl} ${kind} ${n} differs from wasm-attention by ${maxAbsDiff} > ${LIMITS.peer}: not timed, not ranked`);
+            }
+          }
+          first.output.dispose?.();
           /** @type {any} */
           let last;
           const r = await timeIt(async () => { last = await session.run(f, ['output']); }, undefined, opts);
-          let maxAbsDiff;
-          if (ctx.pkg) maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, last.output.data);
           push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype: 'float32', ...r, maxAbsDiff }, ctx);
           last.output.dispose?.();
         }
@@ -340,10 +410,7 @@ function maxAbsDiffVsOurs(/** @type {Ctx} */ ctx, /** @type {string} */ shapeNam
     : new pkg.KVCache({ ...base, maxTokens: n });
   const ours = cache.attend(0, x.q, x.k, x.v);
   cache.dispose();
-  let m = 0;
-  for (let i = 0; i < ours.length; i++) {
-    const d = Math.abs(ours[i] - got[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
+  checkAgainstFloat64('wasm-attention', s, kind, n, x, ours, 'float32');
+  const m = maxAbsDiff(ours, got);
+  return Number.isNaN(m) ? Infinity : m;
 }
