@@ -7,17 +7,16 @@
 // (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
 
 import { createServer } from 'node:http';
-import { readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { readFile, mkdir, writeFile, } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
-import { SHAPES, BUILDS, DTYPES } from './suite.mjs';
-import { derive, markdown, svgChart } from './report.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
+import { SHAPES, BUILDS, } from './suite.mjs';
+import { markdown, svgChart } from './report.mjs';
 import { buildLimits } from './limits/build.mjs';
-import { bestLimits } from './limits/limits.mjs';
 import { buildModel } from './ort/models.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -45,7 +44,7 @@ const jobs = list(opts.impls);
 for (const j of jobs) if (!ALL_JOBS.includes(j)) { console.error(`bench: unknown implementation ${j}`); process.exit(2); }
 if (!existsSync(CHROMIUM)) { console.error(`bench: Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`); process.exit(2); }
 if (!existsSync(join(ROOT, 'dist/index.js'))) { console.error('bench: build the package first: npm run build'); process.exit(2); }
-const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
+const log = (/** @type {string} */ s) => process.stderr.write(`${s}\n`);
 
 buildLimits();
 
@@ -131,10 +130,7 @@ if (wrongOutput) {
 const seconds = (performance.now() - t0) / 1000;
 const load1 = loadavg();
 
-const rows = Object.values(results).flatMap((r) => r.rows ?? []);
-const limits = bestLimits(Object.entries(results).filter(([k]) => k.startsWith('limits#')).map(([, r]) => r.limits));
-derive(rows, limits);
-const sizes = await wasmSizes(ROOT);
+const { rows, limits, sizes } = await gather(results, ROOT);
 const notes = [];
 if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
 for (const [job, r] of Object.entries(results)) if (r.unavailable) notes.push(`${job}: not measured: ${r.unavailable}`);
@@ -162,7 +158,7 @@ const input = {
 const md = markdown(input);
 console.log(md);
 await mkdir(opts.outDir, { recursive: true });
-await writeFile(join(opts.outDir, 'browser.md'), md + '\n');
-await writeFile(join(opts.outDir, 'browser.svg'), svgChart(input) + '\n');
-await writeFile(join(opts.outDir, 'browser.json'), JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2) + '\n');
+await writeFile(join(opts.outDir, 'browser.md'), `${md}\n`);
+await writeFile(join(opts.outDir, 'browser.svg'), `${svgChart(input)}\n`);
+await writeFile(join(opts.outDir, 'browser.json'), `${JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2)}\n`);
 log(`\nwrote ${join(opts.outDir, 'browser.md')}, browser.json, browser.svg`);

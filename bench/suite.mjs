@@ -42,6 +42,21 @@ export function bytesOf(/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @t
   return 4 * n * (2 * s.heads + 2 * s.kvHeads) * s.headDim;
 }
 
+/**
+ * The bytes each workload of a run streams, smallest first, once each: the buffer sizes the machine's
+ * bandwidth is measured at (bench/limits).
+ * @param {SuiteOptions} opts @returns {number[]}
+ */
+export function workloadSizes(opts) {
+  const sizes = [];
+  for (const sh of opts.shapes) {
+    const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
+    for (const dt of opts.dtypes) for (const n of opts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
+    for (const n of opts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
+  }
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Data: a seeded pool of normal numbers, tiled in chunks at seeded offsets (fast for 50 M values).
 
@@ -50,7 +65,10 @@ const POOL_ROWS = 1 << 14;
 const pools = new Map();
 function pool(/** @type {number} */ d) {
   let p = pools.get(d);
-  if (!p) pools.set(d, (p = new Rng(1234 + d).randn(POOL_ROWS * d)));
+  if (!p) {
+    p = new Rng(1234 + d).randn(POOL_ROWS * d);
+    pools.set(d, p);
+  }
   return p;
 }
 /** `rows` rows of `d` values from the pool, in chunks of 256 rows at offsets drawn from `rand` */
@@ -216,6 +234,24 @@ function push(rows, r, /** @type {Ctx} */ ctx) {
 }
 
 /**
+ * One workload on one cache (ours or plain JS): its output checked against float64 first, then timed.
+ * `restore` puts the cache back as before the call (reset after a prefill, truncate after a decode step).
+ * @param {Ctx} ctx @param {string} impl @param {string} shapeName @param {Kind} kind @param {number} n
+ * @param {ReturnType<typeof workloadData>} x @param {string} dtype
+ * @param {{ attend: (layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array) => unknown }} cache
+ * @param {() => void} restore @param {Row[]} rows
+ */
+async function checkedAndTimed(ctx, impl, shapeName, kind, n, x, dtype, cache, restore, rows) {
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+  const out = new Float32Array(x.q.length);
+  cache.attend(0, x.q, x.k, x.v, out);
+  restore();
+  checkAgainstFloat64(impl, s, kind, n, x, out, dtype);
+  const r = await timeIt(() => cache.attend(0, x.q, x.k, x.v, out), restore, ctx.opts);
+  push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype, ...r }, ctx);
+}
+
+/**
  * wasm-attention, one build (already init()ed in ctx.pkg), every dtype.
  * @param {string} build @param {Ctx} ctx @returns {Promise<Row[]>}
  */
@@ -227,29 +263,19 @@ export async function runWasm(build, ctx) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
     const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
     for (const T of opts.prefill) {
-      const { q, k, v } = workloadData(shapeName, 'prefill', T);
-      const out = new Float32Array(q.length);
+      const x = workloadData(shapeName, 'prefill', T);
       for (const dtype of opts.dtypes) {
         const cache = new pkg.KVCache({ ...base, maxTokens: T, dtype });
-        cache.attend(0, q, k, v, out);
-        checkAgainstFloat64(build, s, 'prefill', T, { q, k, v, P: 0 }, out, dtype);
-        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
+        await checkedAndTimed(ctx, build, shapeName, 'prefill', T, x, dtype, cache, () => cache.reset(), rows);
         cache.dispose();
-        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype, ...r }, ctx);
       }
     }
     for (const L of opts.decode) {
       const x = workloadData(shapeName, 'decode', L);
-      const { q, k, v, pastK, pastV } = x;
-      const out = new Float32Array(q.length);
       for (const dtype of opts.dtypes) {
-        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
-        cache.attend(0, q, k, v, out);
-        cache.truncate(L);
-        checkAgainstFloat64(build, s, 'decode', L, x, out, dtype);
-        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
+        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (x.pastK), /** @type {Float32Array} */ (x.pastV), L);
+        await checkedAndTimed(ctx, build, shapeName, 'decode', L, x, dtype, cache, () => cache.truncate(L), rows);
         cache.dispose();
-        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype, ...r }, ctx);
       }
     }
   }
@@ -320,31 +346,21 @@ export async function runPlain(ctx) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
     const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
     for (const T of opts.prefill) {
-      const { q, k, v } = workloadData(shapeName, 'prefill', T);
-      const out = new Float32Array(q.length);
       const cache = new PlainJsKVCache({ ...base, maxTokens: T });
-      cache.attend(0, q, k, v, out);
-      checkAgainstFloat64('plain', s, 'prefill', T, { q, k, v, P: 0 }, out, 'float32');
-      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
-      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype: 'float32', ...r }, ctx);
+      const x = workloadData(shapeName, 'prefill', T);
+      await checkedAndTimed(ctx, 'plain', shapeName, 'prefill', T, x, 'float32', cache, () => cache.reset(), rows);
     }
     for (const L of opts.decode) {
       const x = workloadData(shapeName, 'decode', L);
-      const { q, k, v, pastK, pastV } = x;
-      const out = new Float32Array(q.length);
       const maxTokens = L + 16;
       const cache = new PlainJsKVCache({ ...base, maxTokens });
       const d = s.headDim;
       for (let g = 0; g < s.kvHeads; g++) {
-        cache.K[0].set(/** @type {Float32Array} */ (pastK).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
-        cache.V[0].set(/** @type {Float32Array} */ (pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+        cache.K[0].set(/** @type {Float32Array} */ (x.pastK).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+        cache.V[0].set(/** @type {Float32Array} */ (x.pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
       }
       cache.lengths[0] = L;
-      cache.attend(0, q, k, v, out);
-      cache.truncate(L);
-      checkAgainstFloat64('plain', s, 'decode', L, x, out, 'float32');
-      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
-      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype: 'float32', ...r }, ctx);
+      await checkedAndTimed(ctx, 'plain', shapeName, 'decode', L, x, 'float32', cache, () => cache.truncate(L), rows);
     }
   }
   return rows;

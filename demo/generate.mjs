@@ -209,7 +209,7 @@ try {
 }
 
 // 0. plain JavaScript first, before any KVCache exists: V8's typed-array code in a process runs
-// slower once a WebAssembly.Memory has grown (its old ArrayBuffer is detached; see FINDINGS.md),
+// slower once a WebAssembly.Memory has grown (its old ArrayBuffer is detached; see bench/FINDINGS.md),
 // and the baseline should be what a user without WebAssembly gets.
 /** @type {ReturnType<typeof generate> | null} */
 let plain = null;

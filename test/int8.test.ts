@@ -4,8 +4,8 @@
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
 import { beforeEach, describe, expect, it } from 'vitest';
-import { init, KVCache } from '../src/index.js';
-import { ReferenceCache, referenceCacheQuery, referenceRope } from './support/reference.js';
+import { init, } from '../src/index.js';
+import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
   Rng,
   TOL,
@@ -15,7 +15,6 @@ import {
   cachesDisposedAfterEach,
   cfgName,
   feed,
-  feedRef,
   kvHeadsOf,
   ones,
   parseSave,
@@ -103,7 +102,7 @@ function add(st: ErrorStats, got: ArrayLike<number>, want: ArrayLike<number>): v
   expect(got.length).toBe(want.length);
   for (let i = 0; i < got.length; i++) {
     const d = Math.abs(got[i] - want[i]);
-    if (!(d === d)) throw new Error(`non-finite output ${got[i]} at ${i}`);
+    if (Number.isNaN(d)) throw new Error(`non-finite output ${got[i]} at ${i}`);
     st.max = Math.max(st.max, d);
     st.sum += d;
     st.count++;

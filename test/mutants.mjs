@@ -25,41 +25,26 @@ import { fileURLToPath } from 'node:url';
  * @typedef {{ name: string, bug: string, edits: Edit[] }} Mutant
  */
 
-/** @type {Mutant[]} */
+/**
+ * @param {string} name @param {string} bug @param {[file: string, search: string, replace: string, count?: number][]} edits
+ * @returns {Mutant}
+ */
+const mutant = (name, bug, ...edits) => ({ name, bug, edits: edits.map(([file, search, replace, count]) => ({ file, search, replace, count })) });
+
 const MUTANTS = [
-  {
-    name: 'window-off-by-one',
-    bug: 'the kernel lets a query see one key more than its window (p − window instead of p − window + 1)',
-    edits: [{ file: 'assembly/attend.ts', search: 'max(0, position - window + 1)', replace: 'max(0, position - window)' }],
-  },
-  {
-    name: 'causal-alignment-shifted',
-    bug: 'one-shot attention places query t at S − T + t − 1 (top-left-ish instead of bottom-right alignment)',
-    edits: [{ file: 'src/attention.ts', search: 'const offset = call.keys - call.queries;', replace: 'const offset = call.keys - call.queries - 1;', count: 2 }],
-  },
-  {
-    name: 'gqa-mapping-wrong',
-    bug: 'query head h reads kv head h mod kvHeads (tiled) instead of floor(h / group) (repeated)',
-    edits: [{ file: 'assembly/attend.ts', search: 'const index = <usize>(t * heads + g * group + h);', replace: 'const index = <usize>(t * heads + h * kvHeads + g);' }],
-  },
-  {
-    name: 'rope-layout-swapped',
-    bug: 'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
-    edits: [{ file: 'src/layer.ts', search: 'layer.rope.interleaved ? 1 : 0', replace: 'layer.rope.interleaved ? 0 : 1', count: 2 }],
-  },
-  {
-    name: 'scale-ignored',
-    bug: 'the scale option is validated but 1/sqrt(headDim) is used anyway',
-    edits: [{ file: 'src/options.ts', search: 'options.scale === undefined ? 1 / Math.sqrt(headDim) :', replace: 'true ? 1 / Math.sqrt(headDim) :' }],
-  },
-  {
-    name: 'masked-lane-leaks',
-    bug: 'lanes of a group of four past the visible keys keep their scores (SIMD), or lanes before them do (scalar)',
-    edits: [
-      { file: 'assembly/attend.ts', search: 'const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));', replace: 'const visible = i32x4.ge_s(lane, lo);' },
-      { file: 'assembly/attend.ts', search: 'if (j >= from && j < to) {', replace: 'if (j < to) {' },
-    ],
-  },
+  mutant('window-off-by-one', 'the kernel lets a query see one key more than its window (p − window instead of p − window + 1)',
+    ['assembly/attend.ts', 'max(0, position - window + 1)', 'max(0, position - window)']),
+  mutant('causal-alignment-shifted', 'one-shot attention places query t at S − T + t − 1 instead of S − T + t',
+    ['src/attention.ts', 'const offset = call.keys - call.queries;', 'const offset = call.keys - call.queries - 1;', 2]),
+  mutant('gqa-mapping-wrong', 'query head h reads kv head h mod kvHeads (tiled) instead of floor(h / group) (repeated)',
+    ['assembly/attend.ts', 'const index = <usize>(t * heads + g * group + h);', 'const index = <usize>(t * heads + h * (heads / group) + g);']),
+  mutant('rope-layout-swapped', 'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
+    ['src/layer.ts', 'layer.rope.interleaved ? 1 : 0', 'layer.rope.interleaved ? 0 : 1', 2]),
+  mutant('scale-ignored', 'the scale option is validated, then 1/sqrt(headDim) is used anyway',
+    ['src/options.ts', 'options.scale === undefined ? 1 / Math.sqrt(headDim) :', 'true ? 1 / Math.sqrt(headDim) :']),
+  mutant('masked-lane-leaks', 'lanes of a group of four past the visible keys keep their scores (SIMD), lanes before them (scalar)',
+    ['assembly/attend.ts', 'const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));', 'const visible = i32x4.ge_s(lane, lo);'],
+    ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {']),
 ];
 
 const DEFAULT_TESTS = [
@@ -78,16 +63,20 @@ if (argv.includes('--help') || argv.includes('-h')) {
 }
 const only = option('only')?.split(',');
 const mutants = only ? MUTANTS.filter((m) => only.includes(m.name)) : MUTANTS;
-if (only && mutants.length !== only.length) fail(`unknown mutant in --only ${only.join(',')}`);
 const tests = option('tests')?.split(',') ?? DEFAULT_TESTS;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+if (only && mutants.length !== only.length) {
+  console.error(`mutants: unknown mutant in --only ${only.join(',')}; known: ${MUTANTS.map((m) => m.name).join(', ')}`);
+  process.exit(1);
+}
 const copy = mkdtempSync(join(tmpdir(), 'wasm-attention-mutants-'));
 const started = Date.now();
 
 /** @param {string} message @returns {never} */
 function fail(message) {
   console.error(`mutants: ${message}`);
+  if (!argv.includes('--keep')) rmSync(copy, { recursive: true, force: true });
   process.exit(1);
 }
 

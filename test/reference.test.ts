@@ -191,7 +191,7 @@ describe('reference: rope', () => {
     const y = referenceRope([1, 0, 0, 1], 1, 1, 4, [3], { theta });
     expect(y[0]).toBeCloseTo(Math.cos(3), 14);
     expect(y[2]).toBeCloseTo(Math.sin(3), 14);
-    const a = 3 * Math.pow(theta, -0.5);
+    const a = 3 * theta ** -0.5;
     expect(y[1]).toBeCloseTo(-Math.sin(a), 14);
     expect(y[3]).toBeCloseTo(Math.cos(a), 14);
   });

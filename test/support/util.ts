@@ -108,6 +108,12 @@ export function tolFor(scale: number | undefined, headDim: number): Tolerance {
   return { atol: TOL.atol * f, rtol: TOL.rtol * f };
 }
 
+type Values = ArrayLike<number>;
+
+function expectSameLength(actual: Values, expected: Values, label: string): void {
+  if (actual.length !== expected.length) throw new Error(`${label}: length ${actual.length}, expected ${expected.length}`);
+}
+
 function multiIndex(i: number, shape?: readonly number[]): string {
   if (!shape || shape.length === 0) return `[${i}]`;
   const idx: number[] = [];
@@ -130,9 +136,7 @@ export function expectClose(
   label: string,
   shape?: readonly number[],
 ): void {
-  if (actual.length !== expected.length) {
-    throw new Error(`${label}: length ${actual.length}, expected ${expected.length}`);
-  }
+  expectSameLength(actual, expected, label);
   let bad = 0;
   let worst = -1;
   let worstRatio = 0;
@@ -172,15 +176,8 @@ export function expectClose(
 }
 
 /** Elementwise Object.is: the same bits up to NaN payloads (and -0 !== +0). */
-export function expectBitIdentical(
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  label: string,
-  shape?: readonly number[],
-): void {
-  if (actual.length !== expected.length) {
-    throw new Error(`${label}: length ${actual.length}, expected ${expected.length}`);
-  }
+export function expectBitIdentical(actual: Values, expected: Values, label: string, shape?: readonly number[]): void {
+  expectSameLength(actual, expected, label);
   let bad = 0;
   let first = -1;
   for (let i = 0; i < actual.length; i++) {
@@ -197,24 +194,10 @@ export function expectBitIdentical(
   }
 }
 
-/**
- * fn() must throw an instance of `type` (never a WebAssembly trap, never a plain Error for a
- * TypeError/RangeError) whose message matches every pattern. Returns the error.
- */
-export function expectThrows(
-  fn: () => unknown,
-  type: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor,
-  patterns: RegExp[] = [],
-): Error {
-  let caught: unknown;
-  let threw = false;
-  try {
-    fn();
-  } catch (e) {
-    threw = true;
-    caught = e;
-  }
-  if (!threw) throw new Error(`expected a ${type.name} matching ${patterns.join(', ')}, but nothing was thrown`);
+type ErrorType = ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor;
+
+/** What was caught must be a `type` (never a WebAssembly trap) whose message matches every pattern. */
+function expectCaught(caught: unknown, type: ErrorType, patterns: RegExp[]): Error {
   expect(caught instanceof WebAssembly.RuntimeError, `a WebAssembly trap reached the user: ${String(caught)}`).toBe(false);
   expect(caught, `expected a ${type.name}, got ${String(caught)}`).toBeInstanceOf(type);
   const msg = (caught as Error).message;
@@ -224,28 +207,27 @@ export function expectThrows(
   return caught as Error;
 }
 
+/**
+ * fn() must throw an instance of `type` (never a WebAssembly trap, never a plain Error for a
+ * TypeError/RangeError) whose message matches every pattern. Returns the error.
+ */
+export function expectThrows(fn: () => unknown, type: ErrorType, patterns: RegExp[] = []): Error {
+  try {
+    fn();
+  } catch (e) {
+    return expectCaught(e, type, patterns);
+  }
+  throw new Error(`expected a ${type.name} matching ${patterns.join(', ')}, but nothing was thrown`);
+}
+
 /** The same for async functions (sync throws are accepted too). */
-export async function expectRejects(
-  fn: () => unknown,
-  type: ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor,
-  patterns: RegExp[] = [],
-): Promise<Error> {
-  let caught: unknown;
-  let threw = false;
+export async function expectRejects(fn: () => unknown, type: ErrorType, patterns: RegExp[] = []): Promise<Error> {
   try {
     await fn();
   } catch (e) {
-    threw = true;
-    caught = e;
+    return expectCaught(e, type, patterns);
   }
-  if (!threw) throw new Error(`expected a rejection with ${type.name} matching ${patterns.join(', ')}, but it resolved`);
-  expect(caught instanceof WebAssembly.RuntimeError, `a WebAssembly trap reached the user: ${String(caught)}`).toBe(false);
-  expect(caught, `expected a ${type.name}, got ${String(caught)}`).toBeInstanceOf(type);
-  const msg = (caught as Error).message;
-  for (const p of patterns) {
-    expect(msg, `the ${type.name}'s message should match ${p}`).toMatch(p);
-  }
-  return caught as Error;
+  throw new Error(`expected a rejection with ${type.name} matching ${patterns.join(', ')}, but it resolved`);
 }
 
 /** A regex that matches the name as a word (so 'q' does not match inside 'sequence'). */
@@ -370,7 +352,7 @@ export function slice(cfg: Cfg, s: Stream, from: number, to: number): Stream {
   };
 }
 
-export function join(cfg: Cfg, parts: Stream[]): Stream {
+export function join(parts: Stream[]): Stream {
   return {
     q: concat(parts.map((p) => p.q)),
     k: concat(parts.map((p) => p.k)),
