@@ -7,17 +7,16 @@
 // (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
 
 import { createServer } from 'node:http';
-import { readFile, mkdir, writeFile, stat } from 'node:fs/promises';
+import { readFile, mkdir, writeFile, } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
-import { SHAPES, BUILDS, DTYPES } from './suite.mjs';
-import { derive, markdown, svgChart } from './report.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
+import { SHAPES, BUILDS, } from './suite.mjs';
+import { markdown, svgChart } from './report.mjs';
 import { buildLimits } from './limits/build.mjs';
-import { bestLimits } from './limits/limits.mjs';
 import { buildModel } from './ort/models.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -45,7 +44,7 @@ const jobs = list(opts.impls);
 for (const j of jobs) if (!ALL_JOBS.includes(j)) { console.error(`bench: unknown implementation ${j}`); process.exit(2); }
 if (!existsSync(CHROMIUM)) { console.error(`bench: Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`); process.exit(2); }
 if (!existsSync(join(ROOT, 'dist/index.js'))) { console.error('bench: build the package first: npm run build'); process.exit(2); }
-const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
+const log = (/** @type {string} */ s) => process.stderr.write(`${s}\n`);
 
 buildLimits();
 
@@ -89,6 +88,7 @@ const t0 = performance.now();
 log(`bench: Chromium ${version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
 /** @type {Record<string, any>} */
 const results = {};
+let wrongOutput = false;
 try {
   for (const job of ['limits#1', ...jobs, 'limits#2']) {
     const c0 = performance.now();
@@ -102,6 +102,12 @@ try {
       await page.goto(`http://127.0.0.1:${port}/bench/browser/index.html?job=${job.replace(/#.*/, '')}&config=${encodeURIComponent(JSON.stringify(suiteOpts))}`);
       await page.waitForFunction(() => /** @type {any} */ (globalThis).__result !== undefined, undefined, { timeout: opts.timeout * 1000, polling: 500 });
       const r = await page.evaluate(() => /** @type {any} */ (globalThis).__result);
+      // a wrong output (bench/suite.mjs WrongOutput) stops the run rather than rank the rest
+      if (r.error?.includes('WrongOutput')) {
+        console.error(`bench: WRONG OUTPUT in ${job}: ${r.error.split('\n')[0]}`);
+        wrongOutput = true;
+        break;
+      }
       if (r.error) throw new Error(r.error);
       results[job] = { ...r, seconds: (performance.now() - c0) / 1000 };
       if (job.startsWith('limits')) log(`  limits: peak mul+add ${r.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${r.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s`);
@@ -117,13 +123,14 @@ try {
   await browser.close();
   server.close();
 }
+if (wrongOutput) {
+  console.error('bench: a computed output was wrong (above): the run stops rather than rank it');
+  process.exit(1);
+}
 const seconds = (performance.now() - t0) / 1000;
 const load1 = loadavg();
 
-const rows = Object.values(results).flatMap((r) => r.rows ?? []);
-const limits = bestLimits(Object.entries(results).filter(([k]) => k.startsWith('limits#')).map(([, r]) => r.limits));
-derive(rows, limits);
-const sizes = await wasmSizes(ROOT);
+const { rows, limits, sizes } = await gather(results, ROOT);
 const notes = [];
 if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
 for (const [job, r] of Object.entries(results)) if (r.unavailable) notes.push(`${job}: not measured: ${r.unavailable}`);
@@ -151,7 +158,7 @@ const input = {
 const md = markdown(input);
 console.log(md);
 await mkdir(opts.outDir, { recursive: true });
-await writeFile(join(opts.outDir, 'browser.md'), md + '\n');
-await writeFile(join(opts.outDir, 'browser.svg'), svgChart(input) + '\n');
-await writeFile(join(opts.outDir, 'browser.json'), JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2) + '\n');
+await writeFile(join(opts.outDir, 'browser.md'), `${md}\n`);
+await writeFile(join(opts.outDir, 'browser.svg'), `${svgChart(input)}\n`);
+await writeFile(join(opts.outDir, 'browser.json'), `${JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2)}\n`);
 log(`\nwrote ${join(opts.outDir, 'browser.md')}, browser.json, browser.svg`);

@@ -1,10 +1,12 @@
 // What bench/node.mjs and bench/browser.mjs share on the Node side: the suite's command-line options,
-// their parsing into a SuiteOptions, and the sizes of the built .wasm files.
+// their parsing into a SuiteOptions, the sizes of the built .wasm files, and gathering the jobs' results.
 
 import { stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
+import { derive } from './report.mjs';
+import { bestLimits } from './limits/limits.mjs';
 
 /** Defaults of the options both runners take (each adds its own: impls, timeouts, internals). */
 export const SUITE_DEFAULTS = {
@@ -56,4 +58,16 @@ export async function wasmSizes(/** @type {string} */ root) {
     if (existsSync(file)) sizes[b] = (await stat(file)).size;
   }
   return sizes;
+}
+
+/**
+ * Every job's rows, the machine's limits (the best of the `limits#…` jobs) and the numbers derived from
+ * both (report.mjs derive), and the .wasm sizes under `root`.
+ * @param {Record<string, any>} jobs results by job name @param {string} root
+ */
+export async function gather(jobs, root) {
+  const rows = Object.values(jobs).flatMap((j) => j.rows ?? []);
+  const limits = bestLimits(Object.entries(jobs).filter(([k]) => k.startsWith('limits#')).map(([, j]) => j.limits));
+  derive(rows, limits);
+  return { rows, limits, sizes: await wasmSizes(root) };
 }

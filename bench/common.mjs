@@ -1,4 +1,4 @@
-// Small helpers shared by the bench scripts: seeded random numbers, statistics, CLI parsing,
+// Small helpers shared by the bench scripts and the demo: statistics, CLI parsing,
 // a progress bar, formatting, and loading the package.
 
 import { pathToFileURL } from 'node:url';
@@ -27,7 +27,7 @@ export async function loadPackage() {
   }
 }
 
-export { mulberry32, gaussian, quantile, median } from './rng.mjs';
+export { quantile, median } from './stats.mjs';
 
 /** A 32-bit integer hash of a few small integers. @param {number[]} xs */
 export function hash32(...xs) {

@@ -14,17 +14,16 @@
 // Writes bench/results/node.{json,md,svg}; prints the markdown. `--help` for options.
 
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile, } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, list, suiteOptions, wasmSizes } from './cli.mjs';
-import { SHAPES, BUILDS, DTYPES, DEFAULT_PREFILL, FULL_PREFILL, bytesOf, runWasm, runPlain, runOrt, allocationsPerStep } from './suite.mjs';
-import { derive, markdown, svgChart } from './report.mjs';
-import { bestLimits } from './limits/limits.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
+import { SHAPES, BUILDS, DEFAULT_PREFILL, FULL_PREFILL, runWasm, runPlain, runOrt, allocationsPerStep, workloadSizes, WrongOutput } from './suite.mjs';
+import { markdown, svgChart } from './report.mjs';
 
 const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
 const INIT_RUNS = 5;
@@ -54,7 +53,7 @@ const HELP = `Usage: node bench/node.mjs [options]     (npm run bench -- [option
 
 Builds the package first (npm run build). On Node 20 the children get --experimental-wasm-relaxed-simd.`;
 
-/** @param {string} msg */
+/** @param {string} msg @returns {never} */
 function fail(msg) {
   console.error(`bench: ${msg}`);
   process.exit(2);
@@ -64,7 +63,7 @@ const opts = cliOptions(DEFAULTS, HELP, 'bench');
 /** @type {import('./suite.mjs').SuiteOptions} */
 const suiteOpts = opts.config ? JSON.parse(opts.config) : suiteOptions(opts, fail);
 
-const log = (/** @type {string} */ s) => process.stderr.write(s + '\n');
+const log = (/** @type {string} */ s) => process.stderr.write(`${s}\n`);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 // =============================================================================================
@@ -85,15 +84,10 @@ async function runChild(/** @type {string} */ impl) {
     const { measureLimits } = await import('./limits/limits.mjs');
     const { buildLimits } = await import('./limits/build.mjs');
     const paths = buildLimits();
-    let relaxed = readFileSync(paths.relaxed);
+    /** @type {Uint8Array<ArrayBuffer> | null} */
+    let relaxed = new Uint8Array(readFileSync(paths.relaxed));
     if (!WebAssembly.validate(relaxed)) relaxed = null;
-    const sizes = [];
-    for (const sh of suiteOpts.shapes) {
-      const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
-      for (const dt of suiteOpts.dtypes) for (const n of suiteOpts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
-      for (const n of suiteOpts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
-    }
-    out.limits = await measureLimits({ simd: readFileSync(paths.simd), relaxed }, [...new Set(sizes)].sort((a, b) => a - b));
+    out.limits = await measureLimits({ simd: readFileSync(paths.simd), relaxed }, workloadSizes(suiteOpts));
     log(`  limits: peak mul+add ${out.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${out.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s; bandwidth ${Object.values(out.limits.bandwidth).map((x) => /** @type {number} */ (x).toFixed(0)).join('/')} GB/s`);
   } else if (BUILDS.includes(impl)) {
     const pkg = await loadPackage();
@@ -125,7 +119,7 @@ async function runChild(/** @type {string} */ impl) {
     } else {
       ort = (await import('onnxruntime-node')).default;
     }
-    out.ortVersion = ort.env?.versions?.[flavor] ?? ort.env?.versions?.common;
+    out.ortVersion = ort.env?.versions?.[/** @type {'web' | 'node'} */ (flavor)] ?? ort.env?.versions?.common;
     const { buildModel } = await import('./ort/models.mjs');
     ctx.ort = ort;
     ctx.getModel = async (op, kind, shape) => buildModel(/** @type {any} */ (op), kind, SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]);
@@ -177,6 +171,10 @@ async function runParent() {
         p.on('exit', (c, sig) => resolve(sig ?? c));
       });
       const seconds = (performance.now() - c0) / 1000;
+      if (code === WRONG_OUTPUT_EXIT) {
+        await rm(dir, { recursive: true, force: true });
+        fail(`${job} computed a wrong output (above): the run stops rather than rank it`);
+      }
       if (code !== 0 || !existsSync(resultFile)) {
         children[job] = { impl, unavailable: `child process failed (${code})`, seconds, rows: [] };
         log(`bench: ${job} failed (${code})`);
@@ -191,10 +189,7 @@ async function runParent() {
   const seconds = (performance.now() - t0) / 1000;
   const load1 = loadavg();
 
-  const rows = Object.values(children).flatMap((c) => c.rows ?? []);
-  const limits = bestLimits(Object.entries(children).filter(([k]) => k.startsWith('limits#')).map(([, c]) => c.limits));
-  derive(rows, limits);
-  const sizes = await wasmSizes(ROOT);
+  const { rows, limits, sizes } = await gather(children, ROOT);
   /** @type {Record<string, number>} */
   const initMs = {};
   /** @type {Record<string, any>} */
@@ -229,11 +224,21 @@ async function runParent() {
   const md = markdown(input);
   console.log(md);
   await mkdir(opts.outDir, { recursive: true });
-  await writeFile(join(opts.outDir, 'node.md'), md + '\n');
-  await writeFile(join(opts.outDir, 'node.svg'), svgChart(input) + '\n');
-  await writeFile(join(opts.outDir, 'node.json'), JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])), initRuns: INIT_RUNS }, null, 2) + '\n');
+  await writeFile(join(opts.outDir, 'node.md'), `${md}\n`);
+  await writeFile(join(opts.outDir, 'node.svg'), `${svgChart(input)}\n`);
+  await writeFile(join(opts.outDir, 'node.json'), `${JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])), initRuns: INIT_RUNS }, null, 2)}\n`);
   log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
 }
 
-if (opts.child) await runChild(opts.child);
-else await runParent();
+/** A child's exit code for WrongOutput: the parent stops the whole run on it. */
+const WRONG_OUTPUT_EXIT = 3;
+
+if (opts.child) {
+  try {
+    await runChild(opts.child);
+  } catch (error) {
+    if (!(error instanceof WrongOutput)) throw error;
+    console.error(`bench: WRONG OUTPUT: ${error.message}`);
+    process.exit(WRONG_OUTPUT_EXIT);
+  }
+} else await runParent();

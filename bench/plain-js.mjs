@@ -113,7 +113,7 @@ export class PlainJsKVCache {
       if (dims % 2 !== 0 || dims > headDim) throw new RangeError(`PlainJsKVCache: rope.dims ${dims}`);
       const half = dims / 2;
       const invFreq = new Float64Array(half);
-      for (let i = 0; i < half; i++) invFreq[i] = Math.pow(theta, (-2 * i) / dims);
+      for (let i = 0; i < half; i++) invFreq[i] = theta ** ((-2 * i) / dims);
       this.rope = {
         half,
         interleaved: !!options.rope.interleaved,

@@ -3,15 +3,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { init, KVCache } from '../dist/index.js';
 
-const build = process.argv.includes('--build') ? process.argv[process.argv.indexOf('--build') + 1] : undefined;
+const build = /** @type {import('../dist/index.js').Build | undefined} */ (
+  process.argv.includes('--build') ? process.argv[process.argv.indexOf('--build') + 1] : undefined
+);
 const info = await init(build ? { build } : undefined);
 const shape = { layers: 16, heads: 32, kvHeads: 8, headDim: 64 }; // Llama-3.2-1B's attention
 const rows = [];
-for (const dtype of ['float32', 'int8']) {
+for (const dtype of /** @type {const} */ (['float32', 'int8'])) {
   for (const tokens of [256, 1024, 4096]) {
     const cache = new KVCache({ ...shape, maxTokens: tokens, dtype });
     const kv = new Float32Array(tokens * shape.kvHeads * shape.headDim).map((_, i) => Math.sin(i * 0.37));
     for (let layer = 0; layer < shape.layers; layer++) cache.append(layer, kv, kv);
+    /** @param {() => void} fn @param {number} reps */
     const time = (fn, reps) => {
       const times = [];
       for (let i = 0; i < reps; i++) {

@@ -8,7 +8,9 @@
 // Flops: 4·headDim per (query, visible key) pair per query head (q·k and p·v, a multiply and an add each).
 // The same numbers (seeded) feed every implementation, so outputs can be compared across them.
 
-import { mulberry32, gaussian, median } from './rng.mjs';
+import { Rng, mulberry32 } from '../test/support/rng.js';
+import { median } from './stats.mjs';
+import { maxAbsDiff, referenceAttention } from '../test/support/reference.js';
 import { PlainJsKVCache } from './plain-js.mjs';
 
 export const SHAPES = {
@@ -40,6 +42,21 @@ export function bytesOf(/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @t
   return 4 * n * (2 * s.heads + 2 * s.kvHeads) * s.headDim;
 }
 
+/**
+ * The bytes each workload of a run streams, smallest first, once each: the buffer sizes the machine's
+ * bandwidth is measured at (bench/limits).
+ * @param {SuiteOptions} opts @returns {number[]}
+ */
+export function workloadSizes(opts) {
+  const sizes = [];
+  for (const sh of opts.shapes) {
+    const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
+    for (const dt of opts.dtypes) for (const n of opts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
+    for (const n of opts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
+  }
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Data: a seeded pool of normal numbers, tiled in chunks at seeded offsets (fast for 50 M values).
 
@@ -48,7 +65,10 @@ const POOL_ROWS = 1 << 14;
 const pools = new Map();
 function pool(/** @type {number} */ d) {
   let p = pools.get(d);
-  if (!p) pools.set(d, (p = gaussian(POOL_ROWS * d, mulberry32(1234 + d))));
+  if (!p) {
+    p = new Rng(1234 + d).randn(POOL_ROWS * d);
+    pools.set(d, p);
+  }
   return p;
 }
 /** `rows` rows of `d` values from the pool, in chunks of 256 rows at offsets drawn from `rand` */
@@ -127,19 +147,67 @@ export async function timeIt(fn, before, o) {
  * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L
  */
 export function filledCache(pkg, s, dtype, maxTokens, pastK, pastV, L) {
-  const { kvHeads, headDim } = s;
-  const tokenMajor = (/** @type {Float32Array} */ src) => {
-    const out = new Float32Array(kvHeads * L * headDim);
-    for (let g = 0; g < kvHeads; g++) {
-      for (let t = 0; t < L; t++) {
-        out.set(src.subarray((g * L + t) * headDim, (g * L + t + 1) * headDim), (t * kvHeads + g) * headDim);
-      }
-    }
-    return out;
-  };
-  const cache = new pkg.KVCache({ heads: s.heads, kvHeads, headDim, maxTokens, dtype });
-  cache.append(0, tokenMajor(pastK), tokenMajor(pastV));
+  const cache = new pkg.KVCache({ heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype });
+  cache.append(0, tokenMajor(s, pastK, L), tokenMajor(s, pastV, L));
   return cache;
+}
+
+/** Head-major [kvHeads][L][headDim] rows as token-major [L][kvHeads][headDim]. @param {Shape} s @param {Float32Array} src @param {number} L */
+function tokenMajor(s, src, L) {
+  const { kvHeads, headDim } = s;
+  const out = new Float32Array(kvHeads * L * headDim);
+  for (let g = 0; g < kvHeads; g++) {
+    for (let t = 0; t < L; t++) {
+      out.set(src.subarray((g * L + t) * headDim, (g * L + t + 1) * headDim), (t * kvHeads + g) * headDim);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks that gate: a wrong answer is never timed and ranked
+
+/** Raised when an implementation's output is wrong; the bench stops instead of ranking it. */
+export class WrongOutput extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = 'WrongOutput';
+  }
+}
+
+/** Largest difference allowed: from the float64 reference (ours, per dtype), and between us and a peer. */
+export const LIMITS = { float32: 1e-4, int8: 0.05, peer: 1e-4 };
+
+/**
+ * Ours against the float64 reference on the last two queries of a workload (bottom-right causal
+ * alignment lets the reference compute only those): throws WrongOutput past LIMITS[dtype]. Unit-normal
+ * inputs keep outputs below ~1, so 1e-4 absolute sits at the suite's tolerance (test/support/util.ts TOL);
+ * int8's 0.05 is its acceptance bound (test/int8.test.ts).
+ * @param {string} label @param {Shape} s @param {Kind} kind @param {number} n @param {ReturnType<typeof workloadData>} x
+ * @param {Float32Array} out our output of the workload @param {string} dtype
+ */
+export function checkAgainstFloat64(label, s, kind, n, x, out, dtype) {
+  const row = s.heads * s.headDim;
+  const rows = kind === 'decode' ? 1 : Math.min(2, n);
+  const keys = kind === 'decode'
+    ? { k: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastK), n), x.k), v: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastV), n), x.v) }
+    : { k: x.k, v: x.v };
+  const tail = (/** @type {Float32Array} */ a) => a.subarray(a.length - rows * row);
+  const want = referenceAttention(tail(x.q), keys.k, keys.v, { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim });
+  const diff = maxAbsDiff(tail(out), want);
+  const limit = LIMITS[/** @type {'float32' | 'int8'} */ (dtype)];
+  if (!(diff <= limit)) {
+    throw new WrongOutput(`${label} ${kind} ${n} (${dtype}) is off the float64 reference by ${diff} > ${limit}: not timed, not ranked`);
+  }
+}
+
+/** @param {Float32Array} a @param {Float32Array} b */
+function concat(a, b) {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,6 +234,24 @@ function push(rows, r, /** @type {Ctx} */ ctx) {
 }
 
 /**
+ * One workload on one cache (ours or plain JS): its output checked against float64 first, then timed.
+ * `restore` puts the cache back as before the call (reset after a prefill, truncate after a decode step).
+ * @param {Ctx} ctx @param {string} impl @param {string} shapeName @param {Kind} kind @param {number} n
+ * @param {ReturnType<typeof workloadData>} x @param {string} dtype
+ * @param {{ attend: (layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array) => unknown }} cache
+ * @param {() => void} restore @param {Row[]} rows
+ */
+async function checkedAndTimed(ctx, impl, shapeName, kind, n, x, dtype, cache, restore, rows) {
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
+  const out = new Float32Array(x.q.length);
+  cache.attend(0, x.q, x.k, x.v, out);
+  restore();
+  checkAgainstFloat64(impl, s, kind, n, x, out, dtype);
+  const r = await timeIt(() => cache.attend(0, x.q, x.k, x.v, out), restore, ctx.opts);
+  push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype, ...r }, ctx);
+}
+
+/**
  * wasm-attention, one build (already init()ed in ctx.pkg), every dtype.
  * @param {string} build @param {Ctx} ctx @returns {Promise<Row[]>}
  */
@@ -177,23 +263,19 @@ export async function runWasm(build, ctx) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
     const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
     for (const T of opts.prefill) {
-      const { q, k, v } = workloadData(shapeName, 'prefill', T);
-      const out = new Float32Array(q.length);
+      const x = workloadData(shapeName, 'prefill', T);
       for (const dtype of opts.dtypes) {
         const cache = new pkg.KVCache({ ...base, maxTokens: T, dtype });
-        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
+        await checkedAndTimed(ctx, build, shapeName, 'prefill', T, x, dtype, cache, () => cache.reset(), rows);
         cache.dispose();
-        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype, ...r }, ctx);
       }
     }
     for (const L of opts.decode) {
-      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
-      const out = new Float32Array(q.length);
+      const x = workloadData(shapeName, 'decode', L);
       for (const dtype of opts.dtypes) {
-        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
-        const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
+        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (x.pastK), /** @type {Float32Array} */ (x.pastV), L);
+        await checkedAndTimed(ctx, build, shapeName, 'decode', L, x, dtype, cache, () => cache.truncate(L), rows);
         cache.dispose();
-        push(rows, { impl: build, runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype, ...r }, ctx);
       }
     }
   }
@@ -264,25 +346,21 @@ export async function runPlain(ctx) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
     const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
     for (const T of opts.prefill) {
-      const { q, k, v } = workloadData(shapeName, 'prefill', T);
-      const out = new Float32Array(q.length);
       const cache = new PlainJsKVCache({ ...base, maxTokens: T });
-      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.reset(), opts);
-      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'prefill', n: T, dtype: 'float32', ...r }, ctx);
+      const x = workloadData(shapeName, 'prefill', T);
+      await checkedAndTimed(ctx, 'plain', shapeName, 'prefill', T, x, 'float32', cache, () => cache.reset(), rows);
     }
     for (const L of opts.decode) {
-      const { q, k, v, pastK, pastV } = workloadData(shapeName, 'decode', L);
-      const out = new Float32Array(q.length);
+      const x = workloadData(shapeName, 'decode', L);
       const maxTokens = L + 16;
       const cache = new PlainJsKVCache({ ...base, maxTokens });
       const d = s.headDim;
       for (let g = 0; g < s.kvHeads; g++) {
-        cache.K[0].set(/** @type {Float32Array} */ (pastK).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
-        cache.V[0].set(/** @type {Float32Array} */ (pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+        cache.K[0].set(/** @type {Float32Array} */ (x.pastK).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
+        cache.V[0].set(/** @type {Float32Array} */ (x.pastV).subarray(g * L * d, (g + 1) * L * d), g * maxTokens * d);
       }
       cache.lengths[0] = L;
-      const r = await timeIt(() => cache.attend(0, q, k, v, out), () => cache.truncate(L), opts);
-      push(rows, { impl: 'plain', runtime: ctx.runtime, shape: shapeName, kind: 'decode', n: L, dtype: 'float32', ...r }, ctx);
+      await checkedAndTimed(ctx, 'plain', shapeName, 'decode', L, x, 'float32', cache, () => cache.truncate(L), rows);
     }
   }
   return rows;
@@ -291,7 +369,8 @@ export async function runPlain(ctx) {
 /**
  * onnxruntime (web: WASM backend; node: native CPU), both ops, one thread count (set up by the caller:
  * ort.env.wasm.numThreads for web). Fetches only the output. When ctx.pkg is given, checks each output
- * against wasm-attention's on the same inputs (max abs diff).
+ * against wasm-attention's on the same inputs before timing it: a difference past LIMITS.peer (or ours off
+ * float64) throws WrongOutput.
  * @param {'web' | 'node'} flavor @param {number} threads @param {Ctx} ctx @returns {Promise<Row[]>}
  */
 export async function runOrt(flavor, threads, ctx) {
@@ -304,7 +383,7 @@ export async function runOrt(flavor, threads, ctx) {
   const { feeds } = await import('./ort/feeds.mjs');
   for (const shapeName of opts.shapes) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
-    for (const op of ['gqa', 'mha']) {
+    for (const op of /** @type {('gqa' | 'mha')[]} */ (['gqa', 'mha'])) {
       const impl = `ort-${flavor}-${op}-${threads}t`;
       for (const kind of /** @type {Kind[]} */ (['prefill', 'decode'])) {
         const ns = kind === 'decode' ? opts.decode : opts.prefill;
@@ -314,11 +393,19 @@ export async function runOrt(flavor, threads, ctx) {
         for (const n of ns) {
           const x = workloadData(shapeName, kind, n);
           const f = feeds(ort, op, s, x);
+          // checked before timing: a peer that computes something else is not ranked
+          const first = await session.run(f, ['output']);
+          let maxAbsDiff;
+          if (ctx.pkg) {
+            maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, first.output.data);
+            if (!(maxAbsDiff <= LIMITS.peer)) {
+              throw new WrongOutput(`${impl} ${kind} ${n} differs from wasm-attention by ${maxAbsDiff} > ${LIMITS.peer}: not timed, not ranked`);
+            }
+          }
+          first.output.dispose?.();
           /** @type {any} */
           let last;
           const r = await timeIt(async () => { last = await session.run(f, ['output']); }, undefined, opts);
-          let maxAbsDiff;
-          if (ctx.pkg) maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, last.output.data);
           push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype: 'float32', ...r, maxAbsDiff }, ctx);
           last.output.dispose?.();
         }
@@ -339,10 +426,7 @@ function maxAbsDiffVsOurs(/** @type {Ctx} */ ctx, /** @type {string} */ shapeNam
     : new pkg.KVCache({ ...base, maxTokens: n });
   const ours = cache.attend(0, x.q, x.k, x.v);
   cache.dispose();
-  let m = 0;
-  for (let i = 0; i < ours.length; i++) {
-    const d = Math.abs(ours[i] - got[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
+  checkAgainstFloat64('wasm-attention', s, kind, n, x, ours, 'float32');
+  const m = maxAbsDiff(ours, got);
+  return Number.isNaN(m) ? Infinity : m;
 }

@@ -3,8 +3,12 @@
 import { rangeError, typeError } from './errors.js';
 
 export const MAX_HEAD_DIM = 512;
-/** Positions are i32 inside the kernel. */
-export const MAX_POSITION = 2 ** 31 - 1;
+/**
+ * The last position a token may take. Positions are i32 inside the kernel, which also adds a block (64)
+ * and a ring (at most 2^29 rows: 8 bytes a row fill 4 GiB) to a position (assembly/attend.ts blockEnd), so
+ * positions stay that far below 2^31 (2^31 − 64 itself trapped with a ring of 5).
+ */
+export const MAX_POSITION = 2 ** 31 - 2 ** 29 - 128;
 
 export interface HeadShape {
   heads: number;

@@ -3,7 +3,7 @@
 
 import { beforeAll, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { Rng, expectBitIdentical, expectThrows, forEachBuild, named } from './util.js';
+import { Rng, expectBitIdentical, expectThrows, forEachBuild, named } from './support/util.js';
 
 forEachBuild('KVCache.append', (build) => {
   beforeAll(async () => {

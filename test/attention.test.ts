@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { runInNewContext } from 'node:vm';
 import { beforeEach, expect, it } from 'vitest';
 import { attention, init, KVCache } from '../src/index.js';
-import { isVisible, referenceAttention, type ReferenceOptions } from './reference.js';
+import { isVisible, referenceAttention, type ReferenceOptions } from './support/reference.js';
 import {
   HEAD_LAYOUTS,
   Rng,
@@ -16,7 +16,7 @@ import {
   layoutName,
   tolFor,
   type HeadLayout,
-} from './util.js';
+} from './support/util.js';
 
 interface Case {
   name: string;

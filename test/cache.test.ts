@@ -3,89 +3,29 @@
 // and no output ever depends on a later token.
 
 import fc from 'fast-check';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { attention, attentionWeights, init, KVCache } from '../src/index.js';
-import { ReferenceCache, referenceAttention, type ReferenceCacheOptions, type RopeOptions } from './reference.js';
+import { ReferenceCache, referenceAttention, type RopeOptions } from './support/reference.js';
 import {
   HEAD_LAYOUTS,
   Rng,
+  cachesDisposedAfterEach,
+  cfgName,
   concat,
   expectBitIdentical,
   expectClose,
   expectThrows,
+  feed,
+  feedRef,
   forEachBuild,
+  ones,
+  slice,
+  stream,
   tolFor,
-  tokens,
   unevenChunks,
-} from './util.js';
-
-type Cfg = ReferenceCacheOptions;
-
-interface Stream {
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
-  n: number;
-}
-
-function stream(cfg: Cfg, n: number, seed: number): Stream {
-  const rng = new Rng(seed);
-  const kv = cfg.kvHeads ?? cfg.heads;
-  return {
-    q: rng.randn(n * cfg.heads * cfg.headDim),
-    k: rng.randn(n * kv * cfg.headDim),
-    v: rng.randn(n * kv * cfg.headDim),
-    n,
-  };
-}
-
-/** Tokens [from, to) of a stream. */
-function slice(cfg: Cfg, s: Stream, from: number, to: number) {
-  const kv = cfg.kvHeads ?? cfg.heads;
-  return {
-    q: tokens(s.q, cfg.heads * cfg.headDim, from, to),
-    k: tokens(s.k, kv * cfg.headDim, from, to),
-    v: tokens(s.v, kv * cfg.headDim, from, to),
-  };
-}
-
-/** Feed the stream to `layer` in chunks of the given sizes; the concatenated outputs. */
-function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[], layer = 0): Float32Array {
-  const outs: Float32Array[] = [];
-  let at = 0;
-  for (const c of chunks) {
-    const { q, k, v } = slice(cfg, s, at, at + c);
-    outs.push(cache.attend(layer, q, k, v));
-    at += c;
-  }
-  expect(at).toBe(s.n);
-  return concat(outs);
-}
-
-function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number[], layer = 0): Float64Array {
-  const outs: number[] = [];
-  let at = 0;
-  for (const c of chunks) {
-    const { q, k, v } = slice(cfg, s, at, at + c);
-    outs.push(...ref.attend(layer, q, k, v));
-    at += c;
-  }
-  return Float64Array.from(outs);
-}
-
-const ones = (n: number) => Array.from({ length: n }, () => 1);
-
-function cfgName(c: Cfg): string {
-  const kv = c.kvHeads ?? c.heads;
-  const parts = [`${c.heads}h/${kv}kv`, `headDim ${c.headDim}`, `maxTokens ${c.maxTokens}`];
-  if (c.layers) parts.push(`layers ${c.layers}`);
-  if (c.window !== undefined) parts.push(`window ${c.window}`);
-  if (c.sinks) parts.push(`sinks ${c.sinks}`);
-  if (c.softcap !== undefined) parts.push(`softcap ${c.softcap}`);
-  if (c.scale !== undefined) parts.push(`scale ${c.scale}`);
-  if (c.rope) parts.push(`rope ${JSON.stringify(c.rope)}`);
-  return parts.join(', ');
-}
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 interface Scenario {
   cfg: Cfg;
@@ -142,21 +82,7 @@ forEachBuild('KVCache', (build) => {
   beforeEach(async () => {
     await init({ build });
   });
-  const live: KVCache[] = [];
-  function make(cfg: Cfg): KVCache {
-    const c = new KVCache(cfg as never);
-    live.push(c);
-    return c;
-  }
-  afterEach(() => {
-    for (const c of live.splice(0)) {
-      try {
-        c.dispose();
-      } catch {
-        /* already disposed by the test */
-      }
-    }
-  });
+  const make = cachesDisposedAfterEach();
 
   describe('matches the float64 reference', () => {
     for (const [i, sc] of SCENARIOS.entries()) {
@@ -310,7 +236,6 @@ forEachBuild('KVCache', (build) => {
           const { s, whole } = threeWays(cfg, n, seed, seed + 1);
           const want = feedRef(new ReferenceCache(cfg), cfg, s, [n]);
           expectClose(whole, want, tolFor(undefined, cfg.headDim), `prefill vs reference (${cfgName(cfg)})`);
-          for (const c of live.splice(0)) c.dispose();
         }),
         { numRuns: 25, seed: 3 },
       );
@@ -385,9 +310,9 @@ forEachBuild('KVCache', (build) => {
       const cfg: Cfg = { heads: 2, headDim: 32, maxTokens: 20 };
       const s = stream(cfg, 10, 3);
       const c = make(cfg);
-      const first = c.attend(0, ...(Object.values(slice(cfg, s, 0, 4)) as [Float32Array, Float32Array, Float32Array]));
+      const first = feed(c, cfg, slice(cfg, s, 0, 4));
       const copy = first.slice();
-      c.attend(0, ...(Object.values(slice(cfg, s, 4, 10)) as [Float32Array, Float32Array, Float32Array]));
+      feed(c, cfg, slice(cfg, s, 4, 10));
       expectBitIdentical(first, copy, 'first');
     });
 
@@ -399,16 +324,6 @@ forEachBuild('KVCache', (build) => {
       expectBitIdentical(a, b, 'rope {} vs explicit defaults');
     });
 
-    it('maxTokens is reachable exactly (no window)', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 10 };
-      const c = make(cfg);
-      feed(c, cfg, stream(cfg, 10, 5), [4, 6]);
-      expect(c.length).toBe(10);
-      const one = stream(cfg, 1, 6);
-      expectThrows(() => c.attend(0, one.q, one.k, one.v), RangeError, [/maxTokens/]);
-      expect(c.length).toBe(10);
-    });
-
     it('with a window, generation runs far past maxTokens', () => {
       const cfg: Cfg = { heads: 1, headDim: 4, maxTokens: 4, window: 4 };
       const c = make(cfg);
@@ -418,309 +333,17 @@ forEachBuild('KVCache', (build) => {
     });
   });
 
-  describe('truncate, reset', () => {
-    it('truncate(n) keeps the first n tokens of every layer; continuing equals a fresh cache (bit-identical)', () => {
-      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 32, maxTokens: 30, rope: {} };
-      const s0 = stream(cfg, 14, 1);
-      const s1 = stream(cfg, 6, 2);
-      const c = make(cfg);
-      feed(c, cfg, s0, [10, 1, 3], 0);
-      feed(c, cfg, s1, [6], 1);
-      c.truncate(8);
-      expect(c.lengthOf(0)).toBe(8);
-      expect(c.lengthOf(1)).toBe(6);
-      expect(c.length).toBe(8);
-      const fresh = make(cfg);
-      feed(fresh, cfg, { ...slice(cfg, s0, 0, 8), n: 8 }, [8], 0);
-      feed(fresh, cfg, s1, [6], 1);
-      const next = stream(cfg, 5, 3);
-      expectBitIdentical(feed(c, cfg, next, [2, 3], 0), feed(fresh, cfg, next, [2, 3], 0), 'layer 0 after truncate');
-      expectBitIdentical(feed(c, cfg, next, [5], 1), feed(fresh, cfg, next, [5], 1), 'layer 1 after truncate');
-    });
-
-    it('truncate within the window of a wrapped ring works; reaching back past evicted tokens is a RangeError and changes nothing', () => {
-      const cfg: Cfg = { heads: 2, kvHeads: 1, headDim: 16, maxTokens: 8, window: 4, sinks: 1, rope: {} };
-      const s = stream(cfg, 20, 4);
-      const c = make(cfg);
-      feed(c, cfg, s, ones(20));
-      c.truncate(18); // position 18 needs 15..17 (window 4) and 0 (sink): all still held
-      expect(c.length).toBe(18);
-      expectThrows(() => c.truncate(5), RangeError); // position 5 needs 2..4, long evicted
-      expect(c.length).toBe(18);
-      const fresh = make(cfg);
-      feed(fresh, cfg, { ...slice(cfg, s, 0, 18), n: 18 }, ones(18));
-      const next = stream(cfg, 6, 5);
-      expectBitIdentical(feed(c, cfg, next, [1, 5]), feed(fresh, cfg, next, [1, 5]), 'after truncate(18)');
-    });
-
-    for (const [cfg, chunks] of [
-      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 5, window: 4, sinks: 1 }, ones(20)],
-      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 5, window: 4, sinks: 1 }, [20]],
-      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 7, window: 3, sinks: 2, rope: {} }, [3, 9, 1, 1, 4]],
-      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 3, window: 3 }, [2, 1, 10]],
-    ] as [Cfg, number[]][]) {
-      it(`truncate(n) for every n on a wrapped ring: works exactly when no needed token was evicted (${cfgName(cfg)}; chunks ${chunks.length > 8 ? `${chunks.length} × 1` : chunks.join(',')})`, () => {
-        // The ring holds the most recent maxTokens tokens at positions >= sinks; after truncate(n) the
-        // next query (position n) needs max(sinks, n - window + 1) … n - 1.
-        const L = chunks.reduce((a, b) => a + b, 0);
-        const s = stream(cfg, L, 10);
-        const sinks = cfg.sinks ?? 0;
-        const next = stream(cfg, 3, 11);
-        for (let n = 0; n <= L; n++) {
-          const c = make(cfg);
-          feed(c, cfg, s, chunks);
-          let ok = true;
-          for (let j = Math.max(sinks, n - cfg.window! + 1); j < n; j++) if (j < L - cfg.maxTokens) ok = false;
-          if (!ok) {
-            expectThrows(() => c.truncate(n), RangeError);
-            expect(c.length, `truncate(${n}) refused: length unchanged`).toBe(L);
-            continue;
-          }
-          c.truncate(n);
-          expect(c.length).toBe(n);
-          const fresh = make(cfg);
-          if (n > 0) feed(fresh, cfg, { ...slice(cfg, s, 0, n), n }, [n]);
-          expectBitIdentical(feed(c, cfg, next, [1, 2]), feed(fresh, cfg, next, [1, 2]), `after truncate(${n}) of ${L}`);
-        }
-      });
-    }
-
-    it('random appends and truncates on two layers (fast-check): refused exactly when a needed token was evicted; always equal to a fresh replay', () => {
-      const arb = fc.record({
-        layout: fc.constantFrom(...HEAD_LAYOUTS.slice(0, 4)),
-        window: fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }),
-        extra: fc.integer({ min: 0, max: 3 }),
-        sinks: fc.integer({ min: 0, max: 2 }),
-        rope: fc.boolean(),
-        ops: fc.array(
-          fc.oneof(
-            fc.record({ layer: fc.integer({ min: 0, max: 1 }), T: fc.integer({ min: 1, max: 12 }) }),
-            fc.record({ cut: fc.double({ min: 0, max: 1, noNaN: true }) }),
-          ),
-          { minLength: 1, maxLength: 14 },
-        ),
-        seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
-      });
-      fc.assert(
-        fc.property(arb, (r) => {
-          const cfg: Cfg = { layers: 2, heads: r.layout.heads, kvHeads: r.layout.kvHeads, headDim: 8, maxTokens: 24 };
-          if (r.window !== undefined) Object.assign(cfg, { window: r.window, sinks: r.sinks, maxTokens: r.window + r.extra });
-          if (r.rope) cfg.rope = { interleaved: r.seed % 2 === 0 };
-          const c = make(cfg);
-          const ref = new ReferenceCache(cfg);
-          const rng = new Rng(r.seed);
-          const history: Stream[] = [{ q: new Float32Array(0), k: new Float32Array(0), v: new Float32Array(0), n: 0 }, { q: new Float32Array(0), k: new Float32Array(0), v: new Float32Array(0), n: 0 }];
-          const lo = [0, 0]; // model: the ring holds positions [max(sinks, lo), length)
-          const sinks = cfg.sinks ?? 0;
-          for (const op of r.ops) {
-            if ('T' in op) {
-              const L = history[op.layer].n;
-              const t = stream(cfg, op.T, rng.int(0, 1e9));
-              if (cfg.window === undefined && L + op.T > cfg.maxTokens) {
-                expectThrows(() => c.attend(op.layer, t.q, t.k, t.v), RangeError, [/maxTokens/]);
-                continue;
-              }
-              expectClose(c.attend(op.layer, t.q, t.k, t.v), ref.attend(op.layer, t.q, t.k, t.v), tolFor(undefined, 8), `append ${op.T} to layer ${op.layer}`);
-              const h = history[op.layer];
-              history[op.layer] = { q: concat([h.q, t.q]), k: concat([h.k, t.k]), v: concat([h.v, t.v]), n: h.n + op.T };
-              if (cfg.window !== undefined) lo[op.layer] = Math.max(lo[op.layer], history[op.layer].n - cfg.maxTokens);
-            } else {
-              const longest = Math.max(history[0].n, history[1].n);
-              const n = Math.floor(op.cut * (longest + 1));
-              let ok = true;
-              if (cfg.window !== undefined) {
-                for (const l of [0, 1]) {
-                  if (history[l].n <= n) continue;
-                  for (let j = Math.max(sinks, n - cfg.window + 1); j < n; j++) if (j < lo[l]) ok = false;
-                }
-              }
-              if (!ok) {
-                expectThrows(() => c.truncate(n), RangeError);
-                expect([c.lengthOf(0), c.lengthOf(1)]).toEqual([history[0].n, history[1].n]);
-                continue;
-              }
-              c.truncate(n);
-              ref.truncate(n);
-              for (const l of [0, 1]) {
-                if (history[l].n > n) {
-                  history[l] = { ...slice(cfg, history[l], 0, n), n };
-                  lo[l] = Math.min(lo[l], n);
-                }
-              }
-            }
-            expect([c.lengthOf(0), c.lengthOf(1), c.length]).toEqual([history[0].n, history[1].n, history[0].n]);
-          }
-          // the cache now equals a fresh one fed its effective history in one prefill per layer
-          const fresh = make(cfg);
-          for (const l of [0, 1]) if (history[l].n > 0) feed(fresh, cfg, history[l], [history[l].n], l);
-          const probe = stream(cfg, 2, 1);
-          for (const l of [0, 1]) {
-            if (cfg.window === undefined && history[l].n + 2 > cfg.maxTokens) continue;
-            expectBitIdentical(feed(c, cfg, probe, [2], l), feed(fresh, cfg, probe, [2], l), `layer ${l} vs a fresh replay`);
-          }
-          for (const x of live.splice(0)) x.dispose();
-        }),
-        { numRuns: 60, seed: 5 },
-      );
-    }, 30_000);
-
-    it('truncate(n) past the length changes nothing', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 20 };
-      const c = make(cfg);
-      const s = stream(cfg, 5, 12);
-      feed(c, cfg, s, [5]);
-      c.truncate(9);
-      expect(c.length).toBe(5);
-      const next = stream(cfg, 2, 13);
-      const fresh = make(cfg);
-      feed(fresh, cfg, s, [5]);
-      expectBitIdentical(feed(c, cfg, next, [2]), feed(fresh, cfg, next, [2]), 'after truncate(9) of 5');
-    });
-
-    it('reset() empties every layer; the cache then behaves as new', () => {
-      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 1, headDim: 64, maxTokens: 12, window: 6, sinks: 2 };
-      const c = make(cfg);
-      feed(c, cfg, stream(cfg, 30, 6), [13, 1, 16], 0);
-      feed(c, cfg, stream(cfg, 3, 7), [3], 1);
-      const bytes = c.byteLength;
-      c.reset();
-      expect([c.length, c.lengthOf(0), c.lengthOf(1)]).toEqual([0, 0, 0]);
-      expect(c.byteLength).toBe(bytes);
-      const s = stream(cfg, 9, 8);
-      expectBitIdentical(feed(c, cfg, s, [9], 1), feed(make(cfg), cfg, s, [9], 1), 'after reset');
-    });
-  });
-
-  describe('save, load', () => {
-    const cfgs: Cfg[] = [
-      { layers: 2, heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, rope: { dims: 32, interleaved: true }, softcap: 20, scale: 0.1 },
-      { layers: 1, heads: 3, kvHeads: 1, headDim: 7, maxTokens: 9, window: 8, sinks: 2, rope: { dims: 6, theta: 500 } },
-    ];
-    for (const cfg of cfgs) {
-      it(`a loaded cache continues exactly where the saved one stood (${cfgName(cfg)})`, () => {
-        const c = make(cfg);
-        feed(c, cfg, stream(cfg, 25, 1), [20, 1, 4], 0);
-        if ((cfg.layers ?? 1) > 1) feed(c, cfg, stream(cfg, 5, 2), [5], 1);
-        const bytes = c.save();
-        expect(bytes).toBeInstanceOf(Uint8Array);
-        const d = KVCache.load(bytes);
-        live.push(d);
-        expect(d.length).toBe(c.length);
-        for (let l = 0; l < (cfg.layers ?? 1); l++) expect(d.lengthOf(l)).toBe(c.lengthOf(l));
-        const next = stream(cfg, 12, 3);
-        expectBitIdentical(feed(d, cfg, next, [1, 1, 10]), feed(c, cfg, next, [1, 1, 10]), 'loaded vs original');
-      });
-    }
-
-    it('an empty cache round-trips; byteLength and options survive; a truncated cache saves what it holds', () => {
-      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 12, window: 6, sinks: 1, rope: {} };
-      const c = make(cfg);
-      const e = KVCache.load(c.save());
-      live.push(e);
-      expect([e.length, e.lengthOf(1), e.byteLength]).toEqual([0, 0, c.byteLength]);
-      const s = stream(cfg, 20, 2);
-      feed(c, cfg, s, ones(20));
-      c.truncate(18);
-      const d = KVCache.load(c.save());
-      live.push(d);
-      expect([d.length, d.lengthOf(1)]).toEqual([18, 0]);
-      const next = stream(cfg, 9, 3);
-      expectBitIdentical(feed(d, cfg, next, [4, 5]), feed(c, cfg, next, [4, 5]), 'after truncate, save, load');
-      expectBitIdentical(feed(e, cfg, next, [9], 1), feed(make(cfg), cfg, next, [9], 1), 'the empty one');
-    });
-
-    it('a save with one payload byte flipped is refused (it is no longer that cache)', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 8 };
-      const c = make(cfg);
-      feed(c, cfg, stream(cfg, 5, 1), [5]);
-      const bytes = c.save();
-      for (const at of [bytes.length - 5, Math.floor(bytes.length / 2), 20]) {
-        const bad = bytes.slice();
-        bad[at] ^= 0x40;
-        let threw: unknown;
-        try {
-          live.push(KVCache.load(bad));
-        } catch (e) {
-          threw = e;
-        }
-        expect(threw, `byte ${at} of ${bytes.length} flipped`).toBeInstanceOf(Error);
-        expect(threw instanceof WebAssembly.RuntimeError).toBe(false);
-      }
-    });
-
-    it('bytes that are not a saved cache are refused with an Error (no trap)', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 8 };
-      const c = make(cfg);
-      feed(c, cfg, stream(cfg, 3, 1), [3]);
-      const good = c.save();
-      const bad: [string, Uint8Array][] = [
-        ['empty', new Uint8Array(0)],
-        ['random bytes', Uint8Array.from({ length: 256 }, (_, i) => (i * 131 + 7) & 255)],
-        ['a truncated save', good.slice(0, Math.floor(good.length / 2))],
-        ['a save missing its last byte', good.slice(0, good.length - 1)],
-      ];
-      for (const [what, bytes] of bad) {
-        let threw: unknown;
-        try {
-          live.push(KVCache.load(bytes));
-        } catch (e) {
-          threw = e;
-        }
-        expect(threw, `${what} must be refused`).toBeInstanceOf(Error);
-        expect(threw instanceof WebAssembly.RuntimeError, `${what}: a trap reached the user`).toBe(false);
-      }
-    });
-  });
-
-  describe('memory: byteLength, dispose, create', () => {
-    it('byteLength covers the K/V it holds', () => {
-      const cfg: Cfg = { layers: 3, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 100 };
-      const c = make(cfg);
-      const kv = 3 * 2 * 2 * 100 * 64 * 4;
-      expect(c.byteLength).toBeGreaterThanOrEqual(kv);
-      expect(c.byteLength).toBeLessThan(2 * kv + (1 << 20));
-    });
-
-    it('dispose() frees the cache: any later use throws (never a trap)', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 8 };
-      const c = make(cfg);
-      const s = stream(cfg, 2, 1);
-      c.attend(0, s.q.subarray(0, 16), s.k.subarray(0, 16), s.v.subarray(0, 16));
-      c.dispose();
-      expectThrows(() => c.attend(0, s.q.subarray(16), s.k.subarray(16), s.v.subarray(16)), Error);
-      expectThrows(() => c.save(), Error);
-      expectThrows(() => c.truncate(0), Error);
-      expectThrows(() => c.reset(), Error);
-      expectThrows(() => c.length, Error);
-      expectThrows(() => c.lengthOf(0), Error);
-    });
-
-    it('[Symbol.dispose]() disposes', () => {
-      const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 8 };
-      const c = make(cfg);
-      expect(typeof (c as unknown as Record<symbol, unknown>)[Symbol.dispose]).toBe('function');
-      (c as unknown as { [Symbol.dispose](): void })[Symbol.dispose]();
-      const s = stream(cfg, 1, 1);
-      expectThrows(() => c.attend(0, s.q, s.k, s.v), Error);
-    });
-
-    it('disposed memory is reused: 40 × 128 MiB caches one after another fit in 4 GiB', () => {
-      for (let i = 0; i < 40; i++) {
-        const c = new KVCache({ heads: 8, headDim: 128, maxTokens: 16384 });
-        const s = stream({ heads: 8, headDim: 128, maxTokens: 16384 }, 1, i);
-        c.attend(0, s.q, s.k, s.v);
-        c.dispose();
-      }
-    }, 60_000);
-
-    it('KVCache.create() resolves to a working cache', async () => {
-      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 16, maxTokens: 8 };
-      const c = await KVCache.create(cfg as never);
-      live.push(c);
+  it('KVCache.create() resolves to a working cache', async () => {
+    const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 16, maxTokens: 8 };
+    const c = await KVCache.create(cfg as never);
+    try {
       const s = stream(cfg, 5, 1);
       expectClose(feed(c, cfg, s, [5]), feedRef(new ReferenceCache(cfg), cfg, s, [5]), tolFor(undefined, 16), 'create');
-    });
+    } finally {
+      c.dispose();
+    }
   });
+
   describe('isolation', () => {
     it('caches interleaved on one instance do not disturb each other (bit-identical to running alone)', () => {
       const a: Cfg = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, rope: {} };

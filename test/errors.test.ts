@@ -4,7 +4,17 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { attention, attentionWeights, init, KVCache } from '../src/index.js';
-import { Rng, expectBitIdentical, expectRejects, expectThrows, forEachBuild, named } from './util.js';
+import { MAX_POSITION } from '../src/options.js';
+import {
+  Rng,
+  expectBitIdentical,
+  expectRejects,
+  expectThrows,
+  forEachBuild,
+  heap,
+  named,
+  withHeader,
+} from './support/util.js';
 
 type AnyFn = (...a: unknown[]) => unknown;
 const attentionAny = attention as unknown as AnyFn;
@@ -24,6 +34,9 @@ const k = rng.randn(S * KV * D); // 80
 const v = rng.randn(S * KV * D); // 80
 
 type Case = [label: string, call: () => unknown, type: typeof TypeError | typeof RangeError, patterns: RegExp[]];
+
+/** the byte counts a message mentions (digits with optional , or _ separators) */
+const byteCounts = (msg: string) => (msg.match(/\d[\d,_]*/g) ?? []).map((s) => Number(s.replace(/[,_]/g, '')));
 
 /** Numbers as a message would print them. */
 const num = (x: number) => new RegExp(Number.isNaN(x) ? 'NaN' : String(x).replace('.', '\\.'));
@@ -183,16 +196,41 @@ forEachBuild('errors', (buildName) => {
       expect(attention(q, k, v, base).length).toBe(96);
     });
 
-    it('more queries than keys (T > S, causal): a RangeError or finite numbers, never NaN or a trap', () => {
-      let out: Float32Array | undefined;
-      try {
-        out = attention(rng.randn(6 * H * D), k, v, base);
-      } catch (e) {
-        expect(e instanceof WebAssembly.RuntimeError, String(e)).toBe(false);
-        expect(e).toBeInstanceOf(RangeError);
-        return;
+    it('more queries than keys (T > S, causal) is a RangeError naming q, k and both token counts', () => {
+      // README: a causal one-shot call needs T <= S (a query at a negative position would see no key)
+      for (const fn of [attentionAny, weightsAny]) {
+        expectThrows(() => fn(rng.randn(6 * H * D), k, v, base), RangeError, [named('q'), named('k'), /\b5\b/, /\b6\b/, /causal/]);
       }
-      expect(out.every(Number.isFinite), 'finite output for T > S').toBe(true);
+      // without causal masking every query sees every key: T > S is fine
+      expect(attention(rng.randn(6 * H * D), k, v, { ...base, causal: false }).every(Number.isFinite)).toBe(true);
+    });
+
+    it('a call needing more than 4 GiB of WebAssembly memory is a RangeError naming the bytes, before any work', () => {
+      // weights of T = S = 40,000 (one head of size 1): 40,000² floats = 6.4 GB, past wasm32's 4 GiB
+      const x = new Float32Array(40000);
+      const e = expectThrows(() => attentionWeights(x, x, x, { heads: 1, headDim: 1 }), RangeError, []);
+      expect(byteCounts(e.message).some((n) => n >= 40000 * 40000 * 4), e.message).toBe(true);
+      expect(attention(q, k, v, base).length, 'a valid call afterwards').toBe(96);
+    });
+
+    it('the engine refusing to grow memory is a RangeError naming the bytes (no trap); calls that fit still work', () => {
+      const memory = heap().memoryBytes;
+      // k and v of this call alone take more than all of today's memory, so it must grow
+      const tokens = Math.ceil(memory / (KV * D * 4)) + 1024;
+      const big = new Float32Array(tokens * KV * D);
+      const grow = WebAssembly.Memory.prototype.grow;
+      WebAssembly.Memory.prototype.grow = () => {
+        throw new RangeError('WebAssembly.Memory.grow(): refused by the test');
+      };
+      try {
+        const e = expectThrows(() => attention(q, big, big, base), RangeError, [/refused by the test/]);
+        expect(byteCounts(e.message).some((n) => n >= memory), e.message).toBe(true);
+        expect(heap().memoryBytes).toBe(memory);
+        expectBitIdentical(attention(q, k, v, base), attention(q, k, v, base), 'a call that fits, during the refusal');
+      } finally {
+        WebAssembly.Memory.prototype.grow = grow;
+      }
+      expect(attention(q, big, big, base).every(Number.isFinite), 'the same call once memory may grow').toBe(true);
     });
   });
 
@@ -247,12 +285,15 @@ forEachBuild('errors', (buildName) => {
       await expectRejects(() => KVCache.create({ ...good, window: 17 } as never), RangeError, [/window/, /17/]);
     });
 
-    it("dtype 'float32' is accepted (the default, spelled out)", () => {
-      new Cache({ ...good, dtype: 'float32' }).dispose();
+    it("dtype 'float32' is accepted and is the default spelled out (same size, same outputs)", () => {
+      const spelled = new Cache({ ...good, dtype: 'float32' });
+      const omitted = new Cache(good);
+      expect(spelled.byteLength).toBe(omitted.byteLength);
+      const t = toks(3, 7);
+      expectBitIdentical(spelled.attend(1, t.q, t.k, t.v), omitted.attend(1, t.q, t.k, t.v), "dtype 'float32' vs none");
+      spelled.dispose();
+      omitted.dispose();
     });
-
-    /** the byte counts a message mentions (digits with optional , or _ separators) */
-    const byteCounts = (msg: string) => (msg.match(/\d[\d,_]*/g) ?? []).map((s) => Number(s.replace(/[,_]/g, '')));
 
     for (const [label, o, kvBytes] of [
       ['a 34 GiB cache (32 layers, 8 kv heads × 128, 131072 tokens)', { layers: 32, heads: 32, kvHeads: 8, headDim: 128, maxTokens: 131072 }, 32 * 2 * 8 * 128 * 131072 * 4],
@@ -305,6 +346,38 @@ forEachBuild('errors', (buildName) => {
       c.attend(1, one.q, one.k, one.v);
       expect(c.lengthOf(1)).toBe(3);
       c.dispose();
+    });
+  });
+
+  describe('positions', () => {
+    it(`a token past the last position (${MAX_POSITION}) is a RangeError naming k and the maximum; the cache is unchanged`, () => {
+      // A windowed cache runs forever, but positions are int32 in the kernel. Reaching ~2^31 tokens for
+      // real takes hours, so the saved state of RING's layer 0 is moved up by a whole number of rings
+      // (each slot keeps its rows) to a few tokens below the maximum.
+      const c = build(RING);
+      const ring = RING.opts.maxTokens as number;
+      const shift = Math.floor((MAX_POSITION - 3 - c.lengthOf(0)) / ring) * ring;
+      const moved = KVCache.load(
+        withHeader(c.save(), (h) => {
+          h.layers[0].length += shift;
+          h.layers[0].intactFrom += shift;
+        }),
+      );
+      c.dispose();
+      const room = MAX_POSITION - moved.lengthOf(0);
+      expect(room).toBeGreaterThanOrEqual(3);
+      expect(room).toBeLessThan(3 + ring);
+      const fill = toks(room, 70);
+      expect(moved.attend(0, fill.q, fill.k, fill.v).every(Number.isFinite), 'the last positions work').toBe(true);
+      expect(moved.lengthOf(0)).toBe(MAX_POSITION);
+      const one = toks(1, 71);
+      const before = moved.save();
+      expectThrows(() => moved.attend(0, one.q, one.k, one.v), RangeError, [named('k'), new RegExp(String(MAX_POSITION))]);
+      expectThrows(() => moved.append(0, one.k, one.v), RangeError, [named('k'), new RegExp(String(MAX_POSITION))]);
+      expect(moved.lengthOf(0)).toBe(MAX_POSITION);
+      expectBitIdentical(moved.save(), before, 'the saved state after the refusals');
+      expect(moved.attend(1, one.q, one.k, one.v).length, 'another layer still works').toBe(32);
+      moved.dispose();
     });
   });
 

@@ -4,7 +4,7 @@
 // exactly nothing), and NaN propagating. Each build's binary is instantiated directly (no facade).
 
 import { beforeAll, describe, expect, it } from 'vitest';
-import { BUILDS, SUPPORT, Rng, wasmBytes, type Build } from './util.js';
+import { BUILDS, SUPPORT, Rng, wasmBytes, type Build } from './support/util.js';
 
 const EXP_MIN = Math.fround(-87.33654);
 

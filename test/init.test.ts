@@ -4,8 +4,8 @@
 // import a fresh copy (vi.resetModules + dynamic import).
 
 import { describe, expect, it, vi } from 'vitest';
-import { referenceAttention } from './reference.js';
-import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './util.js';
+import { referenceAttention } from './support/reference.js';
+import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './support/util.js';
 
 type Api = typeof import('../src/index.js');
 
@@ -159,6 +159,40 @@ describe('init({ wasm })', () => {
       const info = await api.init({ build, wasm: await wasmBytes(build) });
       expect(info.build).toBe(build);
       works(api);
+    });
+  }
+});
+
+describe('init({ wasm }) refuses what it cannot use, naming the option, and a later init still works', () => {
+  it("init({ build: 'scalar', wasm: <the simd binary> }) rejects: the build asked for contradicts the binary", async () => {
+    const api = await freshApi();
+    await expectRejects(() => api.init({ build: 'scalar', wasm: wasmUrl('simd') }), Error, [/scalar/, /simd/]);
+    expect((await api.init({ build: 'scalar' })).build).toBe('scalar');
+    works(api);
+  });
+
+  it('valid WebAssembly that is not the kernel rejects with an Error saying so (no trap, no half-initialized facade)', async () => {
+    const api = await freshApi();
+    // the smallest valid module: magic and version, no sections
+    const empty = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+    expect(WebAssembly.validate(empty)).toBe(true);
+    await expectRejects(() => api.init({ wasm: empty }), Error, [/not a wasm-attention kernel/]);
+    expect(() => api.attention(new Float32Array(4), new Float32Array(4), new Float32Array(4), { heads: 1, headDim: 4 }))
+      .toThrow(/init\(\)/);
+    expect(BUILDS).toContain((await api.init()).build);
+    works(api);
+  });
+
+  for (const [what, wasm] of [
+    ['a number', 42],
+    ['a plain object', { bytes: [0, 97, 115, 109] }],
+    ['an array of bytes', [0, 97, 115, 109, 1, 0, 0, 0]],
+    ['null', null],
+  ] as const) {
+    it(`a wasm option that is ${what} rejects with a TypeError naming wasm`, async () => {
+      const api = await freshApi();
+      await expectRejects(() => api.init({ wasm: wasm as never }), TypeError, [/wasm/]);
+      expect(BUILDS).toContain((await api.init()).build);
     });
   }
 });

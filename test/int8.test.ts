@@ -4,15 +4,28 @@
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
 import { beforeEach, describe, expect, it } from 'vitest';
-import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
-import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild, cachesDisposedAfterEach } from './util.js';
+import { init, } from '../src/index.js';
+import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
-  cfgName, feed, feedRef, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
-} from './lifecycle-util.js';
+  Rng,
+  TOL,
+  expectBitIdentical,
+  expectClose,
+  forEachBuild,
+  cachesDisposedAfterEach,
+  cfgName,
+  feed,
+  kvHeadsOf,
+  ones,
+  parseSave,
+  slice,
+  stream,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 interface Quantized {
-  /** per layer 0 only: [rows][kvHeads][headDim] dequantized K and V (token-major, like the inputs) */
+  /** layer 0 only: [rows][kvHeads][headDim] dequantized K and V, one row a slot */
   k: Float32Array;
   v: Float32Array;
   kq: Int8Array;
@@ -22,7 +35,7 @@ interface Quantized {
   rows: number;
 }
 
-/** Reads layer 0 of an int8 save (no window, so slot = position) into token-major arrays. */
+/** Reads layer 0 of an int8 save into slot-major arrays ([slot][kvHeads][headDim], like the inputs). */
 function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
   const p = parseSave(bytes);
   expect(p.header.options.dtype).toBe('int8');
@@ -58,6 +71,27 @@ function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
   return { k, v, kq, vq, kScale, vScale, rows };
 }
 
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * The dequantized K/V of positions 0 … length − 1, token-major, read from the slots that hold them
+ * (docs/FORMAT.md); positions a ring has overwritten are NaN, so a reference that reads one fails loudly.
+ */
+function storedByPosition(deq: Quantized, cfg: Cfg, length: number): { k: Float32Array; v: Float32Array } {
+  const w = kvHeadsOf(cfg) * cfg.headDim;
+  const sinks = cfg.sinks ?? 0;
+  const k = new Float32Array(length * w).fill(NaN);
+  const v = new Float32Array(length * w).fill(NaN);
+  for (let p = 0; p < length; p++) {
+    const windowed = cfg.window !== undefined;
+    const slot = !windowed || p < sinks ? p : sinks + ((p - sinks) % cfg.maxTokens);
+    if (windowed && p >= sinks && p < length - cfg.maxTokens) continue; // overwritten by p + maxTokens …
+    k.set(deq.k.subarray(slot * w, (slot + 1) * w), p * w);
+    v.set(deq.v.subarray(slot * w, (slot + 1) * w), p * w);
+  }
+  return { k, v };
+}
+
 interface ErrorStats {
   max: number;
   sum: number;
@@ -68,7 +102,7 @@ function add(st: ErrorStats, got: ArrayLike<number>, want: ArrayLike<number>): v
   expect(got.length).toBe(want.length);
   for (let i = 0; i < got.length; i++) {
     const d = Math.abs(got[i] - want[i]);
-    if (!(d === d)) throw new Error(`non-finite output ${got[i]} at ${i}`);
+    if (Number.isNaN(d)) throw new Error(`non-finite output ${got[i]} at ${i}`);
     st.max = Math.max(st.max, d);
     st.sum += d;
     st.count++;
@@ -131,19 +165,31 @@ forEachBuild('int8', (build) => {
     });
 
     it('the kernel computes with exactly the stored values: equals the float64 reference fed the dequantized K/V', () => {
+      // The saved bytes hold what the kernel reads (K after rope, in ring slots). Each decode step is
+      // compared with the reference fed exactly those values, right after the step (a later token may
+      // overwrite a slot the step read). With rope, the reference rotates only q: the stored K already is.
       for (const cfg of [
         { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 80, dtype: 'int8' },
         { heads: 6, kvHeads: 3, headDim: 7, maxTokens: 40, dtype: 'int8', softcap: 5 },
-        { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 70, dtype: 'int8', window: 70, sinks: 3 },
+        { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 50, dtype: 'int8', rope: {} },
+        // windows that mask keys, sinks, and rings that wrapped several times
+        { heads: 2, kvHeads: 1, headDim: 32, maxTokens: 30, window: 9, sinks: 2, dtype: 'int8' },
+        { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 24, window: 20, sinks: 3, dtype: 'int8', rope: { interleaved: true } },
+        { heads: 6, kvHeads: 2, headDim: 16, maxTokens: 7, window: 7, sinks: 1, dtype: 'int8', rope: { dims: 8 }, softcap: 3 },
       ] as Cfg[]) {
-        const n = cfg.maxTokens - 10;
+        const n = cfg.window === undefined ? cfg.maxTokens - 10 : 4 * cfg.maxTokens + 5;
+        const steps = 4;
         const s = stream(cfg, n, 2);
         const cache = make(cfg);
-        const got = feed(cache, cfg, s, [n - 3, 1, 1, 1]);
-        const deq = quantized(cache.save(), cfg);
-        const ref = new ReferenceCache(cfg);
-        const want = feedRef(ref, cfg, { q: s.q, k: deq.k, v: deq.v, n }, [n]);
-        expectClose(got, want, TOL, `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V`);
+        feed(cache, cfg, slice(cfg, s, 0, n - steps));
+        const qRoped = cfg.rope ? referenceRope(s.q, n, cfg.heads, cfg.headDim, range(n), cfg.rope) : s.q;
+        const asStored = { ...cfg, rope: undefined };
+        for (let p = n - steps; p < n; p++) {
+          const got = feed(cache, cfg, slice(cfg, s, p, p + 1));
+          const held = storedByPosition(quantized(cache.save(), cfg), cfg, p + 1);
+          expectClose(got, referenceCacheQuery(asStored, qRoped, held.k, held.v, p), TOL,
+            `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V, position ${p}`);
+        }
       }
     });
   });
@@ -194,8 +240,8 @@ forEachBuild('int8', (build) => {
         while (rows.size < 30) rows.add(rng.int(0, n - 1));
         const st = stats();
         const w = cfg.heads * cfg.headDim;
-        for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), windowedReferenceAt(cfg, s, p));
-        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), windowedReferenceAt(cfg, s, n + t));
+        for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, p));
+        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, n + t));
         const mean = st.sum / st.count;
         lines.push(`  ${cfgName({ ...base, maxTokens: cfg.maxTokens }).padEnd(62)} context ${String(n + steps).padStart(4)}: max ${st.max.toFixed(5)}  mean ${mean.toFixed(6)}`);
         const d = byDim.get(cfg.headDim) ?? stats();

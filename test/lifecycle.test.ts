@@ -5,11 +5,28 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
-import { Rng, TOL, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, cachesDisposedAfterEach } from './util.js';
+import { ReferenceCache, referenceCacheQuery } from './support/reference.js';
 import {
-  RingModel, cfgName, feed, feedRef, join, ones, slice, stream, windowedReferenceAt, type Cfg, type Stream,
-} from './lifecycle-util.js';
+  Rng,
+  TOL,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  forEachBuild,
+  named,
+  tolFor,
+  cachesDisposedAfterEach,
+  RingModel,
+  cfgName,
+  feed,
+  feedRef,
+  join,
+  ones,
+  slice,
+  stream,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 forEachBuild('lifecycle', (build) => {
   beforeEach(async () => {
@@ -66,12 +83,12 @@ forEachBuild('lifecycle', (build) => {
       const s = [stream(cfg, 30, 1), stream(cfg, 30, 2), stream(cfg, 30, 3)];
       const lens = [25, 7, 12];
       const cache = make(cfg);
-      lens.forEach((n, l) => feed(cache, cfg, slice(cfg, s[l], 0, n), [n], l));
+      for (const [l, n] of lens.entries()) feed(cache, cfg, slice(cfg, s[l], 0, n), [n], l);
       cache.truncate(10);
       expect([0, 1, 2].map((l) => cache.lengthOf(l))).toEqual([10, 7, 10]);
       expect(cache.length).toBe(10);
       const fresh = make(cfg);
-      [10, 7, 10].forEach((n, l) => feed(fresh, cfg, slice(cfg, s[l], 0, n), [n], l));
+      for (const [l, n] of [10, 7, 10].entries()) feed(fresh, cfg, slice(cfg, s[l], 0, n), [n], l);
       for (let l = 0; l < 3; l++) {
         const next = stream(cfg, 4, 10 + l);
         expectBitIdentical(feed(cache, cfg, next, [1, 3], l), feed(fresh, cfg, next, [1, 3], l), `layer ${l}`);
@@ -169,7 +186,7 @@ forEachBuild('lifecycle', (build) => {
       for (const [ci, cfg] of cfgs.entries()) {
         const rng = new Rng(1000 + ci);
         const cache = make(cfg);
-        const models = [0, 1].map(() => new RingModel(cfg.maxTokens, cfg.window!, cfg.sinks ?? 0));
+        const models = [0, 1].map(() => new RingModel(cfg.maxTokens, cfg.window as number, cfg.sinks ?? 0));
         const history: Stream[][] = [[], []]; // per layer, per position, the token
         let refused = 0;
         let allowed = 0;
@@ -200,7 +217,7 @@ forEachBuild('lifecycle', (build) => {
             // a fresh cache fed only this layer's kept history, then the same tokens
             const fresh = new KVCache(cfg as never);
             try {
-              if (history[layer].length) feed(fresh, cfg, join(cfg, history[layer]), undefined, layer);
+              if (history[layer].length) feed(fresh, cfg, join(history[layer]), undefined, layer);
               const want = fresh.attend(layer, s.q, s.k, s.v);
               expectBitIdentical(got, want, `${cfgName(cfg)}: op ${op}, layer ${layer}, ${T} tokens at ${models[layer].length}`);
             } finally {
@@ -214,6 +231,37 @@ forEachBuild('lifecycle', (build) => {
         expect(allowed, 'the sequence exercised truncates').toBeGreaterThan(3);
       }
     });
+    for (const [cfg, chunks] of [
+      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 5, window: 4, sinks: 1 }, ones(20)],
+      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 5, window: 4, sinks: 1 }, [20]],
+      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 7, window: 3, sinks: 2, rope: {} }, [3, 9, 1, 1, 4]],
+      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 3, window: 3 }, [2, 1, 10]],
+    ] as [Cfg, number[]][]) {
+      it(`truncate(n) for every n on a wrapped ring: works exactly when no needed token was evicted (${cfgName(cfg)}; chunks ${chunks.length > 8 ? `${chunks.length} × 1` : chunks.join(',')})`, () => {
+        // The ring holds the most recent maxTokens tokens at positions >= sinks; after truncate(n) the
+        // next query (position n) needs max(sinks, n - window + 1) … n - 1.
+        const L = chunks.reduce((a, b) => a + b, 0);
+        const s = stream(cfg, L, 10);
+        const sinks = cfg.sinks ?? 0;
+        const next = stream(cfg, 3, 11);
+        for (let n = 0; n <= L; n++) {
+          const c = make(cfg);
+          feed(c, cfg, s, chunks);
+          let ok = true;
+          for (let j = Math.max(sinks, n - (cfg.window as number) + 1); j < n; j++) if (j < L - cfg.maxTokens) ok = false;
+          if (!ok) {
+            expectThrows(() => c.truncate(n), RangeError);
+            expect(c.length, `truncate(${n}) refused: length unchanged`).toBe(L);
+            continue;
+          }
+          c.truncate(n);
+          expect(c.length).toBe(n);
+          const fresh = make(cfg);
+          if (n > 0) feed(fresh, cfg, { ...slice(cfg, s, 0, n), n }, [n]);
+          expectBitIdentical(feed(c, cfg, next, [1, 2]), feed(fresh, cfg, next, [1, 2]), `after truncate(${n}) of ${L}`);
+        }
+      });
+    }
   });
 
   describe('generation with a window runs indefinitely (tiny shapes, rope)', () => {
@@ -247,7 +295,7 @@ forEachBuild('lifecycle', (build) => {
       let worst = 0;
       for (const p of [...sample].sort((x, y) => x - y)) {
         const got = bigOut.subarray(p * 8, p * 8 + 8);
-        const want = windowedReferenceAt(cfg, s, p);
+        const want = referenceCacheQuery(cfg, s.q, s.k, s.v, p);
         expectClose(got, want, TOL, `position ${p}`);
         for (let i = 0; i < 8; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
       }
@@ -255,17 +303,17 @@ forEachBuild('lifecycle', (build) => {
 
       // it keeps going, and rollback still works at the far end
       const more = stream(cfg, 40, 78);
-      const all = join(cfg, [s, more]);
+      const all = join([s, more]);
       const tail = feed(big, cfg, more, [1, 1, 30, 1, 7]);
-      for (let t = 0; t < 40; t += 3) expectClose(tail.subarray(t * 8, t * 8 + 8), windowedReferenceAt(cfg, all, N + t), TOL, `position ${N + t}`);
+      for (let t = 0; t < 40; t += 3) expectClose(tail.subarray(t * 8, t * 8 + 8), referenceCacheQuery(cfg, all.q, all.k, all.v, N + t), TOL, `position ${N + t}`);
       const L = N + 40;
       expectThrows(() => big.truncate(L - 4), RangeError, [named('n')]); // needs L − 9 … L − 5: L − 9 is gone
       expect(big.length).toBe(L);
       big.truncate(L - 3); // needs L − 8 … L − 4: all held
       const edit = stream(cfg, 5, 79);
-      const edited = join(cfg, [slice(cfg, all, 0, L - 3), edit]);
+      const edited = join([slice(cfg, all, 0, L - 3), edit]);
       const out = feed(big, cfg, edit, [2, 1, 2]);
-      for (let t = 0; t < 5; t++) expectClose(out.subarray(t * 8, t * 8 + 8), windowedReferenceAt(cfg, edited, L - 3 + t), TOL, `edited position ${L - 3 + t}`);
+      for (let t = 0; t < 5; t++) expectClose(out.subarray(t * 8, t * 8 + 8), referenceCacheQuery(cfg, edited.q, edited.k, edited.v, L - 3 + t), TOL, `edited position ${L - 3 + t}`);
       expect(big.length).toBe(L + 2);
     }, 120_000);
   });

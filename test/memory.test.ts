@@ -4,9 +4,25 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
-import { Rng, expectBitIdentical, expectClose, expectThrows, forEachBuild, tolFor } from './util.js';
-import { DISPOSE, cfgName, feed, feedRef, heap, kvHeadsOf, slice, stream, type Cfg, type Stream } from './lifecycle-util.js';
+import { ReferenceCache } from './support/reference.js';
+import {
+  Rng,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  forEachBuild,
+  tolFor,
+  DISPOSE,
+  cfgName,
+  feed,
+  feedRef,
+  heap,
+  kvHeadsOf,
+  slice,
+  stream,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 function randomCfg(rng: Rng, maxTokensCap: number): Cfg {
   const kvHeads = rng.pick([1, 1, 2, 3, 4]);

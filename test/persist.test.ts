@@ -4,13 +4,32 @@
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { ReferenceCache } from './reference.js';
+import { ReferenceCache } from './support/reference.js';
 import {
-  BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
-} from './util.js';
-import {
-  cfgName, envelope, feed, feedRef, heap, ones, parseSave, rechecksum, slice, stream, withHeader, type Cfg, type Stream,
-} from './lifecycle-util.js';
+  BUILDS,
+  Rng,
+  SUPPORT,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  forEachBuild,
+  named,
+  tolFor,
+  wasmBytes,
+  cfgName,
+  envelope,
+  feed,
+  feedRef,
+  heap,
+  ones,
+  parseSave,
+  rechecksum,
+  slice,
+  stream,
+  withHeader,
+  type Cfg,
+  type Stream,
+} from './support/util.js';
 
 /** One step of building a cache's state. */
 type Op = { layer: number; chunks: number[] } | { truncate: number };
@@ -120,16 +139,17 @@ forEachBuild('save/load', (buildName) => {
         const again = loaded.save();
         expect(again.length).toBe(bytes.length);
         expect(Buffer.from(again).equals(Buffer.from(bytes)), 'save(load(bytes)) === bytes').toBe(true);
-        if (pt.refuse !== undefined) {
-          expectThrows(() => original.truncate(pt.refuse!), RangeError, [named('n')]);
-          expectThrows(() => loaded.truncate(pt.refuse!), RangeError, [named('n')]);
+        const refuse = pt.refuse;
+        if (refuse !== undefined) {
+          expectThrows(() => original.truncate(refuse), RangeError, [named('n')]);
+          expectThrows(() => loaded.truncate(refuse), RangeError, [named('n')]);
         }
         const a = continueAll(original, cfg, 7 + i);
         const b = continueAll(loaded, cfg, 7 + i);
-        a.forEach((x, l) => expectBitIdentical(b[l], x, `layer ${l}: loaded vs original`));
+        for (const [l, x] of a.entries()) expectBitIdentical(b[l], x, `layer ${l}: loaded vs original`);
         if (ref) {
           const want = continueRef(ref, cfg, 7 + i);
-          a.forEach((x, l) => expectClose(b[l], want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: loaded vs float64 reference`));
+          for (const l of a.keys()) expectClose(b[l], want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: loaded vs float64 reference`);
         }
         // and they keep agreeing through a truncate within what both hold
         const n = Math.max(0, ...lengths(original, cfg)) - 1;
@@ -137,7 +157,7 @@ forEachBuild('save/load', (buildName) => {
         loaded.truncate(n);
         const a2 = continueAll(original, cfg, 99);
         const b2 = continueAll(loaded, cfg, 99);
-        a2.forEach((x, l) => expectBitIdentical(b2[l], x, `layer ${l} after truncate(${n})`));
+        for (const [l, x] of a2.entries()) expectBitIdentical(b2[l], x, `layer ${l} after truncate(${n})`);
       });
     }
 
@@ -389,10 +409,10 @@ describe('KVCache.load across builds (saved under one build, loaded under anothe
             expect(parseSave(loaded.save()).header.build, 'the loaded cache lives in the new build').toBe(to);
             const a = continueAll(original, cfg, 50 + i, [1, 1, 5]);
             const b = continueAll(loaded, cfg, 50 + i, [1, 1, 5]);
-            a.forEach((x, l) => expectClose(b[l], x, tolFor(cfg.scale, cfg.headDim), `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`));
+            for (const [l, x] of a.entries()) expectClose(b[l], x, tolFor(cfg.scale, cfg.headDim), `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`);
             if (cfg.dtype !== 'int8') {
               const want = continueRef(ref, cfg, 50 + i, [1, 1, 5]);
-              b.forEach((x, l) => expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`));
+              for (const [l, x] of b.entries()) expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`);
             }
           } finally {
             original.dispose();

@@ -1,9 +1,9 @@
 // softcap: 0 or null means "no softcap" (onnxruntime's attention ops and Hugging Face configs spell it so),
 // an extension of API.md, where softcap is simply left out.
 
-import { beforeAll, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { KVCache, attention, init } from '../src/index.js';
-import { Rng, expectBitIdentical, forEachBuild } from './util.js';
+import { Rng, expectBitIdentical, forEachBuild } from './support/util.js';
 
 forEachBuild('softcap 0 or null', (build) => {
   beforeAll(async () => {
@@ -19,6 +19,13 @@ forEachBuild('softcap 0 or null', (build) => {
     expectBitIdentical(attention(q, k, v, { ...shape, softcap: null as unknown as number }), none, 'softcap null');
     const plain = new KVCache({ ...shape, maxTokens: 8 });
     const zero = new KVCache({ ...shape, maxTokens: 8, softcap: 0 });
-    expectBitIdentical(zero.attend(0, q, k, v), plain.attend(0, q, k, v), 'cache with softcap 0');
+    const nil = new KVCache({ ...shape, maxTokens: 8, softcap: null as unknown as number });
+    const want = plain.attend(0, q, k, v);
+    expectBitIdentical(zero.attend(0, q, k, v), want, 'cache with softcap 0');
+    expectBitIdentical(nil.attend(0, q, k, v), want, 'cache with softcap null');
+    // and it really is "none": a softcap of 1 squeezes these scores and moves the output
+    const capped = new KVCache({ ...shape, maxTokens: 8, softcap: 1 });
+    expect(Array.from(capped.attend(0, q, k, v))).not.toEqual(Array.from(want));
+    for (const cache of [plain, zero, nil, capped]) cache.dispose();
   });
 });

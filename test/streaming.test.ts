@@ -4,8 +4,8 @@
 
 import { beforeAll, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { referenceAttention } from './reference.js';
-import { Rng, TOL, expectClose, forEachBuild } from './util.js';
+import { referenceAttention, referenceCacheQuery } from './support/reference.js';
+import { Rng, TOL, expectClose, forEachBuild } from './support/util.js';
 
 forEachBuild('decode over more than 8 MiB of K/V', (build) => {
   beforeAll(async () => {
@@ -31,6 +31,24 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
       cache.dispose();
     });
   }
+
+  it('and over a wrapped ring: window 2,060 with 4 sinks in 2,100 slots, 2,400 tokens, rope (every key rotated)', () => {
+    // Past 2,104 tokens the ring overwrites its oldest rows: the streaming path must read each slot as
+    // the position it now holds (a stale or shifted row, or a key outside the window, moves the output).
+    const rng = new Rng(29);
+    const options = { heads: 32, kvHeads: 8, headDim: 64, maxTokens: 2100, window: 2060, sinks: 4, rope: { theta: 500000 } };
+    const total = 2400;
+    const history = 2392;
+    const q = rng.randn(total * 32 * 64), k = rng.randn(total * 512), v = rng.randn(total * 512);
+    const cache = new KVCache(options);
+    cache.append(0, k.subarray(0, 1000 * 512), v.subarray(0, 1000 * 512));
+    cache.append(0, k.subarray(1000 * 512, history * 512), v.subarray(1000 * 512, history * 512));
+    for (let t = history; t < total; t++) {
+      const out = cache.attend(0, q.subarray(t * 2048, (t + 1) * 2048), k.subarray(t * 512, (t + 1) * 512), v.subarray(t * 512, (t + 1) * 512));
+      expectClose(out, referenceCacheQuery(options, q, k, v, t), TOL, `decode at position ${t}`);
+    }
+    cache.dispose();
+  });
 
   it('and so does a many-layer cache whose layers are small but together exceed 8 MiB', () => {
     const rng = new Rng(23);

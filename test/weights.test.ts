@@ -4,8 +4,8 @@
 import fc from 'fast-check';
 import { beforeEach, expect, it } from 'vitest';
 import { attention, attentionWeights, init } from '../src/index.js';
-import { isVisible, referenceWeights, type ReferenceOptions } from './reference.js';
-import { HEAD_LAYOUTS, Rng, expectClose, forEachBuild, tolFor } from './util.js';
+import { isVisible, referenceWeights, type ReferenceOptions } from './support/reference.js';
+import { HEAD_LAYOUTS, Rng, expectClose, forEachBuild, tolFor } from './support/util.js';
 
 interface WCase {
   name: string;

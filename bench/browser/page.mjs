@@ -1,6 +1,6 @@
 // One benchmark job in a browser page (bench/browser.mjs opens one page per job): ?job=<limits | build |
 // plain | ort-web-<n>t>&config=<SuiteOptions JSON>. Sets globalThis.__result = { rows, ... } or { error }.
-import { SHAPES, BUILDS, bytesOf, runWasm, runPlain, runOrt } from '../suite.mjs';
+import { BUILDS, runWasm, runPlain, runOrt, workloadSizes } from '../suite.mjs';
 import { measureLimits } from '../limits/limits.mjs';
 
 const params = new URLSearchParams(location.search);
@@ -9,7 +9,7 @@ const job = params.get('job') ?? '';
 const opts = JSON.parse(params.get('config') ?? '{}');
 const pre = /** @type {HTMLElement} */ (document.getElementById('log'));
 const log = (/** @type {string} */ s) => {
-  pre.textContent += s + '\n';
+  pre.textContent += `${s}\n`;
   console.log(s);
 };
 /** @type {import('../suite.mjs').Ctx} */
@@ -21,15 +21,10 @@ async function run() {
   if (job === 'limits') {
     const get = async (/** @type {string} */ f) => new Uint8Array(await (await fetch(`/bench/.build/${f}`)).arrayBuffer());
     const simd = await get('limits-simd.wasm');
-    let relaxed = /** @type {Uint8Array | null} */ (await get('limits-relaxed.wasm'));
+    /** @type {Uint8Array<ArrayBuffer> | null} */
+    let relaxed = await get('limits-relaxed.wasm');
     if (!WebAssembly.validate(relaxed)) relaxed = null;
-    const sizes = [];
-    for (const sh of opts.shapes) {
-      const s = SHAPES[/** @type {keyof typeof SHAPES} */ (sh)];
-      for (const dt of opts.dtypes) for (const n of opts.decode) sizes.push(bytesOf(s, 'decode', n, dt));
-      for (const n of opts.prefill) sizes.push(bytesOf(s, 'prefill', n, 'float32'));
-    }
-    out.limits = await measureLimits({ simd, relaxed }, [...new Set(sizes)].sort((a, b) => a - b));
+    out.limits = await measureLimits({ simd, relaxed }, workloadSizes(opts));
   } else if (BUILDS.includes(job)) {
     const pkg = await import('wasm-attention');
     const t0 = performance.now();

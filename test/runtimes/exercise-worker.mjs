@@ -1,7 +1,11 @@
 // Real HTTP requests against examples/worker/worker.js running in workerd: a conversation's prefill and
 // decode steps checked against float64, its cache kept between requests, and bad requests answered 400
 // with a clear message and the stored state untouched.
-import { random, reference } from './reference.js';
+import { referenceAttention } from '../support/reference.js';
+import { Rng } from '../support/rng.js';
+
+/** Deterministic inputs in [-1, 1). @param {number} seed @param {number} n */
+const random = (seed, n) => new Rng(seed).uniform(n);
 
 const SHAPE = { heads: 4, kvHeads: 2, headDim: 16 };
 const ROW = 4 * 16, KV_ROW = 2 * 16;
@@ -16,7 +20,7 @@ export async function exerciseWorker(base) {
   };
   const N = 12, Q = random(11, N * ROW), K = random(12, N * KV_ROW), V = random(13, N * KV_ROW);
   const tokens = (from, to) => ({ q: Array.from(Q.subarray(from * ROW, to * ROW)), k: Array.from(K.subarray(from * KV_ROW, to * KV_ROW)), v: Array.from(V.subarray(from * KV_ROW, to * KV_ROW)) });
-  const expect = (from, to) => reference(Q.subarray(from * ROW, to * ROW), K.subarray(0, to * KV_ROW), V.subarray(0, to * KV_ROW), SHAPE).out;
+  const expect = (from, to) => referenceAttention(Q.subarray(from * ROW, to * ROW), K.subarray(0, to * KV_ROW), V.subarray(0, to * KV_ROW), SHAPE);
   const error = (out, ref) => out.reduce((m, x, i) => Math.max(m, Math.abs(x - ref[i])), out.length === ref.length ? 0 : Infinity);
   const id = `chat-${Date.now()}`;
 

@@ -244,8 +244,10 @@ await step('install', 'setup', async () => {
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }, null, 2));
   // Deno resolves bare imports from this node_modules folder (no `npm:` prefix needed)
   writeFileSync(join(app, 'deno.json'), JSON.stringify({ nodeModulesDir: 'manual' }, null, 2));
-  cpSync(join(here, 'scenario.js'), join(app, 'scenario.js'));
-  cpSync(join(here, 'reference.js'), join(app, 'reference.js'));
+  // the scenario imports the one float64 reference and RNG (test/support/): keep the repository's layout
+  cpSync(join(here, 'scenario.js'), join(app, 'runtimes/scenario.js'));
+  cpSync(join(here, '../support'), join(app, 'support'), { recursive: true, filter: (f) => !f.endsWith('.ts') });
+  writeFileSync(join(app, 'scenario.js'), "export * from './runtimes/scenario.js';\n");
   cpSync(join(here, 'host.mjs'), join(app, 'host.mjs'));
   cpSync(join(here, 'pages'), join(app, 'pages'), { recursive: true });
   cpSync(join(root, 'examples'), join(app, 'examples'), { recursive: true });

@@ -4,7 +4,11 @@
 // Node, Deno, Bun, browsers, workerd and bundles. Returns a report instead of throwing.
 
 import { init, attention, attentionWeights, KVCache } from 'wasm-attention';
-import { random, reference } from './reference.js';
+import { referenceAttention, referenceWeights } from '../support/reference.js';
+import { Rng } from '../support/rng.js';
+
+/** Deterministic inputs in [-1, 1). @param {number} seed @param {number} n */
+const random = (seed, n) => new Rng(seed).uniform(n);
 
 // The probes wasm-feature-detect uses, repeated here so the check does not trust the code it checks.
 const SIMD = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
@@ -48,17 +52,16 @@ export async function scenario({ build: forced } = {}) {
     const shape = { heads: 4, kvHeads: 2, headDim: 64 };
     const T = 12, q = random(1, T * 4 * 64), k = random(2, T * 2 * 64), v = random(3, T * 2 * 64);
     const out = attention(q, k, v, shape);
-    const ref = reference(q, k, v, shape);
-    const e1 = maxError(out, ref.out);
+    const e1 = maxError(out, referenceAttention(q, k, v, shape));
     check('one-shot causal attention matches float64', e1 < TOLERANCE, `max error ${e1.toExponential(2)}`);
     const windowed = { ...shape, window: 4, sinks: 1 };
     const w = attentionWeights(q, k, v, windowed);
-    const wref = reference(q, k, v, windowed);
-    const e2 = maxError(w, wref.weights);
-    const masked = wref.weights.every((x, i) => x !== 0 || w[i] === 0);
+    const wref = referenceWeights(q, k, v, windowed);
+    const e2 = maxError(w, wref);
+    const masked = wref.every((x, i) => x !== 0 || w[i] === 0);
     check('attentionWeights (window 4, 1 sink) match float64, masked keys exactly 0', e2 < TOLERANCE && masked,
       `max error ${e2.toExponential(2)}, mask ${masked ? 'exact' : 'WRONG'}`);
-    const e3 = maxError(attention(q, k, v, windowed), wref.out);
+    const e3 = maxError(attention(q, k, v, windowed), referenceAttention(q, k, v, windowed));
     check('windowed attention matches float64', e3 < TOLERANCE, `max error ${e3.toExponential(2)}`);
 
     // a cache: prefill 10 tokens, decode 6, each step against float64 over everything appended so far
@@ -66,7 +69,7 @@ export async function scenario({ build: forced } = {}) {
     const prompt = 10, steps = 6, row = 4 * 64, kvRow = 2 * 64;
     const Q = random(4, (prompt + steps) * row), K = random(5, (prompt + steps) * kvRow), V = random(6, (prompt + steps) * kvRow);
     let worst = 0;
-    const refAt = (end, t) => reference(Q.subarray((end - t) * row, end * row), K.subarray(0, end * kvRow), V.subarray(0, end * kvRow), shape).out;
+    const refAt = (end, t) => referenceAttention(Q.subarray((end - t) * row, end * row), K.subarray(0, end * kvRow), V.subarray(0, end * kvRow), shape);
     for (let layer = 0; layer < 2; layer++) {
       worst = Math.max(worst, maxError(cache.attend(layer, Q.subarray(0, prompt * row), K.subarray(0, prompt * kvRow), V.subarray(0, prompt * kvRow)), refAt(prompt, prompt)));
     }

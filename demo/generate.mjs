@@ -11,9 +11,10 @@
 // pool by a hash, and the query of layer l > 0 also adds layer l-1's output for that token (a
 // stand-in for the residual stream), so every layer's output feeds the next one.
 
-import { busyWarning, loadPackage, mulberry32, gaussian, hash32, quantile, median, sum, cliOptions, progress, fmtMs, fmtX } from './common.mjs';
-import { PlainJsKVCache } from './plain-js.mjs';
-import { attentionRef, ropeRef, maxAbsDiff } from './reference.mjs';
+import { busyWarning, loadPackage, hash32, quantile, median, sum, cliOptions, progress, fmtMs, fmtX } from '../bench/common.mjs';
+import { PlainJsKVCache } from '../bench/plain-js.mjs';
+import { maxAbsDiff, referenceAttention, referenceRope } from '../test/support/reference.js';
+import { Rng } from '../test/support/rng.js';
 
 const DEFAULTS = {
   prompt: 512,
@@ -34,7 +35,7 @@ const DEFAULTS = {
   json: false,
 };
 
-const HELP = `Usage: node bench/generate.mjs [options]     (npm start -- [options])
+const HELP = `Usage: node demo/generate.mjs [options]     (npm start -- [options])
 
 Simulates autoregressive generation through a Llama-3.2-1B-shaped attention stack with
 wasm-attention's KVCache, on deterministic synthetic q/k/v, and compares it with plain JavaScript
@@ -91,11 +92,11 @@ const rope = { theta, interleaved: false };
 // ---------------------------------------------------------------------------------------------
 // synthetic data
 
-const rand = mulberry32(opts.seed);
+const rng = new Rng(opts.seed);
 const POOL = opts.pool;
-const poolQ = gaussian(POOL * QROW, rand);
-const poolK = gaussian(POOL * KROW, rand);
-const poolV = gaussian(POOL * KROW, rand);
+const poolQ = rng.randn(POOL * QROW);
+const poolK = rng.randn(POOL * KROW);
+const poolV = rng.randn(POOL * KROW);
 /** @param {number} kind 0 q, 1 k, 2 v @param {number} layer @param {number} pos */
 const pick = (kind, layer, pos) => hash32(opts.seed, kind, layer, pos) % POOL;
 
@@ -208,7 +209,7 @@ try {
 }
 
 // 0. plain JavaScript first, before any KVCache exists: V8's typed-array code in a process runs
-// slower once a WebAssembly.Memory has grown (its old ArrayBuffer is detached; see FINDINGS.md),
+// slower once a WebAssembly.Memory has grown (its old ArrayBuffer is detached; see bench/FINDINGS.md),
 // and the baseline should be what a user without WebAssembly gets.
 /** @type {ReturnType<typeof generate> | null} */
 let plain = null;
@@ -329,13 +330,13 @@ if (opts.recomputeEvery > 0 && N > 0) {
   for (let li = 0; li < checkLayers.length; li++) {
     const l = checkLayers[li];
     const maxPos = Math.max(...checkPositions.filter((p) => p < TOTAL));
-    const kRot = ropeRef(rows(1, l, 0, maxPos + 1), KV, D, 0, rope);
+    const kRot = referenceRope(rows(1, l, 0, maxPos + 1), maxPos + 1, KV, D, Array.from({ length: maxPos + 1 }, (_, p) => p), rope);
     const vRaw = rows(2, l, 0, maxPos + 1);
     for (const pos of checkPositions) {
       for (const [run, isJs] of /** @type {[ReturnType<typeof generate> | null, boolean][]} */ ([[ours, false], [plain, true]])) {
         const smp = run?.samples.get(`${l}:${pos}`);
         if (!smp) continue;
-        const ref = attentionRef(ropeRef(smp.q, H, D, pos, rope), kRot.subarray(0, (pos + 1) * KROW), vRaw.subarray(0, (pos + 1) * KROW), { heads: H, kvHeads: KV, headDim: D });
+        const ref = referenceAttention(referenceRope(smp.q, 1, H, D, [pos], rope), kRot.subarray(0, (pos + 1) * KROW), vRaw.subarray(0, (pos + 1) * KROW), { heads: H, kvHeads: KV, headDim: D });
         const err = maxAbsDiff(smp.out, ref);
         if (isJs) {
           countJs++;
@@ -354,7 +355,7 @@ if (opts.recomputeEvery > 0 && N > 0) {
   bar.done();
   const ok = count > 0 && worst <= opts.tolerance;
   out(`correctness: ${count} sampled outputs (layers ${checkLayers.join(', ')} × positions ${checkPositions.join(', ')}, ${H}×${D} numbers each)`);
-  out(`  against a float64 reference (bench/reference.mjs, rope and softmax in double precision):`);
+  out(`  against a float64 reference (test/support/reference.js, rope and softmax in double precision):`);
   out(`  wasm-attention max abs error ${worst.toExponential(2)}${worstAt ? ` (at ${worstAt})` : ''}, limit ${opts.tolerance}: ${ok ? 'OK' : 'FAIL'}`);
   if (countJs > 0) out(`  plain JS       max abs error ${worstJs.toExponential(2)} over ${countJs} of the same samples`);
   summary.maxAbsError = worst;
