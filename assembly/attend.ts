@@ -12,13 +12,25 @@
 // functions of position alone), so a block never straddles a page, and each row processes
 // exactly the blocks that hold keys it may see, with lanes counted from the block's start. A row's
 // arithmetic therefore never depends on which other rows share its tile or how tokens were batched.
+//
+// Chunks (flash-decoding), for threads: the keys are also cut every CHUNK positions (16 pages). A row walks
+// each chunk that holds keys it sees from a fresh softmax state (max, sum, accumulator), and the chunks'
+// states are folded in position order (foldRow). A tile may walk its chunks itself, folding as it goes
+// (tile mode: prefill, and every call on one thread), or each chunk may be a piece of its own whose state
+// waits in memory until every piece is done (chunk mode: a decode step on several threads). Both do the
+// same arithmetic for a row, so outputs are the same bits at any thread count.
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
 import { scalesOf, slotOf, widenRows } from './layout';
 import {
-  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SCALE, SCRATCH, SINKS, SOFTCAP, STREAM, WINDOW,
+  HEADS, HEAD_DIM, INT8, KV_HEADS, OUT, PAGE_ROWS, PAGE_SHIFT, Q, RING, SCALE, SCRATCH, SINKS, SOFTCAP, STREAM, WINDOW,
   address, field, fieldF32, pageTable, tableCapacity,
 } from './descriptor';
+import {
+  CAUSAL, CHUNK_COUNT, CHUNK_FIRST, CHUNK_MODE, CHUNK_SINKS, DESCRIPTOR, FIRST_POSITION, KEY_END, LAYER, MODE,
+  PARTIALS, PARTIAL_CAPACITY, PARTIAL_NEEDED, PIECES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, TILE_MODE, TOKENS,
+  claim, jobWord, setJobWord,
+} from './job';
 import { dot2x4F32, dot4F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
@@ -26,6 +38,8 @@ import { accumulate1, accumulate2 } from './values';
 export const BLOCK: i32 = PAGE_ROWS;
 /** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
 const TILE_ROWS: i32 = 16;
+/** Positions per chunk: the unit of work a decode step is cut into for threads (a multiple of BLOCK). */
+export const CHUNK: i32 = 16 * PAGE_ROWS;
 
 // ------------------------------------------------------------------------------------------ the call
 // The geometry of the call in progress (module globals: one call runs at a time, and nothing allocates).
@@ -55,7 +69,9 @@ let valueScaleBlock: usize = 0;
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
 //   int8 caches: the block's keys and values widened to f32, [BLOCK][headDim] each · then per row:
 //   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
-//   visible lanes of the current block (from, to); and the list of rows active in the block.
+//   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
+//   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
+//   [row][accStride], max, sum, and whether any chunk was folded in yet.
 let tileRows: i32 = 1;
 let accStride: usize = 0;      // bytes
 let accBase: usize = 0;
@@ -74,6 +90,11 @@ let rowFrom: usize = 0;
 let rowTo: usize = 0;
 let activeRows: usize = 0;
 let activeCount: i32 = 0;
+let rowSeen: usize = 0;
+let foldAcc: usize = 0;
+let foldMax: usize = 0;
+let foldSum: usize = 0;
+let foldSeen: usize = 0;
 
 // @ts-ignore: decorator
 @inline function tileTokensFor(rowsPerToken: i32): i32 {
@@ -86,11 +107,14 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
   const wide = <usize>BLOCK * (<usize>dim << 2);
-  return rows * (stride + (<usize>BLOCK << 2) + 4 * 10) + (<usize>BLOCK << 2) + 2 * wide + 64;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + 2 * wide + 64;
 }
 
-/** Reads the geometry and scoring of `layer` from the descriptor; `end` and `isCausal` are the call's. */
-function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32): void {
+/**
+ * Reads the geometry and scoring of `layer` from the descriptor; `end` and `isCausal` are the call's;
+ * `scratch`: this thread's scratch (scratchBytesFor bytes).
+ */
+function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32, scratch: usize): void {
   heads = field(descriptor, HEADS);
   group = heads / field(descriptor, KV_HEADS);
   headDim = field(descriptor, HEAD_DIM);
@@ -109,7 +133,7 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32): vo
   tileRows = tileTokensFor(group) * group;
   const rows = <usize>tileRows;
   accStride = <usize>((dim + 3) & ~3) << 2;
-  accBase = address(descriptor, SCRATCH);
+  accBase = scratch;
   probBase = accBase + rows * accStride;
   factorBase = probBase + (rows * <usize>BLOCK << 2);
   wideKeys = factorBase + (<usize>BLOCK << 2);
@@ -124,6 +148,11 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32): vo
   rowFrom = rowLast + (rows << 2);
   rowTo = rowFrom + (rows << 2);
   activeRows = rowTo + (rows << 2);
+  rowSeen = activeRows + (rows << 2);
+  foldMax = rowSeen + (rows << 2);
+  foldSum = foldMax + (rows << 2);
+  foldSeen = foldSum + (rows << 2);
+  foldAcc = foldSeen + (rows << 2);
 }
 
 function selectHead(g: i32): void {
@@ -182,14 +211,19 @@ function setVisible(row: i32, position: i32): void {
   return position + (min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot);
 }
 
-/** Walks the tile's rows (already set up) over every block that holds a key one of them may see. */
-function walkTile(rows: i32): void {
+/**
+ * Walks the tile's rows (already set up) over every block in positions [lo, hi) that holds a key one of
+ * them may see (a block that begins before lo is cut there: chunks cut blocks too).
+ */
+function walkTile(rows: i32, lo: i32, hi: i32): void {
   let start = 0x7fffffff, end = 0;
   for (let r = 0; r < rows; r++) {
     start = min(start, getI32(rowSinkEnd, r) > 0 ? 0 : getI32(rowFirst, r));
     end = max(end, getI32(rowLast, r) + 1);
   }
-  let position = blockStart(start);
+  end = min(end, hi);
+  if (start >= end) return;
+  let position = max(blockStart(start), lo);
   while (position < end) {
     const stop = min(blockEnd(position), end);
     // each row's visible keys in [position, stop): one interval (blocks never straddle the sinks' end)
@@ -205,6 +239,7 @@ function walkTile(rows: i32): void {
         setI32(rowFrom, r, from - position);
         setI32(rowTo, r, to - position);
         setI32(activeRows, activeCount++, r);
+        setI32(rowSeen, r, 1);
       } else if (first >= stop && first <= last) {
         resume = min(resume, first);
       }
@@ -466,41 +501,243 @@ function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       setVisible(r, firstPosition + t);
-      store<f32>(rowMax + (<usize>r << 2), MASKED);
-      store<f32>(rowSum + (<usize>r << 2), 0);
       r++;
     }
   }
-  memory.fill(accBase, 0, <usize>r * accStride);
+  resetChunk(r);
   return r;
 }
 
+/** Fresh softmax state for a chunk: rows saw nothing, max −∞, sum 0, accumulator 0. */
+function resetChunk(rows: i32): void {
+  for (let r = 0; r < rows; r++) {
+    setI32(rowSeen, r, 0);
+    store<f32>(rowMax + (<usize>r << 2), MASKED);
+    store<f32>(rowSum + (<usize>r << 2), 0);
+  }
+  memory.fill(accBase, 0, <usize>rows * accStride);
+}
+
 /**
- * Attention of `tokens` queries (at positions firstPosition …) over the keys of one layer.
- * See index.ts for the meaning of each argument.
+ * Folds one chunk's state of row r (seen, max m, sum l, accumulator acc) into the row's state over the
+ * chunks before it, in position order: the first chunk it saw is copied; each later one is merged as
+ * M = max(m₀, m), l₀ ← l₀·e^(m₀−M) + l·e^(m−M), acc₀ ← acc₀·e^(m₀−M) + acc·e^(m−M).
+ */
+function foldRow(r: i32, seen: i32, m: f32, l: f32, acc: usize): void {
+  if (seen == 0) return;
+  const into = foldAcc + <usize>r * accStride;
+  const maxAt = foldMax + (<usize>r << 2), sumAt = foldSum + (<usize>r << 2);
+  if (getI32(foldSeen, r) == 0) {
+    setI32(foldSeen, r, 1);
+    store<f32>(maxAt, m);
+    store<f32>(sumAt, l);
+    memory.copy(into, acc, <usize>headDim << 2);
+    return;
+  }
+  const m0 = load<f32>(maxAt);
+  const top = max<f32>(m0, m);
+  const a = expScalar(m0 - top), b = expScalar(m - top);
+  store<f32>(maxAt, top);
+  store<f32>(sumAt, load<f32>(sumAt) * a + l * b);
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    const av = f32x4.splat(a), bv = f32x4.splat(b);
+    for (; c + 4 <= headDim; c += 4) {
+      const at = into + (<usize>c << 2);
+      v128.store(at, f32x4.add(f32x4.mul(v128.load(at), av), f32x4.mul(v128.load(acc + (<usize>c << 2)), bv)));
+    }
+  }
+  for (; c < headDim; c++) {
+    const at = into + (<usize>c << 2);
+    store<f32>(at, load<f32>(at) * a + load<f32>(acc + (<usize>c << 2)) * b);
+  }
+}
+
+/** out = folded accumulator / folded sum, for every row of the tile (0/0 for a row that saw no key). */
+function writeOut(rows: i32): void {
+  for (let r = 0; r < rows; r++) {
+    const acc = foldAcc + <usize>r * accStride;
+    const outRow = <usize>getI32(rowOut, r);
+    if (getI32(foldSeen, r) == 0) {
+      memory.fill(acc, 0, <usize>headDim << 2);
+      store<f32>(foldSum + (<usize>r << 2), 0);
+    }
+    const sum = load<f32>(foldSum + (<usize>r << 2));
+    for (let c = 0; c < headDim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
+  }
+}
+
+// The chunks a tile's rows see: those of the sinks, then those from the lowest window key to the highest
+// (the gap between is skipped). Functions of the rows' positions alone.
+let chunkSinks: i32 = 0;
+let chunkFirst: i32 = 0;
+let chunkCount: i32 = 0;
+
+function planChunks(rows: i32): void {
+  let sinkEnd = 0, first = 0x7fffffff, last = -1;
+  for (let r = 0; r < rows; r++) {
+    sinkEnd = max(sinkEnd, getI32(rowSinkEnd, r));
+    const f = getI32(rowFirst, r), l = getI32(rowLast, r);
+    if (f <= l) {
+      first = min(first, f);
+      last = max(last, l);
+    }
+  }
+  chunkSinks = (sinkEnd + CHUNK - 1) / CHUNK;
+  chunkFirst = max(first / CHUNK, chunkSinks);
+  chunkCount = chunkSinks + (last < 0 ? 0 : max(0, last / CHUNK - chunkFirst + 1));
+}
+
+// @ts-ignore: decorator
+@inline function chunkAt(i: i32): i32 {
+  return i < chunkSinks ? i : chunkFirst + i - chunkSinks;
+}
+
+/** Walks chunk i (of planChunks) for the tile's rows from a fresh state. */
+function walkChunk(rows: i32, i: i32): void {
+  const lo = chunkAt(i) * CHUNK;
+  resetChunk(rows);
+  walkTile(rows, lo, lo + CHUNK);
+}
+
+/** Tile mode: tokens [t0, t0 + count) of kv head g's group, over all their chunks, folded as they come. */
+function runTile(q: usize, out: usize, t0: i32, count: i32, firstPosition: i32, g: i32): void {
+  selectHead(g);
+  const rows = setupRows(q, out, <usize>headDim << 2, t0, count, firstPosition, g);
+  memory.fill(foldSeen, 0, <usize>rows << 2);
+  planChunks(rows);
+  for (let i = 0; i < chunkCount; i++) {
+    walkChunk(rows, i);
+    for (let r = 0; r < rows; r++) {
+      foldRow(r, getI32(rowSeen, r), load<f32>(rowMax + (<usize>r << 2)), load<f32>(rowSum + (<usize>r << 2)), accOf(r));
+    }
+  }
+  writeOut(rows);
+}
+
+/**
+ * Attention of `tokens` queries (at positions firstPosition …) over the keys of one layer, on the calling
+ * thread alone (tile mode). See index.ts for the meaning of each argument.
  */
 export function attendQueries(
   descriptor: usize, layer: i32, q: usize, tokens: i32, firstPosition: i32, end: i32, isCausal: i32, out: usize,
 ): void {
-  setGeometry(descriptor, layer, end, isCausal);
+  setGeometry(descriptor, layer, end, isCausal, address(descriptor, SCRATCH));
   weightsMode = false;
   const tileTokens = tileRows / group;
-  const rowBytes = <usize>headDim << 2;
   const kvHeads = heads / group;
   streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
-    for (let g = 0; g < kvHeads; g++) {
-      selectHead(g);
-      const rows = setupRows(q, out, rowBytes, t0, count, firstPosition, g);
-      walkTile(rows);
-      for (let r = 0; r < rows; r++) {
-        const acc = accOf(r);
-        const outRow = <usize>getI32(rowOut, r);
-        const sum = load<f32>(rowSum + (<usize>r << 2));
-        for (let c = 0; c < headDim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
+    for (let g = 0; g < kvHeads; g++) runTile(q, out, t0, count, firstPosition, g);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ threads
+
+/** Bytes of one row's state in chunk mode's partials: seen, max, sum, a pad word, then the accumulator. */
+// @ts-ignore: decorator
+@inline function partialRowBytes(): usize {
+  return 16 + accStride;
+}
+
+/**
+ * Plans the job of an attend call (the queries already rotated) for any number of threads: chunk mode
+ * when the call is one tile per kv head and its chunk states fit in the job's partials, tile mode
+ * otherwise. Returns the number of pieces.
+ */
+export function planJob(job: usize): i32 {
+  const descriptor = <usize>jobWord(job, DESCRIPTOR);
+  const tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
+  setGeometry(descriptor, jobWord(job, LAYER), jobWord(job, KEY_END), jobWord(job, CAUSAL), <usize>jobWord(job, SCRATCH_BASE));
+  const tileTokens = tileRows / group;
+  const kvHeads = heads / group;
+  let mode = TILE_MODE, pieces = kvHeads * ((tokens + tileTokens - 1) / tileTokens);
+  setJobWord(job, PARTIAL_NEEDED, 0);
+  if (tokens <= tileTokens) {
+    const rows = setupRows(address(descriptor, Q), address(descriptor, OUT), <usize>headDim << 2, 0, tokens, firstPosition, 0);
+    planChunks(rows);
+    const needed = <usize>kvHeads * <usize>chunkCount * <usize>rows * partialRowBytes();
+    if (chunkCount > 1) {
+      setJobWord(job, PARTIAL_NEEDED, <i32>min<usize>(needed, 0x7fffffff));
+      if (needed <= <usize>jobWord(job, PARTIAL_CAPACITY)) {
+        mode = CHUNK_MODE;
+        pieces = kvHeads * chunkCount;
+        setJobWord(job, CHUNK_SINKS, chunkSinks);
+        setJobWord(job, CHUNK_FIRST, chunkFirst);
+        setJobWord(job, CHUNK_COUNT, chunkCount);
+        setJobWord(job, ROWS, rows);
       }
     }
+  }
+  setJobWord(job, MODE, mode);
+  setJobWord(job, PIECES, pieces);
+  return pieces;
+}
+
+/** Claims and runs pieces of the job until none are left, as thread `thread`; returns how many it ran. */
+export function work(job: usize, thread: i32): i32 {
+  const descriptor = <usize>jobWord(job, DESCRIPTOR);
+  const tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
+  const pieces = jobWord(job, PIECES);
+  const scratch = <usize>jobWord(job, SCRATCH_BASE) + <usize>thread * <usize>jobWord(job, SCRATCH_STRIDE);
+  setGeometry(descriptor, jobWord(job, LAYER), jobWord(job, KEY_END), jobWord(job, CAUSAL), scratch);
+  weightsMode = false;
+  const q = address(descriptor, Q), out = address(descriptor, OUT);
+  const tileTokens = tileRows / group;
+  const chunkMode = jobWord(job, MODE) == CHUNK_MODE;
+  streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
+  if (chunkMode) {
+    chunkSinks = jobWord(job, CHUNK_SINKS);
+    chunkFirst = jobWord(job, CHUNK_FIRST);
+    chunkCount = jobWord(job, CHUNK_COUNT);
+  }
+  let done = 0;
+  for (let piece = claim(job); piece < pieces; piece = claim(job)) {
+    if (chunkMode) {
+      const g = piece / chunkCount, i = piece % chunkCount;
+      selectHead(g);
+      const rows = setupRows(q, out, <usize>headDim << 2, 0, tokens, firstPosition, g);
+      walkChunk(rows, i);
+      let at = <usize>jobWord(job, PARTIALS) + <usize>piece * <usize>rows * partialRowBytes();
+      for (let r = 0; r < rows; r++) {
+        store<i32>(at, getI32(rowSeen, r));
+        store<f32>(at, load<f32>(rowMax + (<usize>r << 2)), 4);
+        store<f32>(at, load<f32>(rowSum + (<usize>r << 2)), 8);
+        memory.copy(at + 16, accOf(r), <usize>headDim << 2);
+        at += partialRowBytes();
+      }
+    } else {
+      const kvHeads = heads / group;
+      const t0 = (piece / kvHeads) * tileTokens, g = piece % kvHeads;
+      runTile(q, out, t0, min(tileTokens, tokens - t0), firstPosition, g);
+    }
+    done++;
+  }
+  return done;
+}
+
+/** After every piece is done: chunk mode folds each row's chunk states in position order into out. */
+export function finishJob(job: usize): void {
+  if (jobWord(job, MODE) != CHUNK_MODE) return;
+  const descriptor = <usize>jobWord(job, DESCRIPTOR);
+  setGeometry(descriptor, jobWord(job, LAYER), jobWord(job, KEY_END), jobWord(job, CAUSAL), <usize>jobWord(job, SCRATCH_BASE));
+  const q = address(descriptor, Q), out = address(descriptor, OUT);
+  const tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
+  const count = jobWord(job, CHUNK_COUNT);
+  const kvHeads = heads / group;
+  const partials = <usize>jobWord(job, PARTIALS);
+  for (let g = 0; g < kvHeads; g++) {
+    const rows = setupRows(q, out, <usize>headDim << 2, 0, tokens, firstPosition, g);
+    memory.fill(foldSeen, 0, <usize>rows << 2);
+    for (let i = 0; i < count; i++) {
+      let at = partials + <usize>(g * count + i) * <usize>rows * partialRowBytes();
+      for (let r = 0; r < rows; r++) {
+        foldRow(r, load<i32>(at), load<f32>(at, 4), load<f32>(at, 8), at + 16);
+        at += partialRowBytes();
+      }
+    }
+    writeOut(rows);
   }
 }
 
@@ -509,7 +746,7 @@ export function attentionWeights(
   descriptor: usize, layer: i32, q: usize, tokens: i32, firstPosition: i32, end: i32, isCausal: i32,
   out: usize, keyCount: i32,
 ): void {
-  setGeometry(descriptor, layer, end, isCausal);
+  setGeometry(descriptor, layer, end, isCausal, address(descriptor, SCRATCH));
   weightsMode = true;
   streaming = false;
   const tileTokens = tileRows / group;
@@ -521,7 +758,7 @@ export function attentionWeights(
       selectHead(g);
       const rows = setupRows(q, out, weightRowBytes, t0, count, firstPosition, g);
       for (let r = 0; r < rows; r++) memory.fill(<usize>getI32(rowOut, r), 0, weightRowBytes);
-      walkTile(rows);
+      walkTile(rows, 0, 0x7fffffff);
       for (let r = 0; r < rows; r++) normalizeWeights(r, keyCount);
     }
   }

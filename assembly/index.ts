@@ -13,9 +13,16 @@
 //   cached K and V     per layer, kv head and K|V: pages of 64 slots [slot][headDim], f32, or i8 followed
 //                      by the page's 64 f32 scales; positions map to slots as layout.ts documents
 // Grouped-query attention: query head h reads kv head h / (heads / kvHeads).
+//
+// Threads (the builds with shared memory): a call may instead go through a *job* (job.ts) that every
+// thread's instance reads from the shared memory: the caller writes the call's numbers into the job and
+// calls plan (append, rotate, cut the work into pieces fixed by the problem), then each thread, the caller
+// included, calls work (claiming pieces until none are left), then the caller calls finish. Outputs are
+// the same bits as attend/step on one thread (attend.ts: chunks).
 
 import { appendRows } from './layout';
-import { attendQueries, attentionWeights, scratchBytesFor } from './attend';
+import { attendQueries, attentionWeights, finishJob, planJob, scratchBytesFor, work as workPieces } from './attend';
+import { DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, TOKENS, jobWord } from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
 import { HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, address, field } from './descriptor';
 import { exp4, expScalar } from './math';
@@ -81,6 +88,34 @@ export function attend(descriptor: usize, layer: i32, tokens: i32, firstPosition
 export function step(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32): void {
   append(descriptor, layer, tokens, firstPosition);
   attend(descriptor, layer, tokens, firstPosition, firstPosition + tokens, 1);
+}
+
+/** Bytes of a job block (job.ts). */
+export function jobBytes(): i32 {
+  return JOB_BYTES;
+}
+
+/**
+ * Prepares the job's call (descriptor, layer, tokens, firstPosition, keyEnd, causal, scratch, partials
+ * written by the facade): appends the staging keys and values first when `appendFirst` is 1 (a step),
+ * rotates the queries, and cuts the attention into pieces. Returns the number of pieces.
+ */
+export function plan(job: usize, appendFirst: i32): i32 {
+  const descriptor = <usize>jobWord(job, DESCRIPTOR);
+  const layer = jobWord(job, LAYER), tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
+  if (appendFirst != 0) append(descriptor, layer, tokens, firstPosition);
+  rotateRows(descriptor, address(descriptor, Q), tokens, field(descriptor, HEADS), firstPosition);
+  return planJob(job);
+}
+
+/** Runs pieces of the planned job as thread `thread` (0: the caller) until none are left; how many it ran. */
+export function work(job: usize, thread: i32): i32 {
+  return workPieces(job, thread);
+}
+
+/** Completes the job once every piece is done: the staging out then holds the attention. */
+export function finish(job: usize): void {
+  finishJob(job);
 }
 
 /**

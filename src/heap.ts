@@ -24,6 +24,8 @@ export class LinearHeap {
   readonly #live = new Map<number, number>(); // start → size
   #allocated = 0;
   #end: number; // bytes of memory under management (the memory's current size)
+  /** Times memory has grown: views of a shared memory are never detached, so this is how they know to renew. */
+  growths = 0;
   /** Called before memory grows: gives back blocks held for reuse (the page pool); true if it freed any. */
   reclaim?: () => boolean;
 
@@ -103,6 +105,7 @@ export class LinearHeap {
         `${current} to ${current + pages * PAGE_BYTES} bytes (${(cause as Error).message})`);
     }
     const grown = this.#memory.buffer.byteLength;
+    this.growths++;
     this.#insertHole(this.#end, grown - this.#end);
     this.#end = grown;
   }

@@ -4,9 +4,10 @@
 // every cache of that build). init() chooses a build and makes it the active one; a KVCache keeps the
 // kernel it was created with, because its blocks live in that instance's memory.
 
-import { relaxedSimd, simd } from 'wasm-feature-detect';
+import { relaxedSimd, simd, threads as sharedMemoryFeature } from 'wasm-feature-detect';
 import { LinearHeap } from './heap.js';
-import { NOT_INITIALIZED, describe, typeError } from './errors.js';
+import { NOT_INITIALIZED, describe, rangeError, typeError } from './errors.js';
+import { MAX_THREADS, ThreadPool, runtimeCores, threadsUnavailable } from './threads.js';
 
 export type Build = 'relaxed-simd' | 'simd' | 'scalar';
 /** Fastest first: the order `build: 'auto'` tries them in. */
@@ -32,20 +33,38 @@ export interface KernelExports {
   weights(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: number,
     out: number, keyCount: number): void;
   exp(values: number, count: number): void;
+  /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
+  jobBytes(): number;
+  plan(job: number, appendFirst: number): number;
+  work(job: number, thread: number): number;
+  finish(job: number): void;
 }
+
+/** A binary is a shared-memory (threads) build when it imports its memory. */
+function importsMemory(module: WebAssembly.Module): boolean {
+  return WebAssembly.Module.imports(module).some((i) => i.kind === 'memory');
+}
+
+/** WebAssembly pages a shared kernel's memory starts with (the static data needs far less). */
+const SHARED_INITIAL_PAGES = 17;
+/** Its maximum: WebAssembly's 4 GiB, as the binaries declare (asconfig.json maximumMemory). */
+const SHARED_MAXIMUM_PAGES = 65536;
 
 /** One instantiated build: its exports, its memory's allocator, and views of that memory. */
 export class Kernel {
   readonly build: Build;
   readonly abi: KernelExports;
   readonly heap: LinearHeap;
+  /** The workers that join this kernel's calls: shared-memory builds only. */
+  readonly pool?: ThreadPool;
   #f32: Float32Array;
 
-  constructor(build: Build, abi: KernelExports) {
+  constructor(build: Build, abi: KernelExports, module?: WebAssembly.Module) {
     this.build = build;
     this.abi = abi;
     this.heap = new LinearHeap(abi.memory, abi.heapBase());
     this.#f32 = new Float32Array(abi.memory.buffer);
+    if (module && importsMemory(module)) this.pool = new ThreadPool(this, module);
   }
 
   /**
@@ -68,15 +87,21 @@ export class Kernel {
 export interface InitOptions {
   build?: 'auto' | Build;
   wasm?: WasmSource;
+  /** 'auto' (the default): the runtime's cores, at most 8, or 1 where threads cannot run; or exactly n. */
+  threads?: 'auto' | number;
 }
 
 export interface InitInfo {
   /** The build this runtime got (and that attention() and new caches use). */
   build: Build;
+  /** Threads attend/attention use (the calling thread included); 1 where threads cannot run. */
+  threads: number;
 }
 
-const loading = new Map<Build, Promise<Kernel>>();
+/** Loaded kernels by build, and by build + '-shared' for the shared-memory (threads) builds. */
+const loading = new Map<string, Promise<Kernel>>();
 let active: Kernel | undefined;
+
 
 /** The kernel of the latest successful init(); throws before init() has resolved. */
 export function activeKernel(): Kernel {
@@ -92,14 +117,62 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
   if (requested !== 'auto' && !BUILDS.includes(requested as Build)) {
     throw typeError('init options.build', `one of 'auto', ${BUILDS.map((b) => `'${b}'`).join(', ')}`, requested);
   }
-  const kernel = options?.wasm !== undefined
-    ? await loadGiven(options.wasm, requested)
-    : await loadDefault(requested);
+  const asked = options?.threads === undefined ? 'auto' : options.threads;
+  if (asked !== 'auto' && typeof asked !== 'number') throw typeError('init options.threads', "'auto' or a number", asked);
+  if (asked !== 'auto' && !(Number.isInteger(asked) && asked >= 1 && asked <= MAX_THREADS)) {
+    throw rangeError('init options.threads', `'auto' or an integer from 1 to ${MAX_THREADS}`, asked);
+  }
+  let threads = asked === 'auto' ? 1 : asked;
+  if (threads > 1 || asked === 'auto') {
+    const why = threadsUnavailable() ?? (await sharedMemoryFeature() ? undefined : 'this runtime does not validate WebAssembly threads');
+    if (why && asked !== 'auto') throw new Error(`wasm-attention: init({ threads: ${asked} }) cannot run here: ${why}`);
+    if (!why && asked === 'auto') threads = runtimeCores();
+  }
+  let kernel: Kernel | undefined;
+  if (options?.wasm !== undefined) {
+    // a given binary decides: a shared-memory one runs threads, a plain one runs on one thread
+    const module = await compileGiven(options.wasm);
+    if (threads > 1 && !importsMemory(module)) {
+      if (asked !== 'auto') {
+        throw new Error(`wasm-attention: init({ threads: ${asked} }) needs a shared-memory binary ` +
+          '(attention-<build>-shared.wasm), and init({ wasm }) was given a plain one: pass the -shared binary, or threads: 1');
+      }
+      threads = 1;
+    }
+    kernel = await loadGiven(module, requested);
+    await setThreads(kernel, threads);
+  } else if (threads > 1) {
+    try {
+      kernel = await loadDefault(requested, true);
+      await setThreads(kernel, threads);
+    } catch (error) {
+      if (asked !== 'auto') throw error;
+      kernel = undefined; // 'auto' settles for one thread where the pool cannot start
+      threads = 1;
+    }
+  }
+  if (!kernel) {
+    kernel = await loadDefault(requested, false);
+    await setThreads(kernel, 1);
+  }
   active = kernel;
-  return { build: kernel.build };
+  return { build: kernel.build, threads };
 }
 
-async function loadDefault(requested: 'auto' | Build): Promise<Kernel> {
+/**
+ * Every shared kernel loaded gets a pool of `threads` threads (1: no worker), the new active one first
+ * (its failure rejects init); caches made on any kernel before keep working, on that kernel's threads.
+ */
+async function setThreads(kernel: Kernel, threads: number): Promise<void> {
+  await kernel.pool?.resize(threads);
+  const kernels = await Promise.all([...loading.values()].map((p) => p.catch(() => undefined)));
+  for (const other of kernels) if (other !== kernel) await other?.pool?.resize(threads).catch(() => undefined);
+}
+
+/** Map key of a build's kernel: the plain binary, or its shared-memory (threads) variant. */
+const keyOf = (build: Build, shared: boolean) => (shared ? `${build}-shared` : build);
+
+async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<Kernel> {
   const candidates = requested === 'auto' ? BUILDS : [requested];
   const failures: string[] = [];
   for (const build of candidates) {
@@ -108,9 +181,9 @@ async function loadDefault(requested: 'auto' | Build): Promise<Kernel> {
       continue;
     }
     try {
-      const { source, where } = defaultLocation(build);
+      const { source, where } = defaultLocation(build, shared);
       try {
-        return await loadOnce(build, () => compile(source), where);
+        return await loadOnce(build, shared, () => compile(source), where);
       } catch (error) {
         failures.push(`'${build}' from ${where}: ${(error as Error).message}`);
       }
@@ -122,36 +195,41 @@ async function loadDefault(requested: 'auto' | Build): Promise<Kernel> {
     `Where the .wasm files cannot be found this way (a bundler, a CDN, a Worker), pass init({ wasm }).`);
 }
 
-async function loadGiven(source: WasmSource, requested: 'auto' | Build): Promise<Kernel> {
-  let module: WebAssembly.Module;
+async function compileGiven(source: WasmSource): Promise<WebAssembly.Module> {
   try {
-    module = await compile(source);
+    return await compile(source);
   } catch (error) {
     if (error instanceof TypeError && error.message.startsWith('wasm-attention')) throw error;
     throw new Error(`wasm-attention: could not compile the binary given as init({ wasm }) (${describe(source)}): ` +
       (error as Error).message);
   }
+}
+
+async function loadGiven(module: WebAssembly.Module, requested: 'auto' | Build): Promise<Kernel> {
+  const shared = importsMemory(module);
   const kernel = await instantiateKernel(module);
   if (requested !== 'auto' && kernel.build !== requested) {
     throw new Error(`wasm-attention: init({ build: '${requested}' }) was given the '${kernel.build}' binary`);
   }
   // one instance per build: a binary given twice (or after the default) reuses the first instance
-  const existing = loading.get(kernel.build);
+  const key = keyOf(kernel.build, shared);
+  const existing = loading.get(key);
   if (existing) return existing;
-  loading.set(kernel.build, Promise.resolve(kernel));
+  loading.set(key, Promise.resolve(kernel));
   return kernel;
 }
 
-function loadOnce(build: Build, compileIt: () => Promise<WebAssembly.Module>, where: string): Promise<Kernel> {
-  let pending = loading.get(build);
+function loadOnce(build: Build, shared: boolean, compileIt: () => Promise<WebAssembly.Module>, where: string): Promise<Kernel> {
+  const key = keyOf(build, shared);
+  let pending = loading.get(key);
   if (!pending) {
     pending = compileIt().then(instantiateKernel).then((kernel) => {
       if (kernel.build !== build) throw new Error(`${where} holds the '${kernel.build}' build, not '${build}'`);
       return kernel;
     });
-    loading.set(build, pending);
+    loading.set(key, pending);
     // a failed load is forgotten, so a later init() may retry
-    pending.catch(() => loading.delete(build));
+    pending.catch(() => loading.delete(key));
   }
   return pending;
 }
@@ -160,8 +238,13 @@ async function instantiateKernel(module: WebAssembly.Module): Promise<Kernel> {
   // Plain WebAssembly.instantiate rather than @assemblyscript/loader: the ABI is numbers only, so none of
   // the loader's string/array helpers apply, and its instantiate() tests `instanceof Response`, which in
   // Node loads the fetch implementation (~30 ms of init measured here, against 0.2 ms for this call).
+  // a shared-memory build imports its memory: made here, shared with every worker of its pool
+  const memory = importsMemory(module)
+    ? new WebAssembly.Memory({ initial: SHARED_INITIAL_PAGES, maximum: SHARED_MAXIMUM_PAGES, shared: true })
+    : undefined;
   const instance = await WebAssembly.instantiate(module, {
     env: {
+      ...(memory ? { memory } : {}),
       abort(_message: number, _file: number, line: number, column: number): never {
         throw new Error(`wasm-attention: kernel aborted at ${line}:${column}`);
       },
@@ -170,7 +253,7 @@ async function instantiateKernel(module: WebAssembly.Module): Promise<Kernel> {
   const abi = instance.exports as unknown as KernelExports;
   const build = typeof abi.build === 'function' ? BUILD_IDS[abi.build()] : undefined;
   if (!build) throw new Error('wasm-attention: the binary is not a wasm-attention kernel');
-  return new Kernel(build, abi);
+  return new Kernel(build, abi, module);
 }
 
 async function supports(build: Build): Promise<boolean> {
@@ -179,8 +262,11 @@ async function supports(build: Build): Promise<boolean> {
   return (await simd()) && (await relaxedSimd());
 }
 
-/** Where each build ships by default: files beside the facade (URLs), or in workerd imported modules. */
-export type DefaultSources = (build: Build) => URL | WebAssembly.Module;
+/**
+ * Where each build ships by default: files beside the facade (URLs), or in workerd imported modules.
+ * `shared`: its shared-memory (threads) variant.
+ */
+export type DefaultSources = (build: Build, shared: boolean) => URL | WebAssembly.Module;
 let defaultSources: DefaultSources | undefined;
 
 /** Called once by each entry (index.ts, workerd.ts) with its runtime's way of finding the binaries. */
@@ -188,10 +274,10 @@ export function useDefaultSources(sources: DefaultSources): void {
   defaultSources = sources;
 }
 
-function defaultLocation(build: Build): { source: WasmSource; where: string } {
+function defaultLocation(build: Build, shared: boolean): { source: WasmSource; where: string } {
   if (!defaultSources) throw new Error('no default location: import the package by its name, not a file inside it');
-  const source = defaultSources(build);
-  return { source, where: source instanceof URL ? source.href : `the imported module of the '${build}' build` };
+  const source = defaultSources(build, shared);
+  return { source, where: source instanceof URL ? source.href : `the imported module of the '${keyOf(build, shared)}' build` };
 }
 
 // -------------------------------------------------------------------------------------------- sources

@@ -66,6 +66,8 @@ interface StagingLayout {
   v: number;
   out: number;
   scratch: number;
+  /** scratch bytes of one thread */
+  scratchBytes: number;
   bytes: number;
 }
 
@@ -73,7 +75,10 @@ function stagingLayout(kernel: Kernel, shape: HeadShape, tokens: number): Stagin
   const query = align(tokens * shape.heads * shape.headDim * 4);
   const key = align(tokens * shape.kvHeads * shape.headDim * 4);
   const scratch = align(kernel.abi.scratchBytes(shape.heads, shape.kvHeads, shape.headDim));
-  return { tokens, q: 0, k: query, v: query + key, out: query + 2 * key, scratch: 2 * query + 2 * key, bytes: 2 * query + 2 * key + scratch };
+  return {
+    tokens, q: 0, k: query, v: query + key, out: query + 2 * key, scratch: 2 * query + 2 * key, scratchBytes: scratch,
+    bytes: 2 * query + 2 * key + scratch,
+  };
 }
 
 export class CacheMemory {
@@ -456,7 +461,13 @@ export class CacheMemory {
     }
     const queryRow = heads * headDim;
     copyIn(this.kernel, this.#q, q, from * queryRow, count * queryRow);
-    this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
+    const pool = this.kernel.pool;
+    if (pool) {
+      pool.attend(this.#fixed, layer, count, firstPosition, firstPosition + count, true, true, this.#layout.scratchBytes,
+        this.#work(count, firstPosition + count));
+    } else {
+      this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
+    }
     copyOut(this.kernel, this.#out, out, from * queryRow, count * queryRow);
   }
 
@@ -466,8 +477,20 @@ export class CacheMemory {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#q, q, from * row, count * row);
-    this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
+    const pool = this.kernel.pool;
+    if (pool) {
+      pool.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal, false, this.#layout.scratchBytes,
+        this.#work(count, keyEnd));
+    } else {
+      this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
+    }
     copyOut(this.kernel, this.#out, out, from * row, count * row);
+  }
+
+  /** Multiply-adds of `tokens` queries over up to `keyEnd` keys (a window bounds them): decides threads. */
+  #work(tokens: number, keyEnd: number): number {
+    const { heads, headDim, sinks, ring } = this.geometry;
+    return tokens * Math.min(keyEnd, sinks + ring) * heads * headDim;
   }
 
   /** The softmax probabilities of queries from … (positions firstPosition …) into `weights` (an address). */

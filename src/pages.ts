@@ -141,10 +141,15 @@ export function instanceMemory(kernel: Kernel): InstanceMemory {
   let memory = instances.get(kernel);
   if (!memory) {
     let view = new Int32Array(kernel.abi.memory.buffer);
-    // growth detaches the old buffer, leaving the view empty: a cheaper test than reading memory.buffer
-    // (a native accessor, ~50 ns), which a fork of thousands of pages would pay per page
+    let growths = kernel.heap.growths;
+    // the heap counts its growths: a cheaper test than reading memory.buffer (a native accessor, ~50 ns),
+    // which a fork of thousands of pages would pay per page; and a shared memory's old view is never
+    // emptied by growth, only too short
     const words = () => {
-      if (view.length === 0) view = new Int32Array(kernel.abi.memory.buffer);
+      if (growths !== kernel.heap.growths) {
+        view = new Int32Array(kernel.abi.memory.buffer);
+        growths = kernel.heap.growths;
+      }
       return view;
     };
     memory = { pages: new PagePool(kernel.heap, words), staging: new SharedStaging(kernel.heap), words };

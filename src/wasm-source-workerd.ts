@@ -8,7 +8,9 @@ import simd from '../wasm/attention-simd.wasm';
 import scalar from '../wasm/attention-scalar.wasm';
 import type { Build } from './kernel.js';
 
-export function defaultSource(build: Build): WebAssembly.Module {
+export function defaultSource(build: Build, shared: boolean): WebAssembly.Module {
+  // workerd has no Worker, so init never asks for a shared-memory build here
+  if (shared) throw new Error('Cloudflare Workers run on one thread: no shared-memory build ships for workerd');
   switch (build) {
     case 'relaxed-simd': return relaxedSimd;
     case 'simd': return simd;

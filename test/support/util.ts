@@ -10,10 +10,15 @@ import { afterEach, describe, expect } from 'vitest';
 import { KVCache, type KVCacheOptions } from '../../src/index.js';
 import { activeKernel } from '../../src/kernel.js';
 import { instanceMemory } from '../../src/pages.js';
+import { useNodeWorkerScript } from '../../src/threads.js';
 import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
 import { Rng } from './rng.js';
 
 export { Rng, mulberry32, randn } from './rng.js';
+
+// The tests run src/ as TypeScript; Node workers cannot, so the pool's workers run the compiled script
+// (npm run build:ts after changing src/worker.ts).
+useNodeWorkerScript(new URL('../../dist/worker.js', import.meta.url));
 export { maxAbsDiff } from './reference.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -416,11 +421,11 @@ export function heap() {
 
 /**
  * Bytes the active kernel's caches hold: the heap's live blocks, less the pool's freed pages waiting for
- * reuse and the staging area every cache shares (neither belongs to a cache).
+ * reuse, the staging area every cache shares and the thread pool's job and scratch (none belongs to a cache).
  */
 export function heldBytes(kernel = activeKernel()): number {
   const { pages, staging } = instanceMemory(kernel);
-  return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes;
+  return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes - (kernel.pool?.bytes ?? 0);
 }
 
 /** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */

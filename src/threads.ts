@@ -1,0 +1,290 @@
+// Threads: whether this runtime can run them, how many 'auto' means, and the pool of workers that joins
+// the calls of a shared-memory kernel.
+//
+// A call stays synchronous: the calling thread writes the call into the job block (assembly/job.ts),
+// lets the kernel cut it into pieces fixed by the problem (plan), wakes the workers, claims pieces itself
+// (work), waits until every piece is done, and folds the pieces' results (finish). Outputs are the same
+// bits whichever thread ran which piece, and whether any worker joined at all: a worker still starting
+// or asleep simply claims nothing.
+
+import type { Kernel } from './kernel.js';
+import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, type WorkerStart } from './worker.js';
+
+/** 'auto' uses the runtime's cores, at most this many. */
+export const MAX_AUTO_THREADS = 8;
+/** The most threads init({ threads }) accepts. */
+export const MAX_THREADS = 64;
+/**
+ * How long an idle worker spins after a call before it sleeps (ms). A decode step's layers follow one
+ * another within this, so workers stay awake through a generation; a sleeping worker costs ~50 µs to wake
+ * (measured here), an awake one ~0.3 µs.
+ */
+export const SPIN_MS = 2;
+/**
+ * Below this many multiply-adds (tokens × visible keys × heads × headDim) a call runs on the calling
+ * thread alone: waking workers and folding the pieces would cost more than they save.
+ */
+export const MIN_THREADED_WORK = 1 << 19;
+
+// job words written by the facade (assembly/job.ts)
+const DESCRIPTOR = 8, LAYER = 9, TOKENS = 10, FIRST_POSITION = 11, KEY_END = 12, CAUSAL = 13;
+const SCRATCH_BASE = 16, SCRATCH_STRIDE = 17, PARTIALS = 18, PARTIAL_CAPACITY = 19, PARTIAL_NEEDED = 20;
+
+const COOP_COEP_FIX = 'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
+  'Cross-Origin-Embedder-Policy: require-corp';
+
+interface Global {
+  SharedArrayBuffer?: unknown;
+  crossOriginIsolated?: boolean;
+  Worker?: new (url: URL, options: { type: 'module' }) => WebWorker;
+  navigator?: { hardwareConcurrency?: number };
+  process?: { getBuiltinModule?(id: string): unknown };
+  document?: unknown;
+}
+const global = globalThis as unknown as Global;
+
+interface WebWorker {
+  postMessage(message: unknown): void;
+  addEventListener(type: 'message' | 'error', listener: (event: { data?: unknown; message?: string }) => void): void;
+  terminate(): void;
+  unref?(): void;
+}
+
+interface NodeWorker {
+  postMessage(message: unknown): void;
+  on(event: 'message' | 'error' | 'exit', listener: (value: unknown) => void): void;
+  terminate(): Promise<number>;
+  unref(): void;
+}
+
+function nodeWorkerThreads(): { Worker: new (url: URL) => NodeWorker } | undefined {
+  return global.process?.getBuiltinModule?.('node:worker_threads') as { Worker: new (url: URL) => NodeWorker } | undefined;
+}
+
+/**
+ * Why threads cannot run here, with what would fix it; undefined when they can. Checks what a pool needs:
+ * SharedArrayBuffer (only cross-origin isolated pages have it), a Worker, and shared WebAssembly memory.
+ */
+export function threadsUnavailable(): string | undefined {
+  if (global.crossOriginIsolated === false || typeof global.SharedArrayBuffer === 'undefined') {
+    if (global.crossOriginIsolated === false) return `the page is not cross-origin isolated: ${COOP_COEP_FIX}`;
+    return 'this runtime has no SharedArrayBuffer (a browser page needs cross-origin isolation: ' + COOP_COEP_FIX + ')';
+  }
+  if (typeof global.Worker !== 'function' && !nodeWorkerThreads()) {
+    return 'this runtime has no Worker (Cloudflare Workers run on one thread): use threads: 1 or \'auto\'';
+  }
+  try {
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+  } catch (error) {
+    return `this runtime refuses shared WebAssembly memory (${(error as Error).message})`;
+  }
+  return undefined;
+}
+
+/** The runtime's cores (navigator.hardwareConcurrency, os.availableParallelism()), at most MAX_AUTO_THREADS. */
+export function runtimeCores(): number {
+  let cores = global.navigator?.hardwareConcurrency;
+  if (!cores) {
+    const os = global.process?.getBuiltinModule?.('node:os') as { availableParallelism?(): number; cpus(): unknown[] } | undefined;
+    cores = os?.availableParallelism?.() ?? os?.cpus().length ?? 1;
+  }
+  return Math.max(1, Math.min(MAX_AUTO_THREADS, cores));
+}
+
+/** Whether this thread may block in Atomics.wait (not on a browser page's main thread). */
+function mayBlock(): boolean {
+  if (global.document === undefined) return true;
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface PoolWorker {
+  ready: Promise<void>;
+  terminate(): void;
+}
+
+/** Starts one worker on the kernel's module and memory; `ready` settles once it has instantiated. */
+function startWorker(start: WorkerStart): PoolWorker {
+  let settle!: (error?: Error) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    settle = (error) => (error ? reject(error) : resolve());
+  });
+  const onMessage = (data: unknown) => {
+    const message = data as { ready?: boolean; error?: string };
+    settle(message.ready ? undefined : new Error(`a thread could not start the kernel: ${message.error}`));
+  };
+  // Web Workers where the runtime has them (browsers, Deno, Bun), else Node's worker_threads; the literal
+  // `new Worker(new URL('./worker.js', import.meta.url), …)` is the form bundlers recognise as a worker
+  if (typeof global.Worker === 'function') {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }) as unknown as WebWorker;
+    worker.addEventListener('message', (event) => onMessage(event.data));
+    worker.addEventListener('error', (event) => settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)));
+    worker.postMessage(start);
+    // Bun, Deno: once started, never keep the process alive (after the listeners: adding one refs again)
+    ready.then(() => worker.unref?.(), () => undefined);
+    return { ready, terminate: () => worker.terminate() };
+  }
+  const threads = nodeWorkerThreads();
+  if (!threads) throw new Error(threadsUnavailable() ?? 'this runtime has no Worker');
+  const worker = new threads.Worker(nodeWorkerScript ?? new URL('./worker.js', import.meta.url));
+  worker.on('message', onMessage);
+  worker.on('error', (error) => settle(error as Error));
+  worker.on('exit', () => settle(new Error('a thread exited before it started')));
+  worker.postMessage(start);
+  // once started, an idle worker never keeps the process alive (unref after the listeners: adding one refs
+  // again; before it is ready, init is waiting for it)
+  ready.then(() => worker.unref(), () => undefined);
+  return { ready, terminate: () => void worker.terminate() };
+}
+
+let nodeWorkerScript: URL | undefined;
+
+/**
+ * Where Node workers find the worker script when it is not the compiled one beside this module: the unit
+ * tests run src/ as TypeScript, and point this at dist/worker.js. Not part of the public API.
+ */
+export function useNodeWorkerScript(url: URL): void {
+  nodeWorkerScript = url;
+}
+
+/**
+ * The workers of one shared-memory kernel, and its calls across them. `threads` counts the calling
+ * thread: a pool of n threads has n − 1 workers.
+ */
+export class ThreadPool {
+  readonly kernel: Kernel;
+  readonly module: WebAssembly.Module;
+  /** the job block's byte address */
+  readonly job: number;
+  readonly #words: Int32Array;
+  readonly #mayBlock = mayBlock();
+  #workers: PoolWorker[] = [];
+  /** per-thread scratch: threads × stride bytes */
+  #scratch = 0;
+  #scratchBytes = 0;
+  /** chunk mode's per-piece states */
+  #partials = 0;
+  #partialBytes = 0;
+  /** Calls that went across threads so far (tests check that the threaded path really ran). */
+  threadedCalls = 0;
+
+  constructor(kernel: Kernel, module: WebAssembly.Module) {
+    this.kernel = kernel;
+    this.module = module;
+    this.job = kernel.heap.allocate(kernel.abi.jobBytes());
+    // shared memory is never detached: this view stays valid however much memory grows
+    this.#words = new Int32Array(kernel.abi.memory.buffer, this.job, kernel.abi.jobBytes() >>> 2);
+    this.#words.fill(0);
+  }
+
+  /** Bytes of linear memory the pool holds (job, scratch, partials): no cache's. */
+  get bytes(): number {
+    return this.kernel.abi.jobBytes() + this.#scratchBytes + this.#partialBytes;
+  }
+
+  /** Threads a call may use: the workers and the calling thread. */
+  get threads(): number {
+    return this.#workers.length + 1;
+  }
+
+  /** Starts or stops workers until the pool has `threads` threads; resolves once every new one is ready. */
+  async resize(threads: number): Promise<void> {
+    while (this.#workers.length > threads - 1) this.#workers.pop()?.terminate();
+    const started: PoolWorker[] = [];
+    for (let thread = this.#workers.length + 1; thread < threads; thread++) {
+      started.push(startWorker({
+        module: this.module, memory: this.kernel.abi.memory, job: this.job, thread, spinMs: SPIN_MS,
+      }));
+    }
+    try {
+      await Promise.all(started.map((w) => w.ready));
+    } catch (error) {
+      for (const w of started) w.terminate();
+      throw error;
+    }
+    this.#workers.push(...started);
+  }
+
+  /**
+   * Runs an attend (appendFirst 0) or step (appendFirst 1) of the staged tokens on every thread, with
+   * the same result as the kernel's attend/step. `work`: the call's multiply-adds, for the small-call rule.
+   */
+  attend(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: boolean,
+    appendFirst: boolean, scratchStride: number, work: number): void {
+    const abi = this.kernel.abi;
+    if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) {
+      if (appendFirst) abi.step(descriptor, layer, tokens, firstPosition);
+      else abi.attend(descriptor, layer, tokens, firstPosition, keyEnd, causal ? 1 : 0);
+      return;
+    }
+    const w = this.#words;
+    w[DESCRIPTOR] = descriptor;
+    w[LAYER] = layer;
+    w[TOKENS] = tokens;
+    w[FIRST_POSITION] = firstPosition;
+    w[KEY_END] = keyEnd;
+    w[CAUSAL] = causal ? 1 : 0;
+    w[SCRATCH_BASE] = this.#scratch;
+    w[SCRATCH_STRIDE] = scratchStride;
+    w[PARTIALS] = this.#partials;
+    w[PARTIAL_CAPACITY] = this.#partialBytes;
+    Atomics.store(w, NEXT, 0);
+    const pieces = abi.plan(this.job, appendFirst ? 1 : 0);
+    if (pieces > 1) this.#runAcrossThreads(pieces);
+    else abi.work(this.job, 0);
+    abi.finish(this.job);
+    // chunk mode needed more room than there was (this call ran in tile mode): make it for the next call
+    if (w[PARTIAL_NEEDED] > this.#partialBytes) this.#growPartials(w[PARTIAL_NEEDED]);
+  }
+
+  #runAcrossThreads(pieces: number): void {
+    this.threadedCalls++;
+    const w = this.#words;
+    Atomics.store(w, FINISHED, 0);
+    Atomics.store(w, PIECES, pieces);
+    Atomics.store(w, OPEN, 1);
+    Atomics.add(w, GENERATION, 1);
+    if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
+    const mine = this.kernel.abi.work(this.job, 0);
+    let finished = Atomics.add(w, FINISHED, mine) + mine;
+    // the workers' last pieces: spin a little, then sleep until the worker that ends the last one wakes us
+    for (let spins = 0; finished < pieces; spins++) {
+      if (this.#mayBlock && spins > 1000) Atomics.wait(w, FINISHED, finished, 1);
+      finished = Atomics.load(w, FINISHED);
+    }
+    Atomics.store(w, OPEN, 0);
+    // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
+    while (Atomics.load(w, ENTERED) > 0) { /* spin: it has nothing left to do */ }
+  }
+
+  /** Makes room for every thread's scratch; false when memory cannot grow (the call then runs alone). */
+  #ensureScratch(stride: number): boolean {
+    const bytes = stride * this.threads;
+    if (bytes <= this.#scratchBytes) return true;
+    try {
+      const at = this.kernel.heap.allocate(bytes);
+      if (this.#scratch) this.kernel.heap.release(this.#scratch);
+      this.#scratch = at;
+      this.#scratchBytes = bytes;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #growPartials(needed: number): void {
+    const bytes = Math.ceil(needed / 64) * 64; // the heap's alignment, so `bytes` counts what it holds
+    try {
+      const at = this.kernel.heap.allocate(bytes);
+      if (this.#partials) this.kernel.heap.release(this.#partials);
+      this.#partials = at;
+      this.#partialBytes = bytes;
+    } catch {
+      // memory cannot grow: calls keep running in tile mode
+    }
+  }
+}
