@@ -15,7 +15,10 @@ const steps = Number(process.argv[process.argv.indexOf('--steps') + 1] || 32) ||
 
 // ---- weights: seeded random numbers scaled by 1/sqrt(fan-in), as an initializer would
 let seed = 42;
-const uniform = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+function uniform() { // a linear congruential generator: numbers in [-1, 1)
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return (seed / 2 ** 32) * 2 - 1;
+}
 const matrix = (rows, cols) => Float32Array.from({ length: rows * cols }, () => uniform() * Math.sqrt(3 / rows));
 const { vocab, dim, heads, kvHeads, headDim, hidden } = config;
 const embedding = matrix(vocab, dim); // [vocab][dim], also the output projection (tied)
@@ -54,7 +57,7 @@ const silu = (z) => z / (1 + Math.exp(-z));
 /** Runs `tokens` (the next T of the sequence) through every layer, appending them to `cache`; returns the last token's logits. */
 function forward(tokens, cache) {
   const x = new Float32Array(tokens.length * dim);
-  tokens.forEach((token, t) => x.set(embedding.subarray(token * dim, (token + 1) * dim), t * dim));
+  tokens.forEach((token, t) => { x.set(embedding.subarray(token * dim, (token + 1) * dim), t * dim); });
   layers.forEach((w, layer) => {
     const h = rmsNorm(x);
     const q = matmul(h, w.wq, dim, heads * headDim);    // [T][heads][headDim]

@@ -14,7 +14,7 @@
 //
 // A step passes only when its report says `ok: true`; a page fails on any uncaught exception or console error.
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -151,7 +151,8 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
     if (screenshot) await page.screenshot({ path: screenshot });
     const unexpected = errors.filter((e) => !expectedErrors?.test(e));
     if (result && typeof result === 'object') {
-      (result.checks ??= []).push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
+      result.checks ??= [];
+      result.checks.push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
         detail: unexpected.length ? unexpected.join(' | ') : `none${errors.length ? ` (${errors.length} expected: ${errors.join(' | ')})` : ''}` });
       result.ok &&= unexpected.length === 0;
     }
@@ -297,7 +298,7 @@ function importMapCheck(page) {
   const map = JSON.parse(/<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '{}');
   const names = Object.keys(map.imports ?? {});
   const ok = names.length > 0 && names.every((n) => /^(@[\w.-]+\/)?[\w.-]+$/.test(n)) && !map.scopes;
-  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? '; scopes ' + JSON.stringify(map.scopes) : ''}` };
+  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? `; scopes ${JSON.stringify(map.scopes)}` : ''}` };
 }
 
 /** A page with an import map, with the import map checked too. */
