@@ -427,7 +427,16 @@ async function nodeExample(file, argv) {
 
 await step('example-node', 'example', () => nodeExample('examples/node/decode.mjs', ['--steps', '64']));
 // the README's "Use it in a model": a transformer's decode loop around KVCache, checked against recomputing
-await step('example-model', 'example', () => nodeExample('examples/node/model.mjs', ['--steps', '16']));
+await step('example-model', 'example', async () => {
+  const report = await nodeExample('examples/node/model.mjs', ['--steps', '16']);
+  // the layer the README shows is the one that runs
+  const forward = (text) => /^function forward[\s\S]*?^}$/m.exec(text)?.[0];
+  const shown = forward(readFileSync(join(root, 'README.md'), 'utf8'));
+  const same = shown !== undefined && shown === forward(readFileSync(join(app, 'examples/node/model.mjs'), 'utf8'));
+  report.checks.push({ name: "the README's forward() is examples/node/model.mjs's", ok: same, detail: same ? `${shown.split('\n').length} lines` : 'they differ' });
+  report.ok &&= same;
+  return report;
+});
 
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
