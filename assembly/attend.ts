@@ -310,17 +310,17 @@ function maskScores(r: i32): f32 {
   const row = probsOf(r);
   const from = getI32(rowFrom, r), to = getI32(rowTo, r);
   if (ASC_FEATURE_SIMD) {
-    const lo = i32x4.splat(from), hi = i32x4.splat(to);
+    // groups of four whose lanes are all visible need no mask (a decode step's every group but the last):
+    // the masked groups are the first if it starts before `from` and the last if it ends after `to`
+    const first = from & ~3, end = (to + 3) & ~3;
+    const fullFrom = first < from ? first + 4 : first, fullTo = to & ~3;
     let m = f32x4.splat(MASKED);
-    for (let j = from & ~3; j < to; j += 4) {
-      const at = row + (<usize>j << 2);
-      let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
-      if (softcap > 0) s = softcap4(s, softcap);
-      const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
-      const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
-      s = v128.bitselect(s, f32x4.splat(MASKED), visible);
-      v128.store(at, s);
-      m = f32x4.pmax(m, s);
+    if (fullTo < fullFrom) {
+      m = maskedGroup(row, first, from, to, m); // one group, cut at both ends
+    } else {
+      if (first < fullFrom) m = maskedGroup(row, first, from, to, m);
+      m = scoreGroups(row, fullFrom, fullTo, m);
+      if (fullTo < end) m = maskedGroup(row, fullTo, from, to, m);
     }
     return horizontalMax(m);
   } else {
@@ -337,6 +337,46 @@ function maskScores(r: i32): f32 {
     }
     return m;
   }
+}
+
+/** Scores of the group of four lanes at j (no mask). */
+// @ts-ignore: decorator
+@inline function scoreGroup(at: usize, j: i32): v128 {
+  let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
+  if (softcap > 0) s = softcap4(s, softcap);
+  return s;
+}
+
+/** Scores the groups j in [from, to) of `row` in place; returns m raised to their maximum. */
+function scoreGroups(row: usize, from: i32, to: i32, m: v128): v128 {
+  if (!int8 && softcap == 0) {
+    // the common case as its own loop: one multiply and one max a group
+    const s = f32x4.splat(scale);
+    const last = row + (<usize>to << 2);
+    for (let at = row + (<usize>from << 2); at < last; at += 16) {
+      const x = f32x4.mul(v128.load(at), s);
+      v128.store(at, x);
+      m = f32x4.pmax(m, x);
+    }
+    return m;
+  }
+  for (let j = from; j < to; j += 4) {
+    const at = row + (<usize>j << 2);
+    const x = scoreGroup(at, j);
+    v128.store(at, x);
+    m = f32x4.pmax(m, x);
+  }
+  return m;
+}
+
+/** Scores the group of four lanes at j, lanes outside [from, to) becoming MASKED; returns m raised to them. */
+function maskedGroup(row: usize, j: i32, from: i32, to: i32, m: v128): v128 {
+  const at = row + (<usize>j << 2);
+  const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
+  const visible = v128.and(i32x4.ge_s(lane, i32x4.splat(from)), i32x4.lt_s(lane, i32x4.splat(to)));
+  const s = v128.bitselect(scoreGroup(at, j), f32x4.splat(MASKED), visible);
+  v128.store(at, s);
+  return f32x4.pmax(m, s);
 }
 
 // --------------------------------------------------------------------------------- online softmax
