@@ -14,7 +14,7 @@
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
 import { slotOf, widenRows } from './layout';
-import { dot2x4F32, dot4F32, dotScalarF32 } from './score';
+import { dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
 export const BLOCK: i32 = 64;
@@ -283,7 +283,11 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
     if (i < activeCount) {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
-      for (let j = getI32(rowFrom, r) & ~3; j < getI32(rowTo, r); j += 4) {
+      let j = getI32(rowFrom, r) & ~3;
+      const to = getI32(rowTo, r);
+      // eight keys at a time while all eight exist, then four (clamped to the block's last key)
+      for (; j + 8 <= n && j < to; j += 8) dot8F32(q, keys + <usize>j * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+      for (; j < to; j += 4) {
         const k0 = keys + <usize>j * rowBytes;
         const k1 = keys + <usize>min(j + 1, last) * rowBytes;
         const k2 = keys + <usize>min(j + 2, last) * rowBytes;

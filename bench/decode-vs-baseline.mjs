@@ -3,7 +3,8 @@
 // Timings on a shared 2-core machine move by 25% between processes, so a ratio is only worth reading when
 // both variants run in the same process, round after round: each round times one batch of calls of the
 // baseline, then one of this checkout (their order alternating), and the report gives the medians over the
-// rounds and their ratio. Each build (`init({ build })` is per process) runs in its own child process.
+// rounds and their ratio, in wall time and in this process's CPU time (process.cpuUsage: on a machine other
+// processes load, the time this process ran, not the time it waited for a core). Each build (`init({ build })` is per process) runs in its own child process.
 //
 // The baseline is the commit the issue measured against (854e4b1, "today's kernel"), checked out by this
 // script as a git worktree in .tmp/baseline (gitignored; never committed) and built there once.
@@ -100,8 +101,8 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
     `Peak: relaxed_madd ${limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s, mul+add ${limits.peakMulAdd.toFixed(1)} GFLOP/s; ` +
       `streaming reads ${Object.entries(limits.bandwidth).map(([b, g]) => `${(+b / 2 ** 20).toFixed(1)} MiB: ${(+g).toFixed(0)} GB/s`).join(', ')}`,
     '',
-    '| build | shape | workload | baseline ms | this ms | speed-up | this: % of flop peak | this: % of roofline | same bits |',
-    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| build | shape | workload | baseline ms | this ms | speed-up | CPU-time speed-up | this: % of flop peak | this: % of roofline | same bits |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const r of rows) {
     const s = SHAPES[r.shape];
@@ -116,7 +117,7 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
     const pct = (/** @type {number} */ x) => `${(100 * x).toFixed(0)}%`;
     out.push(
       `| ${r.build} | ${s.label} | ${r.kind} ${r.kind === 'decode' ? `L = ${r.n}` : `T = ${r.n}`} | ${r.baseMs.toFixed(3)} | ` +
-        `${r.thisMs.toFixed(3)} | ${(r.baseMs / r.thisMs).toFixed(2)}× | ${pct(computeMs / r.thisMs)} | ${pct(roofMs / r.thisMs)} | ${r.identical ? 'yes' : 'NO'} |`,
+        `${r.thisMs.toFixed(3)} | ${(r.baseMs / r.thisMs).toFixed(2)}× | ${(r.baseCpuMs / r.thisCpuMs).toFixed(2)}× | ${pct(computeMs / r.thisMs)} | ${pct(roofMs / r.thisMs)} | ${r.identical ? 'yes' : 'NO'} |`,
     );
   }
   return out.join('\n');
@@ -192,14 +193,19 @@ function interleave(steps) {
   });
   const n = Math.max(...calls);
   /** @type {number[][]} */
-  const times = [[], []];
+  const wall = [[], []];
+  /** @type {number[][]} */
+  const cpu = [[], []];
   for (let round = 0; round < opts.rounds; round++) {
     const order = round % 2 ? [1, 0] : [0, 1];
     for (const which of order) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       for (let i = 0; i < n; i++) steps[which]();
-      times[which].push((performance.now() - t0) / n);
+      wall[which].push((performance.now() - t0) / n);
+      const c = process.cpuUsage(c0);
+      cpu[which].push((c.user + c.system) / 1000 / n);
     }
   }
-  return { baseMs: median(times[0]), thisMs: median(times[1]) };
+  return { baseMs: median(wall[0]), thisMs: median(wall[1]), baseCpuMs: median(cpu[0]), thisCpuMs: median(cpu[1]) };
 }
