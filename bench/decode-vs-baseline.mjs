@@ -14,7 +14,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, symlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs, median } from './common.mjs';
+import { parseArgs, median, mulberry32, gaussian } from './common.mjs';
 import { SHAPES, workloadData, filledCache, flopsOf, bytesOf } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { measureLimits } from './limits/limits.mjs';
@@ -26,6 +26,7 @@ const DEFAULTS = {
   shapes: 'gpt2,llama',
   decode: '2048,8192',
   prefill: '512',
+  inCache: '1024',
   rounds: 15,
   batchMs: 60,
   child: '',
@@ -36,6 +37,8 @@ const HELP = `node bench/decode-vs-baseline.mjs [options]   (npm run bench:decod
   --shapes <list>       ${DEFAULTS.shapes}
   --decode <list>       cached tokens L of the decode steps (default ${DEFAULTS.decode})
   --prefill <list>      tokens T of the prefills (default ${DEFAULTS.prefill}; '' for none)
+  --in-cache <list>     L of decode steps over ONE kv head of each shape (its query group), whose K/V
+                        stays in L2: the kernel's arithmetic without the memory (default ${DEFAULTS.inCache}; '' for none)
   --rounds <n>          interleaved rounds per workload (default ${DEFAULTS.rounds})
   --batch-ms <ms>       time per batch of calls in a round (default ${DEFAULTS.batchMs})`;
 
@@ -105,9 +108,9 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
     '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const r of rows) {
-    const s = SHAPES[r.shape];
+    const s = r.kind === 'in-cache' ? { ...SHAPES[r.shape], heads: SHAPES[r.shape].heads / SHAPES[r.shape].kvHeads } : SHAPES[r.shape];
     const peak = r.build === 'relaxed-simd' ? limits.peakMadd : limits.peakMulAdd;
-    const flops = flopsOf(s, r.kind, r.n);
+    const flops = flopsOf(s, r.kind === 'in-cache' ? 'decode' : r.kind, r.n);
     const computeMs = flops / peak / 1e6;
     let roofMs = computeMs;
     if (r.kind === 'decode') {
@@ -116,11 +119,17 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
     }
     const pct = (/** @type {number} */ x) => `${(100 * x).toFixed(0)}%`;
     out.push(
-      `| ${r.build} | ${s.label} | ${r.kind} ${r.kind === 'decode' ? `L = ${r.n}` : `T = ${r.n}`} | ${r.baseMs.toFixed(3)} | ` +
+      `| ${r.build} | ${s.label} | ${workload(r)} | ${r.baseMs.toFixed(3)} | ` +
         `${r.thisMs.toFixed(3)} | ${(r.baseMs / r.thisMs).toFixed(2)}× | ${(r.baseCpuMs / r.thisCpuMs).toFixed(2)}× | ${pct(computeMs / r.thisMs)} | ${pct(roofMs / r.thisMs)} | ${r.identical ? 'yes' : 'NO'} |`,
     );
   }
   return out.join('\n');
+}
+
+/** @param {any} r */
+function workload(r) {
+  if (r.kind === 'in-cache') return `decode L = ${r.n}, one kv head (in L2)`;
+  return `${r.kind} ${r.kind === 'decode' ? `L = ${r.n}` : `T = ${r.n}`}`;
 }
 
 // -------------------------------------------------------------------------------------------- child
@@ -148,6 +157,21 @@ async function runChild(/** @type {string} */ build) {
         };
       });
       rows.push({ build, shape, kind: 'decode', n: L, ...interleave(steps), identical: sameBits(steps, q.length) });
+    }
+    for (const L of list(opts.inCache).map(Number)) {
+      const one = { ...s, heads: s.heads / s.kvHeads, kvHeads: 1 };
+      const rand = mulberry32(7 * L + one.heads);
+      const [q, k, v] = [one.heads, 1, 1].map((rows) => gaussian(rows * s.headDim, rand));
+      const [pastK, pastV] = [0, 1].map(() => gaussian(L * s.headDim, rand));
+      const steps = variants.map((pkg) => {
+        const cache = new pkg.KVCache({ heads: one.heads, kvHeads: 1, headDim: s.headDim, maxTokens: L + 1 });
+        cache.append(0, pastK, pastV);
+        return (out = new Float32Array(q.length)) => {
+          cache.attend(0, q, k, v, out);
+          cache.truncate(L);
+        };
+      });
+      rows.push({ build, shape, kind: 'in-cache', n: L, ...interleave(steps), identical: sameBits(steps, q.length) });
     }
     for (const T of list(opts.prefill).map(Number)) {
       const { q, k, v } = workloadData(shape, 'prefill', T);
