@@ -214,7 +214,11 @@ function walkTile(rows: i32): void {
 // no prefetch instruction): measured 1.3–1.8× faster for one layer's K/V beyond ~8 MiB, ~20% faster for
 // a 16-layer model's decode whose layers evict each other, ~10–20% slower for K/V that stays cached. The
 // caller decides (the `stream` flag: it knows the cache's size); it applies only to calls with one tile
-// of queries per kv head (decode-like: nothing is reused across tiles).
+// of queries per kv head (decode-like: nothing is reused across tiles). Measured slower, interleaved, and
+// so not used: touching the next block before computing this one (0.83–1.01×), spreading the next block's
+// touches through the score loop (0.64–0.89×), one load a 128-byte pair of lines (0.71–0.80× beyond L3)
+// and four lines an iteration (no gain). A missing load holds the reorder buffer until it returns, so
+// touches that wait behind compute keep fewer misses in flight than touches issued back to back.
 let streaming: bool = false;
 let touched: i32 = 0; // keeps the touching loads alive
 
