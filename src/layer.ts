@@ -109,7 +109,9 @@ export interface Layer {
 /**
  * Beyond this many bytes of K/V (a whole cache's, every layer: a model's layers evict each other between
  * steps) decode streams. Measured here: +20% for a 16-layer 49 MiB cache, +30–80% for one layer of
- * 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3.
+ * 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3. Re-measured interleaved with the
+ * register-budgeted loops (2-core machine shared with other jobs): 1.33–1.45× for one layer of 34–50 MB,
+ * 1.53–1.65× for 16 layers of 8–34 MB each, 1.01× at 8–13 MB (GPT-2 and Llama shapes, L = 2048).
  */
 export const STREAM_BYTES = 8 << 20;
 
