@@ -206,7 +206,7 @@ export class CacheMemory {
         addSlots(sinks, sinks + s0 + count - ring);
       }
     }
-    this.#reservePages(what, layer, -1, [...pages]);
+    this.#reservePages(what, layer, -1, [...pages].sort((a, b) => a - b));
   }
 
   /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
@@ -264,16 +264,18 @@ export class CacheMemory {
     const at = this.#tables[layer] >>> 2;
     const bytes = this.kernel.bytes();
     const w = this.#words();
-    for (let i = 0; i < count; i++) {
-      const e = list ? list[i] : single;
-      for (let r = 0; r < rows; r++) {
-        const slot = at + r * cap + e;
+    // row by row, in the order they were taken: a prefill's pages of one (kv head, K|V) lie one after
+    // another in memory, in position order, as the kernel walks them
+    let next = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let i = 0; i < count; i++) {
+        const slot = at + r * cap + (list ? list[i] : single);
         const page = w[slot] >>> 0;
         if (page === 0) {
-          w[slot] = taken.pop() as number;
+          w[slot] = taken[next++];
           this.#pageCount++;
         } else if (this.#pool.isShared(page, this.pageBytes)) {
-          const copy = taken.pop() as number;
+          const copy = taken[next++];
           bytes.copyWithin(copy, page, page + this.pageBytes);
           this.#pool.drop(page, this.pageBytes);
           w[slot] = copy;
@@ -316,8 +318,10 @@ export class CacheMemory {
     const rows = 2 * this.geometry.kvHeads;
     const at = this.#tables[layer] >>> 2;
     const w = this.#words();
-    for (let r = 0; r < rows; r++) {
-      for (let e = first; e < capacity; e++) {
+    // last to first: the pool hands freed pages out last in, first out, so the next cache to take them
+    // gets them in address order again
+    for (let r = rows - 1; r >= 0; r--) {
+      for (let e = capacity - 1; e >= first; e--) {
         const page = w[at + r * capacity + e] >>> 0;
         if (page === 0) continue;
         this.#pool.drop(page, this.pageBytes);
