@@ -9,6 +9,7 @@ import { crc32 as zlibCrc32 } from 'node:zlib';
 import { afterEach, describe, expect } from 'vitest';
 import { KVCache, type KVCacheOptions } from '../../src/index.js';
 import { activeKernel } from '../../src/kernel.js';
+import { instanceMemory } from '../../src/pages.js';
 import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
 import { Rng } from './rng.js';
 
@@ -412,6 +413,32 @@ export function cfgName(c: Cfg): string {
 export function heap() {
   return activeKernel().heap;
 }
+
+/**
+ * Bytes the active kernel's caches hold: the heap's live blocks, less the pool's freed pages waiting for
+ * reuse and the staging area every cache shares (neither belongs to a cache).
+ */
+export function heldBytes(kernel = activeKernel()): number {
+  const { pages, staging } = instanceMemory(kernel);
+  return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes;
+}
+
+/** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */
+export function pageBytesFor(cfg: Cfg): number {
+  return (cfg.dtype === 'int8' ? 64 * (cfg.headDim + 4) : 64 * cfg.headDim * 4) + 64;
+}
+
+/** Appends `n` tokens of one reused random chunk to `layer` (fills big caches fast). */
+export function fill(cache: KVCache, cfg: Cfg, n: number, layer = 0, chunk = 1024): void {
+  const width = kWidth(cfg);
+  let rows = fillRows.get(width);
+  if (!rows) fillRows.set(width, (rows = new Rng(4242).randn(chunk * width)));
+  for (let done = 0; done < n; done += chunk) {
+    const part = rows.subarray(0, Math.min(chunk, n - done) * width);
+    cache.append(layer, part, part);
+  }
+}
+const fillRows = new Map<number, Float32Array>();
 
 export const DISPOSE: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('Symbol.dispose');
 
