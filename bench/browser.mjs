@@ -7,15 +7,14 @@
 // (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
 
 import { createServer } from 'node:http';
-import { readFile, mkdir, writeFile, } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
-import { SHAPES, BUILDS, } from './suite.mjs';
-import { markdown, svgChart } from './report.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
+import { SHAPES, BUILDS } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { buildModel } from './ort/models.mjs';
 
@@ -155,10 +154,7 @@ const input = {
   limits, rows, wasmSizes: sizes, notes,
   shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
 };
-const md = markdown(input);
-console.log(md);
-await mkdir(opts.outDir, { recursive: true });
-await writeFile(join(opts.outDir, 'browser.md'), `${md}\n`);
-await writeFile(join(opts.outDir, 'browser.svg'), `${svgChart(input)}\n`);
-await writeFile(join(opts.outDir, 'browser.json'), `${JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2)}\n`);
-log(`\nwrote ${join(opts.outDir, 'browser.md')}, browser.json, browser.svg`);
+await writeReport(opts.outDir, 'browser', input, {
+  options: suiteOpts,
+  jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])),
+});

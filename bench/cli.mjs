@@ -1,11 +1,12 @@
 // What bench/node.mjs and bench/browser.mjs share on the Node side: the suite's command-line options,
 // their parsing into a SuiteOptions, the sizes of the built .wasm files, and gathering the jobs' results.
 
-import { stat } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
-import { derive } from './report.mjs';
+import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
 
 /** Defaults of the options both runners take (each adds its own: impls, timeouts, internals). */
@@ -70,4 +71,20 @@ export async function gather(jobs, root) {
   const limits = bestLimits(Object.entries(jobs).filter(([k]) => k.startsWith('limits#')).map(([, j]) => j.limits));
   derive(rows, limits);
   return { rows, limits, sizes: await wasmSizes(root) };
+}
+
+/**
+ * Prints the markdown report and writes `<name>.md`, `<name>.svg` and `<name>.json` (the input plus
+ * `extra`) into `outDir`.
+ * @param {string} outDir @param {string} name @param {import('./report.mjs').ReportInput} input
+ * @param {Record<string, unknown>} extra
+ */
+export async function writeReport(outDir, name, input, extra) {
+  const md = markdown(input);
+  console.log(md);
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, `${name}.md`), `${md}\n`);
+  await writeFile(join(outDir, `${name}.svg`), `${svgChart(input)}\n`);
+  await writeFile(join(outDir, `${name}.json`), `${JSON.stringify({ ...input, ...extra }, null, 2)}\n`);
+  process.stderr.write(`\nwrote ${join(outDir, `${name}.md`)}, ${name}.json, ${name}.svg\n`);
 }

@@ -14,16 +14,15 @@
 // Writes bench/results/node.{json,md,svg}; prints the markdown. `--help` for options.
 
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile, } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
 import { SHAPES, BUILDS, DEFAULT_PREFILL, FULL_PREFILL, runWasm, runPlain, runOrt, allocationsPerStep, workloadSizes, WrongOutput } from './suite.mjs';
-import { markdown, svgChart } from './report.mjs';
 
 const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
 const INIT_RUNS = 5;
@@ -221,13 +220,11 @@ async function runParent() {
     limits, rows, allocations, wasmSizes: sizes, initMs, notes,
     shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
   };
-  const md = markdown(input);
-  console.log(md);
-  await mkdir(opts.outDir, { recursive: true });
-  await writeFile(join(opts.outDir, 'node.md'), `${md}\n`);
-  await writeFile(join(opts.outDir, 'node.svg'), `${svgChart(input)}\n`);
-  await writeFile(join(opts.outDir, 'node.json'), `${JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])), initRuns: INIT_RUNS }, null, 2)}\n`);
-  log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
+  await writeReport(opts.outDir, 'node', input, {
+    options: suiteOpts,
+    children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])),
+    initRuns: INIT_RUNS,
+  });
 }
 
 /** A child's exit code for WrongOutput: the parent stops the whole run on it. */

@@ -59,10 +59,14 @@ export function tokens(x: Float32Array, width: number, from: number, to: number)
   return x.slice(from * width, to * width);
 }
 
-export function concat(parts: ArrayLike<number>[]): Float32Array {
+/** The parts one after another, as a Float32Array (or the array type given). */
+export function concat<A extends Float32Array | Float64Array = Float32Array>(
+  parts: ArrayLike<number>[],
+  type: new (n: number) => A = Float32Array as unknown as new (n: number) => A,
+): A {
   let n = 0;
   for (const p of parts) n += p.length;
-  const out = new Float32Array(n);
+  const out = new type(n);
   let o = 0;
   for (const p of parts) {
     out.set(p, o);
@@ -363,34 +367,26 @@ export function join(parts: Stream[]): Stream {
 
 export const ones = (n: number): number[] => Array.from({ length: n }, () => 1);
 
-/** Feeds the stream to `layer` in chunks of the given sizes (default: one call); the concatenated outputs. */
-export function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float32Array {
-  const outs: Float32Array[] = [];
+/** Calls `attendPart` on consecutive parts of the stream of the given sizes (which must cover it). */
+function inChunks<T>(cfg: Cfg, s: Stream, chunks: number[], attendPart: (part: Stream) => T): T[] {
+  const outs: T[] = [];
   let at = 0;
   for (const c of chunks) {
-    const part = slice(cfg, s, at, at + c);
-    outs.push(cache.attend(layer, part.q, part.k, part.v));
+    outs.push(attendPart(slice(cfg, s, at, at + c)));
     at += c;
   }
   expect(at, 'chunks must cover the stream').toBe(s.n);
-  return concat(outs);
+  return outs;
 }
 
+/** Feeds the stream to `layer` in chunks of the given sizes (default: one call); the concatenated outputs. */
+export function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float32Array {
+  return concat(inChunks(cfg, s, chunks, (p) => cache.attend(layer, p.q, p.k, p.v)));
+}
+
+/** The same for the float64 reference. */
 export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float64Array {
-  const outs: Float64Array[] = [];
-  let at = 0;
-  for (const c of chunks) {
-    const part = slice(cfg, s, at, at + c);
-    outs.push(ref.attend(layer, part.q, part.k, part.v));
-    at += c;
-  }
-  const all = new Float64Array(outs.reduce((a, o) => a + o.length, 0));
-  let o = 0;
-  for (const x of outs) {
-    all.set(x, o);
-    o += x.length;
-  }
-  return all;
+  return concat(inChunks(cfg, s, chunks, (p) => ref.attend(layer, p.q, p.k, p.v)), Float64Array);
 }
 
 export function cfgName(c: Cfg): string {
