@@ -33,17 +33,23 @@ export const list = (/** @type {string} */ s) => String(s).split(',').filter(Boo
  * @returns {import('./suite.mjs').SuiteOptions}
  */
 export function suiteOptions(opts, fail) {
-  const ints = (/** @type {string} */ s) => list(s).map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
-    return n;
-  }).sort((a, b) => a - b);
+  const ints = (/** @type {string} */ s) =>
+    list(s)
+      .map((x) => {
+        const n = Number(x);
+        if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
+        return n;
+      })
+      .sort((a, b) => a - b);
   const suite = {
     shapes: list(opts.shapes),
     decode: ints(opts.decode),
     prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
     dtypes: list(opts.dtypes),
-    warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
+    warmup: opts.warmup,
+    minReps: opts.minReps,
+    minTime: opts.minTime,
+    maxTime: opts.maxTime,
   };
   for (const s of suite.shapes) if (!(s in SHAPES)) fail(`unknown shape ${s}`);
   for (const d of suite.dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype ${d}`);
@@ -68,18 +74,25 @@ export async function wasmSizes(/** @type {string} */ root) {
  */
 export async function gather(jobs, root) {
   const rows = Object.values(jobs).flatMap((j) => j.rows ?? []);
-  const limits = bestLimits(Object.entries(jobs).filter(([k]) => k.startsWith('limits#')).map(([, j]) => j.limits));
+  const limits = bestLimits(
+    Object.entries(jobs)
+      .filter(([k]) => k.startsWith('limits#'))
+      .map(([, j]) => j.limits),
+  );
   derive(rows, limits);
   return { rows, limits, sizes: await wasmSizes(root) };
 }
 
 /**
  * Prints the markdown report and writes `<name>.md`, `<name>.svg` and `<name>.json` (the input plus
- * `extra`) into `outDir`.
- * @param {string} outDir @param {string} name @param {import('./report.mjs').ReportInput} input
- * @param {Record<string, unknown>} extra
+ * `extra`) into `outDir`. The report covers the suite's shapes, decode and prefill lengths and dtypes.
+ * @param {string} outDir @param {string} name
+ * @param {Omit<import('./report.mjs').ReportInput, 'shapes' | 'decode' | 'prefill' | 'dtypes'>} partial
+ * @param {import('./suite.mjs').SuiteOptions} suite @param {Record<string, unknown>} extra
  */
-export async function writeReport(outDir, name, input, extra) {
+export async function writeReport(outDir, name, partial, suite, extra) {
+  const { shapes, decode, prefill, dtypes } = suite;
+  const input = { ...partial, shapes, decode, prefill, dtypes };
   const md = markdown(input);
   console.log(md);
   await mkdir(outDir, { recursive: true });
