@@ -179,7 +179,9 @@ function setVisible(row: i32, position: i32): void {
 @inline function blockEnd(position: i32): i32 {
   if (position < sinks) return min(position - position % BLOCK + BLOCK, sinks);
   const slot = sinks + (position - sinks) % ring;
-  return position + (min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot);
+  const rows = min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot;
+  // saturate rather than wrap past the last i32 position (callers take min(blockEnd, end) anyway)
+  return position > 0x7fffffff - rows ? 0x7fffffff : position + rows;
 }
 
 /** Walks the tile's rows (already set up) over every block that holds a key one of them may see. */
