@@ -59,7 +59,7 @@ const MUTANTS = [
   mutant(
     'rope-layout-swapped',
     'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
-    ['src/layer.ts', 'layer.rope.interleaved ? 1 : 0', 'layer.rope.interleaved ? 0 : 1', 2],
+    ['src/layer.ts', '+(rope?.interleaved ?? 0)', '+!(rope?.interleaved ?? 0)'],
   ),
   mutant('scale-ignored', 'the scale option is validated, then 1/sqrt(headDim) is used anyway', [
     'src/options.ts',
@@ -71,8 +71,8 @@ const MUTANTS = [
     'lanes of a group of four past the visible keys keep their scores (SIMD), lanes before them (scalar)',
     [
       'assembly/attend.ts',
-      'const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));',
-      'const visible = i32x4.ge_s(lane, lo);',
+      'const visible = v128.and(i32x4.ge_s(lane, i32x4.splat(from)), i32x4.lt_s(lane, i32x4.splat(to)));',
+      'const visible = i32x4.ge_s(lane, i32x4.splat(from));',
     ],
     ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {'],
   ),
