@@ -31,7 +31,7 @@ import {
   PARTIALS, PARTIAL_CAPACITY, PARTIAL_NEEDED, PIECES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, TILE_MODE, TOKENS,
   claim, jobWord, setJobWord,
 } from './job';
-import { dot2x4F32, dot4F32, dotScalarF32 } from './score';
+import { dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
 /** A canonical block is at most one page of the cache. */
@@ -208,7 +208,9 @@ function setVisible(row: i32, position: i32): void {
 @inline function blockEnd(position: i32): i32 {
   if (position < sinks) return min(position - position % BLOCK + BLOCK, sinks);
   const slot = sinks + (position - sinks) % ring;
-  return position + (min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot);
+  const rows = min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot;
+  // saturate rather than wrap past the last i32 position (callers take min(blockEnd, end) anyway)
+  return position > 0x7fffffff - rows ? 0x7fffffff : position + rows;
 }
 
 /**
@@ -260,7 +262,11 @@ function walkTile(rows: i32, lo: i32, hi: i32): void {
 // no prefetch instruction): measured 1.3–1.8× faster for one layer's K/V beyond ~8 MiB, ~20% faster for
 // a 16-layer model's decode whose layers evict each other, ~10–20% slower for K/V that stays cached. The
 // caller decides (the `stream` flag: it knows the cache's size); it applies only to calls with one tile
-// of queries per kv head (decode-like: nothing is reused across tiles).
+// of queries per kv head (decode-like: nothing is reused across tiles). Measured slower, interleaved, and
+// so not used: touching the next block before computing this one (0.83–1.01×), spreading the next block's
+// touches through the score loop (0.64–0.89×), one load a 128-byte pair of lines (0.71–0.80× beyond L3)
+// and four lines an iteration (no gain). A missing load holds the reorder buffer until it returns, so
+// touches that wait behind compute keep fewer misses in flight than touches issued back to back.
 let streaming: bool = false;
 let touched: i32 = 0; // keeps the touching loads alive
 
@@ -336,7 +342,11 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
     if (i < activeCount) {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
-      for (let j = getI32(rowFrom, r) & ~3; j < getI32(rowTo, r); j += 4) {
+      let j = getI32(rowFrom, r) & ~3;
+      const to = getI32(rowTo, r);
+      // eight keys at a time while all eight exist, then four (clamped to the block's last key)
+      for (; j + 8 <= n && j < to; j += 8) dot8F32(q, keys + <usize>j * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+      for (; j < to; j += 4) {
         const k0 = keys + <usize>j * rowBytes;
         const k1 = keys + <usize>min(j + 1, last) * rowBytes;
         const k2 = keys + <usize>min(j + 2, last) * rowBytes;
@@ -363,17 +373,17 @@ function maskScores(r: i32): f32 {
   const row = probsOf(r);
   const from = getI32(rowFrom, r), to = getI32(rowTo, r);
   if (ASC_FEATURE_SIMD) {
-    const lo = i32x4.splat(from), hi = i32x4.splat(to);
+    // groups of four whose lanes are all visible need no mask (a decode step's every group but the last):
+    // the masked groups are the first if it starts before `from` and the last if it ends after `to`
+    const first = from & ~3, end = (to + 3) & ~3;
+    const fullFrom = first < from ? first + 4 : first, fullTo = to & ~3;
     let m = f32x4.splat(MASKED);
-    for (let j = from & ~3; j < to; j += 4) {
-      const at = row + (<usize>j << 2);
-      let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
-      if (softcap > 0) s = softcap4(s, softcap);
-      const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
-      const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
-      s = v128.bitselect(s, f32x4.splat(MASKED), visible);
-      v128.store(at, s);
-      m = f32x4.pmax(m, s);
+    if (fullTo < fullFrom) {
+      m = maskedGroup(row, first, from, to, m); // one group, cut at both ends
+    } else {
+      if (first < fullFrom) m = maskedGroup(row, first, from, to, m);
+      m = scoreGroups(row, fullFrom, fullTo, m);
+      if (fullTo < end) m = maskedGroup(row, fullTo, from, to, m);
     }
     return horizontalMax(m);
   } else {
@@ -390,6 +400,46 @@ function maskScores(r: i32): f32 {
     }
     return m;
   }
+}
+
+/** Scores of the group of four lanes at j (no mask). */
+// @ts-ignore: decorator
+@inline function scoreGroup(at: usize, j: i32): v128 {
+  let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
+  if (softcap > 0) s = softcap4(s, softcap);
+  return s;
+}
+
+/** Scores the groups j in [from, to) of `row` in place; returns m raised to their maximum. */
+function scoreGroups(row: usize, from: i32, to: i32, m: v128): v128 {
+  if (!int8 && softcap == 0) {
+    // the common case as its own loop: one multiply and one max a group
+    const s = f32x4.splat(scale);
+    const last = row + (<usize>to << 2);
+    for (let at = row + (<usize>from << 2); at < last; at += 16) {
+      const x = f32x4.mul(v128.load(at), s);
+      v128.store(at, x);
+      m = f32x4.pmax(m, x);
+    }
+    return m;
+  }
+  for (let j = from; j < to; j += 4) {
+    const at = row + (<usize>j << 2);
+    const x = scoreGroup(at, j);
+    v128.store(at, x);
+    m = f32x4.pmax(m, x);
+  }
+  return m;
+}
+
+/** Scores the group of four lanes at j, lanes outside [from, to) becoming MASKED; returns m raised to them. */
+function maskedGroup(row: usize, j: i32, from: i32, to: i32, m: v128): v128 {
+  const at = row + (<usize>j << 2);
+  const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
+  const visible = v128.and(i32x4.ge_s(lane, i32x4.splat(from)), i32x4.lt_s(lane, i32x4.splat(to)));
+  const s = v128.bitselect(scoreGroup(at, j), f32x4.splat(MASKED), visible);
+  v128.store(at, s);
+  return f32x4.pmax(m, s);
 }
 
 // --------------------------------------------------------------------------------- online softmax

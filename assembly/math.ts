@@ -103,6 +103,23 @@ const T4: f32 = -3.33332819422e-1;
   return max<f32>(max<f32>(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max<f32>(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
 }
 
+// The SIMD constants live in a table in static memory, splatted by one load each where they are used.
+// Written as f32x4.splat(constant), every use became three instructions (V8 builds a v128 constant from
+// an immediate, in the loop, on every iteration: --print-wasm-code); a splatting load is one, and a
+// table binaryen cannot fold back into constants.
+const SIMD_CONSTANTS = memory.data<f32>([
+  EXP_MIN, LOG2E, ROUNDING_MAGIC, LN2_HI, LN2_LO, P0, P1, P2, P3, P4, P5, 1,
+  T0, T1, T2, T3, T4, TANH_SMALL, -2, -0.0,
+], 16);
+// @ts-ignore: decorator
+@inline function constant4(offset: usize): v128 {
+  return v128.load32_splat(SIMD_CONSTANTS + offset);
+}
+const K_EXP_MIN: usize = 0, K_LOG2E: usize = 4, K_MAGIC: usize = 8, K_LN2_HI: usize = 12, K_LN2_LO: usize = 16;
+const K_P0: usize = 20, K_P1: usize = 24, K_P2: usize = 28, K_P3: usize = 32, K_P4: usize = 36, K_P5: usize = 40;
+const K_ONE: usize = 44, K_T0: usize = 48, K_T1: usize = 52, K_T2: usize = 56, K_T3: usize = 60, K_T4: usize = 64;
+const K_TANH_SMALL: usize = 68, K_MINUS_TWO: usize = 72, K_SIGN: usize = 76;
+
 /**
  * The same polynomial as expScalar, four lanes at once (NaN propagates; below EXP_MIN, −∞ included, gives 0).
  * Rounding uses the 1.5·2^23 "magic number": adding it leaves round(x·log2 e) in the low mantissa bits, and
@@ -112,20 +129,22 @@ const T4: f32 = -3.33332819422e-1;
  */
 // @ts-ignore: decorator
 @inline export function exp4(x: v128): v128 {
-  const underflow = f32x4.lt(x, f32x4.splat(EXP_MIN));
-  const xc = f32x4.pmax(x, f32x4.splat(EXP_MIN));
-  const shifted = f32x4.add(f32x4.mul(xc, f32x4.splat(LOG2E)), f32x4.splat(ROUNDING_MAGIC));
-  const n = f32x4.sub(shifted, f32x4.splat(ROUNDING_MAGIC));
-  const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, f32x4.splat(LN2_HI))), f32x4.mul(n, f32x4.splat(LN2_LO)));
-  let p = f32x4.splat(P0);
-  p = madd(p, r, f32x4.splat(P1));
-  p = madd(p, r, f32x4.splat(P2));
-  p = madd(p, r, f32x4.splat(P3));
-  p = madd(p, r, f32x4.splat(P4));
-  p = madd(p, r, f32x4.splat(P5));
-  const y = f32x4.add(madd(f32x4.mul(p, r), r, r), f32x4.splat(1));
-  // low bits of `shifted` hold n (two's complement); << 23 moves them into the exponent, + 127 biases it
-  const pow2n = i32x4.add(i32x4.shl(shifted, 23), i32x4.splat(127 << 23));
+  const underflow = f32x4.lt(x, constant4(K_EXP_MIN));
+  const xc = f32x4.pmax(x, constant4(K_EXP_MIN));
+  const magic = constant4(K_MAGIC);
+  const shifted = f32x4.add(f32x4.mul(xc, constant4(K_LOG2E)), magic);
+  const n = f32x4.sub(shifted, magic);
+  const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, constant4(K_LN2_HI))), f32x4.mul(n, constant4(K_LN2_LO)));
+  let p = constant4(K_P0);
+  p = madd(p, r, constant4(K_P1));
+  p = madd(p, r, constant4(K_P2));
+  p = madd(p, r, constant4(K_P3));
+  p = madd(p, r, constant4(K_P4));
+  p = madd(p, r, constant4(K_P5));
+  const one = constant4(K_ONE);
+  const y = f32x4.add(madd(f32x4.mul(p, r), r, r), one);
+  // low bits of `shifted` hold n (two's complement); << 23 moves them into the exponent, + bits(1.0f) = 127 << 23 biases it
+  const pow2n = i32x4.add(i32x4.shl(shifted, 23), one);
   return v128.andnot(f32x4.mul(y, pow2n), underflow);
 }
 
@@ -133,16 +152,17 @@ const T4: f32 = -3.33332819422e-1;
 @inline export function softcap4(s: v128, cap: f32): v128 {
   const t = f32x4.div(s, f32x4.splat(cap));
   const a = f32x4.abs(t);
+  const one = constant4(K_ONE);
   // large |t|: (1 − e) / (1 + e) with the sign of t
-  const e = exp4(f32x4.mul(a, f32x4.splat(-2)));
-  const large = v128.or(f32x4.div(f32x4.sub(f32x4.splat(1), e), f32x4.add(f32x4.splat(1), e)), v128.and(t, i32x4.splat(0x80000000)));
+  const e = exp4(f32x4.mul(a, constant4(K_MINUS_TWO)));
+  const large = v128.or(f32x4.div(f32x4.sub(one, e), f32x4.add(one, e)), v128.and(t, constant4(K_SIGN)));
   // small |t|: t + t³·P(t²)
   const z = f32x4.mul(t, t);
-  let p = f32x4.splat(T0);
-  p = madd(p, z, f32x4.splat(T1));
-  p = madd(p, z, f32x4.splat(T2));
-  p = madd(p, z, f32x4.splat(T3));
-  p = madd(p, z, f32x4.splat(T4));
+  let p = constant4(K_T0);
+  p = madd(p, z, constant4(K_T1));
+  p = madd(p, z, constant4(K_T2));
+  p = madd(p, z, constant4(K_T3));
+  p = madd(p, z, constant4(K_T4));
   const small = madd(f32x4.mul(p, z), t, t);
-  return f32x4.mul(f32x4.splat(cap), v128.bitselect(small, large, f32x4.lt(a, f32x4.splat(TANH_SMALL))));
+  return f32x4.mul(f32x4.splat(cap), v128.bitselect(small, large, f32x4.lt(a, constant4(K_TANH_SMALL))));
 }

@@ -112,3 +112,49 @@ import { madd, transposeSum } from './math';
   v128.store(outA, sa);
   v128.store(outB, sb);
 }
+
+// ------------------------------------------------------------------------------------ one row, eight keys
+// A query row alone (decode without grouped heads) against eight keys: eight independent accumulator
+// chains keep both FMA pipes busy where dot4F32's four wait on each other's latency. Per lane the
+// operations are exactly those of dot4F32.
+//
+// Register budget: V8 hoists a basic block's loads to its top, and eight accumulators, the query chunk and
+// eight key chunks (17 v128) exceed the 15 xmm registers it allocates: it spilled an accumulator through
+// the stack every iteration (--print-wasm-code). So the body is software-pipelined around the loop's exit
+// test, which splits it into two blocks of 8 accumulators + query + 4 key loads (13 live) each: keys 4–7
+// of step i, the test, then the query and keys 0–3 of step i + 4.
+
+/** Stores dot4F32(q, k0 … k3) at out and dot4F32(q, k4 … k7) at out + 16; keys `stride` bytes apart from k0. */
+// @ts-ignore: decorator
+@inline export function dot8F32(q: usize, k0: usize, stride: usize, headDim: i32, out: usize): void {
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  const body = headDim & ~3;
+  let i = 0;
+  if (body > 0) {
+    let pq = q, p0 = k0, p1 = k0 + stride, p2 = p1 + stride, p3 = p2 + stride;
+    let p4 = p3 + stride, p5 = p4 + stride, p6 = p5 + stride, p7 = p6 + stride;
+    let x = v128.load(pq);
+    a0 = madd(x, v128.load(p0), a0); a1 = madd(x, v128.load(p1), a1);
+    a2 = madd(x, v128.load(p2), a2); a3 = madd(x, v128.load(p3), a3);
+    for (;;) {
+      a4 = madd(x, v128.load(p4), a4); a5 = madd(x, v128.load(p5), a5);
+      a6 = madd(x, v128.load(p6), a6); a7 = madd(x, v128.load(p7), a7);
+      i += 4;
+      if (i >= body) break;
+      pq += 16; p0 += 16; p1 += 16; p2 += 16; p3 += 16; p4 += 16; p5 += 16; p6 += 16; p7 += 16;
+      x = v128.load(pq);
+      a0 = madd(x, v128.load(p0), a0); a1 = madd(x, v128.load(p1), a1);
+      a2 = madd(x, v128.load(p2), a2); a3 = madd(x, v128.load(p3), a3);
+    }
+  }
+  let lo = transposeSum(a0, a1, a2, a3);
+  let hi = transposeSum(a4, a5, a6, a7);
+  if (i < headDim) {
+    lo = f32x4.add(lo, laneTails(q, k0, k0 + stride, k0 + 2 * stride, k0 + 3 * stride, i, headDim));
+    const k4 = k0 + 4 * stride;
+    hi = f32x4.add(hi, laneTails(q, k4, k4 + stride, k4 + 2 * stride, k4 + 3 * stride, i, headDim));
+  }
+  v128.store(out, lo);
+  v128.store(out, hi, 16);
+}

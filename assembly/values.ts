@@ -15,6 +15,38 @@ export function accumulate1(acc: usize, probs: usize, values: usize, rowBytes: u
     const firstRow = values + <usize>from * rowBytes;
     const firstProb = probs + (<usize>from << 2);
     const lastProb = probs + (<usize>to << 2);
+    // 32 floats: eight independent chains keep both FMA pipes busy where four wait on their latency.
+    // V8 hoists a block's loads to its top, and 8 accumulators + the weight + 8 value chunks (17 v128)
+    // spill. So the body is two blocks of 8 + 1 + 4 (13), split by branches: chunks 4–7 of row j, the
+    // exit test, the weight and chunks 0–3 of row j + 1, then a test that never exits (v stays below the
+    // last row's end) but keeps the block apart from the next iteration's when V8 unrolls the loop
+    // (unrolled copies lose the back edge between them: --print-wasm-code showed 17 live and spills).
+    if (from < to) {
+      const rowsEnd = firstRow + <usize>(to - from) * rowBytes;
+      for (; c + 32 <= headDim; c += 32) {
+        const at = acc + (<usize>c << 2);
+        let a0 = v128.load(at), a1 = v128.load(at, 16), a2 = v128.load(at, 32), a3 = v128.load(at, 48);
+        let a4 = v128.load(at, 64), a5 = v128.load(at, 80), a6 = v128.load(at, 96), a7 = v128.load(at, 112);
+        let v = firstRow + (<usize>c << 2);
+        let p = firstProb;
+        let w = v128.load32_splat(p);
+        a0 = madd(w, v128.load(v), a0); a1 = madd(w, v128.load(v, 16), a1);
+        a2 = madd(w, v128.load(v, 32), a2); a3 = madd(w, v128.load(v, 48), a3);
+        for (;;) {
+          a4 = madd(w, v128.load(v, 64), a4); a5 = madd(w, v128.load(v, 80), a5);
+          a6 = madd(w, v128.load(v, 96), a6); a7 = madd(w, v128.load(v, 112), a7);
+          p += 4;
+          if (p >= lastProb) break;
+          v += rowBytes;
+          w = v128.load32_splat(p);
+          a0 = madd(w, v128.load(v), a0); a1 = madd(w, v128.load(v, 16), a1);
+          a2 = madd(w, v128.load(v, 32), a2); a3 = madd(w, v128.load(v, 48), a3);
+          if (v >= rowsEnd) break; // never
+        }
+        v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
+        v128.store(at, a4, 64); v128.store(at, a5, 80); v128.store(at, a6, 96); v128.store(at, a7, 112);
+      }
+    }
     for (; c + 16 <= headDim; c += 16) {
       const at = acc + (<usize>c << 2);
       let a0 = v128.load(at), a1 = v128.load(at, 16), a2 = v128.load(at, 32), a3 = v128.load(at, 48);

@@ -7,29 +7,37 @@
 // (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
 
 import { createServer } from 'node:http';
-import { readFile, mkdir, writeFile, } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
-import { SHAPES, BUILDS, } from './suite.mjs';
-import { markdown, svgChart } from './report.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
+import { SHAPES, BUILDS } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { buildModel } from './ort/models.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const ALL_JOBS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t'];
 
 const DEFAULTS = {
   ...SUITE_DEFAULTS,
   impls: ALL_JOBS.join(','),
   timeout: 900,
-};const HELP = `Usage: node bench/browser.mjs [options]     (npm run bench:browser -- [options])
+};
+const HELP = `Usage: node bench/browser.mjs [options]     (npm run bench:browser -- [options])
 
 Same options as bench/node.mjs (--shapes, --decode, --prefill, --full, --dtypes, --min-time, --min-reps,
 --max-time, --warmup, --out-dir), and:
@@ -39,21 +47,45 @@ Chromium: ${CHROMIUM} (CHROMIUM_PATH overrides); build the package first (npm ru
 
 const opts = cliOptions(DEFAULTS, HELP, 'bench');
 /** @type {import('./suite.mjs').SuiteOptions} */
-const suiteOpts = suiteOptions(opts, (message) => { console.error(`bench: ${message}`); process.exit(2); });
+const suiteOpts = suiteOptions(opts, (message) => {
+  console.error(`bench: ${message}`);
+  process.exit(2);
+});
 const jobs = list(opts.impls);
-for (const j of jobs) if (!ALL_JOBS.includes(j)) { console.error(`bench: unknown implementation ${j}`); process.exit(2); }
-if (!existsSync(CHROMIUM)) { console.error(`bench: Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`); process.exit(2); }
-if (!existsSync(join(ROOT, 'dist/index.js'))) { console.error('bench: build the package first: npm run build'); process.exit(2); }
+for (const j of jobs)
+  if (!ALL_JOBS.includes(j)) {
+    console.error(`bench: unknown implementation ${j}`);
+    process.exit(2);
+  }
+if (!existsSync(CHROMIUM)) {
+  console.error(`bench: Chromium not found at ${CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  process.exit(2);
+}
+if (!existsSync(join(ROOT, 'dist/index.js'))) {
+  console.error('bench: build the package first: npm run build');
+  process.exit(2);
+}
 const log = (/** @type {string} */ s) => process.stderr.write(`${s}\n`);
 
 buildLimits();
 
 // ---- a static server over the repository root, plus the ONNX models built on request
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.map': 'application/json' };
+const TYPES = {
+  '.html': 'text/html',
+  '.js': 'text/javascript',
+  '.mjs': 'text/javascript',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.map': 'application/json',
+};
 /** @type {Map<string, Uint8Array>} */
 const models = new Map();
 const server = createServer(async (req, res) => {
-  const headers = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp', 'Cache-Control': 'no-store' };
+  const headers = {
+    'Cross-Origin-Opener-Policy': 'same-origin',
+    'Cross-Origin-Embedder-Policy': 'require-corp',
+    'Cache-Control': 'no-store',
+  };
   try {
     const url = new URL(req.url ?? '/', 'http://x');
     const m = url.pathname.match(/^\/bench-models\/(gqa|mha)-(decode|prefill)-(\w+)\.onnx$/);
@@ -61,7 +93,15 @@ const server = createServer(async (req, res) => {
       const [, op, kind, shape] = m;
       if (!(shape in SHAPES)) throw new Error('no such shape');
       const key = `${op}-${kind}-${shape}`;
-      if (!models.has(key)) models.set(key, buildModel(/** @type {any} */ (op), /** @type {any} */ (kind), SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]));
+      if (!models.has(key))
+        models.set(
+          key,
+          buildModel(
+            /** @type {any} */ (op),
+            /** @type {any} */ (kind),
+            SHAPES[/** @type {keyof typeof SHAPES} */ (shape)],
+          ),
+        );
       res.writeHead(200, { ...headers, 'Content-Type': 'application/octet-stream' });
       res.end(models.get(key));
       return;
@@ -69,7 +109,10 @@ const server = createServer(async (req, res) => {
     const path = normalize(join(ROOT, decodeURIComponent(url.pathname)));
     if (!path.startsWith(ROOT)) throw new Error('outside');
     const body = await readFile(path);
-    res.writeHead(200, { ...headers, 'Content-Type': TYPES[/** @type {keyof typeof TYPES} */ (extname(path))] ?? 'application/octet-stream' });
+    res.writeHead(200, {
+      ...headers,
+      'Content-Type': TYPES[/** @type {keyof typeof TYPES} */ (extname(path))] ?? 'application/octet-stream',
+    });
     res.end(body);
   } catch {
     res.writeHead(404, headers);
@@ -85,7 +128,9 @@ const version = browser.version();
 const load0 = loadavg();
 const stamp0 = await builtStamp();
 const t0 = performance.now();
-log(`bench: Chromium ${version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
+log(
+  `bench: Chromium ${version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`,
+);
 /** @type {Record<string, any>} */
 const results = {};
 let wrongOutput = false;
@@ -96,11 +141,19 @@ try {
     const page = await context.newPage();
     /** @type {string[]} */
     const errors = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); else if (m.type() === 'log') log(m.text()); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+      else if (m.type() === 'log') log(m.text());
+    });
     page.on('pageerror', (e) => errors.push(String(e)));
     try {
-      await page.goto(`http://127.0.0.1:${port}/bench/browser/index.html?job=${job.replace(/#.*/, '')}&config=${encodeURIComponent(JSON.stringify(suiteOpts))}`);
-      await page.waitForFunction(() => /** @type {any} */ (globalThis).__result !== undefined, undefined, { timeout: opts.timeout * 1000, polling: 500 });
+      await page.goto(
+        `http://127.0.0.1:${port}/bench/browser/index.html?job=${job.replace(/#.*/, '')}&config=${encodeURIComponent(JSON.stringify(suiteOpts))}`,
+      );
+      await page.waitForFunction(() => /** @type {any} */ (globalThis).__result !== undefined, undefined, {
+        timeout: opts.timeout * 1000,
+        polling: 500,
+      });
       const r = await page.evaluate(() => /** @type {any} */ (globalThis).__result);
       // a wrong output (bench/suite.mjs WrongOutput) stops the run rather than rank the rest
       if (r.error?.includes('WrongOutput')) {
@@ -110,10 +163,18 @@ try {
       }
       if (r.error) throw new Error(r.error);
       results[job] = { ...r, seconds: (performance.now() - c0) / 1000 };
-      if (job.startsWith('limits')) log(`  limits: peak mul+add ${r.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${r.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s`);
+      if (job.startsWith('limits'))
+        log(
+          `  limits: peak mul+add ${r.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${r.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s`,
+        );
       log(`bench: ${job} done in ${results[job].seconds.toFixed(0)} s`);
     } catch (e) {
-      results[job] = { job, rows: [], unavailable: `${/** @type {Error} */ (e).message.split('\n')[0]}${errors.length ? `; page errors: ${errors.join(' | ')}` : ''}`, seconds: (performance.now() - c0) / 1000 };
+      results[job] = {
+        job,
+        rows: [],
+        unavailable: `${/** @type {Error} */ (e).message.split('\n')[0]}${errors.length ? `; page errors: ${errors.join(' | ')}` : ''}`,
+        seconds: (performance.now() - c0) / 1000,
+      };
       log(`bench: ${job} failed: ${results[job].unavailable}`);
     } finally {
       await context.close();
@@ -132,18 +193,36 @@ const load1 = loadavg();
 
 const { rows, limits, sizes } = await gather(results, ROOT);
 const notes = [];
-if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
+if ((await builtStamp()) !== stamp0)
+  notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
 for (const [job, r] of Object.entries(results)) if (r.unavailable) notes.push(`${job}: not measured: ${r.unavailable}`);
-const inits = BUILDS.filter((b) => results[b]?.initMs !== undefined).map((b) => `${b} ${results[b].initMs.toFixed(1)} ms`);
-if (inits.length) notes.push(`init() in the page (first call, fetch + compile + instantiate): ${inits.join(', ')} (the 20 ms target is for Node).`);
-if (results['ort-web-2t'] && !results['ort-web-2t'].unavailable) notes.push(`pages were cross-origin isolated: ${results['ort-web-2t'].crossOriginIsolated} (onnxruntime-web needs it for 2 threads).`);
+const inits = BUILDS.filter((b) => results[b]?.initMs !== undefined).map(
+  (b) => `${b} ${results[b].initMs.toFixed(1)} ms`,
+);
+if (inits.length)
+  notes.push(
+    `init() in the page (first call, fetch + compile + instantiate): ${inits.join(', ')} (the 20 ms target is for Node).`,
+  );
+if (results['ort-web-2t'] && !results['ort-web-2t'].unavailable)
+  notes.push(
+    `pages were cross-origin isolated: ${results['ort-web-2t'].crossOriginIsolated} (onnxruntime-web needs it for 2 threads).`,
+  );
 const ortV = results['ort-web-1t']?.ortVersion;
-if (ortV) notes.push(`onnxruntime-web ${ortV} (WASM backend): one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap), fetches ['output'] only.`);
-notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times.');
+if (ortV)
+  notes.push(
+    `onnxruntime-web ${ortV} (WASM backend): one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap), fetches ['output'] only.`,
+  );
+notes.push("int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers' float32 times.");
 notes.push('Not in the browser run: onnxruntime-node, JS-heap allocation counts.');
 if (!opts.full && opts.prefill === 'default') notes.push('prefill T=2048 is only in --full.');
-notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
-notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(results).map(([k, r]) => `${k} ${r.seconds.toFixed(0)} s`).join(', ')}).`);
+notes.push(
+  `load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`,
+);
+notes.push(
+  `total ${seconds.toFixed(0)} s (${Object.entries(results)
+    .map(([k, r]) => `${k} ${r.seconds.toFixed(0)} s`)
+    .join(', ')}).`,
+);
 const input = {
   title: `Chromium ${version} (headless)`,
   machine: [
@@ -152,13 +231,12 @@ const input = {
     `date ${new Date().toISOString()}`,
     await packageState(),
   ],
-  limits, rows, wasmSizes: sizes, notes,
-  shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
+  limits,
+  rows,
+  wasmSizes: sizes,
+  notes,
 };
-const md = markdown(input);
-console.log(md);
-await mkdir(opts.outDir, { recursive: true });
-await writeFile(join(opts.outDir, 'browser.md'), `${md}\n`);
-await writeFile(join(opts.outDir, 'browser.svg'), `${svgChart(input)}\n`);
-await writeFile(join(opts.outDir, 'browser.json'), `${JSON.stringify({ ...input, options: suiteOpts, jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])) }, null, 2)}\n`);
-log(`\nwrote ${join(opts.outDir, 'browser.md')}, browser.json, browser.svg`);
+await writeReport(opts.outDir, 'browser', input, suiteOpts, {
+  options: suiteOpts,
+  jobs: Object.fromEntries(Object.entries(results).map(([k, r]) => [k, { ...r, rows: undefined }])),
+});

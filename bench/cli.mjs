@@ -1,11 +1,12 @@
 // What bench/node.mjs and bench/browser.mjs share on the Node side: the suite's command-line options,
 // their parsing into a SuiteOptions, the sizes of the built .wasm files, and gathering the jobs' results.
 
-import { stat } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
-import { derive } from './report.mjs';
+import { derive, markdown, svgChart } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
 
 /** Defaults of the options both runners take (each adds its own: impls, timeouts, internals). */
@@ -32,17 +33,23 @@ export const list = (/** @type {string} */ s) => String(s).split(',').filter(Boo
  * @returns {import('./suite.mjs').SuiteOptions}
  */
 export function suiteOptions(opts, fail) {
-  const ints = (/** @type {string} */ s) => list(s).map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
-    return n;
-  }).sort((a, b) => a - b);
+  const ints = (/** @type {string} */ s) =>
+    list(s)
+      .map((x) => {
+        const n = Number(x);
+        if (!Number.isInteger(n) || n < 1) fail(`not a positive integer: ${x}`);
+        return n;
+      })
+      .sort((a, b) => a - b);
   const suite = {
     shapes: list(opts.shapes),
     decode: ints(opts.decode),
     prefill: opts.prefill !== 'default' ? ints(opts.prefill) : opts.full ? FULL_PREFILL : DEFAULT_PREFILL,
     dtypes: list(opts.dtypes),
-    warmup: opts.warmup, minReps: opts.minReps, minTime: opts.minTime, maxTime: opts.maxTime,
+    warmup: opts.warmup,
+    minReps: opts.minReps,
+    minTime: opts.minTime,
+    maxTime: opts.maxTime,
   };
   for (const s of suite.shapes) if (!(s in SHAPES)) fail(`unknown shape ${s}`);
   for (const d of suite.dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype ${d}`);
@@ -67,7 +74,30 @@ export async function wasmSizes(/** @type {string} */ root) {
  */
 export async function gather(jobs, root) {
   const rows = Object.values(jobs).flatMap((j) => j.rows ?? []);
-  const limits = bestLimits(Object.entries(jobs).filter(([k]) => k.startsWith('limits#')).map(([, j]) => j.limits));
+  const limits = bestLimits(
+    Object.entries(jobs)
+      .filter(([k]) => k.startsWith('limits#'))
+      .map(([, j]) => j.limits),
+  );
   derive(rows, limits);
   return { rows, limits, sizes: await wasmSizes(root) };
+}
+
+/**
+ * Prints the markdown report and writes `<name>.md`, `<name>.svg` and `<name>.json` (the input plus
+ * `extra`) into `outDir`. The report covers the suite's shapes, decode and prefill lengths and dtypes.
+ * @param {string} outDir @param {string} name
+ * @param {Omit<import('./report.mjs').ReportInput, 'shapes' | 'decode' | 'prefill' | 'dtypes'>} partial
+ * @param {import('./suite.mjs').SuiteOptions} suite @param {Record<string, unknown>} extra
+ */
+export async function writeReport(outDir, name, partial, suite, extra) {
+  const { shapes, decode, prefill, dtypes } = suite;
+  const input = { ...partial, shapes, decode, prefill, dtypes };
+  const md = markdown(input);
+  console.log(md);
+  await mkdir(outDir, { recursive: true });
+  await writeFile(join(outDir, `${name}.md`), `${md}\n`);
+  await writeFile(join(outDir, `${name}.svg`), `${svgChart(input)}\n`);
+  await writeFile(join(outDir, `${name}.json`), `${JSON.stringify({ ...input, ...extra }, null, 2)}\n`);
+  process.stderr.write(`\nwrote ${join(outDir, `${name}.md`)}, ${name}.json, ${name}.svg\n`);
 }

@@ -168,7 +168,10 @@ export async function packageState() {
   let git = 'not a git checkout';
   try {
     const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'assembly'], { cwd: root, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'assembly'], {
+      cwd: root,
+      encoding: 'utf8',
+    }).trim();
     git = `git ${sha}${dirty ? ' with uncommitted changes in src/ or assembly/' : ''}`;
   } catch {}
   let built = '';
@@ -185,7 +188,8 @@ export async function builtStamp() {
   for (const dir of ['wasm', 'dist']) {
     const url = new URL(`../${dir}/`, import.meta.url);
     try {
-      for (const f of readdirSync(url).sort()) if (/\.(wasm|js)$/.test(f)) parts.push(`${f}:${statSync(new URL(f, url)).mtimeMs}`);
+      for (const f of readdirSync(url).sort())
+        if (/\.(wasm|js)$/.test(f)) parts.push(`${f}:${statSync(new URL(f, url)).mtimeMs}`);
     } catch {}
   }
   return parts.join(',');
@@ -214,4 +218,3 @@ export function cliOptions(defaults, help, name) {
   }
   return opts;
 }
-

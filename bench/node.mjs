@@ -14,16 +14,26 @@
 // Writes bench/results/node.{json,md,svg}; prints the markdown. `--help` for options.
 
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile, } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
-import { SUITE_DEFAULTS, gather, list, suiteOptions } from './cli.mjs';
-import { SHAPES, BUILDS, DEFAULT_PREFILL, FULL_PREFILL, runWasm, runPlain, runOrt, allocationsPerStep, workloadSizes, WrongOutput } from './suite.mjs';
-import { markdown, svgChart } from './report.mjs';
+import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
+import {
+  SHAPES,
+  BUILDS,
+  DEFAULT_PREFILL,
+  FULL_PREFILL,
+  runWasm,
+  runPlain,
+  runOrt,
+  allocationsPerStep,
+  workloadSizes,
+  WrongOutput,
+} from './suite.mjs';
 
 const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
 const INIT_RUNS = 5;
@@ -88,7 +98,13 @@ async function runChild(/** @type {string} */ impl) {
     let relaxed = new Uint8Array(readFileSync(paths.relaxed));
     if (!WebAssembly.validate(relaxed)) relaxed = null;
     out.limits = await measureLimits({ simd: readFileSync(paths.simd), relaxed }, workloadSizes(suiteOpts));
-    log(`  limits: peak mul+add ${out.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${out.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s; bandwidth ${Object.values(out.limits.bandwidth).map((x) => /** @type {number} */ (x).toFixed(0)).join('/')} GB/s`);
+    log(
+      `  limits: peak mul+add ${out.limits.peakMulAdd.toFixed(1)} GFLOP/s, relaxed_madd ${out.limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s; bandwidth ${Object.values(
+        out.limits.bandwidth,
+      )
+        .map((x) => /** @type {number} */ (x).toFixed(0))
+        .join('/')} GB/s`,
+    );
   } else if (BUILDS.includes(impl)) {
     const pkg = await loadPackage();
     const t0 = performance.now();
@@ -100,12 +116,19 @@ async function runChild(/** @type {string} */ impl) {
       ctx.pkg = pkg;
       out.rows = await runWasm(impl, ctx);
       let gcs = 0;
-      const obs = new PerformanceObserver((l) => { gcs += l.getEntries().length; });
+      const obs = new PerformanceObserver((l) => {
+        gcs += l.getEntries().length;
+      });
       obs.observe({ entryTypes: ['gc'] });
-      out.allocations = await allocationsPerStep(ctx, () => process.memoryUsage().heapUsed,
-        () => new Promise((r) => setTimeout(() => r(gcs), 30)));
+      out.allocations = await allocationsPerStep(
+        ctx,
+        () => process.memoryUsage().heapUsed,
+        () => new Promise((r) => setTimeout(() => r(gcs), 30)),
+      );
       obs.disconnect();
-      log(`  ${impl}: init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`);
+      log(
+        `  ${impl}: init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`,
+      );
     }
   } else if (impl === 'plain') {
     out.rows = await runPlain(ctx);
@@ -122,7 +145,8 @@ async function runChild(/** @type {string} */ impl) {
     out.ortVersion = ort.env?.versions?.[/** @type {'web' | 'node'} */ (flavor)] ?? ort.env?.versions?.common;
     const { buildModel } = await import('./ort/models.mjs');
     ctx.ort = ort;
-    ctx.getModel = async (op, kind, shape) => buildModel(/** @type {any} */ (op), kind, SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]);
+    ctx.getModel = async (op, kind, shape) =>
+      buildModel(/** @type {any} */ (op), kind, SHAPES[/** @type {keyof typeof SHAPES} */ (shape)]);
     // for the output check: wasm-attention's default build on this runtime
     const pkg = await loadPackage();
     await pkg.init();
@@ -141,32 +165,45 @@ async function runChild(/** @type {string} */ impl) {
 
 async function runParent() {
   const impls = list(opts.impls);
-  for (const i of impls) if (!ALL_IMPLS.includes(i)) fail(`unknown implementation ${i}; known: ${ALL_IMPLS.join(', ')}`);
-  if (!existsSync(join(ROOT, 'dist/index.js')) || !existsSync(join(ROOT, 'wasm/attention-simd.wasm'))) fail('build the package first: npm run build');
+  for (const i of impls)
+    if (!ALL_IMPLS.includes(i)) fail(`unknown implementation ${i}; known: ${ALL_IMPLS.join(', ')}`);
+  if (!existsSync(join(ROOT, 'dist/index.js')) || !existsSync(join(ROOT, 'wasm/attention-simd.wasm')))
+    fail('build the package first: npm run build');
   const { buildLimits } = await import('./limits/build.mjs');
   buildLimits();
   const nodeMajor = Number(process.versions.node.split('.')[0]);
   const flags = [...process.execArgv];
-  if (nodeMajor < 22 && !flags.includes('--experimental-wasm-relaxed-simd')) flags.push('--experimental-wasm-relaxed-simd');
+  if (nodeMajor < 22 && !flags.includes('--experimental-wasm-relaxed-simd'))
+    flags.push('--experimental-wasm-relaxed-simd');
   const dir = await mkdtemp(join(tmpdir(), 'wasm-attention-bench-'));
   const self = fileURLToPath(import.meta.url);
   const load0 = loadavg();
   const stamp0 = await builtStamp();
   const t0 = performance.now();
-  log(`bench: Node ${process.version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`);
-  log(`bench: shapes ${suiteOpts.shapes.join(',')}; decode L ${suiteOpts.decode.join(',')}; prefill T ${suiteOpts.prefill.join(',')}; dtypes ${suiteOpts.dtypes.join(',')}`);
+  log(
+    `bench: Node ${process.version}, ${cpus()[0]?.model?.trim()}, load average ${load0.map((x) => x.toFixed(2)).join(' ')}`,
+  );
+  log(
+    `bench: shapes ${suiteOpts.shapes.join(',')}; decode L ${suiteOpts.decode.join(',')}; prefill T ${suiteOpts.prefill.join(',')}; dtypes ${suiteOpts.dtypes.join(',')}`,
+  );
   /** @type {Record<string, any>} */
   const children = {};
   try {
-    const initRuns = BUILDS.filter((b) => impls.includes(b)).flatMap((b) => Array.from({ length: INIT_RUNS }, (_, i) => `init-${b}#${i}`));
+    const initRuns = BUILDS.filter((b) => impls.includes(b)).flatMap((b) =>
+      Array.from({ length: INIT_RUNS }, (_, i) => `init-${b}#${i}`),
+    );
     for (const job of ['limits#1', ...initRuns, ...impls, 'limits#2']) {
       const impl = job.replace(/#.*/, '');
       const resultFile = join(dir, `${job}.json`);
       const c0 = performance.now();
       const code = await new Promise((resolve, reject) => {
-        const p = spawn(process.execPath, [...flags, self, '--child', impl, '--result-file', resultFile, '--config', JSON.stringify(suiteOpts)], {
-          stdio: ['ignore', 'inherit', 'inherit'],
-        });
+        const p = spawn(
+          process.execPath,
+          [...flags, self, '--child', impl, '--result-file', resultFile, '--config', JSON.stringify(suiteOpts)],
+          {
+            stdio: ['ignore', 'inherit', 'inherit'],
+          },
+        );
         p.on('error', reject);
         p.on('exit', (c, sig) => resolve(sig ?? c));
       });
@@ -195,21 +232,42 @@ async function runParent() {
   /** @type {Record<string, any>} */
   const allocations = {};
   for (const b of BUILDS) {
-    const inits = Object.entries(children).filter(([k, c]) => k.startsWith(`init-${b}#`) && c.build === b).map(([, c]) => c.initMs);
+    const inits = Object.entries(children)
+      .filter(([k, c]) => k.startsWith(`init-${b}#`) && c.build === b)
+      .map(([, c]) => c.initMs);
     if (inits.length) initMs[b] = median(inits);
     if (children[b]?.allocations) allocations[b] = children[b].allocations;
   }
   const notes = [];
-  if ((await builtStamp()) !== stamp0) notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
-  for (const [impl, c] of Object.entries(children)) if (c.unavailable && !impl.startsWith('init-')) notes.push(`${impl}: not measured: ${c.unavailable}`);
+  if ((await builtStamp()) !== stamp0)
+    notes.push('**wasm/ or dist/ was rebuilt during this run: the rows may mix two versions of the package.**');
+  for (const [impl, c] of Object.entries(children))
+    if (c.unavailable && !impl.startsWith('init-')) notes.push(`${impl}: not measured: ${c.unavailable}`);
   const ortV = children['ort-web-1t']?.ortVersion ?? children['ort-node-1t']?.ortVersion;
-  if (ortV) notes.push(`onnxruntime ${ortV}: one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap, as ORT's API requires), fetches ['output'] only.`);
-  notes.push('int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers\' float32 times (the peers have no int8 cache).');
-  notes.push('JS-heap allocations: process.memoryUsage().heapUsed growth over 1000 and over 5000 decode steps (attend + truncate; Llama shape, L=128, after 3000 warm-up steps), each kept only when a PerformanceObserver (gc entries) saw no GC in between; bytes/step = the slope between the two. A control loop allocating one small typed-array view per step and an empty loop calibrate it.');
-  notes.push(`init(): median of ${INIT_RUNS} fresh processes per build, time of the first \`await init({ build })\` after importing the package (reads, compiles and instantiates the .wasm).`);
-  if (!opts.full && opts.prefill === 'default') notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
-  notes.push(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`);
-  notes.push(`total ${seconds.toFixed(0)} s (${Object.entries(children).filter(([k]) => !k.startsWith('init-')).map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`).join(', ')}).`);
+  if (ortV)
+    notes.push(
+      `onnxruntime ${ortV}: one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap, as ORT's API requires), fetches ['output'] only.`,
+    );
+  notes.push(
+    "int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers' float32 times (the peers have no int8 cache).",
+  );
+  notes.push(
+    'JS-heap allocations: process.memoryUsage().heapUsed growth over 1000 and over 5000 decode steps (attend + truncate; Llama shape, L=128, after 3000 warm-up steps), each kept only when a PerformanceObserver (gc entries) saw no GC in between; bytes/step = the slope between the two. A control loop allocating one small typed-array view per step and an empty loop calibrate it.',
+  );
+  notes.push(
+    `init(): median of ${INIT_RUNS} fresh processes per build, time of the first \`await init({ build })\` after importing the package (reads, compiles and instantiates the .wasm).`,
+  );
+  if (!opts.full && opts.prefill === 'default')
+    notes.push(`prefill T=2048 is only in --full (it alone takes several minutes with the slower peers).`);
+  notes.push(
+    `load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${load0[0] >= availableParallelism() / 2 || load1[0] >= availableParallelism() / 2 ? ': the machine was busy, timings are noisy' : ''}.`,
+  );
+  notes.push(
+    `total ${seconds.toFixed(0)} s (${Object.entries(children)
+      .filter(([k]) => !k.startsWith('init-'))
+      .map(([k, c]) => `${k} ${c.seconds.toFixed(0)} s`)
+      .join(', ')}).`,
+  );
   const input = {
     title: `Node ${process.version}`,
     machine: [
@@ -218,16 +276,18 @@ async function runParent() {
       `date ${new Date().toISOString()}`,
       await packageState(),
     ],
-    limits, rows, allocations, wasmSizes: sizes, initMs, notes,
-    shapes: suiteOpts.shapes, decode: suiteOpts.decode, prefill: suiteOpts.prefill, dtypes: suiteOpts.dtypes,
+    limits,
+    rows,
+    allocations,
+    wasmSizes: sizes,
+    initMs,
+    notes,
   };
-  const md = markdown(input);
-  console.log(md);
-  await mkdir(opts.outDir, { recursive: true });
-  await writeFile(join(opts.outDir, 'node.md'), `${md}\n`);
-  await writeFile(join(opts.outDir, 'node.svg'), `${svgChart(input)}\n`);
-  await writeFile(join(opts.outDir, 'node.json'), `${JSON.stringify({ ...input, options: suiteOpts, children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])), initRuns: INIT_RUNS }, null, 2)}\n`);
-  log(`\nwrote ${join(opts.outDir, 'node.md')}, node.json, node.svg`);
+  await writeReport(opts.outDir, 'node', input, suiteOpts, {
+    options: suiteOpts,
+    children: Object.fromEntries(Object.entries(children).map(([k, c]) => [k, { ...c, rows: undefined }])),
+    initRuns: INIT_RUNS,
+  });
 }
 
 /** A child's exit code for WrongOutput: the parent stops the whole run on it. */

@@ -25,18 +25,27 @@ for (const dtype of /** @type {const} */ (['float32', 'int8'])) {
       return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
     };
     let saved = cache.save();
-    const saveMs = time(() => { saved = cache.save(); }, 7);
+    const saveMs = time(() => {
+      saved = cache.save();
+    }, 7);
     const loadMs = time(() => KVCache.load(saved).dispose(), 7);
     const mb = saved.byteLength / 1e6;
     rows.push({ dtype, tokens, mb, saveMs, loadMs, saveMBs: mb / (saveMs / 1000), loadMBs: mb / (loadMs / 1000) });
     cache.dispose();
   }
 }
-console.log(`KVCache.save()/load(), ${shape.layers} layers × ${shape.kvHeads} kv heads × head size ${shape.headDim}, build ${info.build}, Node ${process.version}`);
+console.log(
+  `KVCache.save()/load(), ${shape.layers} layers × ${shape.kvHeads} kv heads × head size ${shape.headDim}, build ${info.build}, Node ${process.version}`,
+);
 console.log('| dtype | tokens | saved MB | save ms | load ms | save MB/s | load MB/s |');
 console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) {
-  console.log(`| ${r.dtype} | ${r.tokens} | ${r.mb.toFixed(1)} | ${r.saveMs.toFixed(1)} | ${r.loadMs.toFixed(1)} | ${r.saveMBs.toFixed(0)} | ${r.loadMBs.toFixed(0)} |`);
+  console.log(
+    `| ${r.dtype} | ${r.tokens} | ${r.mb.toFixed(1)} | ${r.saveMs.toFixed(1)} | ${r.loadMs.toFixed(1)} | ${r.saveMBs.toFixed(0)} | ${r.loadMBs.toFixed(0)} |`,
+  );
 }
 mkdirSync(new URL('./results/', import.meta.url), { recursive: true });
-writeFileSync(new URL('./results/save-load.json', import.meta.url), JSON.stringify({ build: info.build, node: process.version, rows }, null, 2));
+writeFileSync(
+  new URL('./results/save-load.json', import.meta.url),
+  JSON.stringify({ build: info.build, node: process.version, rows }, null, 2),
+);

@@ -12,4 +12,3 @@ export function quantile(xs, p) {
 
 /** @param {number[]} xs */
 export const median = (xs) => quantile(xs, 0.5);
-

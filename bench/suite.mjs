@@ -27,14 +27,21 @@ export const FULL_PREFILL = [128, 512, 2048];
 /** @typedef {'decode' | 'prefill'} Kind */
 
 /** visible (query, key) pairs */
-export const pairs = (/** @type {Kind} */ kind, /** @type {number} */ n) => (kind === 'decode' ? n + 1 : (n * (n + 1)) / 2);
+export const pairs = (/** @type {Kind} */ kind, /** @type {number} */ n) =>
+  kind === 'decode' ? n + 1 : (n * (n + 1)) / 2;
 /** flops of one call */
-export const flopsOf = (/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @type {number} */ n) => 4 * s.headDim * s.heads * pairs(kind, n);
+export const flopsOf = (/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @type {number} */ n) =>
+  4 * s.headDim * s.heads * pairs(kind, n);
 /**
  * Bytes the call must move at least: decode reads the cached K and V once (int8: one byte a value plus a
  * f32 scale per token and kv head); prefill reads q, k, v and writes the output once.
  */
-export function bytesOf(/** @type {Shape} */ s, /** @type {Kind} */ kind, /** @type {number} */ n, /** @type {string} */ dtype) {
+export function bytesOf(
+  /** @type {Shape} */ s,
+  /** @type {Kind} */ kind,
+  /** @type {number} */ n,
+  /** @type {string} */ dtype,
+) {
   if (kind === 'decode') {
     const values = 2 * s.kvHeads * n * s.headDim;
     return dtype === 'int8' ? values + 2 * s.kvHeads * n * 4 : values * 4;
@@ -190,15 +197,25 @@ export const LIMITS = { float32: 1e-4, int8: 0.05, peer: 1e-4 };
 export function checkAgainstFloat64(label, s, kind, n, x, out, dtype) {
   const row = s.heads * s.headDim;
   const rows = kind === 'decode' ? 1 : Math.min(2, n);
-  const keys = kind === 'decode'
-    ? { k: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastK), n), x.k), v: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastV), n), x.v) }
-    : { k: x.k, v: x.v };
+  const keys =
+    kind === 'decode'
+      ? {
+          k: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastK), n), x.k),
+          v: concat(tokenMajor(s, /** @type {Float32Array} */ (x.pastV), n), x.v),
+        }
+      : { k: x.k, v: x.v };
   const tail = (/** @type {Float32Array} */ a) => a.subarray(a.length - rows * row);
-  const want = referenceAttention(tail(x.q), keys.k, keys.v, { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim });
+  const want = referenceAttention(tail(x.q), keys.k, keys.v, {
+    heads: s.heads,
+    kvHeads: s.kvHeads,
+    headDim: s.headDim,
+  });
   const diff = maxAbsDiff(tail(out), want);
   const limit = LIMITS[/** @type {'float32' | 'int8'} */ (dtype)];
   if (!(diff <= limit)) {
-    throw new WrongOutput(`${label} ${kind} ${n} (${dtype}) is off the float64 reference by ${diff} > ${limit}: not timed, not ranked`);
+    throw new WrongOutput(
+      `${label} ${kind} ${n} (${dtype}) is off the float64 reference by ${diff} > ${limit}: not timed, not ranked`,
+    );
   }
 }
 
@@ -230,7 +247,9 @@ function push(rows, r, /** @type {Ctx} */ ctx) {
   if (r.kind === 'decode') /** @type {any} */ (row).gbps = bytesOf(s, 'decode', r.n, r.dtype) / r.medianMs / 1e6;
   rows.push(row);
   const diff = r.maxAbsDiff !== undefined ? `  (max |Δ| vs wasm-attention ${r.maxAbsDiff.toExponential(1)})` : '';
-  ctx.log(`  ${r.impl.padEnd(16)} ${r.shape.padEnd(6)} ${r.kind} ${String(r.n).padStart(5)} ${r.dtype.padEnd(7)} ${r.medianMs.toPrecision(3).padStart(7)} ms ${row.gflops.toFixed(1).padStart(6)} GFLOP/s${diff}`);
+  ctx.log(
+    `  ${r.impl.padEnd(16)} ${r.shape.padEnd(6)} ${r.kind} ${String(r.n).padStart(5)} ${r.dtype.padEnd(7)} ${r.medianMs.toPrecision(3).padStart(7)} ms ${row.gflops.toFixed(1).padStart(6)} GFLOP/s${diff}`,
+  );
 }
 
 /**
@@ -273,7 +292,15 @@ export async function runWasm(build, ctx) {
     for (const L of opts.decode) {
       const x = workloadData(shapeName, 'decode', L);
       for (const dtype of opts.dtypes) {
-        const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (x.pastK), /** @type {Float32Array} */ (x.pastV), L);
+        const cache = filledCache(
+          pkg,
+          s,
+          dtype,
+          L + 16,
+          /** @type {Float32Array} */ (x.pastK),
+          /** @type {Float32Array} */ (x.pastV),
+          L,
+        );
         await checkedAndTimed(ctx, build, shapeName, 'decode', L, x, dtype, cache, () => cache.truncate(L), rows);
         cache.dispose();
       }
@@ -320,7 +347,15 @@ export async function allocationsPerStep(ctx, heapUsed, gcCount) {
     return Math.max(0, (b - a) / (STEPS[1] - STEPS[0]));
   };
   for (const dtype of ctx.opts.dtypes) {
-    const cache = filledCache(pkg, s, dtype, L + 16, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
+    const cache = filledCache(
+      pkg,
+      s,
+      dtype,
+      L + 16,
+      /** @type {Float32Array} */ (pastK),
+      /** @type {Float32Array} */ (pastV),
+      L,
+    );
     res[dtype] = await measure(() => {
       cache.attend(0, q, k, v, out);
       cache.truncate(L);
@@ -377,9 +412,16 @@ export async function runOrt(flavor, threads, ctx) {
   const { ort, opts } = ctx;
   /** @type {Row[]} */
   const rows = [];
-  const sessionOptions = flavor === 'web'
-    ? { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }
-    : { executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+  const sessionOptions =
+    flavor === 'web'
+      ? { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }
+      : {
+          executionProviders: ['cpu'],
+          intraOpNumThreads: threads,
+          interOpNumThreads: 1,
+          executionMode: 'sequential',
+          graphOptimizationLevel: 'all',
+        };
   const { feeds } = await import('./ort/feeds.mjs');
   for (const shapeName of opts.shapes) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
@@ -399,14 +441,26 @@ export async function runOrt(flavor, threads, ctx) {
           if (ctx.pkg) {
             maxAbsDiff = maxAbsDiffVsOurs(ctx, shapeName, kind, n, x, first.output.data);
             if (!(maxAbsDiff <= LIMITS.peer)) {
-              throw new WrongOutput(`${impl} ${kind} ${n} differs from wasm-attention by ${maxAbsDiff} > ${LIMITS.peer}: not timed, not ranked`);
+              throw new WrongOutput(
+                `${impl} ${kind} ${n} differs from wasm-attention by ${maxAbsDiff} > ${LIMITS.peer}: not timed, not ranked`,
+              );
             }
           }
           first.output.dispose?.();
           /** @type {any} */
           let last;
-          const r = await timeIt(async () => { last = await session.run(f, ['output']); }, undefined, opts);
-          push(rows, { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype: 'float32', ...r, maxAbsDiff }, ctx);
+          const r = await timeIt(
+            async () => {
+              last = await session.run(f, ['output']);
+            },
+            undefined,
+            opts,
+          );
+          push(
+            rows,
+            { impl, runtime: ctx.runtime, shape: shapeName, kind, n, dtype: 'float32', ...r, maxAbsDiff },
+            ctx,
+          );
           last.output.dispose?.();
         }
         await session.release?.();
@@ -417,13 +471,21 @@ export async function runOrt(flavor, threads, ctx) {
 }
 
 /** wasm-attention's output on the same inputs, compared with `got`. */
-function maxAbsDiffVsOurs(/** @type {Ctx} */ ctx, /** @type {string} */ shapeName, /** @type {Kind} */ kind, /** @type {number} */ n, /** @type {any} */ x, /** @type {Float32Array} */ got) {
+function maxAbsDiffVsOurs(
+  /** @type {Ctx} */ ctx,
+  /** @type {string} */ shapeName,
+  /** @type {Kind} */ kind,
+  /** @type {number} */ n,
+  /** @type {any} */ x,
+  /** @type {Float32Array} */ got,
+) {
   const { pkg } = ctx;
   const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
   const base = { heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
-  const cache = kind === 'decode'
-    ? filledCache(pkg, s, 'float32', n + 1, x.pastK, x.pastV, n)
-    : new pkg.KVCache({ ...base, maxTokens: n });
+  const cache =
+    kind === 'decode'
+      ? filledCache(pkg, s, 'float32', n + 1, x.pastK, x.pastV, n)
+      : new pkg.KVCache({ ...base, maxTokens: n });
   const ours = cache.attend(0, x.q, x.k, x.v);
   cache.dispose();
   checkAgainstFloat64('wasm-attention', s, kind, n, x, ours, 'float32');

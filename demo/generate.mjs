@@ -11,7 +11,18 @@
 // pool by a hash, and the query of layer l > 0 also adds layer l-1's output for that token (a
 // stand-in for the residual stream), so every layer's output feeds the next one.
 
-import { busyWarning, loadPackage, hash32, quantile, median, sum, cliOptions, progress, fmtMs, fmtX } from '../bench/common.mjs';
+import {
+  busyWarning,
+  loadPackage,
+  hash32,
+  quantile,
+  median,
+  sum,
+  cliOptions,
+  progress,
+  fmtMs,
+  fmtX,
+} from '../bench/common.mjs';
 import { PlainJsKVCache } from '../bench/plain-js.mjs';
 import { maxAbsDiff, referenceAttention, referenceRope } from '../test/support/reference.js';
 import { Rng } from '../test/support/rng.js';
@@ -72,15 +83,23 @@ function fail(msg) {
 const opts = cliOptions(DEFAULTS, HELP, 'generate');
 const { prompt: P, steps: N, layers: L, heads: H, kvHeads: KV, headDim: D, theta } = opts;
 for (const [name, v, min] of /** @type {[string, number, number][]} */ ([
-  ['prompt', P, 1], ['steps', N, 0], ['layers', L, 1], ['heads', H, 1], ['kv-heads', KV, 1],
-  ['head-dim', D, 2], ['pool', opts.pool, 1], ['js-layers', opts.jsLayers, 0],
-  ['recompute-every', opts.recomputeEvery, 0], ['recompute-layers', opts.recomputeLayers, 1],
+  ['prompt', P, 1],
+  ['steps', N, 0],
+  ['layers', L, 1],
+  ['heads', H, 1],
+  ['kv-heads', KV, 1],
+  ['head-dim', D, 2],
+  ['pool', opts.pool, 1],
+  ['js-layers', opts.jsLayers, 0],
+  ['recompute-every', opts.recomputeEvery, 0],
+  ['recompute-layers', opts.recomputeLayers, 1],
 ])) {
   if (!Number.isInteger(v) || v < min) fail(`--${name} must be an integer >= ${min}, got ${v}`);
 }
 if (H % KV !== 0) fail(`--heads (${H}) must be a multiple of --kv-heads (${KV})`);
 if (D % 2 !== 0) fail(`--head-dim must be even for rope, got ${D}`);
-if (!['auto', 'relaxed-simd', 'simd', 'scalar'].includes(opts.build)) fail(`--build must be auto, relaxed-simd, simd or scalar`);
+if (!['auto', 'relaxed-simd', 'simd', 'scalar'].includes(opts.build))
+  fail(`--build must be auto, relaxed-simd, simd or scalar`);
 const jsLayers = Math.min(opts.jsLayers, L);
 const jsSteps = opts.jsSteps < 0 ? N : Math.min(opts.jsSteps, N);
 const recLayers = Math.min(opts.recomputeLayers, L);
@@ -135,9 +154,18 @@ const checkPositions = [...new Set([0, P >> 1, P - 1, ...(N > 0 ? [P, P + (N >> 
 function generate(cache, layers, steps, label) {
   /** @type {Map<string, { q: Float32Array, out: Float32Array }>} */
   const samples = new Map();
-  const record = (/** @type {number} */ layer, /** @type {number} */ pos, /** @type {Float32Array} */ q, /** @type {Float32Array} */ out, /** @type {number} */ t) => {
+  const record = (
+    /** @type {number} */ layer,
+    /** @type {number} */ pos,
+    /** @type {Float32Array} */ q,
+    /** @type {Float32Array} */ out,
+    /** @type {number} */ t,
+  ) => {
     if (checkLayers.includes(layer) && checkPositions.includes(pos)) {
-      samples.set(`${layer}:${pos}`, { q: q.slice(t * QROW, (t + 1) * QROW), out: out.slice(t * QROW, (t + 1) * QROW) });
+      samples.set(`${layer}:${pos}`, {
+        q: q.slice(t * QROW, (t + 1) * QROW),
+        out: out.slice(t * QROW, (t + 1) * QROW),
+      });
     }
   };
 
@@ -233,12 +261,16 @@ const ours = generate(cache, L, N, 'wasm-attention');
 const prefillOurs = sum(ours.prefillMs);
 const flopsPrefill = 4 * D * H * ((P * (P + 1)) / 2) * L;
 out(`wasm-attention (${info.build})`);
-out(`  prefill  ${P} tokens × ${L} layers: ${fmtMs(prefillOurs)} ms, ${Math.round((P / prefillOurs) * 1000)} tokens/s  (${((flopsPrefill / prefillOurs) * 1e-6).toFixed(1)} GFLOP/s)`);
+out(
+  `  prefill  ${P} tokens × ${L} layers: ${fmtMs(prefillOurs)} ms, ${Math.round((P / prefillOurs) * 1000)} tokens/s  (${((flopsPrefill / prefillOurs) * 1e-6).toFixed(1)} GFLOP/s)`,
+);
 if (N > 0) {
   const med = median(ours.decodeMs);
   const avgPos = P + (N - 1) / 2;
-  out(`  decode   per token (all ${L} layers): median ${fmtMs(med)} ms, p90 ${fmtMs(quantile(ours.decodeMs, 0.9))} ms, ` +
-    `${Math.round(1000 / med)} tokens/s  (${((4 * D * H * (avgPos + 1) * L) / med * 1e-6).toFixed(1)} GFLOP/s at the median)`);
+  out(
+    `  decode   per token (all ${L} layers): median ${fmtMs(med)} ms, p90 ${fmtMs(quantile(ours.decodeMs, 0.9))} ms, ` +
+      `${Math.round(1000 / med)} tokens/s  (${(((4 * D * H * (avgPos + 1) * L) / med) * 1e-6).toFixed(1)} GFLOP/s at the median)`,
+  );
 }
 out(`  memory   cache ${(cache.byteLength / 2 ** 20).toFixed(1)} MiB for ${TOTAL} tokens`);
 out('');
@@ -255,18 +287,26 @@ if (plain) {
   // compare per layer, at equal positions: ours over the same layers and steps
   const jsPrefill = sum(plain.prefillMs) * scale;
   const oursPrefillSame = sum(ours.prefillMs.slice(0, jsLayers)) * scale;
-  out(`plain JavaScript (bench/plain-js.mjs), measured on ${jsLayers} of the ${L} layers (all layers have the same shape)`);
-  out(`  over the full prompt and ${jsSteps === N ? `all ${N}` : `the first ${jsSteps} of ${N}`} decode steps; times below are ×${fmtX(scale)} to stand for all ${L} layers`);
-  out(`  prefill  ${fmtMs(jsPrefill)} ms, ${Math.round((P / jsPrefill) * 1000)} tokens/s` +
-    `   -> wasm-attention is ${fmtX(jsPrefill / prefillOurs)}× faster (${fmtX(jsPrefill / oursPrefillSame)}× on the same ${jsLayers} layer${jsLayers > 1 ? 's' : ''})`);
+  out(
+    `plain JavaScript (bench/plain-js.mjs), measured on ${jsLayers} of the ${L} layers (all layers have the same shape)`,
+  );
+  out(
+    `  over the full prompt and ${jsSteps === N ? `all ${N}` : `the first ${jsSteps} of ${N}`} decode steps; times below are ×${fmtX(scale)} to stand for all ${L} layers`,
+  );
+  out(
+    `  prefill  ${fmtMs(jsPrefill)} ms, ${Math.round((P / jsPrefill) * 1000)} tokens/s` +
+      `   -> wasm-attention is ${fmtX(jsPrefill / prefillOurs)}× faster (${fmtX(jsPrefill / oursPrefillSame)}× on the same ${jsLayers} layer${jsLayers > 1 ? 's' : ''})`,
+  );
   summary.plainPrefillMs = jsPrefill;
   summary.prefillSpeedup = jsPrefill / prefillOurs;
   if (jsSteps > 0) {
     const jsTok = plain.decodeMs.map((ms) => ms * scale);
     const oursTok = ours.decodeMs.slice(0, jsSteps);
     const jsMed = median(jsTok);
-    out(`  decode   per token: median ${fmtMs(jsMed)} ms, p90 ${fmtMs(quantile(jsTok, 0.9))} ms, ${(1000 / jsMed).toFixed(1)} tokens/s` +
-      `   -> wasm-attention is ${fmtX(jsMed / median(oursTok))}× faster (median over the same ${jsSteps} steps)`);
+    out(
+      `  decode   per token: median ${fmtMs(jsMed)} ms, p90 ${fmtMs(quantile(jsTok, 0.9))} ms, ${(1000 / jsMed).toFixed(1)} tokens/s` +
+        `   -> wasm-attention is ${fmtX(jsMed / median(oursTok))}× faster (median over the same ${jsSteps} steps)`,
+    );
     summary.plainDecodeMedianMs = jsMed;
     summary.decodeSpeedup = jsMed / median(oursTok);
   }
@@ -279,8 +319,12 @@ if (opts.recomputeEvery > 0 && N > 0) {
   for (let s = 0; s < N; s += opts.recomputeEvery) sampleSteps.push(s);
   const scale = L / recLayers;
   out(`KV cache vs no cache: without a cache every step recomputes causal attention for all its tokens`);
-  out(`  (one-shot attention(), T = S = position + 1), timed (best of 2) on ${recLayers} of ${L} layers ×${fmtX(scale)}, every ${opts.recomputeEvery} steps;`);
-  out(`  cached = median decode step within ±4 steps. Attention only: a real model without a cache would also recompute every projection and MLP.`);
+  out(
+    `  (one-shot attention(), T = S = position + 1), timed (best of 2) on ${recLayers} of ${L} layers ×${fmtX(scale)}, every ${opts.recomputeEvery} steps;`,
+  );
+  out(
+    `  cached = median decode step within ±4 steps. Attention only: a real model without a cache would also recompute every projection and MLP.`,
+  );
   out(`    step  position   cached ms/token   recompute ms/token   speed-up`);
   const bar = progress('recompute (no cache)', sampleSteps.length);
   const ratios = [];
@@ -309,12 +353,16 @@ if (opts.recomputeEvery > 0 && N > 0) {
     // the cached step's time: median of the measured steps within ±4 of it (one step is noisy)
     const cached = median(ours.decodeMs.slice(Math.max(0, s - 4), s + 5));
     ratios.push(ms / cached);
-    lines.push(`  ${String(s).padStart(6)}  ${String(P + s).padStart(8)}   ${fmtMs(cached).padStart(15)}   ${fmtMs(ms).padStart(18)}   ${fmtX(ms / cached).padStart(7)}×`);
+    lines.push(
+      `  ${String(s).padStart(6)}  ${String(P + s).padStart(8)}   ${fmtMs(cached).padStart(15)}   ${fmtMs(ms).padStart(18)}   ${fmtX(ms / cached).padStart(7)}×`,
+    );
     bar.update(i + 1);
   }
   bar.done();
   for (const line of lines) out(line);
-  out(`  -> the KV cache makes a decode step ${fmtX(median(ratios))}× faster (median over ${ratios.length} sampled steps)`);
+  out(
+    `  -> the KV cache makes a decode step ${fmtX(median(ratios))}× faster (median over ${ratios.length} sampled steps)`,
+  );
   summary.cacheSpeedup = median(ratios);
   out('');
 }
@@ -330,13 +378,28 @@ if (opts.recomputeEvery > 0 && N > 0) {
   for (let li = 0; li < checkLayers.length; li++) {
     const l = checkLayers[li];
     const maxPos = Math.max(...checkPositions.filter((p) => p < TOTAL));
-    const kRot = referenceRope(rows(1, l, 0, maxPos + 1), maxPos + 1, KV, D, Array.from({ length: maxPos + 1 }, (_, p) => p), rope);
+    const kRot = referenceRope(
+      rows(1, l, 0, maxPos + 1),
+      maxPos + 1,
+      KV,
+      D,
+      Array.from({ length: maxPos + 1 }, (_, p) => p),
+      rope,
+    );
     const vRaw = rows(2, l, 0, maxPos + 1);
     for (const pos of checkPositions) {
-      for (const [run, isJs] of /** @type {[ReturnType<typeof generate> | null, boolean][]} */ ([[ours, false], [plain, true]])) {
+      for (const [run, isJs] of /** @type {[ReturnType<typeof generate> | null, boolean][]} */ ([
+        [ours, false],
+        [plain, true],
+      ])) {
         const smp = run?.samples.get(`${l}:${pos}`);
         if (!smp) continue;
-        const ref = referenceAttention(referenceRope(smp.q, 1, H, D, [pos], rope), kRot.subarray(0, (pos + 1) * KROW), vRaw.subarray(0, (pos + 1) * KROW), { heads: H, kvHeads: KV, headDim: D });
+        const ref = referenceAttention(
+          referenceRope(smp.q, 1, H, D, [pos], rope),
+          kRot.subarray(0, (pos + 1) * KROW),
+          vRaw.subarray(0, (pos + 1) * KROW),
+          { heads: H, kvHeads: KV, headDim: D },
+        );
         const err = maxAbsDiff(smp.out, ref);
         if (isJs) {
           countJs++;
@@ -354,10 +417,15 @@ if (opts.recomputeEvery > 0 && N > 0) {
   }
   bar.done();
   const ok = count > 0 && worst <= opts.tolerance;
-  out(`correctness: ${count} sampled outputs (layers ${checkLayers.join(', ')} × positions ${checkPositions.join(', ')}, ${H}×${D} numbers each)`);
+  out(
+    `correctness: ${count} sampled outputs (layers ${checkLayers.join(', ')} × positions ${checkPositions.join(', ')}, ${H}×${D} numbers each)`,
+  );
   out(`  against a float64 reference (test/support/reference.js, rope and softmax in double precision):`);
-  out(`  wasm-attention max abs error ${worst.toExponential(2)}${worstAt ? ` (at ${worstAt})` : ''}, limit ${opts.tolerance}: ${ok ? 'OK' : 'FAIL'}`);
-  if (countJs > 0) out(`  plain JS       max abs error ${worstJs.toExponential(2)} over ${countJs} of the same samples`);
+  out(
+    `  wasm-attention max abs error ${worst.toExponential(2)}${worstAt ? ` (at ${worstAt})` : ''}, limit ${opts.tolerance}: ${ok ? 'OK' : 'FAIL'}`,
+  );
+  if (countJs > 0)
+    out(`  plain JS       max abs error ${worstJs.toExponential(2)} over ${countJs} of the same samples`);
   summary.maxAbsError = worst;
   const busy = busyWarning();
   if (busy) out(`\n${busy}`);

@@ -25,9 +25,8 @@ export interface LayerGeometry extends HeadShape {
 export const PAGE_ROWS = 64;
 
 // Descriptor words (assembly/descriptor.ts documents them; these mirror it).
-const HEADS = 0, KV_HEADS = 1, HEAD_DIM = 2, INT8 = 3, SINKS = 4, RING = 5, WINDOW = 6, SCALE = 7, SOFTCAP = 8;
-const ROPE_DIMS = 9, ROPE_INTERLEAVED = 10, ROPE_TABLE = 11, STREAM = 12;
-const Q = 13, K = 14, V = 15, OUT = 16, SCRATCH = 17, LAYERS = 18, LAYER_TABLES = 32;
+// Written in runs: heads … window (0–6), scale and softcap (7–8), ropeDims … ropeTable (9–11), q … scratch (13–17).
+const HEADS = 0, SCALE = 7, ROPE_DIMS = 9, ROPE_TABLE = 11, STREAM = 12, Q = 13, LAYERS = 18, LAYER_TABLES = 32;
 
 const STAGING_TARGET_BYTES = 1 << 20;
 const STAGING_MAX_TOKENS = 256;
@@ -51,7 +50,9 @@ export function pagesPerHead(geometry: LayerGeometry): number {
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
  * between steps) decode streams. Measured here: +20% for a 16-layer 49 MiB cache, +30–80% for one layer
- * of 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3.
+ * of 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3. Re-measured interleaved with the
+ * register-budgeted loops (2-core machine shared with other jobs): 1.33–1.45× for one layer of 34–50 MB,
+ * 1.53–1.65× for 16 layers of 8–34 MB each, 1.01× at 8–13 MB (GPT-2 and Llama shapes, L = 2048).
  */
 export const STREAM_BYTES = 8 << 20;
 
@@ -93,10 +94,7 @@ export class CacheMemory {
   readonly #staging: SharedStaging;
   readonly #layout: StagingLayout;
   /** staging addresses as this cache last wrote them into its descriptor */
-  #q = 0;
-  #k = 0;
-  #v = 0;
-  #out = 0;
+  #at = { q: 0, k: 0, v: 0, out: 0 };
   #stagingGeneration = -1;
   /** descriptor, then the rope table: one block */
   #fixed = 0;
@@ -134,25 +132,15 @@ export class CacheMemory {
       return;
     }
     const i32 = this.#words();
-    const f32 = kernel.f32();
     const d = this.#fixed >>> 2;
     i32.fill(0, d, d + (descriptorBytes >>> 2));
-    i32[d + HEADS] = geometry.heads;
-    i32[d + KV_HEADS] = geometry.kvHeads;
-    i32[d + HEAD_DIM] = geometry.headDim;
-    i32[d + INT8] = geometry.int8 ? 1 : 0;
-    i32[d + SINKS] = geometry.sinks;
-    i32[d + RING] = geometry.ring;
-    i32[d + WINDOW] = scoring.window;
-    f32[d + SCALE] = scoring.scale;
-    f32[d + SOFTCAP] = scoring.softcap;
+    const { heads, kvHeads, headDim, int8, sinks, ring } = geometry;
+    const table = rope ? this.#fixed + this.#ropeAt : 0;
+    i32.set([heads, kvHeads, headDim, +int8, sinks, ring, scoring.window], d + HEADS);
+    kernel.f32().set([scoring.scale, scoring.softcap], d + SCALE);
+    i32.set([rope?.dims ?? 0, +(rope?.interleaved ?? 0), table], d + ROPE_DIMS);
     i32[d + LAYERS] = layers;
-    if (rope) {
-      i32[d + ROPE_DIMS] = rope.dims;
-      i32[d + ROPE_INTERLEAVED] = rope.interleaved ? 1 : 0;
-      i32[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
-      kernel.abi.ropeFrequencies(this.#fixed + this.#ropeAt, rope.dims, rope.theta);
-    }
+    if (rope) kernel.abi.ropeFrequencies(table, rope.dims, rope.theta);
   }
 
   /** A Int32Array over the whole memory (renewed after growth; never held across an allocation). */
@@ -191,8 +179,9 @@ export class CacheMemory {
     const { sinks, ring } = this.geometry;
     const end = firstPosition + tokens;
     if (tokens === 1) {
-      // a decode step: one page (kept allocation-free)
-      this.#reservePages(what, layer, slotOf(firstPosition, sinks, ring) >> 6);
+      // a decode step: one page, and no allocation on the JS heap
+      this.#one[0] = slotOf(firstPosition, sinks, ring) >> 6;
+      this.#reservePages(what, layer, this.#one);
       return;
     }
     const pages = new Set<number>();
@@ -211,7 +200,7 @@ export class CacheMemory {
         addSlots(sinks, sinks + s0 + count - ring);
       }
     }
-    this.#reservePages(what, layer, -1, [...pages]);
+    this.#reservePages(what, layer, [...pages].sort((a, b) => a - b));
   }
 
   /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
@@ -219,23 +208,21 @@ export class CacheMemory {
     if (slots === 0) return;
     const pages: number[] = [];
     for (let i = 0; i <= (slots - 1) >> 6; i++) pages.push(i);
-    this.#reservePages(what, layer, -1, pages);
+    this.#reservePages(what, layer, pages);
   }
 
-  /** Reserves page `single`, or every page in `list`, of every (kv head, K|V) row of `layer`. */
-  #reservePages(what: string, layer: number, single: number, list?: number[]): void {
-    const { kvHeads } = this.geometry;
-    const rows = 2 * kvHeads;
+  readonly #one = [0];
+
+  /** Reserves the page table entries `list` (ascending) of every (kv head, K|V) row of `layer`. */
+  #reservePages(what: string, layer: number, list: number[]): void {
+    const rows = 2 * this.geometry.kvHeads;
     const capacity = this.#capacity[layer];
     const table = this.#tables[layer] >>> 2;
-    let largest = single;
-    if (list) for (const e of list) largest = Math.max(largest, e);
-    const count = list ? list.length : 1;
+    const largest = list[list.length - 1];
     // pages to take: missing ones, and shared ones (copy on write)
     let fresh = 0;
     const words = this.#words();
-    for (let i = 0; i < count; i++) {
-      const e = list ? list[i] : single;
+    for (const e of list) {
       if (e >= capacity) {
         fresh += rows;
         continue;
@@ -260,25 +247,26 @@ export class CacheMemory {
     } catch (cause) {
       for (const page of taken) this.#pool.drop(page, this.pageBytes);
       if (newTable) this.#pool.dropBlock(newTable, tableBytes);
-      throw new RangeError(`wasm-attention: ${what} needs ${needed} more bytes of ` +
-        `WebAssembly memory (${fresh} pages of ${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''}), ` +
-        `and memory could not grow: ${(cause as Error).message}`);
+      throw outOfMemory(what, `${needed} more bytes of WebAssembly memory (${fresh} pages of ` +
+        `${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''})`, cause);
     }
     if (newTable) this.#moveTable(layer, newTable, newCapacity);
     const cap = this.#capacity[layer];
     const at = this.#tables[layer] >>> 2;
     const bytes = this.kernel.bytes();
     const w = this.#words();
-    for (let i = 0; i < count; i++) {
-      const e = list ? list[i] : single;
-      for (let r = 0; r < rows; r++) {
+    // row by row, in the order they were taken: a prefill's pages of one (kv head, K|V) lie one after
+    // another in memory, in position order, as the kernel walks them
+    let next = 0;
+    for (let r = 0; r < rows; r++) {
+      for (const e of list) {
         const slot = at + r * cap + e;
         const page = w[slot] >>> 0;
         if (page === 0) {
-          w[slot] = taken.pop() as number;
+          w[slot] = taken[next++];
           this.#pageCount++;
         } else if (this.#pool.isShared(page, this.pageBytes)) {
-          const copy = taken.pop() as number;
+          const copy = taken[next++];
           bytes.copyWithin(copy, page, page + this.pageBytes);
           this.#pool.drop(page, this.pageBytes);
           w[slot] = copy;
@@ -321,8 +309,10 @@ export class CacheMemory {
     const rows = 2 * this.geometry.kvHeads;
     const at = this.#tables[layer] >>> 2;
     const w = this.#words();
-    for (let r = 0; r < rows; r++) {
-      for (let e = first; e < capacity; e++) {
+    // last to first: the pool hands freed pages out last in, first out, so the next cache to take them
+    // gets them in address order again
+    for (let r = rows - 1; r >= 0; r--) {
+      for (let e = capacity - 1; e >= first; e--) {
         const page = w[at + r * capacity + e] >>> 0;
         if (page === 0) continue;
         this.#pool.drop(page, this.pageBytes);
@@ -361,8 +351,7 @@ export class CacheMemory {
         if (t) this.#pool.dropBlock(t, align(rows * this.#capacity[l] * 4));
       });
       if (child) child.#releaseFixed();
-      throw new RangeError(`wasm-attention: fork needs ${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly ` +
-        `memory for its descriptor and page tables, and memory could not grow: ${(cause as Error).message}`);
+      throw outOfMemory('fork', `${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly memory for its descriptor and page tables`, cause);
     }
     const w = this.#words();
     for (let l = 0; l < this.layers; l++) {
@@ -376,10 +365,7 @@ export class CacheMemory {
     child.#tableBytes = this.#tableBytes;
     child.#pageCount = this.#pageCount;
     child.#stagingGeneration = this.#stagingGeneration;
-    child.#q = this.#q;
-    child.#k = this.#k;
-    child.#v = this.#v;
-    child.#out = this.#out;
+    child.#at = this.#at;
     return child;
   }
 
@@ -429,19 +415,13 @@ export class CacheMemory {
       try {
         staging.ensure(this.#layout.bytes);
       } catch (cause) {
-        throw new RangeError(`wasm-attention: ${what} needs ${this.#layout.bytes} bytes of WebAssembly memory for ` +
-          `the staging area of a call, and memory could not grow: ${(cause as Error).message}`);
+        throw outOfMemory(what, `${this.#layout.bytes} bytes of WebAssembly memory for the staging area of a call`, cause);
       }
     }
     if (this.#stagingGeneration === staging.generation) return;
-    const base = staging.address;
-    const w = this.#words();
-    const d = this.#fixed >>> 2;
-    w[d + Q] = this.#q = base + this.#layout.q;
-    w[d + K] = this.#k = base + this.#layout.k;
-    w[d + V] = this.#v = base + this.#layout.v;
-    w[d + OUT] = this.#out = base + this.#layout.out;
-    w[d + SCRATCH] = base + this.#layout.scratch;
+    const { q, k, v, out, scratch } = this.#layout;
+    const at = (this.#at = { q: staging.address + q, k: staging.address + k, v: staging.address + v, out: staging.address + out });
+    this.#words().set([at.q, at.k, at.v, at.out, staging.address + scratch], (this.#fixed >>> 2) + Q);
     this.#stagingGeneration = staging.generation;
   }
 
@@ -453,14 +433,14 @@ export class CacheMemory {
     q?: Float32Array, out?: Float32Array): void {
     const { heads, kvHeads, headDim } = this.geometry;
     const row = kvHeads * headDim;
-    copyIn(this.kernel, this.#k, k, from * row, count * row);
-    copyIn(this.kernel, this.#v, v, from * row, count * row);
+    copyIn(this.kernel, this.#at.k, k, from * row, count * row);
+    copyIn(this.kernel, this.#at.v, v, from * row, count * row);
     if (!q || !out) {
       this.kernel.abi.append(this.#fixed, layer, count, firstPosition);
       return;
     }
     const queryRow = heads * headDim;
-    copyIn(this.kernel, this.#q, q, from * queryRow, count * queryRow);
+    copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
     const pool = this.kernel.pool;
     if (pool) {
       pool.attend(this.#fixed, layer, count, firstPosition, firstPosition + count, true, true, this.#layout.scratchBytes,
@@ -468,7 +448,7 @@ export class CacheMemory {
     } else {
       this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
     }
-    copyOut(this.kernel, this.#out, out, from * queryRow, count * queryRow);
+    copyOut(this.kernel, this.#at.out, out, from * queryRow, count * queryRow);
   }
 
   /** Attention of queries from … from + count − 1 (at positions firstPosition …) over keys < keyEnd. */
@@ -476,7 +456,7 @@ export class CacheMemory {
     keyEnd: number, causal: boolean): void {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
-    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    copyIn(this.kernel, this.#at.q, q, from * row, count * row);
     const pool = this.kernel.pool;
     if (pool) {
       pool.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal, false, this.#layout.scratchBytes,
@@ -484,7 +464,7 @@ export class CacheMemory {
     } else {
       this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
     }
-    copyOut(this.kernel, this.#out, out, from * row, count * row);
+    copyOut(this.kernel, this.#at.out, out, from * row, count * row);
   }
 
   /** Multiply-adds of `tokens` queries over up to `keyEnd` keys (a window bounds them): decides threads. */
@@ -498,9 +478,13 @@ export class CacheMemory {
     causal: boolean, weights: number, keyCount: number): void {
     this.#ensureStaging('attentionWeights');
     const row = this.geometry.heads * this.geometry.headDim;
-    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    copyIn(this.kernel, this.#at.q, q, from * row, count * row);
     this.kernel.abi.weights(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0, weights, keyCount);
   }
+}
+
+function outOfMemory(what: string, needs: string, cause: unknown): RangeError {
+  return new RangeError(`wasm-attention: ${what} needs ${needs}, and memory could not grow: ${(cause as Error).message}`);
 }
 
 /** The slot of a position (assembly/layout.ts). */

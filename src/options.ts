@@ -5,11 +5,10 @@ import type { LayerGeometry } from './layer.js';
 
 export const MAX_HEAD_DIM = 512;
 /**
- * The last position a token may take. Positions are i32 inside the kernel, which also adds a block (64)
- * and a ring (at most 2^29 rows: 8 bytes a row fill 4 GiB) to a position (assembly/attend.ts blockEnd), so
- * positions stay that far below 2^31 (2^31 − 64 itself trapped with a ring of 5).
+ * The last position a token may take: positions are i32 inside the kernel (whose block walk saturates at
+ * 2^31 − 1 instead of wrapping: assembly/attend.ts blockEnd).
  */
-export const MAX_POSITION = 2 ** 31 - 2 ** 29 - 128;
+export const MAX_POSITION = 2 ** 31 - 1;
 
 export interface HeadShape {
   heads: number;

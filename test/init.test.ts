@@ -3,7 +3,7 @@
 // Error naming them, and can be retried after a failure. Tests that need a never-initialized facade
 // import a fresh copy (vi.resetModules + dynamic import).
 
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { referenceAttention } from './support/reference.js';
 import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './support/util.js';
 
@@ -195,4 +195,43 @@ describe('init({ wasm }) refuses what it cannot use, naming the option, and a la
       expect(BUILDS).toContain((await api.init()).build);
     });
   }
+});
+
+describe('reading the .wasm files from disk', () => {
+  // Node's fs comes from process.getBuiltinModule, never from an import() (which bundlers warn about and
+  // Miniflare's module scanner refuses); a runtime without it (but with files) reads file: URLs with fetch.
+  const getBuiltinModule = process.getBuiltinModule;
+  afterEach(() => {
+    process.getBuiltinModule = getBuiltinModule;
+    vi.unstubAllGlobals();
+  });
+
+  it('in Node: through process.getBuiltinModule, without fetch', async () => {
+    const fetched = vi.fn();
+    vi.stubGlobal('fetch', fetched);
+    const api = await freshApi();
+    expect((await api.init({ build: 'simd' })).build).toBe('simd');
+    expect(fetched).not.toHaveBeenCalled();
+    works(api);
+  });
+
+  it('without process.getBuiltinModule: with fetch of the file: URL', async () => {
+    const fetched: string[] = [];
+    vi.stubGlobal('fetch', async (url: URL) => {
+      fetched.push(String(url));
+      return new Response(await wasmBytes('simd'));
+    });
+    (process as { getBuiltinModule?: unknown }).getBuiltinModule = undefined;
+    const api = await freshApi();
+    expect((await api.init({ build: 'simd' })).build).toBe('simd');
+    expect(fetched).toEqual([wasmUrl('simd').href]);
+    works(api);
+  });
+
+  it('without process.getBuiltinModule: a failed read names the file and the status', async () => {
+    vi.stubGlobal('fetch', async () => new Response(null, { status: 404, statusText: 'Not Found' }));
+    (process as { getBuiltinModule?: unknown }).getBuiltinModule = undefined;
+    const api = await freshApi();
+    await expectRejects(() => api.init({ wasm: wasmUrl('simd') }), Error, [/reading file:\S+attention-simd\.wasm answered 404 Not Found/]);
+  });
 });

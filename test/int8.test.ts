@@ -4,7 +4,7 @@
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
 import { beforeEach, describe, expect, it } from 'vitest';
-import { init, } from '../src/index.js';
+import { init } from '../src/index.js';
 import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
   Rng,

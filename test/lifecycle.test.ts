@@ -33,6 +33,12 @@ forEachBuild('lifecycle', (build) => {
     await init({ build });
   });
   const make = cachesDisposedAfterEach();
+  /** Two caches fed the same: layer l holds the first lengths[l] tokens of s (one to change, one to compare). */
+  const twins = (cfg: Cfg, s: Stream, lengths: number[]) =>
+    [make(cfg), make(cfg)].map((c) => {
+      for (const [l, n] of lengths.entries()) feed(c, cfg, slice(cfg, s, 0, n), [n], l);
+      return c;
+    });
 
   describe('truncate(n): continues as if the dropped tokens had never come (bit-identical to a fresh cache)', () => {
     const cases: { cfg: Cfg; history: number[]; keep: number; draft: number[]; next: number[] }[] = [
@@ -101,13 +107,7 @@ forEachBuild('lifecycle', (build) => {
 
     it('truncate(n) at or past the length changes nothing', () => {
       const cfg: Cfg = { layers: 2, heads: 2, headDim: 8, maxTokens: 30, window: 5, sinks: 1, rope: {} };
-      const s = stream(cfg, 20, 5);
-      const a = make(cfg);
-      const b = make(cfg);
-      for (const c of [a, b]) {
-        feed(c, cfg, s, [20], 0);
-        feed(c, cfg, slice(cfg, s, 0, 3), [3], 1);
-      }
+      const [a, b] = twins(cfg, stream(cfg, 20, 5), [20, 3]);
       a.truncate(20);
       a.truncate(21);
       a.truncate(1e9);
@@ -329,13 +329,7 @@ forEachBuild('lifecycle', (build) => {
       ['3', TypeError], [undefined, TypeError], [null, TypeError], [3n, TypeError], [{}, TypeError], [[3], TypeError], [new Number(3), TypeError],
     ];
     it(cases.map(([v]) => (typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v))).join(', '), () => {
-      const s = stream(cfg, 10, 21);
-      const cache = make(cfg);
-      const twin = make(cfg);
-      for (const c of [cache, twin]) {
-        feed(c, cfg, s, [10], 0);
-        feed(c, cfg, slice(cfg, s, 0, 4), [4], 1);
-      }
+      const [cache, twin] = twins(cfg, stream(cfg, 10, 21), [10, 4]);
       for (const [value, type] of cases) {
         const error = expectThrows(() => (cache.truncate as (n: unknown) => void)(value), type, [named('n')]);
         expect(error.message.length, 'the message says what was expected and given').toBeGreaterThan(20);

@@ -29,27 +29,63 @@ import { fileURLToPath } from 'node:url';
  * @param {string} name @param {string} bug @param {[file: string, search: string, replace: string, count?: number][]} edits
  * @returns {Mutant}
  */
-const mutant = (name, bug, ...edits) => ({ name, bug, edits: edits.map(([file, search, replace, count]) => ({ file, search, replace, count })) });
+const mutant = (name, bug, ...edits) => ({
+  name,
+  bug,
+  edits: edits.map(([file, search, replace, count]) => ({ file, search, replace, count })),
+});
 
 const MUTANTS = [
-  mutant('window-off-by-one', 'the kernel lets a query see one key more than its window (p − window instead of p − window + 1)',
-    ['assembly/attend.ts', 'max(0, position - window + 1)', 'max(0, position - window)']),
-  mutant('causal-alignment-shifted', 'one-shot attention places query t at S − T + t − 1 instead of S − T + t',
-    ['src/attention.ts', 'const offset = call.keys - call.queries;', 'const offset = call.keys - call.queries - 1;', 2]),
-  mutant('gqa-mapping-wrong', 'query head h reads kv head h mod kvHeads (tiled) instead of floor(h / group) (repeated)',
-    ['assembly/attend.ts', 'const index = <usize>(t * heads + g * group + h);', 'const index = <usize>(t * heads + h * (heads / group) + g);']),
-  mutant('rope-layout-swapped', 'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
-    ['src/layer.ts', 'layer.rope.interleaved ? 1 : 0', 'layer.rope.interleaved ? 0 : 1', 2]),
-  mutant('scale-ignored', 'the scale option is validated, then 1/sqrt(headDim) is used anyway',
-    ['src/options.ts', 'options.scale === undefined ? 1 / Math.sqrt(headDim) :', 'true ? 1 / Math.sqrt(headDim) :']),
-  mutant('masked-lane-leaks', 'lanes of a group of four past the visible keys keep their scores (SIMD), lanes before them (scalar)',
-    ['assembly/attend.ts', 'const visible = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));', 'const visible = i32x4.ge_s(lane, lo);'],
-    ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {']),
+  mutant(
+    'window-off-by-one',
+    'the kernel lets a query see one key more than its window (p − window instead of p − window + 1)',
+    ['assembly/attend.ts', 'max(0, position - window + 1)', 'max(0, position - window)'],
+  ),
+  mutant('causal-alignment-shifted', 'one-shot attention places query t at S − T + t − 1 instead of S − T + t', [
+    'src/attention.ts',
+    'const offset = call.keys - call.queries;',
+    'const offset = call.keys - call.queries - 1;',
+    2,
+  ]),
+  mutant(
+    'gqa-mapping-wrong',
+    'query head h reads kv head h mod kvHeads (tiled) instead of floor(h / group) (repeated)',
+    [
+      'assembly/attend.ts',
+      'const index = <usize>(t * heads + g * group + h);',
+      'const index = <usize>(t * heads + h * (heads / group) + g);',
+    ],
+  ),
+  mutant(
+    'rope-layout-swapped',
+    'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
+    ['src/layer.ts', '+(rope?.interleaved ?? 0)', '+!(rope?.interleaved ?? 0)'],
+  ),
+  mutant('scale-ignored', 'the scale option is validated, then 1/sqrt(headDim) is used anyway', [
+    'src/options.ts',
+    'options.scale === undefined ? 1 / Math.sqrt(headDim) :',
+    'true ? 1 / Math.sqrt(headDim) :',
+  ]),
+  mutant(
+    'masked-lane-leaks',
+    'lanes of a group of four past the visible keys keep their scores (SIMD), lanes before them (scalar)',
+    [
+      'assembly/attend.ts',
+      'const visible = v128.and(i32x4.ge_s(lane, i32x4.splat(from)), i32x4.lt_s(lane, i32x4.splat(to)));',
+      'const visible = i32x4.ge_s(lane, i32x4.splat(from));',
+    ],
+    ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {'],
+  ),
 ];
 
 const DEFAULT_TESTS = [
-  'test/attention.test.ts', 'test/weights.test.ts', 'test/cache.test.ts', 'test/lifecycle.test.ts',
-  'test/int8.test.ts', 'test/streaming.test.ts', 'test/append.test.ts',
+  'test/attention.test.ts',
+  'test/weights.test.ts',
+  'test/cache.test.ts',
+  'test/lifecycle.test.ts',
+  'test/int8.test.ts',
+  'test/streaming.test.ts',
+  'test/append.test.ts',
 ];
 
 const argv = process.argv.slice(2);
@@ -99,7 +135,8 @@ function failingTests() {
   for (const file of json.testResults) {
     const names = file.assertionResults.filter((a) => a.status === 'failed').map((a) => a.fullName);
     // a file that fails to load has no assertion results: count it as one failure
-    if (names.length === 0 && file.status === 'failed') names.push(`(the file failed: ${file.message?.split('\n')[0]})`);
+    if (names.length === 0 && file.status === 'failed')
+      names.push(`(the file failed: ${file.message?.split('\n')[0]})`);
     if (names.length) failed.set(file.name.slice(copy.length + 1), names);
   }
   return failed;
@@ -125,7 +162,8 @@ buildWasm();
 const cleanWasm = join(copy, '.wasm-clean');
 cpSync(join(copy, 'wasm'), cleanWasm, { recursive: true });
 const baseline = failingTests();
-if (baseline.size > 0) fail(`the unmutated copy already fails: ${[...baseline.values()].flat().slice(0, 5).join('; ')}`);
+if (baseline.size > 0)
+  fail(`the unmutated copy already fails: ${[...baseline.values()].flat().slice(0, 5).join('; ')}`);
 console.log(`mutants: baseline passes (${((Date.now() - started) / 1000).toFixed(0)} s)`);
 
 /** @type {{ mutant: Mutant, failed: Map<string, string[]>, seconds: number }[]} */
@@ -141,8 +179,10 @@ for (const mutant of mutants) {
     const current = readFileSync(path, 'utf8');
     const found = current.split(edit.search).length - 1;
     if (found !== (edit.count ?? 1)) {
-      fail(`${mutant.name}: ${JSON.stringify(edit.search)} occurs ${found} times in ${edit.file}, expected ${edit.count ?? 1}: ` +
-        'the code changed under this script; update the mutant to the new code');
+      fail(
+        `${mutant.name}: ${JSON.stringify(edit.search)} occurs ${found} times in ${edit.file}, expected ${edit.count ?? 1}: ` +
+          'the code changed under this script; update the mutant to the new code',
+      );
     }
     writeFileSync(path, current.split(edit.search).join(edit.replace));
   }
@@ -167,6 +207,8 @@ for (const { mutant, failed } of results) {
   console.log(`| ${mutant.name} | ${mutant.bug} | ${count} | ${byFile} | ${example.slice(0, 110)} |`);
 }
 const survivors = results.filter((r) => r.failed.size === 0);
-console.log(`\nmutants: ${results.length - survivors.length} of ${results.length} killed in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+console.log(
+  `\nmutants: ${results.length - survivors.length} of ${results.length} killed in ${((Date.now() - started) / 1000).toFixed(0)} s`,
+);
 if (!argv.includes('--keep')) rmSync(copy, { recursive: true, force: true });
 if (survivors.length) fail(`survived: ${survivors.map((r) => r.mutant.name).join(', ')}`);

@@ -121,9 +121,7 @@ describe('reference: small cases by hand', () => {
 
   it('GQA: query head h reads kv head floor(h / (heads / kvHeads)) (same as MHA with repeated kv heads)', () => {
     const rng = new Rng(5);
-    const T = 3;
-    const S = 4;
-    const D = 3;
+    const [T, S, D] = [3, 4, 3];
     const q = rng.randn(T * 6 * D);
     const k = rng.randn(S * 2 * D);
     const v = rng.randn(S * 2 * D);
@@ -145,10 +143,7 @@ describe('reference: small cases by hand', () => {
 
   it('weights: rows sum to 1, zeros where masked, weights × v = output', () => {
     const rng = new Rng(6);
-    const T = 5;
-    const S = 9;
-    const D = 4;
-    const H = 2;
+    const [T, S, D, H] = [5, 9, 4, 2];
     const q = rng.randn(T * H * D);
     const k = rng.randn(S * D);
     const v = rng.randn(S * D);
@@ -250,10 +245,7 @@ describe('reference: rope', () => {
 describe('reference: ReferenceCache', () => {
   it('a prefill equals one-shot attention on roped q and k', () => {
     const rng = new Rng(11);
-    const T = 9;
-    const H = 4;
-    const KV = 2;
-    const D = 6;
+    const [T, H, KV, D] = [9, 4, 2, 6];
     const q = rng.randn(T * H * D);
     const k = rng.randn(T * KV * D);
     const v = rng.randn(T * KV * D);

@@ -13,13 +13,18 @@ const log = (/** @type {string} */ s) => {
   console.log(s);
 };
 /** @type {import('../suite.mjs').Ctx} */
-const ctx = { opts, log, runtime: navigator.userAgent.match(/(HeadlessChrome|Chrome|Chromium)\/[\d.]+/)?.[0] ?? 'browser' };
+const ctx = {
+  opts,
+  log,
+  runtime: navigator.userAgent.match(/(HeadlessChrome|Chrome|Chromium)\/[\d.]+/)?.[0] ?? 'browser',
+};
 
 async function run() {
   /** @type {Record<string, any>} */
   const out = { job, rows: [], crossOriginIsolated };
   if (job === 'limits') {
-    const get = async (/** @type {string} */ f) => new Uint8Array(await (await fetch(`/bench/.build/${f}`)).arrayBuffer());
+    const get = async (/** @type {string} */ f) =>
+      new Uint8Array(await (await fetch(`/bench/.build/${f}`)).arrayBuffer());
     const simd = await get('limits-simd.wasm');
     /** @type {Uint8Array<ArrayBuffer> | null} */
     let relaxed = await get('limits-relaxed.wasm');
@@ -44,7 +49,8 @@ async function run() {
     ort.env.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
     out.ortVersion = ort.env.versions?.web ?? ort.env.versions?.common;
     ctx.ort = ort;
-    ctx.getModel = async (op, kind, shape) => new Uint8Array(await (await fetch(`/bench-models/${op}-${kind}-${shape}.onnx`)).arrayBuffer());
+    ctx.getModel = async (op, kind, shape) =>
+      new Uint8Array(await (await fetch(`/bench-models/${op}-${kind}-${shape}.onnx`)).arrayBuffer());
     const pkg = await import('wasm-attention'); // for the output check
     await pkg.init();
     ctx.pkg = pkg;
@@ -56,6 +62,10 @@ async function run() {
 }
 
 run().then(
-  (r) => { /** @type {any} */ (globalThis).__result = r; },
-  (e) => { /** @type {any} */ (globalThis).__result = { job, error: String(e?.stack ?? e) }; },
+  (r) => {
+    /** @type {any} */ (globalThis).__result = r;
+  },
+  (e) => {
+    /** @type {any} */ (globalThis).__result = { job, error: String(e?.stack ?? e) };
+  },
 );

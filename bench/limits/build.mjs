@@ -17,7 +17,9 @@ export function buildLimits() {
   const flags = { simd: ['--enable', 'simd'], relaxed: ['--enable', 'simd', '--enable', 'relaxed-simd'] };
   for (const k of /** @type {const} */ (['simd', 'relaxed'])) {
     if (existsSync(out[k]) && statSync(out[k]).mtimeMs >= statSync(src).mtimeMs) continue;
-    execFileSync(asc, [src, '--outFile', out[k], '--runtime', 'stub', '-O3', '--noAssert', ...flags[k]], { stdio: 'inherit' });
+    execFileSync(asc, [src, '--outFile', out[k], '--runtime', 'stub', '-O3', '--noAssert', ...flags[k]], {
+      stdio: 'inherit',
+    });
   }
   return out;
 }

@@ -54,24 +54,41 @@ export function buildModel(op, kind, { heads, kvHeads, headDim }) {
     valueInfo('value', FLOAT, [1, 'S', KV]),
   ];
   if (past) {
-    inputs.push(valueInfo('past_key', FLOAT, [1, kvHeads, 'P', headDim]), valueInfo('past_value', FLOAT, [1, kvHeads, 'P', headDim]));
+    inputs.push(
+      valueInfo('past_key', FLOAT, [1, kvHeads, 'P', headDim]),
+      valueInfo('past_value', FLOAT, [1, kvHeads, 'P', headDim]),
+    );
   }
   const outputs = [valueInfo('output', FLOAT, [1, 'S', H])];
   let node;
   if (op === 'gqa') {
     inputs.push(valueInfo('seqlens_k', INT32, [1]), valueInfo('total_sequence_length', INT32, []));
-    outputs.push(valueInfo('present_key', FLOAT, [1, kvHeads, 'N', headDim]), valueInfo('present_value', FLOAT, [1, kvHeads, 'N', headDim]));
+    outputs.push(
+      valueInfo('present_key', FLOAT, [1, kvHeads, 'N', headDim]),
+      valueInfo('present_value', FLOAT, [1, kvHeads, 'N', headDim]),
+    );
     node = onnx.NodeProto.create({
       opType: 'GroupQueryAttention',
       domain: 'com.microsoft',
-      input: ['query', 'key', 'value', past ? 'past_key' : '', past ? 'past_value' : '', 'seqlens_k', 'total_sequence_length'],
+      input: [
+        'query',
+        'key',
+        'value',
+        past ? 'past_key' : '',
+        past ? 'past_value' : '',
+        'seqlens_k',
+        'total_sequence_length',
+      ],
       output: ['output', 'present_key', 'present_value'],
       attribute: [intAttr('num_heads', heads), intAttr('kv_num_heads', kvHeads)],
     });
   } else {
     const outNames = ['output'];
     if (past) {
-      outputs.push(valueInfo('present_key', FLOAT, [1, kvHeads, 'N', headDim]), valueInfo('present_value', FLOAT, [1, kvHeads, 'N', headDim]));
+      outputs.push(
+        valueInfo('present_key', FLOAT, [1, kvHeads, 'N', headDim]),
+        valueInfo('present_value', FLOAT, [1, kvHeads, 'N', headDim]),
+      );
       outNames.push('present_key', 'present_value');
     }
     node = onnx.NodeProto.create({

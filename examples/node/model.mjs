@@ -15,7 +15,10 @@ const steps = Number(process.argv[process.argv.indexOf('--steps') + 1] || 32) ||
 
 // ---- weights: seeded random numbers scaled by 1/sqrt(fan-in), as an initializer would
 let seed = 42;
-const uniform = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+function uniform() { // a linear congruential generator: numbers in [-1, 1)
+  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+  return (seed / 2 ** 32) * 2 - 1;
+}
 const matrix = (rows, cols) => Float32Array.from({ length: rows * cols }, () => uniform() * Math.sqrt(3 / rows));
 const { vocab, dim, heads, kvHeads, headDim, hidden } = config;
 const embedding = matrix(vocab, dim); // [vocab][dim], also the output projection (tied)
@@ -51,23 +54,31 @@ function rmsNorm(x) {
 const addInto = (x, y) => { for (let i = 0; i < x.length; i++) x[i] += y[i]; };
 const silu = (z) => z / (1 + Math.exp(-z));
 
+/** Token ids → their embeddings, [T][dim]. */
+function embed(tokens) {
+  const x = new Float32Array(tokens.length * dim);
+  tokens.forEach((token, t) => { x.set(embedding.subarray(token * dim, (token + 1) * dim), t * dim); });
+  return x;
+}
+
+/** A final state [dim] → logits [vocab]: the embedding matrix times it (tied weights). */
+const unembed = (h) => matmul(embedding, h, dim, 1);
+
 /** Runs `tokens` (the next T of the sequence) through every layer, appending them to `cache`; returns the last token's logits. */
 function forward(tokens, cache) {
-  const x = new Float32Array(tokens.length * dim);
-  tokens.forEach((token, t) => x.set(embedding.subarray(token * dim, (token + 1) * dim), t * dim));
+  const x = embed(tokens);                                 // [T][dim]
   layers.forEach((w, layer) => {
     const h = rmsNorm(x);
-    const q = matmul(h, w.wq, dim, heads * headDim);    // [T][heads][headDim]
-    const k = matmul(h, w.wk, dim, kvHeads * headDim);  // [T][kvHeads][headDim]
+    const q = matmul(h, w.wq, dim, heads * headDim);       // [T][heads][headDim]
+    const k = matmul(h, w.wk, dim, kvHeads * headDim);     // [T][kvHeads][headDim]
     const v = matmul(h, w.wv, dim, kvHeads * headDim);
-    const attended = cache.attend(layer, q, k, v);      // rotates q/k, appends k/v, attends over all so far
+    const attended = cache.attend(layer, q, k, v);         // rotates q/k, appends k/v, attends over all so far
     addInto(x, matmul(attended, w.wo, heads * headDim, dim));
     const h2 = rmsNorm(x), gate = matmul(h2, w.wGate, dim, hidden), up = matmul(h2, w.wUp, dim, hidden);
     for (let i = 0; i < gate.length; i++) gate[i] = silu(gate[i]) * up[i];
     addInto(x, matmul(gate, w.wDown, hidden, dim));
   });
-  const last = rmsNorm(x.subarray(x.length - dim));
-  return matmul(embedding, last, dim, 1); // [vocab] logits: the embedding matrix times the last token's state
+  return unembed(rmsNorm(x.subarray(x.length - dim)));     // [vocab]
 }
 
 const argmax = (xs) => xs.reduce((best, x, i) => (x > xs[best] ? i : best), 0);

@@ -14,7 +14,7 @@
 //
 // A step passes only when its report says `ok: true`; a page fails on any uncaught exception or console error.
 
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -151,7 +151,8 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
     if (screenshot) await page.screenshot({ path: screenshot });
     const unexpected = errors.filter((e) => !expectedErrors?.test(e));
     if (result && typeof result === 'object') {
-      (result.checks ??= []).push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
+      result.checks ??= [];
+      result.checks.push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
         detail: unexpected.length ? unexpected.join(' | ') : `none${errors.length ? ` (${errors.length} expected: ${errors.join(' | ')})` : ''}` });
       result.ok &&= unexpected.length === 0;
     }
@@ -176,9 +177,27 @@ async function miniflare(script, options = {}) {
 
 /** Bundles a Worker with wrangler itself (`wrangler deploy --dry-run`), as a user deploying it would; returns the script. */
 async function wranglerBundle(entry, outdir, argv = []) {
-  await run(bin('wrangler'), ['deploy', ...(entry ? [entry] : []), '--dry-run', '--outdir', outdir, ...argv],
+  const { stdout, stderr } = await run(bin('wrangler'), ['deploy', ...(entry ? [entry] : []), '--dry-run', '--outdir', outdir, ...argv],
     { cwd: app, env: { WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' } });
-  return join(outdir, readdirSync(outdir).find((f) => f.endsWith('.js')));
+  const warnings = `${stdout}\n${stderr}`.split('\n').filter((line) => /\[WARNING\]/.test(line));
+  return { script: join(outdir, readdirSync(outdir).find((f) => f.endsWith('.js'))), warnings };
+}
+
+/** The check that a bundler printed no warning about the package (it needs no configuration, so nothing to warn of). */
+function noWarnings(tool, warnings) {
+  return { name: `${tool} printed no warning`, ok: warnings.length === 0, detail: warnings.length ? warnings.join(' | ') : 'none' };
+}
+
+/** A Vite logger that keeps what it warns (and still prints it). */
+async function viteLogger() {
+  const { createLogger } = await import('vite');
+  const logger = createLogger('warn');
+  const warnings = [];
+  for (const level of ['warn', 'warnOnce', 'error']) {
+    const print = logger[level];
+    logger[level] = (message, options) => { warnings.push(String(message)); print(message, options); };
+  }
+  return { logger, warnings };
 }
 
 /** The .wasm module imports a bundled Worker kept (wrangler and the esbuild setup both keep three). */
@@ -190,10 +209,10 @@ function wasmImports(script) {
 /** The same bundle with esbuild directly, as wrangler does: conditions workerd/worker/browser, `.wasm` kept as module imports. */
 async function bundleWorker(entry, outdir) {
   const esbuild = await import('esbuild');
-  await esbuild.build({ entryPoints: [entry], outdir, bundle: true, format: 'esm', platform: 'neutral', target: 'es2022',
+  const result = await esbuild.build({ entryPoints: [entry], outdir, bundle: true, format: 'esm', platform: 'neutral', target: 'es2022',
     conditions: ['workerd', 'worker', 'browser'], mainFields: ['module', 'main'], loader: { '.wasm': 'copy' },
     absWorkingDir: app, logLevel: 'warning' });
-  return join(outdir, entry.replace(/^.*\//, '').replace(/\.m?js$/, '.js'));
+  return { script: join(outdir, entry.replace(/^.*\//, '').replace(/\.m?js$/, '.js')), warnings: result.warnings.map((w) => w.text) };
 }
 
 // --------------------------------------------------------------------------------------- the package
@@ -299,7 +318,7 @@ function importMapCheck(page) {
   const map = JSON.parse(/<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '{}');
   const names = Object.keys(map.imports ?? {});
   const ok = names.length > 0 && names.every((n) => /^(@[\w.-]+\/)?[\w.-]+$/.test(n)) && !map.scopes;
-  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? '; scopes ' + JSON.stringify(map.scopes) : ''}` };
+  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? `; scopes ${JSON.stringify(map.scopes)}` : ''}` };
 }
 
 /** A page with an import map, with the import map checked too. */
@@ -318,23 +337,24 @@ await step('firefox', 'runtime', async () => importMapPage(await firefoxBrowser(
 
 await step('workerd', 'runtime', async () => {
   // bundled as wrangler bundles a Worker (esbuild, conditions workerd/worker/browser), run by workerd via Miniflare
-  return workerdScenario(await bundleWorker('pages/worker.js', join(app, 'out/worker')));
+  const { script, warnings } = await bundleWorker('pages/worker.js', join(app, 'out/worker'));
+  return workerdScenario(script, noWarnings('esbuild', warnings));
 });
 
 await step('workerd-wrangler', 'runtime', async () => {
   // bundled by wrangler itself (no configuration: its default rule keeps .wasm imports as modules)
-  return workerdScenario(await wranglerBundle('pages/worker.js', join(app, 'out/worker-wrangler'),
-    ['--name', 'scenario', '--compatibility-date', COMPATIBILITY_DATE]));
+  const { script, warnings } = await wranglerBundle('pages/worker.js', join(app, 'out/worker-wrangler'),
+    ['--name', 'scenario', '--compatibility-date', COMPATIBILITY_DATE]);
+  return workerdScenario(script, noWarnings('wrangler', warnings));
 });
 
-/** Runs the scenario Worker in workerd from its bundle's entry alone. */
-async function workerdScenario(script) {
+/** Runs the scenario Worker in workerd from its bundle's entry alone, adding the bundler's check. */
+async function workerdScenario(script, bundlerCheck) {
   const mf = await miniflare(script);
   try {
     const report = await (await mf.dispatchFetch('http://localhost/')).json();
-    const check = wasmImports(script);
-    report.checks.push(check);
-    report.ok &&= check.ok;
+    report.checks.push(wasmImports(script), bundlerCheck);
+    report.ok &&= report.checks.every((c) => c.ok);
     return report;
   } finally {
     await mf.dispose();
@@ -358,8 +378,8 @@ await step('esbuild-browser', 'bundler', async () => {
   const facade = Object.entries(result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].inputs)
     .filter(([path]) => path.includes('node_modules/')).reduce((sum, [, input]) => sum + input.bytesInOutput, 0);
   report.checks.push({ name: `the package's code in a minified bundle ≤ ${BUDGET.facadeBundle / 1024} KB`, ok: facade <= BUDGET.facadeBundle,
-    detail: `${(facade / 1024).toFixed(1)} KB (facade and its two dependencies)` });
-  report.ok &&= facade <= BUDGET.facadeBundle;
+    detail: `${(facade / 1024).toFixed(1)} KB (facade and its dependency)` }, noWarnings('esbuild', result.warnings.map((w) => w.text)));
+  report.ok &&= report.checks.every((c) => c.ok);
   return report;
 });
 
@@ -390,13 +410,15 @@ await step('vite', 'bundler', async () => {
   const { build } = await import('vite');
   const dir = join(app, 'pages');
   cpSync(join(dir, 'vite-index.html'), join(dir, 'index.html'));
-  await build({ root: dir, logLevel: 'warn', build: { outDir: join(app, 'out/vite'), emptyOutDir: true, target: 'es2022' }, configFile: false });
+  const { logger, warnings } = await viteLogger();
+  await build({ root: dir, customLogger: logger, build: { outDir: join(app, 'out/vite'), emptyOutDir: true, target: 'es2022' }, configFile: false });
   const assets = readdirSync(join(app, 'out/vite/assets'));
   const wasm = assets.filter((a) => a.endsWith('.wasm'));
   const site = await serve(join(app, 'out/vite')); // Vite's default base is '/': serve the build as a site root
   const chromiumReport = await pageResult(await chromiumBrowser(), `${site.url}/`).finally(() => {});
   const firefoxReport = await pageResult(await firefoxBrowser(), `${site.url}/`).finally(() => site.close());
-  chromiumReport.checks.push({ name: 'Vite emitted the three .wasm files as assets', ok: wasm.length === 3, detail: wasm.join(', ') });
+  chromiumReport.checks.push({ name: 'Vite emitted the three .wasm files as assets', ok: wasm.length === 3, detail: wasm.join(', ') },
+    noWarnings('vite build', warnings));
   chromiumReport.checks.push(...firefoxReport.checks.map((c) => ({ ...c, name: `firefox: ${c.name}` })));
   chromiumReport.ok = chromiumReport.checks.every((c) => c.ok);
   chromiumReport.build = `${chromiumReport.build}/${firefoxReport.build}`;
@@ -407,10 +429,14 @@ await step('vite-dev', 'bundler', async () => {
   // `vite` (the dev server, with its dependency pre-bundling) with no configuration either.
   const { createServer } = await import('vite');
   const dir = join(app, 'pages');
-  const server = await createServer({ root: dir, configFile: false, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
+  const { logger, warnings } = await viteLogger();
+  const server = await createServer({ root: dir, configFile: false, customLogger: logger, server: { host: '127.0.0.1', port: 0 } });
   await server.listen();
   try {
-    return await pageResult(await chromiumBrowser(), server.resolvedUrls.local[0]);
+    const report = await pageResult(await chromiumBrowser(), server.resolvedUrls.local[0]);
+    report.checks.push(noWarnings('the vite dev server', warnings));
+    report.ok &&= report.checks.every((c) => c.ok);
+    return report;
   } finally {
     await server.close();
   }
@@ -428,7 +454,16 @@ async function nodeExample(file, argv) {
 
 await step('example-node', 'example', () => nodeExample('examples/node/decode.mjs', ['--steps', '64']));
 // the README's "Use it in a model": a transformer's decode loop around KVCache, checked against recomputing
-await step('example-model', 'example', () => nodeExample('examples/node/model.mjs', ['--steps', '16']));
+await step('example-model', 'example', async () => {
+  const report = await nodeExample('examples/node/model.mjs', ['--steps', '16']);
+  // the layer the README shows is the one that runs
+  const forward = (text) => /^function forward[\s\S]*?^}$/m.exec(text)?.[0];
+  const shown = forward(readFileSync(join(root, 'README.md'), 'utf8'));
+  const same = shown !== undefined && shown === forward(readFileSync(join(app, 'examples/node/model.mjs'), 'utf8'));
+  report.checks.push({ name: "the README's forward() is examples/node/model.mjs's", ok: same, detail: same ? `${shown.split('\n').length} lines` : 'they differ' });
+  report.ok &&= same;
+  return report;
+});
 
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
@@ -440,11 +475,14 @@ await step('example-browser', 'example', async () => {
 await step('example-worker', 'example', async () => {
   const { exerciseWorker } = await import('./exercise-worker.mjs');
   // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
-  const script = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
+  const { script, warnings } = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
   const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: 'Conversation' }, host: '127.0.0.1', port: 0 });
   try {
     const url = await mf.ready;
-    return await exerciseWorker(url.href);
+    const report = await exerciseWorker(url.href);
+    report.checks.push(noWarnings('wrangler', warnings));
+    report.ok &&= report.checks.every((c) => c.ok);
+    return report;
   } finally {
     await mf.dispose();
   }

@@ -65,10 +65,16 @@ export function tokens(x: Float32Array, width: number, from: number, to: number)
   return x.slice(from * width, to * width);
 }
 
-export function concat(parts: ArrayLike<number>[]): Float32Array {
+/** The parts one after another, as a Float32Array (or the array type given). */
+export function concat<A extends Float32Array | Float64Array = Float32Array>(
+  parts: ArrayLike<number>[],
+  type: new (n: number) => A = Float32Array as unknown as new (
+    n: number,
+  ) => A,
+): A {
   let n = 0;
   for (const p of parts) n += p.length;
-  const out = new Float32Array(n);
+  const out = new type(n);
   let o = 0;
   for (const p of parts) {
     out.set(p, o);
@@ -117,7 +123,8 @@ export function tolFor(scale: number | undefined, headDim: number): Tolerance {
 type Values = ArrayLike<number>;
 
 function expectSameLength(actual: Values, expected: Values, label: string): void {
-  if (actual.length !== expected.length) throw new Error(`${label}: length ${actual.length}, expected ${expected.length}`);
+  if (actual.length !== expected.length)
+    throw new Error(`${label}: length ${actual.length}, expected ${expected.length}`);
 }
 
 function multiIndex(i: number, shape?: readonly number[]): string {
@@ -204,7 +211,9 @@ type ErrorType = ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor
 
 /** What was caught must be a `type` (never a WebAssembly trap) whose message matches every pattern. */
 function expectCaught(caught: unknown, type: ErrorType, patterns: RegExp[]): Error {
-  expect(caught instanceof WebAssembly.RuntimeError, `a WebAssembly trap reached the user: ${String(caught)}`).toBe(false);
+  expect(caught instanceof WebAssembly.RuntimeError, `a WebAssembly trap reached the user: ${String(caught)}`).toBe(
+    false,
+  );
   expect(caught, `expected a ${type.name}, got ${String(caught)}`).toBeInstanceOf(type);
   const msg = (caught as Error).message;
   for (const p of patterns) {
@@ -369,34 +378,29 @@ export function join(parts: Stream[]): Stream {
 
 export const ones = (n: number): number[] => Array.from({ length: n }, () => 1);
 
-/** Feeds the stream to `layer` in chunks of the given sizes (default: one call); the concatenated outputs. */
-export function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float32Array {
-  const outs: Float32Array[] = [];
+/** Calls `attendPart` on consecutive parts of the stream of the given sizes (which must cover it). */
+function inChunks<T>(cfg: Cfg, s: Stream, chunks: number[], attendPart: (part: Stream) => T): T[] {
+  const outs: T[] = [];
   let at = 0;
   for (const c of chunks) {
-    const part = slice(cfg, s, at, at + c);
-    outs.push(cache.attend(layer, part.q, part.k, part.v));
+    outs.push(attendPart(slice(cfg, s, at, at + c)));
     at += c;
   }
   expect(at, 'chunks must cover the stream').toBe(s.n);
-  return concat(outs);
+  return outs;
 }
 
+/** Feeds the stream to `layer` in chunks of the given sizes (default: one call); the concatenated outputs. */
+export function feed(cache: KVCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float32Array {
+  return concat(inChunks(cfg, s, chunks, (p) => cache.attend(layer, p.q, p.k, p.v)));
+}
+
+/** The same for the float64 reference. */
 export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number[] = [s.n], layer = 0): Float64Array {
-  const outs: Float64Array[] = [];
-  let at = 0;
-  for (const c of chunks) {
-    const part = slice(cfg, s, at, at + c);
-    outs.push(ref.attend(layer, part.q, part.k, part.v));
-    at += c;
-  }
-  const all = new Float64Array(outs.reduce((a, o) => a + o.length, 0));
-  let o = 0;
-  for (const x of outs) {
-    all.set(x, o);
-    o += x.length;
-  }
-  return all;
+  return concat(
+    inChunks(cfg, s, chunks, (p) => ref.attend(layer, p.q, p.k, p.v)),
+    Float64Array,
+  );
 }
 
 export function cfgName(c: Cfg): string {
@@ -473,7 +477,10 @@ export function parseSave(bytes: Uint8Array): Parsed {
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(16, 16 + headerLength)));
   const payloadStart = (16 + headerLength + 3) & ~3;
   return {
-    version, headerLength, header, payloadStart,
+    version,
+    headerLength,
+    header,
+    payloadStart,
     payload: bytes.subarray(payloadStart, bytes.length - 4),
     crc: view.getUint32(bytes.length - 4, true),
   };
@@ -481,8 +488,11 @@ export function parseSave(bytes: Uint8Array): Parsed {
 
 /** Writes a correct CRC-32 over everything before the last 4 bytes (in place); returns the bytes. */
 export function rechecksum(bytes: Uint8Array): Uint8Array {
-  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    .setUint32(bytes.length - 4, crc32(bytes.subarray(0, bytes.length - 4)), true);
+  new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).setUint32(
+    bytes.length - 4,
+    crc32(bytes.subarray(0, bytes.length - 4)),
+    true,
+  );
   return bytes;
 }
 
@@ -491,8 +501,10 @@ export function rechecksum(bytes: Uint8Array): Uint8Array {
  * object, serialized as JSON, a raw string, or raw bytes) and `payload`.
  */
 export function envelope(header: unknown, payload: Uint8Array, version = 1): Uint8Array {
-  const json = header instanceof Uint8Array ? header
-    : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+  const json =
+    header instanceof Uint8Array
+      ? header
+      : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
   const payloadStart = (16 + json.length + 3) & ~3;
   const bytes = new Uint8Array(payloadStart + payload.length + 4);
   bytes.set(new TextEncoder().encode('wattn-kv'), 0);
@@ -519,7 +531,11 @@ export class RingModel {
   /** the position each slot holds, -1 when it holds nothing usable */
   readonly slots: number[];
   length = 0;
-  constructor(readonly maxTokens: number, readonly window: number, readonly sinks: number) {
+  constructor(
+    readonly maxTokens: number,
+    readonly window: number,
+    readonly sinks: number,
+  ) {
     this.slots = new Array<number>(sinks + maxTokens).fill(-1);
   }
   slotOf(p: number): number {
