@@ -31,7 +31,10 @@ console.log(`${opts.rounds} rounds; medians\n`);
 console.log('| shape | workload | 1 thread | ' + `${many.threads} threads | ratio |`);
 console.log('| --- | --- | ---: | ---: | ---: |');
 
-/** A cache for `shape` made under init({ threads }) (the active kernel decides where it lives). */
+/**
+ * A cache for `shape` made under init({ threads }) (the active kernel decides where it lives).
+ * @param {number} threads @param {import('./suite.mjs').Shape} shape @param {number} maxTokens
+ */
 async function cacheOn(threads, shape, maxTokens) {
   await pkg.init({ threads });
   return new pkg.KVCache({ heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, maxTokens });
