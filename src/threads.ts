@@ -8,7 +8,7 @@
 // or asleep simply claims nothing.
 
 import type { Kernel } from './kernel.js';
-import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, type WorkerStart } from './worker.js';
+import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, type WorkerStart } from './attention-worker.js';
 
 /** 'auto' uses the runtime's cores, at most this many. */
 export const MAX_AUTO_THREADS = 8;
@@ -118,9 +118,9 @@ function startWorker(start: WorkerStart): PoolWorker {
     settle(message.ready ? undefined : new Error(`a thread could not start the kernel: ${message.error}`));
   };
   // Web Workers where the runtime has them (browsers, Deno, Bun), else Node's worker_threads; the literal
-  // `new Worker(new URL('./worker.js', import.meta.url), …)` is the form bundlers recognise as a worker
+  // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise as a worker
   if (typeof global.Worker === 'function') {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }) as unknown as WebWorker;
+    const worker = new Worker(new URL('./attention-worker.js', import.meta.url), { type: 'module' }) as unknown as WebWorker;
     worker.addEventListener('message', (event) => onMessage(event.data));
     worker.addEventListener('error', (event) => settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)));
     worker.postMessage(start);
@@ -130,7 +130,7 @@ function startWorker(start: WorkerStart): PoolWorker {
   }
   const threads = nodeWorkerThreads();
   if (!threads) throw new Error(threadsUnavailable() ?? 'this runtime has no Worker');
-  const worker = new threads.Worker(nodeWorkerScript ?? new URL('./worker.js', import.meta.url));
+  const worker = new threads.Worker(nodeWorkerScript ?? new URL('./attention-worker.js', import.meta.url));
   worker.on('message', onMessage);
   worker.on('error', (error) => settle(error as Error));
   worker.on('exit', () => settle(new Error('a thread exited before it started')));
@@ -145,7 +145,7 @@ let nodeWorkerScript: URL | undefined;
 
 /**
  * Where Node workers find the worker script when it is not the compiled one beside this module: the unit
- * tests run src/ as TypeScript, and point this at dist/worker.js. Not part of the public API.
+ * tests run src/ as TypeScript, and point this at dist/attention-worker.js. Not part of the public API.
  */
 export function useNodeWorkerScript(url: URL): void {
   nodeWorkerScript = url;

@@ -80,8 +80,12 @@ async function step(name, kind, fn) {
   if (entry.detail?.error) console.log(entry.detail.error.replace(/^/gm, '       '));
 }
 
-/** Serves a folder over HTTP on 127.0.0.1 (with the content types browsers need for modules and wasm). */
-async function serve(folder) {
+/**
+ * Serves a folder over HTTP on 127.0.0.1 (with the content types browsers need for modules and wasm),
+ * cross-origin isolated (COOP/COEP: pages get SharedArrayBuffer, so threads) unless `isolated` is false.
+ */
+async function serve(folder, { isolated = true } = {}) {
+  const isolation = isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {};
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json',
     '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
   const server = createServer((req, res) => {
@@ -92,7 +96,7 @@ async function serve(folder) {
     if (!file.startsWith(folder)) { res.writeHead(403).end(); return; }
     if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
     if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
-    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', ...isolation });
     res.end(readFileSync(file));
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -225,7 +229,9 @@ await step('pack', 'package', async () => {
   const paths = packed.files.map((f) => f.path);
   const checks = [];
   const must = ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/workerd.js',
-    'dist/wasm-source.js', 'dist/wasm-source-workerd.js', 'wasm/attention-relaxed-simd.wasm', 'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm'];
+    'dist/wasm-source.js', 'dist/wasm-source-workerd.js', 'dist/attention-worker.js', 'wasm/attention-relaxed-simd.wasm',
+    'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm', 'wasm/attention-relaxed-simd-shared.wasm',
+    'wasm/attention-simd-shared.wasm', 'wasm/attention-scalar-shared.wasm'];
   const missing = must.filter((p) => !paths.includes(p));
   checks.push({ name: 'the tarball holds what users need', ok: missing.length === 0, detail: missing.length ? `missing ${missing}` : `${paths.length} files` });
   const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|CHANGELOG\.md|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
@@ -334,6 +340,15 @@ async function importMapPage(browser, page, options) {
 await step('chromium', 'runtime', async () => importMapPage(await chromiumBrowser(), 'pages/scenario.html'));
 await step('chromium-bidi', 'runtime', async () => importMapPage(await chromiumBidiBrowser(), 'pages/scenario.html'));
 await step('firefox', 'runtime', async () => importMapPage(await firefoxBrowser(), 'pages/scenario.html'));
+// the same package on a page served without COOP/COEP: one thread with 'auto', a clear rejection for 2
+await step('chromium-not-isolated', 'runtime', async () => {
+  const site = await serve(app, { isolated: false });
+  try {
+    return await pageResult(await chromiumBrowser(), `${site.url}/pages/not-isolated.html`);
+  } finally {
+    await site.close();
+  }
+});
 
 await step('workerd', 'runtime', async () => {
   // bundled as wrangler bundles a Worker (esbuild, conditions workerd/worker/browser), run by workerd via Miniflare
@@ -371,6 +386,8 @@ await step('esbuild-browser', 'bundler', async () => {
   const result = await esbuild.build({ entryPoints: ['pages/bundle-entry.js'], outfile: join(out, 'js/app.js'), bundle: true,
     format: 'esm', platform: 'browser', target: 'es2022', minify: true, absWorkingDir: app, logLevel: 'warning', metafile: true });
   cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true });
+  // and the threads' worker script beside the bundle, where `new URL('./attention-worker.js', import.meta.url)` looks
+  cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
   cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
   const report = await pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/index.html`);
   const bytes = readFileSync(join(out, 'js/app.js'));
@@ -401,6 +418,7 @@ await step('esbuild-worker', 'bundler', async () => {
   await esbuild.build({ entryPoints: ['pages/web-worker-entry.js'], outfile: join(out, 'js/worker.js'), bundle: true,
     format: 'esm', platform: 'browser', target: 'es2022', minify: true, absWorkingDir: app, logLevel: 'warning' });
   cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true }); // also under --only
+  cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
   cpSync(join(app, 'pages/web-worker.html'), join(out, 'web-worker.html'));
   return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/web-worker.html`);
 });
@@ -417,7 +435,7 @@ await step('vite', 'bundler', async () => {
   const site = await serve(join(app, 'out/vite')); // Vite's default base is '/': serve the build as a site root
   const chromiumReport = await pageResult(await chromiumBrowser(), `${site.url}/`).finally(() => {});
   const firefoxReport = await pageResult(await firefoxBrowser(), `${site.url}/`).finally(() => site.close());
-  chromiumReport.checks.push({ name: 'Vite emitted the three .wasm files as assets', ok: wasm.length === 3, detail: wasm.join(', ') },
+  chromiumReport.checks.push({ name: 'Vite emitted the six .wasm files (plain and shared-memory) as assets', ok: wasm.length === 6, detail: wasm.join(', ') },
     noWarnings('vite build', warnings));
   chromiumReport.checks.push(...firefoxReport.checks.map((c) => ({ ...c, name: `firefox: ${c.name}` })));
   chromiumReport.ok = chromiumReport.checks.every((c) => c.ok);

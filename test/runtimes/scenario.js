@@ -35,14 +35,21 @@ function identical(a, b) {
 
 const TOLERANCE = 2e-5;
 
-/** `build`: force one build with init({ build }) (every build must hold the contract); default: auto. */
-export async function scenario({ build: forced } = {}) {
+/**
+ * `build`: force one build with init({ build }) (every build must hold the contract); default: auto.
+ * `threads`: what init()'s default ('auto') must give here: 'many' (at least 2) or 1.
+ */
+export async function scenario({ build: forced, threads: expectedThreads } = {}) {
   const started = Date.now();
   const checks = [];
   const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail });
-  let build;
+  let build, threads;
   try {
-    ({ build } = await init(forced ? { build: forced } : undefined));
+    ({ build, threads } = await init(forced ? { build: forced } : undefined));
+    if (expectedThreads !== undefined) {
+      check(`init() got ${expectedThreads === 'many' ? 'at least 2 threads' : `${expectedThreads} thread`}`,
+        expectedThreads === 'many' ? threads >= 2 : threads === expectedThreads, `info.threads ${threads}`);
+    }
     const expected = forced ?? expectedBuild();
     check(forced ? `init({ build: '${forced}' }) got it` : 'init chose the fastest build this runtime validates',
       build === expected, `${build} (expected ${expected})`);
@@ -89,8 +96,21 @@ export async function scenario({ build: forced } = {}) {
     check('a loaded cache continues bit-identically', same, same ? 'identical bits' : 'outputs differ');
     cache.dispose();
     restored.dispose();
+
+    if (threads > 1) {
+      // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
+      const o = { heads: 8, kvHeads: 2, headDim: 64 };
+      const q1 = random(7, 8 * 64), k1 = random(8, 4096 * 2 * 64), v1 = random(9, 4096 * 2 * 64);
+      const many = attention(q1, k1, v1, o);
+      await init({ build, threads: 1 });
+      const one = attention(q1, k1, v1, o);
+      await init(forced ? { build: forced } : undefined);
+      const e4 = maxError(many, referenceAttention(q1, k1, v1, o));
+      check(`a decode step on ${threads} threads matches float64 and is the same bits as on one`, e4 < TOLERANCE && identical(many, one),
+        `max error ${e4.toExponential(2)}, ${identical(many, one) ? 'identical bits' : 'bits differ'}`);
+    }
   } catch (error) {
     check('no exception', false, String(error && error.stack || error));
   }
-  return { build, ok: checks.length > 0 && checks.every((c) => c.ok), checks, ms: Date.now() - started };
+  return { build, threads, ok: checks.length > 0 && checks.every((c) => c.ok), checks, ms: Date.now() - started };
 }

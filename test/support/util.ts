@@ -17,8 +17,8 @@ import { Rng } from './rng.js';
 export { Rng, mulberry32, randn } from './rng.js';
 
 // The tests run src/ as TypeScript; Node workers cannot, so the pool's workers run the compiled script
-// (npm run build:ts after changing src/worker.ts).
-useNodeWorkerScript(new URL('../../dist/worker.js', import.meta.url));
+// (npm run build:ts after changing src/attention-worker.ts).
+useNodeWorkerScript(new URL('../../dist/attention-worker.js', import.meta.url));
 export { maxAbsDiff } from './reference.js';
 
 // ---------------------------------------------------------------------------------------------

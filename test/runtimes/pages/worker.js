@@ -3,7 +3,7 @@ import { scenario } from '../scenario.js';
 
 export default {
   async fetch() {
-    const report = await scenario();
+    const report = await scenario({ threads: 1 }); // workerd has no Worker: one thread
     // prove this is the restricted runtime the workerd entry exists for: compiling bytes is refused here
     const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
     const refused = await WebAssembly.compile(bytes).then(() => '', (error) => String(error.message ?? error));

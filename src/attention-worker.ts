@@ -1,4 +1,4 @@
-// The script of a pool worker (threads.ts starts it; it ships as dist/worker.js beside the .wasm files).
+// The script of a pool worker (threads.ts starts it; it ships as dist/attention-worker.js beside the .wasm files).
 // It instantiates the kernel's compiled module on the shared memory it is sent, then joins every call:
 // it spins a short while on the job's generation word after each call (a call that follows soon finds it
 // awake: ~0.3 µs instead of ~50 µs for a wake-up), then sleeps in Atomics.wait, using no CPU, until the
