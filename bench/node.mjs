@@ -35,7 +35,14 @@ import {
   WrongOutput,
 } from './suite.mjs';
 
-const ALL_IMPLS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
+// a build's name alone is one thread; -2t, -auto: init({ build, threads: 2 | 'auto' })
+const THREADED = ['relaxed-simd-2t', 'relaxed-simd-auto'];
+const ALL_IMPLS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
+/** The build and thread count of one of our implementations, or undefined for a peer. */
+function oursOf(/** @type {string} */ impl) {
+  const m = /^(relaxed-simd|simd|scalar)(?:-(\d+)t|-(auto))?$/.exec(impl);
+  return m ? { build: m[1], threads: m[3] ? 'auto' : Number(m[2] ?? 1) } : undefined;
+}
 const INIT_RUNS = 5;
 const DEFAULTS = {
   ...SUITE_DEFAULTS,
@@ -87,7 +94,7 @@ async function runChild(/** @type {string} */ impl) {
   if (impl.startsWith('init-')) {
     const pkg = await loadPackage();
     const t0 = performance.now();
-    const info = await pkg.init({ build: impl.slice(5) });
+    const info = await pkg.init({ build: impl.slice(5), threads: 1 });
     out.initMs = performance.now() - t0;
     out.build = info.build;
   } else if (impl === 'limits') {
@@ -105,13 +112,15 @@ async function runChild(/** @type {string} */ impl) {
         .map((x) => /** @type {number} */ (x).toFixed(0))
         .join('/')} GB/s`,
     );
-  } else if (BUILDS.includes(impl)) {
+  } else if (oursOf(impl)) {
+    const { build, threads } = /** @type {{ build: string, threads: number | 'auto' }} */ (oursOf(impl));
     const pkg = await loadPackage();
     const t0 = performance.now();
-    const info = await pkg.init({ build: impl });
+    const info = await pkg.init({ build, threads });
     out.initMs = performance.now() - t0;
-    if (info.build !== impl) {
-      out.unavailable = `init({ build: '${impl}' }) gave '${info.build}'`;
+    out.threads = info.threads;
+    if (info.build !== build) {
+      out.unavailable = `init({ build: '${build}' }) gave '${info.build}'`;
     } else {
       ctx.pkg = pkg;
       out.rows = await runWasm(impl, ctx);
@@ -127,7 +136,7 @@ async function runChild(/** @type {string} */ impl) {
       );
       obs.disconnect();
       log(
-        `  ${impl}: init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`,
+        `  ${impl} (${info.threads} thread${info.threads > 1 ? 's' : ''}): init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`,
       );
     }
   } else if (impl === 'plain') {

@@ -46,7 +46,7 @@ export function derive(rows, lim) {
       r.roofline = r.roofMs / r.medianMs;
       r.peakFraction = r.gflops / peak;
     }
-    if (BUILDS.includes(r.impl)) {
+    if (BUILDS.some((b) => r.impl === b || r.impl.startsWith(`${b}-`))) {
       r.vs = {};
       for (const [p] of PEERS) {
         const o = rows.find(
@@ -297,6 +297,8 @@ export function markdown(input) {
 
 const COLORS = {
   'relaxed-simd': '#d62728',
+  'relaxed-simd-2t': '#8b0000',
+  'relaxed-simd-auto': '#ff6f61',
   simd: '#ff7f0e',
   scalar: '#bcbd22',
   plain: '#7f7f7f',

@@ -36,6 +36,7 @@ const DEFAULTS = {
   headDim: 64,
   theta: 500000,
   build: 'auto',
+  threads: 'auto',
   seed: 1,
   pool: 256,
   jsLayers: 2,
@@ -61,6 +62,7 @@ and with recomputing attention without a cache.
   --theta X             rope theta (half-split rope on every head dim)  [${DEFAULTS.theta}]
   --build B             auto | relaxed-simd | simd | scalar             [${DEFAULTS.build}]
                         (relaxed-simd on Node 20 needs node --experimental-wasm-relaxed-simd)
+  --threads T           auto | 1 … 64 (threads calls use, the calling one included) [${DEFAULTS.threads}]
   --seed N              seed of the synthetic data                      [${DEFAULTS.seed}]
   --pool N              random rows in the q/k/v pool                   [${DEFAULTS.pool}]
   --js-layers N         layers the plain-JS run covers (0: skip it);
@@ -100,6 +102,8 @@ if (H % KV !== 0) fail(`--heads (${H}) must be a multiple of --kv-heads (${KV})`
 if (D % 2 !== 0) fail(`--head-dim must be even for rope, got ${D}`);
 if (!['auto', 'relaxed-simd', 'simd', 'scalar'].includes(opts.build))
   fail(`--build must be auto, relaxed-simd, simd or scalar`);
+const threads = opts.threads === 'auto' ? 'auto' : Number(opts.threads);
+if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1)) fail(`--threads must be auto or an integer >= 1, got ${opts.threads}`);
 const jsLayers = Math.min(opts.jsLayers, L);
 const jsSteps = opts.jsSteps < 0 ? N : Math.min(opts.jsSteps, N);
 const recLayers = Math.min(opts.recomputeLayers, L);
@@ -231,9 +235,9 @@ try {
 }
 let info;
 try {
-  info = await pkg.init({ build: opts.build });
+  info = await pkg.init({ build: opts.build, threads });
 } catch (e) {
-  fail(`init({ build: '${opts.build}' }) failed: ${/** @type {Error} */ (e).message}`);
+  fail(`init({ build: '${opts.build}', threads: ${JSON.stringify(threads)} }) failed: ${/** @type {Error} */ (e).message}`);
 }
 
 // 0. plain JavaScript first, before any KVCache exists: V8's typed-array code in a process runs
@@ -253,6 +257,7 @@ out(`  work     prompt ${P} tokens (one prefill per layer), then ${N} decode ste
 out(`  data     synthetic, seed ${opts.seed}: q/k/v rows picked from a pool of ${POOL} random rows per kind;`);
 out(`           each layer's q also adds the previous layer's output`);
 out(`  build    ${info.build}  (asked for '${opts.build}'; Node ${process.version}, ${process.arch})`);
+out(`  threads  ${info.threads}  (asked for ${JSON.stringify(threads)}; --threads 1 for one)`);
 out('');
 
 // 1. our package
@@ -260,7 +265,7 @@ const cache = new pkg.KVCache({ layers: L, heads: H, kvHeads: KV, headDim: D, ma
 const ours = generate(cache, L, N, 'wasm-attention');
 const prefillOurs = sum(ours.prefillMs);
 const flopsPrefill = 4 * D * H * ((P * (P + 1)) / 2) * L;
-out(`wasm-attention (${info.build})`);
+out(`wasm-attention (${info.build}, ${info.threads} thread${info.threads > 1 ? 's' : ''})`);
 out(
   `  prefill  ${P} tokens × ${L} layers: ${fmtMs(prefillOurs)} ms, ${Math.round((P / prefillOurs) * 1000)} tokens/s  (${((flopsPrefill / prefillOurs) * 1e-6).toFixed(1)} GFLOP/s)`,
 );
@@ -277,7 +282,7 @@ out('');
 
 // 2. plain JavaScript, on jsLayers of the L identical layers
 /** @type {Record<string, number>} */
-const summary = { build: info.build, prefillMs: prefillOurs, prefillTokensPerSec: (P / prefillOurs) * 1000 };
+const summary = { build: info.build, threads: info.threads, prefillMs: prefillOurs, prefillTokensPerSec: (P / prefillOurs) * 1000 };
 if (N > 0) {
   summary.decodeMedianMs = median(ours.decodeMs);
   summary.decodeP90Ms = quantile(ours.decodeMs, 0.9);

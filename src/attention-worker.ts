@@ -2,7 +2,7 @@
 // It instantiates the kernel's compiled module on the shared memory it is sent, then joins every call:
 // it spins a short while on the job's generation word after each call (a call that follows soon finds it
 // awake: ~0.3 µs instead of ~50 µs for a wake-up), then sleeps in Atomics.wait, using no CPU, until the
-// next call. Runs alike as a Node worker_threads worker and as a Web Worker (browsers, Deno, Bun).
+// next call. Runs alike as a worker_threads worker (Node, Deno, Bun) and as a Web Worker (browsers).
 
 // Self-contained (no imports): a bundler that copies this file as an asset instead of bundling it as a
 // worker entry still ships a working worker.
@@ -26,10 +26,11 @@ interface NodeWorkerThreads {
   parentPort: { once(event: 'message', listener: (message: WorkerStart) => void): void; postMessage(message: unknown): void } | null;
 }
 
-// Web Workers first (Deno and Bun also offer node:worker_threads, whose parentPort is null in a Web Worker)
-const inWebWorker = typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
-const port = inWebWorker ? null : ((globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process
+// Node, Deno and Bun run it as a node:worker_threads worker (the one kind they can unref); browsers as a
+// module Web Worker
+const port = ((globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process
   ?.getBuiltinModule?.('node:worker_threads') as NodeWorkerThreads | undefined)?.parentPort;
+const inWebWorker = !port && typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
 const scope = globalThis as unknown as { postMessage(message: unknown): void; onmessage: ((event: { data: WorkerStart }) => void) | null };
 const post = (message: unknown) => (port ? port.postMessage(message) : scope.postMessage(message));
 

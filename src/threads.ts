@@ -47,7 +47,6 @@ interface WebWorker {
   postMessage(message: unknown): void;
   addEventListener(type: 'message' | 'error', listener: (event: { data?: unknown; message?: string }) => void): void;
   terminate(): void;
-  unref?(): void;
 }
 
 interface NodeWorker {
@@ -117,19 +116,17 @@ function startWorker(start: WorkerStart): PoolWorker {
     const message = data as { ready?: boolean; error?: string };
     settle(message.ready ? undefined : new Error(`a thread could not start the kernel: ${message.error}`));
   };
-  // Web Workers where the runtime has them (browsers, Deno, Bun), else Node's worker_threads; the literal
-  // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise as a worker
-  if (typeof global.Worker === 'function') {
+  // node:worker_threads where the runtime has it (Node, Deno, Bun: the workers it makes can be unref'd, so
+  // they never keep a process alive; Deno's Web Workers cannot), else Web Workers (browsers). The literal
+  // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise.
+  const threads = nodeWorkerThreads();
+  if (!threads) {
     const worker = new Worker(new URL('./attention-worker.js', import.meta.url), { type: 'module' }) as unknown as WebWorker;
     worker.addEventListener('message', (event) => onMessage(event.data));
     worker.addEventListener('error', (event) => settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)));
     worker.postMessage(start);
-    // Bun, Deno: once started, never keep the process alive (after the listeners: adding one refs again)
-    ready.then(() => worker.unref?.(), () => undefined);
     return { ready, terminate: () => worker.terminate() };
   }
-  const threads = nodeWorkerThreads();
-  if (!threads) throw new Error(threadsUnavailable() ?? 'this runtime has no Worker');
   const worker = new threads.Worker(nodeWorkerScript ?? new URL('./attention-worker.js', import.meta.url));
   worker.on('message', onMessage);
   worker.on('error', (error) => settle(error as Error));
