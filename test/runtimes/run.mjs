@@ -518,6 +518,7 @@ else console.log(`scratch folder kept: ${work}`);
 const failed = results.filter((r) => !r.ok);
 const runtimes = results.filter((r) => r.kind === 'runtime' || r.kind === 'bundler');
 console.log(`\nbuild chosen: ${runtimes.map((r) => `${r.name} ${r.build || '?'}`).join(', ')}`);
+console.log(`threads got: ${runtimes.filter((r) => r.detail?.threads).map((r) => `${r.name} ${r.detail.threads}`).join(', ')}`);
 console.log(`runtime matrix: ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
 console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
 if (results.length === 0) console.log('nothing matched --only');
