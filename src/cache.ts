@@ -7,7 +7,9 @@ import {
   MAX_POSITION, headShape, integerAtLeast, optionsObject, outputArray, ropeSettings, sameLength, scoring,
   tokensIn, type HeadShape, type RopeSettings, type Scoring,
 } from './options.js';
-import { decodeHeader, encode, restore, type Run, type SavedLayer } from './persist.js';
+import {
+  encode, heldRanges, planPiece, readPieces, restore, runsCrc, saveRange, type PieceGeometry, type Run,
+} from './persist.js';
 import {
   STREAM_BYTES, Placer, appendTokens, attendTokens, layerBlockBytes, measure, placeLayer, placeStaging, stagingTokens,
   type Layer, type LayerGeometry,
@@ -83,15 +85,23 @@ export function layerGeometry(settings: CacheSettings): LayerGeometry {
     : { ...settings.shape, int8, slots: settings.maxTokens, sinks: 0, ring: settings.maxTokens };
 }
 
-/** Slots per kv head save() writes: positions sit at slots 0 … length − 1 until a ring has wrapped. */
-function savedRowsFor(length: number, intactFrom: number, slots: number): number {
-  return intactFrom === 0 && length <= slots ? length : slots;
+/** What the saved format needs of a cache's options. */
+function pieceGeometry(settings: CacheSettings): PieceGeometry {
+  const { kvHeads, headDim } = settings.shape;
+  const { window, sinks } = settings.scoring;
+  return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: settings.maxTokens, window, sinks };
 }
 
-/** Payload bytes of one saved layer: K and V rows, and int8 scales (persist.ts lays them out). */
-function layerPayloadBytes(geometry: LayerGeometry, rows: number): number {
-  const rowBytes = geometry.headDim * (geometry.int8 ? 1 : 4);
-  return 2 * geometry.kvHeads * rows * (rowBytes + (geometry.int8 ? 4 : 0));
+/** The slots of positions [start, end) as [first slot, count] stretches (a ring's wrap splits one). */
+function slotStretches(g: LayerGeometry, start: number, end: number): Array<[number, number]> {
+  const stretches: Array<[number, number]> = [];
+  while (start < end) {
+    const slot = start < g.sinks ? start : g.sinks + (start - g.sinks) % g.ring;
+    const stop = start < g.sinks ? Math.min(end, g.sinks) : Math.min(end, start + g.sinks + g.ring - slot);
+    stretches.push([slot, stop - start]);
+    start = stop;
+  }
+  return stretches;
 }
 
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
@@ -269,57 +279,50 @@ export class KVCache {
   }
 
   /**
-   * Everything needed to continue later (options, lengths, the held K/V), in the format of
-   * docs/FORMAT.md. `KVCache.load` of these bytes continues bit-identically in the same build.
+   * Everything needed to continue later, in the format of docs/FORMAT.md: the options and, per layer, the
+   * positions `from` … `to` − 1 (defaults: 0 and the layer's length) the cache holds. `save()` is the whole
+   * state; `save({ from: n })` a piece holding only what came after position n, which `KVCache.load` applies
+   * after pieces reaching n (`from` may also be one position per layer, for layers at different lengths).
+   * A RangeError if a window already evicted positions the piece needs.
    */
-  save(): Uint8Array {
+  save(options?: { from?: number | readonly number[]; to?: number }): Uint8Array {
     this.#live();
-    const layers: SavedLayer[] = this.#lengths.map((length, l) => ({
-      length, intactFrom: this.#intactFrom[l], rows: this.#savedRows(l),
-    }));
-    const runs = layers.flatMap((saved, l) => this.#runs(l, saved.rows));
-    return encode({ options: settingsToOptions(this.#settings), build: this.#kernel.build, layers }, runs, this.#kernel.bytes());
+    const { from, to } = saveRange(options, this.#lengths);
+    const geometry = pieceGeometry(this.#settings);
+    const layers = planPiece(geometry, this.#states(), from, to);
+    const memory = this.#kernel.bytes();
+    const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
+    const rowsAt = (position: (layer: { from: number; to: number }) => number) => runsCrc(layers.flatMap((layer, l) =>
+      position(layer) > 0 ? this.#runs(l, [[position(layer) - 1, position(layer)]]) : []), memory);
+    const header = {
+      options: settingsToOptions(this.#settings), build: this.#kernel.build, layers,
+      continues: rowsAt((layer) => layer.from), reaches: rowsAt((layer) => layer.to),
+    };
+    return encode(header, runs, memory);
   }
 
   /**
-   * A cache that continues exactly where the saved one stood. Bytes that are not a saved cache of this
-   * format version (truncated, corrupted, or anything else) are refused with an Error.
+   * A cache that continues exactly where the saved one stood: from the bytes of `save()`, or from pieces in
+   * order (`save()` or `save({ from: 0 })` first, then each `save({ from })` continuing where the one
+   * before ended). Bytes that are not such pieces of this format version (truncated, corrupted, out of
+   * order, from another cache or history, anything else) are refused with an Error.
    */
-  static load(bytes: Uint8Array): KVCache {
+  static load(bytes: Uint8Array | readonly Uint8Array[]): KVCache {
     activeKernel();
-    if (!(bytes instanceof Uint8Array)) throw typeError('bytes', 'a Uint8Array from KVCache.save()', bytes);
-    const { header, payloadStart } = decodeHeader(bytes);
-    const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes: ${why}`);
-    let settings: CacheSettings;
-    try {
-      settings = cacheSettings(header.options);
-    } catch (error) {
-      throw refuse(`the saved options are invalid (${(error as Error).message})`);
-    }
-    const geometry = layerGeometry(settings);
-    const layers = header.layers;
-    if (layers.length !== settings.layers) throw refuse(`${layers.length} saved layers for options.layers ${settings.layers}`);
-    const windowed = settings.scoring.window > 0;
-    let payload = 0;
-    layers.forEach((saved, l) => {
-      const numbers = saved && [saved.length, saved.intactFrom, saved.rows].every((n) => Number.isInteger(n) && n >= 0);
-      // exactly the states save() can write: eviction only past a full ring, and the rows that rule implies
-      const ok = numbers && saved.length <= MAX_POSITION && saved.intactFrom <= saved.length &&
-        (windowed ? saved.intactFrom >= saved.length - geometry.ring : saved.intactFrom === 0 && saved.length <= settings.maxTokens) &&
-        saved.rows === savedRowsFor(saved.length, saved.intactFrom, geometry.slots);
-      if (!ok) throw refuse(`layer ${l}'s saved state ${JSON.stringify(saved)} is not one a cache of these options can be in`);
-      payload += layerPayloadBytes(geometry, saved.rows);
+    // everything is checked before anything is allocated, so refused bytes never grow memory
+    const { settings, geometry, pieces, states } = readPieces(bytes, (options) => {
+      const settings = cacheSettings(options);
+      return { settings, geometry: pieceGeometry(settings), layers: settings.layers, options: settingsToOptions(settings) };
     });
-    // checked before anything is allocated, so refused bytes never grow memory
-    const expected = payloadStart + payload + 4;
-    if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
     const cache = new KVCache(settingsToOptions(settings));
     try {
-      const runs = layers.flatMap((saved, l) => cache.#runs(l, saved.rows));
-      restore(bytes, payloadStart, runs, cache.#kernel.bytes());
-      layers.forEach((saved, l) => {
-        cache.#lengths[l] = saved.length;
-        cache.#intactFrom[l] = saved.intactFrom;
+      for (const piece of pieces) {
+        const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
+        restore(piece, runs, cache.#kernel.bytes());
+      }
+      states.forEach((state, l) => {
+        cache.#lengths[l] = state.length;
+        cache.#intactFrom[l] = state.intactFrom;
       });
     } catch (error) {
       cache.dispose();
@@ -328,22 +331,26 @@ export class KVCache {
     return cache;
   }
 
-  /** Slots per kv head that hold data: the prefix 0 … length − 1 until a window's ring has wrapped. */
-  #savedRows(layer: number): number {
-    return savedRowsFor(this.#lengths[layer], this.#intactFrom[layer], this.#layers[layer].geometry.slots);
+  #states(): Array<{ length: number; intactFrom: number }> {
+    return this.#lengths.map((length, l) => ({ length, intactFrom: this.#intactFrom[l] }));
   }
 
-  /** The memory runs of one layer's first `rows` slots: K rows, V rows, then int8 scales. */
-  #runs(layer: number, rows: number): Run[] {
+  /**
+   * The memory of `positions` of one layer in the saved format's order: K rows per kv head, V rows, then
+   * (int8) K and V scales, each kv head's positions in the order given. The one place saving and loading
+   * touch K/V memory.
+   */
+  #runs(layer: number, positions: Array<[number, number]>): Run[] {
     const { geometry: g, blocks } = this.#layers[layer];
     const rowBytes = g.headDim * (g.int8 ? 1 : 4);
-    const runs: Run[] = [
-      { address: blocks.keys, stride: g.slots * rowBytes, run: rows * rowBytes, count: g.kvHeads },
-      { address: blocks.values, stride: g.slots * rowBytes, run: rows * rowBytes, count: g.kvHeads },
-    ];
-    if (g.int8) {
-      runs.push({ address: blocks.keyScales, stride: g.slots * 4, run: rows * 4, count: g.kvHeads });
-      runs.push({ address: blocks.valueScales, stride: g.slots * 4, run: rows * 4, count: g.kvHeads });
+    const stretches = positions.flatMap(([start, end]) => slotStretches(g, start, end));
+    const parts: Array<[number, number]> = [[blocks.keys, rowBytes], [blocks.values, rowBytes]];
+    if (g.int8) parts.push([blocks.keyScales, 4], [blocks.valueScales, 4]);
+    const runs: Run[] = [];
+    for (const [base, bytes] of parts) {
+      for (let h = 0; h < g.kvHeads; h++) {
+        for (const [slot, count] of stretches) runs.push({ address: base + (h * g.slots + slot) * bytes, bytes: count * bytes });
+      }
     }
     return runs;
   }

@@ -26,7 +26,8 @@ interface Quantized {
 function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
   const p = parseSave(bytes);
   expect(p.header.options.dtype).toBe('int8');
-  const { rows } = p.header.layers[0];
+  // no window: the layer holds positions from … to − 1, all of them
+  const rows = p.header.layers[0].to - p.header.layers[0].from;
   const H = kvHeadsOf(cfg);
   const D = cfg.headDim;
   const pay = p.payload;
