@@ -275,8 +275,8 @@ function decodeEnvelope(bytes: Uint8Array, refuse: (why: string) => Error): { he
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
   if (version === 1) {
-    throw refuse('format version 1 (wasm-attention 0.1.0); this version reads version 2 only: load the bytes with ' +
-      '0.1.0 and feed its keys and values to a new cache with append(), or save them again from the start');
+    throw refuse('format version 1 (wasm-attention 0.1.0); this version reads version 2 (pieces) only: ' +
+      'rebuild the cache from its tokens, or load these bytes with 0.1.0');
   }
   if (version !== FORMAT_VERSION) {
     throw refuse(`format version ${version}; this version of wasm-attention reads version ${FORMAT_VERSION}`);

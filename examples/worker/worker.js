@@ -1,22 +1,39 @@
-// A Cloudflare Worker that serves attention over HTTP for a conversation. Each conversation is a Durable
-// Object whose storage holds its KV cache between requests, as the bytes of `cache.save()`.
+// A Cloudflare Worker that serves attention over HTTP for conversations. Each conversation is a Durable
+// Object that keeps its live KVCache in memory between requests and stores it in its SQLite storage
+// page by page, so a restarted (evicted) object continues exactly where it stood.
 //
-//   POST   /conversations/:id/attend   {"q": [...], "k": [...], "v": [...]}   → {"length", "out": [...]}
-//   GET    /conversations/:id                                                → {"length"}
-//   DELETE /conversations/:id                                                → {"length": 0}
+//   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
+//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes"}
+//   DELETE /conversations/:id                                → {"length": 0}
 //
-// q holds T tokens of [heads][headDim] numbers, k and v the same T tokens of [kvHeads][headDim]: the
-// tokens are appended to the conversation's cache and attended causally over everything it holds.
-// Bad requests (malformed JSON, wrong sizes) answer 400 with a message and leave the stored state as it was.
+// q holds [layers][T][heads][headDim] numbers, k and v the same T tokens as [layers][T][kvHeads][headDim]:
+// the tokens are appended to every layer of the conversation's cache and attended causally over all it
+// holds. (A real model attends layer by layer between its other blocks; here one request carries every
+// layer's q/k/v of its tokens, so each request is one step of the conversation.) The body is either
+//   - binary (`content-type: application/octet-stream`): q, then k, then v, as little-endian float32
+//     bytes; the answer is the output as little-endian float32 bytes, with the length in `x-length`;
+//   - JSON ({"q": [...], "k": [...], "v": [...]}): for small requests; the answer is {"length", "out"}.
+// Every answer carries `x-written-bytes`: the bytes this request wrote to storage.
+// Bad requests (malformed bodies, wrong sizes, a full cache) answer 400 with a message and change nothing.
+//
+// Requests to one conversation are applied one at a time in the order they arrive: each takes its place in
+// the object's queue before it awaits anything (a Durable Object lets other requests in while one awaits
+// its body), so none is lost and every answer's length is distinct.
+//
+// Storage: one row per 64 positions (a page: every layer's K/V of those tokens, from `cache.save({ from,
+// to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
+// fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
+// tokens, whatever the conversation's length. On start the object loads the rows in order
+// (`KVCache.load(pieces)`), which checks that they form one history.
 //
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
 // imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
 import { init, KVCache } from 'wasm-attention';
+import { LLAMA_3_2_1B, PAGE } from './config.js';
 
-export const CONFIG = { layers: 1, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 256 };
-
-const json = (body, status = 200) => Response.json(body, { status });
+const json = (body, status = 200, headers = {}) => Response.json(body, { status, headers });
 const badRequest = (message) => json({ error: message }, 400);
+const LITTLE_ENDIAN = new Uint8Array(Float32Array.of(1).buffer)[3] === 0x3f;
 
 export default {
   async fetch(request, env) {
@@ -28,68 +45,169 @@ export default {
 };
 
 export class Conversation {
-  constructor(state) {
-    this.storage = state.storage;
+  /** the cache's options: the `CACHE_OPTIONS` variable (JSON) if set, else Llama-3.2-1B's */
+  #options;
+  #sql;
+  #storage;
+  /** the live cache, loaded from storage once, when the object starts */
+  #cache;
+  /** why the stored conversation could not be loaded (every request then answers 500 until a DELETE) */
+  #broken;
+  /** the tail of the queue of requests */
+  #queue = Promise.resolve();
+
+  constructor(state, env) {
+    this.#options = env.CACHE_OPTIONS ? JSON.parse(env.CACHE_OPTIONS) : LLAMA_3_2_1B;
+    this.#storage = state.storage;
+    this.#sql = state.storage.sql;
+    state.blockConcurrencyWhile(async () => {
+      await init();
+      this.#sql.exec('CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, bytes BLOB NOT NULL)');
+      const rows = this.#sql.exec('SELECT bytes FROM pieces ORDER BY start').toArray();
+      try {
+        this.#cache = rows.length ? KVCache.load(rows.map((row) => new Uint8Array(row.bytes))) : new KVCache(this.#options);
+      } catch (error) {
+        this.#broken = error.message;
+      }
+    });
   }
 
-  async fetch(request) {
-    await init();
+  fetch(request) {
+    // take a place in the queue now, in arrival order; the body streams in meanwhile
+    const body = request.method === 'POST' ? readBody(request) : undefined;
+    const turn = this.#queue.then(() => this.#handle(request, body));
+    this.#queue = turn.catch(() => {});
+    return turn;
+  }
+
+  async #handle(request, body) {
     const attend = new URL(request.url).pathname.endsWith('/attend');
-    const saved = await this.storage.get('cache');
+    if (!attend && request.method === 'DELETE') {
+      this.#sql.exec('DELETE FROM pieces');
+      this.#cache?.dispose();
+      this.#cache = new KVCache(this.#options);
+      this.#broken = undefined;
+      return json({ length: 0 });
+    }
+    if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
     if (!attend) {
-      if (request.method === 'GET') return json({ length: saved ? this.#withCache(saved, (c) => c.length) : 0 });
-      if (request.method === 'DELETE') { await this.storage.delete('cache'); return json({ length: 0 }); }
-      return json({ error: `method ${request.method} not allowed here` }, 405);
+      if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
+      const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
+      return json({ length: this.#cache.length, pieces: stored.pieces, storedBytes: stored.bytes });
     }
-    if (request.method !== 'POST') return json({ error: 'POST a JSON body {"q", "k", "v"} to /attend' }, 405);
+    if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
 
-    let body;
+    const parsed = tensors(await body, this.#options);
+    if (typeof parsed === 'string') return badRequest(parsed);
+    const { layers, heads, headDim } = { layers: 1, ...this.#options };
+    const before = this.#cache.length;
+    const out = new Float32Array(parsed.tokens * layers * heads * headDim);
+    let written;
     try {
-      body = JSON.parse(await request.text());
-    } catch (error) {
-      return badRequest(`malformed JSON: ${error.message}`);
-    }
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) return badRequest('the body must be a JSON object {"q", "k", "v"}');
-    const tensors = {};
-    for (const name of ['q', 'k', 'v']) {
-      const value = body[name];
-      if (!Array.isArray(value) || !value.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-        return badRequest(`"${name}" must be an array of finite numbers`);
+      for (let l = 0; l < layers; l++) {
+        const at = (tensor) => tensor.subarray(l * tensor.length / layers, (l + 1) * tensor.length / layers);
+        this.#cache.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
       }
-      tensors[name] = Float32Array.from(value);
-    }
-    const { heads, kvHeads, headDim } = CONFIG;
-    const tokens = tensors.q.length / (heads * headDim);
-    if (!Number.isInteger(tokens) || tokens < 1) {
-      return badRequest(`"q" must hold T tokens of ${heads} heads × ${headDim} numbers (a multiple of ${heads * headDim}), got ${tensors.q.length}`);
-    }
-    for (const name of ['k', 'v']) {
-      if (tensors[name].length !== tokens * kvHeads * headDim) {
-        return badRequest(`"${name}" must hold the same ${tokens} tokens of ${kvHeads} kv heads × ${headDim} numbers ` +
-          `(${tokens * kvHeads * headDim}), got ${tensors[name].length}`);
-      }
-    }
-
-    const cache = saved ? KVCache.load(saved) : new KVCache(CONFIG);
-    try {
-      const out = cache.attend(0, tensors.q, tensors.k, tensors.v);
-      await this.storage.put('cache', cache.save());
-      return json({ length: cache.length, out: Array.from(out) });
+      written = this.#persist(before, this.#cache.length);
     } catch (error) {
-      // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong; the stored bytes were not replaced
+      // nothing of this request stays: not in memory (storage rolled back its transaction)
+      this.#cache.truncate(before);
+      // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong
       if (error instanceof RangeError || error instanceof TypeError) return badRequest(error.message);
       throw error;
-    } finally {
-      cache.dispose();
     }
+    const headers = { 'x-length': String(this.#cache.length), 'x-written-bytes': String(written) };
+    if (parsed.binary) {
+      return new Response(littleEndianBytes(out), { headers: { ...headers, 'content-type': 'application/octet-stream' } });
+    }
+    return json({ length: this.#cache.length, out: Array.from(out) }, 200, headers);
   }
 
-  #withCache(bytes, use) {
-    const cache = KVCache.load(bytes);
-    try {
-      return use(cache);
-    } finally {
-      cache.dispose();
+  /** Writes the pages that positions before … after − 1 touched, in one transaction; returns the bytes written. */
+  #persist(before, after) {
+    let written = 0;
+    const put = (start, bytes) => {
+      this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', start, bytes.buffer);
+      written += bytes.length;
+    };
+    this.#storage.transactionSync(() => {
+      for (let page = Math.floor(before / PAGE) * PAGE; page < after; page += PAGE) {
+        if (page + PAGE <= after) {
+          // a page now complete: one row for it, in place of its per-token rows
+          this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', page, page + PAGE);
+          put(page, this.#cache.save({ from: page, to: page + PAGE }));
+        } else {
+          const from = Math.max(before, page);
+          put(from, this.#cache.save({ from }));
+        }
+      }
+    });
+    return written;
+  }
+}
+
+/** The body as bytes and its kind, read as soon as the request arrives. */
+async function readBody(request) {
+  const type = request.headers.get('content-type') ?? '';
+  return { binary: type.startsWith('application/octet-stream'), bytes: await request.arrayBuffer() };
+}
+
+/** q, k, v as Float32Arrays of T tokens for every layer, or a message saying what is wrong with the body. */
+function tensors({ binary, bytes }, options) {
+  const { layers = 1, heads, kvHeads = heads, headDim } = options;
+  const widths = { q: layers * heads * headDim, k: layers * kvHeads * headDim, v: layers * kvHeads * headDim };
+  const perToken = widths.q + widths.k + widths.v;
+  if (binary) {
+    const floats = bytes.byteLength / 4;
+    const tokens = floats / perToken;
+    if (!Number.isInteger(tokens) || tokens < 1) {
+      return `a binary body must hold q, k and v of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
+        `([layers=${layers}] × [heads=${heads} + 2 × kvHeads=${kvHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`;
+    }
+    const all = floats32(bytes);
+    for (let i = 0; i < all.length; i++) if (!Number.isFinite(all[i])) return `the binary body holds a non-finite number at float ${i}`;
+    const q = all.subarray(0, tokens * widths.q);
+    const k = all.subarray(q.length, q.length + tokens * widths.k);
+    return { binary, tokens, q, k, v: all.subarray(q.length + k.length) };
+  }
+  let body;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    return `malformed JSON: ${error.message}`;
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object {"q", "k", "v"}';
+  const parsed = { binary };
+  for (const name of ['q', 'k', 'v']) {
+    const value = body[name];
+    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+      return `"${name}" must be an array of finite numbers`;
+    }
+    parsed[name] = Float32Array.from(value);
+  }
+  parsed.tokens = parsed.q.length / widths.q;
+  if (!Number.isInteger(parsed.tokens) || parsed.tokens < 1) {
+    return `"q" must hold [layers=${layers}][T][heads=${heads}][headDim=${headDim}] numbers (a multiple of ${widths.q}), got ${parsed.q.length}`;
+  }
+  for (const name of ['k', 'v']) {
+    if (parsed[name].length !== parsed.tokens * widths.k) {
+      return `"${name}" must hold the same ${parsed.tokens} tokens as [layers=${layers}][T=${parsed.tokens}][kvHeads=${kvHeads}]` +
+        `[headDim=${headDim}] numbers (${parsed.tokens * widths.k}), got ${parsed[name].length}`;
     }
   }
+  return parsed;
+}
+
+/** Little-endian float32 bytes as a Float32Array (Workers run on little-endian hosts; swapped otherwise). */
+function floats32(bytes) {
+  if (LITTLE_ENDIAN) return new Float32Array(bytes);
+  const view = new DataView(bytes);
+  return Float32Array.from({ length: bytes.byteLength / 4 }, (_, i) => view.getFloat32(4 * i, true));
+}
+
+function littleEndianBytes(floats) {
+  if (LITTLE_ENDIAN) return floats;
+  const view = new DataView(new ArrayBuffer(floats.length * 4));
+  floats.forEach((x, i) => view.setFloat32(4 * i, x, true));
+  return view.buffer;
 }
