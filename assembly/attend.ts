@@ -7,17 +7,23 @@
 // maximum m rises to the block's, the running sum l and accumulator are rescaled by e^(m_old − m_new), and
 // Σ e^(s − m) · v is added. No T×S score matrix exists: the scratch holds one block of scores per row.
 //
-// Bit-identical prefill, decode and chunked prefill: blocks are *canonical*, cut at multiples of BLOCK, at
-// the end of the sinks and where the ring wraps (all functions of position alone), and each row processes
+// Bit-identical prefill, decode and chunked prefill: blocks are *canonical*, cut where a page of the cache
+// begins (slot a multiple of BLOCK, layout.ts), at the end of the sinks and where the ring wraps (all
+// functions of position alone), so a block never straddles a page, and each row processes
 // exactly the blocks that hold keys it may see, with lanes counted from the block's start. A row's
 // arithmetic therefore never depends on which other rows share its tile or how tokens were batched.
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
-import { slotOf, widenRows } from './layout';
+import { scalesOf, slotOf, widenRows } from './layout';
+import {
+  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SCALE, SCRATCH, SINKS, SOFTCAP, STREAM, WINDOW,
+  address, field, fieldF32, pageTable, tableCapacity,
+} from './descriptor';
 import { dot2x4F32, dot4F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
-export const BLOCK: i32 = 64;
+/** A canonical block is at most one page of the cache. */
+export const BLOCK: i32 = PAGE_ROWS;
 /** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
 const TILE_ROWS: i32 = 16;
 
@@ -38,10 +44,12 @@ let softcap: f32 = 0;          // 0: none
 let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
 
 let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
-let keyHead: usize = 0;        // this kv head's [slot][headDim] key block
-let valueHead: usize = 0;
-let keyScaleHead: usize = 0;   // int8: this kv head's [slot] scales
-let valueScaleHead: usize = 0;
+let pages: usize = 0;          // the layer's page table (descriptor.ts)
+let headTableBytes: usize = 0; // bytes of one (kv head, K|V) row of it
+let keyTable: usize = 0;       // this kv head's key pages
+let valueTable: usize = 0;
+let keyScaleBlock: usize = 0;  // int8: the current block's key scales
+let valueScaleBlock: usize = 0;
 
 // Scratch, for tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
@@ -81,26 +89,27 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   return rows * (stride + (<usize>BLOCK << 2) + 4 * 10) + (<usize>BLOCK << 2) + 2 * wide + 64;
 }
 
-function setGeometry(
-  queryHeads: i32, kvHeads: i32, dim: i32, isInt8: i32, slotSinks: i32, slotRing: i32, end: i32,
-  isCausal: i32, windowSize: i32, scoreScale: f32, cap: f32, scratch: usize,
-): void {
-  heads = queryHeads;
-  group = queryHeads / kvHeads;
-  headDim = dim;
-  int8 = isInt8 != 0;
-  sinks = slotSinks;
-  ring = slotRing;
+/** Reads the geometry and scoring of `layer` from the descriptor; `end` and `isCausal` are the call's. */
+function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32): void {
+  heads = field(descriptor, HEADS);
+  group = heads / field(descriptor, KV_HEADS);
+  headDim = field(descriptor, HEAD_DIM);
+  const dim = headDim;
+  int8 = field(descriptor, INT8) != 0;
+  sinks = field(descriptor, SINKS);
+  ring = field(descriptor, RING);
   keyEnd = end;
   causal = isCausal != 0;
-  window = windowSize;
-  scale = scoreScale;
-  softcap = cap;
+  window = field(descriptor, WINDOW);
+  scale = fieldF32(descriptor, SCALE);
+  softcap = fieldF32(descriptor, SOFTCAP);
+  pages = pageTable(descriptor, layer);
+  headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
   keyRowBytes = <usize>dim << (int8 ? 0 : 2);
   tileRows = tileTokensFor(group) * group;
   const rows = <usize>tileRows;
   accStride = <usize>((dim + 3) & ~3) << 2;
-  accBase = scratch;
+  accBase = address(descriptor, SCRATCH);
   probBase = accBase + rows * accStride;
   factorBase = probBase + (rows * <usize>BLOCK << 2);
   wideKeys = factorBase + (<usize>BLOCK << 2);
@@ -117,12 +126,9 @@ function setGeometry(
   activeRows = rowTo + (rows << 2);
 }
 
-function selectHead(g: i32, slots: i32, keys: usize, values: usize, keyScales: usize, valueScales: usize): void {
-  const headBytes = <usize>slots * keyRowBytes;
-  keyHead = keys + <usize>g * headBytes;
-  valueHead = values + <usize>g * headBytes;
-  keyScaleHead = keyScales + (<usize>g * <usize>slots << 2);
-  valueScaleHead = valueScales + (<usize>g * <usize>slots << 2);
+function selectHead(g: i32): void {
+  keyTable = pages + <usize>(2 * g) * headTableBytes;
+  valueTable = keyTable + headTableBytes;
 }
 
 // @ts-ignore: decorator
@@ -157,18 +163,23 @@ function setVisible(row: i32, position: i32): void {
   setI32(rowLast, row, last);
 }
 
-/** The canonical block that holds `position` starts at the last cut at or before it. */
+/**
+ * The canonical block that holds `position` starts at the last cut at or before it: the start of its
+ * page (a slot that is a multiple of BLOCK), the end of the sinks, or the ring's wrap.
+ */
 // @ts-ignore: decorator
 @inline function blockStart(position: i32): i32 {
-  const aligned = position - position % BLOCK;
-  return position < sinks ? aligned : max(aligned, position - (position - sinks) % ring);
+  if (position < sinks) return position - position % BLOCK; // slot = position
+  const slot = sinks + (position - sinks) % ring;
+  return position - (slot - max(slot - slot % BLOCK, sinks));
 }
 
-/** The first cut after `position`: the next multiple of BLOCK, the end of the sinks, or a ring wrap. */
+/** The first cut after `position`: the next page, the end of the sinks, or the ring's wrap. */
 // @ts-ignore: decorator
 @inline function blockEnd(position: i32): i32 {
-  const aligned = position - position % BLOCK + BLOCK;
-  return position < sinks ? min(aligned, sinks) : min(aligned, position + ring - (position - sinks) % ring);
+  if (position < sinks) return min(position - position % BLOCK + BLOCK, sinks);
+  const slot = sinks + (position - sinks) % ring;
+  return position + (min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot);
 }
 
 /** Walks the tile's rows (already set up) over every block that holds a key one of them may see. */
@@ -226,14 +237,21 @@ function touchLines(from: usize, bytes: usize): void {
 
 function visitBlock(position: i32, n: i32): void {
   const slot = slotOf(position, sinks, ring);
+  // the block lies inside one page (blockStart/blockEnd cut at pages)
+  const entry = <usize>(slot >> PAGE_SHIFT) << 2;
+  const row = slot & (PAGE_ROWS - 1);
+  const keyPage = <usize>load<u32>(keyTable + entry);
+  const valuePage = weightsMode ? keyPage : <usize>load<u32>(valueTable + entry);
+  let keys = keyPage + <usize>row * keyRowBytes;
+  let values = valuePage + <usize>row * keyRowBytes;
   if (streaming) {
-    touchLines(keyHead + <usize>slot * keyRowBytes, <usize>n * keyRowBytes);
-    touchLines(valueHead + <usize>slot * keyRowBytes, <usize>n * keyRowBytes);
+    touchLines(keys, <usize>n * keyRowBytes);
+    touchLines(values, <usize>n * keyRowBytes);
   }
   // int8: widen the block's rows to f32 once, for every row of the tile (the conversion is exact)
-  let keys = keyHead + <usize>slot * keyRowBytes;
-  let values = valueHead + <usize>slot * keyRowBytes;
   if (int8) {
+    keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
+    valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
     widenRows(keys, n, headDim, wideKeys);
     keys = wideKeys;
     if (!weightsMode) widenRows(values, n, headDim, wideValues);
@@ -260,7 +278,7 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
   if (int8) {
     // float32 keys all share `scale`, which maskScores applies directly
     for (let j = 0; j < n; j++) {
-      store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleHead + (<usize>(slot + j) << 2)));
+      store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleBlock + (<usize>j << 2)));
     }
   }
   const last = n - 1;
@@ -403,7 +421,7 @@ function accumulateBlock(values: usize, slot: i32): void {
   const rowBytes = <usize>headDim << 2; // f32 rows (int8 blocks arrive widened)
   if (int8) {
     // fold each value row's dequantization scale into its weight
-    const scales = valueScaleHead + (<usize>slot << 2);
+    const scales = valueScaleBlock;
     for (let i = 0; i < activeCount; i++) {
       const r = getI32(activeRows, i);
       const row = probsOf(r);
@@ -462,27 +480,25 @@ function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32
  * See index.ts for the meaning of each argument.
  */
 export function attendQueries(
-  q: usize, tokens: i32, firstPosition: i32, queryHeads: i32, kvHeads: i32, dim: i32,
-  keys: usize, values: usize, keyScales: usize, valueScales: usize, isInt8: i32,
-  slots: i32, slotSinks: i32, slotRing: i32, end: i32, isCausal: i32, windowSize: i32,
-  scoreScale: f32, cap: f32, out: usize, scratch: usize, stream: i32,
+  descriptor: usize, layer: i32, q: usize, tokens: i32, firstPosition: i32, end: i32, isCausal: i32, out: usize,
 ): void {
-  setGeometry(queryHeads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
+  setGeometry(descriptor, layer, end, isCausal);
   weightsMode = false;
   const tileTokens = tileRows / group;
-  const rowBytes = <usize>dim << 2;
-  streaming = stream != 0 && tokens <= tileTokens;
+  const rowBytes = <usize>headDim << 2;
+  const kvHeads = heads / group;
+  streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) {
-      selectHead(g, slots, keys, values, keyScales, valueScales);
+      selectHead(g);
       const rows = setupRows(q, out, rowBytes, t0, count, firstPosition, g);
       walkTile(rows);
       for (let r = 0; r < rows; r++) {
         const acc = accOf(r);
         const outRow = <usize>getI32(rowOut, r);
         const sum = load<f32>(rowSum + (<usize>r << 2));
-        for (let c = 0; c < dim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
+        for (let c = 0; c < headDim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
       }
     }
   }
@@ -490,20 +506,19 @@ export function attendQueries(
 
 /** The softmax probabilities [tokens][heads][keyCount] of the same computation (masked keys exactly 0). */
 export function attentionWeights(
-  q: usize, tokens: i32, firstPosition: i32, queryHeads: i32, kvHeads: i32, dim: i32,
-  keys: usize, keyScales: usize, isInt8: i32,
-  slots: i32, slotSinks: i32, slotRing: i32, end: i32, isCausal: i32, windowSize: i32,
-  scoreScale: f32, cap: f32, out: usize, keyCount: i32, scratch: usize,
+  descriptor: usize, layer: i32, q: usize, tokens: i32, firstPosition: i32, end: i32, isCausal: i32,
+  out: usize, keyCount: i32,
 ): void {
-  setGeometry(queryHeads, kvHeads, dim, isInt8, slotSinks, slotRing, end, isCausal, windowSize, scoreScale, cap, scratch);
+  setGeometry(descriptor, layer, end, isCausal);
   weightsMode = true;
   streaming = false;
   const tileTokens = tileRows / group;
+  const kvHeads = heads / group;
   const weightRowBytes = <usize>keyCount << 2;
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) {
-      selectHead(g, slots, keys, keys, keyScales, keyScales);
+      selectHead(g);
       const rows = setupRows(q, out, weightRowBytes, t0, count, firstPosition, g);
       for (let r = 0; r < rows; r++) memory.fill(<usize>getI32(rowOut, r), 0, weightRowBytes);
       walkTile(rows);

@@ -1,20 +1,23 @@
 // wasm-attention's kernel: the one entry file, and the whole ABI.
 //
-// The ABI is numbers only: byte addresses into this module's memory, counts and flags (i32), scales (f32,
-// f64). The facade (src/) owns the memory layout: it places every block with its own allocator above
+// The ABI is numbers only: byte addresses into this module's memory, counts and flags (i32), scales (f64).
+// The facade (src/) owns the memory layout: it places every block with its own allocator above
 // heapBase(), copies tensors in and out, and validates every argument before a call, so nothing here
 // checks bounds (the release builds use --noAssert) and nothing here allocates or grows memory.
 //
-// Tensors are f32 and row-major:
-//   queries, outputs   [tokens][heads][headDim]        (one contiguous "staging" block per call)
-//   new keys, values   [tokens][kvHeads][headDim]
-//   cached K and V     [kvHeads][slots][headDim]        f32, or i8 with f32 scales [kvHeads][slots]
+// A cache is described by one *descriptor* in linear memory (descriptor.ts: geometry, scoring, rope, the
+// staging area of a call, and per layer a page table): a call passes its address and the step's own
+// numbers, so a decode step crosses into wasm once. Tensors are f32 and row-major:
+//   queries, outputs   [tokens][heads][headDim]        (the descriptor's staging q and out)
+//   new keys, values   [tokens][kvHeads][headDim]      (the descriptor's staging k and v)
+//   cached K and V     per layer, kv head and K|V: pages of 64 slots [slot][headDim], f32, or i8 followed
+//                      by the page's 64 f32 scales; positions map to slots as layout.ts documents
 // Grouped-query attention: query head h reads kv head h / (heads / kvHeads).
-// Positions map to slots as documented in layout.ts (attention sinks, then a ring of `ring` slots).
 
-import { appendF32 as appendF32Rows, appendI8 as appendI8Rows } from './layout';
+import { appendRows } from './layout';
 import { attendQueries, attentionWeights, scratchBytesFor } from './attend';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
+import { HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, address, field } from './descriptor';
 import { exp4, expScalar } from './math';
 
 /** Which build this is: 0 scalar, 1 simd, 2 relaxed-simd (so a binary handed to init() names itself). */
@@ -42,63 +45,52 @@ export function ropeFrequencies(table: usize, dims: i32, theta: f64): void {
   fillRopeFrequencies(table, dims, theta);
 }
 
-/**
- * Rotates, in place, `tokens` × `rowHeads` rows of `headDim` floats at `rows` by the positions
- * firstPosition … firstPosition + tokens − 1. interleaved: 0 half-split (NeoX/Llama), 1 pairwise (GPT-J).
- */
-export function rope(
-  rows: usize, tokens: i32, rowHeads: i32, headDim: i32, firstPosition: i32, dims: i32, interleaved: i32, table: usize,
-): void {
-  rotate(rows, tokens, rowHeads, headDim, firstPosition, dims, interleaved, table);
-}
-
-/** Writes `tokens` token-major rows of `src` ([tokens][kvHeads][headDim]) into a f32 block at their slots. */
-export function appendF32(
-  src: usize, tokens: i32, firstPosition: i32, kvHeads: i32, headDim: i32,
-  dst: usize, slots: i32, sinks: i32, ring: i32,
-): void {
-  appendF32Rows(src, tokens, firstPosition, kvHeads, headDim, dst, slots, sinks, ring);
-}
-
-/** As appendF32 into an int8 block, one symmetric scale per (token, kv head) written to `scales`. */
-export function appendI8(
-  src: usize, tokens: i32, firstPosition: i32, kvHeads: i32, headDim: i32,
-  dst: usize, scales: usize, slots: i32, sinks: i32, ring: i32,
-): void {
-  appendI8Rows(src, tokens, firstPosition, kvHeads, headDim, dst, scales, slots, sinks, ring);
+/** Rotates `tokens` rows of `rowHeads` heads at `rows` by their positions, if the cache has rope. */
+function rotateRows(descriptor: usize, rows: usize, tokens: i32, rowHeads: i32, firstPosition: i32): void {
+  const dims = field(descriptor, ROPE_DIMS);
+  if (dims == 0) return;
+  rotate(rows, tokens, rowHeads, field(descriptor, HEAD_DIM), firstPosition, dims,
+    field(descriptor, ROPE_INTERLEAVED), address(descriptor, ROPE_TABLE));
 }
 
 /**
- * out = attention of the `tokens` queries at `q` (positions firstPosition + t) over one layer's keys.
- *   keys, values          the layer's K and V blocks; keyScales, valueScales: their int8 scales (int8 = 1)
- *   slots, sinks, ring    the block's geometry (slot of a position: layout.ts)
- *   keyEnd                keys exist at positions 0 … keyEnd − 1
- *   causal                1: query at p sees keys ≤ p; 0: every key (the window still bounds from below)
- *   window                0 for none, else the query at p also needs key > p − window, except keys < sinks
- *   scale, softcap        score = scale · q·k, then softcap · tanh(score / softcap) when softcap > 0
- *   scratch               scratchBytes(heads, kvHeads, headDim) bytes
- *   stream                1: touch each block's K/V lines before use (for K/V that will not be cached;
- *                         decode-like calls only, see attend.ts)
+ * Appends the `tokens` new keys and values in staging (positions firstPosition …) to `layer`: rotates the
+ * keys (rope) and writes both into their pages (int8: quantized). The pages must exist and be unshared.
  */
-export function attend(
-  q: usize, tokens: i32, firstPosition: i32, heads: i32, kvHeads: i32, headDim: i32,
-  keys: usize, values: usize, keyScales: usize, valueScales: usize, int8: i32,
-  slots: i32, sinks: i32, ring: i32, keyEnd: i32, causal: i32, window: i32,
-  scale: f32, softcap: f32, out: usize, scratch: usize, stream: i32,
-): void {
-  attendQueries(q, tokens, firstPosition, heads, kvHeads, headDim, keys, values, keyScales, valueScales, int8,
-    slots, sinks, ring, keyEnd, causal, window, scale, softcap, out, scratch, stream);
+export function append(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32): void {
+  rotateRows(descriptor, address(descriptor, K), tokens, field(descriptor, KV_HEADS), firstPosition);
+  appendRows(descriptor, layer, tokens, firstPosition);
 }
 
-/** The softmax probabilities of `attend`'s computation into out: [tokens][heads][keyCount], 0 where masked. */
+/**
+ * Staging out = attention of the `tokens` staging queries (positions firstPosition + t, rotated here) over
+ * `layer`'s keys at positions 0 … keyEnd − 1.
+ *   causal   1: the query at p sees keys ≤ p; 0: every key (a window still bounds from below)
+ * Scoring (scale, softcap, window, sinks) and streaming come from the descriptor.
+ */
+export function attend(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32, keyEnd: i32, causal: i32): void {
+  const q = address(descriptor, Q);
+  rotateRows(descriptor, q, tokens, field(descriptor, HEADS), firstPosition);
+  attendQueries(descriptor, layer, q, tokens, firstPosition, keyEnd, causal, address(descriptor, OUT));
+}
+
+/**
+ * One step of a cache: append (the new keys and values) then attend (the queries, causally, over every
+ * key up to the new ones). A decode step is this one call.
+ */
+export function step(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32): void {
+  append(descriptor, layer, tokens, firstPosition);
+  attend(descriptor, layer, tokens, firstPosition, firstPosition + tokens, 1);
+}
+
+/**
+ * The softmax probabilities of `attend`'s computation (queries not rotated) into `out`:
+ * [tokens][heads][keyCount] f32, 0 where masked.
+ */
 export function weights(
-  q: usize, tokens: i32, firstPosition: i32, heads: i32, kvHeads: i32, headDim: i32,
-  keys: usize, keyScales: usize, int8: i32,
-  slots: i32, sinks: i32, ring: i32, keyEnd: i32, causal: i32, window: i32,
-  scale: f32, softcap: f32, out: usize, keyCount: i32, scratch: usize,
+  descriptor: usize, layer: i32, tokens: i32, firstPosition: i32, keyEnd: i32, causal: i32, out: usize, keyCount: i32,
 ): void {
-  attentionWeights(q, tokens, firstPosition, heads, kvHeads, headDim, keys, keyScales, int8,
-    slots, sinks, ring, keyEnd, causal, window, scale, softcap, out, keyCount, scratch);
+  attentionWeights(descriptor, layer, address(descriptor, Q), tokens, firstPosition, keyEnd, causal, out, keyCount);
 }
 
 /** Diagnostics: e^x in place over `count` floats with the kernel's own exp (tests measure its error). */

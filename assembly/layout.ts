@@ -1,13 +1,19 @@
 // The cache layout: where a token's key and value rows live, and how new rows get there.
 //
-// A layer's keys (and, separately, its values) are one block `[kvHead][slot][headDim]`, head-major, so a
-// decode step streams each kv head's rows contiguously. Positions map to slots as
+// A layer's keys (and, separately, its values) live per kv head in *pages* of PAGE_ROWS = 64 slots,
+// `[slot][headDim]`, found through the layer's page table (descriptor.ts), so a decode step streams one
+// page after another. Positions map to slots as
 //   slot(p) = p                             for p < sinks (attention sinks are never evicted)
 //   slot(p) = sinks + (p − sinks) % ring    otherwise
-// Without a window the facade passes sinks = 0 and ring = slots, and positions never wrap.
+// and slot s lives in page s >> 6, row s & 63. Without a window the facade passes sinks = 0 and ring =
+// maxTokens, and positions never wrap.
 //
-// int8 rows hold round(x / s) with one symmetric scale s = max|x| / 127 per (token, kv head), stored in a
-// parallel `[kvHead][slot]` f32 block: dequantized, a row is q · s.
+// int8 rows hold round(x / s) with one symmetric scale s = max|x| / 127 per (token, kv head), stored after
+// the page's rows (PAGE_ROWS f32): dequantized, a row is q · s.
+
+import {
+  HEAD_DIM, INT8, K, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SINKS, V, address, field, pageTable, tableCapacity,
+} from './descriptor';
 
 // @ts-ignore: decorator
 @inline export function slotOf(position: i32, sinks: i32, ring: i32): i32 {
@@ -15,48 +21,55 @@
 }
 
 /**
- * Copies `tokens` rows per kv head from token-major `src` ([T][kvHeads][headDim] f32) into the
- * head-major f32 block `dst` at the slots of positions firstPosition … firstPosition + tokens − 1.
+ * Copies the `tokens` token-major rows of the staging k and v ([T][kvHeads][headDim] f32) into the pages
+ * of `layer` at the slots of positions firstPosition … firstPosition + tokens − 1 (int8: quantized).
  */
-export function appendF32(
-  src: usize, tokens: i32, firstPosition: i32, kvHeads: i32, headDim: i32,
-  dst: usize, slots: i32, sinks: i32, ring: i32,
-): void {
-  const rowBytes = <usize>headDim << 2;
+export function appendRows(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32): void {
+  const kvHeads = field(descriptor, KV_HEADS), headDim = field(descriptor, HEAD_DIM);
+  const sinks = field(descriptor, SINKS), ring = field(descriptor, RING);
+  const int8 = field(descriptor, INT8) != 0;
+  const table = pageTable(descriptor, layer);
+  const headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
+  const srcRowBytes = <usize>headDim << 2;
+  const keys = address(descriptor, K), values = address(descriptor, V);
   for (let t = 0; t < tokens; t++) {
     const slot = slotOf(firstPosition + t, sinks, ring);
+    const entry = <usize>(slot >> PAGE_SHIFT) << 2;
+    const row = slot & (PAGE_ROWS - 1);
     for (let g = 0; g < kvHeads; g++) {
-      const from = src + (<usize>(t * kvHeads + g)) * rowBytes;
-      const to = dst + (<usize>g * <usize>slots + <usize>slot) * rowBytes;
-      memory.copy(to, from, rowBytes);
+      const offset = (<usize>(t * kvHeads + g)) * srcRowBytes;
+      const keyPage = <usize>load<u32>(table + (<usize>(2 * g) * headTableBytes) + entry);
+      const valuePage = <usize>load<u32>(table + (<usize>(2 * g + 1) * headTableBytes) + entry);
+      if (int8) {
+        appendI8(keys + offset, keyPage, row, headDim);
+        appendI8(values + offset, valuePage, row, headDim);
+      } else {
+        memory.copy(keyPage + <usize>row * srcRowBytes, keys + offset, srcRowBytes);
+        memory.copy(valuePage + <usize>row * srcRowBytes, values + offset, srcRowBytes);
+      }
     }
   }
 }
 
-/** As appendF32, quantizing each (token, kv head) row to int8 with its own scale into `scales`. */
-export function appendI8(
-  src: usize, tokens: i32, firstPosition: i32, kvHeads: i32, headDim: i32,
-  dst: usize, scales: usize, slots: i32, sinks: i32, ring: i32,
-): void {
-  const rowBytes = <usize>headDim << 2;
-  for (let t = 0; t < tokens; t++) {
-    const slot = slotOf(firstPosition + t, sinks, ring);
-    for (let g = 0; g < kvHeads; g++) {
-      const from = src + (<usize>(t * kvHeads + g)) * rowBytes;
-      const index = <usize>g * <usize>slots + <usize>slot;
-      const to = dst + index * <usize>headDim;
-      let largest: f32 = 0;
-      for (let i = 0; i < headDim; i++) largest = max<f32>(largest, abs<f32>(load<f32>(from + (<usize>i << 2))));
-      const scale: f32 = largest / 127;
-      const inverse: f32 = largest > 0 ? 127 / largest : 0;
-      for (let i = 0; i < headDim; i++) {
-        const x = min<f32>(127, max<f32>(-127, nearest<f32>(load<f32>(from + (<usize>i << 2)) * inverse)));
-        // a NaN row keeps scale NaN (so it dequantizes to NaN, as float32 would); never convert NaN to int
-        store<i8>(to + <usize>i, x == x ? <i8><i32>x : 0);
-      }
-      store<f32>(scales + (index << 2), scale);
-    }
+/** Quantizes one f32 row at `from` into row `row` of an int8 page, with its scale after the page's rows. */
+function appendI8(from: usize, page: usize, row: i32, headDim: i32): void {
+  const to = page + <usize>row * <usize>headDim;
+  let largest: f32 = 0;
+  for (let i = 0; i < headDim; i++) largest = max<f32>(largest, abs<f32>(load<f32>(from + (<usize>i << 2))));
+  const scale: f32 = largest / 127;
+  const inverse: f32 = largest > 0 ? 127 / largest : 0;
+  for (let i = 0; i < headDim; i++) {
+    const x = min<f32>(127, max<f32>(-127, nearest<f32>(load<f32>(from + (<usize>i << 2)) * inverse)));
+    // a NaN row keeps scale NaN (so it dequantizes to NaN, as float32 would); never convert NaN to int
+    store<i8>(to + <usize>i, x == x ? <i8><i32>x : 0);
   }
+  store<f32>(scalesOf(page, headDim) + (<usize>row << 2), scale);
+}
+
+/** Where an int8 page's PAGE_ROWS scales start: after its rows. */
+// @ts-ignore: decorator
+@inline export function scalesOf(page: usize, headDim: i32): usize {
+  return page + <usize>PAGE_ROWS * <usize>headDim;
 }
 
 /** Widens `rows` int8 rows of `headDim` at `src` to f32 at `dst` (exact: every int8 is an f32). */

@@ -8,11 +8,7 @@ import {
   headShape, optionalBoolean, optionsObject, outputArray, sameLength, scoring, tokensIn,
   type HeadShape, type Scoring,
 } from './options.js';
-import {
-  STREAM_BYTES, Placer, appendTokens, attendTokens, copyIn, copyOut, layerBlockBytes, measure, placeLayer, placeStaging,
-  stagingTokens,
-  type Layer, type LayerGeometry,
-} from './layer.js';
+import { CacheMemory, copyOut, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -51,34 +47,27 @@ function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot
 
 /** Runs `body` with a temporary one-layer cache holding all of k and v; frees it afterwards. */
 function withKeys(kernel: Kernel, call: OneShot, k: Float32Array, v: Float32Array, extraBytes: number,
-  body: (layer: Layer, extra: number) => void): void {
+  body: (memory: CacheMemory, extra: number) => void): void {
   const geometry: LayerGeometry = {
     ...call.shape, int8: false, slots: call.keys, sinks: call.scoring.sinks, ring: call.keys,
   };
   const tokens = Math.min(stagingTokens(call.shape), Math.max(call.queries, call.keys));
-  const place = (placer: Placer) => {
-    placeLayer(placer, geometry);
-    placeStaging(placer, kernel, call.shape, tokens);
-    placer.take(extraBytes);
-  };
-  const bytes = measure(place);
+  const bytes = 2 * call.shape.kvHeads * pagesPerHead(geometry) * pageBytesOf(geometry) + extraBytes;
   if (bytes > MAX_MEMORY_BYTES) {
     throw rangeError('k', `small enough for WebAssembly's 4 GiB memory, but this call needs ${bytes} bytes`, k);
   }
-  const base = kernel.heap.allocate(bytes);
+  const memory = new CacheMemory(kernel, geometry, 1, call.scoring, undefined, tokens);
+  let extra = 0;
   try {
-    const placer = new Placer(base);
-    const blocks = placeLayer(placer, geometry);
-    const staging = placeStaging(placer, kernel, call.shape, tokens);
-    const extra = placer.take(extraBytes);
-    const stream = 2 * layerBlockBytes(geometry).rows > STREAM_BYTES;
-    const layer: Layer = { kernel, geometry, blocks, staging, stream };
+    memory.reserve('attention', 0, 0, call.keys);
+    if (extraBytes) extra = kernel.heap.allocate(extraBytes);
     for (let from = 0; from < call.keys; from += tokens) {
-      appendTokens(layer, k, v, from, Math.min(tokens, call.keys - from), from);
+      memory.step(0, k, v, from, Math.min(tokens, call.keys - from), from);
     }
-    body(layer, extra);
+    body(memory, extra);
   } finally {
-    kernel.heap.release(base);
+    if (extra) kernel.heap.release(extra);
+    memory.dispose();
   }
 }
 
@@ -90,12 +79,12 @@ export function attention(
   const { heads, headDim } = call.shape;
   const result = outputArray(out, call.queries * heads * headDim,
     () => `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`);
-  withKeys(kernel, call, k, v, 0, (layer) => {
-    const chunk = layer.staging.tokens;
+  withKeys(kernel, call, k, v, 0, (memory) => {
+    const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries; // query t sits at position S − T + t
     for (let from = 0; from < call.queries; from += chunk) {
       const count = Math.min(chunk, call.queries - from);
-      attendTokens(layer, q, result, from, count, offset + from, call.keys, call.causal, call.scoring);
+      memory.attend(0, q, result, from, count, offset + from, call.keys, call.causal);
     }
   });
   return result;
@@ -107,24 +96,17 @@ export function attentionWeights(
 ): Float32Array {
   const kernel = activeKernel();
   const call = validate(q, k, v, options);
-  const { heads, kvHeads, headDim } = call.shape;
+  const { heads } = call.shape;
   const count = call.queries * heads * call.keys;
   let result = new Float32Array(0);
   // withKeys refuses a T×heads×S result too large for wasm memory before anything is allocated
-  withKeys(kernel, call, k, v, count * 4, (layer, weights) => {
+  withKeys(kernel, call, k, v, count * 4, (memory, weights) => {
     result = new Float32Array(count);
-    const { staging, geometry: g, blocks } = layer;
-    const chunk = staging.tokens;
+    const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries;
-    const row = heads * headDim;
     for (let from = 0; from < call.queries; from += chunk) {
       const n = Math.min(chunk, call.queries - from);
-      copyIn(kernel, staging.q, q, from * row, n * row);
-      kernel.abi.weights(
-        staging.q, n, offset + from, heads, kvHeads, headDim, blocks.keys, 0, 0,
-        g.slots, g.sinks, g.ring, call.keys, call.causal ? 1 : 0, call.scoring.window,
-        call.scoring.scale, call.scoring.softcap, weights + from * heads * call.keys * 4, call.keys, staging.scratch,
-      );
+      memory.weights(0, q, from, n, offset + from, call.keys, call.causal, weights + from * heads * call.keys * 4, call.keys);
     }
     copyOut(kernel, weights, result, 0, count);
   });

@@ -1,88 +1,24 @@
 // KVCache: per layer and kv head, the keys and values of every token so far, in the kernel's memory.
+// Its lifecycle and its calls; the options it is made from are options.ts's, its memory (descriptor, page
+// tables, pages) is layer.ts's, the saved format is persist.ts's.
 
-import { activeKernel, init, type Kernel } from './kernel.js';
+import { activeKernel, init } from './kernel.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { rangeError, typeError } from './errors.js';
 import {
-  MAX_POSITION, headShape, integerAtLeast, optionsObject, outputArray, ropeSettings, sameLength, scoring,
-  tokensIn, type HeadShape, type RopeSettings, type Scoring,
+  MAX_POSITION, cacheSettings, integerAtLeast, layerGeometry, outputArray, sameLength, settingsToOptions, tokensIn,
+  type CacheSettings, type KVCacheOptions,
 } from './options.js';
 import {
   encode, heldRanges, planPiece, readPieces, restore, runsCrc, saveRange, type PieceGeometry, type Run,
 } from './persist.js';
-import {
-  STREAM_BYTES, Placer, appendTokens, attendTokens, layerBlockBytes, measure, placeLayer, placeStaging, stagingTokens,
-  type Layer, type LayerGeometry,
-} from './layer.js';
+import { CacheMemory, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 
-export type KVCacheDtype = 'float32' | 'int8';
+export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
 
-export interface RopeOptions {
-  theta?: number;
-  dims?: number;
-  interleaved?: boolean;
-}
-
-export interface KVCacheOptions {
-  layers?: number;
-  heads: number;
-  kvHeads?: number;
-  headDim: number;
-  maxTokens: number;
-  window?: number;
-  sinks?: number;
-  dtype?: KVCacheDtype;
-  scale?: number;
-  softcap?: number;
-  rope?: RopeOptions;
-}
-
-/** Everything a cache's behaviour depends on, validated and with defaults filled in. */
-export interface CacheSettings {
-  layers: number;
-  shape: HeadShape;
-  scoring: Scoring;
-  maxTokens: number;
-  dtype: KVCacheDtype;
-  rope?: RopeSettings;
-}
-
-export function cacheSettings(options: unknown): CacheSettings {
-  const bag = optionsObject('options', options);
-  const layers = bag.layers === undefined ? 1 : integerAtLeast('options.layers', bag.layers, 1, 65536);
-  const shape = headShape(bag, 'options');
-  const score = scoring(bag, 'options', shape.headDim);
-  const maxTokens = integerAtLeast('options.maxTokens', bag.maxTokens, 1, MAX_POSITION);
-  if (score.window > maxTokens) {
-    throw rangeError('options.window', `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`, score.window);
-  }
-  const dtype = bag.dtype === undefined ? 'float32' : bag.dtype;
-  if (dtype !== 'float32' && dtype !== 'int8') {
-    throw (typeof dtype === 'string' ? rangeError : typeError)('options.dtype', "'float32' or 'int8'", dtype);
-  }
-  const rope = ropeSettings(bag.rope, 'options', shape.headDim);
-  return { layers, shape, scoring: score, maxTokens, dtype, rope };
-}
-
-/** The options that reproduce `settings` (what save() stores). */
-export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Record<string, unknown> {
-  const { shape, scoring: score } = settings;
-  return {
-    layers: settings.layers, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
-    maxTokens: settings.maxTokens, dtype: settings.dtype, scale: score.scale, sinks: score.sinks,
-    ...(score.window ? { window: score.window } : {}),
-    ...(score.softcap ? { softcap: score.softcap } : {}),
-    ...(settings.rope ? { rope: { ...settings.rope } } : {}),
-  };
-}
-
-/** The slots of every layer: with a window, sinks that stay plus a ring of maxTokens; else maxTokens. */
-export function layerGeometry(settings: CacheSettings): LayerGeometry {
-  const { window, sinks } = settings.scoring;
-  const int8 = settings.dtype === 'int8';
-  return window > 0
-    ? { ...settings.shape, int8, slots: sinks + settings.maxTokens, sinks, ring: settings.maxTokens }
-    : { ...settings.shape, int8, slots: settings.maxTokens, sinks: 0, ring: settings.maxTokens };
+/** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
+function heldSlots(length: number, intactFrom: number, slots: number): number {
+  return intactFrom === 0 && length <= slots ? length : slots;
 }
 
 /** What the saved format needs of a cache's options. */
@@ -92,70 +28,59 @@ function pieceGeometry(settings: CacheSettings): PieceGeometry {
   return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: settings.maxTokens, window, sinks };
 }
 
-/** The slots of positions [start, end) as [first slot, count] stretches (a ring's wrap splits one). */
-function slotStretches(g: LayerGeometry, start: number, end: number): Array<[number, number]> {
-  const stretches: Array<[number, number]> = [];
-  while (start < end) {
-    const slot = start < g.sinks ? start : g.sinks + (start - g.sinks) % g.ring;
-    const stop = start < g.sinks ? Math.min(end, g.sinks) : Math.min(end, start + g.sinks + g.ring - slot);
-    stretches.push([slot, stop - start]);
-    start = stop;
-  }
-  return stretches;
-}
-
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
 
 /** Frees a cache's memory if it is garbage-collected without dispose(). */
 const unreleased = typeof FinalizationRegistry === 'function'
-  ? new FinalizationRegistry<{ kernel: Kernel; base: number }>(({ kernel, base }) => kernel.heap.release(base))
+  ? new FinalizationRegistry<CacheMemory>((memory) => memory.dispose())
   : undefined;
 
+/** Bytes a cache of these settings would hold with every slot of every layer in use. */
+function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
+  const pages = pagesPerHead(geometry);
+  return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + 4);
+}
+
 export class KVCache {
-  readonly #kernel: Kernel;
   readonly #settings: CacheSettings;
-  readonly #layers: Layer[] = [];
-  readonly #bytes: number;
-  #base: number;
+  readonly #memory: CacheMemory;
   /** tokens appended to each layer (positions keep counting past what a window holds) */
   readonly #lengths: number[];
   /** windowed caches: per layer, the lowest ring position whose row has not been overwritten since */
   readonly #intactFrom: number[];
+  /** fork(): the memory and state the next constructed cache adopts instead of making its own */
+  static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[] } | undefined;
 
-  /** A cache for `options` (see API.md), its memory reserved now. Requires init() to have resolved. */
+  /**
+   * A cache for `options` (see API.md). It holds its descriptor only; pages arrive with the tokens.
+   * Requires init() to have resolved.
+   */
   constructor(options: KVCacheOptions) {
-    const kernel = activeKernel();
+    const adopt = KVCache.#adopt;
+    KVCache.#adopt = undefined;
     const settings = cacheSettings(options);
-    const geometry = layerGeometry(settings);
-    const tokens = settings.scoring.window > 0
-      ? Math.min(stagingTokens(settings.shape), settings.maxTokens - settings.scoring.window + 1)
-      : Math.min(stagingTokens(settings.shape), settings.maxTokens);
-    const place = (placer: Placer) => {
-      for (let l = 0; l < settings.layers; l++) placeLayer(placer, geometry);
-      placeStaging(placer, kernel, settings.shape, tokens, settings.rope);
-    };
-    const bytes = measure(place);
-    if (bytes > MAX_MEMORY_BYTES - kernel.abi.heapBase()) {
-      throw new RangeError(`wasm-attention: a KVCache with these options needs ${bytes} bytes, more than ` +
-        `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-        `or use dtype 'int8'`);
-    }
-    this.#base = kernel.heap.allocate(bytes);
-    this.#kernel = kernel;
     this.#settings = settings;
-    this.#bytes = bytes;
-    const placer = new Placer(this.#base);
-    const blocks = [];
-    for (let l = 0; l < settings.layers; l++) blocks.push(placeLayer(placer, geometry));
-    const staging = placeStaging(placer, kernel, settings.shape, tokens, settings.rope);
-    const stream = settings.layers * 2 * layerBlockBytes(geometry).rows > STREAM_BYTES;
-    for (const layerBlocks of blocks) {
-      this.#layers.push({ kernel, geometry, blocks: layerBlocks, staging, rope: settings.rope, stream });
+    if (adopt) {
+      this.#memory = adopt.memory;
+      this.#lengths = adopt.lengths;
+      this.#intactFrom = adopt.intactFrom;
+    } else {
+      const kernel = activeKernel();
+      const geometry = layerGeometry(settings);
+      const bytes = fullBytes(settings, geometry);
+      if (bytes > MAX_MEMORY_BYTES - kernel.abi.heapBase()) {
+        throw new RangeError(`wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
+          `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
+          `or use dtype 'int8'`);
+      }
+      const chunk = settings.scoring.window > 0
+        ? Math.min(stagingTokens(settings.shape), settings.maxTokens - settings.scoring.window + 1)
+        : Math.min(stagingTokens(settings.shape), settings.maxTokens);
+      this.#memory = new CacheMemory(kernel, geometry, settings.layers, settings.scoring, settings.rope, chunk);
+      this.#lengths = new Array<number>(settings.layers).fill(0);
+      this.#intactFrom = new Array<number>(settings.layers).fill(0);
     }
-    if (settings.rope) kernel.abi.ropeFrequencies(staging.rope, settings.rope.dims, settings.rope.theta);
-    this.#lengths = new Array<number>(settings.layers).fill(0);
-    this.#intactFrom = new Array<number>(settings.layers).fill(0);
-    unreleased?.register(this, { kernel, base: this.#base }, this);
+    unreleased?.register(this, this.#memory, this);
   }
 
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
@@ -180,9 +105,12 @@ export class KVCache {
     return this.#lengths[this.#layerIndex(layer)];
   }
 
-  /** Bytes of linear memory this cache holds (0 once disposed). */
+  /**
+   * Bytes of linear memory this cache holds (0 once disposed): the pages it references (shared ones
+   * included), its page tables and its descriptor. It grows with the tokens held.
+   */
   get byteLength(): number {
-    return this.#base ? this.#bytes : 0;
+    return this.#memory.byteLength;
   }
 
   /**
@@ -234,20 +162,19 @@ export class KVCache {
 
   /** Appends validated tokens chunk by chunk and, given q and out, attends each chunk's queries. */
   #run(index: number, k: Float32Array, v: Float32Array, tokens: number, q?: Float32Array, out?: Float32Array): void {
-    const target = this.#layers[index];
-    const geometry = target.geometry;
+    const memory = this.#memory;
     const length = this.#lengths[index];
     const { window } = this.#settings.scoring;
+    // every page the whole call writes, before the first write: a failure leaves the cache as it was
+    memory.reserve(q ? 'attend' : 'append', index, length, tokens);
     // with a window, a chunk may not overwrite a key that one of its own queries still needs
-    const chunk = window > 0 ? Math.min(target.staging.tokens, geometry.ring - window + 1) : target.staging.tokens;
+    const chunk = window > 0 ? Math.min(memory.chunkTokens, memory.geometry.ring - window + 1) : memory.chunkTokens;
     for (let from = 0; from < tokens; from += chunk) {
       const count = Math.min(chunk, tokens - from);
-      const position = length + from;
-      appendTokens(target, k, v, from, count, position);
-      if (q && out) attendTokens(target, q, out, from, count, position, position + count, true, this.#settings.scoring);
+      memory.step(index, k, v, from, count, length + from, q, out);
     }
     this.#lengths[index] = length + tokens;
-    if (window > 0) this.#intactFrom[index] = Math.max(this.#intactFrom[index], length + tokens - geometry.ring);
+    if (window > 0) this.#intactFrom[index] = Math.max(this.#intactFrom[index], length + tokens - memory.geometry.ring);
   }
 
   /**
@@ -274,7 +201,25 @@ export class KVCache {
       if (this.#lengths[l] > n) {
         this.#lengths[l] = n;
         this.#intactFrom[l] = Math.min(this.#intactFrom[l], n);
+        // pages past what the layer still holds go back (a wrapped ring keeps them: save() writes every slot)
+        this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], this.#memory.geometry.slots));
       }
+    }
+  }
+
+  /**
+   * A second cache with the same options and history. The two share the pages of that history (copy on
+   * write) and continue independently, each exactly as a fresh cache fed its own history; either may be
+   * disposed first.
+   */
+  fork(): KVCache {
+    this.#live();
+    const memory = this.#memory.fork(this.#settings.scoring, this.#settings.rope);
+    KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom] };
+    try {
+      return new KVCache(settingsToOptions(this.#settings));
+    } finally {
+      KVCache.#adopt = undefined;
     }
   }
 
@@ -290,12 +235,12 @@ export class KVCache {
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
-    const memory = this.#kernel.bytes();
+    const memory = this.#memory.kernel.bytes();
     const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
     const rowsAt = (position: (layer: { from: number; to: number }) => number) => runsCrc(layers.flatMap((layer, l) =>
       position(layer) > 0 ? this.#runs(l, [[position(layer) - 1, position(layer)]]) : []), memory);
     const header = {
-      options: settingsToOptions(this.#settings), build: this.#kernel.build, layers,
+      options: settingsToOptions(this.#settings), build: this.#memory.kernel.build, layers,
       continues: rowsAt((layer) => layer.from), reaches: rowsAt((layer) => layer.to),
     };
     return encode(header, runs, memory);
@@ -316,9 +261,11 @@ export class KVCache {
     });
     const cache = new KVCache(settingsToOptions(settings));
     try {
+      const slots = cache.#memory.geometry.slots;
+      states.forEach((state, l) => cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots)));
       for (const piece of pieces) {
         const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
-        restore(piece, runs, cache.#kernel.bytes());
+        restore(piece, runs, cache.#memory.kernel.bytes());
       }
       states.forEach((state, l) => {
         cache.#lengths[l] = state.length;
@@ -336,36 +283,23 @@ export class KVCache {
   }
 
   /**
-   * The memory of `positions` of one layer in the saved format's order: K rows per kv head, V rows, then
-   * (int8) K and V scales, each kv head's positions in the order given. The one place saving and loading
-   * touch K/V memory.
+   * The memory of `positions` of one layer in the saved format's order (K rows per kv head, V rows, then
+   * int8 scales): the one place that knows where saved K/V lives (pages, layer.ts).
    */
   #runs(layer: number, positions: Array<[number, number]>): Run[] {
-    const { geometry: g, blocks } = this.#layers[layer];
-    const rowBytes = g.headDim * (g.int8 ? 1 : 4);
-    const stretches = positions.flatMap(([start, end]) => slotStretches(g, start, end));
-    const parts: Array<[number, number]> = [[blocks.keys, rowBytes], [blocks.values, rowBytes]];
-    if (g.int8) parts.push([blocks.keyScales, 4], [blocks.valueScales, 4]);
-    const runs: Run[] = [];
-    for (const [base, bytes] of parts) {
-      for (let h = 0; h < g.kvHeads; h++) {
-        for (const [slot, count] of stretches) runs.push({ address: base + (h * g.slots + slot) * bytes, bytes: count * bytes });
-      }
-    }
-    return runs;
+    return this.#memory.runs(layer, positions);
   }
 
-  /** truncate(0): empty every layer; the memory stays reserved. */
+  /** truncate(0): empty every layer; its pages go back to the pool. */
   reset(): void {
     this.truncate(0);
   }
 
-  /** Frees the cache's memory; any later use throws. Safe to call twice. */
+  /** Frees the cache's memory (pages it shares stay with the caches that share them); any later use throws. */
   dispose(): void {
-    if (!this.#base) return;
+    if (this.#memory.disposed) return;
     unreleased?.unregister(this);
-    this.#kernel.heap.release(this.#base);
-    this.#base = 0;
+    this.#memory.dispose();
   }
 
   [dispose](): void {
@@ -373,7 +307,7 @@ export class KVCache {
   }
 
   #live(): void {
-    if (!this.#base) throw new Error('wasm-attention: this KVCache was disposed');
+    if (this.#memory.disposed) throw new Error('wasm-attention: this KVCache was disposed');
   }
 
   #layerIndex(layer: unknown): number {

@@ -8,6 +8,8 @@
 /** WebAssembly's 32-bit address space: 65536 pages of 64 KiB. */
 export const MAX_MEMORY_BYTES = 65536 * 65536;
 const PAGE_BYTES = 65536;
+/** 1 MiB: memory grows by at least this much, so a cache filling up does not grow it page by page. */
+const MIN_GROWTH_PAGES = 16;
 /** Every block starts on a cache line (v128 loads need 16; 64 keeps rows of one block from sharing lines). */
 const ALIGN = 64;
 
@@ -20,7 +22,10 @@ export class LinearHeap {
   readonly #memory: WebAssembly.Memory;
   readonly #holes: Hole[] = [];
   readonly #live = new Map<number, number>(); // start → size
+  #allocated = 0;
   #end: number; // bytes of memory under management (the memory's current size)
+  /** Called before memory grows: gives back blocks held for reuse (the page pool); true if it freed any. */
+  reclaim?: () => boolean;
 
   constructor(memory: WebAssembly.Memory, base: number) {
     this.#memory = memory;
@@ -32,9 +37,7 @@ export class LinearHeap {
 
   /** Bytes currently handed out. */
   get allocatedBytes(): number {
-    let total = 0;
-    for (const size of this.#live.values()) total += size;
-    return total;
+    return this.#allocated;
   }
 
   /** Bytes of linear memory the instance holds (grows, never shrinks: WebAssembly memory cannot). */
@@ -55,8 +58,10 @@ export class LinearHeap {
         hole.size -= size;
       }
       this.#live.set(start, size);
+      this.#allocated += size;
       return start;
     }
+    if (this.reclaim?.()) return this.allocate(bytes);
     this.#grow(size);
     return this.allocate(bytes);
   }
@@ -65,6 +70,7 @@ export class LinearHeap {
     const size = this.#live.get(start);
     if (size === undefined) return;
     this.#live.delete(start);
+    this.#allocated -= size;
     this.#insertHole(start, size);
   }
 
@@ -80,8 +86,17 @@ export class LinearHeap {
         `wasm-attention: cannot reserve ${size} bytes: this instance's WebAssembly memory already holds ` +
         `${current} bytes (${this.allocatedBytes} in use) and cannot exceed ${MAX_MEMORY_BYTES} bytes`);
     }
+    // at least 1 MiB or 1/16 of the memory at a time (a prefill takes pages one by one, and each grow costs
+    // ~1 ms at a GiB), exactly what is needed near the limit
+    const generous = Math.min(Math.max(pages, MIN_GROWTH_PAGES, Math.floor(current / PAGE_BYTES / 16)),
+      (MAX_MEMORY_BYTES - current) / PAGE_BYTES);
     try {
-      this.#memory.grow(pages);
+      try {
+        this.#memory.grow(generous);
+      } catch (cause) {
+        if (generous === pages) throw cause;
+        this.#memory.grow(pages);
+      }
     } catch (cause) {
       throw new RangeError(
         `wasm-attention: cannot reserve ${size} bytes: the engine refused to grow WebAssembly memory from ` +
@@ -94,8 +109,13 @@ export class LinearHeap {
 
   #insertHole(start: number, size: number): void {
     const holes = this.#holes;
-    let i = 0;
-    while (i < holes.length && holes[i].start < start) i++;
+    // binary search: a cache's dispose frees thousands of pages
+    let i = 0, j = holes.length;
+    while (i < j) {
+      const mid = (i + j) >>> 1;
+      if (holes[mid].start < start) i = mid + 1;
+      else j = mid;
+    }
     holes.splice(i, 0, { start, size });
     // merge with the next hole, then with the previous one
     if (i + 1 < holes.length && start + size === holes[i + 1].start) {

@@ -26,20 +26,12 @@ export interface KernelExports {
   scratchBytes(heads: number, kvHeads: number, headDim: number): number;
   ropeTableBytes(dims: number): number;
   ropeFrequencies(table: number, dims: number, theta: number): void;
-  rope(rows: number, tokens: number, rowHeads: number, headDim: number, firstPosition: number,
-    dims: number, interleaved: number, table: number): void;
-  appendF32(src: number, tokens: number, firstPosition: number, kvHeads: number, headDim: number,
-    dst: number, slots: number, sinks: number, ring: number): void;
-  appendI8(src: number, tokens: number, firstPosition: number, kvHeads: number, headDim: number,
-    dst: number, scales: number, slots: number, sinks: number, ring: number): void;
-  attend(q: number, tokens: number, firstPosition: number, heads: number, kvHeads: number, headDim: number,
-    keys: number, values: number, keyScales: number, valueScales: number, int8: number,
-    slots: number, sinks: number, ring: number, keyEnd: number, causal: number, window: number,
-    scale: number, softcap: number, out: number, scratch: number, stream: number): void;
-  weights(q: number, tokens: number, firstPosition: number, heads: number, kvHeads: number, headDim: number,
-    keys: number, keyScales: number, int8: number,
-    slots: number, sinks: number, ring: number, keyEnd: number, causal: number, window: number,
-    scale: number, softcap: number, out: number, keyCount: number, scratch: number): void;
+  /** descriptor: a cache descriptor (assembly/descriptor.ts); the step's numbers follow */
+  append(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
+  attend(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: number): void;
+  step(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
+  weights(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: number,
+    out: number, keyCount: number): void;
   exp(values: number, count: number): void;
 }
 

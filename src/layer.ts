@@ -1,12 +1,19 @@
-// One layer's blocks in linear memory, and the data path of a chunk of tokens through the kernel:
-// copy k/v in → rotate → append to the cache blocks; copy q in → rotate → attend → copy the output out.
-// A prefill of many tokens runs as chunks of at most `staging.tokens`, so the staging area (and memory) is
-// sized once, when the cache is made, and never grows during attend.
+// A cache's memory: its descriptor (assembly/descriptor.ts), a page table per layer and the pages they
+// name, and the data path of a chunk of tokens through the kernel (copy q/k/v into the shared staging →
+// one kernel call → copy the output out).
+//
+// Memory follows the tokens: a new cache holds its descriptor and rope table only; page tables grow (by
+// doubling) and pages arrive as positions are written, and go back on release. Before any call that
+// writes, `reserve` makes every page the call will write exist and be unshared (copying shared pages:
+// copy on write), allocating everything first, so a RangeError for memory that cannot grow leaves the
+// cache exactly as it was. The kernel never allocates.
 
 import type { Kernel } from './kernel.js';
 import type { HeadShape, RopeSettings, Scoring } from './options.js';
+import { instanceMemory, type InstanceMemory, type PagePool, type SharedStaging } from './pages.js';
+import type { Run } from './persist.js';
 
-/** Where positions live in a layer's blocks (assembly/layout.ts): sinks, then a ring. */
+/** Where positions live (assembly/layout.ts): sinks, then a ring; `slots` = sinks + ring. */
 export interface LayerGeometry extends HeadShape {
   int8: boolean;
   slots: number;
@@ -14,25 +21,13 @@ export interface LayerGeometry extends HeadShape {
   ring: number;
 }
 
-/** Byte addresses of one layer's K and V blocks (and their int8 scales, 0 for float32). */
-export interface LayerBlocks {
-  keys: number;
-  values: number;
-  keyScales: number;
-  valueScales: number;
-}
+/** Positions per page (the kernel's canonical block). */
+export const PAGE_ROWS = 64;
 
-/** Byte addresses of the per-call working memory: token-major q, k, v, out of `tokens` tokens, scratch. */
-export interface Staging {
-  tokens: number;
-  q: number;
-  k: number;
-  v: number;
-  out: number;
-  scratch: number;
-  /** rope table (0 without rope) */
-  rope: number;
-}
+// Descriptor words (assembly/descriptor.ts documents them; these mirror it).
+const HEADS = 0, KV_HEADS = 1, HEAD_DIM = 2, INT8 = 3, SINKS = 4, RING = 5, WINDOW = 6, SCALE = 7, SOFTCAP = 8;
+const ROPE_DIMS = 9, ROPE_INTERLEAVED = 10, ROPE_TABLE = 11, STREAM = 12;
+const Q = 13, K = 14, V = 15, OUT = 16, SCRATCH = 17, LAYERS = 18, LAYER_TABLES = 32;
 
 const STAGING_TARGET_BYTES = 1 << 20;
 const STAGING_MAX_TOKENS = 256;
@@ -43,114 +38,460 @@ export function stagingTokens(shape: HeadShape): number {
   return Math.max(1, Math.min(STAGING_MAX_TOKENS, Math.floor(STAGING_TARGET_BYTES / perToken)));
 }
 
-/** Bytes of one layer's K block (V is the same) and of its scales. */
-export function layerBlockBytes(geometry: LayerGeometry): { rows: number; scales: number } {
-  const cells = geometry.kvHeads * geometry.slots;
-  return { rows: cells * geometry.headDim * (geometry.int8 ? 1 : 4), scales: geometry.int8 ? cells * 4 : 0 };
+/** Bytes of one page: 64 rows of headDim f32, or of headDim i8 followed by 64 f32 scales. */
+export function pageBytesOf(geometry: LayerGeometry): number {
+  return geometry.int8 ? PAGE_ROWS * geometry.headDim + PAGE_ROWS * 4 : PAGE_ROWS * geometry.headDim * 4;
 }
 
-/** Lays blocks out one after another, each on a 64-byte boundary. */
-export class Placer {
-  #next: number;
-  constructor(base: number) {
-    this.#next = base;
-  }
-  take(bytes: number): number {
-    const at = this.#next;
-    this.#next = at + Math.ceil(bytes / 64) * 64;
-    return at;
-  }
-  get end(): number {
-    return this.#next;
-  }
-}
-
-export function placeLayer(placer: Placer, geometry: LayerGeometry): LayerBlocks {
-  const { rows, scales } = layerBlockBytes(geometry);
-  return {
-    keys: placer.take(rows),
-    values: placer.take(rows),
-    keyScales: scales ? placer.take(scales) : 0,
-    valueScales: scales ? placer.take(scales) : 0,
-  };
-}
-
-export function placeStaging(placer: Placer, kernel: Kernel, shape: HeadShape, tokens: number, rope?: RopeSettings): Staging {
-  const query = tokens * shape.heads * shape.headDim * 4;
-  const key = tokens * shape.kvHeads * shape.headDim * 4;
-  return {
-    tokens,
-    q: placer.take(query),
-    k: placer.take(key),
-    v: placer.take(key),
-    out: placer.take(query),
-    scratch: placer.take(kernel.abi.scratchBytes(shape.heads, shape.kvHeads, shape.headDim)),
-    rope: rope ? placer.take(kernel.abi.ropeTableBytes(rope.dims)) : 0,
-  };
-}
-
-/** Bytes that placeLayer/placeStaging would take, without placing anything. */
-export function measure(place: (placer: Placer) => void): number {
-  const placer = new Placer(0);
-  place(placer);
-  return placer.end;
-}
-
-export interface Layer {
-  kernel: Kernel;
-  geometry: LayerGeometry;
-  blocks: LayerBlocks;
-  staging: Staging;
-  rope?: RopeSettings;
-  /** K/V too large to stay cached between uses: decode steps touch each block first (assembly/attend.ts) */
-  stream: boolean;
+/** Pages per (layer, kv head, K|V) when every slot is in use. */
+export function pagesPerHead(geometry: LayerGeometry): number {
+  return Math.ceil(geometry.slots / PAGE_ROWS);
 }
 
 /**
- * Beyond this many bytes of K/V (a whole cache's, every layer: a model's layers evict each other between
- * steps) decode streams. Measured here: +20% for a 16-layer 49 MiB cache, +30–80% for one layer of
- * 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3.
+ * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
+ * between steps) decode streams. Measured here: +20% for a 16-layer 49 MiB cache, +30–80% for one layer
+ * of 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3.
  */
 export const STREAM_BYTES = 8 << 20;
 
-/** Appends tokens from … from + count − 1 of k and v at positions firstPosition …, rotating k first. */
-export function appendTokens(
-  layer: Layer, k: Float32Array, v: Float32Array, from: number, count: number, firstPosition: number,
-): void {
-  const { kernel, geometry: g, blocks, staging } = layer;
-  const row = g.kvHeads * g.headDim;
-  copyIn(kernel, staging.k, k, from * row, count * row);
-  copyIn(kernel, staging.v, v, from * row, count * row);
-  if (layer.rope) {
-    kernel.abi.rope(staging.k, count, g.kvHeads, g.headDim, firstPosition, layer.rope.dims, layer.rope.interleaved ? 1 : 0, staging.rope);
+const ALIGN = 64;
+const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+/** Offsets of q, k, v, out and scratch in the shared staging area for a cache's shape. */
+interface StagingLayout {
+  tokens: number;
+  q: number;
+  k: number;
+  v: number;
+  out: number;
+  scratch: number;
+  bytes: number;
+}
+
+function stagingLayout(kernel: Kernel, shape: HeadShape, tokens: number): StagingLayout {
+  const query = align(tokens * shape.heads * shape.headDim * 4);
+  const key = align(tokens * shape.kvHeads * shape.headDim * 4);
+  const scratch = align(kernel.abi.scratchBytes(shape.heads, shape.kvHeads, shape.headDim));
+  return { tokens, q: 0, k: query, v: query + key, out: query + 2 * key, scratch: 2 * query + 2 * key, bytes: 2 * query + 2 * key + scratch };
+}
+
+export class CacheMemory {
+  readonly kernel: Kernel;
+  readonly geometry: LayerGeometry;
+  readonly layers: number;
+  readonly pageBytes: number;
+  /** the most table entries a (layer, kv head, K|V) can need */
+  readonly maxPages: number;
+  readonly #shared: InstanceMemory;
+  readonly #pool: PagePool;
+  readonly #staging: SharedStaging;
+  readonly #layout: StagingLayout;
+  /** staging addresses as this cache last wrote them into its descriptor */
+  #q = 0;
+  #k = 0;
+  #v = 0;
+  #out = 0;
+  #stagingGeneration = -1;
+  /** descriptor, then the rope table: one block */
+  #fixed = 0;
+  readonly #fixedBytes: number;
+  readonly #ropeAt: number;
+  readonly #tables: number[];
+  readonly #capacity: number[];
+  #tableBytes = 0;
+  #pageCount = 0;
+
+  constructor(kernel: Kernel, geometry: LayerGeometry, layers: number, scoring: Scoring, rope: RopeSettings | undefined,
+    chunkTokens: number, parent?: CacheMemory) {
+    this.kernel = kernel;
+    this.geometry = geometry;
+    this.layers = layers;
+    this.pageBytes = pageBytesOf(geometry);
+    this.maxPages = pagesPerHead(geometry);
+    const shared = instanceMemory(kernel);
+    this.#shared = shared;
+    this.#pool = shared.pages;
+    this.#staging = shared.staging;
+    this.#layout = parent ? parent.#layout : stagingLayout(kernel, geometry, chunkTokens);
+    const descriptorBytes = align((LAYER_TABLES + 2 * layers) * 4);
+    this.#ropeAt = descriptorBytes;
+    this.#fixedBytes = align(descriptorBytes + (rope ? kernel.abi.ropeTableBytes(rope.dims) : 0));
+    this.#tables = new Array<number>(layers).fill(0);
+    this.#capacity = new Array<number>(layers).fill(0);
+    this.#fixed = kernel.heap.allocate(this.#fixedBytes);
+    if (parent) {
+      this.kernel.bytes().copyWithin(this.#fixed, parent.#fixed, parent.#fixed + this.#fixedBytes);
+      const w = this.#words();
+      const d = this.#fixed >>> 2;
+      w.fill(0, d + LAYER_TABLES, d + LAYER_TABLES + 2 * layers);
+      if (rope) w[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
+      return;
+    }
+    const i32 = this.#words();
+    const f32 = kernel.f32();
+    const d = this.#fixed >>> 2;
+    i32.fill(0, d, d + (descriptorBytes >>> 2));
+    i32[d + HEADS] = geometry.heads;
+    i32[d + KV_HEADS] = geometry.kvHeads;
+    i32[d + HEAD_DIM] = geometry.headDim;
+    i32[d + INT8] = geometry.int8 ? 1 : 0;
+    i32[d + SINKS] = geometry.sinks;
+    i32[d + RING] = geometry.ring;
+    i32[d + WINDOW] = scoring.window;
+    f32[d + SCALE] = scoring.scale;
+    f32[d + SOFTCAP] = scoring.softcap;
+    i32[d + LAYERS] = layers;
+    if (rope) {
+      i32[d + ROPE_DIMS] = rope.dims;
+      i32[d + ROPE_INTERLEAVED] = rope.interleaved ? 1 : 0;
+      i32[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
+      kernel.abi.ropeFrequencies(this.#fixed + this.#ropeAt, rope.dims, rope.theta);
+    }
   }
-  if (g.int8) {
-    kernel.abi.appendI8(staging.k, count, firstPosition, g.kvHeads, g.headDim, blocks.keys, blocks.keyScales, g.slots, g.sinks, g.ring);
-    kernel.abi.appendI8(staging.v, count, firstPosition, g.kvHeads, g.headDim, blocks.values, blocks.valueScales, g.slots, g.sinks, g.ring);
-  } else {
-    kernel.abi.appendF32(staging.k, count, firstPosition, g.kvHeads, g.headDim, blocks.keys, g.slots, g.sinks, g.ring);
-    kernel.abi.appendF32(staging.v, count, firstPosition, g.kvHeads, g.headDim, blocks.values, g.slots, g.sinks, g.ring);
+
+  /** A Int32Array over the whole memory (renewed after growth; never held across an allocation). */
+  #words(): Int32Array {
+    return this.#shared.words();
+  }
+
+  /** Bytes of linear memory this cache holds: its pages (shared ones included), tables and descriptor. */
+  get byteLength(): number {
+    return this.#fixed ? this.#fixedBytes + this.#tableBytes + this.#pageCount * this.pageBytes : 0;
+  }
+
+  /** Pages this cache references. */
+  get pageCount(): number {
+    return this.#pageCount;
+  }
+
+  get disposed(): boolean {
+    return this.#fixed === 0;
+  }
+
+  /** Tokens one kernel call can take (the staging area's size). */
+  get chunkTokens(): number {
+    return this.#layout.tokens;
+  }
+
+  // ----------------------------------------------------------------------------------------- pages
+
+  /**
+   * Makes every page that positions firstPosition … firstPosition + tokens − 1 of `layer` will be written
+   * to exist and be this cache's own, and the staging area big enough. A RangeError (naming `what` and the
+   * bytes needed) when memory cannot grow; the cache is then unchanged.
+   */
+  reserve(what: string, layer: number, firstPosition: number, tokens: number): void {
+    this.#ensureStaging(what);
+    const { sinks, ring } = this.geometry;
+    const end = firstPosition + tokens;
+    if (tokens === 1) {
+      // a decode step: one page (kept allocation-free)
+      this.#reservePages(what, layer, slotOf(firstPosition, sinks, ring) >> 6);
+      return;
+    }
+    const pages = new Set<number>();
+    const addSlots = (a: number, b: number) => {
+      for (let i = a >> 6; i <= (b - 1) >> 6; i++) pages.add(i);
+    };
+    if (firstPosition < sinks) addSlots(firstPosition, Math.min(end, sinks));
+    const from = Math.max(firstPosition, sinks);
+    if (from < end) {
+      const count = end - from;
+      const s0 = (from - sinks) % ring;
+      if (count >= ring) addSlots(sinks, sinks + ring);
+      else if (s0 + count <= ring) addSlots(sinks + s0, sinks + s0 + count);
+      else {
+        addSlots(sinks + s0, sinks + ring);
+        addSlots(sinks, sinks + s0 + count - ring);
+      }
+    }
+    this.#reservePages(what, layer, -1, [...pages]);
+  }
+
+  /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
+  reserveSlots(what: string, layer: number, slots: number): void {
+    if (slots === 0) return;
+    const pages: number[] = [];
+    for (let i = 0; i <= (slots - 1) >> 6; i++) pages.push(i);
+    this.#reservePages(what, layer, -1, pages);
+  }
+
+  /** Reserves page `single`, or every page in `list`, of every (kv head, K|V) row of `layer`. */
+  #reservePages(what: string, layer: number, single: number, list?: number[]): void {
+    const { kvHeads } = this.geometry;
+    const rows = 2 * kvHeads;
+    const capacity = this.#capacity[layer];
+    const table = this.#tables[layer] >>> 2;
+    let largest = single;
+    if (list) for (const e of list) largest = Math.max(largest, e);
+    const count = list ? list.length : 1;
+    // pages to take: missing ones, and shared ones (copy on write)
+    let fresh = 0;
+    const words = this.#words();
+    for (let i = 0; i < count; i++) {
+      const e = list ? list[i] : single;
+      if (e >= capacity) {
+        fresh += rows;
+        continue;
+      }
+      for (let r = 0; r < rows; r++) {
+        const page = words[table + r * capacity + e] >>> 0;
+        if (page === 0 || this.#pool.isShared(page)) fresh++;
+      }
+    }
+    const newCapacity = largest >= capacity
+      ? Math.min(this.maxPages, Math.max(4, 2 * capacity, largest + 1))
+      : capacity;
+    if (fresh === 0 && newCapacity === capacity) return;
+    // take everything first: a failure here changes nothing
+    const tableBytes = newCapacity !== capacity ? align(rows * newCapacity * 4) : 0;
+    let newTable = 0;
+    const taken: number[] = [];
+    try {
+      if (tableBytes) newTable = this.kernel.heap.allocate(tableBytes);
+      for (let i = 0; i < fresh; i++) taken.push(this.#pool.take(this.pageBytes));
+    } catch (cause) {
+      for (const page of taken) this.#pool.drop(page, this.pageBytes);
+      if (newTable) this.kernel.heap.release(newTable);
+      throw new RangeError(`wasm-attention: ${what} needs ${fresh * this.pageBytes + tableBytes} more bytes of ` +
+        `WebAssembly memory (${fresh} pages of ${this.pageBytes} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''}), ` +
+        `and memory could not grow: ${(cause as Error).message}`);
+    }
+    if (newTable) this.#moveTable(layer, newTable, newCapacity);
+    const cap = this.#capacity[layer];
+    const at = this.#tables[layer] >>> 2;
+    const bytes = this.kernel.bytes();
+    const w = this.#words();
+    for (let i = 0; i < count; i++) {
+      const e = list ? list[i] : single;
+      for (let r = 0; r < rows; r++) {
+        const slot = at + r * cap + e;
+        const page = w[slot] >>> 0;
+        if (page === 0) {
+          w[slot] = taken.pop() as number;
+          this.#pageCount++;
+        } else if (this.#pool.isShared(page)) {
+          const copy = taken.pop() as number;
+          bytes.copyWithin(copy, page, page + this.pageBytes);
+          this.#pool.drop(page, this.pageBytes);
+          w[slot] = copy;
+        }
+      }
+    }
+    this.#updateStream();
+  }
+
+  /** Installs `table` (already allocated) with `capacity` entries per row, carrying the old entries. */
+  #moveTable(layer: number, table: number, capacity: number): void {
+    const rows = 2 * this.geometry.kvHeads;
+    const old = this.#tables[layer] >>> 2;
+    const oldCapacity = this.#capacity[layer];
+    const w = this.#words();
+    const to = table >>> 2;
+    w.fill(0, to, to + rows * capacity);
+    for (let r = 0; r < rows && oldCapacity > 0; r++) {
+      w.copyWithin(to + r * capacity, old + r * oldCapacity, old + (r + 1) * oldCapacity);
+    }
+    if (old) this.kernel.heap.release(old << 2);
+    this.#tableBytes += align(rows * capacity * 4) - (oldCapacity ? align(rows * oldCapacity * 4) : 0);
+    this.#setTable(layer, table, capacity);
+  }
+
+  #setTable(layer: number, table: number, capacity: number): void {
+    this.#tables[layer] = table;
+    this.#capacity[layer] = capacity;
+    const w = this.#words();
+    const d = this.#fixed >>> 2;
+    w[d + LAYER_TABLES + 2 * layer] = table;
+    w[d + LAYER_TABLES + 2 * layer + 1] = capacity;
+  }
+
+  /** Gives back the pages of `layer` that hold no slot below `keepSlots` (keepSlots 0: its table too). */
+  release(layer: number, keepSlots: number): void {
+    const capacity = this.#capacity[layer];
+    if (capacity === 0) return;
+    const first = Math.ceil(keepSlots / PAGE_ROWS);
+    const rows = 2 * this.geometry.kvHeads;
+    const at = this.#tables[layer] >>> 2;
+    const w = this.#words();
+    for (let r = 0; r < rows; r++) {
+      for (let e = first; e < capacity; e++) {
+        const page = w[at + r * capacity + e] >>> 0;
+        if (page === 0) continue;
+        this.#pool.drop(page, this.pageBytes);
+        w[at + r * capacity + e] = 0;
+        this.#pageCount--;
+      }
+    }
+    if (first === 0) {
+      this.kernel.heap.release(this.#tables[layer]);
+      this.#tableBytes -= align(rows * capacity * 4);
+      this.#setTable(layer, 0, 0);
+    }
+    this.#updateStream();
+  }
+
+  /** Streaming pays once the K/V held outgrows the caches (see STREAM_BYTES). */
+  #updateStream(): void {
+    this.#words()[(this.#fixed >>> 2) + STREAM] = this.#pageCount * this.pageBytes > STREAM_BYTES ? 1 : 0;
+  }
+
+  /**
+   * A second memory with the same descriptor and page tables, sharing every page (copy on write). A
+   * RangeError (naming the bytes) when memory cannot grow; nothing changes then.
+   */
+  fork(scoring: Scoring, rope: RopeSettings | undefined): CacheMemory {
+    let child: CacheMemory | undefined;
+    const tables: number[] = [];
+    const rows = 2 * this.geometry.kvHeads;
+    try {
+      child = new CacheMemory(this.kernel, this.geometry, this.layers, scoring, rope, this.#layout.tokens, this);
+      for (let l = 0; l < this.layers; l++) {
+        tables.push(this.#capacity[l] ? this.kernel.heap.allocate(rows * this.#capacity[l] * 4) : 0);
+      }
+    } catch (cause) {
+      for (const t of tables) if (t) this.kernel.heap.release(t);
+      if (child) child.#releaseFixed();
+      throw new RangeError(`wasm-attention: fork needs ${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly ` +
+        `memory for its descriptor and page tables, and memory could not grow: ${(cause as Error).message}`);
+    }
+    const w = this.#words();
+    for (let l = 0; l < this.layers; l++) {
+      const capacity = this.#capacity[l];
+      if (!capacity) continue;
+      const from = this.#tables[l] >>> 2, to = tables[l] >>> 2;
+      w.copyWithin(to, from, from + rows * capacity);
+      for (let i = to; i < to + rows * capacity; i++) if (w[i] !== 0) this.#pool.share(w[i] >>> 0);
+      child.#setTable(l, tables[l], capacity);
+    }
+    child.#tableBytes = this.#tableBytes;
+    child.#pageCount = this.#pageCount;
+    child.#stagingGeneration = this.#stagingGeneration;
+    child.#q = this.#q;
+    child.#k = this.#k;
+    child.#v = this.#v;
+    child.#out = this.#out;
+    return child;
+  }
+
+  #releaseFixed(): void {
+    if (this.#fixed) this.kernel.heap.release(this.#fixed);
+    this.#fixed = 0;
+  }
+
+  /** Gives everything back: pages (to the pool), tables, descriptor. */
+  dispose(): void {
+    if (!this.#fixed) return;
+    for (let l = 0; l < this.layers; l++) this.release(l, 0);
+    this.#releaseFixed();
+  }
+
+  /**
+   * The memory runs of `positions` ([start, end) ranges) of one layer, in saved-format order: per kv head
+   * the K rows, then per kv head the V rows, then (int8) the K scales and the V scales, each kv head's
+   * positions in the order given. Every page of those positions' slots exists (reserveSlots, or the writes
+   * that filled them).
+   */
+  runs(layer: number, positions: Array<[number, number]>): Run[] {
+    const { kvHeads, headDim, int8, sinks, ring } = this.geometry;
+    const rowBytes = headDim * (int8 ? 1 : 4);
+    // the slots of the positions, as stretches that stay within one page and do not wrap
+    const stretches: Array<[number, number]> = [];
+    for (let [start, end] of positions) {
+      while (start < end) {
+        const slot = slotOf(start, sinks, ring);
+        const limit = start < sinks ? sinks - slot : sinks + ring - slot;
+        const count = Math.min(end - start, limit, PAGE_ROWS - (slot % PAGE_ROWS));
+        stretches.push([slot, count]);
+        start += count;
+      }
+    }
+    const capacity = this.#capacity[layer];
+    const at = this.#tables[layer] >>> 2;
+    const w = this.#words();
+    const runs: Run[] = [];
+    const pagesOf = (r: number, offset: number, bytesPerRow: number) => {
+      for (const [slot, count] of stretches) {
+        const page = w[at + r * capacity + Math.floor(slot / PAGE_ROWS)] >>> 0;
+        runs.push({ address: page + offset + (slot % PAGE_ROWS) * bytesPerRow, bytes: count * bytesPerRow });
+      }
+    };
+    for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, 0, rowBytes);
+    if (int8) {
+      for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, PAGE_ROWS * headDim, 4);
+    }
+    return runs;
+  }
+
+  // ------------------------------------------------------------------------------------ data path
+
+  /** Makes the shared staging area hold this cache's layout, and its descriptor name the addresses. */
+  #ensureStaging(what: string): void {
+    const staging = this.#staging;
+    if (staging.bytes < this.#layout.bytes) {
+      try {
+        staging.ensure(this.#layout.bytes);
+      } catch (cause) {
+        throw new RangeError(`wasm-attention: ${what} needs ${this.#layout.bytes} bytes of WebAssembly memory for ` +
+          `the staging area of a call, and memory could not grow: ${(cause as Error).message}`);
+      }
+    }
+    if (this.#stagingGeneration === staging.generation) return;
+    const base = staging.address;
+    const w = this.#words();
+    const d = this.#fixed >>> 2;
+    w[d + Q] = this.#q = base + this.#layout.q;
+    w[d + K] = this.#k = base + this.#layout.k;
+    w[d + V] = this.#v = base + this.#layout.v;
+    w[d + OUT] = this.#out = base + this.#layout.out;
+    w[d + SCRATCH] = base + this.#layout.scratch;
+    this.#stagingGeneration = staging.generation;
+  }
+
+  /**
+   * Tokens from … from + count − 1 of k and v appended to `layer` at positions firstPosition …, and,
+   * given q and out, their queries attended (one kernel call). The pages are reserved.
+   */
+  step(layer: number, k: Float32Array, v: Float32Array, from: number, count: number, firstPosition: number,
+    q?: Float32Array, out?: Float32Array): void {
+    const { heads, kvHeads, headDim } = this.geometry;
+    const row = kvHeads * headDim;
+    copyIn(this.kernel, this.#k, k, from * row, count * row);
+    copyIn(this.kernel, this.#v, v, from * row, count * row);
+    if (!q || !out) {
+      this.kernel.abi.append(this.#fixed, layer, count, firstPosition);
+      return;
+    }
+    const queryRow = heads * headDim;
+    copyIn(this.kernel, this.#q, q, from * queryRow, count * queryRow);
+    this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
+    copyOut(this.kernel, this.#out, out, from * queryRow, count * queryRow);
+  }
+
+  /** Attention of queries from … from + count − 1 (at positions firstPosition …) over keys < keyEnd. */
+  attend(layer: number, q: Float32Array, out: Float32Array, from: number, count: number, firstPosition: number,
+    keyEnd: number, causal: boolean): void {
+    this.#ensureStaging('attention');
+    const row = this.geometry.heads * this.geometry.headDim;
+    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
+    copyOut(this.kernel, this.#out, out, from * row, count * row);
+  }
+
+  /** The softmax probabilities of queries from … (positions firstPosition …) into `weights` (an address). */
+  weights(layer: number, q: Float32Array, from: number, count: number, firstPosition: number, keyEnd: number,
+    causal: boolean, weights: number, keyCount: number): void {
+    this.#ensureStaging('attentionWeights');
+    const row = this.geometry.heads * this.geometry.headDim;
+    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    this.kernel.abi.weights(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0, weights, keyCount);
   }
 }
 
-/** Attention of queries from … from + count − 1 (at positions firstPosition …) into out. */
-export function attendTokens(
-  layer: Layer, q: Float32Array, out: Float32Array, from: number, count: number, firstPosition: number,
-  keyEnd: number, causal: boolean, scoring: Scoring,
-): void {
-  const { kernel, geometry: g, blocks, staging } = layer;
-  const row = g.heads * g.headDim;
-  copyIn(kernel, staging.q, q, from * row, count * row);
-  if (layer.rope) {
-    kernel.abi.rope(staging.q, count, g.heads, g.headDim, firstPosition, layer.rope.dims, layer.rope.interleaved ? 1 : 0, staging.rope);
-  }
-  kernel.abi.attend(
-    staging.q, count, firstPosition, g.heads, g.kvHeads, g.headDim,
-    blocks.keys, blocks.values, blocks.keyScales, blocks.valueScales, g.int8 ? 1 : 0,
-    g.slots, g.sinks, g.ring, keyEnd, causal ? 1 : 0, scoring.window,
-    scoring.scale, scoring.softcap, staging.out, staging.scratch, layer.stream ? 1 : 0,
-  );
-  copyOut(kernel, staging.out, out, from * row, count * row);
+/** The slot of a position (assembly/layout.ts). */
+export function slotOf(position: number, sinks: number, ring: number): number {
+  return position < sinks ? position : sinks + (position - sinks) % ring;
 }
 
 /** Copies src[from … from + count) to the f32 at byte address `at`. */

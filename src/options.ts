@@ -1,6 +1,7 @@
 // Validation of every argument, before anything reaches the kernel or changes a cache.
 
 import { rangeError, typeError } from './errors.js';
+import type { LayerGeometry } from './layer.js';
 
 export const MAX_HEAD_DIM = 512;
 /** Positions are i32 inside the kernel. */
@@ -119,4 +120,76 @@ export function outputArray(value: unknown, length: number, shape: () => string)
   // the shape is described only on error: a decode step allocates nothing on the JS heap
   if (value.length !== length) throw rangeError('out', `a Float32Array of length ${length} (${shape()})`, value);
   return value;
+}
+
+// ------------------------------------------------------------------------------------- cache options
+
+export type KVCacheDtype = 'float32' | 'int8';
+
+export interface RopeOptions {
+  theta?: number;
+  dims?: number;
+  interleaved?: boolean;
+}
+
+export interface KVCacheOptions {
+  layers?: number;
+  heads: number;
+  kvHeads?: number;
+  headDim: number;
+  maxTokens: number;
+  window?: number;
+  sinks?: number;
+  dtype?: KVCacheDtype;
+  scale?: number;
+  softcap?: number;
+  rope?: RopeOptions;
+}
+
+/** Everything a cache's behaviour depends on, validated and with defaults filled in. */
+export interface CacheSettings {
+  layers: number;
+  shape: HeadShape;
+  scoring: Scoring;
+  maxTokens: number;
+  dtype: KVCacheDtype;
+  rope?: RopeSettings;
+}
+
+export function cacheSettings(options: unknown): CacheSettings {
+  const bag = optionsObject('options', options);
+  const layers = bag.layers === undefined ? 1 : integerAtLeast('options.layers', bag.layers, 1, 65536);
+  const shape = headShape(bag, 'options');
+  const score = scoring(bag, 'options', shape.headDim);
+  const maxTokens = integerAtLeast('options.maxTokens', bag.maxTokens, 1, MAX_POSITION);
+  if (score.window > maxTokens) {
+    throw rangeError('options.window', `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`, score.window);
+  }
+  const dtype = bag.dtype === undefined ? 'float32' : bag.dtype;
+  if (dtype !== 'float32' && dtype !== 'int8') {
+    throw (typeof dtype === 'string' ? rangeError : typeError)('options.dtype', "'float32' or 'int8'", dtype);
+  }
+  const rope = ropeSettings(bag.rope, 'options', shape.headDim);
+  return { layers, shape, scoring: score, maxTokens, dtype, rope };
+}
+
+/** The options that reproduce `settings` (what save() stores). */
+export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Record<string, unknown> {
+  const { shape, scoring: score } = settings;
+  return {
+    layers: settings.layers, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
+    maxTokens: settings.maxTokens, dtype: settings.dtype, scale: score.scale, sinks: score.sinks,
+    ...(score.window ? { window: score.window } : {}),
+    ...(score.softcap ? { softcap: score.softcap } : {}),
+    ...(settings.rope ? { rope: { ...settings.rope } } : {}),
+  };
+}
+
+/** The slots of every layer: with a window, sinks that stay plus a ring of maxTokens; else maxTokens. */
+export function layerGeometry(settings: CacheSettings): LayerGeometry {
+  const { window, sinks } = settings.scoring;
+  const int8 = settings.dtype === 'int8';
+  return window > 0
+    ? { ...settings.shape, int8, slots: sinks + settings.maxTokens, sinks, ring: settings.maxTokens }
+    : { ...settings.shape, int8, slots: settings.maxTokens, sinks: 0, ring: settings.maxTokens };
 }

@@ -8,7 +8,7 @@ import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './reference.js';
 import { Rng, TOL, expectBitIdentical, expectClose, forEachBuild, cachesDisposedAfterEach } from './util.js';
 import {
-  cfgName, feed, feedRef, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
+  cfgName, feed, feedRef, fill, kvHeadsOf, ones, parseSave, slice, stream, windowedReferenceAt, type Cfg, type Stream,
 } from './lifecycle-util.js';
 
 interface Quantized {
@@ -214,7 +214,7 @@ forEachBuild('int8', (build) => {
   });
 
   describe('byteLength', () => {
-    it('int8 holds about a quarter of float32 (plus one f32 scale per row), the rest of the reservation equal', () => {
+    it('int8 holds about a quarter of float32 (plus one f32 scale per row), the rest of what it holds equal', () => {
       const lines: string[] = [];
       for (const base of [
         { layers: 2, heads: 32, kvHeads: 8, headDim: 128, maxTokens: 4096 },
@@ -224,7 +224,10 @@ forEachBuild('int8', (build) => {
         const f = make({ ...base, dtype: 'float32' });
         const q = make({ ...base, dtype: 'int8' });
         const slots = base.window ? base.maxTokens + (base.sinks ?? 0) : base.maxTokens;
-        const rows = (base.layers ?? 1) * 2 * kvHeadsOf(base) * slots; // K and V rows of every layer
+        // full: every slot of every layer written (memory follows the tokens; a new cache holds none)
+        for (const c of [f, q]) for (let l = 0; l < (base.layers ?? 1); l++) fill(c, base, slots, l);
+        const pages = Math.ceil(slots / 64); // a page holds 64 positions
+        const rows = (base.layers ?? 1) * 2 * kvHeadsOf(base) * pages * 64; // K and V rows of every layer
         const kvF32 = rows * base.headDim * 4;
         const kvI8 = rows * (base.headDim + 4);
         expect(f.byteLength).toBeGreaterThanOrEqual(kvF32);

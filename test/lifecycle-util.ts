@@ -6,6 +6,7 @@ import { crc32 as zlibCrc32 } from 'node:zlib';
 import { expect } from 'vitest';
 import type { KVCache } from '../src/index.js';
 import { activeKernel } from '../src/kernel.js';
+import { instanceMemory } from '../src/pages.js';
 import { referenceRope, type ReferenceCache, type ReferenceCacheOptions } from './reference.js';
 import { Rng, concat, tokens } from './util.js';
 
@@ -98,6 +99,32 @@ export function cfgName(c: Cfg): string {
 export function heap() {
   return activeKernel().heap;
 }
+
+/**
+ * Bytes the active kernel's caches hold: the heap's live blocks, less the pool's freed pages waiting for
+ * reuse and the staging area every cache shares (neither belongs to a cache).
+ */
+export function heldBytes(kernel = activeKernel()): number {
+  const { pages, staging } = instanceMemory(kernel);
+  return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes;
+}
+
+/** Bytes of one page of a cache of `cfg` (64 positions of one layer's K or V for one kv head). */
+export function pageBytesFor(cfg: Cfg): number {
+  return cfg.dtype === 'int8' ? 64 * (cfg.headDim + 4) : 64 * cfg.headDim * 4;
+}
+
+/** Appends `n` tokens of one reused random chunk to `layer` (fills big caches fast). */
+export function fill(cache: KVCache, cfg: Cfg, n: number, layer = 0, chunk = 1024): void {
+  const width = kWidth(cfg);
+  let rows = fillRows.get(width);
+  if (!rows) fillRows.set(width, (rows = new Rng(4242).randn(chunk * width)));
+  for (let done = 0; done < n; done += chunk) {
+    const part = rows.subarray(0, Math.min(chunk, n - done) * width);
+    cache.append(layer, part, part);
+  }
+}
+const fillRows = new Map<number, Float32Array>();
 
 export const DISPOSE: symbol = (Symbol as unknown as { dispose?: symbol }).dispose ?? Symbol.for('Symbol.dispose');
 

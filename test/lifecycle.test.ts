@@ -46,8 +46,12 @@ forEachBuild('lifecycle', (build) => {
         const bytes = cache.byteLength;
         cache.truncate(c.keep);
         expect(cache.length).toBe(c.keep);
-        expect(cache.byteLength, 'truncate keeps the memory reserved').toBe(bytes);
         const fresh = make(cfg);
+        if (!cfg.window) {
+          // the pages past the kept tokens went back; what is left is what the kept tokens need
+          expect(cache.byteLength, 'truncate gives pages back').toBeLessThanOrEqual(bytes);
+          if (c.keep === 0) expect(cache.byteLength, 'truncate(0) holds what a new cache holds').toBe(fresh.byteLength);
+        }
         if (c.keep) feed(fresh, cfg, slice(cfg, history, 0, c.keep));
         const got = feed(cache, cfg, next, c.next);
         const want = feed(fresh, cfg, next, c.next);

@@ -1,12 +1,16 @@
 // Many caches: dozens alive at once, created and disposed in any order, each independent; memory freed by
 // dispose() is reused (a long create/dispose churn does not grow WebAssembly memory without bound);
-// byteLength is what was reserved; dispose() then any use throws; dispose twice is harmless.
+// byteLength is what the cache holds (its descriptor, then pages as tokens arrive); dispose() then any use
+// throws; dispose twice is harmless.
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './reference.js';
 import { Rng, expectBitIdentical, expectClose, expectThrows, forEachBuild, tolFor } from './util.js';
-import { DISPOSE, cfgName, feed, feedRef, heap, kvHeadsOf, slice, stream, type Cfg, type Stream } from './lifecycle-util.js';
+import { activeKernel } from '../src/kernel.js';
+import {
+  DISPOSE, cfgName, feed, feedRef, fill, heap, heldBytes, kvHeadsOf, pageBytesFor, slice, stream, type Cfg, type Stream,
+} from './lifecycle-util.js';
 
 function randomCfg(rng: Rng, maxTokensCap: number): Cfg {
   const kvHeads = rng.pick([1, 1, 2, 3, 4]);
@@ -113,88 +117,96 @@ forEachBuild('many caches and memory', (build) => {
     }
   });
 
-  it('byteLength is honest: exactly what was reserved, at least the K/V it holds; dispose gives it all back', () => {
+  it('byteLength is honest: a new cache holds a few KiB whatever maxTokens is, then the pages of its tokens; dispose gives it all back', () => {
     const rng = new Rng(7);
     for (let i = 0; i < 40; i++) {
       const cfg = randomCfg(rng, 3000);
-      const before = heap().allocatedBytes;
+      const before = heldBytes();
       const c = new KVCache(cfg as never);
-      const reserved = heap().allocatedBytes - before;
-      expect(c.byteLength, cfgName(cfg)).toBe(reserved);
+      const empty = c.byteLength;
+      expect(empty, cfgName(cfg)).toBe(heldBytes() - before);
+      // the descriptor (and rope table) only: 4 KiB covers 3 layers with a 128-dim rope table
+      expect(empty, `${cfgName(cfg)}: a new cache`).toBeLessThan(4096);
+      const T = Math.min(rng.int(1, 300), room(c, cfg, 0));
+      feed(c, cfg, stream(cfg, T, i));
+      expect(c.byteLength, 'byteLength is what the heap holds for it').toBe(heldBytes() - before);
       const slots = cfg.window ? cfg.maxTokens + (cfg.sinks ?? 0) : cfg.maxTokens;
-      const rowBytes = cfg.dtype === 'int8' ? cfg.headDim + 4 : cfg.headDim * 4;
-      const kv = (cfg.layers ?? 1) * 2 * kvHeadsOf(cfg) * slots * rowBytes;
-      expect(c.byteLength, `${cfgName(cfg)}: holds its K/V`).toBeGreaterThanOrEqual(kv);
-      // the rest is working memory for a chunk of tokens: bounded (~1 MiB staging), not proportional to maxTokens
-      expect(c.byteLength - kv, `${cfgName(cfg)}: working memory`).toBeLessThan(2 * 2 ** 20);
-      const s = stream(cfg, 1, i);
-      c.attend(0, s.q, s.k, s.v);
-      expect(c.byteLength, 'attend reserves nothing more').toBe(reserved);
-      expect(heap().allocatedBytes - before).toBe(reserved);
+      const perHead = Math.ceil(Math.min(T, slots) / 64);
+      const pages = 2 * kvHeadsOf(cfg) * perHead;
+      const tables = c.byteLength - empty - pages * pageBytesFor(cfg);
+      expect(tables, `${cfgName(cfg)}: ${T} tokens hold ${pages} pages and a page table`).toBeGreaterThan(0);
+      expect(tables).toBeLessThanOrEqual(2 * kvHeadsOf(cfg) * 4 * Math.max(4, 2 * perHead) + 64);
       c.dispose();
-      expect(heap().allocatedBytes, 'dispose releases everything').toBe(before);
-      expect(c.byteLength === 0 || c.byteLength === reserved).toBe(true);
+      expect(heldBytes(), 'dispose releases everything').toBe(before);
+      expect(c.byteLength).toBe(0);
     }
   });
 
-  it('create a big cache, dispose, and again 60 times: WebAssembly memory grows once, then never', () => {
-    const cfg: Cfg = { layers: 4, heads: 8, kvHeads: 4, headDim: 128, maxTokens: 2048 }; // ~32 MiB
+  it('fill a 32 MiB cache, dispose, and again 20 times: WebAssembly memory grows once, then never', () => {
+    const cfg: Cfg = { layers: 4, heads: 8, kvHeads: 4, headDim: 128, maxTokens: 2048 }; // ~32 MiB full
+    const full = (c: KVCache) => {
+      for (let l = 0; l < 4; l++) fill(c, cfg, 2046, l);
+    };
     const first = new KVCache(cfg as never);
+    full(first);
     const bytes = first.byteLength;
     expect(bytes).toBeGreaterThan(32 * 2 ** 20);
     first.dispose();
     const memory = heap().memoryBytes;
-    const allocated = heap().allocatedBytes;
-    for (let i = 0; i < 60; i++) {
+    const held = heldBytes();
+    for (let i = 0; i < 20; i++) {
       const c = new KVCache(cfg as never);
-      expect(c.byteLength).toBe(bytes);
+      full(c);
       const s = stream(cfg, 2, i);
       c.attend(i % 4, s.q, s.k, s.v);
+      expect(c.byteLength).toBe(bytes);
       c.dispose();
       expect(heap().memoryBytes, `iteration ${i}`).toBe(memory);
-      expect(heap().allocatedBytes, `iteration ${i}`).toBe(allocated);
+      expect(heldBytes(), `iteration ${i}`).toBe(held);
     }
   });
 
-  it('2000 iterations of create/dispose churn with random sizes and random dispose order: memory stays bounded', () => {
+  it('2000 iterations of create/fill/dispose churn with random sizes and random dispose order: memory stays bounded', () => {
     const rng = new Rng(99);
     const alive: { cache: KVCache; cfg: Cfg }[] = [];
     const startMemory = heap().memoryBytes;
-    const startAllocated = heap().allocatedBytes;
+    const startHeld = heldBytes();
     let peakLive = 0;
-    let live = 0;
     let memoryAtHalf = 0;
     for (let i = 0; i < 2000; i++) {
       if (i === 1000) memoryAtHalf = heap().memoryBytes;
       if (alive.length >= 24 || (alive.length > 0 && rng.next() < 0.45)) {
-        const { cache } = alive.splice(rng.int(0, alive.length - 1), 1)[0];
-        live -= cache.byteLength;
-        cache.dispose();
+        alive.splice(rng.int(0, alive.length - 1), 1)[0].cache.dispose();
       }
       const cfg = randomCfg(rng, rng.next() < 0.1 ? 8192 : 600);
       const cache = new KVCache(cfg as never);
       alive.push({ cache, cfg });
-      live += cache.byteLength;
-      peakLive = Math.max(peakLive, live);
+      // pages of a few tokens each, so there is something to free and to reuse
+      const T = Math.min(rng.int(1, 200), room(cache, cfg, 0));
       if (i % 25 === 0) {
-        // some of them do work, and stay correct
-        const T = Math.min(3, room(cache, cfg, 0));
+        // some of them attend, and stay correct
         const s = stream(cfg, T, i);
-        const ref = new ReferenceCache(cfg);
         const out = feed(cache, cfg, s);
-        if (cfg.dtype !== 'int8') expectClose(out, feedRef(ref, cfg, s), tolFor(undefined, cfg.headDim), `churn ${i}: ${cfgName(cfg)}`);
+        if (cfg.dtype !== 'int8') expectClose(out, feedRef(new ReferenceCache(cfg), cfg, s), tolFor(undefined, cfg.headDim), `churn ${i}: ${cfgName(cfg)}`);
+      } else {
+        fill(cache, cfg, T);
       }
-      expect(heap().allocatedBytes - startAllocated).toBe(live);
+      const live = alive.reduce((sum, e) => sum + e.cache.byteLength, 0);
+      peakLive = Math.max(peakLive, live);
+      expect(heldBytes() - startHeld).toBe(live);
     }
     for (const { cache } of alive.splice(0)) cache.dispose();
     const end = heap().memoryBytes;
-    expect(heap().allocatedBytes).toBe(startAllocated);
+    expect(heldBytes()).toBe(startHeld);
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     console.log(`[memory ${build}] churn: peak live ${mib(peakLive)}; wasm memory ${mib(startMemory)} → ${mib(memoryAtHalf)} (iteration 1000) → ${mib(end)} (iteration 2000)`);
     expect(end, 'memory stays within twice the most ever alive at once').toBeLessThanOrEqual(startMemory + 2 * peakLive);
     expect(end, 'the second 1000 iterations reuse what the first reserved').toBeLessThanOrEqual(memoryAtHalf * 1.25);
-    // and after the churn, everything freed is one block again: the whole peak fits without growing
-    const big = new KVCache({ heads: 1, headDim: 64, maxTokens: Math.floor(peakLive / 600) } as never);
+    // and after the churn, everything freed serves again: a cache holding the whole peak fits without growing
+    const tokens = Math.floor(peakLive / 600);
+    const bigCfg: Cfg = { heads: 1, headDim: 64, maxTokens: tokens };
+    const big = new KVCache(bigCfg as never);
+    fill(big, bigCfg, tokens);
     expect(heap().memoryBytes, 'a cache of the peak live size fits in the memory the churn left').toBe(end);
     big.dispose();
   });
@@ -208,10 +220,10 @@ forEachBuild('many caches and memory', (build) => {
       const s = stream(cfg, 3, 1);
       feed(c, cfg, s);
       feed(other, cfg, s);
-      const before = heap().allocatedBytes;
+      const before = heldBytes();
       const bytes = c.byteLength;
       c.dispose();
-      expect(heap().allocatedBytes).toBe(before - bytes);
+      expect(heldBytes()).toBe(before - bytes);
       const out = new Float32Array(3 * 4 * 16).fill(7);
       const uses: [string, () => unknown][] = [
         ['attend', () => c.attend(0, s.q, s.k, s.v)],
@@ -233,7 +245,7 @@ forEachBuild('many caches and memory', (build) => {
       expect(out.every((x) => x === 7), 'a refused attend writes nothing into out').toBe(true);
       c.dispose();
       c[DISPOSE as typeof Symbol.dispose]();
-      expect(heap().allocatedBytes, 'disposing again frees nothing else').toBe(before - bytes);
+      expect(heldBytes(), 'disposing again frees nothing else').toBe(before - bytes);
       // the other cache is untouched, and a new cache reusing the memory does not disturb it
       const again = new KVCache(cfg as never);
       feed(again, cfg, stream(cfg, 5, 2));
@@ -246,20 +258,20 @@ forEachBuild('many caches and memory', (build) => {
 
     it('[Symbol.dispose]() disposes (what `using` calls), and is idempotent', () => {
       expect(typeof (KVCache.prototype as unknown as Record<symbol, unknown>)[DISPOSE]).toBe('function');
-      const before = heap().allocatedBytes;
+      const before = heldBytes();
       const c = new KVCache(cfg as never);
       feed(c, cfg, stream(cfg, 2, 4));
       c[DISPOSE as typeof Symbol.dispose]();
-      expect(heap().allocatedBytes).toBe(before);
+      expect(heldBytes()).toBe(before);
       expectThrows(() => c.length, Error, [/disposed/]);
       expectThrows(() => c.attend(0, new Float32Array(64), new Float32Array(32), new Float32Array(32)), Error, [/disposed/]);
       c[DISPOSE as typeof Symbol.dispose]();
       c.dispose();
-      expect(heap().allocatedBytes).toBe(before);
+      expect(heldBytes()).toBe(before);
     });
 
     it('a loaded cache disposes like any other; disposing the saved one leaves the loaded one working', () => {
-      const before = heap().allocatedBytes;
+      const before = heldBytes();
       const a = new KVCache(cfg as never);
       const s = stream(cfg, 20, 5);
       feed(a, cfg, s);
@@ -271,7 +283,7 @@ forEachBuild('many caches and memory', (build) => {
       expectClose(feed(b, cfg, next), feedRef(ref, cfg, next), tolFor(undefined, 16), 'loaded after the original was disposed');
       b.dispose();
       expectThrows(() => b.save(), Error, [/disposed/]);
-      expect(heap().allocatedBytes).toBe(before);
+      expect(heldBytes()).toBe(before);
     });
   });
 });
@@ -284,23 +296,23 @@ describe('caches of different builds live side by side', () => {
     const want = feedRef(ref, cfg, s, [6, 4]);
     await init({ build: 'simd' });
     const a = new KVCache(cfg as never);
-    const simdHeap = heap();
+    const simdKernel = activeKernel();
     const outA = feed(a, cfg, slice(cfg, s, 0, 6));
     await init({ build: 'scalar' });
     const b = new KVCache(cfg as never);
-    const scalarHeap = heap();
-    expect(scalarHeap).not.toBe(simdHeap);
+    const scalarKernel = activeKernel();
+    expect(scalarKernel.heap).not.toBe(simdKernel.heap);
     const outB = feed(b, cfg, s, [6, 4]);
     const outA2 = feed(a, cfg, slice(cfg, s, 6, 10));
     expectClose(new Float32Array([...outA, ...outA2]), want, tolFor(undefined, 32), 'simd cache used after switching to scalar');
     expectClose(outB, want, tolFor(undefined, 32), 'scalar cache');
-    const simdAllocated = simdHeap.allocatedBytes;
-    const scalarAllocated = scalarHeap.allocatedBytes;
+    const simdHeld = heldBytes(simdKernel);
+    const scalarHeld = heldBytes(scalarKernel);
     const aBytes = a.byteLength;
     a.dispose();
-    expect(simdHeap.allocatedBytes).toBe(simdAllocated - aBytes);
-    expect(scalarHeap.allocatedBytes, 'disposing the simd cache leaves the scalar heap alone').toBe(scalarAllocated);
+    expect(heldBytes(simdKernel)).toBe(simdHeld - aBytes);
+    expect(heldBytes(scalarKernel), 'disposing the simd cache leaves the scalar heap alone').toBe(scalarHeld);
     b.dispose();
-    expect(scalarHeap.allocatedBytes).toBeLessThan(scalarAllocated);
+    expect(heldBytes(scalarKernel)).toBeLessThan(scalarHeld);
   });
 });

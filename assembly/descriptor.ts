@@ -1,0 +1,90 @@
+// The cache descriptor: everything a call needs to know about one cache, in linear memory, so a call
+// passes one address plus the step's own numbers (layer, tokens, first position). The facade writes it
+// (src/descriptor.ts mirrors these offsets); the kernel only reads it. Plain i32/f32 words at fixed
+// offsets, so thread workers can read the same descriptor from shared memory.
+//
+//   word  field
+//   0     heads            query heads
+//   1     kvHeads
+//   2     headDim
+//   3     int8             1: pages hold int8 rows and their f32 scales
+//   4     sinks            positions that are never evicted (0 without a window)
+//   5     ring             slots of the ring after the sinks (maxTokens; slots of a one-shot call)
+//   6     window           0: none
+//   7     scale            f32
+//   8     softcap          f32, 0: none
+//   9     ropeDims         0: no rotary
+//   10    ropeInterleaved  1: pairwise (GPT-J), 0: half-split (NeoX/Llama)
+//   11    ropeTable        address of the rope table (rope.ts)
+//   12    stream           1: decode-like calls touch each block's lines first (attend.ts)
+//   13    q                staging: [tokens][heads][headDim] f32 queries (rotated in place)
+//   14    k                staging: [tokens][kvHeads][headDim] f32 new keys (rotated in place)
+//   15    v                staging: new values, same shape
+//   16    out              staging: [tokens][heads][headDim] f32 output
+//   17    scratch          scratchBytes(heads, kvHeads, headDim) bytes
+//   18    layers
+//   19–31 reserved (0)
+//   32 + 2·layer      address of the layer's page table
+//   33 + 2·layer      capacity: entries per (kv head, K|V) row of that table
+//
+// A page table is [kvHead][K = 0, V = 1][capacity] u32 page addresses; entry i holds slots 64·i … 64·i + 63
+// (slot of a position: layout.ts). A page is PAGE_ROWS rows of [headDim] f32, or of [headDim] i8 followed
+// by PAGE_ROWS f32 scales. Entries the facade has not filled are 0, and are never read: the facade makes
+// every page a call touches exist (and be unshared, for writes) before the call.
+
+export const PAGE_ROWS: i32 = 64;
+export const PAGE_SHIFT: i32 = 6;
+
+export const HEADS: i32 = 0;
+export const KV_HEADS: i32 = 1;
+export const HEAD_DIM: i32 = 2;
+export const INT8: i32 = 3;
+export const SINKS: i32 = 4;
+export const RING: i32 = 5;
+export const WINDOW: i32 = 6;
+export const SCALE: i32 = 7;
+export const SOFTCAP: i32 = 8;
+export const ROPE_DIMS: i32 = 9;
+export const ROPE_INTERLEAVED: i32 = 10;
+export const ROPE_TABLE: i32 = 11;
+export const STREAM: i32 = 12;
+export const Q: i32 = 13;
+export const K: i32 = 14;
+export const V: i32 = 15;
+export const OUT: i32 = 16;
+export const SCRATCH: i32 = 17;
+export const LAYERS: i32 = 18;
+export const LAYER_TABLES: i32 = 32;
+
+// @ts-ignore: decorator
+@inline export function field(descriptor: usize, word: i32): i32 {
+  return load<i32>(descriptor + (<usize>word << 2));
+}
+
+// @ts-ignore: decorator
+@inline export function fieldF32(descriptor: usize, word: i32): f32 {
+  return load<f32>(descriptor + (<usize>word << 2));
+}
+
+// @ts-ignore: decorator
+@inline export function address(descriptor: usize, word: i32): usize {
+  return <usize>load<u32>(descriptor + (<usize>word << 2));
+}
+
+/** Address of layer `layer`'s page table. */
+// @ts-ignore: decorator
+@inline export function pageTable(descriptor: usize, layer: i32): usize {
+  return address(descriptor, LAYER_TABLES + 2 * layer);
+}
+
+/** Entries per (kv head, K|V) row of layer `layer`'s page table. */
+// @ts-ignore: decorator
+@inline export function tableCapacity(descriptor: usize, layer: i32): i32 {
+  return field(descriptor, LAYER_TABLES + 2 * layer + 1);
+}
+
+/** Bytes of one page: PAGE_ROWS rows of headDim f32, or of headDim i8 plus PAGE_ROWS f32 scales. */
+// @ts-ignore: decorator
+@inline export function pageBytes(headDim: i32, int8: bool): usize {
+  return int8 ? (<usize>PAGE_ROWS * <usize>headDim + (<usize>PAGE_ROWS << 2)) : <usize>PAGE_ROWS * (<usize>headDim << 2);
+}
