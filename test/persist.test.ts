@@ -253,6 +253,26 @@ forEachBuild('save/load', (buildName) => {
       expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(twin, cfg, next, [1, 2], 1), 'loaded from pages vs fed whole');
     });
 
+    it('a fork stores only what it adds: the parent\'s save, then the fork\'s pieces, load as the fork', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 200, dtype: 'int8', rope: {} };
+      const prompt = make(cfg);
+      for (let l = 0; l < 2; l++) feed(prompt, cfg, stream(cfg, 70, 61), [70], l);
+      const shared = prompt.save();
+      const chats = [keep(prompt.fork()), keep(prompt.fork())];
+      const pieces = chats.map((chat, i) => {
+        for (let l = 0; l < 2; l++) feed(chat, cfg, stream(cfg, 5, 62 + i), [1, 4], l);
+        return chat.save({ from: 70 });
+      });
+      chats.forEach((chat, i) => {
+        const loaded = keep(KVCache.load([shared, pieces[i]]));
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), `chat ${i}`).toBe(true);
+        const next = stream(cfg, 2, 70);
+        expectBitIdentical(feed(loaded, cfg, next, [2], 1), feed(chat, cfg, next, [2], 1), `chat ${i} loaded vs live`);
+      });
+      // and one chat's piece does not continue the other's history
+      expectRefused([shared, pieces[0], pieces[1]], "chat 1's piece after chat 0's", [/piece 2 of 3/]);
+    });
+
     it('cut anywhere with { from, to }: the pieces load as the whole', () => {
       const cfg: Cfg = { layers: 3, heads: 2, headDim: 8, maxTokens: 64, rope: {} };
       const a = make(cfg);
