@@ -72,12 +72,12 @@ function randomStep(shape: Shape, rng: Rng, tokens = 1): Step {
 
 interface Answer { status: number; length: number; written: number; out?: Float32Array; error?: string; ms: number }
 
-async function attend(mf: Miniflare, id: string, step: Step, binary = true): Promise<Answer> {
+async function attend(mf: Miniflare, id: string, step: Step, binary = true, path = `/conversations/${id}/attend`, method = 'POST'): Promise<Answer> {
   const body = binary ? new Uint8Array(Buffer.concat([step.q, step.k, step.v].map((x) => Buffer.from(x.buffer, x.byteOffset, x.byteLength))))
     : JSON.stringify({ q: Array.from(step.q), k: Array.from(step.k), v: Array.from(step.v) });
   const t0 = performance.now();
-  const response = await mf.dispatchFetch(`http://edge/conversations/${id}/attend`, {
-    method: 'POST', body, headers: { 'content-type': binary ? 'application/octet-stream' : 'application/json' },
+  const response = await mf.dispatchFetch(`http://edge${path}`, {
+    method, body, headers: { 'content-type': binary ? 'application/octet-stream' : 'application/json' },
   });
   const answer = { status: response.status, length: Number(response.headers.get('x-length')), written: Number(response.headers.get('x-written-bytes')) };
   if (response.status !== 200) return { ...answer, error: ((await response.json()) as { error: string }).error, ms: performance.now() - t0 };
@@ -164,6 +164,57 @@ describe('edge example: a restart (evicted object) continues bit for bit from st
       expect(next.length).toBe(70);
       expectBitIdentical(next.out!, last!.out!, 'the restarted conversation vs the one never restarted');
       expect((await info(mf, 'kept')).length).toBe(70);
+    });
+  });
+});
+
+describe('edge example: a system prompt prefilled once, each new conversation a fork of it', () => {
+  it('conversations begin with the prompt, continue on their own, survive a new prompt and a restart', async () => {
+    const persist = join(work, 'prompt');
+    const rng = new Rng(5);
+    const prompts = [randomStep(SMALL, rng, 100), randomStep(SMALL, rng, 50)];
+    const chats: Record<string, { prompt: Step; steps: Step[] }> = {};
+    /** one step of a conversation, checked against float64 fed its prompt and every step so far */
+    const step = async (mf: Miniflare, id: string) => {
+      const s = randomStep(SMALL, rng);
+      chats[id].steps.push(s);
+      const answer = await attend(mf, id, s);
+      expect(answer.status, answer.error).toBe(200);
+      const history = [chats[id].prompt, ...chats[id].steps];
+      expect(answer.length).toBe(chats[id].prompt.q.length / (SMALL.layers * SMALL.heads * SMALL.headDim) + chats[id].steps.length);
+      expectMatchesReference(SMALL, answer.out!, referenceOutputs(SMALL, history).at(-1)!, `${id}, step ${chats[id].steps.length}`);
+      return answer;
+    };
+    await running(SMALL, persist, async (mf) => {
+      const put = await attend(mf, '', prompts[0], true, '/system-prompt', 'PUT');
+      expect([put.status, put.length]).toEqual([200, 100]);
+      chats.a = { prompt: prompts[0], steps: [] };
+      chats.b = { prompt: prompts[0], steps: [] };
+      // two conversations at once, three tokens each
+      const first = await Promise.all(['a', 'b'].map(async (id) => [await step(mf, id), await step(mf, id), await step(mf, id)]));
+      // the first request stored the prompt's pages as the conversation's own; later ones only their token
+      const positionBytes = SMALL.layers * 2 * SMALL.kvHeads * SMALL.headDim * 4;
+      expect(first[0][0].written).toBeGreaterThan(101 * positionBytes);
+      expect(first[0][1].written).toBeLessThan(positionBytes + 1024);
+      expect((await info(mf, 'a')).length).toBe(103);
+      // a new prompt: new conversations begin with it, running ones go on with theirs
+      expect((await attend(mf, '', prompts[1], true, '/system-prompt', 'PUT')).length).toBe(50);
+      chats.c = { prompt: prompts[1], steps: [] };
+      await step(mf, 'c');
+      // a prompt too long for the cache is refused, and the prompt stays as it was
+      const tooLong = await attend(mf, '', randomStep(SMALL, rng, SMALL.maxTokens + 1), true, '/system-prompt', 'PUT');
+      expect([tooLong.status, tooLong.error]).toEqual([400, expect.stringMatching(/maxTokens \(256\), got 257 tokens/)]);
+      chats.d = { prompt: prompts[1], steps: [] };
+      await step(mf, 'd');
+      await step(mf, 'a');
+      // a conversation deleted begins again, from the current prompt
+      await mf.dispatchFetch('http://edge/conversations/b', { method: 'DELETE' });
+      chats.b = { prompt: prompts[1], steps: [] };
+      await step(mf, 'b');
+    });
+    await running(SMALL, persist, async (mf) => {
+      for (const id of ['a', 'b', 'c']) await step(mf, id);
+      expect((await info(mf, 'a')).length).toBe(105);
     });
   });
 });

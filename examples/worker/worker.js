@@ -5,6 +5,9 @@
 //   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
 //   GET    /conversations/:id                                → {"length", "pieces", "storedBytes"}
 //   DELETE /conversations/:id                                → {"length": 0}
+//   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
+//                                                              now on begin with these P tokens
+//   GET    /system-prompt                                    → its cache.save() bytes (204 when none)
 //
 // q holds [layers][T][heads][headDim] numbers, k and v the same T tokens as [layers][T][kvHeads][headDim]:
 // the tokens are appended to every layer of the conversation's cache and attended causally over all it
@@ -26,6 +29,13 @@
 // tokens, whatever the conversation's length. On start the object loads the rows in order
 // (`KVCache.load(pieces)`), which checks that they form one history.
 //
+// A system prompt is prefilled once, by its own object (named ~system-prompt, which no conversation id can
+// be), and each new conversation starts from it: the first request of an empty conversation fetches the
+// prompt's saved bytes (or learns it already has them), and the conversation's cache is a fork() of one
+// cache of the prompt kept per isolate, so conversations running in one isolate share the prompt's pages
+// in memory. Each conversation still stores its whole history in its own rows (its first request writes
+// the prompt's pages too), so it restores on its own whatever happens to the prompt later.
+//
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
 // imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
 import { init, KVCache } from 'wasm-attention';
@@ -34,13 +44,19 @@ import { LLAMA_3_2_1B, PAGE } from './config.js';
 const json = (body, status = 200, headers = {}) => Response.json(body, { status, headers });
 const badRequest = (message) => json({ error: message }, 400);
 const LITTLE_ENDIAN = new Uint8Array(Float32Array.of(1).buffer)[3] === 0x3f;
+const SYSTEM_PROMPT = '~system-prompt';
+const objectNamed = (env, name) => env.CONVERSATIONS.get(env.CONVERSATIONS.idFromName(name));
+
+/** This isolate's cache of the system prompt, which conversations fork: { key, cache } (key: its save's CRC and size). */
+let sharedPrompt;
 
 export default {
   async fetch(request, env) {
-    const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(new URL(request.url).pathname);
-    if (!match) return json({ error: 'not found: use /conversations/:id or /conversations/:id/attend' }, 404);
-    const stub = env.CONVERSATIONS.get(env.CONVERSATIONS.idFromName(match[1]));
-    return stub.fetch(request);
+    const path = new URL(request.url).pathname;
+    if (path === '/system-prompt') return objectNamed(env, SYSTEM_PROMPT).fetch(request);
+    const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(path);
+    if (!match) return json({ error: 'not found: use /conversations/:id, /conversations/:id/attend or /system-prompt' }, 404);
+    return objectNamed(env, match[1]).fetch(request);
   },
 };
 
@@ -56,7 +72,12 @@ export class Conversation {
   /** the tail of the queue of requests */
   #queue = Promise.resolve();
 
+  #env;
+  /** the system prompt's object: its save(), made once per prompt */
+  #promptBytes;
+
   constructor(state, env) {
+    this.#env = env;
     this.#options = env.CACHE_OPTIONS ? JSON.parse(env.CACHE_OPTIONS) : LLAMA_3_2_1B;
     this.#storage = state.storage;
     this.#sql = state.storage.sql;
@@ -74,22 +95,21 @@ export class Conversation {
 
   fetch(request) {
     // take a place in the queue now, in arrival order; the body streams in meanwhile
-    const body = request.method === 'POST' ? readBody(request) : undefined;
+    const body = request.method === 'POST' || request.method === 'PUT' ? readBody(request) : undefined;
     const turn = this.#queue.then(() => this.#handle(request, body));
     this.#queue = turn.catch(() => {});
     return turn;
   }
 
   async #handle(request, body) {
-    const attend = new URL(request.url).pathname.endsWith('/attend');
+    const url = new URL(request.url);
+    const attend = url.pathname.endsWith('/attend');
     if (!attend && request.method === 'DELETE') {
-      this.#sql.exec('DELETE FROM pieces');
-      this.#cache?.dispose();
-      this.#cache = new KVCache(this.#options);
-      this.#broken = undefined;
+      this.#forget();
       return json({ length: 0 });
     }
     if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
+    if (url.pathname === '/system-prompt') return this.#systemPrompt(request, body, url.searchParams.get('known'));
     if (!attend) {
       if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
       const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
@@ -99,6 +119,13 @@ export class Conversation {
 
     const parsed = tensors(await body, this.#options);
     if (typeof parsed === 'string') return badRequest(parsed);
+    // an empty conversation begins with the system prompt, if there is one
+    const started = this.#cache.length === 0 ? await this.#startFromPrompt() : 0;
+    return this.#attend(parsed, started);
+  }
+
+  /** Appends the parsed tokens to every layer, stores them, and answers the output. */
+  #attend(parsed, alreadyWritten = 0) {
     const { layers, heads, headDim } = { layers: 1, ...this.#options };
     const before = this.#cache.length;
     const out = new Float32Array(parsed.tokens * layers * heads * headDim);
@@ -116,11 +143,64 @@ export class Conversation {
       if (error instanceof RangeError || error instanceof TypeError) return badRequest(error.message);
       throw error;
     }
-    const headers = { 'x-length': String(this.#cache.length), 'x-written-bytes': String(written) };
+    const headers = { 'x-length': String(this.#cache.length), 'x-written-bytes': String(alreadyWritten + written) };
     if (parsed.binary) {
       return new Response(littleEndianBytes(out), { headers: { ...headers, 'content-type': 'application/octet-stream' } });
     }
     return json({ length: this.#cache.length, out: Array.from(out) }, 200, headers);
+  }
+
+  /** Empties the conversation: no rows, an empty cache. */
+  #forget() {
+    this.#promptBytes = undefined;
+    this.#sql.exec('DELETE FROM pieces');
+    this.#cache?.dispose();
+    this.#cache = new KVCache(this.#options);
+    this.#broken = undefined;
+  }
+
+  /**
+   * The system prompt's own object: PUT replaces the prompt with the body's tokens, GET answers its saved
+   * bytes (304 when they are what the caller already has, `?known=<key>`; 204 when there is none).
+   */
+  #systemPrompt(request, body, known) {
+    if (request.method === 'GET') {
+      if (this.#cache.length === 0) return new Response(null, { status: 204 });
+      this.#promptBytes ??= this.#cache.save();
+      const bytes = this.#promptBytes;
+      const key = promptKey(bytes);
+      if (key === known) return new Response(null, { status: 304, headers: { 'x-key': key } });
+      return new Response(bytes, { headers: { 'x-key': key, 'content-type': 'application/octet-stream' } });
+    }
+    if (request.method !== 'PUT') return json({ error: 'PUT q, k, v of the prompt, or GET its saved bytes' }, 405);
+    return body.then((received) => {
+      const parsed = tensors(received, this.#options);
+      if (typeof parsed === 'string') return badRequest(parsed);
+      const { maxTokens } = this.#options;
+      if (parsed.tokens > maxTokens) return badRequest(`the prompt must fit in maxTokens (${maxTokens}), got ${parsed.tokens} tokens`);
+      this.#forget();
+      return this.#attend(parsed);
+    });
+  }
+
+  /**
+   * Makes this empty conversation a fork of the system prompt (fetched from its object unless this isolate
+   * already holds it) and stores the prompt's pages as its own; returns the bytes written (0 without a prompt).
+   */
+  async #startFromPrompt() {
+    const known = sharedPrompt ? `?known=${sharedPrompt.key}` : '';
+    const response = await objectNamed(this.#env, SYSTEM_PROMPT).fetch(`https://prompt/system-prompt${known}`);
+    if (response.status === 204) return 0;
+    if (response.status === 200) {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      sharedPrompt?.cache.dispose(); // its pages stay with the conversations forked from it
+      sharedPrompt = { key: promptKey(bytes), cache: KVCache.load(bytes) };
+    } else if (response.status !== 304) {
+      throw new Error(`the system prompt could not be fetched: ${response.status} ${await response.text()}`);
+    }
+    this.#cache.dispose();
+    this.#cache = sharedPrompt.cache.fork();
+    return this.#persist(0, this.#cache.length);
   }
 
   /** Writes the pages that positions before … after − 1 touched, in one transaction; returns the bytes written. */
@@ -144,6 +224,11 @@ export class Conversation {
     });
     return written;
   }
+}
+
+/** What identifies a saved prompt: its stored CRC-32 and its size. */
+function promptKey(bytes) {
+  return `${new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4).getUint32(0, true)}-${bytes.length}`;
 }
 
 /** The body as bytes and its kind, read as soon as the request arrives. */
