@@ -10,7 +10,7 @@
 
 import type { Kernel } from './kernel.js';
 import type { HeadShape, RopeSettings, Scoring } from './options.js';
-import { instanceMemory, type InstanceMemory, type PagePool, type SharedStaging } from './pages.js';
+import { COUNT_BYTES, instanceMemory, type InstanceMemory, type PagePool, type SharedStaging } from './pages.js';
 import type { Run } from './persist.js';
 
 /** Where positions live (assembly/layout.ts): sinks, then a ring; `slots` = sinks + ring. */
@@ -119,7 +119,7 @@ export class CacheMemory {
     this.#fixedBytes = align(descriptorBytes + (rope ? kernel.abi.ropeTableBytes(rope.dims) : 0));
     this.#tables = new Array<number>(layers).fill(0);
     this.#capacity = new Array<number>(layers).fill(0);
-    this.#fixed = kernel.heap.allocate(this.#fixedBytes);
+    this.#fixed = this.#pool.takeBlock(this.#fixedBytes);
     if (parent) {
       this.kernel.bytes().copyWithin(this.#fixed, parent.#fixed, parent.#fixed + this.#fixedBytes);
       const w = this.#words();
@@ -157,7 +157,7 @@ export class CacheMemory {
 
   /** Bytes of linear memory this cache holds: its pages (shared ones included), tables and descriptor. */
   get byteLength(): number {
-    return this.#fixed ? this.#fixedBytes + this.#tableBytes + this.#pageCount * this.pageBytes : 0;
+    return this.#fixed ? this.#fixedBytes + this.#tableBytes + this.#pageCount * (this.pageBytes + COUNT_BYTES) : 0;
   }
 
   /** Pages this cache references. */
@@ -237,7 +237,7 @@ export class CacheMemory {
       }
       for (let r = 0; r < rows; r++) {
         const page = words[table + r * capacity + e] >>> 0;
-        if (page === 0 || this.#pool.isShared(page)) fresh++;
+        if (page === 0 || this.#pool.isShared(page, this.pageBytes)) fresh++;
       }
     }
     const newCapacity = largest >= capacity
@@ -246,16 +246,17 @@ export class CacheMemory {
     if (fresh === 0 && newCapacity === capacity) return;
     // take everything first: a failure here changes nothing
     const tableBytes = newCapacity !== capacity ? align(rows * newCapacity * 4) : 0;
+    const needed = fresh * (this.pageBytes + COUNT_BYTES) + tableBytes;
     let newTable = 0;
     const taken: number[] = [];
     try {
-      if (tableBytes) newTable = this.kernel.heap.allocate(tableBytes);
+      if (tableBytes) newTable = this.#pool.takeBlock(tableBytes);
       for (let i = 0; i < fresh; i++) taken.push(this.#pool.take(this.pageBytes));
     } catch (cause) {
       for (const page of taken) this.#pool.drop(page, this.pageBytes);
-      if (newTable) this.kernel.heap.release(newTable);
-      throw new RangeError(`wasm-attention: ${what} needs ${fresh * this.pageBytes + tableBytes} more bytes of ` +
-        `WebAssembly memory (${fresh} pages of ${this.pageBytes} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''}), ` +
+      if (newTable) this.#pool.dropBlock(newTable, tableBytes);
+      throw new RangeError(`wasm-attention: ${what} needs ${needed} more bytes of ` +
+        `WebAssembly memory (${fresh} pages of ${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''}), ` +
         `and memory could not grow: ${(cause as Error).message}`);
     }
     if (newTable) this.#moveTable(layer, newTable, newCapacity);
@@ -271,7 +272,7 @@ export class CacheMemory {
         if (page === 0) {
           w[slot] = taken.pop() as number;
           this.#pageCount++;
-        } else if (this.#pool.isShared(page)) {
+        } else if (this.#pool.isShared(page, this.pageBytes)) {
           const copy = taken.pop() as number;
           bytes.copyWithin(copy, page, page + this.pageBytes);
           this.#pool.drop(page, this.pageBytes);
@@ -293,7 +294,7 @@ export class CacheMemory {
     for (let r = 0; r < rows && oldCapacity > 0; r++) {
       w.copyWithin(to + r * capacity, old + r * oldCapacity, old + (r + 1) * oldCapacity);
     }
-    if (old) this.kernel.heap.release(old << 2);
+    if (old) this.#pool.dropBlock(old * 4, align(rows * oldCapacity * 4));
     this.#tableBytes += align(rows * capacity * 4) - (oldCapacity ? align(rows * oldCapacity * 4) : 0);
     this.#setTable(layer, table, capacity);
   }
@@ -325,7 +326,7 @@ export class CacheMemory {
       }
     }
     if (first === 0) {
-      this.kernel.heap.release(this.#tables[layer]);
+      this.#pool.dropBlock(this.#tables[layer], align(rows * capacity * 4));
       this.#tableBytes -= align(rows * capacity * 4);
       this.#setTable(layer, 0, 0);
     }
@@ -348,10 +349,12 @@ export class CacheMemory {
     try {
       child = new CacheMemory(this.kernel, this.geometry, this.layers, scoring, rope, this.#layout.tokens, this);
       for (let l = 0; l < this.layers; l++) {
-        tables.push(this.#capacity[l] ? this.kernel.heap.allocate(rows * this.#capacity[l] * 4) : 0);
+        tables.push(this.#capacity[l] ? this.#pool.takeBlock(align(rows * this.#capacity[l] * 4)) : 0);
       }
     } catch (cause) {
-      for (const t of tables) if (t) this.kernel.heap.release(t);
+      tables.forEach((t, l) => {
+        if (t) this.#pool.dropBlock(t, align(rows * this.#capacity[l] * 4));
+      });
       if (child) child.#releaseFixed();
       throw new RangeError(`wasm-attention: fork needs ${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly ` +
         `memory for its descriptor and page tables, and memory could not grow: ${(cause as Error).message}`);
@@ -362,7 +365,7 @@ export class CacheMemory {
       if (!capacity) continue;
       const from = this.#tables[l] >>> 2, to = tables[l] >>> 2;
       w.copyWithin(to, from, from + rows * capacity);
-      for (let i = to; i < to + rows * capacity; i++) if (w[i] !== 0) this.#pool.share(w[i] >>> 0);
+      for (let i = to; i < to + rows * capacity; i++) if (w[i] !== 0) this.#pool.share(w[i] >>> 0, this.pageBytes);
       child.#setTable(l, tables[l], capacity);
     }
     child.#tableBytes = this.#tableBytes;
@@ -376,7 +379,7 @@ export class CacheMemory {
   }
 
   #releaseFixed(): void {
-    if (this.#fixed) this.kernel.heap.release(this.#fixed);
+    if (this.#fixed) this.#pool.dropBlock(this.#fixed, this.#fixedBytes);
     this.#fixed = 0;
   }
 

@@ -15,14 +15,15 @@ import type { LinearHeap } from './heap.js';
 
 export class PagePool {
   readonly #heap: LinearHeap;
-  /** page address → caches that reference it */
-  readonly #refs = new Map<number, number>();
+  readonly #words: () => Int32Array;
   /** page size → freed pages of that size */
   readonly #free = new Map<number, number[]>();
   #freeBytes = 0;
+  #inUse = 0;
 
-  constructor(heap: LinearHeap) {
+  constructor(heap: LinearHeap, words: () => Int32Array) {
     this.#heap = heap;
+    this.#words = words;
     heap.reclaim = () => this.trim();
   }
 
@@ -33,45 +34,59 @@ export class PagePool {
 
   /** Pages referenced by some cache. */
   get pagesInUse(): number {
-    return this.#refs.size;
+    return this.#inUse;
   }
+
+  // A page's refcount lives in linear memory right after its `bytes` bytes (in the 64 the heap block has
+  // beyond them), so a fork of thousands of pages counts them with typed-array increments, not a Map.
 
   /** A page of `bytes` bytes referenced once; a RangeError (from the heap) when memory cannot grow. */
   take(bytes: number): number {
-    const free = this.#free.get(bytes);
-    let page: number;
-    if (free?.length) {
-      page = free.pop() as number;
-      this.#freeBytes -= bytes;
-    } else {
-      page = this.#heap.allocate(bytes);
-    }
-    this.#refs.set(page, 1);
+    const page = this.takeBlock(bytes + COUNT_BYTES);
+    this.#words()[(page + bytes) >>> 2] = 1;
+    this.#inUse++;
     return page;
   }
 
-  /** One more cache references `page`. */
-  share(page: number): void {
-    this.#refs.set(page, (this.#refs.get(page) as number) + 1);
+  /**
+   * A block of `bytes` (64-byte multiples) from the free list of its size, else from the heap. Caches take
+   * their page tables and descriptors this way too: blocks of a few sizes, freed and taken again as caches
+   * come and go, which would otherwise leave the heap a long list of small holes to search.
+   */
+  takeBlock(bytes: number): number {
+    const free = this.#free.get(bytes);
+    if (free?.length) {
+      this.#freeBytes -= bytes;
+      return free.pop() as number;
+    }
+    return this.#heap.allocate(bytes);
+  }
+
+  /** Puts a block from takeBlock on the free list of its size. */
+  dropBlock(block: number, bytes: number): void {
+    let free = this.#free.get(bytes);
+    if (!free) this.#free.set(bytes, (free = []));
+    free.push(block);
+    this.#freeBytes += bytes;
+  }
+
+  /** One more cache references `page` (of `bytes` bytes). */
+  share(page: number, bytes: number): void {
+    this.#words()[(page + bytes) >>> 2]++;
   }
 
   /** True when more than one cache references `page` (a write must copy it first). */
-  isShared(page: number): boolean {
-    return (this.#refs.get(page) as number) > 1;
+  isShared(page: number, bytes: number): boolean {
+    return this.#words()[(page + bytes) >>> 2] > 1;
   }
 
   /** One cache fewer references `page` (of `bytes` bytes); the last one puts it on the free list. */
   drop(page: number, bytes: number): void {
-    const refs = this.#refs.get(page) as number;
-    if (refs > 1) {
-      this.#refs.set(page, refs - 1);
-      return;
-    }
-    this.#refs.delete(page);
-    let free = this.#free.get(bytes);
-    if (!free) this.#free.set(bytes, (free = []));
-    free.push(page);
-    this.#freeBytes += bytes;
+    const words = this.#words();
+    const at = (page + bytes) >>> 2;
+    if (--words[at] > 0) return;
+    this.dropBlock(page, bytes + COUNT_BYTES);
+    this.#inUse--;
   }
 
   /** Gives every free page back to the heap; true if there was any. */
@@ -85,6 +100,9 @@ export class PagePool {
     return true;
   }
 }
+
+/** Bytes after a page that hold its refcount (one cache line, so pages stay 64-byte aligned). */
+export const COUNT_BYTES = 64;
 
 /** The staging area shared by the caches of one instance. */
 export class SharedStaging {
@@ -123,14 +141,13 @@ export function instanceMemory(kernel: Kernel): InstanceMemory {
   let memory = instances.get(kernel);
   if (!memory) {
     let view = new Int32Array(kernel.abi.memory.buffer);
-    memory = {
-      pages: new PagePool(kernel.heap),
-      staging: new SharedStaging(kernel.heap),
-      words() {
-        if (view.buffer !== kernel.abi.memory.buffer) view = new Int32Array(kernel.abi.memory.buffer);
-        return view;
-      },
+    // growth detaches the old buffer, leaving the view empty: a cheaper test than reading memory.buffer
+    // (a native accessor, ~50 ns), which a fork of thousands of pages would pay per page
+    const words = () => {
+      if (view.length === 0) view = new Int32Array(kernel.abi.memory.buffer);
+      return view;
     };
+    memory = { pages: new PagePool(kernel.heap, words), staging: new SharedStaging(kernel.heap), words };
     instances.set(kernel, memory);
   }
   return memory;

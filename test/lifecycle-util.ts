@@ -109,9 +109,9 @@ export function heldBytes(kernel = activeKernel()): number {
   return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes;
 }
 
-/** Bytes of one page of a cache of `cfg` (64 positions of one layer's K or V for one kv head). */
+/** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */
 export function pageBytesFor(cfg: Cfg): number {
-  return cfg.dtype === 'int8' ? 64 * (cfg.headDim + 4) : 64 * cfg.headDim * 4;
+  return (cfg.dtype === 'int8' ? 64 * (cfg.headDim + 4) : 64 * cfg.headDim * 4) + 64;
 }
 
 /** Appends `n` tokens of one reused random chunk to `layer` (fills big caches fast). */
