@@ -235,34 +235,54 @@ export class KVCache {
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
-    const memory = this.#memory.kernel.bytes();
     const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
-    const rowsAt = (position: (layer: { from: number; to: number }) => number) => runsCrc(layers.flatMap((layer, l) =>
-      position(layer) > 0 ? this.#runs(l, [[position(layer) - 1, position(layer)]]) : []), memory);
     const header = {
       options: settingsToOptions(this.#settings), build: this.#memory.kernel.build, layers,
-      continues: rowsAt((layer) => layer.from), reaches: rowsAt((layer) => layer.to),
+      continues: this.#rowsCrc(layers.map((layer) => layer.from)), reaches: this.#rowsCrc(layers.map((layer) => layer.to)),
     };
-    return encode(header, runs, memory);
+    return encode(header, runs, this.#memory.kernel.bytes());
+  }
+
+  /** CRC-32 of the rows at position ends[l] − 1 of every layer with ends[l] > 0: what pieces chain on. */
+  #rowsCrc(ends: number[]): number {
+    return runsCrc(ends.flatMap((end, l) => (end > 0 ? this.#runs(l, [[end - 1, end]]) : [])), this.#memory.kernel.bytes());
   }
 
   /**
    * A cache that continues exactly where the saved one stood: from the bytes of `save()`, or from pieces in
    * order (`save()` or `save({ from: 0 })` first, then each `save({ from })` continuing where the one
-   * before ended). Bytes that are not such pieces of this format version (truncated, corrupted, out of
-   * order, from another cache or history, anything else) are refused with an Error.
+   * before ended). With `base`, the pieces continue that cache instead (the first starting where it
+   * stands): the result is a fork() of it, sharing its pages, with the pieces applied; `base` is unchanged.
+   * Bytes that are not such pieces of this format version (truncated, corrupted, out of order, from another
+   * cache or history, anything else) are refused with an Error.
    */
-  static load(bytes: Uint8Array | readonly Uint8Array[]): KVCache {
+  static load(bytes: Uint8Array | readonly Uint8Array[], options?: { base?: KVCache }): KVCache {
     activeKernel();
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw typeError('options', 'an object { base? } or undefined', options);
+    }
+    const base = options?.base;
+    if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
+    if (base) base.#live();
     // everything is checked before anything is allocated, so refused bytes never grow memory
     const { settings, geometry, pieces, states } = readPieces(bytes, (options) => {
       const settings = cacheSettings(options);
       return { settings, geometry: pieceGeometry(settings), layers: settings.layers, options: settingsToOptions(settings) };
+    }, base && {
+      options: settingsToOptions(base.#settings), build: base.#memory.kernel.build, states: base.#states(),
+      reaches: base.#rowsCrc(base.#lengths),
     });
-    const cache = new KVCache(settingsToOptions(settings));
+    const cache = base ? base.fork() : new KVCache(settingsToOptions(settings));
     try {
       const slots = cache.#memory.geometry.slots;
-      states.forEach((state, l) => cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots)));
+      states.forEach((state, l) => {
+        const from = cache.#lengths[l];
+        // the pages the pieces write: on a fork, its own copies of the pages it shares (copy on write)
+        if (base) {
+          if (state.length > from) cache.#memory.reserve('KVCache.load', l, from, state.length - from);
+        }
+        else cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots));
+      });
       for (const piece of pieces) {
         const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
         restore(piece, runs, cache.#memory.kernel.bytes());

@@ -181,13 +181,22 @@ export type ReadOptions<Settings> = (options: unknown) => {
   settings: Settings; geometry: PieceGeometry; layers: number; options: Record<string, unknown>;
 };
 
+/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows' CRC. */
+export interface Base {
+  options: Record<string, unknown>;
+  build: Build;
+  states: LayerState[];
+  reaches: number;
+}
+
 /**
  * Checks every piece before anything is allocated: each envelope (magic, version, checksum), header and
- * payload size, and that the pieces form one history: the first starts every layer at 0, each later one
- * continues exactly where the previous left every layer (same positions, same last rows), with the same
- * options and build. Throws an Error that names the piece and what is wrong.
+ * payload size, and that the pieces form one history: the first starts every layer at 0 (or where `base`
+ * stands, continuing its last rows), each later one continues exactly where the previous left every layer
+ * (same positions, same last rows), with the same options and build. Throws an Error that names the piece
+ * and what is wrong.
  */
-export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>): Restoration<Settings> {
+export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>, base?: Base): Restoration<Settings> {
   const list = input instanceof Uint8Array ? [input] : Array.isArray(input) ? input : undefined;
   if (!list) throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
   if (list.length === 0) throw rangeError('bytes', 'at least one saved piece', list);
@@ -195,9 +204,10 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     if (!(bytes instanceof Uint8Array)) throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
   });
   let first: ReturnType<ReadOptions<Settings>> | undefined;
-  let build: Build | undefined;
-  let states: LayerState[] = [];
-  let reached = 0;
+  let build = base?.build;
+  let states: LayerState[] = base ? base.states.map((state) => ({ ...state })) : [];
+  let reached = base?.reaches ?? 0;
+  const before = base ? 'the base cache' : "the first piece's";
   const pieces: Piece[] = [];
   (list as Uint8Array[]).forEach((bytes, i) => {
     const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes` +
@@ -209,14 +219,17 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     } catch (error) {
       throw refuse(`the saved options are invalid (${(error as Error).message})`);
     }
+    const expectedOptions = base?.options ?? first?.options;
+    if (expectedOptions && JSON.stringify(described.options) !== JSON.stringify(expectedOptions)) {
+      throw refuse(`its options ${JSON.stringify(described.options)} differ from ${before} ${JSON.stringify(expectedOptions)}`);
+    }
+    if (build !== undefined && header.build !== build) {
+      throw refuse(`it was saved by the ${JSON.stringify(header.build)} build, ${before} by ${JSON.stringify(build)}`);
+    }
     if (!first) {
       first = described;
       build = header.build;
-      states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
-    } else if (JSON.stringify(described.options) !== JSON.stringify(first.options)) {
-      throw refuse(`its options ${JSON.stringify(described.options)} differ from the first piece's ${JSON.stringify(first.options)}`);
-    } else if (header.build !== build) {
-      throw refuse(`it was saved by the ${JSON.stringify(header.build)} build, the first piece by ${JSON.stringify(build)}`);
+      if (!base) states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
     }
     const geometry = described.geometry;
     const layers = header.layers;
@@ -227,17 +240,17 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
         throw refuse(`layer ${l}'s saved range ${JSON.stringify(layer)} is not one a cache of these options can save`);
       }
       if (layer.from !== states[l].length) {
-        throw refuse(`it continues layer ${l} from position ${layer.from}, but the pieces before it leave that layer at ` +
-          `${states[l].length} (pieces missing, repeated or out of order)`);
+        throw refuse(`it continues layer ${l} from position ${layer.from}, but ${i > 0 ? 'the pieces before it leave' : base ? 'the base cache holds' : 'an empty cache has'} ` +
+          `that layer at ${states[l].length} (pieces missing, repeated or out of order)`);
       }
       payload += payloadBytes(geometry, heldCount(layer, geometry));
     });
     if (!Number.isInteger(header.continues) || !Number.isInteger(header.reaches) || header.continues < 0 || header.reaches < 0) {
       throw refuse('the header lacks its continues/reaches checksums');
     }
-    if (header.continues !== (i > 0 ? reached : 0)) {
-      throw refuse('it does not continue the history the pieces before it hold (the rows before it differ: ' +
-        'saved from another cache, or before a truncate replaced those positions)');
+    if (header.continues !== reached) {
+      throw refuse(`it does not continue the history ${i > 0 ? 'the pieces before it hold' : base ? 'the base cache holds' : 'of an empty cache'} ` +
+        '(the rows before it differ: saved from another cache, or before a truncate replaced those positions)');
     }
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);

@@ -86,7 +86,7 @@ async function attend(mf: Miniflare, id: string, step: Step, binary = true, path
   return { ...answer, length, out: Float32Array.from(out), ms: performance.now() - t0 };
 }
 
-async function info(mf: Miniflare, id: string): Promise<{ length: number; pieces: number; storedBytes: number }> {
+async function info(mf: Miniflare, id: string): Promise<{ length: number; pieces: number; storedBytes: number; sharesPrompt: boolean }> {
   return (await mf.dispatchFetch(`http://edge/conversations/${id}`)).json() as never;
 }
 
@@ -175,13 +175,14 @@ describe('edge example: a system prompt prefilled once, each new conversation a 
     const prompts = [randomStep(SMALL, rng, 100), randomStep(SMALL, rng, 50)];
     const chats: Record<string, { prompt: Step; steps: Step[] }> = {};
     /** one step of a conversation, checked against float64 fed its prompt and every step so far */
-    const step = async (mf: Miniflare, id: string) => {
-      const s = randomStep(SMALL, rng);
+    const step = async (mf: Miniflare, id: string, tokens = 1) => {
+      const s = randomStep(SMALL, rng, tokens);
       chats[id].steps.push(s);
       const answer = await attend(mf, id, s);
       expect(answer.status, answer.error).toBe(200);
       const history = [chats[id].prompt, ...chats[id].steps];
-      expect(answer.length).toBe(chats[id].prompt.q.length / (SMALL.layers * SMALL.heads * SMALL.headDim) + chats[id].steps.length);
+      const held = history.reduce((n, h) => n + h.q.length / (SMALL.layers * SMALL.heads * SMALL.headDim), 0);
+      expect(answer.length).toBe(held);
       expectMatchesReference(SMALL, answer.out!, referenceOutputs(SMALL, history).at(-1)!, `${id}, step ${chats[id].steps.length}`);
       return answer;
     };
@@ -196,7 +197,7 @@ describe('edge example: a system prompt prefilled once, each new conversation a 
       const positionBytes = SMALL.layers * 2 * SMALL.kvHeads * SMALL.headDim * 4;
       expect(first[0][0].written).toBeGreaterThan(101 * positionBytes);
       expect(first[0][1].written).toBeLessThan(positionBytes + 1024);
-      expect((await info(mf, 'a')).length).toBe(103);
+      expect(await info(mf, 'a')).toMatchObject({ length: 103, sharesPrompt: true });
       // a new prompt: new conversations begin with it, running ones go on with theirs
       expect((await attend(mf, '', prompts[1], true, '/system-prompt', 'PUT')).length).toBe(50);
       chats.c = { prompt: prompts[1], steps: [] };
@@ -205,7 +206,8 @@ describe('edge example: a system prompt prefilled once, each new conversation a 
       const tooLong = await attend(mf, '', randomStep(SMALL, rng, SMALL.maxTokens + 1), true, '/system-prompt', 'PUT');
       expect([tooLong.status, tooLong.error]).toEqual([400, expect.stringMatching(/maxTokens \(256\), got 257 tokens/)]);
       chats.d = { prompt: prompts[1], steps: [] };
-      await step(mf, 'd');
+      // d fills the page the prompt ends in (positions 50 … 63) and starts the next: its rows still start at 50
+      await step(mf, 'd', 20);
       await step(mf, 'a');
       // a conversation deleted begins again, from the current prompt
       await mf.dispatchFetch('http://edge/conversations/b', { method: 'DELETE' });
@@ -213,7 +215,11 @@ describe('edge example: a system prompt prefilled once, each new conversation a 
       await step(mf, 'b');
     });
     await running(SMALL, persist, async (mf) => {
-      for (const id of ['a', 'b', 'c']) await step(mf, id);
+      // restarted: conversations of the current prompt load their own rows onto it and share its pages
+      // again; a's prompt was replaced, so a loads its whole history from its rows, on its own
+      expect(await info(mf, 'a')).toMatchObject({ length: 104, sharesPrompt: false });
+      for (const id of ['b', 'c', 'd']) expect(await info(mf, id), id).toMatchObject({ sharesPrompt: true });
+      for (const id of ['a', 'b', 'c', 'd']) await step(mf, id);
       expect((await info(mf, 'a')).length).toBe(105);
     });
   });

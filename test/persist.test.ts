@@ -9,7 +9,7 @@ import {
   BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
 } from './util.js';
 import {
-  cfgName, crc32, envelope, feed, feedRef, heap, ones, parseSave, rechecksum, slice, stream, withHeader, type Cfg, type Stream,
+  cfgName, crc32, envelope, feed, heldBytes, pageBytesFor, feedRef, heap, ones, parseSave, rechecksum, slice, stream, withHeader, type Cfg, type Stream,
 } from './lifecycle-util.js';
 
 /** One step of building a cache's state. */
@@ -271,6 +271,76 @@ forEachBuild('save/load', (buildName) => {
       });
       // and one chat's piece does not continue the other's history
       expectRefused([shared, pieces[0], pieces[1]], "chat 1's piece after chat 0's", [/piece 2 of 3/]);
+    });
+
+    for (const cfg of [
+      { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 300, dtype: 'int8', rope: {} },
+      { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 40, window: 24, sinks: 2, rope: {} },
+    ] as Cfg[]) {
+      it(`load(pieces, { base }): a fork of base with the pieces, sharing base's pages; base unchanged (${cfgName(cfg)})`, () => {
+        const prompt = make(cfg);
+        const twin = make(cfg);
+        const s = stream(cfg, 150, 81);
+        for (const c of [prompt, twin]) for (let l = 0; l < 2; l++) feed(c, cfg, s, [150], l);
+        const chat = keep(prompt.fork());
+        // (a window of 24 keeps a piece within what the ring still holds)
+        const n = cfg.window ? 10 : 70;
+        for (let l = 0; l < 2; l++) feed(chat, cfg, stream(cfg, n, 82), [1, n - 1], l);
+        const pieces = [chat.save({ from: 150, to: 151 }), chat.save({ from: 151 })];
+        const held = heldBytes();
+        const loaded = keep(KVCache.load(pieces, { base: prompt }));
+        const onBase = heldBytes() - held;
+        const alone = keep(KVCache.load([prompt.save(), ...pieces]));
+        if (!cfg.window) {
+          // positions 150 … 219 take pages 2 and 3 of each (layer, kv head, K|V): the fork copies the shared
+          // page 2 and adds page 3, where a cache of its own holds pages 0 … 3
+          const rows = 2 * 2 * 2;
+          expect(onBase, 'loaded on base: 2 pages per row (and a descriptor)').toBeLessThan((2 * rows + 1) * pageBytesFor(cfg));
+          expect(heldBytes() - held - onBase, 'loaded alone: 4 pages per row').toBeGreaterThanOrEqual(4 * rows * pageBytesFor(cfg));
+        }
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), 'the same state as the live fork').toBe(true);
+        expect(Buffer.from(alone.save()).equals(Buffer.from(chat.save())), 'and as the pieces loaded after the base\'s save').toBe(true);
+        const next = stream(cfg, 3, 83);
+        expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(chat, cfg, next, [1, 2], 1), 'loaded on base vs the live fork');
+        expect(prompt.length).toBe(150);
+        expectBitIdentical(feed(prompt, cfg, next, [3], 0), feed(twin, cfg, next, [3], 0), 'the base goes on as if nothing happened');
+      });
+    }
+
+    it('load(pieces, { base }) refuses pieces that do not continue the base, and bad bases', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 40, rope: {} };
+      const base = make(cfg);
+      const other = make(cfg);
+      for (let l = 0; l < 2; l++) {
+        feed(base, cfg, stream(cfg, 10, 91), [10], l);
+        feed(other, cfg, stream(cfg, 10, 92), [10], l);
+      }
+      const fork = keep(base.fork());
+      for (let l = 0; l < 2; l++) feed(fork, cfg, stream(cfg, 5, 93), [5], l);
+      const piece = fork.save({ from: 10 });
+      const baseBytes = base.save();
+      const longer = make({ ...cfg, maxTokens: 41 });
+      const cases: [string, () => unknown, ErrorConstructor, RegExp][] = [
+        ['a base of another history', () => KVCache.load(piece, { base: other }), Error, /does not continue the history the base cache holds/],
+        ['a piece from elsewhere', () => KVCache.load(fork.save({ from: 12 }), { base }), Error, /from position 12, but the base cache holds that layer at 10/],
+        ['a whole save', () => KVCache.load(fork.save(), { base }), Error, /from position 0, but the base cache holds that layer at 10/],
+        ['a base of other options', () => KVCache.load(piece, { base: longer }), Error, /options .* differ from the base cache/],
+        ['a base that is not a cache', () => KVCache.load(piece, { base: {} as never }), TypeError, named('options.base')],
+        ['options that are not an object', () => KVCache.load(piece, 5 as never), TypeError, named('options')],
+      ];
+      for (const [what, load, type, message] of cases) {
+        const allocated = heap().allocatedBytes;
+        try {
+          expectThrows(load, type, [message]);
+        } catch (e) {
+          throw new Error(`${what}: ${(e as Error).message}`);
+        }
+        expect(heap().allocatedBytes, `${what}: nothing kept`).toBe(allocated);
+      }
+      expect(Buffer.from(base.save()).equals(Buffer.from(baseBytes)), 'the base is unchanged').toBe(true);
+      const gone = make(cfg);
+      gone.dispose();
+      expectThrows(() => KVCache.load(piece, { base: gone }), Error, [/disposed/]);
     });
 
     it('cut anywhere with { from, to }: the pieces load as the whole', () => {

@@ -3,7 +3,7 @@
 // page by page, so a restarted (evicted) object continues exactly where it stood.
 //
 //   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
-//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes"}
+//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "sharesPrompt"}
 //   DELETE /conversations/:id                                → {"length": 0}
 //   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
 //                                                              now on begin with these P tokens
@@ -34,7 +34,9 @@
 // prompt's saved bytes (or learns it already has them), and the conversation's cache is a fork() of one
 // cache of the prompt kept per isolate, so conversations running in one isolate share the prompt's pages
 // in memory. Each conversation still stores its whole history in its own rows (its first request writes
-// the prompt's pages too), so it restores on its own whatever happens to the prompt later.
+// the prompt's pages, and its own rows start where the prompt ends), so it restores on its own whatever
+// happens to the prompt later; while the prompt stays the same, a restarted conversation loads only its
+// own rows onto the isolate's prompt (`KVCache.load(pieces, { base })`) and shares its pages again.
 //
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
 // imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
@@ -71,6 +73,10 @@ export class Conversation {
   #broken;
   /** the tail of the queue of requests */
   #queue = Promise.resolve();
+  /** the system prompt this conversation began with, { key, length } (its rows below `length` are the prompt's) */
+  #prompt;
+  /** whether the live cache shares the isolate's prompt pages (a fork of it) */
+  #sharesPrompt = false;
 
   #env;
   /** the system prompt's object: its save(), made once per prompt */
@@ -84,9 +90,24 @@ export class Conversation {
     state.blockConcurrencyWhile(async () => {
       await init();
       this.#sql.exec('CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, bytes BLOB NOT NULL)');
-      const rows = this.#sql.exec('SELECT bytes FROM pieces ORDER BY start').toArray();
+      this.#sql.exec('CREATE TABLE IF NOT EXISTS prompt (key TEXT NOT NULL, length INTEGER NOT NULL)');
+      this.#prompt = this.#sql.exec('SELECT key, length FROM prompt').toArray()[0];
+      const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
       try {
-        this.#cache = rows.length ? KVCache.load(rows.map((row) => new Uint8Array(row.bytes))) : new KVCache(this.#options);
+        // on the isolate's copy of the prompt it began with, if that is still the prompt: only its own rows
+        const current = this.#prompt && (await this.#currentPrompt().catch(() => undefined));
+        const base = current?.key === this.#prompt?.key ? current?.cache : undefined;
+        if (base) {
+          const own = rows.filter((row) => row.start >= this.#prompt.length).map((row) => new Uint8Array(row.bytes));
+          try {
+            this.#cache = own.length ? KVCache.load(own, { base }) : base.fork();
+            this.#sharesPrompt = true;
+          } catch {
+            // (rows that do not continue the prompt: the whole history from the rows, below)
+          }
+        }
+        const pieces = rows.map((row) => new Uint8Array(row.bytes));
+        this.#cache ??= pieces.length ? KVCache.load(pieces) : new KVCache(this.#options);
       } catch (error) {
         this.#broken = error.message;
       }
@@ -113,7 +134,7 @@ export class Conversation {
     if (!attend) {
       if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
       const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
-      return json({ length: this.#cache.length, pieces: stored.pieces, storedBytes: stored.bytes });
+      return json({ length: this.#cache.length, pieces: stored.pieces, storedBytes: stored.bytes, sharesPrompt: this.#sharesPrompt });
     }
     if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
 
@@ -153,7 +174,10 @@ export class Conversation {
   /** Empties the conversation: no rows, an empty cache. */
   #forget() {
     this.#promptBytes = undefined;
+    this.#prompt = undefined;
+    this.#sharesPrompt = false;
     this.#sql.exec('DELETE FROM pieces');
+    this.#sql.exec('DELETE FROM prompt');
     this.#cache?.dispose();
     this.#cache = new KVCache(this.#options);
     this.#broken = undefined;
@@ -188,9 +212,21 @@ export class Conversation {
    * already holds it) and stores the prompt's pages as its own; returns the bytes written (0 without a prompt).
    */
   async #startFromPrompt() {
+    const prompt = await this.#currentPrompt();
+    if (!prompt) return 0;
+    this.#cache.dispose();
+    this.#cache = prompt.cache.fork();
+    this.#sharesPrompt = true;
+    this.#prompt = { key: prompt.key, length: this.#cache.length };
+    this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', prompt.key, this.#prompt.length);
+    return this.#persist(0, this.#prompt.length);
+  }
+
+  /** The current system prompt as this isolate's { key, cache } (fetched from its object when it changed), or undefined. */
+  async #currentPrompt() {
     const known = sharedPrompt ? `?known=${sharedPrompt.key}` : '';
     const response = await objectNamed(this.#env, SYSTEM_PROMPT).fetch(`https://prompt/system-prompt${known}`);
-    if (response.status === 204) return 0;
+    if (response.status === 204) return undefined;
     if (response.status === 200) {
       const bytes = new Uint8Array(await response.arrayBuffer());
       sharedPrompt?.cache.dispose(); // its pages stay with the conversations forked from it
@@ -198,9 +234,7 @@ export class Conversation {
     } else if (response.status !== 304) {
       throw new Error(`the system prompt could not be fetched: ${response.status} ${await response.text()}`);
     }
-    this.#cache.dispose();
-    this.#cache = sharedPrompt.cache.fork();
-    return this.#persist(0, this.#cache.length);
+    return sharedPrompt;
   }
 
   /** Writes the pages that positions before … after − 1 touched, in one transaction; returns the bytes written. */
@@ -210,14 +244,17 @@ export class Conversation {
       this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', start, bytes.buffer);
       written += bytes.length;
     };
+    // rows never straddle the end of the prompt (so the conversation's own rows can load onto the prompt)
+    const floor = before >= (this.#prompt?.length ?? 0) ? (this.#prompt?.length ?? 0) : 0;
     this.#storage.transactionSync(() => {
       for (let page = Math.floor(before / PAGE) * PAGE; page < after; page += PAGE) {
+        const start = Math.max(page, floor);
         if (page + PAGE <= after) {
           // a page now complete: one row for it, in place of its per-token rows
-          this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', page, page + PAGE);
-          put(page, this.#cache.save({ from: page, to: page + PAGE }));
+          this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', start, page + PAGE);
+          put(start, this.#cache.save({ from: start, to: page + PAGE }));
         } else {
-          const from = Math.max(before, page);
+          const from = Math.max(before, start);
           put(from, this.#cache.save({ from }));
         }
       }
