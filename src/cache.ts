@@ -13,6 +13,7 @@ import {
   encode, heldRanges, planPiece, readPieces, restore, runsCrc, saveRange, type PieceGeometry, type Run,
 } from './persist.js';
 import { CacheMemory, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
+import { COUNT_BYTES } from './pages.js';
 
 export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
 
@@ -35,10 +36,10 @@ const unreleased = typeof FinalizationRegistry === 'function'
   ? new FinalizationRegistry<CacheMemory>((memory) => memory.dispose())
   : undefined;
 
-/** Bytes a cache of these settings would hold with every slot of every layer in use. */
+/** Bytes a cache of these settings would hold with every slot of every layer in use (pages, refcounts, tables). */
 function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
   const pages = pagesPerHead(geometry);
-  return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + 4);
+  return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + COUNT_BYTES + 4);
 }
 
 export class KVCache {

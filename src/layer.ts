@@ -25,9 +25,8 @@ export interface LayerGeometry extends HeadShape {
 export const PAGE_ROWS = 64;
 
 // Descriptor words (assembly/descriptor.ts documents them; these mirror it).
-const HEADS = 0, KV_HEADS = 1, HEAD_DIM = 2, INT8 = 3, SINKS = 4, RING = 5, WINDOW = 6, SCALE = 7, SOFTCAP = 8;
-const ROPE_DIMS = 9, ROPE_INTERLEAVED = 10, ROPE_TABLE = 11, STREAM = 12;
-const Q = 13, K = 14, V = 15, OUT = 16, SCRATCH = 17, LAYERS = 18, LAYER_TABLES = 32;
+// Written in runs: heads … window (0–6), scale and softcap (7–8), ropeDims … ropeTable (9–11), q … scratch (13–17).
+const HEADS = 0, SCALE = 7, ROPE_DIMS = 9, ROPE_TABLE = 11, STREAM = 12, Q = 13, LAYERS = 18, LAYER_TABLES = 32;
 
 const STAGING_TARGET_BYTES = 1 << 20;
 const STAGING_MAX_TOKENS = 256;
@@ -88,10 +87,7 @@ export class CacheMemory {
   readonly #staging: SharedStaging;
   readonly #layout: StagingLayout;
   /** staging addresses as this cache last wrote them into its descriptor */
-  #q = 0;
-  #k = 0;
-  #v = 0;
-  #out = 0;
+  #at = { q: 0, k: 0, v: 0, out: 0 };
   #stagingGeneration = -1;
   /** descriptor, then the rope table: one block */
   #fixed = 0;
@@ -129,25 +125,15 @@ export class CacheMemory {
       return;
     }
     const i32 = this.#words();
-    const f32 = kernel.f32();
     const d = this.#fixed >>> 2;
     i32.fill(0, d, d + (descriptorBytes >>> 2));
-    i32[d + HEADS] = geometry.heads;
-    i32[d + KV_HEADS] = geometry.kvHeads;
-    i32[d + HEAD_DIM] = geometry.headDim;
-    i32[d + INT8] = geometry.int8 ? 1 : 0;
-    i32[d + SINKS] = geometry.sinks;
-    i32[d + RING] = geometry.ring;
-    i32[d + WINDOW] = scoring.window;
-    f32[d + SCALE] = scoring.scale;
-    f32[d + SOFTCAP] = scoring.softcap;
+    const { heads, kvHeads, headDim, int8, sinks, ring } = geometry;
+    const table = rope ? this.#fixed + this.#ropeAt : 0;
+    i32.set([heads, kvHeads, headDim, +int8, sinks, ring, scoring.window], d + HEADS);
+    kernel.f32().set([scoring.scale, scoring.softcap], d + SCALE);
+    i32.set([rope?.dims ?? 0, +(rope?.interleaved ?? 0), table], d + ROPE_DIMS);
     i32[d + LAYERS] = layers;
-    if (rope) {
-      i32[d + ROPE_DIMS] = rope.dims;
-      i32[d + ROPE_INTERLEAVED] = rope.interleaved ? 1 : 0;
-      i32[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
-      kernel.abi.ropeFrequencies(this.#fixed + this.#ropeAt, rope.dims, rope.theta);
-    }
+    if (rope) kernel.abi.ropeFrequencies(table, rope.dims, rope.theta);
   }
 
   /** A Int32Array over the whole memory (renewed after growth; never held across an allocation). */
@@ -186,8 +172,9 @@ export class CacheMemory {
     const { sinks, ring } = this.geometry;
     const end = firstPosition + tokens;
     if (tokens === 1) {
-      // a decode step: one page (kept allocation-free)
-      this.#reservePages(what, layer, slotOf(firstPosition, sinks, ring) >> 6);
+      // a decode step: one page, and no allocation on the JS heap
+      this.#one[0] = slotOf(firstPosition, sinks, ring) >> 6;
+      this.#reservePages(what, layer, this.#one);
       return;
     }
     const pages = new Set<number>();
@@ -206,7 +193,7 @@ export class CacheMemory {
         addSlots(sinks, sinks + s0 + count - ring);
       }
     }
-    this.#reservePages(what, layer, -1, [...pages]);
+    this.#reservePages(what, layer, [...pages].sort((a, b) => a - b));
   }
 
   /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
@@ -214,23 +201,21 @@ export class CacheMemory {
     if (slots === 0) return;
     const pages: number[] = [];
     for (let i = 0; i <= (slots - 1) >> 6; i++) pages.push(i);
-    this.#reservePages(what, layer, -1, pages);
+    this.#reservePages(what, layer, pages);
   }
 
-  /** Reserves page `single`, or every page in `list`, of every (kv head, K|V) row of `layer`. */
-  #reservePages(what: string, layer: number, single: number, list?: number[]): void {
-    const { kvHeads } = this.geometry;
-    const rows = 2 * kvHeads;
+  readonly #one = [0];
+
+  /** Reserves the page table entries `list` (ascending) of every (kv head, K|V) row of `layer`. */
+  #reservePages(what: string, layer: number, list: number[]): void {
+    const rows = 2 * this.geometry.kvHeads;
     const capacity = this.#capacity[layer];
     const table = this.#tables[layer] >>> 2;
-    let largest = single;
-    if (list) for (const e of list) largest = Math.max(largest, e);
-    const count = list ? list.length : 1;
+    const largest = list[list.length - 1];
     // pages to take: missing ones, and shared ones (copy on write)
     let fresh = 0;
     const words = this.#words();
-    for (let i = 0; i < count; i++) {
-      const e = list ? list[i] : single;
+    for (const e of list) {
       if (e >= capacity) {
         fresh += rows;
         continue;
@@ -255,25 +240,26 @@ export class CacheMemory {
     } catch (cause) {
       for (const page of taken) this.#pool.drop(page, this.pageBytes);
       if (newTable) this.#pool.dropBlock(newTable, tableBytes);
-      throw new RangeError(`wasm-attention: ${what} needs ${needed} more bytes of ` +
-        `WebAssembly memory (${fresh} pages of ${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''}), ` +
-        `and memory could not grow: ${(cause as Error).message}`);
+      throw outOfMemory(what, `${needed} more bytes of WebAssembly memory (${fresh} pages of ` +
+        `${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''})`, cause);
     }
     if (newTable) this.#moveTable(layer, newTable, newCapacity);
     const cap = this.#capacity[layer];
     const at = this.#tables[layer] >>> 2;
     const bytes = this.kernel.bytes();
     const w = this.#words();
-    for (let i = 0; i < count; i++) {
-      const e = list ? list[i] : single;
-      for (let r = 0; r < rows; r++) {
+    // row by row, in the order they were taken: a prefill's pages of one (kv head, K|V) lie one after
+    // another in memory, in position order, as the kernel walks them
+    let next = 0;
+    for (let r = 0; r < rows; r++) {
+      for (const e of list) {
         const slot = at + r * cap + e;
         const page = w[slot] >>> 0;
         if (page === 0) {
-          w[slot] = taken.pop() as number;
+          w[slot] = taken[next++];
           this.#pageCount++;
         } else if (this.#pool.isShared(page, this.pageBytes)) {
-          const copy = taken.pop() as number;
+          const copy = taken[next++];
           bytes.copyWithin(copy, page, page + this.pageBytes);
           this.#pool.drop(page, this.pageBytes);
           w[slot] = copy;
@@ -316,8 +302,10 @@ export class CacheMemory {
     const rows = 2 * this.geometry.kvHeads;
     const at = this.#tables[layer] >>> 2;
     const w = this.#words();
-    for (let r = 0; r < rows; r++) {
-      for (let e = first; e < capacity; e++) {
+    // last to first: the pool hands freed pages out last in, first out, so the next cache to take them
+    // gets them in address order again
+    for (let r = rows - 1; r >= 0; r--) {
+      for (let e = capacity - 1; e >= first; e--) {
         const page = w[at + r * capacity + e] >>> 0;
         if (page === 0) continue;
         this.#pool.drop(page, this.pageBytes);
@@ -356,8 +344,7 @@ export class CacheMemory {
         if (t) this.#pool.dropBlock(t, align(rows * this.#capacity[l] * 4));
       });
       if (child) child.#releaseFixed();
-      throw new RangeError(`wasm-attention: fork needs ${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly ` +
-        `memory for its descriptor and page tables, and memory could not grow: ${(cause as Error).message}`);
+      throw outOfMemory('fork', `${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly memory for its descriptor and page tables`, cause);
     }
     const w = this.#words();
     for (let l = 0; l < this.layers; l++) {
@@ -371,10 +358,7 @@ export class CacheMemory {
     child.#tableBytes = this.#tableBytes;
     child.#pageCount = this.#pageCount;
     child.#stagingGeneration = this.#stagingGeneration;
-    child.#q = this.#q;
-    child.#k = this.#k;
-    child.#v = this.#v;
-    child.#out = this.#out;
+    child.#at = this.#at;
     return child;
   }
 
@@ -436,19 +420,13 @@ export class CacheMemory {
       try {
         staging.ensure(this.#layout.bytes);
       } catch (cause) {
-        throw new RangeError(`wasm-attention: ${what} needs ${this.#layout.bytes} bytes of WebAssembly memory for ` +
-          `the staging area of a call, and memory could not grow: ${(cause as Error).message}`);
+        throw outOfMemory(what, `${this.#layout.bytes} bytes of WebAssembly memory for the staging area of a call`, cause);
       }
     }
     if (this.#stagingGeneration === staging.generation) return;
-    const base = staging.address;
-    const w = this.#words();
-    const d = this.#fixed >>> 2;
-    w[d + Q] = this.#q = base + this.#layout.q;
-    w[d + K] = this.#k = base + this.#layout.k;
-    w[d + V] = this.#v = base + this.#layout.v;
-    w[d + OUT] = this.#out = base + this.#layout.out;
-    w[d + SCRATCH] = base + this.#layout.scratch;
+    const { q, k, v, out, scratch } = this.#layout;
+    const at = (this.#at = { q: staging.address + q, k: staging.address + k, v: staging.address + v, out: staging.address + out });
+    this.#words().set([at.q, at.k, at.v, at.out, staging.address + scratch], (this.#fixed >>> 2) + Q);
     this.#stagingGeneration = staging.generation;
   }
 
@@ -460,16 +438,16 @@ export class CacheMemory {
     q?: Float32Array, out?: Float32Array): void {
     const { heads, kvHeads, headDim } = this.geometry;
     const row = kvHeads * headDim;
-    copyIn(this.kernel, this.#k, k, from * row, count * row);
-    copyIn(this.kernel, this.#v, v, from * row, count * row);
+    copyIn(this.kernel, this.#at.k, k, from * row, count * row);
+    copyIn(this.kernel, this.#at.v, v, from * row, count * row);
     if (!q || !out) {
       this.kernel.abi.append(this.#fixed, layer, count, firstPosition);
       return;
     }
     const queryRow = heads * headDim;
-    copyIn(this.kernel, this.#q, q, from * queryRow, count * queryRow);
+    copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
     this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
-    copyOut(this.kernel, this.#out, out, from * queryRow, count * queryRow);
+    copyOut(this.kernel, this.#at.out, out, from * queryRow, count * queryRow);
   }
 
   /** Attention of queries from … from + count − 1 (at positions firstPosition …) over keys < keyEnd. */
@@ -477,9 +455,9 @@ export class CacheMemory {
     keyEnd: number, causal: boolean): void {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
-    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    copyIn(this.kernel, this.#at.q, q, from * row, count * row);
     this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
-    copyOut(this.kernel, this.#out, out, from * row, count * row);
+    copyOut(this.kernel, this.#at.out, out, from * row, count * row);
   }
 
   /** The softmax probabilities of queries from … (positions firstPosition …) into `weights` (an address). */
@@ -487,9 +465,13 @@ export class CacheMemory {
     causal: boolean, weights: number, keyCount: number): void {
     this.#ensureStaging('attentionWeights');
     const row = this.geometry.heads * this.geometry.headDim;
-    copyIn(this.kernel, this.#q, q, from * row, count * row);
+    copyIn(this.kernel, this.#at.q, q, from * row, count * row);
     this.kernel.abi.weights(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0, weights, keyCount);
   }
+}
+
+function outOfMemory(what: string, needs: string, cause: unknown): RangeError {
+  return new RangeError(`wasm-attention: ${what} needs ${needs}, and memory could not grow: ${(cause as Error).message}`);
 }
 
 /** The slot of a position (assembly/layout.ts). */

@@ -53,7 +53,7 @@ forEachBuild('fork', (build) => {
   const make = cachesDisposedAfterEach();
 
   for (const cfg of CFGS) {
-    const history = cfg.window ? 150 : 100; // windows: the ring has wrapped (twice) before the fork
+    const history = cfg.window ? 150 : 100; // windows: the ring has wrapped before the fork
     it(`parent and fork continue independently, each bit for bit a fresh cache fed its own history (${cfgName(cfg)})`, () => {
       const parent = make(cfg);
       const h = stream(cfg, history, 1);
@@ -79,7 +79,7 @@ forEachBuild('fork', (build) => {
       const c = stream(cfg, 2, 4);
       expectBitIdentical(feed(child, cfg, c, [1, 1], last), feed(freshB, cfg, c, [2], last), 'fork, last layer');
       expectBitIdentical(feed(parent, cfg, c, [2], last), feed(freshA, cfg, c, [1, 1], last), 'parent, last layer');
-      for (const x of [freshA, freshB]) x.dispose();
+      for (const x of [freshA, freshB, child]) x.dispose();
     });
   }
 
@@ -142,7 +142,7 @@ forEachBuild('fork', (build) => {
       const again = replay(cfg, [[slice(cfg, h, 0, 40), s]]);
       const t = stream(cfg, 2, 32);
       expectBitIdentical(feed(child, cfg, t), feed(again, cfg, t), `${cfgName(cfg)}: fork after the parent's reset`);
-      for (const x of [fresh, kept, again]) x.dispose();
+      for (const x of [fresh, kept, again, child]) x.dispose();
     }
   });
 
@@ -191,6 +191,7 @@ forEachBuild('fork', (build) => {
     const t = stream(cfg, 2, 52);
     expectBitIdentical(feed(child, cfg, t, [2], 1), feed(fresh, cfg, t, [2], 1), 'fork after its parent was disposed');
     fresh.dispose();
+    child.dispose();
   });
 
   it('fork() of a disposed cache throws like any other use', () => {
