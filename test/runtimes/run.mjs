@@ -473,10 +473,12 @@ await step('example-browser', 'example', async () => {
 });
 
 await step('example-worker', 'example', async () => {
-  const { exerciseWorker } = await import('./exercise-worker.mjs');
+  const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');
   // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
   const { script, warnings } = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
-  const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: 'Conversation' }, host: '127.0.0.1', port: 0 });
+  // the example's small-shape setting (its default is Llama-3.2-1B's), so the scenario's JSON bodies stay small
+  const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
+    bindings: { CACHE_OPTIONS: JSON.stringify(EXAMPLE_WORKER_SHAPE) }, host: '127.0.0.1', port: 0 });
   try {
     const url = await mf.ready;
     const report = await exerciseWorker(url.href);
