@@ -36,8 +36,12 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up to 2026-04-26
 
-/** Size budgets, checked on the tarball. */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 64 * 1024, facadeBundle: 32 * 1024 };
+/**
+ * Size budgets, checked on the tarball. The JavaScript ones were raised from 64 and 32 KB when pages, fork()
+ * and saved pieces arrived (dist/*.js 64.7 KB without comments, 30.5 KB minified, 11.7 KB gzipped): they are
+ * there to make growth a decision, not to forbid it.
+ */
+const BUDGET = { wasm: 64 * 1024, facadeJs: 96 * 1024, facadeBundle: 48 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
