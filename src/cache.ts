@@ -9,21 +9,24 @@ import {
   MAX_POSITION, cacheSettings, integerAtLeast, layerGeometry, outputArray, sameLength, settingsToOptions, tokensIn,
   type CacheSettings, type KVCacheOptions,
 } from './options.js';
-import { decodeHeader, encode, restore, type Run, type SavedLayer } from './persist.js';
+import {
+  encode, heldRanges, planPiece, readPieces, restore, runsCrc, saveRange, type PieceGeometry, type Run,
+} from './persist.js';
 import { CacheMemory, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 import { COUNT_BYTES } from './pages.js';
 
 export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
 
-/** Slots per kv head save() writes: positions sit at slots 0 … length − 1 until a ring has wrapped. */
-function savedRowsFor(length: number, intactFrom: number, slots: number): number {
+/** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
+function heldSlots(length: number, intactFrom: number, slots: number): number {
   return intactFrom === 0 && length <= slots ? length : slots;
 }
 
-/** Payload bytes of one saved layer: K and V rows, and int8 scales (persist.ts lays them out). */
-function layerPayloadBytes(geometry: LayerGeometry, rows: number): number {
-  const rowBytes = geometry.headDim * (geometry.int8 ? 1 : 4);
-  return 2 * geometry.kvHeads * rows * (rowBytes + (geometry.int8 ? 4 : 0));
+/** What the saved format needs of a cache's options. */
+function pieceGeometry(settings: CacheSettings): PieceGeometry {
+  const { kvHeads, headDim } = settings.shape;
+  const { window, sinks } = settings.scoring;
+  return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: settings.maxTokens, window, sinks };
 }
 
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
@@ -200,7 +203,7 @@ export class KVCache {
         this.#lengths[l] = n;
         this.#intactFrom[l] = Math.min(this.#intactFrom[l], n);
         // pages past what the layer still holds go back (a wrapped ring keeps them: save() writes every slot)
-        this.#memory.release(l, this.#savedRows(l));
+        this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], this.#memory.geometry.slots));
       }
     }
   }
@@ -222,58 +225,72 @@ export class KVCache {
   }
 
   /**
-   * Everything needed to continue later (options, lengths, the held K/V), in the format of
-   * docs/FORMAT.md. `KVCache.load` of these bytes continues bit-identically in the same build.
+   * Everything needed to continue later, in the format of docs/FORMAT.md: the options and, per layer, the
+   * positions `from` … `to` − 1 (defaults: 0 and the layer's length) the cache holds. `save()` is the whole
+   * state; `save({ from: n })` a piece holding only what came after position n, which `KVCache.load` applies
+   * after pieces reaching n (`from` may also be one position per layer, for layers at different lengths).
+   * A RangeError if a window already evicted positions the piece needs.
    */
-  save(): Uint8Array {
+  save(options?: { from?: number | readonly number[]; to?: number }): Uint8Array {
     this.#live();
-    const layers: SavedLayer[] = this.#lengths.map((length, l) => ({
-      length, intactFrom: this.#intactFrom[l], rows: this.#savedRows(l),
-    }));
-    const runs = layers.flatMap((saved, l) => this.#runs(l, saved.rows));
-    return encode({ options: settingsToOptions(this.#settings), build: this.#memory.kernel.build, layers }, runs, this.#memory.kernel.bytes());
+    const { from, to } = saveRange(options, this.#lengths);
+    const geometry = pieceGeometry(this.#settings);
+    const layers = planPiece(geometry, this.#states(), from, to);
+    const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
+    const header = {
+      options: settingsToOptions(this.#settings), build: this.#memory.kernel.build, layers,
+      continues: this.#rowsCrc(layers.map((layer) => layer.from)), reaches: this.#rowsCrc(layers.map((layer) => layer.to)),
+    };
+    return encode(header, runs, this.#memory.kernel.bytes());
+  }
+
+  /** CRC-32 of the rows at position ends[l] − 1 of every layer with ends[l] > 0: what pieces chain on. */
+  #rowsCrc(ends: number[]): number {
+    return runsCrc(ends.flatMap((end, l) => (end > 0 ? this.#runs(l, [[end - 1, end]]) : [])), this.#memory.kernel.bytes());
   }
 
   /**
-   * A cache that continues exactly where the saved one stood. Bytes that are not a saved cache of this
-   * format version (truncated, corrupted, or anything else) are refused with an Error.
+   * A cache that continues exactly where the saved one stood: from the bytes of `save()`, or from pieces in
+   * order (`save()` or `save({ from: 0 })` first, then each `save({ from })` continuing where the one
+   * before ended). With `base`, the pieces continue that cache instead (the first starting where it
+   * stands): the result is a fork() of it, sharing its pages, with the pieces applied; `base` is unchanged.
+   * Bytes that are not such pieces of this format version (truncated, corrupted, out of order, from another
+   * cache or history, anything else) are refused with an Error.
    */
-  static load(bytes: Uint8Array): KVCache {
+  static load(bytes: Uint8Array | readonly Uint8Array[], options?: { base?: KVCache }): KVCache {
     activeKernel();
-    if (!(bytes instanceof Uint8Array)) throw typeError('bytes', 'a Uint8Array from KVCache.save()', bytes);
-    const { header, payloadStart } = decodeHeader(bytes);
-    const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes: ${why}`);
-    let settings: CacheSettings;
-    try {
-      settings = cacheSettings(header.options);
-    } catch (error) {
-      throw refuse(`the saved options are invalid (${(error as Error).message})`);
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw typeError('options', 'an object { base? } or undefined', options);
     }
-    const geometry = layerGeometry(settings);
-    const layers = header.layers;
-    if (layers.length !== settings.layers) throw refuse(`${layers.length} saved layers for options.layers ${settings.layers}`);
-    const windowed = settings.scoring.window > 0;
-    let payload = 0;
-    layers.forEach((saved, l) => {
-      const numbers = saved && [saved.length, saved.intactFrom, saved.rows].every((n) => Number.isInteger(n) && n >= 0);
-      // exactly the states save() can write: eviction only past a full ring, and the rows that rule implies
-      const ok = numbers && saved.length <= MAX_POSITION && saved.intactFrom <= saved.length &&
-        (windowed ? saved.intactFrom >= saved.length - geometry.ring : saved.intactFrom === 0 && saved.length <= settings.maxTokens) &&
-        saved.rows === savedRowsFor(saved.length, saved.intactFrom, geometry.slots);
-      if (!ok) throw refuse(`layer ${l}'s saved state ${JSON.stringify(saved)} is not one a cache of these options can be in`);
-      payload += layerPayloadBytes(geometry, saved.rows);
+    const base = options?.base;
+    if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
+    if (base) base.#live();
+    // everything is checked before anything is allocated, so refused bytes never grow memory
+    const { settings, geometry, pieces, states } = readPieces(bytes, (options) => {
+      const settings = cacheSettings(options);
+      return { settings, geometry: pieceGeometry(settings), layers: settings.layers, options: settingsToOptions(settings) };
+    }, base && {
+      options: settingsToOptions(base.#settings), build: base.#memory.kernel.build, states: base.#states(),
+      reaches: base.#rowsCrc(base.#lengths),
     });
-    // checked before anything is allocated, so refused bytes never grow memory
-    const expected = payloadStart + payload + 4;
-    if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
-    const cache = new KVCache(settingsToOptions(settings));
+    const cache = base ? base.fork() : new KVCache(settingsToOptions(settings));
     try {
-      layers.forEach((saved, l) => cache.#memory.reserveSlots('KVCache.load', l, saved.rows));
-      const runs = layers.flatMap((saved, l) => cache.#runs(l, saved.rows));
-      restore(bytes, payloadStart, runs, cache.#memory.kernel.bytes());
-      layers.forEach((saved, l) => {
-        cache.#lengths[l] = saved.length;
-        cache.#intactFrom[l] = saved.intactFrom;
+      const slots = cache.#memory.geometry.slots;
+      states.forEach((state, l) => {
+        const from = cache.#lengths[l];
+        // the pages the pieces write: on a fork, its own copies of the pages it shares (copy on write)
+        if (base) {
+          if (state.length > from) cache.#memory.reserve('KVCache.load', l, from, state.length - from);
+        }
+        else cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots));
+      });
+      for (const piece of pieces) {
+        const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
+        restore(piece, runs, cache.#memory.kernel.bytes());
+      }
+      states.forEach((state, l) => {
+        cache.#lengths[l] = state.length;
+        cache.#intactFrom[l] = state.intactFrom;
       });
     } catch (error) {
       cache.dispose();
@@ -282,17 +299,16 @@ export class KVCache {
     return cache;
   }
 
-  /** Slots per kv head that hold data: the prefix 0 … length − 1 until a window's ring has wrapped. */
-  #savedRows(layer: number): number {
-    return savedRowsFor(this.#lengths[layer], this.#intactFrom[layer], this.#memory.geometry.slots);
+  #states(): Array<{ length: number; intactFrom: number }> {
+    return this.#lengths.map((length, l) => ({ length, intactFrom: this.#intactFrom[l] }));
   }
 
   /**
-   * The memory runs of one layer's first `rows` slots (K rows, V rows, then int8 scales): the one place
-   * that knows where saved K/V lives (pages, layer.ts).
+   * The memory of `positions` of one layer in the saved format's order (K rows per kv head, V rows, then
+   * int8 scales): the one place that knows where saved K/V lives (pages, layer.ts).
    */
-  #runs(layer: number, rows: number): Run[] {
-    return this.#memory.runs(layer, rows);
+  #runs(layer: number, positions: Array<[number, number]>): Run[] {
+    return this.#memory.runs(layer, positions);
   }
 
   /** truncate(0): empty every layer; its pages go back to the pool. */

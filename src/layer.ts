@@ -382,21 +382,33 @@ export class CacheMemory {
   }
 
   /**
-   * The memory runs of one layer's first `rows` slots, in saved-format order: per kv head the K rows,
-   * then per kv head the V rows, then (int8) the K scales and the V scales. Every page of those slots
-   * exists (reserveSlots, or the writes that filled them).
+   * The memory runs of `positions` ([start, end) ranges) of one layer, in saved-format order: per kv head
+   * the K rows, then per kv head the V rows, then (int8) the K scales and the V scales, each kv head's
+   * positions in the order given. Every page of those positions' slots exists (reserveSlots, or the writes
+   * that filled them).
    */
-  runs(layer: number, rows: number): Run[] {
-    const { kvHeads, headDim, int8 } = this.geometry;
+  runs(layer: number, positions: Array<[number, number]>): Run[] {
+    const { kvHeads, headDim, int8, sinks, ring } = this.geometry;
     const rowBytes = headDim * (int8 ? 1 : 4);
+    // the slots of the positions, as stretches that stay within one page and do not wrap
+    const stretches: Array<[number, number]> = [];
+    for (let [start, end] of positions) {
+      while (start < end) {
+        const slot = slotOf(start, sinks, ring);
+        const limit = start < sinks ? sinks - slot : sinks + ring - slot;
+        const count = Math.min(end - start, limit, PAGE_ROWS - (slot % PAGE_ROWS));
+        stretches.push([slot, count]);
+        start += count;
+      }
+    }
     const capacity = this.#capacity[layer];
     const at = this.#tables[layer] >>> 2;
     const w = this.#words();
     const runs: Run[] = [];
     const pagesOf = (r: number, offset: number, bytesPerRow: number) => {
-      for (let e = 0; e * PAGE_ROWS < rows; e++) {
-        const n = Math.min(PAGE_ROWS, rows - e * PAGE_ROWS);
-        runs.push({ address: (w[at + r * capacity + e] >>> 0) + offset, stride: 0, run: n * bytesPerRow, count: 1 });
+      for (const [slot, count] of stretches) {
+        const page = w[at + r * capacity + Math.floor(slot / PAGE_ROWS)] >>> 0;
+        runs.push({ address: page + offset + (slot % PAGE_ROWS) * bytesPerRow, bytes: count * bytesPerRow });
       }
     };
     for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, 0, rowBytes);

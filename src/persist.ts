@@ -1,54 +1,144 @@
-// The saved-cache format (documented in docs/FORMAT.md): everything a cache needs to continue exactly.
+// The saved-cache format (documented in docs/FORMAT.md): pieces that together hold everything a cache needs
+// to continue exactly. A piece holds, for every layer, the positions from … to − 1 (those the cache still
+// holds); `save()` is the piece from 0, `save({ from })` the positions since `from`, and `KVCache.load`
+// applies pieces in order. This module owns the format: the envelope, the header, which positions a piece
+// holds, and every check a piece must pass before a byte of it reaches the cache. The cache supplies only
+// its bookkeeping (lengths, what a ring still holds) and the memory runs of given positions.
 //
 //   offset  bytes  what
 //   0       8      magic: ASCII "wattn-kv"
 //   8       4      format version, u32 little-endian (FORMAT_VERSION)
 //   12      4      header length H, u32
-//   16      H      header: UTF-8 JSON { options, build, layers: [{ length, intactFrom, rows }] }
+//   16      H      header: UTF-8 JSON { options, build, layers: [{ from, to, held }], continues, reaches }
 //   …       0–3    zero padding to a multiple of 4
-//   …              per layer: K rows, V rows (per kv head, the first `rows` slots of its block), then for
-//                  int8 the K scales and V scales (per kv head, `rows` f32)
+//   …              per layer: K rows, V rows (per kv head, the held positions in order), then for int8
+//                  the K scales and V scales (per kv head and held position, an f32)
 //   end − 4 4      CRC-32 (IEEE) of every byte before it
 //
-// The rows are the cache's own bytes, so a loaded cache continues bit-identically in the same build; in
-// another build (say relaxed-simd → simd) it continues within float rounding of the original.
+// The rows are the cache's own bytes, so a loaded cache continues bit-identically in the same build.
 
 import type { Build } from './kernel.js';
+import { MAX_POSITION } from './options.js';
+import { rangeError, typeError } from './errors.js';
 
 export const MAGIC = 'wattn-kv';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 const PREFIX_BYTES = 16;
 
-export interface SavedLayer {
-  /** tokens appended to the layer */
-  length: number;
-  /** windowed caches: lowest ring position not yet overwritten */
-  intactFrom: number;
-  /** slots saved per kv head: the used prefix of the block */
-  rows: number;
+/** What a piece holds of one layer: it continues the layer at `from` and leaves it at `to`. */
+export interface PieceLayer {
+  from: number;
+  to: number;
+  /** the first ring position held (from, or later where a window had already evicted what lies between) */
+  held: number;
 }
 
-export interface SavedHeader {
+export interface PieceHeader {
   options: Record<string, unknown>;
   build: Build;
-  layers: SavedLayer[];
+  layers: PieceLayer[];
+  /** CRC-32 of the rows at position from − 1 of every layer with from > 0: the state this piece continues */
+  continues: number;
+  /** CRC-32 of the rows at position to − 1 of every layer with to > 0: what the next piece must continue */
+  reaches: number;
 }
 
-/** A region of the saved payload: `bytes` bytes, copied from/to `count` runs of `run` bytes each. */
+/** A cache's bookkeeping for one layer. */
+export interface LayerState {
+  /** tokens appended (with a window this keeps counting past what is held) */
+  length: number;
+  /** windowed caches: the lowest ring position whose row has not been overwritten */
+  intactFrom: number;
+}
+
+/** What the format needs to know of a cache's options. */
+export interface PieceGeometry {
+  kvHeads: number;
+  headDim: number;
+  int8: boolean;
+  maxTokens: number;
+  /** 0 without a window */
+  window: number;
+  sinks: number;
+}
+
+/** Bytes of linear memory, `bytes` long from `address`: one stretch of a piece's payload. */
 export interface Run {
-  /** byte address in linear memory of the first run */
   address: number;
-  /** bytes between the starts of consecutive runs in memory */
-  stride: number;
-  run: number;
-  count: number;
+  bytes: number;
 }
 
-export function encode(header: SavedHeader, runs: Run[], memory: Uint8Array): Uint8Array {
+/** Positions [start, end) a piece holds of a layer, in payload order: the sinks it adds, then the ring's. */
+export function heldRanges(layer: PieceLayer, geometry: PieceGeometry): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  const sinksEnd = Math.min(geometry.sinks, layer.to);
+  if (layer.from < sinksEnd) ranges.push([layer.from, sinksEnd]);
+  if (layer.held < layer.to) ranges.push([layer.held, layer.to]);
+  return ranges;
+}
+
+function heldCount(layer: PieceLayer, geometry: PieceGeometry): number {
+  return heldRanges(layer, geometry).reduce((n, [a, b]) => n + b - a, 0);
+}
+
+/** Payload bytes of `positions` positions of one layer: K and V rows, and int8 scales. */
+function payloadBytes(geometry: PieceGeometry, positions: number): number {
+  const rowBytes = geometry.headDim * (geometry.int8 ? 1 : 4);
+  return 2 * geometry.kvHeads * positions * (rowBytes + (geometry.int8 ? 4 : 0));
+}
+
+/**
+ * The range of `cache.save(options)` per layer: `from` (default 0; a number, or one per layer such as the
+ * lengths at the previous save) and `to` (default: the layer's length), clipped to what each layer holds.
+ */
+export function saveRange(options: unknown, lengths: number[]): { from: number[]; to: number[] } {
+  if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
+    throw typeError('options', 'an object { from?, to? } or undefined', options);
+  }
+  const longest = Math.max(...lengths);
+  const position = (name: string, value: unknown, most: number, what: string) => {
+    if (typeof value !== 'number') throw typeError(name, `an integer from 0 to ${what} (${most})`, value);
+    if (!Number.isInteger(value) || value < 0 || value > most) throw rangeError(name, `an integer from 0 to ${what} (${most})`, value);
+    return value;
+  };
+  const bag = (options ?? {}) as { from?: unknown; to?: unknown };
+  const to = position('options.to', bag.to ?? longest, longest, "the longest layer's length");
+  const ends = lengths.map((length) => Math.min(to, length));
+  if (Array.isArray(bag.from)) {
+    if (bag.from.length !== lengths.length) throw rangeError('options.from', `a position per layer (${lengths.length})`, bag.from);
+    return { from: bag.from.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
+  }
+  const from = position('options.from', bag.from ?? 0, to, 'options.to');
+  return { from: ends.map((end) => Math.min(from, end)), to: ends };
+}
+
+/**
+ * What a piece holds of each layer, from `from[l]` to `to[l]`, or a RangeError when a window has evicted
+ * positions the piece would need: the row before `from` (the state it continues), or positions the state
+ * at `to` still attends to.
+ */
+export function planPiece(geometry: PieceGeometry, states: LayerState[], from: number[], to: number[]): PieceLayer[] {
+  const { window, sinks, maxTokens: ring } = geometry;
+  return states.map(({ length, intactFrom }, l) => {
+    const [layerFrom, layerTo] = [from[l], to[l]];
+    if (window === 0) return { from: layerFrom, to: layerTo, held: layerFrom };
+    const isHeld = (p: number) => p < length && (p < sinks || p >= intactFrom);
+    const held = Math.min(layerTo, Math.max(layerFrom, sinks, layerTo - ring, intactFrom));
+    const needed = Math.min(layerTo, Math.max(layerFrom, sinks, layerTo - window + 1));
+    const evicted = [layerFrom - 1, layerTo - 1].find((p) => p >= 0 && !isHeld(p));
+    if (evicted !== undefined || held > needed) {
+      throw new RangeError(`wasm-attention: options.from and options.to must name positions layer ${l} still holds: ` +
+        `a piece from ${layerFrom} to ${layerTo} needs position ${evicted ?? needed}, but its ring of ${ring} slots ` +
+        `holds positions from ${Math.max(sinks, intactFrom)} (and the ${sinks} sinks); got from ${layerFrom}, to ${layerTo}`);
+    }
+    return { from: layerFrom, to: layerTo, held };
+  });
+}
+
+export function encode(header: PieceHeader, runs: Run[], memory: Uint8Array): Uint8Array {
   const json = new TextEncoder().encode(JSON.stringify(header));
   const payloadStart = align4(PREFIX_BYTES + json.length);
-  let payload = 0;
-  for (const r of runs) payload += r.run * r.count;
+  const payload = runs.reduce((n, r) => n + r.bytes, 0);
   const bytes = new Uint8Array(payloadStart + payload + 4);
   const view = new DataView(bytes.buffer);
   bytes.set(new TextEncoder().encode(MAGIC), 0);
@@ -57,33 +147,158 @@ export function encode(header: SavedHeader, runs: Run[], memory: Uint8Array): Ui
   bytes.set(json, PREFIX_BYTES);
   let at = payloadStart;
   for (const r of runs) {
-    for (let i = 0; i < r.count; i++) {
-      const from = r.address + i * r.stride;
-      bytes.set(memory.subarray(from, from + r.run), at);
-      at += r.run;
-    }
+    bytes.set(memory.subarray(r.address, r.address + r.bytes), at);
+    at += r.bytes;
   }
   view.setUint32(at, crc32(bytes, 0, at), true);
   return bytes;
 }
 
-/** Checks the envelope (magic, version, checksum) and returns the header and where the payload starts. */
-export function decodeHeader(bytes: Uint8Array): { header: SavedHeader; payloadStart: number } {
-  const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes: ${why}`);
+/** CRC-32 of the memory along `runs`, as if they were one stretch of bytes. */
+export function runsCrc(runs: Run[], memory: Uint8Array): number {
+  let crc = 0;
+  for (const r of runs) crc = crc32(memory, r.address, r.address + r.bytes, crc);
+  return crc;
+}
+
+/** A checked piece, ready to be copied into a cache. */
+export interface Piece {
+  bytes: Uint8Array;
+  payloadStart: number;
+  layers: PieceLayer[];
+}
+
+/** What a list of pieces restores: the options to build the cache from, the pieces, and the final state. */
+export interface Restoration<Settings> {
+  settings: Settings;
+  geometry: PieceGeometry;
+  pieces: Piece[];
+  states: LayerState[];
+}
+
+/** How the cache reads a piece's options: validated settings (or a throw), their geometry, and canonical options. */
+export type ReadOptions<Settings> = (options: unknown) => {
+  settings: Settings; geometry: PieceGeometry; layers: number; options: Record<string, unknown>;
+};
+
+/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows' CRC. */
+export interface Base {
+  options: Record<string, unknown>;
+  build: Build;
+  states: LayerState[];
+  reaches: number;
+}
+
+/**
+ * Checks every piece before anything is allocated: each envelope (magic, version, checksum), header and
+ * payload size, and that the pieces form one history: the first starts every layer at 0 (or where `base`
+ * stands, continuing its last rows), each later one continues exactly where the previous left every layer
+ * (same positions, same last rows), with the same options and build. Throws an Error that names the piece
+ * and what is wrong.
+ */
+export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>, base?: Base): Restoration<Settings> {
+  const list = input instanceof Uint8Array ? [input] : Array.isArray(input) ? input : undefined;
+  if (!list) throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
+  if (list.length === 0) throw rangeError('bytes', 'at least one saved piece', list);
+  list.forEach((bytes, i) => {
+    if (!(bytes instanceof Uint8Array)) throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
+  });
+  let first: ReturnType<ReadOptions<Settings>> | undefined;
+  let build = base?.build;
+  let states: LayerState[] = base ? base.states.map((state) => ({ ...state })) : [];
+  let reached = base?.reaches ?? 0;
+  const before = base ? 'the base cache' : "the first piece's";
+  const pieces: Piece[] = [];
+  (list as Uint8Array[]).forEach((bytes, i) => {
+    const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes` +
+      `${list.length > 1 ? ` (piece ${i} of ${list.length})` : ''}: ${why}`);
+    const { header, payloadStart } = decodeEnvelope(bytes, refuse);
+    let described: ReturnType<ReadOptions<Settings>>;
+    try {
+      described = read(header.options);
+    } catch (error) {
+      throw refuse(`the saved options are invalid (${(error as Error).message})`);
+    }
+    const expectedOptions = base?.options ?? first?.options;
+    if (expectedOptions && JSON.stringify(described.options) !== JSON.stringify(expectedOptions)) {
+      throw refuse(`its options ${JSON.stringify(described.options)} differ from ${before} ${JSON.stringify(expectedOptions)}`);
+    }
+    if (build !== undefined && header.build !== build) {
+      throw refuse(`it was saved by the ${JSON.stringify(header.build)} build, ${before} by ${JSON.stringify(build)}`);
+    }
+    if (!first) {
+      first = described;
+      build = header.build;
+      if (!base) states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
+    }
+    const geometry = described.geometry;
+    const layers = header.layers;
+    if (layers.length !== states.length) throw refuse(`${layers.length} saved layers for options.layers ${states.length}`);
+    let payload = 0;
+    layers.forEach((layer, l) => {
+      if (!isPossible(layer, geometry)) {
+        throw refuse(`layer ${l}'s saved range ${JSON.stringify(layer)} is not one a cache of these options can save`);
+      }
+      if (layer.from !== states[l].length) {
+        throw refuse(`it continues layer ${l} from position ${layer.from}, but ${i > 0 ? 'the pieces before it leave' : base ? 'the base cache holds' : 'an empty cache has'} ` +
+          `that layer at ${states[l].length} (pieces missing, repeated or out of order)`);
+      }
+      payload += payloadBytes(geometry, heldCount(layer, geometry));
+    });
+    if (!Number.isInteger(header.continues) || !Number.isInteger(header.reaches) || header.continues < 0 || header.reaches < 0) {
+      throw refuse('the header lacks its continues/reaches checksums');
+    }
+    if (header.continues !== reached) {
+      throw refuse(`it does not continue the history ${i > 0 ? 'the pieces before it hold' : base ? 'the base cache holds' : 'of an empty cache'} ` +
+        '(the rows before it differ: saved from another cache, or before a truncate replaced those positions)');
+    }
+    const expected = payloadStart + payload + 4;
+    if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
+    reached = header.reaches;
+    states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
+    pieces.push({ bytes, payloadStart, layers });
+  });
+  return { settings: first!.settings, geometry: first!.geometry, pieces, states };
+}
+
+/** Exactly the ranges planPiece can produce for these options (whatever state they came from). */
+function isPossible(layer: PieceLayer, geometry: PieceGeometry): boolean {
+  if (!layer || typeof layer !== 'object') return false;
+  const { from, to, held } = layer;
+  if (![from, to, held].every((n) => Number.isInteger(n) && n >= 0) || from > to || to > MAX_POSITION) return false;
+  const { window, sinks, maxTokens: ring } = geometry;
+  if (window === 0) return to <= ring && held === from;
+  const lowest = Math.min(to, Math.max(from, sinks, to - ring));
+  const highest = Math.min(to, Math.max(from, sinks, to - window + 1));
+  return held >= lowest && held <= highest;
+}
+
+/** A windowed layer's lowest intact ring position after a piece: positions it skipped or overwrote are not. */
+function intactAfter(state: LayerState, layer: PieceLayer, geometry: PieceGeometry): number {
+  if (geometry.window === 0) return 0;
+  const skipped = layer.held > Math.max(layer.from, geometry.sinks) ? layer.held : 0;
+  return Math.max(state.intactFrom, layer.to - geometry.maxTokens, skipped);
+}
+
+/** Checks the envelope (magic, version, checksum, JSON header) and returns the header and where the payload starts. */
+function decodeEnvelope(bytes: Uint8Array, refuse: (why: string) => Error): { header: PieceHeader; payloadStart: number } {
   if (bytes.length < PREFIX_BYTES + 4) throw refuse(`${bytes.length} bytes are too few to be a saved cache`);
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
   if (magic !== MAGIC) throw refuse(`they do not start with "${MAGIC}" (not a saved KVCache)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
+  if (version === 1) {
+    throw refuse('format version 1 (wasm-attention 0.1.0); this version reads version 2 (pieces) only: ' +
+      'rebuild the cache from its tokens, or load these bytes with 0.1.0');
+  }
   if (version !== FORMAT_VERSION) {
     throw refuse(`format version ${version}; this version of wasm-attention reads version ${FORMAT_VERSION}`);
   }
   const stored = view.getUint32(bytes.length - 4, true);
-  const actual = crc32(bytes, 0, bytes.length - 4);
-  if (stored !== actual) throw refuse('the checksum does not match (truncated or corrupted)');
+  if (stored !== crc32(bytes, 0, bytes.length - 4)) throw refuse('the checksum does not match (truncated or corrupted)');
   const headerLength = view.getUint32(12, true);
   if (PREFIX_BYTES + headerLength > bytes.length - 4) throw refuse('the header length runs past the end');
-  let header: SavedHeader;
+  let header: PieceHeader;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength)));
   } catch (error) {
@@ -95,14 +310,12 @@ export function decodeHeader(bytes: Uint8Array): { header: SavedHeader; payloadS
   return { header, payloadStart: align4(PREFIX_BYTES + headerLength) };
 }
 
-/** Copies the payload into memory along `runs`; the caller has checked the total length. */
-export function restore(bytes: Uint8Array, payloadStart: number, runs: Run[], memory: Uint8Array): void {
-  let at = payloadStart;
+/** Copies a piece's payload into memory along `runs` (readPieces checked its size). */
+export function restore(piece: Piece, runs: Run[], memory: Uint8Array): void {
+  let at = piece.payloadStart;
   for (const r of runs) {
-    for (let i = 0; i < r.count; i++) {
-      memory.set(bytes.subarray(at, at + r.run), r.address + i * r.stride);
-      at += r.run;
-    }
+    memory.set(piece.bytes.subarray(at, at + r.bytes), r.address);
+    at += r.bytes;
   }
 }
 
@@ -127,9 +340,10 @@ function crcTables(): Int32Array {
   return t;
 }
 
-export function crc32(bytes: Uint8Array, start: number, end: number): number {
+/** CRC-32 of bytes[start … end), continuing `previous` (the CRC of the bytes before them, 0 for none). */
+export function crc32(bytes: Uint8Array, start: number, end: number, previous = 0): number {
   const t = (tables ??= crcTables());
-  let crc = -1;
+  let crc = ~previous;
   let i = start;
   for (; i + 8 <= end; i += 8) {
     const lo = crc ^ (bytes[i] | bytes[i + 1] << 8 | bytes[i + 2] << 16 | bytes[i + 3] << 24);

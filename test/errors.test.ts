@@ -359,8 +359,8 @@ forEachBuild('errors', (buildName) => {
       const shift = Math.floor((MAX_POSITION - 3 - c.lengthOf(0)) / ring) * ring;
       const moved = KVCache.load(
         withHeader(c.save(), (h) => {
-          h.layers[0].length += shift;
-          h.layers[0].intactFrom += shift;
+          h.layers[0].to += shift;
+          h.layers[0].held += shift;
         }),
       );
       c.dispose();

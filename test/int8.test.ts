@@ -26,7 +26,7 @@ import {
 } from './support/util.js';
 
 interface Quantized {
-  /** layer 0 only: [rows][kvHeads][headDim] dequantized K and V, one row a slot */
+  /** layer 0 only: [rows][kvHeads][headDim] dequantized K and V, one row a held position */
   k: Float32Array;
   v: Float32Array;
   kq: Int8Array;
@@ -34,13 +34,18 @@ interface Quantized {
   kScale: Float32Array; // [kvHeads][rows]
   vScale: Float32Array;
   rows: number;
+  /** the position each row holds, in payload order (docs/FORMAT.md: the sinks, then held … to − 1) */
+  positions: number[];
 }
 
-/** Reads layer 0 of an int8 save into slot-major arrays ([slot][kvHeads][headDim], like the inputs). */
+/** Reads layer 0 of an int8 save into row-major arrays ([row][kvHeads][headDim], like the inputs). */
 function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
   const p = parseSave(bytes);
   expect(p.header.options.dtype).toBe('int8');
-  const { rows } = p.header.layers[0];
+  const { from, to, held } = p.header.layers[0];
+  const sinkEnd = cfg.window !== undefined ? Math.min(cfg.sinks ?? 0, to) : 0;
+  const positions = [...range(Math.max(0, sinkEnd - from)).map((i) => from + i), ...range(to - held).map((i) => held + i)];
+  const rows = positions.length;
   const H = kvHeadsOf(cfg);
   const D = cfg.headDim;
   const pay = p.payload;
@@ -69,27 +74,26 @@ function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
       }
     }
   }
-  return { k, v, kq, vq, kScale, vScale, rows };
+  return { k, v, kq, vq, kScale, vScale, rows, positions };
 }
 
-const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
 
 /**
- * The dequantized K/V of positions 0 … length − 1, token-major, read from the slots that hold them
- * (docs/FORMAT.md); positions a ring has overwritten are NaN, so a reference that reads one fails loudly.
+ * The dequantized K/V of positions 0 … length − 1, token-major, from the rows that hold them; positions a
+ * ring has already overwritten are not saved and stay NaN, so a reference that reads one fails loudly.
  */
 function storedByPosition(deq: Quantized, cfg: Cfg, length: number): { k: Float32Array; v: Float32Array } {
   const w = kvHeadsOf(cfg) * cfg.headDim;
-  const sinks = cfg.sinks ?? 0;
   const k = new Float32Array(length * w).fill(NaN);
   const v = new Float32Array(length * w).fill(NaN);
-  for (let p = 0; p < length; p++) {
-    const windowed = cfg.window !== undefined;
-    const slot = !windowed || p < sinks ? p : sinks + ((p - sinks) % cfg.maxTokens);
-    if (windowed && p >= sinks && p < length - cfg.maxTokens) continue; // overwritten by p + maxTokens …
-    k.set(deq.k.subarray(slot * w, (slot + 1) * w), p * w);
-    v.set(deq.v.subarray(slot * w, (slot + 1) * w), p * w);
-  }
+  deq.positions.forEach((p, row) => {
+    if (p >= length) return;
+    k.set(deq.k.subarray(row * w, (row + 1) * w), p * w);
+    v.set(deq.v.subarray(row * w, (row + 1) * w), p * w);
+  });
   return { k, v };
 }
 

@@ -6,29 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './support/reference.js';
 import {
-  BUILDS,
-  Rng,
-  SUPPORT,
-  expectBitIdentical,
-  expectClose,
-  expectThrows,
-  forEachBuild,
-  named,
-  tolFor,
-  wasmBytes,
-  cfgName,
-  envelope,
-  feed,
-  feedRef,
-  heap,
-  ones,
-  parseSave,
-  rechecksum,
-  slice,
-  stream,
-  withHeader,
-  type Cfg,
-  type Stream,
+  BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
+  cfgName, crc32, envelope, feed, heldBytes, pageBytesFor, feedRef, heap, ones, parseSave, rechecksum, slice, stream,
+  withHeader, type Cfg, type Stream,
 } from './support/util.js';
 
 /** One step of building a cache's state. */
@@ -193,20 +173,254 @@ forEachBuild('save/load', (buildName) => {
       expectBitIdentical(feed(keep(KVCache.load(Buffer.from(bytes))), cfg, next), want, 'from a Buffer');
     });
 
-    it('the format is the documented one: magic, version 1, JSON header with options and layers, CRC-32', () => {
+    it('the format is the documented one: magic, version 2, JSON header with options, layers and row checksums, CRC-32', () => {
       const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, rope: { theta: 1000 } };
       const a = make(cfg);
       feed(a, cfg, stream(cfg, 5, 1), [5], 0);
       feed(a, cfg, stream(cfg, 30, 2), [30], 1);
       const bytes = a.save();
       const p = parseSave(bytes);
-      expect(p.version).toBe(1);
+      expect(p.version).toBe(2);
       expect(p.header.build).toBe(buildName);
       expect(p.header.options).toMatchObject({ layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, dtype: 'float32' });
-      expect(p.header.layers.map((l) => l.length)).toEqual([5, 30]);
-      expect(p.header.layers.map((l) => l.rows)).toEqual([5, 14]); // the ring of layer 1 wrapped: every slot
-      expect(p.payload.length).toBe((5 + 14) * 2 * 2 * 8 * 4);
+      // layer 1's ring wrapped: it holds its 2 sinks and positions 18 … 29 (30 − 12 slots)
+      expect(p.header.layers).toEqual([{ from: 0, to: 5, held: 2 }, { from: 0, to: 30, held: 18 }]);
+      expect(p.payload.length).toBe((5 + 2 + 12) * 2 * 2 * 8 * 4);
+      expect(p.header.continues, 'a piece from 0 continues nothing').toBe(0);
+      // reaches: CRC-32 of the rows at each layer's last position, in payload order (K per kv head, V per kv head)
+      const row = 8 * 4;
+      const rowsAt = (layerStart: number, held: number, index: number) => [0, 1, 2, 3].map((part) =>
+        p.payload.subarray(layerStart + (part * held + index) * row, layerStart + (part * held + index + 1) * row));
+      const last = [...rowsAt(0, 5, 4), ...rowsAt(5 * 4 * row, 14, 13)];
+      expect(p.header.reaches).toBe(crc32(Buffer.concat(last)));
       expect(rechecksum(bytes.slice()).every((x, i) => x === bytes[i]), 'the stored CRC is zlib CRC-32').toBe(true);
+    });
+  });
+
+  describe('pieces: save({ from, to }) holds only positions since from; load(pieces) applies them in order', () => {
+    /** Builds the point's state, saving a piece after every op from the lengths of the save before it. */
+    function savedInPieces(pt: Point, seed: number): { original: KVCache; pieces: Uint8Array[] } {
+      const original = make(pt.cfg);
+      let pieces = [original.save()];
+      let since = lengths(original, pt.cfg);
+      for (const op of pt.ops) {
+        build(original, undefined, pt.cfg, [op], seed++);
+        // a truncate replaced positions the pieces so far reach: start again from a whole save
+        pieces = 'truncate' in op ? [original.save()] : [...pieces, original.save({ from: since })];
+        since = lengths(original, pt.cfg);
+      }
+      return { original, pieces };
+    }
+
+    for (const [i, pt] of POINTS.entries()) {
+      it(`saved op by op, loaded from the pieces: the same state as saved whole (${pt.name})`, () => {
+        const { original, pieces } = savedInPieces(pt, 2000 * i);
+        const loaded = keep(KVCache.load(pieces));
+        expect(lengths(loaded, pt.cfg)).toEqual(lengths(original, pt.cfg));
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(original.save())), 'save() of the pieces === save() of the original').toBe(true);
+        const a = continueAll(original, pt.cfg, 11 + i);
+        const b = continueAll(loaded, pt.cfg, 11 + i);
+        a.forEach((x, l) => expectBitIdentical(b[l], x, `layer ${l}: loaded from ${pieces.length} pieces vs original`));
+      });
+    }
+
+    it('a piece holds only its positions: pages of 64 positions and a partial last page, as the edge example stores them', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 300, dtype: 'int8', rope: {} };
+      const a = make(cfg);
+      const twin = make(cfg);
+      const s = stream(cfg, 150, 21);
+      const rows = new Map<number, Uint8Array>();  // storage rows keyed by first position
+      // payload of n positions: 2 layers × K and V × 2 kv heads × (16 int8 values + an f32 scale)
+      const payloadOf = (n: number) => n * 2 * 2 * 2 * (16 + 4);
+      for (let t = 0; t < 150; t++) {
+        for (let l = 0; l < 2; l++) feed(a, cfg, slice(cfg, s, t, t + 1), [1], l);
+        const page = Math.floor(t / 64) * 64;
+        if (t + 1 === page + 64) {
+          // the page is complete: one row for it replaces its one-token rows
+          for (const key of [...rows.keys()].filter((k) => k >= page)) rows.delete(key);
+          rows.set(page, a.save({ from: page, to: page + 64 }));
+          expect(parseSave(rows.get(page)!).payload.length).toBe(payloadOf(64));
+        } else {
+          rows.set(t, a.save({ from: t }));
+          expect(parseSave(rows.get(t)!).payload.length, 'a one-token piece').toBe(payloadOf(1));
+        }
+      }
+      expect([...rows.keys()].filter((k) => k % 64 === 0 && k < 128)).toEqual([0, 64]);
+      const loaded = keep(KVCache.load([...rows.keys()].sort((x, y) => x - y).map((k) => rows.get(k)!)));
+      for (let l = 0; l < 2; l++) feed(twin, cfg, s, [150], l);
+      expect(Buffer.from(loaded.save()).equals(Buffer.from(twin.save()))).toBe(true);
+      const next = stream(cfg, 3, 22);
+      expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(twin, cfg, next, [1, 2], 1), 'loaded from pages vs fed whole');
+    });
+
+    it('a fork stores only what it adds: the parent\'s save, then the fork\'s pieces, load as the fork', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 200, dtype: 'int8', rope: {} };
+      const prompt = make(cfg);
+      for (let l = 0; l < 2; l++) feed(prompt, cfg, stream(cfg, 70, 61), [70], l);
+      const shared = prompt.save();
+      const chats = [keep(prompt.fork()), keep(prompt.fork())];
+      const pieces = chats.map((chat, i) => {
+        for (let l = 0; l < 2; l++) feed(chat, cfg, stream(cfg, 5, 62 + i), [1, 4], l);
+        return chat.save({ from: 70 });
+      });
+      chats.forEach((chat, i) => {
+        const loaded = keep(KVCache.load([shared, pieces[i]]));
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), `chat ${i}`).toBe(true);
+        const next = stream(cfg, 2, 70);
+        expectBitIdentical(feed(loaded, cfg, next, [2], 1), feed(chat, cfg, next, [2], 1), `chat ${i} loaded vs live`);
+      });
+      // and one chat's piece does not continue the other's history
+      expectRefused([shared, pieces[0], pieces[1]], "chat 1's piece after chat 0's", [/piece 2 of 3/]);
+    });
+
+    for (const cfg of [
+      { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 300, dtype: 'int8', rope: {} },
+      { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 40, window: 24, sinks: 2, rope: {} },
+    ] as Cfg[]) {
+      it(`load(pieces, { base }): a fork of base with the pieces, sharing base's pages; base unchanged (${cfgName(cfg)})`, () => {
+        const prompt = make(cfg);
+        const twin = make(cfg);
+        const s = stream(cfg, 150, 81);
+        for (const c of [prompt, twin]) for (let l = 0; l < 2; l++) feed(c, cfg, s, [150], l);
+        const chat = keep(prompt.fork());
+        // (a window of 24 keeps a piece within what the ring still holds)
+        const n = cfg.window ? 10 : 70;
+        for (let l = 0; l < 2; l++) feed(chat, cfg, stream(cfg, n, 82), [1, n - 1], l);
+        const pieces = [chat.save({ from: 150, to: 151 }), chat.save({ from: 151 })];
+        const held = heldBytes();
+        const loaded = keep(KVCache.load(pieces, { base: prompt }));
+        const onBase = heldBytes() - held;
+        const alone = keep(KVCache.load([prompt.save(), ...pieces]));
+        if (!cfg.window) {
+          // positions 150 … 219 take pages 2 and 3 of each (layer, kv head, K|V): the fork copies the shared
+          // page 2 and adds page 3, where a cache of its own holds pages 0 … 3
+          const rows = 2 * 2 * 2;
+          expect(onBase, 'loaded on base: 2 pages per row (and a descriptor)').toBeLessThan((2 * rows + 1) * pageBytesFor(cfg));
+          expect(heldBytes() - held - onBase, 'loaded alone: 4 pages per row').toBeGreaterThanOrEqual(4 * rows * pageBytesFor(cfg));
+        }
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), 'the same state as the live fork').toBe(true);
+        expect(Buffer.from(alone.save()).equals(Buffer.from(chat.save())), 'and as the pieces loaded after the base\'s save').toBe(true);
+        const next = stream(cfg, 3, 83);
+        expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(chat, cfg, next, [1, 2], 1), 'loaded on base vs the live fork');
+        expect(prompt.length).toBe(150);
+        expectBitIdentical(feed(prompt, cfg, next, [3], 0), feed(twin, cfg, next, [3], 0), 'the base goes on as if nothing happened');
+      });
+    }
+
+    it('load(pieces, { base }) refuses pieces that do not continue the base, and bad bases', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 40, rope: {} };
+      const base = make(cfg);
+      const other = make(cfg);
+      for (let l = 0; l < 2; l++) {
+        feed(base, cfg, stream(cfg, 10, 91), [10], l);
+        feed(other, cfg, stream(cfg, 10, 92), [10], l);
+      }
+      const fork = keep(base.fork());
+      for (let l = 0; l < 2; l++) feed(fork, cfg, stream(cfg, 5, 93), [5], l);
+      const piece = fork.save({ from: 10 });
+      const baseBytes = base.save();
+      const longer = make({ ...cfg, maxTokens: 41 });
+      const cases: [string, () => unknown, ErrorConstructor, RegExp][] = [
+        ['a base of another history', () => KVCache.load(piece, { base: other }), Error, /does not continue the history the base cache holds/],
+        ['a piece from elsewhere', () => KVCache.load(fork.save({ from: 12 }), { base }), Error, /from position 12, but the base cache holds that layer at 10/],
+        ['a whole save', () => KVCache.load(fork.save(), { base }), Error, /from position 0, but the base cache holds that layer at 10/],
+        ['a base of other options', () => KVCache.load(piece, { base: longer }), Error, /options .* differ from the base cache/],
+        ['a base that is not a cache', () => KVCache.load(piece, { base: {} as never }), TypeError, named('options.base')],
+        ['options that are not an object', () => KVCache.load(piece, 5 as never), TypeError, named('options')],
+      ];
+      for (const [what, load, type, message] of cases) {
+        const allocated = heap().allocatedBytes;
+        try {
+          expectThrows(load, type, [message]);
+        } catch (e) {
+          throw new Error(`${what}: ${(e as Error).message}`);
+        }
+        expect(heap().allocatedBytes, `${what}: nothing kept`).toBe(allocated);
+      }
+      expect(Buffer.from(base.save()).equals(Buffer.from(baseBytes)), 'the base is unchanged').toBe(true);
+      const gone = make(cfg);
+      gone.dispose();
+      expectThrows(() => KVCache.load(piece, { base: gone }), Error, [/disposed/]);
+    });
+
+    it('cut anywhere with { from, to }: the pieces load as the whole', () => {
+      const cfg: Cfg = { layers: 3, heads: 2, headDim: 8, maxTokens: 64, rope: {} };
+      const a = make(cfg);
+      feed(a, cfg, stream(cfg, 40, 31), [40], 0);
+      feed(a, cfg, stream(cfg, 40, 32), [40], 1);
+      feed(a, cfg, stream(cfg, 17, 33), [17], 2);
+      const rng = new Rng(34);
+      for (let round = 0; round < 10; round++) {
+        const cuts = [...new Set([0, 40, ...Array.from({ length: rng.int(0, 6) }, () => rng.int(0, 40))])].sort((x, y) => x - y);
+        const pieces = cuts.slice(1).map((to, j) => a.save({ from: cuts[j], to }));
+        const loaded = KVCache.load(pieces);
+        try {
+          expect(Buffer.from(loaded.save()).equals(Buffer.from(a.save())), `cut at ${cuts}`).toBe(true);
+        } finally {
+          loaded.dispose();
+        }
+      }
+    });
+
+    it('refused: pieces out of order, missing, repeated, from another cache, from before a truncate, of other options or build', () => {
+      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 40, rope: {} };
+      const a = make(cfg);
+      const s = stream(cfg, 30, 41);
+      const cutsAt = [0, 10, 20, 30];
+      const pieces: Uint8Array[] = [];
+      for (let j = 1; j < cutsAt.length; j++) {
+        for (let l = 0; l < 2; l++) feed(a, cfg, slice(cfg, s, cutsAt[j - 1], cutsAt[j]), [cutsAt[j] - cutsAt[j - 1]], l);
+        pieces.push(a.save({ from: cutsAt[j - 1] }));
+      }
+      const [p0, p1, p2] = pieces;
+      expect(keep(KVCache.load(pieces)).length).toBe(30);
+      // another cache of the same options at the same lengths, fed other tokens
+      const b = make(cfg);
+      for (let l = 0; l < 2; l++) feed(b, cfg, stream(cfg, 20, 42), [20], l);
+      const other = b.save({ from: 10 });
+      // a truncate to 15 and 5 other tokens: a piece from 20 no longer continues the pieces saved before
+      const c = keep(KVCache.load([p0, p1]));
+      c.truncate(15);
+      for (let l = 0; l < 2; l++) feed(c, cfg, stream(cfg, 10, 43), [10], l);
+      const afterTruncate = c.save({ from: 20 });
+      const scaled = make({ ...cfg, scale: 0.5 });
+      for (let l = 0; l < 2; l++) feed(scaled, cfg, slice(cfg, s, 0, 20), [20], l);
+      const otherBuild = withHeader(p2, (x) => { x.build = x.build === 'simd' ? 'scalar' : 'simd'; });
+      const cases: [string, Uint8Array[], RegExp][] = [
+        ['the last two swapped', [p0, p2, p1], /piece 1 of 3.*continues layer 0 from position 20.*leave that layer at 10/],
+        ['the middle one missing', [p0, p2], /piece 1 of 2.*from position 20.*at 10/],
+        ['one repeated', [p0, p1, p1, p2], /piece 2 of 4/],
+        ['no whole save first', [p1, p2], /piece 0 of 2.*from position 10.*at 0/],
+        ['a piece of another cache', [p0, other, p2], /piece 1 of 3.*does not continue/],
+        ['a piece saved after a truncate replaced positions the earlier pieces hold', [p0, p1, afterTruncate], /piece 2 of 3.*does not continue/],
+        ['a piece of other options', [p0, scaled.save({ from: 10 }), p2], /piece 1 of 3.*options/],
+        ['a piece of another build', [p0, p1, otherBuild], /piece 2 of 3.*build/],
+        ['a piece corrupted', [p0, p1, rechecksum(p2.slice()).map((x, i) => (i === p2.length - 9 ? x ^ 1 : x))], /piece 2 of 3.*checksum/],
+      ];
+      for (const [what, list, message] of cases) expectRefused(list, what, [message], true);
+      expectThrows(() => KVCache.load([]), RangeError, [named('bytes')]);
+      expectThrows(() => KVCache.load([p0, 'x' as never]), TypeError, [named('bytes[1]')]);
+    });
+
+    it('save({ from, to }) refuses bad ranges, and positions a window has evicted', () => {
+      const cfg: Cfg = { layers: 2, heads: 2, headDim: 4, maxTokens: 8, window: 6, sinks: 1 };
+      const c = make(cfg);
+      feed(c, cfg, stream(cfg, 20, 51), [20], 0);
+      feed(c, cfg, stream(cfg, 5, 52), [5], 1);
+      const bad: [unknown, ErrorConstructor, RegExp][] = [
+        [null, TypeError, named('options')], [5, TypeError, named('options')], [[], TypeError, named('options')],
+        [{ from: '3' }, TypeError, named('options.from')], [{ from: -1 }, RangeError, named('options.from')],
+        [{ from: 1.5 }, RangeError, named('options.from')], [{ from: 21 }, RangeError, named('options.from')],
+        [{ to: 21 }, RangeError, named('options.to')], [{ from: 5, to: 4 }, RangeError, named('options.from')],
+        [{ from: [3] }, RangeError, named('options.from')], [{ from: [3, 6] }, RangeError, named('options.from[1]')],
+        // layer 0's ring of 8 holds positions 12 … 19 (and sink 0): a piece from 10 would continue an evicted row
+        [{ from: 10 }, RangeError, /position 9.*holds positions from 12/],
+        // a piece to 11 would leave a state holding positions that were overwritten since
+        [{ from: 5, to: 11 }, RangeError, /layer 0/],
+      ];
+      for (const [options, type, message] of bad) expectThrows(() => c.save(options as never), type, [message]);
+      expect(parseSave(c.save({ from: 13 })).header.layers).toEqual([{ from: 13, to: 20, held: 13 }, { from: 5, to: 5, held: 5 }]);
+      expect(parseSave(c.save({ from: [13, 2] })).header.layers).toEqual([{ from: 13, to: 20, held: 13 }, { from: 2, to: 5, held: 2 }]);
     });
   });
 
@@ -267,14 +481,17 @@ forEachBuild('save/load', (buildName) => {
 
     it('another format version (with or without a matching checksum)', () => {
       const bytes = saved(cfg, 5);
-      for (const version of [0, 2, 3, 255, 0x100, 0xffffffff]) {
+      for (const version of [0, 1, 3, 255, 0x100, 0xffffffff]) {
         const bad = bytes.slice();
         new DataView(bad.buffer).setUint32(8, version, true);
         expectRefused(bad, `version ${version}`);
         expectRefused(rechecksum(bad), `version ${version}, re-checksummed`, [/version/]);
       }
       const p = parseSave(bytes);
-      expectRefused(envelope(p.header, p.payload, 2), 'a well-formed version 2 envelope', [/version/]);
+      expectRefused(envelope(p.header, p.payload, 3), 'a well-formed version 3 envelope', [/version/]);
+      // what wasm-attention 0.1.0 saved (format version 1) is refused with what to do about it
+      const v1 = envelope({ options: p.header.options, build: buildName, layers: [{ length: 0, intactFrom: 0, rows: 0 }, { length: 0, intactFrom: 0, rows: 0 }] }, new Uint8Array(0), 1);
+      expectRefused(v1, 'a version-1 save of an empty cache', [/format version 1 \(wasm-attention 0\.1\.0\)/, /reads version 2/]);
     });
 
     it('not a cache at all', async () => {
@@ -321,12 +538,18 @@ forEachBuild('save/load', (buildName) => {
         ['one layer fewer', withHeader(bytes, (x) => { x.layers.pop(); })],
         ['one layer more', withHeader(bytes, (x) => { x.layers.push(x.layers[1]); })],
         ['a layer that is not an object', withHeader(bytes, (x) => { (x.layers as unknown[])[1] = 4; })],
-        ['a negative length', withHeader(bytes, (x) => { x.layers[1].length = -1; })],
-        ['a fractional length', withHeader(bytes, (x) => { x.layers[1].length = 3.5; })],
-        ['intactFrom past the length', withHeader(bytes, (x) => { x.layers[1].intactFrom = 5; })],
-        ['rows past the slots', withHeader(bytes, (x) => { x.layers[0].rows = 8; })],
-        ['more layers of payload claimed (rows)', withHeader(bytes, (x) => { x.layers[1].rows = 5; })],
-        ['fewer rows claimed', withHeader(bytes, (x) => { x.layers[0].rows = 6; })],
+        ['a negative end', withHeader(bytes, (x) => { x.layers[1].to = -1; })],
+        ['a fractional end', withHeader(bytes, (x) => { x.layers[1].to = 3.5; })],
+        ['a layer without held', withHeader(bytes, (x) => { delete (x.layers[1] as Partial<typeof x.layers[1]>).held; })],
+        ['held past the end', withHeader(bytes, (x) => { x.layers[1].held = 5; })],
+        ['from past the end', withHeader(bytes, (x) => { x.layers[1].from = 5; })],
+        ['a first piece that does not start at 0', withHeader(bytes, (x) => { x.layers[1].from = 1; x.layers[1].held = 1; })],
+        ['a first piece that claims to continue rows', withHeader(bytes, (x) => { x.continues = 12345; })],
+        ['no continues checksum', withHeader(bytes, (x) => { delete (x as Partial<typeof x>).continues; })],
+        ['no reaches checksum', withHeader(bytes, (x) => { delete (x as Partial<typeof x>).reaches; })],
+        ['a ring holding from later than its window needs', withHeader(bytes, (x) => { x.layers[0].held = 17; })],
+        ['one layer more positions claimed', withHeader(bytes, (x) => { x.layers[1].to = 5; })],
+        ['one layer fewer positions claimed', withHeader(bytes, (x) => { x.layers[0].held = 15; })],
         ['dtype int8 over a float32 payload', withHeader(bytes, (x) => { x.options.dtype = 'int8'; })],
         ['headDim 8 over a headDim 4 payload', withHeader(bytes, (x) => { x.options.headDim = 8; x.options.scale = 0.5; })],
         ['the payload one byte short', envelope(h, p.payload.subarray(0, p.payload.length - 1))],
@@ -339,23 +562,23 @@ forEachBuild('save/load', (buildName) => {
       feed(a, plain, stream(plain, 6, 1));
       const full = a.save();
       a.dispose();
-      cases.push(['no window, length past maxTokens', withHeader(full, (x) => { x.layers[0].length = 7; x.layers[0].rows = 7; })]);
-      cases.push(['no window, rows short of length', withHeader(full, (x) => { x.layers[0].rows = 5; })]);
+      cases.push(['no window, an end past maxTokens', withHeader(full, (x) => { x.layers[0].to = 7; })]);
+      cases.push(['no window, held not at from', withHeader(full, (x) => { x.layers[0].held = 1; })]);
       for (const [name, b] of cases) expectRefused(b, name);
     });
 
     it('well-formed envelopes whose layer state is impossible for a window (would continue on keys it never held)', () => {
-      // layer 1 of `saved(cfg)` holds 4 tokens of a ring of 6 slots (+1 sink), unwrapped: rows 4, intactFrom 0
+      // layer 1 of `saved(cfg)` holds 4 tokens of a ring of 6 slots (+1 sink), unwrapped; layer 0 took 20 tokens
       const bytes = saved(cfg, 10);
       const p = parseSave(bytes);
-      expect(p.header.layers[1]).toEqual({ length: 4, intactFrom: 0, rows: 4 });
-      expect(p.header.layers[0]).toMatchObject({ length: 20, rows: 7 });
-      // claims 7 tokens held while saving rows for 4: positions 4 … 6 would be read from zeroed slots
-      const rowsShort = withHeader(bytes, (x) => { x.layers[1].length = 7; });
+      expect(p.header.layers[1]).toEqual({ from: 0, to: 4, held: 1 });
+      expect(p.header.layers[0]).toEqual({ from: 0, to: 20, held: 14 });
+      // claims 7 tokens held while holding rows for 4: positions 4 … 6 would be read from zeroed slots
+      const rowsShort = withHeader(bytes, (x) => { x.layers[1].to = 7; });
       // claims nothing was evicted from a wrapped ring: truncate would then roll back onto overwritten slots
-      const neverEvicted = withHeader(bytes, (x) => { x.layers[0].intactFrom = 0; });
+      const neverEvicted = withHeader(bytes, (x) => { x.layers[0].held = 1; });
       const findings: string[] = [];
-      for (const [name, b] of [['length 7 with rows 4 (unwrapped ring)', rowsShort], ['intactFrom 0 after 20 tokens through 6 slots', neverEvicted]] as const) {
+      for (const [name, b] of [['to 7 with rows for 4 (unwrapped ring)', rowsShort], ['held from 1 after 20 tokens through 6 slots', neverEvicted]] as const) {
         try {
           expectRefused(b, name);
         } catch (e) {

@@ -1,95 +1,335 @@
-// A Cloudflare Worker that serves attention over HTTP for a conversation. Each conversation is a Durable
-// Object whose storage holds its KV cache between requests, as the bytes of `cache.save()`.
+// A Cloudflare Worker that serves attention over HTTP for conversations. Each conversation is a Durable
+// Object that keeps its live KVCache in memory between requests and stores it in its SQLite storage
+// page by page, so a restarted (evicted) object continues exactly where it stood.
 //
-//   POST   /conversations/:id/attend   {"q": [...], "k": [...], "v": [...]}   → {"length", "out": [...]}
-//   GET    /conversations/:id                                                → {"length"}
-//   DELETE /conversations/:id                                                → {"length": 0}
+//   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
+//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "sharesPrompt"}
+//   DELETE /conversations/:id                                → {"length": 0}
+//   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
+//                                                              now on begin with these P tokens
+//   GET    /system-prompt                                    → its cache.save() bytes (204 when none)
 //
-// q holds T tokens of [heads][headDim] numbers, k and v the same T tokens of [kvHeads][headDim]: the
-// tokens are appended to the conversation's cache and attended causally over everything it holds.
-// Bad requests (malformed JSON, wrong sizes) answer 400 with a message and leave the stored state as it was.
+// q holds [layers][T][heads][headDim] numbers, k and v the same T tokens as [layers][T][kvHeads][headDim]:
+// the tokens are appended to every layer of the conversation's cache and attended causally over all it
+// holds. (A real model attends layer by layer between its other blocks; here one request carries every
+// layer's q/k/v of its tokens, so each request is one step of the conversation.) The body is either
+//   - binary (`content-type: application/octet-stream`): q, then k, then v, as little-endian float32
+//     bytes; the answer is the output as little-endian float32 bytes, with the length in `x-length`;
+//   - JSON ({"q": [...], "k": [...], "v": [...]}): for small requests; the answer is {"length", "out"}.
+// Every answer carries `x-written-bytes`: the bytes this request wrote to storage.
+// Bad requests (malformed bodies, wrong sizes, a full cache) answer 400 with a message and change nothing.
+//
+// Requests to one conversation are applied one at a time in the order they arrive: each takes its place in
+// the object's queue before it awaits anything (a Durable Object lets other requests in while one awaits
+// its body), so none is lost and every answer's length is distinct.
+//
+// Storage: one row per 64 positions (a page: every layer's K/V of those tokens, from `cache.save({ from,
+// to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
+// fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
+// tokens, whatever the conversation's length. On start the object loads the rows in order
+// (`KVCache.load(pieces)`), which checks that they form one history.
+//
+// A system prompt is prefilled once, by its own object (named ~system-prompt, which no conversation id can
+// be), and each new conversation starts from it: the first request of an empty conversation fetches the
+// prompt's saved bytes (or learns it already has them), and the conversation's cache is a fork() of one
+// cache of the prompt kept per isolate, so conversations running in one isolate share the prompt's pages
+// in memory. Each conversation still stores its whole history in its own rows (its first request writes
+// the prompt's pages, and its own rows start where the prompt ends), so it restores on its own whatever
+// happens to the prompt later; while the prompt stays the same, a restarted conversation loads only its
+// own rows onto the isolate's prompt (`KVCache.load(pieces, { base })`) and shares its pages again.
 //
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
 // imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
 import { init, KVCache } from 'wasm-attention';
+import { LLAMA_3_2_1B, PAGE } from './config.js';
 
-export const CONFIG = { layers: 1, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 256 };
-
-const json = (body, status = 200) => Response.json(body, { status });
+const json = (body, status = 200, headers = {}) => Response.json(body, { status, headers });
 const badRequest = (message) => json({ error: message }, 400);
+const LITTLE_ENDIAN = new Uint8Array(Float32Array.of(1).buffer)[3] === 0x3f;
+const SYSTEM_PROMPT = '~system-prompt';
+const objectNamed = (env, name) => env.CONVERSATIONS.get(env.CONVERSATIONS.idFromName(name));
+
+/** This isolate's cache of the system prompt, which conversations fork: { key, cache } (key: its save's CRC and size). */
+let sharedPrompt;
 
 export default {
   async fetch(request, env) {
-    const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(new URL(request.url).pathname);
-    if (!match) return json({ error: 'not found: use /conversations/:id or /conversations/:id/attend' }, 404);
-    const stub = env.CONVERSATIONS.get(env.CONVERSATIONS.idFromName(match[1]));
-    return stub.fetch(request);
+    const path = new URL(request.url).pathname;
+    if (path === '/system-prompt') return objectNamed(env, SYSTEM_PROMPT).fetch(request);
+    const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(path);
+    if (!match) return json({ error: 'not found: use /conversations/:id, /conversations/:id/attend or /system-prompt' }, 404);
+    return objectNamed(env, match[1]).fetch(request);
   },
 };
 
 export class Conversation {
-  constructor(state) {
-    this.storage = state.storage;
+  /** the cache's options: the `CACHE_OPTIONS` variable (JSON) if set, else Llama-3.2-1B's */
+  #options;
+  #sql;
+  #storage;
+  /** the live cache, loaded from storage once, when the object starts */
+  #cache;
+  /** why the stored conversation could not be loaded (every request then answers 500 until a DELETE) */
+  #broken;
+  /** the tail of the queue of requests */
+  #queue = Promise.resolve();
+  /** the system prompt this conversation began with, { key, length } (its rows below `length` are the prompt's) */
+  #prompt;
+  /** whether the live cache shares the isolate's prompt pages (a fork of it) */
+  #sharesPrompt = false;
+
+  #env;
+  /** the system prompt's object: its save(), made once per prompt */
+  #promptBytes;
+
+  constructor(state, env) {
+    this.#env = env;
+    this.#options = env.CACHE_OPTIONS ? JSON.parse(env.CACHE_OPTIONS) : LLAMA_3_2_1B;
+    this.#storage = state.storage;
+    this.#sql = state.storage.sql;
+    state.blockConcurrencyWhile(async () => {
+      await init();
+      this.#sql.exec('CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, bytes BLOB NOT NULL)');
+      this.#sql.exec('CREATE TABLE IF NOT EXISTS prompt (key TEXT NOT NULL, length INTEGER NOT NULL)');
+      this.#prompt = this.#sql.exec('SELECT key, length FROM prompt').toArray()[0];
+      const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
+      try {
+        // on the isolate's copy of the prompt it began with, if that is still the prompt: only its own rows
+        const current = this.#prompt && (await this.#currentPrompt().catch(() => undefined));
+        const base = current?.key === this.#prompt?.key ? current?.cache : undefined;
+        if (base) {
+          const own = rows.filter((row) => row.start >= this.#prompt.length).map((row) => new Uint8Array(row.bytes));
+          try {
+            this.#cache = own.length ? KVCache.load(own, { base }) : base.fork();
+            this.#sharesPrompt = true;
+          } catch {
+            // (rows that do not continue the prompt: the whole history from the rows, below)
+          }
+        }
+        const pieces = rows.map((row) => new Uint8Array(row.bytes));
+        this.#cache ??= pieces.length ? KVCache.load(pieces) : new KVCache(this.#options);
+      } catch (error) {
+        this.#broken = error.message;
+      }
+    });
   }
 
-  async fetch(request) {
-    await init();
-    const attend = new URL(request.url).pathname.endsWith('/attend');
-    const saved = await this.storage.get('cache');
+  fetch(request) {
+    // take a place in the queue now, in arrival order; the body streams in meanwhile
+    const body = request.method === 'POST' || request.method === 'PUT' ? readBody(request) : undefined;
+    const turn = this.#queue.then(() => this.#handle(request, body));
+    this.#queue = turn.catch(() => {});
+    return turn;
+  }
+
+  async #handle(request, body) {
+    const url = new URL(request.url);
+    const attend = url.pathname.endsWith('/attend');
+    if (!attend && request.method === 'DELETE') {
+      this.#forget();
+      return json({ length: 0 });
+    }
+    if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
+    if (url.pathname === '/system-prompt') return this.#systemPrompt(request, body, url.searchParams.get('known'));
     if (!attend) {
-      if (request.method === 'GET') return json({ length: saved ? this.#withCache(saved, (c) => c.length) : 0 });
-      if (request.method === 'DELETE') { await this.storage.delete('cache'); return json({ length: 0 }); }
-      return json({ error: `method ${request.method} not allowed here` }, 405);
+      if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
+      const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
+      return json({ length: this.#cache.length, pieces: stored.pieces, storedBytes: stored.bytes, sharesPrompt: this.#sharesPrompt });
     }
-    if (request.method !== 'POST') return json({ error: 'POST a JSON body {"q", "k", "v"} to /attend' }, 405);
+    if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
 
-    let body;
-    try {
-      body = JSON.parse(await request.text());
-    } catch (error) {
-      return badRequest(`malformed JSON: ${error.message}`);
-    }
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) return badRequest('the body must be a JSON object {"q", "k", "v"}');
-    const tensors = {};
-    for (const name of ['q', 'k', 'v']) {
-      const value = body[name];
-      if (!Array.isArray(value) || !value.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-        return badRequest(`"${name}" must be an array of finite numbers`);
-      }
-      tensors[name] = Float32Array.from(value);
-    }
-    const { heads, kvHeads, headDim } = CONFIG;
-    const tokens = tensors.q.length / (heads * headDim);
-    if (!Number.isInteger(tokens) || tokens < 1) {
-      return badRequest(`"q" must hold T tokens of ${heads} heads × ${headDim} numbers (a multiple of ${heads * headDim}), got ${tensors.q.length}`);
-    }
-    for (const name of ['k', 'v']) {
-      if (tensors[name].length !== tokens * kvHeads * headDim) {
-        return badRequest(`"${name}" must hold the same ${tokens} tokens of ${kvHeads} kv heads × ${headDim} numbers ` +
-          `(${tokens * kvHeads * headDim}), got ${tensors[name].length}`);
-      }
-    }
+    const parsed = tensors(await body, this.#options);
+    if (typeof parsed === 'string') return badRequest(parsed);
+    // an empty conversation begins with the system prompt, if there is one
+    const started = this.#cache.length === 0 ? await this.#startFromPrompt() : 0;
+    return this.#attend(parsed, started);
+  }
 
-    const cache = saved ? KVCache.load(saved) : new KVCache(CONFIG);
+  /** Appends the parsed tokens to every layer, stores them, and answers the output. */
+  #attend(parsed, alreadyWritten = 0) {
+    const { layers, heads, headDim } = { layers: 1, ...this.#options };
+    const before = this.#cache.length;
+    const out = new Float32Array(parsed.tokens * layers * heads * headDim);
+    let written;
     try {
-      const out = cache.attend(0, tensors.q, tensors.k, tensors.v);
-      await this.storage.put('cache', cache.save());
-      return json({ length: cache.length, out: Array.from(out) });
+      for (let l = 0; l < layers; l++) {
+        const at = (tensor) => tensor.subarray(l * tensor.length / layers, (l + 1) * tensor.length / layers);
+        this.#cache.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
+      }
+      written = this.#persist(before, this.#cache.length);
     } catch (error) {
-      // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong; the stored bytes were not replaced
+      // nothing of this request stays: not in memory (storage rolled back its transaction)
+      this.#cache.truncate(before);
+      // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong
       if (error instanceof RangeError || error instanceof TypeError) return badRequest(error.message);
       throw error;
-    } finally {
-      cache.dispose();
     }
+    const headers = { 'x-length': String(this.#cache.length), 'x-written-bytes': String(alreadyWritten + written) };
+    if (parsed.binary) {
+      return new Response(littleEndianBytes(out), { headers: { ...headers, 'content-type': 'application/octet-stream' } });
+    }
+    return json({ length: this.#cache.length, out: Array.from(out) }, 200, headers);
   }
 
-  #withCache(bytes, use) {
-    const cache = KVCache.load(bytes);
-    try {
-      return use(cache);
-    } finally {
-      cache.dispose();
+  /** Empties the conversation: no rows, an empty cache. */
+  #forget() {
+    this.#promptBytes = undefined;
+    this.#prompt = undefined;
+    this.#sharesPrompt = false;
+    this.#sql.exec('DELETE FROM pieces');
+    this.#sql.exec('DELETE FROM prompt');
+    this.#cache?.dispose();
+    this.#cache = new KVCache(this.#options);
+    this.#broken = undefined;
+  }
+
+  /**
+   * The system prompt's own object: PUT replaces the prompt with the body's tokens, GET answers its saved
+   * bytes (304 when they are what the caller already has, `?known=<key>`; 204 when there is none).
+   */
+  #systemPrompt(request, body, known) {
+    if (request.method === 'GET') {
+      if (this.#cache.length === 0) return new Response(null, { status: 204 });
+      this.#promptBytes ??= this.#cache.save();
+      const bytes = this.#promptBytes;
+      const key = promptKey(bytes);
+      if (key === known) return new Response(null, { status: 304, headers: { 'x-key': key } });
+      return new Response(bytes, { headers: { 'x-key': key, 'content-type': 'application/octet-stream' } });
+    }
+    if (request.method !== 'PUT') return json({ error: 'PUT q, k, v of the prompt, or GET its saved bytes' }, 405);
+    return body.then((received) => {
+      const parsed = tensors(received, this.#options);
+      if (typeof parsed === 'string') return badRequest(parsed);
+      const { maxTokens } = this.#options;
+      if (parsed.tokens > maxTokens) return badRequest(`the prompt must fit in maxTokens (${maxTokens}), got ${parsed.tokens} tokens`);
+      this.#forget();
+      return this.#attend(parsed);
+    });
+  }
+
+  /**
+   * Makes this empty conversation a fork of the system prompt (fetched from its object unless this isolate
+   * already holds it) and stores the prompt's pages as its own; returns the bytes written (0 without a prompt).
+   */
+  async #startFromPrompt() {
+    const prompt = await this.#currentPrompt();
+    if (!prompt) return 0;
+    this.#cache.dispose();
+    this.#cache = prompt.cache.fork();
+    this.#sharesPrompt = true;
+    this.#prompt = { key: prompt.key, length: this.#cache.length };
+    this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', prompt.key, this.#prompt.length);
+    return this.#persist(0, this.#prompt.length);
+  }
+
+  /** The current system prompt as this isolate's { key, cache } (fetched from its object when it changed), or undefined. */
+  async #currentPrompt() {
+    const known = sharedPrompt ? `?known=${sharedPrompt.key}` : '';
+    const response = await objectNamed(this.#env, SYSTEM_PROMPT).fetch(`https://prompt/system-prompt${known}`);
+    if (response.status === 204) return undefined;
+    if (response.status === 200) {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      sharedPrompt?.cache.dispose(); // its pages stay with the conversations forked from it
+      sharedPrompt = { key: promptKey(bytes), cache: KVCache.load(bytes) };
+    } else if (response.status !== 304) {
+      throw new Error(`the system prompt could not be fetched: ${response.status} ${await response.text()}`);
+    }
+    return sharedPrompt;
+  }
+
+  /** Writes the pages that positions before … after − 1 touched, in one transaction; returns the bytes written. */
+  #persist(before, after) {
+    let written = 0;
+    const put = (start, bytes) => {
+      this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', start, bytes.buffer);
+      written += bytes.length;
+    };
+    // rows never straddle the end of the prompt (so the conversation's own rows can load onto the prompt)
+    const floor = before >= (this.#prompt?.length ?? 0) ? (this.#prompt?.length ?? 0) : 0;
+    this.#storage.transactionSync(() => {
+      for (let page = Math.floor(before / PAGE) * PAGE; page < after; page += PAGE) {
+        const start = Math.max(page, floor);
+        if (page + PAGE <= after) {
+          // a page now complete: one row for it, in place of its per-token rows
+          this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', start, page + PAGE);
+          put(start, this.#cache.save({ from: start, to: page + PAGE }));
+        } else {
+          const from = Math.max(before, start);
+          put(from, this.#cache.save({ from }));
+        }
+      }
+    });
+    return written;
+  }
+}
+
+/** What identifies a saved prompt: its stored CRC-32 and its size. */
+function promptKey(bytes) {
+  return `${new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4).getUint32(0, true)}-${bytes.length}`;
+}
+
+/** The body as bytes and its kind, read as soon as the request arrives. */
+async function readBody(request) {
+  const type = request.headers.get('content-type') ?? '';
+  return { binary: type.startsWith('application/octet-stream'), bytes: await request.arrayBuffer() };
+}
+
+/** q, k, v as Float32Arrays of T tokens for every layer, or a message saying what is wrong with the body. */
+function tensors({ binary, bytes }, options) {
+  const { layers = 1, heads, kvHeads = heads, headDim } = options;
+  const widths = { q: layers * heads * headDim, k: layers * kvHeads * headDim, v: layers * kvHeads * headDim };
+  const perToken = widths.q + widths.k + widths.v;
+  if (binary) {
+    const floats = bytes.byteLength / 4;
+    const tokens = floats / perToken;
+    if (!Number.isInteger(tokens) || tokens < 1) {
+      return `a binary body must hold q, k and v of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
+        `([layers=${layers}] × [heads=${heads} + 2 × kvHeads=${kvHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`;
+    }
+    const all = floats32(bytes);
+    for (let i = 0; i < all.length; i++) if (!Number.isFinite(all[i])) return `the binary body holds a non-finite number at float ${i}`;
+    const q = all.subarray(0, tokens * widths.q);
+    const k = all.subarray(q.length, q.length + tokens * widths.k);
+    return { binary, tokens, q, k, v: all.subarray(q.length + k.length) };
+  }
+  let body;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    return `malformed JSON: ${error.message}`;
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object {"q", "k", "v"}';
+  const parsed = { binary };
+  for (const name of ['q', 'k', 'v']) {
+    const value = body[name];
+    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+      return `"${name}" must be an array of finite numbers`;
+    }
+    parsed[name] = Float32Array.from(value);
+  }
+  parsed.tokens = parsed.q.length / widths.q;
+  if (!Number.isInteger(parsed.tokens) || parsed.tokens < 1) {
+    return `"q" must hold [layers=${layers}][T][heads=${heads}][headDim=${headDim}] numbers (a multiple of ${widths.q}), got ${parsed.q.length}`;
+  }
+  for (const name of ['k', 'v']) {
+    if (parsed[name].length !== parsed.tokens * widths.k) {
+      return `"${name}" must hold the same ${parsed.tokens} tokens as [layers=${layers}][T=${parsed.tokens}][kvHeads=${kvHeads}]` +
+        `[headDim=${headDim}] numbers (${parsed.tokens * widths.k}), got ${parsed[name].length}`;
     }
   }
+  return parsed;
+}
+
+/** Little-endian float32 bytes as a Float32Array (Workers run on little-endian hosts; swapped otherwise). */
+function floats32(bytes) {
+  if (LITTLE_ENDIAN) return new Float32Array(bytes);
+  const view = new DataView(bytes);
+  return Float32Array.from({ length: bytes.byteLength / 4 }, (_, i) => view.getFloat32(4 * i, true));
+}
+
+function littleEndianBytes(floats) {
+  if (LITTLE_ENDIAN) return floats;
+  const view = new DataView(new ArrayBuffer(floats.length * 4));
+  floats.forEach((x, i) => view.setFloat32(4 * i, x, true));
+  return view.buffer;
 }

@@ -7,7 +7,9 @@ import { Rng } from '../support/rng.js';
 /** Deterministic inputs in [-1, 1). @param {number} seed @param {number} n */
 const random = (seed, n) => new Rng(seed).uniform(n);
 
-const SHAPE = { heads: 4, kvHeads: 2, headDim: 16 };
+/** The cache options the runner gives the example (its CACHE_OPTIONS variable): one layer, so tensors are [T][…]. */
+export const EXAMPLE_WORKER_SHAPE = { layers: 1, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 256 };
+const SHAPE = EXAMPLE_WORKER_SHAPE;
 const ROW = 4 * 16, KV_ROW = 2 * 16;
 
 export async function exerciseWorker(base) {
@@ -41,7 +43,7 @@ export async function exerciseWorker(base) {
   const bad = [
     ['malformed JSON', '{"q": [1, 2', /malformed JSON/],
     ['not an object', '[1, 2, 3]', /JSON object/],
-    ['q of the wrong size', { ...tokens(9, 10), q: Array(ROW + 1).fill(0) }, /"q" must hold T tokens of 4 heads × 16 numbers.*got 65/],
+    ['q of the wrong size', { ...tokens(9, 10), q: Array(ROW + 1).fill(0) }, /"q" must hold \[layers=1\]\[T\]\[heads=4\]\[headDim=16\] numbers.*got 65/],
     ['k for another token count', { ...tokens(9, 10), k: Array(KV_ROW * 2).fill(0) }, /"k" must hold the same 1 tokens.*got 64/],
     ['v not numbers', { ...tokens(9, 10), v: Array(KV_ROW).fill('x') }, /"v" must be an array of finite numbers/],
   ];

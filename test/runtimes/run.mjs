@@ -36,8 +36,12 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up to 2026-04-26
 
-/** Size budgets, checked on the tarball. */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 64 * 1024, facadeBundle: 32 * 1024 };
+/**
+ * Size budgets, checked on the tarball. The JavaScript ones were raised from 64 and 32 KB when pages, fork()
+ * and saved pieces arrived (dist/*.js 64.7 KB without comments, 30.5 KB minified, 11.7 KB gzipped): they are
+ * there to make growth a decision, not to forbid it.
+ */
+const BUDGET = { wasm: 64 * 1024, facadeJs: 96 * 1024, facadeBundle: 48 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
@@ -491,10 +495,12 @@ await step('example-browser', 'example', async () => {
 });
 
 await step('example-worker', 'example', async () => {
-  const { exerciseWorker } = await import('./exercise-worker.mjs');
+  const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');
   // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
   const { script, warnings } = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
-  const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: 'Conversation' }, host: '127.0.0.1', port: 0 });
+  // the example's small-shape setting (its default is Llama-3.2-1B's), so the scenario's JSON bodies stay small
+  const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
+    bindings: { CACHE_OPTIONS: JSON.stringify(EXAMPLE_WORKER_SHAPE) }, host: '127.0.0.1', port: 0 });
   try {
     const url = await mf.ready;
     const report = await exerciseWorker(url.href);

@@ -462,7 +462,9 @@ export interface Parsed {
   header: {
     options: Record<string, unknown>;
     build: string;
-    layers: { length: number; intactFrom: number; rows: number }[];
+    layers: { from: number; to: number; held: number }[];
+    continues: number;
+    reaches: number;
   };
   payloadStart: number;
   payload: Uint8Array;
