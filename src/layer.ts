@@ -479,10 +479,14 @@ export class CacheMemory {
     copyOut(this.kernel, this.#at.out, out, from * row, count * row);
   }
 
-  /** Multiply-adds of `tokens` queries over up to `keyEnd` keys (a window bounds them): decides threads. */
+  /**
+   * Multiply-adds of `tokens` causal queries ending at `keyEnd` (a window bounds the keys each sees), to
+   * decide whether a call goes across threads.
+   */
   #work(tokens: number, keyEnd: number): number {
     const { heads, headDim, sinks, ring } = this.geometry;
-    return tokens * Math.min(keyEnd, sinks + ring) * heads * headDim;
+    const pairs = tokens * keyEnd - (tokens * (tokens - 1)) / 2;
+    return Math.min(pairs, tokens * (sinks + ring)) * heads * headDim;
   }
 
   /** The softmax probabilities of queries from … (positions firstPosition …) into `weights` (an address). */

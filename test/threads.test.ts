@@ -109,7 +109,7 @@ forEachBuild('threads', (build) => {
     expect(activeKernel().pool?.threadedCalls).toBe(before + 1);
     // then a call of one piece (one kv head, one chunk), which the calling thread runs through the job alone
     const mqa = { heads: 8, kvHeads: 1, headDim: 64 };
-    const k1 = k.subarray(0, 1024 * 64), v1 = v.subarray(0, 1024 * 64); // just at the small-call size
+    const k1 = k.subarray(0, 1024 * 64), v1 = v.subarray(0, 1024 * 64); // above the small-call size
     expectClose(attention(q, k1, v1, mqa), referenceAttention(q, k1, v1, mqa), tolFor(undefined, 64), 'one piece after a threaded call');
   });
 });
