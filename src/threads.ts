@@ -251,10 +251,14 @@ export class ThreadPool {
     if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
     const mine = this.kernel.abi.work(this.job, 0);
     let finished = Atomics.add(w, FINISHED, mine) + mine;
-    // the workers' last pieces: spin a little, then sleep until the worker that ends the last one wakes us
-    for (let spins = 0; finished < pieces; spins++) {
-      if (this.#mayBlock && spins > 1000) Atomics.wait(w, FINISHED, finished, 1);
-      finished = Atomics.load(w, FINISHED);
+    // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs here,
+    // as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets us sleep.
+    if (finished < pieces) {
+      const spinUntil = performance.now() + SPIN_MS;
+      while (finished < pieces) {
+        if (this.#mayBlock && performance.now() > spinUntil) Atomics.wait(w, FINISHED, finished, 1);
+        finished = Atomics.load(w, FINISHED);
+      }
     }
     Atomics.store(w, OPEN, 0);
     // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
