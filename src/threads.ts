@@ -191,8 +191,20 @@ export class ThreadPool {
     return this.#workers.length + 1;
   }
 
-  /** Starts or stops workers until the pool has `threads` threads; resolves once every new one is ready. */
-  async resize(threads: number): Promise<void> {
+  /**
+   * Starts or stops workers until the pool has `threads` threads; resolves once every new one is ready.
+   * Resizes run one after another (init may be called from many places at once, and two workers must
+   * never share a thread number: each owns its scratch).
+   */
+  resize(threads: number): Promise<void> {
+    const next = this.#resizing.then(() => this.#resize(threads));
+    this.#resizing = next.catch(() => undefined);
+    return next;
+  }
+
+  #resizing: Promise<void> = Promise.resolve();
+
+  async #resize(threads: number): Promise<void> {
     while (this.#workers.length > threads - 1) this.#workers.pop()?.terminate();
     const started: PoolWorker[] = [];
     for (let thread = this.#workers.length + 1; thread < threads; thread++) {

@@ -139,6 +139,19 @@ describe('init({ threads })', () => {
     }
   });
 
+  it('concurrent init() calls with different counts leave one pool whose threads each own a thread number', async () => {
+    await Promise.all([init({ threads: 3 }), init({ threads: 3 }), init({ threads: 2 }), init({ threads: 3 })]);
+    const pool = activeKernel().pool;
+    expect(pool?.threads).toBe(3);
+    // every worker on its own scratch: a threaded call gives the same bits as one thread
+    const o = { heads: 8, kvHeads: 2, headDim: 64 };
+    const rng = new Rng(9);
+    const q = rng.randn(8 * 64), k = rng.randn(6000 * 2 * 64), v = rng.randn(6000 * 2 * 64);
+    const many = attention(q, k, v, o);
+    await init({ threads: 1 });
+    expectBitIdentical(many, attention(q, k, v, o), '3 threads after concurrent inits == 1 thread');
+  });
+
   it('caches made before a thread-count change keep working, bit for bit as if nothing changed', async () => {
     const cfg: Cfg = { heads: 4, headDim: 64, maxTokens: 3000 };
     const s = stream(cfg, 2600, 11);
