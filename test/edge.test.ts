@@ -1,6 +1,7 @@
 // The Cloudflare Worker example (examples/worker/) under workerd, through Miniflare, with its SQLite-backed
 // Durable Object: concurrent requests to one conversation are applied one at a time (none lost), a
-// restart on the same storage continues bit for bit, and a conversation of Llama-3.2-1B's real shape runs
+// restart on the same storage continues bit for bit (windowed caches too), a request that fails at any point
+// (refused, or a storage write that fails) changes nothing, and a conversation of Llama-3.2-1B's real shape runs
 // a token at a time to its 2,048-token limit with bounded writes per request. The Worker is bundled from
 // this repository's sources, the way wrangler bundles it (esbuild, conditions workerd/worker/browser,
 // .wasm imported as modules).
