@@ -68,8 +68,12 @@ export interface Run {
   bytes: number;
 }
 
-/** Positions [start, end) a piece holds of a layer, in payload order: the sinks it adds, then the ring's. */
+/**
+ * Positions [start, end) a piece holds of a layer, in payload order: the sinks it adds, then the ring's.
+ * Without a window there is no ring and sinks mean nothing: just from … to − 1.
+ */
 export function heldRanges(layer: PieceLayer, geometry: PieceGeometry): Array<[number, number]> {
+  if (geometry.window === 0) return layer.from < layer.to ? [[layer.from, layer.to]] : [];
   const ranges: Array<[number, number]> = [];
   const sinksEnd = Math.min(geometry.sinks, layer.to);
   if (layer.from < sinksEnd) ranges.push([layer.from, sinksEnd]);

@@ -1,6 +1,7 @@
 // The Cloudflare Worker example (examples/worker/) under workerd, through Miniflare, with its SQLite-backed
 // Durable Object: concurrent requests to one conversation are applied one at a time (none lost), a
-// restart on the same storage continues bit for bit, and a conversation of Llama-3.2-1B's real shape runs
+// restart on the same storage continues bit for bit (windowed caches too), a request that fails at any point
+// (refused, or a storage write that fails) changes nothing, and a conversation of Llama-3.2-1B's real shape runs
 // a token at a time to its 2,048-token limit with bounded writes per request. The Worker is bundled from
 // this repository's sources, the way wrangler bundles it (esbuild, conditions workerd/worker/browser,
 // .wasm imported as modules).
@@ -22,7 +23,7 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
 
 interface Shape {
   layers: number; heads: number; kvHeads: number; headDim: number; maxTokens: number;
-  dtype?: 'int8'; rope?: { theta: number };
+  dtype?: 'int8'; rope?: { theta: number }; window?: number;
 }
 /** A small float32 shape, checked against float64 within the float32 tolerance (util.ts). */
 const SMALL: Shape = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 256, rope: { theta: 10000 } };
@@ -224,6 +225,115 @@ describe('edge example: a system prompt prefilled once, each new conversation a 
       for (const id of ['b', 'c', 'd']) expect(await info(mf, id), id).toMatchObject({ sharesPrompt: true });
       for (const id of ['a', 'b', 'c', 'd']) await step(mf, id);
       expect((await info(mf, 'a')).length).toBe(105);
+    });
+  });
+});
+
+describe('edge example: a request that fails at any point changes nothing, in memory or in storage', () => {
+  /** GET /conversations/:id and the stored rows, as the object reports them */
+  const state = (mf: Miniflare, id: string) => info(mf, id).then(({ length, pieces, storedBytes }) => ({ length, pieces, storedBytes }));
+  const tokens = (shape: Shape, s: Step) => s.q.length / (shape.layers * shape.heads * shape.headDim);
+
+  it('a window: requests longer than the ring has left are stored, and a restart continues bit for bit', async () => {
+    // a ring of 100 slots, a window of 30: a 90-token request overwrites the first positions of the page it
+    // completes before the page can be stored (its row would need them), and a 150-token one overwrites
+    // even the request's own first positions: both must still be stored so that a restart loads
+    const shape: Shape = { layers: 2, heads: 2, kvHeads: 1, headDim: 4, maxTokens: 100, window: 30, rope: { theta: 10000 } };
+    const persist = join(work, 'window');
+    const rng = new Rng(7);
+    const steps = [60, 90, 1, 150, 3].map((n) => randomStep(shape, rng, n));
+    const last = randomStep(shape, rng);
+    const want = referenceOutputs(shape, [...steps, last]);
+    let kept: Answer;
+    await running(shape, persist, async (mf) => {
+      let length = 0;
+      for (const [i, s] of steps.entries()) {
+        const answer = await attend(mf, 'w', s);
+        expect(answer.status, answer.error).toBe(200);
+        length += tokens(shape, s);
+        expect(answer.length).toBe(length);
+        expectMatchesReference(shape, answer.out!, want[i], `request ${i} (${tokens(shape, s)} tokens)`);
+      }
+      kept = await attend(mf, 'kept-in-memory', steps[0]);
+      for (const s of steps.slice(1)) await attend(mf, 'kept-in-memory', s);
+      kept = await attend(mf, 'kept-in-memory', last);
+      expectMatchesReference(shape, kept.out!, want.at(-1)!, 'the last token, never restarted');
+    });
+    await running(shape, persist, async (mf) => {
+      expect(await info(mf, 'w')).toMatchObject({ length: 304 });
+      const next = await attend(mf, 'w', last);
+      expect(next.status, next.error).toBe(200);
+      expectBitIdentical(next.out!, kept!.out!, 'the restarted windowed conversation vs the one never restarted');
+    });
+  });
+
+  it('a request refused after the system prompt was forked leaves the conversation empty; the next one starts it', async () => {
+    const shape: Shape = { ...SMALL, maxTokens: 100 };
+    const rng = new Rng(8);
+    await running(shape, false, async (mf) => {
+      const prompt = randomStep(shape, rng, 80);
+      expect((await attend(mf, '', prompt, true, '/system-prompt', 'PUT')).status).toBe(200);
+      // 80 + 30 > 100: refused, and neither the prompt nor the request stays
+      const tooLong = await attend(mf, 'c', randomStep(shape, rng, 30));
+      expect([tooLong.status, tooLong.error]).toEqual([400, expect.stringMatching(/maxTokens/)]);
+      expect(await state(mf, 'c')).toEqual({ length: 0, pieces: 0, storedBytes: 0 });
+      const fits = randomStep(shape, rng, 20);
+      const answer = await attend(mf, 'c', fits);
+      expect([answer.status, answer.length]).toEqual([200, 100]);
+      expectMatchesReference(shape, answer.out!, referenceOutputs(shape, [prompt, fits])[1], 'the prompt and the request that fits');
+    });
+  });
+
+  it('a storage write that fails (a row over the 2 MB value limit) changes nothing: not the cache, not the rows, not the prompt', async () => {
+    // 64 KiB per position: a row of 40 positions (2.6 MB) is over a SQLite-backed object's 2 MB value limit
+    const shape: Shape = { layers: 1, heads: 16, kvHeads: 16, headDim: 512, maxTokens: 256 };
+    const persist = join(work, 'too-big');
+    const rng = new Rng(9);
+    const prompt = randomStep(shape, rng, 10);
+    const first = randomStep(shape, rng, 20);
+    const again = randomStep(shape, rng);
+    await running(shape, persist, async (mf) => {
+      expect((await attend(mf, '', prompt, true, '/system-prompt', 'PUT')).status).toBe(200);
+      // the conversation's first request: the prompt's row (10 positions) and the request's row (40) in one transaction
+      const tooBig = await attend(mf, 'p', randomStep(shape, rng, 40));
+      expect([tooBig.status, tooBig.error]).toEqual([500, expect.stringMatching(/changed nothing/)]);
+      expect(await state(mf, 'p')).toEqual({ length: 0, pieces: 0, storedBytes: 0 });
+      // it starts from the prompt again, and stores the prompt's rows with its own
+      expect((await attend(mf, 'p', first)).length).toBe(30);
+      const stored = await state(mf, 'p');
+      expect(stored.pieces).toBe(2);
+      // a later request too big to store: the conversation stays at 30, its rows as they were
+      const later = await attend(mf, 'p', randomStep(shape, rng, 40));
+      expect([later.status, later.length]).toEqual([500, 0]);
+      expect(await state(mf, 'p')).toEqual(stored);
+      // and a new prompt too big to store leaves the old one in place
+      const bigPrompt = await attend(mf, '', randomStep(shape, rng, 40), true, '/system-prompt', 'PUT');
+      expect(bigPrompt.status).toBe(500);
+    });
+    await running(shape, persist, async (mf) => {
+      expect(await info(mf, 'p')).toMatchObject({ length: 30, sharesPrompt: true });
+      const answer = await attend(mf, 'p', again);
+      expect(answer.status, answer.error).toBe(200);
+      expectMatchesReference(shape, answer.out!, referenceOutputs(shape, [prompt, first, again])[2], 'after the failed writes and a restart');
+    });
+  });
+
+  it('JSON numbers beyond float32\'s range are refused (they would be stored as Infinity); DELETE /system-prompt is not a route', async () => {
+    await running(SMALL, false, async (mf) => {
+      const rng = new Rng(10);
+      expect((await attend(mf, 'j', randomStep(SMALL, rng), false)).status).toBe(200);
+      const huge = { ...randomStep(SMALL, rng) };
+      const body = JSON.stringify({ q: Array.from(huge.q), k: Array.from(huge.k).map((x, i) => (i === 9 ? 1e39 : x)), v: Array.from(huge.v) });
+      const response = await mf.dispatchFetch('http://edge/conversations/j/attend', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      expect([response.status, ((await response.json()) as { error: string }).error])
+        .toEqual([400, expect.stringMatching(/"k" must be an array of finite numbers: 1e\+39 at index 9 is beyond float32's range/)]);
+      expect((await info(mf, 'j')).length).toBe(1);
+
+      const prompt = randomStep(SMALL, rng, 5);
+      expect((await attend(mf, '', prompt, true, '/system-prompt', 'PUT')).status).toBe(200);
+      const deleted = await mf.dispatchFetch('http://edge/system-prompt', { method: 'DELETE' });
+      expect(deleted.status).toBe(405);
+      expect((await mf.dispatchFetch('http://edge/system-prompt')).status, 'the prompt is still there').toBe(200);
     });
   });
 });

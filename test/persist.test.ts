@@ -195,6 +195,19 @@ forEachBuild('save/load', (buildName) => {
       expect(p.header.reaches).toBe(crc32(Buffer.concat(last)));
       expect(rechecksum(bytes.slice()).every((x, i) => x === bytes[i]), 'the stored CRC is zlib CRC-32').toBe(true);
     });
+    it('sinks without a window change nothing in the payload: each position is held once', () => {
+      // sinks only pin positions in a window's ring; without a window every position is held anyway
+      for (const sinks of [0, 4]) {
+        const cfg: Cfg = { layers: 2, heads: 2, kvHeads: 1, headDim: 4, maxTokens: 64, sinks };
+        const a = make(cfg);
+        for (let l = 0; l < 2; l++) feed(a, cfg, stream(cfg, 10, 20 + l), [10], l);
+        const whole = parseSave(a.save());
+        expect(whole.payload.length, `save() of 10 positions, sinks ${sinks}`).toBe(2 * 10 * 2 * 1 * 4 * 4);
+        expect(parseSave(a.save({ from: 2 })).payload.length, `save({ from: 2 }), sinks ${sinks}`).toBe(2 * 8 * 2 * 1 * 4 * 4);
+        const next = stream(cfg, 3, 22);
+        expectBitIdentical(feed(keep(KVCache.load([a.save({ to: 2 }), a.save({ from: 2 })])), cfg, next), feed(a, cfg, next), `sinks ${sinks}`);
+      }
+    });
   });
 
   describe('pieces: save({ from, to }) holds only positions since from; load(pieces) applies them in order', () => {

@@ -17,7 +17,9 @@
 //     bytes; the answer is the output as little-endian float32 bytes, with the length in `x-length`;
 //   - JSON ({"q": [...], "k": [...], "v": [...]}): for small requests; the answer is {"length", "out"}.
 // Every answer carries `x-written-bytes`: the bytes this request wrote to storage.
-// Bad requests (malformed bodies, wrong sizes, a full cache) answer 400 with a message and change nothing.
+// Bad requests (malformed bodies, wrong sizes, numbers beyond float32's range, a full cache) answer 400 with a
+// message; a request that fails anywhere else (e.g. storage) answers 500. Either way it changes nothing: each
+// request works on a fork() of the live cache, which replaces the live cache only once storage committed.
 //
 // Requests to one conversation are applied one at a time in the order they arrive: each takes its place in
 // the object's queue before it awaits anything (a Durable Object lets other requests in while one awaits
@@ -27,7 +29,11 @@
 // to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
 // fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
 // tokens, whatever the conversation's length. On start the object loads the rows in order
-// (`KVCache.load(pieces)`), which checks that they form one history.
+// (`KVCache.load(pieces)`), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
+// request longer than the ring has room for may overwrite positions a page's row needs before it is
+// stored: that page keeps its rows and the request's row covers the rest, or, when even the request's
+// first positions are gone, one row of the whole cache (`save()`: the ring, at most maxTokens positions)
+// replaces every row.
 //
 // A system prompt is prefilled once, by its own object (named ~system-prompt, which no conversation id can
 // be), and each new conversation starts from it: the first request of an empty conversation fetches the
@@ -95,17 +101,17 @@ export class Conversation {
       const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
       try {
         // on the isolate's copy of the prompt it began with, if that is still the prompt: only its own rows
-        const current = this.#prompt && (await this.#currentPrompt().catch(() => undefined));
-        const base = current?.key === this.#prompt?.key ? current?.cache : undefined;
-        if (base) {
-          const own = rows.filter((row) => row.start >= this.#prompt.length).map((row) => new Uint8Array(row.bytes));
+        const own = rows.filter((row) => row.start >= (this.#prompt?.length ?? Infinity)).map((row) => new Uint8Array(row.bytes));
+        const prompt = own.length ? await this.#forkOfPrompt().catch(() => undefined) : undefined;
+        if (prompt?.key === this.#prompt?.key) {
           try {
-            this.#cache = own.length ? KVCache.load(own, { base }) : base.fork();
+            this.#cache = KVCache.load(own, { base: prompt.cache });
             this.#sharesPrompt = true;
           } catch {
             // (rows that do not continue the prompt: the whole history from the rows, below)
           }
         }
+        prompt?.cache.dispose();
         const pieces = rows.map((row) => new Uint8Array(row.bytes));
         this.#cache ??= pieces.length ? KVCache.load(pieces) : new KVCache(this.#options);
       } catch (error) {
@@ -124,13 +130,13 @@ export class Conversation {
 
   async #handle(request, body) {
     const url = new URL(request.url);
+    if (url.pathname === '/system-prompt') return this.#systemPrompt(request, body, url.searchParams.get('known'));
     const attend = url.pathname.endsWith('/attend');
     if (!attend && request.method === 'DELETE') {
       this.#forget();
       return json({ length: 0 });
     }
     if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
-    if (url.pathname === '/system-prompt') return this.#systemPrompt(request, body, url.searchParams.get('known'));
     if (!attend) {
       if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
       const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
@@ -141,34 +147,55 @@ export class Conversation {
     const parsed = tensors(await body, this.#options);
     if (typeof parsed === 'string') return badRequest(parsed);
     // an empty conversation begins with the system prompt, if there is one
-    const started = this.#cache.length === 0 ? await this.#startFromPrompt() : 0;
-    return this.#attend(parsed, started);
+    const prompt = this.#cache.length === 0 ? await this.#forkOfPrompt() : undefined;
+    return this.#attend(parsed, prompt && { cache: prompt.cache, prompt: { key: prompt.key, length: prompt.cache.length } });
   }
 
-  /** Appends the parsed tokens to every layer, stores them, and answers the output. */
-  #attend(parsed, alreadyWritten = 0) {
+  /**
+   * Appends the parsed tokens to every layer of `next`, stores what they add in one transaction, and only
+   * then makes `next` the live cache: a request that fails at any point changes nothing, in memory or in
+   * storage. `next` is a fork of the live cache, or, with `start`, a new beginning whose rows replace every
+   * stored row: `start.cache` (an empty cache, or a fork of the system prompt, `start.prompt`).
+   */
+  #attend(parsed, start) {
     const { layers, heads, headDim } = { layers: 1, ...this.#options };
-    const before = this.#cache.length;
+    const next = start?.cache ?? this.#cache.fork();
+    const before = next.length;
     const out = new Float32Array(parsed.tokens * layers * heads * headDim);
-    let written;
+    let stored; // { written, whole } once storage committed the request's rows
     try {
-      for (let l = 0; l < layers; l++) {
-        const at = (tensor) => tensor.subarray(l * tensor.length / layers, (l + 1) * tensor.length / layers);
-        this.#cache.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
+      // the prompt's rows first, before the request's tokens can push its first positions out of a window's ring
+      const rows = start?.prompt ? this.#rows(next, { from: 0, floor: 0, fresh: true }) : [];
+      try {
+        for (let l = 0; l < layers; l++) {
+          const at = (tensor) => tensor.subarray(l * tensor.length / layers, (l + 1) * tensor.length / layers);
+          next.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
+        }
+      } catch (error) {
+        // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong with the request
+        if (error instanceof RangeError || error instanceof TypeError) return badRequest(error.message);
+        throw error;
       }
-      written = this.#persist(before, this.#cache.length);
+      const floor = start ? (start.prompt?.length ?? 0) : (this.#prompt?.length ?? 0);
+      rows.push(...this.#rows(next, { from: before, floor, fresh: Boolean(start) }));
+      stored = this.#store(rows, start);
     } catch (error) {
-      // nothing of this request stays: not in memory (storage rolled back its transaction)
-      this.#cache.truncate(before);
-      // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong
-      if (error instanceof RangeError || error instanceof TypeError) return badRequest(error.message);
-      throw error;
+      return json({ error: `the request failed and changed nothing: ${error.message}` }, 500);
+    } finally {
+      if (!stored) next.dispose();
     }
-    const headers = { 'x-length': String(this.#cache.length), 'x-written-bytes': String(alreadyWritten + written) };
+    // committed: the request's cache becomes the conversation's
+    this.#cache.dispose();
+    this.#cache = next;
+    this.#promptBytes = undefined;
+    if (start) this.#sharesPrompt = Boolean(start.prompt);
+    // rows below the prompt's length hold the prompt, unless one row of the whole cache replaced them all
+    if (start || stored.whole) this.#prompt = stored.whole ? undefined : start.prompt;
+    const headers = { 'x-length': String(next.length), 'x-written-bytes': String(stored.written) };
     if (parsed.binary) {
       return new Response(littleEndianBytes(out), { headers: { ...headers, 'content-type': 'application/octet-stream' } });
     }
-    return json({ length: this.#cache.length, out: Array.from(out) }, 200, headers);
+    return json({ length: next.length, out: Array.from(out) }, 200, headers);
   }
 
   /** Empties the conversation: no rows, an empty cache. */
@@ -188,6 +215,7 @@ export class Conversation {
    * bytes (304 when they are what the caller already has, `?known=<key>`; 204 when there is none).
    */
   #systemPrompt(request, body, known) {
+    if (this.#broken) return json({ error: `the stored system prompt cannot be loaded: ${this.#broken}` }, 500);
     if (request.method === 'GET') {
       if (this.#cache.length === 0) return new Response(null, { status: 204 });
       this.#promptBytes ??= this.#cache.save();
@@ -202,64 +230,83 @@ export class Conversation {
       if (typeof parsed === 'string') return badRequest(parsed);
       const { maxTokens } = this.#options;
       if (parsed.tokens > maxTokens) return badRequest(`the prompt must fit in maxTokens (${maxTokens}), got ${parsed.tokens} tokens`);
-      this.#forget();
-      return this.#attend(parsed);
+      return this.#attend(parsed, { cache: new KVCache(this.#options) });
     });
   }
 
   /**
-   * Makes this empty conversation a fork of the system prompt (fetched from its object unless this isolate
-   * already holds it) and stores the prompt's pages as its own; returns the bytes written (0 without a prompt).
+   * A fork of the current system prompt, { key, cache }, or undefined when there is none. The isolate keeps
+   * one copy of the prompt, fetched from its object when it changed; the fork is taken in the same turn the
+   * copy is read, so another conversation replacing (and disposing) the copy can never do it under a caller.
    */
-  async #startFromPrompt() {
-    const prompt = await this.#currentPrompt();
-    if (!prompt) return 0;
-    this.#cache.dispose();
-    this.#cache = prompt.cache.fork();
-    this.#sharesPrompt = true;
-    this.#prompt = { key: prompt.key, length: this.#cache.length };
-    this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', prompt.key, this.#prompt.length);
-    return this.#persist(0, this.#prompt.length);
-  }
-
-  /** The current system prompt as this isolate's { key, cache } (fetched from its object when it changed), or undefined. */
-  async #currentPrompt() {
+  async #forkOfPrompt() {
     const known = sharedPrompt ? `?known=${sharedPrompt.key}` : '';
     const response = await objectNamed(this.#env, SYSTEM_PROMPT).fetch(`https://prompt/system-prompt${known}`);
     if (response.status === 204) return undefined;
     if (response.status === 200) {
       const bytes = new Uint8Array(await response.arrayBuffer());
-      sharedPrompt?.cache.dispose(); // its pages stay with the conversations forked from it
+      const replaced = sharedPrompt;
       sharedPrompt = { key: promptKey(bytes), cache: KVCache.load(bytes) };
+      replaced?.cache.dispose(); // its pages stay with the conversations forked from it
     } else if (response.status !== 304) {
       throw new Error(`the system prompt could not be fetched: ${response.status} ${await response.text()}`);
     }
-    return sharedPrompt;
+    return { key: sharedPrompt.key, cache: sharedPrompt.cache.fork() };
   }
 
-  /** Writes the pages that positions before … after − 1 touched, in one transaction; returns the bytes written. */
-  #persist(before, after) {
+  /**
+   * The rows that store `cache`'s positions from `from` on, the rows before `from` being stored already
+   * (none when `fresh`): each page of 64 positions the cache completes as one row, in place of that page's
+   * rows, then one row for the rest. Rows never straddle `floor` (the end of the system prompt), so a
+   * conversation's own rows load onto the prompt. A row is { start, end, bytes }: it replaces the rows
+   * starting in start … end − 1.
+   *
+   * With a window, the ring may already have overwritten what a page's row needs (a request longer than
+   * the space left in the ring): that page keeps its rows and the rest's row starts where they end; when
+   * even the rest's first positions are gone, one row of the whole cache replaces every row (`whole`).
+   */
+  #rows(cache, { from, floor, fresh }) {
+    const rows = [];
+    let stored = from; // the rows so far, stored or listed here, reach this position
+    /** where the first stored row at or after position p starts (before `from`), or `stored` */
+    const boundaryFrom = (p) => (fresh ? undefined
+      : this.#sql.exec('SELECT min(start) AS start FROM pieces WHERE start >= ? AND start < ?', p, from).one().start) ?? stored;
+    for (let page = Math.floor(from / PAGE) * PAGE; page + PAGE <= cache.length; page += PAGE) {
+      const start = boundaryFrom(Math.max(page, floor));
+      try {
+        rows.push({ start, end: page + PAGE, bytes: cache.save({ from: start, to: page + PAGE }) });
+        stored = page + PAGE;
+      } catch (error) {
+        if (!(error instanceof RangeError)) throw error; // (only a window's ring refuses a page)
+      }
+    }
+    if (stored === cache.length) return rows;
+    try {
+      rows.push({ start: stored, end: cache.length, bytes: cache.save({ from: stored }) });
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      return [{ start: 0, end: cache.length, bytes: cache.save(), whole: true }];
+    }
+    return rows;
+  }
+
+  /** Writes the rows in one transaction (with `start`, in place of every stored row); returns { written, whole }. */
+  #store(rows, start) {
+    const whole = rows.find((row) => row.whole);
     let written = 0;
-    const put = (start, bytes) => {
-      this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', start, bytes.buffer);
-      written += bytes.length;
-    };
-    // rows never straddle the end of the prompt (so the conversation's own rows can load onto the prompt)
-    const floor = before >= (this.#prompt?.length ?? 0) ? (this.#prompt?.length ?? 0) : 0;
     this.#storage.transactionSync(() => {
-      for (let page = Math.floor(before / PAGE) * PAGE; page < after; page += PAGE) {
-        const start = Math.max(page, floor);
-        if (page + PAGE <= after) {
-          // a page now complete: one row for it, in place of its per-token rows
-          this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', start, page + PAGE);
-          put(start, this.#cache.save({ from: start, to: page + PAGE }));
-        } else {
-          const from = Math.max(before, start);
-          put(from, this.#cache.save({ from }));
-        }
+      if (start || whole) {
+        this.#sql.exec('DELETE FROM pieces');
+        this.#sql.exec('DELETE FROM prompt');
+      }
+      if (start?.prompt && !whole) this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', start.prompt.key, start.prompt.length);
+      for (const row of whole ? [whole] : rows) {
+        this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', row.start, row.end);
+        this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', row.start, row.bytes.buffer);
+        written += row.bytes.length;
       }
     });
-    return written;
+    return { written, whole: Boolean(whole) };
   }
 }
 
@@ -302,10 +349,11 @@ function tensors({ binary, bytes }, options) {
   const parsed = { binary };
   for (const name of ['q', 'k', 'v']) {
     const value = body[name];
-    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      return `"${name}" must be an array of finite numbers`;
-    }
+    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number')) return `"${name}" must be an array of finite numbers`;
+    // checked as float32: a double beyond float32's range (such as 1e39) becomes Infinity
     parsed[name] = Float32Array.from(value);
+    const bad = parsed[name].findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) return `"${name}" must be an array of finite numbers: ${value[bad]} at index ${bad} is beyond float32's range (±3.4e38)`;
   }
   parsed.tokens = parsed.q.length / widths.q;
   if (!Number.isInteger(parsed.tokens) || parsed.tokens < 1) {
