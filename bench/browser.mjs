@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
 import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
-import { SHAPES, BUILDS } from './suite.mjs';
+import { SHAPES, BUILDS, THREADED } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { buildModel } from './ort/models.mjs';
 
@@ -30,7 +30,7 @@ const CHROMIUM_ARGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-const ALL_JOBS = [...BUILDS, 'plain', 'ort-web-1t', 'ort-web-2t'];
+const ALL_JOBS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t'];
 
 const DEFAULTS = {
   ...SUITE_DEFAULTS,

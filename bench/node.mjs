@@ -33,16 +33,11 @@ import {
   allocationsPerStep,
   workloadSizes,
   WrongOutput,
+  THREADED,
+  oursOf,
 } from './suite.mjs';
 
-// a build's name alone is one thread; -2t, -auto: init({ build, threads: 2 | 'auto' })
-const THREADED = ['relaxed-simd-2t', 'relaxed-simd-auto'];
 const ALL_IMPLS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
-/** The build and thread count of one of our implementations, or undefined for a peer. */
-function oursOf(/** @type {string} */ impl) {
-  const m = /^(relaxed-simd|simd|scalar)(?:-(\d+)t|-(auto))?$/.exec(impl);
-  return m ? { build: m[1], threads: m[3] ? 'auto' : Number(m[2] ?? 1) } : undefined;
-}
 const INIT_RUNS = 5;
 const DEFAULTS = {
   ...SUITE_DEFAULTS,

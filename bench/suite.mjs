@@ -18,6 +18,16 @@ export const SHAPES = {
   llama: { label: 'Llama-3.2-1B', heads: 32, kvHeads: 8, headDim: 64 },
 };
 export const BUILDS = ['relaxed-simd', 'simd', 'scalar'];
+/** Our threaded rows: a build's name alone is one thread; -2t, -auto: init({ build, threads: 2 | 'auto' }). */
+export const THREADED = ['relaxed-simd-2t', 'relaxed-simd-auto'];
+/**
+ * The build and thread count of one of our implementations, or undefined for a peer.
+ * @param {string} impl @returns {{ build: string, threads: number | 'auto' } | undefined}
+ */
+export function oursOf(impl) {
+  const m = /^(relaxed-simd|simd|scalar)(?:-(\d+)t|-(auto))?$/.exec(impl);
+  return m ? { build: m[1], threads: m[3] ? 'auto' : Number(m[2] ?? 1) } : undefined;
+}
 export const DTYPES = ['float32', 'int8'];
 export const DEFAULT_DECODE = [128, 512, 2048, 8192, 32768];
 export const DEFAULT_PREFILL = [128, 512];

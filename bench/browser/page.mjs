@@ -1,6 +1,6 @@
 // One benchmark job in a browser page (bench/browser.mjs opens one page per job): ?job=<limits | build |
 // plain | ort-web-<n>t>&config=<SuiteOptions JSON>. Sets globalThis.__result = { rows, ... } or { error }.
-import { BUILDS, runWasm, runPlain, runOrt, workloadSizes } from '../suite.mjs';
+import { oursOf, runWasm, runPlain, runOrt, workloadSizes } from '../suite.mjs';
 import { measureLimits } from '../limits/limits.mjs';
 
 const params = new URLSearchParams(location.search);
@@ -30,12 +30,14 @@ async function run() {
     let relaxed = await get('limits-relaxed.wasm');
     if (!WebAssembly.validate(relaxed)) relaxed = null;
     out.limits = await measureLimits({ simd, relaxed }, workloadSizes(opts));
-  } else if (BUILDS.includes(job)) {
+  } else if (oursOf(job)) {
+    const { build, threads } = /** @type {{ build: string, threads: number | 'auto' }} */ (oursOf(job));
     const pkg = await import('wasm-attention');
     const t0 = performance.now();
-    const info = await pkg.init({ build: /** @type {any} */ (job) });
+    const info = await pkg.init({ build: /** @type {any} */ (build), threads });
     out.initMs = performance.now() - t0;
-    if (info.build !== job) out.unavailable = `init({ build: '${job}' }) gave '${info.build}'`;
+    out.threads = info.threads;
+    if (info.build !== build) out.unavailable = `init({ build: '${build}' }) gave '${info.build}'`;
     else {
       ctx.pkg = pkg;
       out.rows = await runWasm(job, ctx);
