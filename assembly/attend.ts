@@ -758,8 +758,11 @@ export function work(job: usize, thread: i32): i32 {
         at += partialRowBytes();
       }
     } else {
+      // the last tiles first: causal tiles grow with their position, so the big ones are handed out early
+      // and the small ones fill in at the end (the bits do not depend on who runs which tile)
       const kvHeads = heads / group;
-      const t0 = (piece / kvHeads) * tileTokens, g = piece % kvHeads;
+      const tiles = (tokens + tileTokens - 1) / tileTokens;
+      const t0 = (tiles - 1 - piece / kvHeads) * tileTokens, g = piece % kvHeads;
       runTile(q, out, t0, min(tileTokens, tokens - t0), firstPosition, g);
     }
     done++;
