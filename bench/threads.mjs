@@ -25,10 +25,14 @@ const initMs = performance.now() - t0;
 const t1 = performance.now();
 const many = await pkg.init({ threads: opts.threads });
 const poolMs = performance.now() - t1;
-console.log(`# threads vs one thread, interleaved in one process (node ${process.version}, ${availableParallelism()} cores, build ${one.build})`);
-console.log(`init({ threads: 1 }) ${initMs.toFixed(1)} ms (first init: reads, compiles, instantiates); init({ threads: ${many.threads} }) afterwards ${poolMs.toFixed(1)} ms (shared binary + starting ${many.threads - 1} worker${many.threads > 2 ? 's' : ''})`);
+console.log(
+  `# threads vs one thread, interleaved in one process (node ${process.version}, ${availableParallelism()} cores, build ${one.build})`,
+);
+console.log(
+  `init({ threads: 1 }) ${initMs.toFixed(1)} ms (first init: reads, compiles, instantiates); init({ threads: ${many.threads} }) afterwards ${poolMs.toFixed(1)} ms (shared binary + starting ${many.threads - 1} worker${many.threads > 2 ? 's' : ''})`,
+);
 console.log(`${opts.rounds} rounds; medians\n`);
-console.log('| shape | workload | 1 thread | ' + `${many.threads} threads | ratio |`);
+console.log(`| shape | workload | 1 thread | ${many.threads} threads | ratio |`);
 console.log('| --- | --- | ---: | ---: | ---: |');
 
 /**
@@ -42,10 +46,14 @@ async function cacheOn(threads, shape, maxTokens) {
 
 for (const [name, shape] of Object.entries(SHAPES)) {
   const rng = new Rng(7);
-  const qRow = shape.heads * shape.headDim, kRow = shape.kvHeads * shape.headDim;
+  const qRow = shape.heads * shape.headDim,
+    kRow = shape.kvHeads * shape.headDim;
   for (const L of list(opts.decode)) {
-    const k = rng.randn(L * kRow), v = rng.randn(L * kRow);
-    const q1 = rng.randn(qRow), k1 = rng.randn(kRow), v1 = rng.randn(kRow);
+    const k = rng.randn(L * kRow),
+      v = rng.randn(L * kRow);
+    const q1 = rng.randn(qRow),
+      k1 = rng.randn(kRow),
+      v1 = rng.randn(kRow);
     const caches = [await cacheOn(1, shape, L + 1), await cacheOn(opts.threads, shape, L + 1)];
     for (const c of caches) c.append(0, k, v);
     const step = (/** @type {any} */ c) => {
@@ -58,7 +66,9 @@ for (const [name, shape] of Object.entries(SHAPES)) {
     report(name, `decode L=${L}`, caches, step);
   }
   for (const T of list(opts.prefill)) {
-    const q = rng.randn(T * qRow), k = rng.randn(T * kRow), v = rng.randn(T * kRow);
+    const q = rng.randn(T * qRow),
+      k = rng.randn(T * kRow),
+      v = rng.randn(T * kRow);
     const caches = [await cacheOn(1, shape, T), await cacheOn(opts.threads, shape, T)];
     const prefill = (/** @type {any} */ c) => {
       const s = performance.now();
@@ -72,17 +82,27 @@ for (const [name, shape] of Object.entries(SHAPES)) {
 }
 
 /** Times `call` on both caches, alternating which goes first; prints medians and the median ratio. */
-function report(/** @type {string} */ shape, /** @type {string} */ what, /** @type {any[]} */ caches, /** @type {(c: any) => number} */ call) {
+function report(
+  /** @type {string} */ shape,
+  /** @type {string} */ what,
+  /** @type {any[]} */ caches,
+  /** @type {(c: any) => number} */ call,
+) {
   for (let i = 0; i < 5; i++) for (const c of caches) call(c); // warm up (and wake the workers)
-  const single = [], threaded = [], ratios = [];
+  const single = [],
+    threaded = [],
+    ratios = [];
   for (let r = 0; r < opts.rounds; r++) {
     const [a, b] = r % 2 ? [caches[1], caches[0]] : [caches[0], caches[1]];
-    const ta = call(a), tb = call(b);
+    const ta = call(a),
+      tb = call(b);
     const [s, t] = a === caches[0] ? [ta, tb] : [tb, ta];
     single.push(s);
     threaded.push(t);
     ratios.push(s / t);
   }
-  console.log(`| ${shape} | ${what} | ${median(single).toFixed(3)} ms | ${median(threaded).toFixed(3)} ms | ${fmtX(median(ratios))} |`);
+  console.log(
+    `| ${shape} | ${what} | ${median(single).toFixed(3)} ms | ${median(threaded).toFixed(3)} ms | ${fmtX(median(ratios))} |`,
+  );
   for (const c of caches) c.dispose();
 }

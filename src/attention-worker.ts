@@ -8,7 +8,13 @@
 // worker entry still ships a working worker.
 
 /** Control words of the job block (assembly/job.ts documents them; threads.ts imports these). */
-export const OPEN = 0, NEXT = 1, FINISHED = 2, ENTERED = 3, GENERATION = 4, SLEEPERS = 5, PIECES = 15;
+export const OPEN = 0,
+  NEXT = 1,
+  FINISHED = 2,
+  ENTERED = 3,
+  GENERATION = 4,
+  SLEEPERS = 5,
+  PIECES = 15;
 
 /** What a worker is sent once: everything it needs to join calls. */
 export interface WorkerStart {
@@ -23,15 +29,24 @@ export interface WorkerStart {
 }
 
 interface NodeWorkerThreads {
-  parentPort: { once(event: 'message', listener: (message: WorkerStart) => void): void; postMessage(message: unknown): void } | null;
+  parentPort: {
+    once(event: 'message', listener: (message: WorkerStart) => void): void;
+    postMessage(message: unknown): void;
+  } | null;
 }
 
 // Node, Deno and Bun run it as a node:worker_threads worker (the one kind they can unref); browsers as a
 // module Web Worker
-const port = ((globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process
-  ?.getBuiltinModule?.('node:worker_threads') as NodeWorkerThreads | undefined)?.parentPort;
+const port = (
+  (globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process?.getBuiltinModule?.(
+    'node:worker_threads',
+  ) as NodeWorkerThreads | undefined
+)?.parentPort;
 const inWebWorker = !port && typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
-const scope = globalThis as unknown as { postMessage(message: unknown): void; onmessage: ((event: { data: WorkerStart }) => void) | null };
+const scope = globalThis as unknown as {
+  postMessage(message: unknown): void;
+  onmessage: ((event: { data: WorkerStart }) => void) | null;
+};
 const post = (message: unknown) => (port ? port.postMessage(message) : scope.postMessage(message));
 
 async function start(given: WorkerStart): Promise<void> {
@@ -57,7 +72,9 @@ async function start(given: WorkerStart): Promise<void> {
   let seen = Atomics.load(words, GENERATION);
   for (;;) {
     const until = performance.now() + spinMs;
-    while (Atomics.load(words, GENERATION) === seen && performance.now() < until) { /* spin */ }
+    while (Atomics.load(words, GENERATION) === seen && performance.now() < until) {
+      /* spin */
+    }
     if (Atomics.load(words, GENERATION) === seen) {
       Atomics.add(words, SLEEPERS, 1);
       Atomics.wait(words, GENERATION, seen);

@@ -30,10 +30,20 @@ export const SPIN_MS = 2;
 export const MIN_THREADED_WORK = 320_000;
 
 // job words written by the facade (assembly/job.ts)
-const DESCRIPTOR = 8, LAYER = 9, TOKENS = 10, FIRST_POSITION = 11, KEY_END = 12, CAUSAL = 13;
-const SCRATCH_BASE = 16, SCRATCH_STRIDE = 17, PARTIALS = 18, PARTIAL_CAPACITY = 19, PARTIAL_NEEDED = 20;
+const DESCRIPTOR = 8,
+  LAYER = 9,
+  TOKENS = 10,
+  FIRST_POSITION = 11,
+  KEY_END = 12,
+  CAUSAL = 13;
+const SCRATCH_BASE = 16,
+  SCRATCH_STRIDE = 17,
+  PARTIALS = 18,
+  PARTIAL_CAPACITY = 19,
+  PARTIAL_NEEDED = 20;
 
-const COOP_COEP_FIX = 'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
+const COOP_COEP_FIX =
+  'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
   'Cross-Origin-Embedder-Policy: require-corp';
 
 interface Global {
@@ -60,7 +70,9 @@ interface NodeWorker {
 }
 
 function nodeWorkerThreads(): { Worker: new (url: URL) => NodeWorker } | undefined {
-  return global.process?.getBuiltinModule?.('node:worker_threads') as { Worker: new (url: URL) => NodeWorker } | undefined;
+  return global.process?.getBuiltinModule?.('node:worker_threads') as
+    | { Worker: new (url: URL) => NodeWorker }
+    | undefined;
 }
 
 /**
@@ -70,10 +82,10 @@ function nodeWorkerThreads(): { Worker: new (url: URL) => NodeWorker } | undefin
 export function threadsUnavailable(): string | undefined {
   if (global.crossOriginIsolated === false || typeof global.SharedArrayBuffer === 'undefined') {
     if (global.crossOriginIsolated === false) return `the page is not cross-origin isolated: ${COOP_COEP_FIX}`;
-    return 'this runtime has no SharedArrayBuffer (a browser page needs cross-origin isolation: ' + COOP_COEP_FIX + ')';
+    return `this runtime has no SharedArrayBuffer (a browser page needs cross-origin isolation: ${COOP_COEP_FIX})`;
   }
   if (typeof global.Worker !== 'function' && !nodeWorkerThreads()) {
-    return 'this runtime has no Worker (Cloudflare Workers run on one thread): use threads: 1 or \'auto\'';
+    return "this runtime has no Worker (Cloudflare Workers run on one thread): use threads: 1 or 'auto'";
   }
   try {
     new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
@@ -87,7 +99,9 @@ export function threadsUnavailable(): string | undefined {
 export function runtimeCores(): number {
   let cores = global.navigator?.hardwareConcurrency;
   if (!cores) {
-    const os = global.process?.getBuiltinModule?.('node:os') as { availableParallelism?(): number; cpus(): unknown[] } | undefined;
+    const os = global.process?.getBuiltinModule?.('node:os') as
+      | { availableParallelism?(): number; cpus(): unknown[] }
+      | undefined;
     cores = os?.availableParallelism?.() ?? os?.cpus().length ?? 1;
   }
   return Math.max(1, Math.min(MAX_AUTO_THREADS, cores));
@@ -124,9 +138,13 @@ function startWorker(start: WorkerStart): PoolWorker {
   // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise.
   const threads = nodeWorkerThreads();
   if (!threads) {
-    const worker = new Worker(new URL('./attention-worker.js', import.meta.url), { type: 'module' }) as unknown as WebWorker;
+    const worker = new Worker(new URL('./attention-worker.js', import.meta.url), {
+      type: 'module',
+    }) as unknown as WebWorker;
     worker.addEventListener('message', (event) => onMessage(event.data));
-    worker.addEventListener('error', (event) => settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)));
+    worker.addEventListener('error', (event) =>
+      settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)),
+    );
     worker.postMessage(start);
     return { ready, terminate: () => worker.terminate() };
   }
@@ -137,7 +155,10 @@ function startWorker(start: WorkerStart): PoolWorker {
   worker.postMessage(start);
   // once started, an idle worker never keeps the process alive (unref after the listeners: adding one refs
   // again; before it is ready, init is waiting for it)
-  ready.then(() => worker.unref(), () => undefined);
+  ready.then(
+    () => worker.unref(),
+    () => undefined,
+  );
   return { ready, terminate: () => void worker.terminate() };
 }
 
@@ -208,9 +229,15 @@ export class ThreadPool {
     while (this.#workers.length > threads - 1) this.#workers.pop()?.terminate();
     const started: PoolWorker[] = [];
     for (let thread = this.#workers.length + 1; thread < threads; thread++) {
-      started.push(startWorker({
-        module: this.module, memory: this.kernel.abi.memory, job: this.job, thread, spinMs: SPIN_MS,
-      }));
+      started.push(
+        startWorker({
+          module: this.module,
+          memory: this.kernel.abi.memory,
+          job: this.job,
+          thread,
+          spinMs: SPIN_MS,
+        }),
+      );
     }
     try {
       await Promise.all(started.map((w) => w.ready));
@@ -225,8 +252,17 @@ export class ThreadPool {
    * Runs an attend (appendFirst 0) or step (appendFirst 1) of the staged tokens on every thread, with
    * the same result as the kernel's attend/step. `work`: the call's multiply-adds, for the small-call rule.
    */
-  attend(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: boolean,
-    appendFirst: boolean, scratchStride: number, work: number): void {
+  attend(
+    descriptor: number,
+    layer: number,
+    tokens: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: boolean,
+    appendFirst: boolean,
+    scratchStride: number,
+    work: number,
+  ): void {
     const abi = this.kernel.abi;
     if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) {
       if (appendFirst) abi.step(descriptor, layer, tokens, firstPosition);
@@ -274,7 +310,9 @@ export class ThreadPool {
     }
     Atomics.store(w, OPEN, 0);
     // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
-    while (Atomics.load(w, ENTERED) > 0) { /* spin: it has nothing left to do */ }
+    while (Atomics.load(w, ENTERED) > 0) {
+      /* spin: it has nothing left to do */
+    }
   }
 
   /** Makes room for every thread's scratch; false when memory cannot grow (the call then runs alone). */

@@ -49,10 +49,17 @@ const CASES: Case[] = [
   // multi-query with a wrapped window ring, sinks and rope: chunks cut blocks that straddle pages
   {
     cfg: { heads: 8, kvHeads: 1, headDim: 64, maxTokens: 1500, window: 1400, sinks: 4, rope: {} },
-    n: 2600, chunks: [1300, 1, 1, 500, 798], steps: 4,
+    n: 2600,
+    chunks: [1300, 1, 1, 500, 798],
+    steps: 4,
   },
   // grouped-query, int8, an odd head size
-  { cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' }, n: 2200, chunks: [64, 1100, 1, 1035], steps: 3 },
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' },
+    n: 2200,
+    chunks: [64, 1100, 1, 1035],
+    steps: 3,
+  },
 ];
 
 interface Outputs {
@@ -109,8 +116,14 @@ forEachBuild('threads', (build) => {
     expect(activeKernel().pool?.threadedCalls).toBe(before + 1);
     // then a call of one piece (one kv head, one chunk), which the calling thread runs through the job alone
     const mqa = { heads: 8, kvHeads: 1, headDim: 64 };
-    const k1 = k.subarray(0, 1024 * 64), v1 = v.subarray(0, 1024 * 64); // above the small-call size
-    expectClose(attention(q, k1, v1, mqa), referenceAttention(q, k1, v1, mqa), tolFor(undefined, 64), 'one piece after a threaded call');
+    const k1 = k.subarray(0, 1024 * 64),
+      v1 = v.subarray(0, 1024 * 64); // above the small-call size
+    expectClose(
+      attention(q, k1, v1, mqa),
+      referenceAttention(q, k1, v1, mqa),
+      tolFor(undefined, 64),
+      'one piece after a threaded call',
+    );
   });
 });
 
@@ -146,7 +159,9 @@ describe('init({ threads })', () => {
     // every worker on its own scratch: a threaded call gives the same bits as one thread
     const o = { heads: 8, kvHeads: 2, headDim: 64 };
     const rng = new Rng(9);
-    const q = rng.randn(8 * 64), k = rng.randn(6000 * 2 * 64), v = rng.randn(6000 * 2 * 64);
+    const q = rng.randn(8 * 64),
+      k = rng.randn(6000 * 2 * 64),
+      v = rng.randn(6000 * 2 * 64);
     const many = attention(q, k, v, o);
     await init({ threads: 1 });
     expectBitIdentical(many, attention(q, k, v, o), '3 threads after concurrent inits == 1 thread');
@@ -157,7 +172,11 @@ describe('init({ threads })', () => {
     const s = stream(cfg, 2600, 11);
     const chunks = [2000, 1, 1, 1, 597];
     const want = feed(new KVCache(cfg as never), cfg, s, chunks);
-    for (const [from, to] of [[1, 4], [4, 1], [2, 3]]) {
+    for (const [from, to] of [
+      [1, 4],
+      [4, 1],
+      [2, 3],
+    ]) {
       await init({ threads: from });
       const cache = new KVCache(cfg as never);
       const head = feed(cache, cfg, slice(cfg, s, 0, 2002), [2000, 1, 1]);
@@ -176,7 +195,10 @@ describe('init({ threads })', () => {
     try {
       expect((await api.init()).threads).toBe(1);
       await expectRejects(() => api.init({ threads: 2 }), Error, [
-        /threads: 2/, /not cross-origin isolated/, /Cross-Origin-Opener-Policy: same-origin/, /Cross-Origin-Embedder-Policy: require-corp/,
+        /threads: 2/,
+        /not cross-origin isolated/,
+        /Cross-Origin-Opener-Policy: same-origin/,
+        /Cross-Origin-Embedder-Policy: require-corp/,
       ]);
     } finally {
       delete global.crossOriginIsolated;
