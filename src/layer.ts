@@ -212,6 +212,7 @@ export class CacheMemory {
   }
 
   readonly #one = [0];
+  readonly #taken: number[] = [];
 
   /** Reserves the page table entries `list` (ascending) of every (kv head, K|V) row of `layer`. */
   #reservePages(what: string, layer: number, list: number[]): void {
@@ -240,7 +241,8 @@ export class CacheMemory {
     const tableBytes = newCapacity !== capacity ? align(rows * newCapacity * 4) : 0;
     const needed = fresh * (this.pageBytes + COUNT_BYTES) + tableBytes;
     let newTable = 0;
-    const taken: number[] = [];
+    const taken = this.#taken; // reused: a decode step that takes a page allocates nothing on the JS heap
+    taken.length = 0;
     try {
       if (tableBytes) newTable = this.#pool.takeBlock(tableBytes);
       for (let i = 0; i < fresh; i++) taken.push(this.#pool.take(this.pageBytes));
