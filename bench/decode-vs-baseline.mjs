@@ -51,7 +51,11 @@ if (opts.help) {
   console.log(HELP);
 } else if (nodeMajor < 22 && !process.execArgv.includes('--experimental-wasm-relaxed-simd')) {
   // Node 20 runs relaxed SIMD (the kernel's build and the peak's measurement) only behind this flag
-  const self = spawnSync(process.execPath, [...process.execArgv, '--experimental-wasm-relaxed-simd', ...process.argv.slice(1)], { stdio: 'inherit' });
+  const self = spawnSync(
+    process.execPath,
+    [...process.execArgv, '--experimental-wasm-relaxed-simd', ...process.argv.slice(1)],
+    { stdio: 'inherit' },
+  );
   process.exitCode = self.status ?? 1;
 } else if (opts.child) {
   await runChild(opts.child);
@@ -65,13 +69,16 @@ if (opts.help) {
 function ensureBaseline(/** @type {string} */ commit) {
   const dir = join(root, '.tmp', 'baseline');
   if (!existsSync(join(dir, 'dist', 'index.js'))) {
-    if (!existsSync(dir)) execFileSync('git', ['worktree', 'add', '--detach', dir, commit], { cwd: root, stdio: 'inherit' });
-    if (!existsSync(join(dir, 'node_modules'))) symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
+    if (!existsSync(dir))
+      execFileSync('git', ['worktree', 'add', '--detach', dir, commit], { cwd: root, stdio: 'inherit' });
+    if (!existsSync(join(dir, 'node_modules')))
+      symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir');
     execFileSync('npm', ['run', 'build'], { cwd: dir, stdio: 'inherit' });
   }
   const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd: dir }).toString().trim();
   const wanted = execFileSync('git', ['rev-parse', commit], { cwd: root }).toString().trim();
-  if (head !== wanted) throw new Error(`.tmp/baseline holds ${head}, not ${commit}: remove it (git worktree remove .tmp/baseline)`);
+  if (head !== wanted)
+    throw new Error(`.tmp/baseline holds ${head}, not ${commit}: remove it (git worktree remove .tmp/baseline)`);
   return dir;
 }
 
@@ -81,7 +88,8 @@ async function runParent() {
   /** @param {string} name */
   const shapeOf = (name) => SHAPES[/** @type {keyof typeof SHAPES} */ (name)];
   const sizes = new Set();
-  for (const shape of list(opts.shapes)) for (const L of list(opts.decode)) sizes.add(bytesOf(shapeOf(shape), 'decode', +L, 'float32'));
+  for (const shape of list(opts.shapes))
+    for (const L of list(opts.decode)) sizes.add(bytesOf(shapeOf(shape), 'decode', +L, 'float32'));
   /** @type {Uint8Array<ArrayBuffer> | null} */
   let relaxed = readFileSync(limitPaths.relaxed);
   if (!WebAssembly.validate(relaxed)) relaxed = null;
@@ -93,11 +101,15 @@ async function runParent() {
   const rows = [];
   for (const build of list(opts.builds)) {
     const args = process.argv.slice(2).filter((a) => !a.startsWith('--child'));
-    const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...args, '--child', build], {
-      env: { ...process.env, BASELINE_DIR: baseline },
-      stdio: ['ignore', 'pipe', 'inherit'],
-      maxBuffer: 1 << 24,
-    });
+    const child = spawnSync(
+      process.execPath,
+      [...process.execArgv, fileURLToPath(import.meta.url), ...args, '--child', build],
+      {
+        env: { ...process.env, BASELINE_DIR: baseline },
+        stdio: ['ignore', 'pipe', 'inherit'],
+        maxBuffer: 1 << 24,
+      },
+    );
     if (child.status !== 0) throw new Error(`the ${build} child failed (exit ${child.status})`);
     rows.push(...JSON.parse(child.stdout.toString().trim().split('\n').at(-1) ?? '[]'));
   }
@@ -109,7 +121,9 @@ async function runParent() {
 function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
   const out = [
     `Peak: relaxed_madd ${limits.peakMadd?.toFixed(1) ?? '–'} GFLOP/s, mul+add ${limits.peakMulAdd.toFixed(1)} GFLOP/s; ` +
-      `streaming reads ${Object.entries(limits.bandwidth).map(([b, g]) => `${(+b / 2 ** 20).toFixed(1)} MiB: ${(+g).toFixed(0)} GB/s`).join(', ')}`,
+      `streaming reads ${Object.entries(limits.bandwidth)
+        .map(([b, g]) => `${(+b / 2 ** 20).toFixed(1)} MiB: ${(+g).toFixed(0)} GB/s`)
+        .join(', ')}`,
     '',
     '| build | shape | workload | baseline ms | this ms | speed-up | CPU-time speed-up | this: % of flop peak | this: % of roofline | same bits |',
     '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
@@ -159,7 +173,15 @@ async function runChild(/** @type {string} */ build) {
       /** @type {Float32Array} */
       const scratch = new Float32Array(q.length);
       const steps = variants.map((pkg) => {
-        const cache = filledCache(pkg, s, 'float32', L + 1, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L);
+        const cache = filledCache(
+          pkg,
+          s,
+          'float32',
+          L + 1,
+          /** @type {Float32Array} */ (pastK),
+          /** @type {Float32Array} */ (pastV),
+          L,
+        );
         return (/** @type {Float32Array} */ out = scratch) => {
           cache.attend(0, q, k, v, out);
           cache.truncate(L);

@@ -12,7 +12,9 @@ import { loadPackage, median, parseArgs } from './common.mjs';
 
 const opts = parseArgs(process.argv.slice(2), { build: 'auto', forks: 100, prefix: 2000, steps: 4, section: '' });
 if (opts.help) {
-  console.log('node bench/memory.mjs [--build auto|relaxed-simd|simd|scalar] [--forks 100] [--prefix 2000] [--steps 4]');
+  console.log(
+    'node bench/memory.mjs [--build auto|relaxed-simd|simd|scalar] [--forks 100] [--prefix 2000] [--steps 4]',
+  );
   process.exit(0);
 }
 const SHAPE = { layers: 16, heads: 32, kvHeads: 8, headDim: 64 };
@@ -61,7 +63,9 @@ function limit(/** @type {any} */ pkg, /** @type {() => number} */ wasmBytes) {
 
 /** Forks of one prefix, each decoding a few tokens in every layer: their memory, and fork()'s time. */
 function forks(/** @type {any} */ pkg, /** @type {() => number} */ wasmBytes) {
-  console.log(`\n## ${opts.forks} forks of a ${opts.prefix}-token prefix, each decoding ${opts.steps} tokens in every layer\n`);
+  console.log(
+    `\n## ${opts.forks} forks of a ${opts.prefix}-token prefix, each decoding ${opts.steps} tokens in every layer\n`,
+  );
   const memoryBefore = wasmBytes();
   const prefix = new pkg.KVCache({ ...SHAPE, maxTokens: 32768 });
   const k = rows(opts.prefix, 2);
@@ -84,7 +88,8 @@ function forks(/** @type {any} */ pkg, /** @type {() => number} */ wasmBytes) {
   const pageBytes = 64 * SHAPE.headDim * 4 + 64; // and its refcount
   const pagesPerHead = (/** @type {number} */ tokens) => Math.ceil(tokens / 64);
   const sharedFull = Math.floor(opts.prefix / 64);
-  const ownPerFork = SHAPE.layers * 2 * SHAPE.kvHeads * (pagesPerHead(opts.prefix + opts.steps) - sharedFull) * pageBytes;
+  const ownPerFork =
+    SHAPE.layers * 2 * SHAPE.kvHeads * (pagesPerHead(opts.prefix + opts.steps) - sharedFull) * pageBytes;
   const used = wasmBytes() - memoryBefore;
   const budget = prefix.byteLength + opts.forks * ownPerFork;
   console.log('| what | bytes |');
@@ -92,11 +97,15 @@ function forks(/** @type {any} */ pkg, /** @type {() => number} */ wasmBytes) {
   console.log(`| the prefix cache (byteLength) | ${MiB(prefix.byteLength)} |`);
   console.log(`| one fork's own pages (copies of the last, partly filled page; new pages) | ${MiB(ownPerFork)} |`);
   console.log(`| prefix + ${opts.forks} forks' own pages | ${MiB(budget)} |`);
-  console.log(`| WebAssembly memory the prefix and the forks took | ${MiB(used)} (${(used / budget).toFixed(3)}× the line above; target ≤ 1.2×) |`);
+  console.log(
+    `| WebAssembly memory the prefix and the forks took | ${MiB(used)} (${(used / budget).toFixed(3)}× the line above; target ≤ 1.2×) |`,
+  );
   console.log(`| each fork's byteLength (shared pages included) | ${MiB(children[0].byteLength)} |`);
   const sorted = [...forkMs].sort((a, b) => a - b);
-  console.log(`\nfork() of the ${opts.prefix}-token cache: median ${median(forkMs).toFixed(3)} ms, ` +
-    `min ${sorted[0].toFixed(3)} ms, max ${sorted[sorted.length - 1].toFixed(3)} ms over ${forkMs.length} forks (target < 1 ms)`);
+  console.log(
+    `\nfork() of the ${opts.prefix}-token cache: median ${median(forkMs).toFixed(3)} ms, ` +
+      `min ${sorted[0].toFixed(3)} ms, max ${sorted[sorted.length - 1].toFixed(3)} ms over ${forkMs.length} forks (target < 1 ms)`,
+  );
   for (const child of children) child.dispose();
   prefix.dispose();
 }

@@ -26,8 +26,14 @@ const source = resolve(opts.source);
 const out = join(root, 'bench', '.build', `spills-${opts.target}.wasm`);
 mkdirSync(dirname(out), { recursive: true });
 execFileSync(join(root, 'node_modules', '.bin', 'asc'), [
-  join(source, 'assembly', 'index.ts'), '--config', join(source, 'asconfig.json'), '--target', opts.target,
-  '--outFile', out, '--debug',
+  join(source, 'assembly', 'index.ts'),
+  '--config',
+  join(source, 'asconfig.json'),
+  '--target',
+  opts.target,
+  '--outFile',
+  out,
+  '--debug',
 ]);
 const printer = `const b = require('fs').readFileSync(${JSON.stringify(out)});
 new WebAssembly.Instance(new WebAssembly.Module(b), { env: { abort() {} } });`;
@@ -58,7 +64,8 @@ for (const fn of code.split('--- WebAssembly code ---').slice(1)) {
   const innermost = loops.filter((a) => !loops.some((b) => b !== a && b.from >= a.from && b.to <= a.to));
   for (const loop of innermost) {
     const body = lines.filter((l) => l.at >= loop.from && l.at <= loop.to);
-    let stores = 0, reloads = 0;
+    let stores = 0,
+      reloads = 0;
     for (const l of body) {
       const m = SPILL.exec(l.text);
       if (m) m[2] ? reloads++ : stores++;
@@ -67,11 +74,26 @@ for (const fn of code.split('--- WebAssembly code ---').slice(1)) {
     // a v128 constant rebuilt on every iteration: an immediate moved into a general register, then into xmm
     const constants = body.filter((l) => /^(vmovq xmm\d+,r10|vpinsrq xmm\d+,xmm\d+,r10,.*)$/.test(l.text)).length;
     if (opts.all || stores + reloads + constants > 0) {
-      rows.push({ name, at: `+0x${loop.from.toString(16)}`, instructions: body.length, vectorOps, stores, reloads, constants });
+      rows.push({
+        name,
+        at: `+0x${loop.from.toString(16)}`,
+        instructions: body.length,
+        vectorOps,
+        stores,
+        reloads,
+        constants,
+      });
     }
   }
 }
-console.log(`${opts.target} build of ${source}: innermost loops${opts.all ? '' : ' with xmm stack traffic or rebuilt constants'}`);
-console.log('| function | loop at | instructions | xmm instructions | spill stores | spill reloads | v128 constants rebuilt |');
+console.log(
+  `${opts.target} build of ${source}: innermost loops${opts.all ? '' : ' with xmm stack traffic or rebuilt constants'}`,
+);
+console.log(
+  '| function | loop at | instructions | xmm instructions | spill stores | spill reloads | v128 constants rebuilt |',
+);
 console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
-for (const r of rows) console.log(`| ${r.name} | ${r.at} | ${r.instructions} | ${r.vectorOps} | ${r.stores} | ${r.reloads} | ${r.constants} |`);
+for (const r of rows)
+  console.log(
+    `| ${r.name} | ${r.at} | ${r.instructions} | ${r.vectorOps} | ${r.stores} | ${r.reloads} | ${r.constants} |`,
+  );

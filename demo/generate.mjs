@@ -103,7 +103,8 @@ if (D % 2 !== 0) fail(`--head-dim must be even for rope, got ${D}`);
 if (!['auto', 'relaxed-simd', 'simd', 'scalar'].includes(opts.build))
   fail(`--build must be auto, relaxed-simd, simd or scalar`);
 const threads = opts.threads === 'auto' ? 'auto' : Number(opts.threads);
-if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1)) fail(`--threads must be auto or an integer >= 1, got ${opts.threads}`);
+if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1))
+  fail(`--threads must be auto or an integer >= 1, got ${opts.threads}`);
 const jsLayers = Math.min(opts.jsLayers, L);
 const jsSteps = opts.jsSteps < 0 ? N : Math.min(opts.jsSteps, N);
 const recLayers = Math.min(opts.recomputeLayers, L);
@@ -237,7 +238,9 @@ let info;
 try {
   info = await pkg.init({ build: opts.build, threads });
 } catch (e) {
-  fail(`init({ build: '${opts.build}', threads: ${JSON.stringify(threads)} }) failed: ${/** @type {Error} */ (e).message}`);
+  fail(
+    `init({ build: '${opts.build}', threads: ${JSON.stringify(threads)} }) failed: ${/** @type {Error} */ (e).message}`,
+  );
 }
 
 // 0. plain JavaScript first, before any KVCache exists: V8's typed-array code in a process runs
@@ -282,7 +285,12 @@ out('');
 
 // 2. plain JavaScript, on jsLayers of the L identical layers
 /** @type {Record<string, number>} */
-const summary = { build: info.build, threads: info.threads, prefillMs: prefillOurs, prefillTokensPerSec: (P / prefillOurs) * 1000 };
+const summary = {
+  build: info.build,
+  threads: info.threads,
+  prefillMs: prefillOurs,
+  prefillTokensPerSec: (P / prefillOurs) * 1000,
+};
 if (N > 0) {
   summary.decodeMedianMs = median(ours.decodeMs);
   summary.decodeP90Ms = quantile(ours.decodeMs, 0.9);

@@ -5,8 +5,15 @@ import { activeKernel, type Kernel } from './kernel.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { rangeError } from './errors.js';
 import {
-  headShape, optionalBoolean, optionsObject, outputArray, sameLength, scoring, tokensIn,
-  type HeadShape, type Scoring,
+  headShape,
+  optionalBoolean,
+  optionsObject,
+  outputArray,
+  sameLength,
+  scoring,
+  tokensIn,
+  type HeadShape,
+  type Scoring,
 } from './options.js';
 import { CacheMemory, copyOut, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 
@@ -39,17 +46,30 @@ function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot
   tokensIn('v', v, shape.kvHeads * shape.headDim, 'kvHeads × headDim');
   sameLength('v', v as Float32Array, 'k', k as Float32Array);
   if (causal && queries > keys) {
-    throw rangeError('q', `at most as many tokens as k (${keys}) when causal (query t sits at position S − T + t)`,
-      `${queries} tokens`);
+    throw rangeError(
+      'q',
+      `at most as many tokens as k (${keys}) when causal (query t sits at position S − T + t)`,
+      `${queries} tokens`,
+    );
   }
   return { shape, scoring: score, causal, queries, keys };
 }
 
 /** Runs `body` with a temporary one-layer cache holding all of k and v; frees it afterwards. */
-function withKeys(kernel: Kernel, call: OneShot, k: Float32Array, v: Float32Array, extraBytes: number,
-  body: (memory: CacheMemory, extra: number) => void): void {
+function withKeys(
+  kernel: Kernel,
+  call: OneShot,
+  k: Float32Array,
+  v: Float32Array,
+  extraBytes: number,
+  body: (memory: CacheMemory, extra: number) => void,
+): void {
   const geometry: LayerGeometry = {
-    ...call.shape, int8: false, slots: call.keys, sinks: call.scoring.sinks, ring: call.keys,
+    ...call.shape,
+    int8: false,
+    slots: call.keys,
+    sinks: call.scoring.sinks,
+    ring: call.keys,
   };
   const tokens = Math.min(stagingTokens(call.shape), Math.max(call.queries, call.keys));
   const bytes = 2 * call.shape.kvHeads * pagesPerHead(geometry) * pageBytesOf(geometry) + extraBytes;
@@ -72,13 +92,20 @@ function withKeys(kernel: Kernel, call: OneShot, k: Float32Array, v: Float32Arra
 }
 
 export function attention(
-  q: Float32Array, k: Float32Array, v: Float32Array, options: AttentionOptions, out?: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  options: AttentionOptions,
+  out?: Float32Array,
 ): Float32Array {
   const kernel = activeKernel();
   const call = validate(q, k, v, options);
   const { heads, headDim } = call.shape;
-  const result = outputArray(out, call.queries * heads * headDim,
-    () => `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`);
+  const result = outputArray(
+    out,
+    call.queries * heads * headDim,
+    () => `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`,
+  );
   withKeys(kernel, call, k, v, 0, (memory) => {
     const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries; // query t sits at position S − T + t
@@ -92,7 +119,10 @@ export function attention(
 
 /** The softmax probabilities [T][heads][S] behind attention(): rows sum to 1, masked keys are exactly 0. */
 export function attentionWeights(
-  q: Float32Array, k: Float32Array, v: Float32Array, options: AttentionOptions,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  options: AttentionOptions,
 ): Float32Array {
   const kernel = activeKernel();
   const call = validate(q, k, v, options);
@@ -106,7 +136,17 @@ export function attentionWeights(
     const offset = call.keys - call.queries;
     for (let from = 0; from < call.queries; from += chunk) {
       const n = Math.min(chunk, call.queries - from);
-      memory.weights(0, q, from, n, offset + from, call.keys, call.causal, weights + from * heads * call.keys * 4, call.keys);
+      memory.weights(
+        0,
+        q,
+        from,
+        n,
+        offset + from,
+        call.keys,
+        call.causal,
+        weights + from * heads * call.keys * 4,
+        call.keys,
+      );
     }
     copyOut(kernel, weights, result, 0, count);
   });

@@ -6,11 +6,27 @@ import { activeKernel, init } from './kernel.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { rangeError, typeError } from './errors.js';
 import {
-  MAX_POSITION, cacheSettings, integerAtLeast, layerGeometry, outputArray, sameLength, settingsToOptions, tokensIn,
-  type CacheSettings, type KVCacheOptions,
+  MAX_POSITION,
+  cacheSettings,
+  integerAtLeast,
+  layerGeometry,
+  outputArray,
+  sameLength,
+  settingsToOptions,
+  tokensIn,
+  type CacheSettings,
+  type KVCacheOptions,
 } from './options.js';
 import {
-  encode, heldRanges, planPiece, readPieces, restore, runsCrc, saveRange, type PieceGeometry, type Run,
+  encode,
+  heldRanges,
+  planPiece,
+  readPieces,
+  restore,
+  runsCrc,
+  saveRange,
+  type PieceGeometry,
+  type Run,
 } from './persist.js';
 import { CacheMemory, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 import { COUNT_BYTES } from './pages.js';
@@ -32,9 +48,10 @@ function pieceGeometry(settings: CacheSettings): PieceGeometry {
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
 
 /** Frees a cache's memory if it is garbage-collected without dispose(). */
-const unreleased = typeof FinalizationRegistry === 'function'
-  ? new FinalizationRegistry<CacheMemory>((memory) => memory.dispose())
-  : undefined;
+const unreleased =
+  typeof FinalizationRegistry === 'function'
+    ? new FinalizationRegistry<CacheMemory>((memory) => memory.dispose())
+    : undefined;
 
 /** Bytes a cache of these settings would hold with every slot of every layer in use (pages, refcounts, tables). */
 function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
@@ -70,13 +87,16 @@ export class KVCache {
       const geometry = layerGeometry(settings);
       const bytes = fullBytes(settings, geometry);
       if (bytes > MAX_MEMORY_BYTES - kernel.abi.heapBase()) {
-        throw new RangeError(`wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
-          `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-          `or use dtype 'int8'`);
+        throw new RangeError(
+          `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
+            `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
+            `or use dtype 'int8'`,
+        );
       }
-      const chunk = settings.scoring.window > 0
-        ? Math.min(stagingTokens(settings.shape), settings.maxTokens - settings.scoring.window + 1)
-        : Math.min(stagingTokens(settings.shape), settings.maxTokens);
+      const chunk =
+        settings.scoring.window > 0
+          ? Math.min(stagingTokens(settings.shape), settings.maxTokens - settings.scoring.window + 1)
+          : Math.min(stagingTokens(settings.shape), settings.maxTokens);
       this.#memory = new CacheMemory(kernel, geometry, settings.layers, settings.scoring, settings.rope, chunk);
       this.#lengths = new Array<number>(settings.layers).fill(0);
       this.#intactFrom = new Array<number>(settings.layers).fill(0);
@@ -124,7 +144,11 @@ export class KVCache {
     const { heads, headDim } = this.#settings.shape;
     const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
     this.#checkNewTokens(index, k, v, tokens);
-    const result = outputArray(out, tokens * heads * headDim, () => `[T=${tokens}][heads=${heads}][headDim=${headDim}]`);
+    const result = outputArray(
+      out,
+      tokens * heads * headDim,
+      () => `[T=${tokens}][heads=${heads}][headDim=${headDim}]`,
+    );
     this.#run(index, k, v, tokens, q, result);
     return result;
   }
@@ -153,11 +177,15 @@ export class KVCache {
     sameLength('v', v as Float32Array, 'k', k as Float32Array);
     const length = this.#lengths[index];
     if (this.#settings.scoring.window === 0 && length + tokens > this.#settings.maxTokens) {
-      throw new RangeError(`wasm-attention: k must fit in the cache: layer ${index} holds ${length} of maxTokens ` +
-        `${this.#settings.maxTokens} tokens, room for ${this.#settings.maxTokens - length} more, got ${tokens} tokens`);
+      throw new RangeError(
+        `wasm-attention: k must fit in the cache: layer ${index} holds ${length} of maxTokens ` +
+          `${this.#settings.maxTokens} tokens, room for ${this.#settings.maxTokens - length} more, got ${tokens} tokens`,
+      );
     }
     if (length + tokens > MAX_POSITION) {
-      throw new RangeError(`wasm-attention: k would take layer ${index} past position ${MAX_POSITION}, got ${tokens} tokens`);
+      throw new RangeError(
+        `wasm-attention: k would take layer ${index} past position ${MAX_POSITION}, got ${tokens} tokens`,
+      );
     }
   }
 
@@ -192,9 +220,11 @@ export class KVCache {
       const needed = Math.max(sinks, n - window + 1);
       for (let l = 0; l < this.#lengths.length; l++) {
         if (this.#lengths[l] > n && needed < n && needed < this.#intactFrom[l]) {
-          throw new RangeError(`wasm-attention: n must leave the cache able to continue: truncating to ${n} needs ` +
-            `layer ${l}'s tokens from position ${needed}, but positions below ${this.#intactFrom[l]} were already ` +
-            `evicted from its ring of ${this.#settings.maxTokens} slots; got n = ${n}`);
+          throw new RangeError(
+            `wasm-attention: n must leave the cache able to continue: truncating to ${n} needs ` +
+              `layer ${l}'s tokens from position ${needed}, but positions below ${this.#intactFrom[l]} were already ` +
+              `evicted from its ring of ${this.#settings.maxTokens} slots; got n = ${n}`,
+          );
         }
       }
     }
@@ -238,15 +268,21 @@ export class KVCache {
     const layers = planPiece(geometry, this.#states(), from, to);
     const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
     const header = {
-      options: settingsToOptions(this.#settings), build: this.#memory.kernel.build, layers,
-      continues: this.#rowsCrc(layers.map((layer) => layer.from)), reaches: this.#rowsCrc(layers.map((layer) => layer.to)),
+      options: settingsToOptions(this.#settings),
+      build: this.#memory.kernel.build,
+      layers,
+      continues: this.#rowsCrc(layers.map((layer) => layer.from)),
+      reaches: this.#rowsCrc(layers.map((layer) => layer.to)),
     };
     return encode(header, runs, this.#memory.kernel.bytes());
   }
 
   /** CRC-32 of the rows at position ends[l] − 1 of every layer with ends[l] > 0: what pieces chain on. */
   #rowsCrc(ends: number[]): number {
-    return runsCrc(ends.flatMap((end, l) => (end > 0 ? this.#runs(l, [[end - 1, end]]) : [])), this.#memory.kernel.bytes());
+    return runsCrc(
+      ends.flatMap((end, l) => (end > 0 ? this.#runs(l, [[end - 1, end]]) : [])),
+      this.#memory.kernel.bytes(),
+    );
   }
 
   /**
@@ -266,13 +302,24 @@ export class KVCache {
     if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
     if (base) base.#live();
     // everything is checked before anything is allocated, so refused bytes never grow memory
-    const { settings, geometry, pieces, states } = readPieces(bytes, (options) => {
-      const settings = cacheSettings(options);
-      return { settings, geometry: pieceGeometry(settings), layers: settings.layers, options: settingsToOptions(settings) };
-    }, base && {
-      options: settingsToOptions(base.#settings), build: base.#memory.kernel.build, states: base.#states(),
-      reaches: base.#rowsCrc(base.#lengths),
-    });
+    const { settings, geometry, pieces, states } = readPieces(
+      bytes,
+      (options) => {
+        const settings = cacheSettings(options);
+        return {
+          settings,
+          geometry: pieceGeometry(settings),
+          layers: settings.layers,
+          options: settingsToOptions(settings),
+        };
+      },
+      base && {
+        options: settingsToOptions(base.#settings),
+        build: base.#memory.kernel.build,
+        states: base.#states(),
+        reaches: base.#rowsCrc(base.#lengths),
+      },
+    );
     const cache = base ? base.fork() : new KVCache(settingsToOptions(settings));
     try {
       const slots = cache.#memory.geometry.slots;
@@ -281,8 +328,7 @@ export class KVCache {
         // the pages the pieces write: on a fork, its own copies of the pages it shares (copy on write)
         if (base) {
           if (state.length > from) cache.#memory.reserve('KVCache.load', l, from, state.length - from);
-        }
-        else cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots));
+        } else cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots));
       });
       for (const piece of pieces) {
         const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));

@@ -86,12 +86,15 @@ export class LinearHeap {
     if (current + pages * PAGE_BYTES > MAX_MEMORY_BYTES) {
       throw new RangeError(
         `wasm-attention: cannot reserve ${size} bytes: this instance's WebAssembly memory already holds ` +
-        `${current} bytes (${this.allocatedBytes} in use) and cannot exceed ${MAX_MEMORY_BYTES} bytes`);
+          `${current} bytes (${this.allocatedBytes} in use) and cannot exceed ${MAX_MEMORY_BYTES} bytes`,
+      );
     }
     // at least 1 MiB or 1/16 of the memory at a time (a prefill takes pages one by one, and each grow costs
     // ~1 ms at a GiB), exactly what is needed near the limit
-    const generous = Math.min(Math.max(pages, MIN_GROWTH_PAGES, Math.floor(current / PAGE_BYTES / 16)),
-      (MAX_MEMORY_BYTES - current) / PAGE_BYTES);
+    const generous = Math.min(
+      Math.max(pages, MIN_GROWTH_PAGES, Math.floor(current / PAGE_BYTES / 16)),
+      (MAX_MEMORY_BYTES - current) / PAGE_BYTES,
+    );
     try {
       try {
         this.#memory.grow(generous);
@@ -102,7 +105,8 @@ export class LinearHeap {
     } catch (cause) {
       throw new RangeError(
         `wasm-attention: cannot reserve ${size} bytes: the engine refused to grow WebAssembly memory from ` +
-        `${current} to ${current + pages * PAGE_BYTES} bytes (${(cause as Error).message})`);
+          `${current} to ${current + pages * PAGE_BYTES} bytes (${(cause as Error).message})`,
+      );
     }
     const grown = this.#memory.buffer.byteLength;
     this.growths++;
@@ -113,7 +117,8 @@ export class LinearHeap {
   #insertHole(start: number, size: number): void {
     const holes = this.#holes;
     // binary search: a cache's dispose frees thousands of pages
-    let i = 0, j = holes.length;
+    let i = 0,
+      j = holes.length;
     while (i < j) {
       const mid = (i + j) >>> 1;
       if (holes[mid].start < start) i = mid + 1;

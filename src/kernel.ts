@@ -15,8 +15,7 @@ export const BUILDS: readonly Build[] = ['relaxed-simd', 'simd', 'scalar'];
 const BUILD_IDS: readonly Build[] = ['scalar', 'simd', 'relaxed-simd']; // the kernel's build() export
 
 /** Where a binary may come from (init's `wasm` option). */
-export type WasmSource =
-  | WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
+export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
 
 /** The kernel's exports, as assembly/index.ts documents them. */
 export interface KernelExports {
@@ -28,10 +27,25 @@ export interface KernelExports {
   ropeFrequencies(table: number, dims: number, theta: number): void;
   /** descriptor: a cache descriptor (assembly/descriptor.ts); the step's numbers follow */
   append(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  attend(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: number): void;
+  attend(
+    descriptor: number,
+    layer: number,
+    tokens: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: number,
+  ): void;
   step(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  weights(descriptor: number, layer: number, tokens: number, firstPosition: number, keyEnd: number, causal: number,
-    out: number, keyCount: number): void;
+  weights(
+    descriptor: number,
+    layer: number,
+    tokens: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: number,
+    out: number,
+    keyCount: number,
+  ): void;
   exp(values: number, count: number): void;
   /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
   jobBytes(): number;
@@ -102,7 +116,6 @@ export interface InitInfo {
 const loading = new Map<string, Promise<Kernel>>();
 let active: Kernel | undefined;
 
-
 /** The kernel of the latest successful init(); throws before init() has resolved. */
 export function activeKernel(): Kernel {
   if (!active) throw new Error(NOT_INITIALIZED);
@@ -118,13 +131,16 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
     throw typeError('init options.build', `one of 'auto', ${BUILDS.map((b) => `'${b}'`).join(', ')}`, requested);
   }
   const asked = options?.threads === undefined ? 'auto' : options.threads;
-  if (asked !== 'auto' && typeof asked !== 'number') throw typeError('init options.threads', "'auto' or a number", asked);
+  if (asked !== 'auto' && typeof asked !== 'number')
+    throw typeError('init options.threads', "'auto' or a number", asked);
   if (asked !== 'auto' && !(Number.isInteger(asked) && asked >= 1 && asked <= MAX_THREADS)) {
     throw rangeError('init options.threads', `'auto' or an integer from 1 to ${MAX_THREADS}`, asked);
   }
   let threads = asked === 'auto' ? 1 : asked;
   if (threads > 1 || asked === 'auto') {
-    const why = threadsUnavailable() ?? (await sharedMemoryFeature() ? undefined : 'this runtime does not validate WebAssembly threads');
+    const why =
+      threadsUnavailable() ??
+      ((await sharedMemoryFeature()) ? undefined : 'this runtime does not validate WebAssembly threads');
     if (why && asked !== 'auto') throw new Error(`wasm-attention: init({ threads: ${asked} }) cannot run here: ${why}`);
     if (!why && asked === 'auto') threads = runtimeCores();
   }
@@ -134,8 +150,10 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
     const module = await compileGiven(options.wasm);
     if (threads > 1 && !importsMemory(module)) {
       if (asked !== 'auto') {
-        throw new Error(`wasm-attention: init({ threads: ${asked} }) needs a shared-memory binary ` +
-          '(attention-<build>-shared.wasm), and init({ wasm }) was given a plain one: pass the -shared binary, or threads: 1');
+        throw new Error(
+          `wasm-attention: init({ threads: ${asked} }) needs a shared-memory binary ` +
+            '(attention-<build>-shared.wasm), and init({ wasm }) was given a plain one: pass the -shared binary, or threads: 1',
+        );
       }
       threads = 1;
     }
@@ -187,12 +205,15 @@ async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<
       } catch (error) {
         failures.push(`'${build}' from ${where}: ${(error as Error).message}`);
       }
-    } catch (error) { // no location at all (import.meta.url missing, as in a classic script bundle)
+    } catch (error) {
+      // no location at all (import.meta.url missing, as in a classic script bundle)
       failures.push(`'${build}': ${(error as Error).message}`);
     }
   }
-  throw new Error(`wasm-attention: could not load a kernel (tried ${failures.join('; ')}). ` +
-    `Where the .wasm files cannot be found this way (a bundler, a CDN, a Worker), pass init({ wasm }).`);
+  throw new Error(
+    `wasm-attention: could not load a kernel (tried ${failures.join('; ')}). ` +
+      `Where the .wasm files cannot be found this way (a bundler, a CDN, a Worker), pass init({ wasm }).`,
+  );
 }
 
 async function compileGiven(source: WasmSource): Promise<WebAssembly.Module> {
@@ -200,8 +221,10 @@ async function compileGiven(source: WasmSource): Promise<WebAssembly.Module> {
     return await compile(source);
   } catch (error) {
     if (error instanceof TypeError && error.message.startsWith('wasm-attention')) throw error;
-    throw new Error(`wasm-attention: could not compile the binary given as init({ wasm }) (${describe(source)}): ` +
-      (error as Error).message);
+    throw new Error(
+      `wasm-attention: could not compile the binary given as init({ wasm }) (${describe(source)}): ` +
+        (error as Error).message,
+    );
   }
 }
 
@@ -219,14 +242,21 @@ async function loadGiven(module: WebAssembly.Module, requested: 'auto' | Build):
   return kernel;
 }
 
-function loadOnce(build: Build, shared: boolean, compileIt: () => Promise<WebAssembly.Module>, where: string): Promise<Kernel> {
+function loadOnce(
+  build: Build,
+  shared: boolean,
+  compileIt: () => Promise<WebAssembly.Module>,
+  where: string,
+): Promise<Kernel> {
   const key = keyOf(build, shared);
   let pending = loading.get(key);
   if (!pending) {
-    pending = compileIt().then(instantiateKernel).then((kernel) => {
-      if (kernel.build !== build) throw new Error(`${where} holds the '${kernel.build}' build, not '${build}'`);
-      return kernel;
-    });
+    pending = compileIt()
+      .then(instantiateKernel)
+      .then((kernel) => {
+        if (kernel.build !== build) throw new Error(`${where} holds the '${kernel.build}' build, not '${build}'`);
+        return kernel;
+      });
     loading.set(key, pending);
     // a failed load is forgotten, so a later init() may retry
     pending.catch(() => loading.delete(key));
@@ -277,7 +307,10 @@ export function useDefaultSources(sources: DefaultSources): void {
 function defaultLocation(build: Build, shared: boolean): { source: WasmSource; where: string } {
   if (!defaultSources) throw new Error('no default location: import the package by its name, not a file inside it');
   const source = defaultSources(build, shared);
-  return { source, where: source instanceof URL ? source.href : `the imported module of the '${keyOf(build, shared)}' build` };
+  return {
+    source,
+    where: source instanceof URL ? source.href : `the imported module of the '${keyOf(build, shared)}' build`,
+  };
 }
 
 // -------------------------------------------------------------------------------------------- sources
@@ -294,11 +327,16 @@ async function compile(given: WasmSource): Promise<WebAssembly.Module> {
   }
   // checked last: in Node the first touch of the global Response loads its fetch implementation (~20 ms)
   if (typeof Response !== 'undefined' && source instanceof Response) return compileResponse(source);
-  throw typeError('init options.wasm', 'a WebAssembly.Module, bytes, a URL, a path, a Response or a promise of one', source);
+  throw typeError(
+    'init options.wasm',
+    'a WebAssembly.Module, bytes, a URL, a path, a Response or a promise of one',
+    source,
+  );
 }
 
 async function compileResponse(response: Response): Promise<WebAssembly.Module> {
-  if (!response.ok) throw new Error(`fetching ${response.url || 'the binary'} answered ${response.status} ${response.statusText}`);
+  if (!response.ok)
+    throw new Error(`fetching ${response.url || 'the binary'} answered ${response.status} ${response.statusText}`);
   const type = response.headers.get('content-type') ?? '';
   if (typeof WebAssembly.compileStreaming === 'function' && type.startsWith('application/wasm')) {
     return WebAssembly.compileStreaming(response);

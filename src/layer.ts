@@ -26,7 +26,14 @@ export const PAGE_ROWS = 64;
 
 // Descriptor words (assembly/descriptor.ts documents them; these mirror it).
 // Written in runs: heads … window (0–6), scale and softcap (7–8), ropeDims … ropeTable (9–11), q … scratch (13–17).
-const HEADS = 0, SCALE = 7, ROPE_DIMS = 9, ROPE_TABLE = 11, STREAM = 12, Q = 13, LAYERS = 18, LAYER_TABLES = 32;
+const HEADS = 0,
+  SCALE = 7,
+  ROPE_DIMS = 9,
+  ROPE_TABLE = 11,
+  STREAM = 12,
+  Q = 13,
+  LAYERS = 18,
+  LAYER_TABLES = 32;
 
 const STAGING_TARGET_BYTES = 1 << 20;
 const STAGING_MAX_TOKENS = 256;
@@ -77,7 +84,13 @@ function stagingLayout(kernel: Kernel, shape: HeadShape, tokens: number): Stagin
   const key = align(tokens * shape.kvHeads * shape.headDim * 4);
   const scratch = align(kernel.abi.scratchBytes(shape.heads, shape.kvHeads, shape.headDim));
   return {
-    tokens, q: 0, k: query, v: query + key, out: query + 2 * key, scratch: 2 * query + 2 * key, scratchBytes: scratch,
+    tokens,
+    q: 0,
+    k: query,
+    v: query + key,
+    out: query + 2 * key,
+    scratch: 2 * query + 2 * key,
+    scratchBytes: scratch,
     bytes: 2 * query + 2 * key + scratch,
   };
 }
@@ -105,8 +118,15 @@ export class CacheMemory {
   #tableBytes = 0;
   #pageCount = 0;
 
-  constructor(kernel: Kernel, geometry: LayerGeometry, layers: number, scoring: Scoring, rope: RopeSettings | undefined,
-    chunkTokens: number, parent?: CacheMemory) {
+  constructor(
+    kernel: Kernel,
+    geometry: LayerGeometry,
+    layers: number,
+    scoring: Scoring,
+    rope: RopeSettings | undefined,
+    chunkTokens: number,
+    parent?: CacheMemory,
+  ) {
     this.kernel = kernel;
     this.geometry = geometry;
     this.layers = layers;
@@ -200,7 +220,11 @@ export class CacheMemory {
         addSlots(sinks, sinks + s0 + count - ring);
       }
     }
-    this.#reservePages(what, layer, [...pages].sort((a, b) => a - b));
+    this.#reservePages(
+      what,
+      layer,
+      [...pages].sort((a, b) => a - b),
+    );
   }
 
   /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
@@ -233,9 +257,8 @@ export class CacheMemory {
         if (page === 0 || this.#pool.isShared(page, this.pageBytes)) fresh++;
       }
     }
-    const newCapacity = largest >= capacity
-      ? Math.min(this.maxPages, Math.max(4, 2 * capacity, largest + 1))
-      : capacity;
+    const newCapacity =
+      largest >= capacity ? Math.min(this.maxPages, Math.max(4, 2 * capacity, largest + 1)) : capacity;
     if (fresh === 0 && newCapacity === capacity) return;
     // take everything first: a failure here changes nothing
     const tableBytes = newCapacity !== capacity ? align(rows * newCapacity * 4) : 0;
@@ -249,8 +272,12 @@ export class CacheMemory {
     } catch (cause) {
       for (const page of taken) this.#pool.drop(page, this.pageBytes);
       if (newTable) this.#pool.dropBlock(newTable, tableBytes);
-      throw outOfMemory(what, `${needed} more bytes of WebAssembly memory (${fresh} pages of ` +
-        `${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''})`, cause);
+      throw outOfMemory(
+        what,
+        `${needed} more bytes of WebAssembly memory (${fresh} pages of ` +
+          `${this.pageBytes + COUNT_BYTES} bytes${tableBytes ? ` and a page table of ${tableBytes}` : ''})`,
+        cause,
+      );
     }
     if (newTable) this.#moveTable(layer, newTable, newCapacity);
     const cap = this.#capacity[layer];
@@ -353,13 +380,18 @@ export class CacheMemory {
         if (t) this.#pool.dropBlock(t, align(rows * this.#capacity[l] * 4));
       });
       if (child) child.#releaseFixed();
-      throw outOfMemory('fork', `${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly memory for its descriptor and page tables`, cause);
+      throw outOfMemory(
+        'fork',
+        `${this.#fixedBytes + this.#tableBytes} bytes of WebAssembly memory for its descriptor and page tables`,
+        cause,
+      );
     }
     const w = this.#words();
     for (let l = 0; l < this.layers; l++) {
       const capacity = this.#capacity[l];
       if (!capacity) continue;
-      const from = this.#tables[l] >>> 2, to = tables[l] >>> 2;
+      const from = this.#tables[l] >>> 2,
+        to = tables[l] >>> 2;
       w.copyWithin(to, from, from + rows * capacity);
       for (let i = to; i < to + rows * capacity; i++) if (w[i] !== 0) this.#pool.share(w[i] >>> 0, this.pageBytes);
       child.#setTable(l, tables[l], capacity);
@@ -429,12 +461,22 @@ export class CacheMemory {
       try {
         staging.ensure(this.#layout.bytes);
       } catch (cause) {
-        throw outOfMemory(what, `${this.#layout.bytes} bytes of WebAssembly memory for the staging area of a call`, cause);
+        throw outOfMemory(
+          what,
+          `${this.#layout.bytes} bytes of WebAssembly memory for the staging area of a call`,
+          cause,
+        );
       }
     }
     if (this.#stagingGeneration === staging.generation) return;
     const { q, k, v, out, scratch } = this.#layout;
-    const at = (this.#at = { q: staging.address + q, k: staging.address + k, v: staging.address + v, out: staging.address + out });
+    const at = {
+      q: staging.address + q,
+      k: staging.address + k,
+      v: staging.address + v,
+      out: staging.address + out,
+    };
+    this.#at = at;
     this.#words().set([at.q, at.k, at.v, at.out, staging.address + scratch], (this.#fixed >>> 2) + Q);
     this.#stagingGeneration = staging.generation;
   }
@@ -443,8 +485,16 @@ export class CacheMemory {
    * Tokens from … from + count − 1 of k and v appended to `layer` at positions firstPosition …, and,
    * given q and out, their queries attended (one kernel call). The pages are reserved.
    */
-  step(layer: number, k: Float32Array, v: Float32Array, from: number, count: number, firstPosition: number,
-    q?: Float32Array, out?: Float32Array): void {
+  step(
+    layer: number,
+    k: Float32Array,
+    v: Float32Array,
+    from: number,
+    count: number,
+    firstPosition: number,
+    q?: Float32Array,
+    out?: Float32Array,
+  ): void {
     const { heads, kvHeads, headDim } = this.geometry;
     const row = kvHeads * headDim;
     copyIn(this.kernel, this.#at.k, k, from * row, count * row);
@@ -457,8 +507,17 @@ export class CacheMemory {
     copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
     const pool = this.kernel.pool;
     if (pool) {
-      pool.attend(this.#fixed, layer, count, firstPosition, firstPosition + count, true, true, this.#layout.scratchBytes,
-        this.#work(count, firstPosition + count));
+      pool.attend(
+        this.#fixed,
+        layer,
+        count,
+        firstPosition,
+        firstPosition + count,
+        true,
+        true,
+        this.#layout.scratchBytes,
+        this.#work(count, firstPosition + count),
+      );
     } else {
       this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
     }
@@ -466,15 +525,32 @@ export class CacheMemory {
   }
 
   /** Attention of queries from … from + count − 1 (at positions firstPosition …) over keys < keyEnd. */
-  attend(layer: number, q: Float32Array, out: Float32Array, from: number, count: number, firstPosition: number,
-    keyEnd: number, causal: boolean): void {
+  attend(
+    layer: number,
+    q: Float32Array,
+    out: Float32Array,
+    from: number,
+    count: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: boolean,
+  ): void {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#at.q, q, from * row, count * row);
     const pool = this.kernel.pool;
     if (pool) {
-      pool.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal, false, this.#layout.scratchBytes,
-        this.#work(count, keyEnd));
+      pool.attend(
+        this.#fixed,
+        layer,
+        count,
+        firstPosition,
+        keyEnd,
+        causal,
+        false,
+        this.#layout.scratchBytes,
+        this.#work(count, keyEnd),
+      );
     } else {
       this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
     }
@@ -492,8 +568,17 @@ export class CacheMemory {
   }
 
   /** The softmax probabilities of queries from … (positions firstPosition …) into `weights` (an address). */
-  weights(layer: number, q: Float32Array, from: number, count: number, firstPosition: number, keyEnd: number,
-    causal: boolean, weights: number, keyCount: number): void {
+  weights(
+    layer: number,
+    q: Float32Array,
+    from: number,
+    count: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: boolean,
+    weights: number,
+    keyCount: number,
+  ): void {
     this.#ensureStaging('attentionWeights');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#at.q, q, from * row, count * row);
@@ -502,12 +587,14 @@ export class CacheMemory {
 }
 
 function outOfMemory(what: string, needs: string, cause: unknown): RangeError {
-  return new RangeError(`wasm-attention: ${what} needs ${needs}, and memory could not grow: ${(cause as Error).message}`);
+  return new RangeError(
+    `wasm-attention: ${what} needs ${needs}, and memory could not grow: ${(cause as Error).message}`,
+  );
 }
 
 /** The slot of a position (assembly/layout.ts). */
 export function slotOf(position: number, sinks: number, ring: number): number {
-  return position < sinks ? position : sinks + (position - sinks) % ring;
+  return position < sinks ? position : sinks + ((position - sinks) % ring);
 }
 
 /** Copies src[from … from + count) to the f32 at byte address `at`. */

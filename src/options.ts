@@ -42,7 +42,11 @@ export function optionsObject(name: string, value: unknown): Bag {
 export function integerAtLeast(name: string, value: unknown, least: number, most = Number.MAX_SAFE_INTEGER): number {
   if (typeof value !== 'number') throw typeError(name, `an integer >= ${least}`, value);
   if (!Number.isInteger(value) || value < least || value > most) {
-    throw rangeError(name, most === Number.MAX_SAFE_INTEGER ? `an integer >= ${least}` : `an integer from ${least} to ${most}`, value);
+    throw rangeError(
+      name,
+      most === Number.MAX_SAFE_INTEGER ? `an integer >= ${least}` : `an integer from ${least} to ${most}`,
+      value,
+    );
   }
   return value;
 }
@@ -67,7 +71,11 @@ export function headShape(options: Bag, where: string): HeadShape {
   const heads = integerAtLeast(`${where}.heads`, options.heads, 1, 65536);
   const kvHeads = options.kvHeads === undefined ? heads : integerAtLeast(`${where}.kvHeads`, options.kvHeads, 1, 65536);
   if (heads % kvHeads !== 0) {
-    throw rangeError(`${where}.kvHeads`, `a divisor of ${where}.heads (${heads}), so query heads group evenly`, kvHeads);
+    throw rangeError(
+      `${where}.kvHeads`,
+      `a divisor of ${where}.heads (${heads}), so query heads group evenly`,
+      kvHeads,
+    );
   }
   const headDim = integerAtLeast(`${where}.headDim`, options.headDim, 1, MAX_HEAD_DIM);
   return { heads, kvHeads, headDim };
@@ -76,8 +84,10 @@ export function headShape(options: Bag, where: string): HeadShape {
 export function scoring(options: Bag, where: string, headDim: number): Scoring {
   const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveNumber(`${where}.scale`, options.scale);
   // softcap 0 (or null) means none, as in onnxruntime's attention ops and Hugging Face configs
-  const softcap = options.softcap === undefined || options.softcap === null || options.softcap === 0
-    ? 0 : positiveNumber(`${where}.softcap`, options.softcap);
+  const softcap =
+    options.softcap === undefined || options.softcap === null || options.softcap === 0
+      ? 0
+      : positiveNumber(`${where}.softcap`, options.softcap);
   const window = optionalInteger(`${where}.window`, options.window, 1, 0);
   const sinks = optionalInteger(`${where}.sinks`, options.sinks, 0, 0);
   return { scale, softcap, window, sinks };
@@ -89,7 +99,8 @@ export function ropeSettings(value: unknown, where: string, headDim: number): Ro
   const theta = rope.theta === undefined ? 10000 : positiveNumber(`${where}.rope.theta`, rope.theta);
   const dims = rope.dims === undefined ? headDim : integerAtLeast(`${where}.rope.dims`, rope.dims, 2, headDim);
   if (dims % 2 !== 0) {
-    const hint = rope.dims === undefined ? ` (it defaults to headDim, ${headDim}, which is odd: give rope.dims explicitly)` : '';
+    const hint =
+      rope.dims === undefined ? ` (it defaults to headDim, ${headDim}, which is odd: give rope.dims explicitly)` : '';
     throw rangeError(`${where}.rope.dims`, `an even number of rotated dimensions${hint}`, dims);
   }
   const interleaved = optionalBoolean(`${where}.rope.interleaved`, rope.interleaved, false);
@@ -105,7 +116,11 @@ function isFloat32Array(value: unknown): value is Float32Array {
 export function tokensIn(name: string, value: unknown, rowFloats: number, rowShape: string): number {
   if (!isFloat32Array(value)) throw typeError(name, 'a Float32Array', value);
   if (value.length === 0 || value.length % rowFloats !== 0) {
-    throw rangeError(name, `a whole number of tokens of ${rowShape} = ${rowFloats} floats (length a positive multiple of ${rowFloats})`, value);
+    throw rangeError(
+      name,
+      `a whole number of tokens of ${rowShape} = ${rowFloats} floats (length a positive multiple of ${rowFloats})`,
+      value,
+    );
   }
   return value.length / rowFloats;
 }
@@ -166,7 +181,11 @@ export function cacheSettings(options: unknown): CacheSettings {
   const score = scoring(bag, 'options', shape.headDim);
   const maxTokens = integerAtLeast('options.maxTokens', bag.maxTokens, 1, MAX_POSITION);
   if (score.window > maxTokens) {
-    throw rangeError('options.window', `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`, score.window);
+    throw rangeError(
+      'options.window',
+      `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`,
+      score.window,
+    );
   }
   const dtype = bag.dtype === undefined ? 'float32' : bag.dtype;
   if (dtype !== 'float32' && dtype !== 'int8') {
@@ -180,8 +199,14 @@ export function cacheSettings(options: unknown): CacheSettings {
 export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Record<string, unknown> {
   const { shape, scoring: score } = settings;
   return {
-    layers: settings.layers, heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim,
-    maxTokens: settings.maxTokens, dtype: settings.dtype, scale: score.scale, sinks: score.sinks,
+    layers: settings.layers,
+    heads: shape.heads,
+    kvHeads: shape.kvHeads,
+    headDim: shape.headDim,
+    maxTokens: settings.maxTokens,
+    dtype: settings.dtype,
+    scale: score.scale,
+    sinks: score.sinks,
     ...(score.window ? { window: score.window } : {}),
     ...(score.softcap ? { softcap: score.softcap } : {}),
     ...(settings.rope ? { rope: { ...settings.rope } } : {}),

@@ -65,7 +65,10 @@ export class PagePool {
   /** Puts a block from takeBlock on the free list of its size. */
   dropBlock(block: number, bytes: number): void {
     let free = this.#free.get(bytes);
-    if (!free) this.#free.set(bytes, (free = []));
+    if (!free) {
+      free = [];
+      this.#free.set(bytes, free);
+    }
     free.push(block);
     this.#freeBytes += bytes;
   }

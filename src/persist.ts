@@ -102,14 +102,16 @@ export function saveRange(options: unknown, lengths: number[]): { from: number[]
   const longest = Math.max(...lengths);
   const position = (name: string, value: unknown, most: number, what: string) => {
     if (typeof value !== 'number') throw typeError(name, `an integer from 0 to ${what} (${most})`, value);
-    if (!Number.isInteger(value) || value < 0 || value > most) throw rangeError(name, `an integer from 0 to ${what} (${most})`, value);
+    if (!Number.isInteger(value) || value < 0 || value > most)
+      throw rangeError(name, `an integer from 0 to ${what} (${most})`, value);
     return value;
   };
   const bag = (options ?? {}) as { from?: unknown; to?: unknown };
   const to = position('options.to', bag.to ?? longest, longest, "the longest layer's length");
   const ends = lengths.map((length) => Math.min(to, length));
   if (Array.isArray(bag.from)) {
-    if (bag.from.length !== lengths.length) throw rangeError('options.from', `a position per layer (${lengths.length})`, bag.from);
+    if (bag.from.length !== lengths.length)
+      throw rangeError('options.from', `a position per layer (${lengths.length})`, bag.from);
     return { from: bag.from.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
   }
   const from = position('options.from', bag.from ?? 0, to, 'options.to');
@@ -131,9 +133,11 @@ export function planPiece(geometry: PieceGeometry, states: LayerState[], from: n
     const needed = Math.min(layerTo, Math.max(layerFrom, sinks, layerTo - window + 1));
     const evicted = [layerFrom - 1, layerTo - 1].find((p) => p >= 0 && !isHeld(p));
     if (evicted !== undefined || held > needed) {
-      throw new RangeError(`wasm-attention: options.from and options.to must name positions layer ${l} still holds: ` +
-        `a piece from ${layerFrom} to ${layerTo} needs position ${evicted ?? needed}, but its ring of ${ring} slots ` +
-        `holds positions from ${Math.max(sinks, intactFrom)} (and the ${sinks} sinks); got from ${layerFrom}, to ${layerTo}`);
+      throw new RangeError(
+        `wasm-attention: options.from and options.to must name positions layer ${l} still holds: ` +
+          `a piece from ${layerFrom} to ${layerTo} needs position ${evicted ?? needed}, but its ring of ${ring} slots ` +
+          `holds positions from ${Math.max(sinks, intactFrom)} (and the ${sinks} sinks); got from ${layerFrom}, to ${layerTo}`,
+      );
     }
     return { from: layerFrom, to: layerTo, held };
   });
@@ -182,7 +186,10 @@ export interface Restoration<Settings> {
 
 /** How the cache reads a piece's options: validated settings (or a throw), their geometry, and canonical options. */
 export type ReadOptions<Settings> = (options: unknown) => {
-  settings: Settings; geometry: PieceGeometry; layers: number; options: Record<string, unknown>;
+  settings: Settings;
+  geometry: PieceGeometry;
+  layers: number;
+  options: Record<string, unknown>;
 };
 
 /** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows' CRC. */
@@ -214,8 +221,11 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
   const before = base ? 'the base cache' : "the first piece's";
   const pieces: Piece[] = [];
   (list as Uint8Array[]).forEach((bytes, i) => {
-    const refuse = (why: string) => new Error(`wasm-attention: KVCache.load refused the bytes` +
-      `${list.length > 1 ? ` (piece ${i} of ${list.length})` : ''}: ${why}`);
+    const refuse = (why: string) =>
+      new Error(
+        `wasm-attention: KVCache.load refused the bytes` +
+          `${list.length > 1 ? ` (piece ${i} of ${list.length})` : ''}: ${why}`,
+      );
     const { header, payloadStart } = decodeEnvelope(bytes, refuse);
     let described: ReturnType<ReadOptions<Settings>>;
     try {
@@ -225,7 +235,9 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     }
     const expectedOptions = base?.options ?? first?.options;
     if (expectedOptions && JSON.stringify(described.options) !== JSON.stringify(expectedOptions)) {
-      throw refuse(`its options ${JSON.stringify(described.options)} differ from ${before} ${JSON.stringify(expectedOptions)}`);
+      throw refuse(
+        `its options ${JSON.stringify(described.options)} differ from ${before} ${JSON.stringify(expectedOptions)}`,
+      );
     }
     if (build !== undefined && header.build !== build) {
       throw refuse(`it was saved by the ${JSON.stringify(header.build)} build, ${before} by ${JSON.stringify(build)}`);
@@ -237,24 +249,34 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     }
     const geometry = described.geometry;
     const layers = header.layers;
-    if (layers.length !== states.length) throw refuse(`${layers.length} saved layers for options.layers ${states.length}`);
+    if (layers.length !== states.length)
+      throw refuse(`${layers.length} saved layers for options.layers ${states.length}`);
     let payload = 0;
     layers.forEach((layer, l) => {
       if (!isPossible(layer, geometry)) {
         throw refuse(`layer ${l}'s saved range ${JSON.stringify(layer)} is not one a cache of these options can save`);
       }
       if (layer.from !== states[l].length) {
-        throw refuse(`it continues layer ${l} from position ${layer.from}, but ${i > 0 ? 'the pieces before it leave' : base ? 'the base cache holds' : 'an empty cache has'} ` +
-          `that layer at ${states[l].length} (pieces missing, repeated or out of order)`);
+        throw refuse(
+          `it continues layer ${l} from position ${layer.from}, but ${i > 0 ? 'the pieces before it leave' : base ? 'the base cache holds' : 'an empty cache has'} ` +
+            `that layer at ${states[l].length} (pieces missing, repeated or out of order)`,
+        );
       }
       payload += payloadBytes(geometry, heldCount(layer, geometry));
     });
-    if (!Number.isInteger(header.continues) || !Number.isInteger(header.reaches) || header.continues < 0 || header.reaches < 0) {
+    if (
+      !Number.isInteger(header.continues) ||
+      !Number.isInteger(header.reaches) ||
+      header.continues < 0 ||
+      header.reaches < 0
+    ) {
       throw refuse('the header lacks its continues/reaches checksums');
     }
     if (header.continues !== reached) {
-      throw refuse(`it does not continue the history ${i > 0 ? 'the pieces before it hold' : base ? 'the base cache holds' : 'of an empty cache'} ` +
-        '(the rows before it differ: saved from another cache, or before a truncate replaced those positions)');
+      throw refuse(
+        `it does not continue the history ${i > 0 ? 'the pieces before it hold' : base ? 'the base cache holds' : 'of an empty cache'} ` +
+          '(the rows before it differ: saved from another cache, or before a truncate replaced those positions)',
+      );
     }
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
@@ -262,7 +284,8 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
     pieces.push({ bytes, payloadStart, layers });
   });
-  return { settings: first!.settings, geometry: first!.geometry, pieces, states };
+  if (!first) throw new RangeError('wasm-attention: bytes must hold at least one piece, got an empty list');
+  return { settings: first.settings, geometry: first.geometry, pieces, states };
 }
 
 /** Exactly the ranges planPiece can produce for these options (whatever state they came from). */
@@ -285,26 +308,34 @@ function intactAfter(state: LayerState, layer: PieceLayer, geometry: PieceGeomet
 }
 
 /** Checks the envelope (magic, version, checksum, JSON header) and returns the header and where the payload starts. */
-function decodeEnvelope(bytes: Uint8Array, refuse: (why: string) => Error): { header: PieceHeader; payloadStart: number } {
+function decodeEnvelope(
+  bytes: Uint8Array,
+  refuse: (why: string) => Error,
+): { header: PieceHeader; payloadStart: number } {
   if (bytes.length < PREFIX_BYTES + 4) throw refuse(`${bytes.length} bytes are too few to be a saved cache`);
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
   if (magic !== MAGIC) throw refuse(`they do not start with "${MAGIC}" (not a saved KVCache)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
   if (version === 1) {
-    throw refuse('format version 1 (wasm-attention 0.1.0); this version reads version 2 (pieces) only: ' +
-      'rebuild the cache from its tokens, or load these bytes with 0.1.0');
+    throw refuse(
+      'format version 1 (wasm-attention 0.1.0); this version reads version 2 (pieces) only: ' +
+        'rebuild the cache from its tokens, or load these bytes with 0.1.0',
+    );
   }
   if (version !== FORMAT_VERSION) {
     throw refuse(`format version ${version}; this version of wasm-attention reads version ${FORMAT_VERSION}`);
   }
   const stored = view.getUint32(bytes.length - 4, true);
-  if (stored !== crc32(bytes, 0, bytes.length - 4)) throw refuse('the checksum does not match (truncated or corrupted)');
+  if (stored !== crc32(bytes, 0, bytes.length - 4))
+    throw refuse('the checksum does not match (truncated or corrupted)');
   const headerLength = view.getUint32(12, true);
   if (PREFIX_BYTES + headerLength > bytes.length - 4) throw refuse('the header length runs past the end');
   let header: PieceHeader;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength)));
+    header = JSON.parse(
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength)),
+    );
   } catch (error) {
     throw refuse(`the header is not valid JSON (${(error as Error).message})`);
   }
@@ -339,21 +370,29 @@ function crcTables(): Int32Array {
     t[n] = c;
   }
   for (let n = 0; n < 256; n++) {
-    for (let k = 1; k < 8; k++) t[k * 256 + n] = t[(k - 1) * 256 + n] >>> 8 ^ t[t[(k - 1) * 256 + n] & 0xff];
+    for (let k = 1; k < 8; k++) t[k * 256 + n] = (t[(k - 1) * 256 + n] >>> 8) ^ t[t[(k - 1) * 256 + n] & 0xff];
   }
   return t;
 }
 
 /** CRC-32 of bytes[start … end), continuing `previous` (the CRC of the bytes before them, 0 for none). */
 export function crc32(bytes: Uint8Array, start: number, end: number, previous = 0): number {
-  const t = (tables ??= crcTables());
+  tables ??= crcTables();
+  const t = tables;
   let crc = ~previous;
   let i = start;
   for (; i + 8 <= end; i += 8) {
-    const lo = crc ^ (bytes[i] | bytes[i + 1] << 8 | bytes[i + 2] << 16 | bytes[i + 3] << 24);
-    const hi = bytes[i + 4] | bytes[i + 5] << 8 | bytes[i + 6] << 16 | bytes[i + 7] << 24;
-    crc = t[1792 + (lo & 0xff)] ^ t[1536 + (lo >>> 8 & 0xff)] ^ t[1280 + (lo >>> 16 & 0xff)] ^ t[1024 + (lo >>> 24)] ^
-      t[768 + (hi & 0xff)] ^ t[512 + (hi >>> 8 & 0xff)] ^ t[256 + (hi >>> 16 & 0xff)] ^ t[hi >>> 24];
+    const lo = crc ^ (bytes[i] | (bytes[i + 1] << 8) | (bytes[i + 2] << 16) | (bytes[i + 3] << 24));
+    const hi = bytes[i + 4] | (bytes[i + 5] << 8) | (bytes[i + 6] << 16) | (bytes[i + 7] << 24);
+    crc =
+      t[1792 + (lo & 0xff)] ^
+      t[1536 + ((lo >>> 8) & 0xff)] ^
+      t[1280 + ((lo >>> 16) & 0xff)] ^
+      t[1024 + (lo >>> 24)] ^
+      t[768 + (hi & 0xff)] ^
+      t[512 + ((hi >>> 8) & 0xff)] ^
+      t[256 + ((hi >>> 16) & 0xff)] ^
+      t[hi >>> 24];
   }
   for (; i < end; i++) crc = t[(crc ^ bytes[i]) & 0xff] ^ (crc >>> 8);
   return (crc ^ -1) >>> 0;

@@ -12,8 +12,11 @@ export function defaultSource(build: Build, shared: boolean): WebAssembly.Module
   // workerd has no Worker, so init never asks for a shared-memory build here
   if (shared) throw new Error('Cloudflare Workers run on one thread: no shared-memory build ships for workerd');
   switch (build) {
-    case 'relaxed-simd': return relaxedSimd;
-    case 'simd': return simd;
-    case 'scalar': return scalar;
+    case 'relaxed-simd':
+      return relaxedSimd;
+    case 'simd':
+      return simd;
+    case 'scalar':
+      return scalar;
   }
 }

@@ -10,14 +10,20 @@ import type { Build } from './kernel.js';
 export function defaultSource(build: Build, shared: boolean): URL {
   if (shared) {
     switch (build) {
-      case 'relaxed-simd': return new URL('../wasm/attention-relaxed-simd-shared.wasm', import.meta.url);
-      case 'simd': return new URL('../wasm/attention-simd-shared.wasm', import.meta.url);
-      case 'scalar': return new URL('../wasm/attention-scalar-shared.wasm', import.meta.url);
+      case 'relaxed-simd':
+        return new URL('../wasm/attention-relaxed-simd-shared.wasm', import.meta.url);
+      case 'simd':
+        return new URL('../wasm/attention-simd-shared.wasm', import.meta.url);
+      case 'scalar':
+        return new URL('../wasm/attention-scalar-shared.wasm', import.meta.url);
     }
   }
   switch (build) {
-    case 'relaxed-simd': return new URL('../wasm/attention-relaxed-simd.wasm', import.meta.url);
-    case 'simd': return new URL('../wasm/attention-simd.wasm', import.meta.url);
-    case 'scalar': return new URL('../wasm/attention-scalar.wasm', import.meta.url);
+    case 'relaxed-simd':
+      return new URL('../wasm/attention-relaxed-simd.wasm', import.meta.url);
+    case 'simd':
+      return new URL('../wasm/attention-simd.wasm', import.meta.url);
+    case 'scalar':
+      return new URL('../wasm/attention-scalar.wasm', import.meta.url);
   }
 }

@@ -32,7 +32,11 @@ forEachBuild('KVCache.append', (build) => {
       appended.append(0, k, v);
 
       expect(appended.length).toBe(attended.length);
-      expectBitIdentical(appended.attend(0, next.q, next.k, next.v), attended.attend(0, next.q, next.k, next.v), 'next step');
+      expectBitIdentical(
+        appended.attend(0, next.q, next.k, next.v),
+        attended.attend(0, next.q, next.k, next.v),
+        'next step',
+      );
       attended.dispose();
       appended.dispose();
     });
@@ -41,11 +45,20 @@ forEachBuild('KVCache.append', (build) => {
   it('refuses bad k/v and leaves the cache unchanged', () => {
     const cache = new KVCache({ heads: 4, kvHeads: 2, headDim: 8, maxTokens: 4 });
     cache.append(0, new Float32Array(3 * 16), new Float32Array(3 * 16));
-    expectThrows(() => cache.append(0, new Float32Array(15), new Float32Array(15)), RangeError, [named('k'), /16/, /15/]);
+    expectThrows(() => cache.append(0, new Float32Array(15), new Float32Array(15)), RangeError, [
+      named('k'),
+      /16/,
+      /15/,
+    ]);
     expectThrows(() => cache.append(0, new Float32Array(16), new Float32Array(32)), RangeError, [named('v')]);
-    expectThrows(() => cache.append(0, [1, 2] as unknown as Float32Array, new Float32Array(16)), TypeError, [named('k')]);
+    expectThrows(() => cache.append(0, [1, 2] as unknown as Float32Array, new Float32Array(16)), TypeError, [
+      named('k'),
+    ]);
     expectThrows(() => cache.append(1, new Float32Array(16), new Float32Array(16)), RangeError, [named('layer')]);
-    expectThrows(() => cache.append(0, new Float32Array(32), new Float32Array(32)), RangeError, [named('k'), /maxTokens/]);
+    expectThrows(() => cache.append(0, new Float32Array(32), new Float32Array(32)), RangeError, [
+      named('k'),
+      /maxTokens/,
+    ]);
     expect(cache.length).toBe(3);
     cache.append(0, new Float32Array(16), new Float32Array(16));
     expect(cache.length).toBe(4);

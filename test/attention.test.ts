@@ -36,7 +36,14 @@ function optsName(o: ReferenceOptions): string {
   return parts.length ? `, ${parts.join(', ')}` : '';
 }
 
-function mk(T: number, S: number, l: HeadLayout, headDim: number, extra: Partial<ReferenceOptions> = {}, timeout?: number): Case {
+function mk(
+  T: number,
+  S: number,
+  l: HeadLayout,
+  headDim: number,
+  extra: Partial<ReferenceOptions> = {},
+  timeout?: number,
+): Case {
   const opts = { heads: l.heads, kvHeads: l.kvHeads, headDim, ...extra };
   const kind = T === S ? `prefill T=S=${S}` : T === 1 ? `decode T=1 S=${S}` : `T=${T} S=${S}`;
   return { name: `${layoutName(l)} headDim ${headDim}, ${kind}${optsName(opts)}`, T, S, opts, timeout };
@@ -185,7 +192,8 @@ forEachBuild('attention', (build) => {
           scale: r.scale,
         };
         // drop undefined keys: "not given" must mean the default
-        for (const key of Object.keys(opts) as (keyof ReferenceOptions)[]) if (opts[key] === undefined) delete opts[key];
+        for (const key of Object.keys(opts) as (keyof ReferenceOptions)[])
+          if (opts[key] === undefined) delete opts[key];
         const rng = new Rng(r.seed);
         const q = rng.randn(r.T * r.layout.heads * r.headDim);
         const k = rng.randn(r.S * r.layout.kvHeads * r.headDim);
@@ -392,7 +400,12 @@ forEachBuild('attention', (build) => {
 
   for (const [name, o, T, S] of [
     ['big GQA prefill, 16h/4kv headDim 128, T=S=600', { heads: 16, kvHeads: 4, headDim: 128 }, 600, 600],
-    ['big MQA decode batch, 32h/1kv headDim 128, T=16 S=8192', { heads: 32, kvHeads: 1, headDim: 128, window: 4096, sinks: 4 }, 16, 8192],
+    [
+      'big MQA decode batch, 32h/1kv headDim 128, T=16 S=8192',
+      { heads: 32, kvHeads: 1, headDim: 128, window: 4096, sinks: 4 },
+      16,
+      8192,
+    ],
     ['many heads, 64h/64kv headDim 64, T=S=256', { heads: 64, kvHeads: 64, headDim: 64 }, 256, 256],
   ] as const) {
     it(`${name} (last rows spot-checked: bottom-right alignment lets the reference take only them)`, () => {
@@ -404,9 +417,24 @@ forEachBuild('attention', (build) => {
       expect(got.every(Number.isFinite)).toBe(true);
       const m = 3;
       const w = o.heads * o.headDim;
-      expectClose(got.subarray((T - m) * w), referenceAttention(q.subarray((T - m) * w), k, v, o), tolFor(undefined, o.headDim), name);
+      expectClose(
+        got.subarray((T - m) * w),
+        referenceAttention(q.subarray((T - m) * w), k, v, o),
+        tolFor(undefined, o.headDim),
+        name,
+      );
       // and the first row, which sees only the keys up to S - T
-      expectClose(got.subarray(0, w), referenceAttention(q.subarray(0, w), k.subarray(0, (S - T + 1) * o.kvHeads * o.headDim), v.subarray(0, (S - T + 1) * o.kvHeads * o.headDim), o), tolFor(undefined, o.headDim), `${name}, row 0`);
+      expectClose(
+        got.subarray(0, w),
+        referenceAttention(
+          q.subarray(0, w),
+          k.subarray(0, (S - T + 1) * o.kvHeads * o.headDim),
+          v.subarray(0, (S - T + 1) * o.kvHeads * o.headDim),
+          o,
+        ),
+        tolFor(undefined, o.headDim),
+        `${name}, row 0`,
+      );
     }, 30_000);
   }
 });

@@ -50,31 +50,59 @@ const SCENARIOS: Scenario[] = [
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 64, rope: { interleaved: true } }, chunks: [21, 1, 1, 9, 1] },
   { cfg: { heads: 8, kvHeads: 1, headDim: 128, maxTokens: 80, rope: { theta: 500000 } }, chunks: [40, 1, 1, 2] },
   { cfg: { heads: 4, headDim: 64, maxTokens: 48, rope: { dims: 32 } }, chunks: [17, 1, 5, 1] },
-  { cfg: { heads: 4, headDim: 80, maxTokens: 48, rope: { dims: 20, interleaved: true, theta: 1000 } }, chunks: [17, 1, 5, 1] },
+  {
+    cfg: { heads: 4, headDim: 80, maxTokens: 48, rope: { dims: 20, interleaved: true, theta: 1000 } },
+    chunks: [17, 1, 5, 1],
+  },
   { cfg: { heads: 3, kvHeads: 1, headDim: 7, maxTokens: 40, rope: { dims: 6 } }, chunks: [15, 1, 1, 3] },
-  { cfg: { heads: 3, kvHeads: 1, headDim: 7, maxTokens: 40, rope: { dims: 4, interleaved: true } }, chunks: [15, 1, 1, 3] },
+  {
+    cfg: { heads: 3, kvHeads: 1, headDim: 7, maxTokens: 40, rope: { dims: 4, interleaved: true } },
+    chunks: [15, 1, 1, 3],
+  },
   { cfg: { heads: 2, headDim: 3, maxTokens: 20, rope: { dims: 2 } }, chunks: [5, 1, 1, 1] },
   { cfg: { heads: 2, kvHeads: 1, headDim: 511, maxTokens: 20, rope: { dims: 510 } }, chunks: [9, 1, 1, 3] },
-  { cfg: { heads: 10, kvHeads: 2, headDim: 96, maxTokens: 30, rope: { dims: 64, interleaved: true } }, chunks: [13, 1, 1, 5] },
+  {
+    cfg: { heads: 10, kvHeads: 2, headDim: 96, maxTokens: 30, rope: { dims: 64, interleaved: true } },
+    chunks: [13, 1, 1, 5],
+  },
   { cfg: { heads: 2, headDim: 130, maxTokens: 30, rope: { dims: 2 } }, chunks: [13, 1, 1, 5] },
   // softcap and scale
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, softcap: 1 }, chunks: [20, 1, 1, 3] },
-  { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 40, softcap: 30, scale: 1, rope: {} }, chunks: [20, 1, 1, 3] },
+  {
+    cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 40, softcap: 30, scale: 1, rope: {} },
+    chunks: [20, 1, 1, 3],
+  },
   { cfg: { heads: 2, headDim: 64, maxTokens: 30, scale: 0.3 }, chunks: [12, 1, 2] },
   { cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 30, softcap: 10000, rope: {} }, chunks: [12, 1, 2] },
   // window + sinks: the ring wraps many times
   { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 8, window: 8, sinks: 2 }, chunks: ones(70) },
-  { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 9, window: 8, sinks: 2, rope: {} }, chunks: [5, ...ones(40), 3, 11, 2] },
+  {
+    cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 9, window: 8, sinks: 2, rope: {} },
+    chunks: [5, ...ones(40), 3, 11, 2],
+  },
   { cfg: { heads: 2, kvHeads: 1, headDim: 32, maxTokens: 1, window: 1, sinks: 1 }, chunks: [3, 1, 1, 1, 4] },
   { cfg: { heads: 2, headDim: 16, maxTokens: 1, window: 1 }, chunks: [1, 1, 5, 1] },
   // sinks longer than a 64-key block; a ring that is not a multiple of 64
-  { cfg: { heads: 2, kvHeads: 2, headDim: 8, maxTokens: 130, window: 100, sinks: 70 }, chunks: [150, 1, 1, 90, 1, 100, 1] },
+  {
+    cfg: { heads: 2, kvHeads: 2, headDim: 8, maxTokens: 130, window: 100, sinks: 70 },
+    chunks: [150, 1, 1, 90, 1, 100, 1],
+  },
   { cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 200, window: 7, sinks: 130 }, chunks: [100, 1, 60, 1, 80, 1] },
   // one attend bringing more tokens than the ring holds (a long prompt through a sliding window)
   { cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 16, window: 16, sinks: 2 }, chunks: [100, 1, 1, 37, 1] },
-  { cfg: { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 20, window: 12, sinks: 4, rope: { interleaved: true } }, chunks: [64, 1, 50, 1, 1] },
-  { cfg: { heads: 3, kvHeads: 3, headDim: 7, maxTokens: 6, window: 5, sinks: 3, rope: { dims: 4 } }, chunks: [13, 7, 1, 1, 20, 1] },
-  { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 33, window: 32, sinks: 4, softcap: 5 }, chunks: [300, ...ones(20), 77], timeout: 30_000 },
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 20, window: 12, sinks: 4, rope: { interleaved: true } },
+    chunks: [64, 1, 50, 1, 1],
+  },
+  {
+    cfg: { heads: 3, kvHeads: 3, headDim: 7, maxTokens: 6, window: 5, sinks: 3, rope: { dims: 4 } },
+    chunks: [13, 7, 1, 1, 20, 1],
+  },
+  {
+    cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 33, window: 32, sinks: 4, softcap: 5 },
+    chunks: [300, ...ones(20), 77],
+    timeout: 30_000,
+  },
   // more sinks than the window, and than the ring
   { cfg: { heads: 2, kvHeads: 1, headDim: 16, maxTokens: 4, window: 3, sinks: 6 }, chunks: [2, 1, 20, 1, 1, 10] },
   { cfg: { heads: 2, kvHeads: 1, headDim: 16, maxTokens: 4, window: 3, sinks: 6 }, chunks: ones(25) },
@@ -131,7 +159,12 @@ forEachBuild('KVCache', (build) => {
         // only the last 64 rows of the long prefill: enough, and keeps the check cheap
         const w = cfg.heads * cfg.headDim;
         const from = Math.max(0, c - 64);
-        expectClose(got.subarray(from * w), want.subarray(from * w), tolFor(undefined, 64), `tokens ${at + from}..${at + c - 1}`);
+        expectClose(
+          got.subarray(from * w),
+          want.subarray(from * w),
+          tolFor(undefined, 64),
+          `tokens ${at + from}..${at + c - 1}`,
+        );
         at += c;
       }
     }, 60_000);
@@ -141,7 +174,17 @@ forEachBuild('KVCache', (build) => {
       const cache = make(cfg);
       const ref = new ReferenceCache(cfg);
       const rng = new Rng(42);
-      const ops: [number, number][] = [[1, 5], [0, 3], [2, 1], [1, 1], [0, 7], [2, 9], [1, 2], [2, 1], [0, 1]];
+      const ops: [number, number][] = [
+        [1, 5],
+        [0, 3],
+        [2, 1],
+        [1, 1],
+        [0, 7],
+        [2, 9],
+        [1, 2],
+        [2, 1],
+        [0, 1],
+      ];
       for (const [layer, T] of ops) {
         const s = stream(cfg, T, rng.int(0, 1e9));
         const got = cache.attend(layer, s.q, s.k, s.v);
@@ -207,7 +250,11 @@ forEachBuild('KVCache', (build) => {
           layout: fc.constantFrom(...HEAD_LAYOUTS),
           headDim: fc.constantFrom(1, 2, 5, 8, 16, 33, 64, 80, 128),
           rope: fc.option(
-            fc.record({ interleaved: fc.boolean(), dimsFrac: fc.double({ min: 0, max: 1, noNaN: true }), theta: fc.constantFrom(10000, 1e6) }),
+            fc.record({
+              interleaved: fc.boolean(),
+              dimsFrac: fc.double({ min: 0, max: 1, noNaN: true }),
+              theta: fc.constantFrom(10000, 1e6),
+            }),
             { nil: undefined },
           ),
           window: fc.option(fc.integer({ min: 1, max: 12 }), { nil: undefined }),
@@ -266,7 +313,9 @@ forEachBuild('KVCache', (build) => {
         }
         const b = feed(make(cfg), cfg, s2, [n]);
         expectBitIdentical(b.subarray(0, (n - 1) * wq), a.subarray(0, (n - 1) * wq), 'rows 0..n-2');
-        expect(Array.from(b.subarray((n - 1) * wq)), 'the last row must change').not.toEqual(Array.from(a.subarray((n - 1) * wq)));
+        expect(Array.from(b.subarray((n - 1) * wq)), 'the last row must change').not.toEqual(
+          Array.from(a.subarray((n - 1) * wq)),
+        );
       });
 
       it(`a prefill of n tokens starts with the prefill of its first m tokens (${cfgName(cfg)})`, () => {
@@ -289,7 +338,11 @@ forEachBuild('KVCache', (build) => {
       const s = stream(cfg, 9, 1);
       const a = make(cfg);
       const b = make(cfg);
-      for (const chunk of [[0, 6], [6, 7], [7, 9]]) {
+      for (const chunk of [
+        [0, 6],
+        [6, 7],
+        [7, 9],
+      ]) {
         const { q, k, v } = slice(cfg, s, chunk[0], chunk[1]);
         const out = new Float32Array(q.length).fill(NaN);
         expect(a.attend(0, q, k, v, out)).toBe(out);
@@ -362,8 +415,27 @@ forEachBuild('KVCache', (build) => {
         const y = slice(b, sb, i, i + 3);
         outB.push(cb.attend(1, y.q, y.k, y.v));
       }
-      expectBitIdentical(concat(outA), feed(make(a), a, sa, ones(10).map(() => 3)), 'cache a');
-      expectBitIdentical(concat(outB), feed(make(b), b, sb, ones(10).map(() => 3), 1), 'cache b');
+      expectBitIdentical(
+        concat(outA),
+        feed(
+          make(a),
+          a,
+          sa,
+          ones(10).map(() => 3),
+        ),
+        'cache a',
+      );
+      expectBitIdentical(
+        concat(outB),
+        feed(
+          make(b),
+          b,
+          sb,
+          ones(10).map(() => 3),
+          1,
+        ),
+        'cache b',
+      );
     });
 
     it('a cache reusing the memory of a disposed one never sees its old contents (NaN left behind)', () => {
@@ -420,7 +492,12 @@ forEachBuild('KVCache', (build) => {
       expectClose(got.subarray((n - 2) * w), want, tolFor(undefined, 128), 'last 2 rows');
       const step = stream(cfg, 1, 7);
       const next = c.attend(0, step.q, step.k, step.v);
-      expectClose(next, referenceAttention(step.q, concat([s.k, step.k]), concat([s.v, step.v]), cfg), tolFor(undefined, 128), 'decode step');
+      expectClose(
+        next,
+        referenceAttention(step.q, concat([s.k, step.k]), concat([s.v, step.v]), cfg),
+        tolFor(undefined, 128),
+        'decode step',
+      );
     }, 30_000);
 
     // Big caches are filled with keys 0 and values 1: every score is then 0, so a query's weights are uniform
@@ -455,30 +532,38 @@ forEachBuild('KVCache', (build) => {
 
     // Filling gigabytes is slow on a shared machine, and what these check is the facade's memory handling
     // (the same code for every build), so they run on one build.
-    it.runIf(build === 'simd')('a 3.5 GiB cache fits (under 4 GiB) and works at both ends of its memory; one-shot calls that cannot fit beside it get a clean RangeError, small ones still work', () => {
-      // 2 layers × 2 (K, V) × 1 kv head × 512 × 458752 tokens × 4 bytes = 3.5 GiB once full
-      const cfg: Cfg = { layers: 2, heads: 2, kvHeads: 1, headDim: 512, maxTokens: 458752 };
-      const c = make(cfg);
-      expect(c.byteLength, 'a new cache holds no K/V').toBeLessThan(4096);
-      for (const layer of [0, 1]) fillFlat(c, cfg, layer, cfg.maxTokens - 3);
-      expect(c.byteLength).toBeGreaterThanOrEqual(3.5 * 2 ** 30);
-      for (const layer of [0, 1]) expectFlat(c, cfg, layer, `layer ${layer}`);
-      const o = { heads: 1, kvHeads: 1, headDim: 512 };
-      const kv = new Float32Array(150000 * 512); // 300 MB: k and v copied in need 600 MB
-      expectThrows(() => attention(new Float32Array(512), kv, kv, o), RangeError, [/\d{9,}/]);
-      // weights of T=4000 × S=40000 need 640 MB
-      expectThrows(
-        () => attentionWeights(new Float32Array(4000 * 8), new Float32Array(40000 * 8), new Float32Array(40000 * 8), { heads: 1, headDim: 8 }),
-        RangeError,
-        [/\d{9,}/],
-      );
-      const rng = new Rng(1);
-      const q = rng.randn(3 * 512);
-      const k = rng.randn(5 * 512);
-      const v = rng.randn(5 * 512);
-      expectClose(attention(q, k, v, o), referenceAttention(q, k, v, o), tolFor(undefined, 512), 'small call');
-      c.dispose();
-    }, 120_000);
+    it.runIf(build === 'simd')(
+      'a 3.5 GiB cache fits (under 4 GiB) and works at both ends of its memory; one-shot calls that cannot fit beside it get a clean RangeError, small ones still work',
+      () => {
+        // 2 layers × 2 (K, V) × 1 kv head × 512 × 458752 tokens × 4 bytes = 3.5 GiB once full
+        const cfg: Cfg = { layers: 2, heads: 2, kvHeads: 1, headDim: 512, maxTokens: 458752 };
+        const c = make(cfg);
+        expect(c.byteLength, 'a new cache holds no K/V').toBeLessThan(4096);
+        for (const layer of [0, 1]) fillFlat(c, cfg, layer, cfg.maxTokens - 3);
+        expect(c.byteLength).toBeGreaterThanOrEqual(3.5 * 2 ** 30);
+        for (const layer of [0, 1]) expectFlat(c, cfg, layer, `layer ${layer}`);
+        const o = { heads: 1, kvHeads: 1, headDim: 512 };
+        const kv = new Float32Array(150000 * 512); // 300 MB: k and v copied in need 600 MB
+        expectThrows(() => attention(new Float32Array(512), kv, kv, o), RangeError, [/\d{9,}/]);
+        // weights of T=4000 × S=40000 need 640 MB
+        expectThrows(
+          () =>
+            attentionWeights(new Float32Array(4000 * 8), new Float32Array(40000 * 8), new Float32Array(40000 * 8), {
+              heads: 1,
+              headDim: 8,
+            }),
+          RangeError,
+          [/\d{9,}/],
+        );
+        const rng = new Rng(1);
+        const q = rng.randn(3 * 512);
+        const k = rng.randn(5 * 512);
+        const v = rng.randn(5 * 512);
+        expectClose(attention(q, k, v, o), referenceAttention(q, k, v, o), tolFor(undefined, 512), 'small call');
+        c.dispose();
+      },
+      120_000,
+    );
 
     it('one-shot calls release their scratch: 80 calls with 32 MB of k/v hold nothing afterwards and grow memory once', () => {
       const o = { heads: 8, kvHeads: 4, headDim: 128 };
@@ -494,27 +579,31 @@ forEachBuild('KVCache', (build) => {
       expect(heap().memoryBytes, 'and reused them').toBe(memory);
     }, 60_000);
 
-    it.runIf(build === 'simd')('memory exhausted by live caches: append is a RangeError naming the bytes (no trap), the cache is unchanged, and the live cache still works', () => {
-      const cfg: Cfg = { heads: 2, kvHeads: 1, headDim: 512, maxTokens: 655360 }; // 2 × 1 × 512 × 655360 × 4 = 2.5 GiB
-      const a = make(cfg);
-      // with growth refused outright (cheap) this is test/pages.test.ts's; here WebAssembly's 4 GiB runs out
-      fillFlat(a, cfg, 0, 655360 - 3);
-      const b = make(cfg); // costs nothing until tokens arrive
-      let err: unknown;
-      let length = 0;
-      try {
-        for (;;) {
-          length = b.length;
-          fillFlat(b, cfg, 0, 8192);
+    it.runIf(build === 'simd')(
+      'memory exhausted by live caches: append is a RangeError naming the bytes (no trap), the cache is unchanged, and the live cache still works',
+      () => {
+        const cfg: Cfg = { heads: 2, kvHeads: 1, headDim: 512, maxTokens: 655360 }; // 2 × 1 × 512 × 655360 × 4 = 2.5 GiB
+        const a = make(cfg);
+        // with growth refused outright (cheap) this is test/pages.test.ts's; here WebAssembly's 4 GiB runs out
+        fillFlat(a, cfg, 0, 655360 - 3);
+        const b = make(cfg); // costs nothing until tokens arrive
+        let err: unknown;
+        let length = 0;
+        try {
+          for (;;) {
+            length = b.length;
+            fillFlat(b, cfg, 0, 8192);
+          }
+        } catch (e) {
+          err = e;
         }
-      } catch (e) {
-        err = e;
-      }
-      expect(err, 'a second 2.5 GiB of pages cannot fit').toBeInstanceOf(RangeError);
-      expect((err as Error).message).toMatch(/needs \d+ more bytes/);
-      expect(b.length, 'the refused append left the cache as it was').toBe(length);
-      expectFlat(b, cfg, 0, 'the cache whose append was refused');
-      expectFlat(a, cfg, 0, 'live cache');
-    }, 120_000);
+        expect(err, 'a second 2.5 GiB of pages cannot fit').toBeInstanceOf(RangeError);
+        expect((err as Error).message).toMatch(/needs \d+ more bytes/);
+        expect(b.length, 'the refused append left the cache as it was').toBe(length);
+        expectFlat(b, cfg, 0, 'the cache whose append was refused');
+        expectFlat(a, cfg, 0, 'live cache');
+      },
+      120_000,
+    );
   });
 });

@@ -54,17 +54,42 @@ function oneShotCases(fn: AnyFn, name: string): Case[] {
   const withOpts = (o: Record<string, unknown>) => fn(q, k, v, o);
   return [
     // wrong array types
-    [`${name}: q is a Float64Array`, () => fn(Float64Array.from(q), k, v, base), TypeError, [named('q'), /Float32Array/, /Float64Array/]],
-    [`${name}: q is a plain array`, () => fn(Array.from(q), k, v, base), TypeError, [named('q'), /Float32Array/, /array/i]],
+    [
+      `${name}: q is a Float64Array`,
+      () => fn(Float64Array.from(q), k, v, base),
+      TypeError,
+      [named('q'), /Float32Array/, /Float64Array/],
+    ],
+    [
+      `${name}: q is a plain array`,
+      () => fn(Array.from(q), k, v, base),
+      TypeError,
+      [named('q'), /Float32Array/, /array/i],
+    ],
     [`${name}: q is null`, () => fn(null, k, v, base), TypeError, [named('q'), /null/]],
     [`${name}: q is undefined`, () => fn(undefined, k, v, base), TypeError, [named('q'), /undefined/]],
-    [`${name}: k is a Float64Array`, () => fn(q, Float64Array.from(k), v, base), TypeError, [named('k'), /Float64Array/]],
+    [
+      `${name}: k is a Float64Array`,
+      () => fn(q, Float64Array.from(k), v, base),
+      TypeError,
+      [named('k'), /Float64Array/],
+    ],
     [`${name}: k is null`, () => fn(q, null, v, base), TypeError, [named('k'), /null/]],
     [`${name}: v is an Int32Array`, () => fn(q, k, new Int32Array(80), base), TypeError, [named('v'), /Int32Array/]],
     [`${name}: v is a plain array`, () => fn(q, k, Array.from(v), base), TypeError, [named('v')]],
     // wrong lengths
-    [`${name}: q length 95 is not a multiple of heads*headDim = 32`, () => fn(q.subarray(1), k, v, base), RangeError, [named('q'), /95/, /32/]],
-    [`${name}: k length 81 is not a multiple of kvHeads*headDim = 16`, () => fn(q, rng.randn(81), v, base), RangeError, [named('k'), /81/, /16/]],
+    [
+      `${name}: q length 95 is not a multiple of heads*headDim = 32`,
+      () => fn(q.subarray(1), k, v, base),
+      RangeError,
+      [named('q'), /95/, /32/],
+    ],
+    [
+      `${name}: k length 81 is not a multiple of kvHeads*headDim = 16`,
+      () => fn(q, rng.randn(81), v, base),
+      RangeError,
+      [named('k'), /81/, /16/],
+    ],
     [`${name}: v holds 4 tokens, k holds 5`, () => fn(q, k, v.subarray(16), base), RangeError, [named('v'), /64|4/]],
     [`${name}: v holds 6 tokens, k holds 5`, () => fn(q, k, rng.randn(96), base), RangeError, [named('v'), /96|6/]],
     [`${name}: v length 79`, () => fn(q, k, v.subarray(1), base), RangeError, [named('v'), /79/]],
@@ -76,12 +101,32 @@ function oneShotCases(fn: AnyFn, name: string): Case[] {
     [`${name}: kvHeads = 0`, () => withOpts({ ...base, kvHeads: 0 }), RangeError, [named('kvHeads'), /0/]],
     [`${name}: kvHeads = 1.5`, () => withOpts({ ...base, kvHeads: 1.5 }), RangeError, [named('kvHeads'), /1\.5/]],
     [`${name}: kvHeads = NaN`, () => withOpts({ ...base, kvHeads: NaN }), RangeError, [named('kvHeads'), /NaN/]],
-    [`${name}: heads 4 % kvHeads 3 !== 0`, () => fn(q, rng.randn(5 * 3 * 8), rng.randn(5 * 3 * 8), { ...base, kvHeads: 3 }), RangeError, [/heads/, /kvHeads/, /3/]],
-    [`${name}: kvHeads 8 > heads 4`, () => fn(q, rng.randn(5 * 8 * 8), rng.randn(5 * 8 * 8), { ...base, kvHeads: 8 }), RangeError, [/kvHeads/, /8/]],
-    [`${name}: headDim 513 > 512`, () => fn(rng.randn(3 * 4 * 513), rng.randn(5 * 2 * 513), rng.randn(5 * 2 * 513), { ...base, headDim: 513 }), RangeError, [named('headDim'), /513/, /512/]],
+    [
+      `${name}: heads 4 % kvHeads 3 !== 0`,
+      () => fn(q, rng.randn(5 * 3 * 8), rng.randn(5 * 3 * 8), { ...base, kvHeads: 3 }),
+      RangeError,
+      [/heads/, /kvHeads/, /3/],
+    ],
+    [
+      `${name}: kvHeads 8 > heads 4`,
+      () => fn(q, rng.randn(5 * 8 * 8), rng.randn(5 * 8 * 8), { ...base, kvHeads: 8 }),
+      RangeError,
+      [/kvHeads/, /8/],
+    ],
+    [
+      `${name}: headDim 513 > 512`,
+      () => fn(rng.randn(3 * 4 * 513), rng.randn(5 * 2 * 513), rng.randn(5 * 2 * 513), { ...base, headDim: 513 }),
+      RangeError,
+      [named('headDim'), /513/, /512/],
+    ],
     [`${name}: causal = 'yes'`, () => withOpts({ ...base, causal: 'yes' }), TypeError, [named('causal'), /yes/]],
     [`${name}: scale = NaN`, () => withOpts({ ...base, scale: NaN }), RangeError, [named('scale'), /NaN/]],
-    [`${name}: scale = Infinity`, () => withOpts({ ...base, scale: Infinity }), RangeError, [named('scale'), /Infinity/]],
+    [
+      `${name}: scale = Infinity`,
+      () => withOpts({ ...base, scale: Infinity }),
+      RangeError,
+      [named('scale'), /Infinity/],
+    ],
     [`${name}: scale = '0.1'`, () => withOpts({ ...base, scale: '0.1' }), TypeError, [named('scale')]],
     [`${name}: window = 0`, () => withOpts({ ...base, window: 0 }), RangeError, [named('window'), /0/]],
     [`${name}: window = -2`, () => withOpts({ ...base, window: -2 }), RangeError, [named('window'), /-2/]],
@@ -113,12 +158,20 @@ interface Fixture {
 
 const PLAIN: Fixture = {
   opts: { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 6, rope: {} },
-  history: [[0, 3, 1], [1, 2, 2]],
+  history: [
+    [0, 3, 1],
+    [1, 2, 2],
+  ],
 };
 // a wrapped ring: window 4 in 5 slots plus 1 sink, 13 tokens on layer 0
 const RING: Fixture = {
   opts: { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 5, window: 4, sinks: 1, rope: { interleaved: true } },
-  history: [[0, 9, 1], [0, 1, 3], [0, 3, 4], [1, 2, 2]],
+  history: [
+    [0, 9, 1],
+    [0, 1, 3],
+    [0, 3, 4],
+    [1, 2, 2],
+  ],
 };
 
 function toks(n: number, seed: number, heads = 4, kvHeads = 2, headDim = 8) {
@@ -145,12 +198,21 @@ function expectUnchanged(c: KVCache, f: Fixture, label: string) {
   expect(lengths(c), `${label}: lengths after the error`).toEqual(lengths(fresh));
   for (const layer of [0, 1]) {
     const t = toks(1, 99 + layer);
-    expectBitIdentical(c.attend(layer, t.q, t.k, t.v), fresh.attend(layer, t.q, t.k, t.v), `${label}: next output of layer ${layer}`);
+    expectBitIdentical(
+      c.attend(layer, t.q, t.k, t.v),
+      fresh.attend(layer, t.q, t.k, t.v),
+      `${label}: next output of layer ${layer}`,
+    );
   }
   fresh.dispose();
 }
 
-type AttendCase = [label: string, call: (c: KVCache) => unknown, type: typeof TypeError | typeof RangeError, patterns: RegExp[]];
+type AttendCase = [
+  label: string,
+  call: (c: KVCache) => unknown,
+  type: typeof TypeError | typeof RangeError,
+  patterns: RegExp[],
+];
 
 function attendCases(): AttendCase[] {
   const one = toks(1, 50);
@@ -162,17 +224,47 @@ function attendCases(): AttendCase[] {
     ['layer = 1.5', (c) => at(c, 1.5, one.q, one.k, one.v), RangeError, [named('layer'), /1\.5/]],
     ['layer = NaN', (c) => at(c, NaN, one.q, one.k, one.v), RangeError, [named('layer'), /NaN/]],
     ['layer = "0"', (c) => at(c, '0', one.q, one.k, one.v), TypeError, [named('layer')]],
-    ['q is a Float64Array', (c) => at(c, 0, Float64Array.from(one.q), one.k, one.v), TypeError, [named('q'), /Float64Array/]],
+    [
+      'q is a Float64Array',
+      (c) => at(c, 0, Float64Array.from(one.q), one.k, one.v),
+      TypeError,
+      [named('q'), /Float64Array/],
+    ],
     ['q is null', (c) => at(c, 0, null, one.k, one.v), TypeError, [named('q'), /null/]],
     ['k is a plain array', (c) => at(c, 0, one.q, Array.from(one.k), one.v), TypeError, [named('k')]],
     ['v is undefined', (c) => at(c, 0, one.q, one.k, undefined), TypeError, [named('v'), /undefined/]],
-    ['q length 31 (heads*headDim = 32)', (c) => at(c, 0, one.q.subarray(1), one.k, one.v), RangeError, [named('q'), /31/, /32/]],
-    ['k length 15 (kvHeads*headDim = 16)', (c) => at(c, 0, one.q, one.k.subarray(1), one.v), RangeError, [named('k'), /15/, /16/]],
-    ['q 2 tokens, k and v 1 token', (c) => at(c, 0, two.q, one.k, one.v), RangeError, [/(^|\W)(q|k)(\W|$)/, /2|64/, /1|16/]],
+    [
+      'q length 31 (heads*headDim = 32)',
+      (c) => at(c, 0, one.q.subarray(1), one.k, one.v),
+      RangeError,
+      [named('q'), /31/, /32/],
+    ],
+    [
+      'k length 15 (kvHeads*headDim = 16)',
+      (c) => at(c, 0, one.q, one.k.subarray(1), one.v),
+      RangeError,
+      [named('k'), /15/, /16/],
+    ],
+    [
+      'q 2 tokens, k and v 1 token',
+      (c) => at(c, 0, two.q, one.k, one.v),
+      RangeError,
+      [/(^|\W)(q|k)(\W|$)/, /2|64/, /1|16/],
+    ],
     ['v 2 tokens, q and k 1 token', (c) => at(c, 0, one.q, one.k, two.v), RangeError, [named('v'), /2|32/]],
     ['empty k with one query', (c) => at(c, 0, one.q, new Float32Array(0), one.v), RangeError, [named('k'), /0/]],
-    ['out is a Float64Array', (c) => at(c, 0, one.q, one.k, one.v, new Float64Array(32)), TypeError, [named('out'), /Float64Array/]],
-    ['out has 31 elements, needs 32', (c) => at(c, 0, one.q, one.k, one.v, new Float32Array(31)), RangeError, [named('out'), /31/, /32/]],
+    [
+      'out is a Float64Array',
+      (c) => at(c, 0, one.q, one.k, one.v, new Float64Array(32)),
+      TypeError,
+      [named('out'), /Float64Array/],
+    ],
+    [
+      'out has 31 elements, needs 32',
+      (c) => at(c, 0, one.q, one.k, one.v, new Float32Array(31)),
+      RangeError,
+      [named('out'), /31/, /32/],
+    ],
   ];
 }
 
@@ -186,10 +278,30 @@ forEachBuild('errors', (buildName) => {
   describe('attention()', () => {
     runCases(oneShotCases(attentionAny, 'attention'));
     runCases([
-      ['attention: out is a Float64Array', () => attentionAny(q, k, v, base, new Float64Array(96)), TypeError, [named('out'), /Float64Array/]],
-      ['attention: out is a plain array', () => attentionAny(q, k, v, base, new Array(96).fill(0)), TypeError, [named('out')]],
-      ['attention: out has 95 elements, needs 96', () => attentionAny(q, k, v, base, new Float32Array(95)), RangeError, [named('out'), /95/, /96/]],
-      ['attention: out has 97 elements, needs 96', () => attentionAny(q, k, v, base, new Float32Array(97)), RangeError, [named('out'), /97/, /96/]],
+      [
+        'attention: out is a Float64Array',
+        () => attentionAny(q, k, v, base, new Float64Array(96)),
+        TypeError,
+        [named('out'), /Float64Array/],
+      ],
+      [
+        'attention: out is a plain array',
+        () => attentionAny(q, k, v, base, new Array(96).fill(0)),
+        TypeError,
+        [named('out')],
+      ],
+      [
+        'attention: out has 95 elements, needs 96',
+        () => attentionAny(q, k, v, base, new Float32Array(95)),
+        RangeError,
+        [named('out'), /95/, /96/],
+      ],
+      [
+        'attention: out has 97 elements, needs 96',
+        () => attentionAny(q, k, v, base, new Float32Array(97)),
+        RangeError,
+        [named('out'), /97/, /96/],
+      ],
     ]);
 
     it('a valid call after all those errors still works', () => {
@@ -199,7 +311,13 @@ forEachBuild('errors', (buildName) => {
     it('more queries than keys (T > S, causal) is a RangeError naming q, k and both token counts', () => {
       // README: a causal one-shot call needs T <= S (a query at a negative position would see no key)
       for (const fn of [attentionAny, weightsAny]) {
-        expectThrows(() => fn(rng.randn(6 * H * D), k, v, base), RangeError, [named('q'), named('k'), /\b5\b/, /\b6\b/, /causal/]);
+        expectThrows(() => fn(rng.randn(6 * H * D), k, v, base), RangeError, [
+          named('q'),
+          named('k'),
+          /\b5\b/,
+          /\b6\b/,
+          /causal/,
+        ]);
       }
       // without causal masking every query sees every key: T > S is fine
       expect(attention(rng.randn(6 * H * D), k, v, { ...base, causal: false }).every(Number.isFinite)).toBe(true);
@@ -209,7 +327,10 @@ forEachBuild('errors', (buildName) => {
       // weights of T = S = 40,000 (one head of size 1): 40,000² floats = 6.4 GB, past wasm32's 4 GiB
       const x = new Float32Array(40000);
       const e = expectThrows(() => attentionWeights(x, x, x, { heads: 1, headDim: 1 }), RangeError, []);
-      expect(byteCounts(e.message).some((n) => n >= 40000 * 40000 * 4), e.message).toBe(true);
+      expect(
+        byteCounts(e.message).some((n) => n >= 40000 * 40000 * 4),
+        e.message,
+      ).toBe(true);
       expect(attention(q, k, v, base).length, 'a valid call afterwards').toBe(96);
     });
 
@@ -224,7 +345,10 @@ forEachBuild('errors', (buildName) => {
       };
       try {
         const e = expectThrows(() => attention(q, big, big, base), RangeError, [/refused by the test/]);
-        expect(byteCounts(e.message).some((n) => n >= memory), e.message).toBe(true);
+        expect(
+          byteCounts(e.message).some((n) => n >= memory),
+          e.message,
+        ).toBe(true);
         expect(heap().memoryBytes).toBe(memory);
         expectBitIdentical(attention(q, k, v, base), attention(q, k, v, base), 'a call that fits, during the refusal');
       } finally {
@@ -268,7 +392,12 @@ forEachBuild('errors', (buildName) => {
       ['rope dims 7 (odd)', mk({ ...good, rope: { dims: 7 } }), RangeError, [named('dims'), /7/, /even/]],
       ['rope dims 10 > headDim 8', mk({ ...good, rope: { dims: 10 } }), RangeError, [named('dims'), /10/, /8/]],
       ['rope dims -2', mk({ ...good, rope: { dims: -2 } }), RangeError, [named('dims'), /-2/]],
-      ['rope on headDim 7 without explicit dims (dims defaults to 7, odd)', mk({ ...good, headDim: 7, rope: {} }), RangeError, [named('dims'), /7/]],
+      [
+        'rope on headDim 7 without explicit dims (dims defaults to 7, odd)',
+        mk({ ...good, headDim: 7, rope: {} }),
+        RangeError,
+        [named('dims'), /7/],
+      ],
       ['rope theta -1', mk({ ...good, rope: { theta: -1 } }), RangeError, [named('theta'), /-1/]],
       ['rope theta NaN', mk({ ...good, rope: { theta: NaN } }), RangeError, [named('theta'), /NaN/]],
       ["rope 'yes'", mk({ ...good, rope: 'yes' }), TypeError, [named('rope')]],
@@ -296,9 +425,21 @@ forEachBuild('errors', (buildName) => {
     });
 
     for (const [label, o, kvBytes] of [
-      ['a 34 GiB cache (32 layers, 8 kv heads × 128, 131072 tokens)', { layers: 32, heads: 32, kvHeads: 8, headDim: 128, maxTokens: 131072 }, 32 * 2 * 8 * 128 * 131072 * 4],
-      ['a cache just over 4 GiB (headDim 512, 2^20 + 1 tokens)', { heads: 1, headDim: 512, maxTokens: 2 ** 20 + 1 }, 2 * 512 * (2 ** 20 + 1) * 4],
-      ['a windowed cache whose ring and sinks exceed 4 GiB', { heads: 2, headDim: 512, maxTokens: 2 ** 19, window: 2 ** 19, sinks: 64 }, 2 ** 32],
+      [
+        'a 34 GiB cache (32 layers, 8 kv heads × 128, 131072 tokens)',
+        { layers: 32, heads: 32, kvHeads: 8, headDim: 128, maxTokens: 131072 },
+        32 * 2 * 8 * 128 * 131072 * 4,
+      ],
+      [
+        'a cache just over 4 GiB (headDim 512, 2^20 + 1 tokens)',
+        { heads: 1, headDim: 512, maxTokens: 2 ** 20 + 1 },
+        2 * 512 * (2 ** 20 + 1) * 4,
+      ],
+      [
+        'a windowed cache whose ring and sinks exceed 4 GiB',
+        { heads: 2, headDim: 512, maxTokens: 2 ** 19, window: 2 ** 19, sinks: 64 },
+        2 ** 32,
+      ],
     ] as const) {
       it(`${label} is refused at construction with the bytes it would need`, () => {
         const e = expectThrows(mk(o), RangeError, []);
@@ -372,7 +513,10 @@ forEachBuild('errors', (buildName) => {
       expect(moved.lengthOf(0)).toBe(MAX_POSITION);
       const one = toks(1, 71);
       const before = moved.save();
-      expectThrows(() => moved.attend(0, one.q, one.k, one.v), RangeError, [named('k'), new RegExp(String(MAX_POSITION))]);
+      expectThrows(() => moved.attend(0, one.q, one.k, one.v), RangeError, [
+        named('k'),
+        new RegExp(String(MAX_POSITION)),
+      ]);
       expectThrows(() => moved.append(0, one.k, one.v), RangeError, [named('k'), new RegExp(String(MAX_POSITION))]);
       expect(moved.lengthOf(0)).toBe(MAX_POSITION);
       expectBitIdentical(moved.save(), before, 'the saved state after the refusals');

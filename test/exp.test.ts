@@ -16,8 +16,18 @@ interface ExpKernel {
 }
 
 async function load(build: Build): Promise<ExpKernel> {
-  const { instance } = await WebAssembly.instantiate(await wasmBytes(build), { env: { abort() { throw new Error('abort'); } } });
-  const ex = instance.exports as unknown as { memory: WebAssembly.Memory; heapBase(): number; exp(at: number, n: number): void };
+  const { instance } = await WebAssembly.instantiate(await wasmBytes(build), {
+    env: {
+      abort() {
+        throw new Error('abort');
+      },
+    },
+  });
+  const ex = instance.exports as unknown as {
+    memory: WebAssembly.Memory;
+    heapBase(): number;
+    exp(at: number, n: number): void;
+  };
   const base = (ex.heapBase() + 15) & ~15;
   const ensure = (bytes: number) => {
     const need = base + bytes - ex.memory.buffer.byteLength;
@@ -94,11 +104,21 @@ for (const build of BUILDS) {
     });
 
     it('exactly 0 below EXP_MIN and for -Infinity (masked keys weigh exactly nothing); NaN stays NaN', () => {
-      const xs = Float32Array.from([-Infinity, -1e30, -1000, -88, Math.fround(EXP_MIN - 0.001), -Infinity, -3.4e38, -90]);
+      const xs = Float32Array.from([
+        -Infinity,
+        -1e30,
+        -1000,
+        -88,
+        Math.fround(EXP_MIN - 0.001),
+        -Infinity,
+        -3.4e38,
+        -90,
+      ]);
       const ys = k.run(xs);
       for (let i = 0; i < xs.length; i++) expect(Object.is(ys[i], 0), `e^${xs[i]} = ${ys[i]}`).toBe(true);
       const ysScalar = k.runScalar(xs);
-      for (let i = 0; i < xs.length; i++) expect(Object.is(ysScalar[i], 0), `scalar e^${xs[i]} = ${ysScalar[i]}`).toBe(true);
+      for (let i = 0; i < xs.length; i++)
+        expect(Object.is(ysScalar[i], 0), `scalar e^${xs[i]} = ${ysScalar[i]}`).toBe(true);
       expect(k.run(Float32Array.from([NaN, NaN, NaN, NaN, NaN])).every(Number.isNaN)).toBe(true);
     });
 
@@ -111,13 +131,16 @@ for (const build of BUILDS) {
       expect(zs.every((y) => y <= 1)).toBe(true);
     });
 
-    it.skipIf(build !== 'simd')('simd build: the four-lane exp equals the scalar exp bit for bit (as assembly/math.ts states)', () => {
-      const rng = new Rng(2);
-      const xs = new Float32Array(40000);
-      for (let i = 0; i < xs.length; i++) xs[i] = -Math.abs(rng.normal()) * 20;
-      const a = k.run(xs);
-      const b = k.runScalar(xs);
-      for (let i = 0; i < xs.length; i++) if (!Object.is(a[i], b[i])) expect(`${a[i]} at x=${xs[i]}`).toBe(`${b[i]}`);
-    });
+    it.skipIf(build !== 'simd')(
+      'simd build: the four-lane exp equals the scalar exp bit for bit (as assembly/math.ts states)',
+      () => {
+        const rng = new Rng(2);
+        const xs = new Float32Array(40000);
+        for (let i = 0; i < xs.length; i++) xs[i] = -Math.abs(rng.normal()) * 20;
+        const a = k.run(xs);
+        const b = k.runScalar(xs);
+        for (let i = 0; i < xs.length; i++) if (!Object.is(a[i], b[i])) expect(`${a[i]} at x=${xs[i]}`).toBe(`${b[i]}`);
+      },
+    );
   });
 }

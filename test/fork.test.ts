@@ -79,18 +79,30 @@ forEachBuild('fork', (build) => {
       for (let l = 0; l < layersOf(cfg); l++) feed(parent, cfg, h, [history - 7, 7], l);
       const child = parent.fork();
       expect(child).toBeInstanceOf(KVCache);
-      expect([child.length, child.lengthOf(layersOf(cfg) - 1)]).toEqual([parent.length, parent.lengthOf(layersOf(cfg) - 1)]);
+      expect([child.length, child.lengthOf(layersOf(cfg) - 1)]).toEqual([
+        parent.length,
+        parent.lengthOf(layersOf(cfg) - 1),
+      ]);
       // different continuations: the parent as decode steps, the fork as one chunk, then both more
       const a = stream(cfg, 9, 2);
       const b = stream(cfg, 9, 3);
       const outA = feed(parent, cfg, a, ones(9));
       const outB = feed(child, cfg, b, [9]);
-      const freshA = replay(cfg, Array.from({ length: layersOf(cfg) }, () => [h]));
-      const freshB = replay(cfg, Array.from({ length: layersOf(cfg) }, () => [h]));
+      const freshA = replay(
+        cfg,
+        Array.from({ length: layersOf(cfg) }, () => [h]),
+      );
+      const freshB = replay(
+        cfg,
+        Array.from({ length: layersOf(cfg) }, () => [h]),
+      );
       expectBitIdentical(outA, feed(freshA, cfg, a), 'parent after the fork');
       expectBitIdentical(outB, feed(freshB, cfg, b), 'fork');
       if (cfg.dtype !== 'int8') {
-        const ref = replayRef(cfg, Array.from({ length: layersOf(cfg) }, () => [h]));
+        const ref = replayRef(
+          cfg,
+          Array.from({ length: layersOf(cfg) }, () => [h]),
+        );
         expectClose(outB, ref.attend(0, b.q, b.k, b.v), tolFor(cfg.scale, cfg.headDim), 'fork vs float64');
       }
       // and on: the last layer too, and further steps into the same pages
@@ -153,7 +165,11 @@ forEachBuild('fork', (build) => {
       child.truncate(40);
       const s = stream(cfg, 4, 31);
       const fresh = replay(cfg, [[h]]);
-      expectBitIdentical(feed(parent, cfg, s), feed(fresh, cfg, s), `${cfgName(cfg)}: parent after the fork's truncate`);
+      expectBitIdentical(
+        feed(parent, cfg, s),
+        feed(fresh, cfg, s),
+        `${cfgName(cfg)}: parent after the fork's truncate`,
+      );
       parent.truncate(10);
       const kept = replay(cfg, [[slice(cfg, h, 0, 40)]]);
       expectBitIdentical(feed(child, cfg, s), feed(kept, cfg, s), `${cfgName(cfg)}: fork after the parent's truncate`);
@@ -186,7 +202,7 @@ forEachBuild('fork', (build) => {
     }
   });
 
-  it('a fork shares its parent\'s pages: it costs its descriptor and tables, then a copy of each page it writes', () => {
+  it("a fork shares its parent's pages: it costs its descriptor and tables, then a copy of each page it writes", () => {
     const cfg: Cfg = { layers: 2, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1000 };
     const parent = make(cfg);
     const h = stream(cfg, 130, 50); // 3 pages per (layer, kv head, K|V), the last one partly filled
@@ -199,7 +215,9 @@ forEachBuild('fork', (build) => {
     // a decode step in layer 0 writes into the shared, partly filled last page of each kv head's K and V
     const s = stream(cfg, 1, 51);
     feed(child, cfg, s, [1]);
-    expect(heldBytes() - before - forkCost, 'copy on write: one page per kv head, K and V').toBe(2 * 2 * pageBytesFor(cfg));
+    expect(heldBytes() - before - forkCost, 'copy on write: one page per kv head, K and V').toBe(
+      2 * 2 * pageBytesFor(cfg),
+    );
     // the parent's next step in the same layer now owns the old page alone: no copy
     const held = heldBytes();
     feed(parent, cfg, s, [1]);
@@ -221,20 +239,41 @@ forEachBuild('fork', (build) => {
 
   it('random attend/fork/truncate/reset/dispose/save/load over several caches (fast-check), each equal to its own history', () => {
     const Op = fc.oneof(
-      { weight: 4, arbitrary: fc.record({ op: fc.constant('attend' as const), who: fc.nat(), layer: fc.nat(1), n: fc.integer({ min: 1, max: 40 }), seed: fc.nat() }) },
+      {
+        weight: 4,
+        arbitrary: fc.record({
+          op: fc.constant('attend' as const),
+          who: fc.nat(),
+          layer: fc.nat(1),
+          n: fc.integer({ min: 1, max: 40 }),
+          seed: fc.nat(),
+        }),
+      },
       { weight: 2, arbitrary: fc.record({ op: fc.constant('fork' as const), who: fc.nat() }) },
-      { weight: 2, arbitrary: fc.record({ op: fc.constant('truncate' as const), who: fc.nat(), percent: fc.nat(100) }) },
+      {
+        weight: 2,
+        arbitrary: fc.record({ op: fc.constant('truncate' as const), who: fc.nat(), percent: fc.nat(100) }),
+      },
       fc.record({ op: fc.constant('reset' as const), who: fc.nat() }),
       fc.record({ op: fc.constant('dispose' as const), who: fc.nat() }),
       fc.record({ op: fc.constant('reload' as const), who: fc.nat() }),
     );
     fc.assert(
       fc.property(fc.constantFrom(...CFGS), fc.array(Op, { minLength: 5, maxLength: 40 }), (cfg, ops) => {
-        interface Live { cache: KVCache; histories: Stream[][] }
-        const live: Live[] = [{ cache: new KVCache(cfg as never), histories: Array.from({ length: layersOf(cfg) }, () => []) }];
+        interface Live {
+          cache: KVCache;
+          histories: Stream[][];
+        }
+        const live: Live[] = [
+          { cache: new KVCache(cfg as never), histories: Array.from({ length: layersOf(cfg) }, () => []) },
+        ];
         try {
           for (const o of ops) {
-            if (live.length === 0) live.push({ cache: new KVCache(cfg as never), histories: Array.from({ length: layersOf(cfg) }, () => []) });
+            if (live.length === 0)
+              live.push({
+                cache: new KVCache(cfg as never),
+                histories: Array.from({ length: layersOf(cfg) }, () => []),
+              });
             const i = o.who % live.length;
             const x = live[i];
             const tokensIn = (l: number) => x.histories[l].reduce((a, s) => a + s.n, 0);
@@ -245,10 +284,19 @@ forEachBuild('fork', (build) => {
               const s = stream(cfg, n, o.seed);
               const got = x.cache.attend(layer, s.q, s.k, s.v);
               const fresh = replay(cfg, x.histories);
-              expectBitIdentical(got, fresh.attend(layer, s.q, s.k, s.v), `${cfgName(cfg)}: cache ${i} layer ${layer} vs a fresh cache of its history`);
+              expectBitIdentical(
+                got,
+                fresh.attend(layer, s.q, s.k, s.v),
+                `${cfgName(cfg)}: cache ${i} layer ${layer} vs a fresh cache of its history`,
+              );
               fresh.dispose();
               if (cfg.dtype !== 'int8') {
-                expectClose(got, replayRef(cfg, x.histories).attend(layer, s.q, s.k, s.v), tolFor(cfg.scale, cfg.headDim), 'vs float64');
+                expectClose(
+                  got,
+                  replayRef(cfg, x.histories).attend(layer, s.q, s.k, s.v),
+                  tolFor(cfg.scale, cfg.headDim),
+                  'vs float64',
+                );
               }
               x.histories[layer].push(s);
             } else if (o.op === 'fork') {
@@ -284,10 +332,18 @@ forEachBuild('fork', (build) => {
         numRuns: 60,
         seed: 1234,
         // the copy-on-write case, always: a fork rolls back into the shared last page and writes there
-        examples: [[CFGS[0], [
-          { op: 'attend', who: 0, layer: 0, n: 40, seed: 1 }, { op: 'fork', who: 0 }, { op: 'truncate', who: 1, percent: 50 },
-          { op: 'attend', who: 1, layer: 0, n: 5, seed: 2 }, { op: 'attend', who: 0, layer: 0, n: 1, seed: 3 },
-        ]]] as never,
+        examples: [
+          [
+            CFGS[0],
+            [
+              { op: 'attend', who: 0, layer: 0, n: 40, seed: 1 },
+              { op: 'fork', who: 0 },
+              { op: 'truncate', who: 1, percent: 50 },
+              { op: 'attend', who: 1, layer: 0, n: 5, seed: 2 },
+              { op: 'attend', who: 0, layer: 0, n: 1, seed: 3 },
+            ],
+          ],
+        ] as never,
       },
     );
   }, 120_000);

@@ -5,7 +5,17 @@
 
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { referenceAttention } from './support/reference.js';
-import { BUILDS, Rng, SUPPORT, expectClose, expectRejects, tolFor, wasmBytes, wasmUrl, type Build } from './support/util.js';
+import {
+  BUILDS,
+  Rng,
+  SUPPORT,
+  expectClose,
+  expectRejects,
+  tolFor,
+  wasmBytes,
+  wasmUrl,
+  type Build,
+} from './support/util.js';
 
 type Api = typeof import('../src/index.js');
 
@@ -92,7 +102,11 @@ describe('init()', () => {
     const api = await freshApi();
     const o = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 16, rope: {} };
     const rng = new Rng(9);
-    const steps = Array.from({ length: 6 }, () => ({ q: rng.randn(4 * 64), k: rng.randn(2 * 64), v: rng.randn(2 * 64) }));
+    const steps = Array.from({ length: 6 }, () => ({
+      q: rng.randn(4 * 64),
+      k: rng.randn(2 * 64),
+      v: rng.randn(2 * 64),
+    }));
     // all under scalar
     await api.init({ build: 'scalar' });
     const alone = new api.KVCache(o);
@@ -118,9 +132,9 @@ describe('init()', () => {
     const api = await freshApi();
     await expectRejects(() => api.init({ wasm: new Uint8Array([0, 1, 2, 3, 4, 5, 6, 7]) }), Error, []);
     // the sync API still says init is needed
-    expect(() => api.attention(new Float32Array(1), new Float32Array(1), new Float32Array(1), { heads: 1, headDim: 1 })).toThrow(
-      'wasm-attention: call await init() first',
-    );
+    expect(() =>
+      api.attention(new Float32Array(1), new Float32Array(1), new Float32Array(1), { heads: 1, headDim: 1 }),
+    ).toThrow('wasm-attention: call await init() first');
     expect(BUILDS).toContain((await api.init()).build);
     works(api);
   });
@@ -134,7 +148,12 @@ describe('init({ wasm })', () => {
     ['a WebAssembly.Module', async () => ({ wasm: await WebAssembly.compile(await wasmBytes('simd')) })],
     ['a file: URL', async () => ({ wasm: wasmUrl('simd') })],
     ['a file: URL string', async () => ({ wasm: wasmUrl('simd').href })],
-    ['a Response', async () => ({ wasm: new Response(await wasmBytes('simd'), { headers: { 'content-type': 'application/wasm' } }) })],
+    [
+      'a Response',
+      async () => ({
+        wasm: new Response(await wasmBytes('simd'), { headers: { 'content-type': 'application/wasm' } }),
+      }),
+    ],
     [
       'a Promise<Response>',
       async () => {
@@ -177,8 +196,9 @@ describe('init({ wasm }) refuses what it cannot use, naming the option, and a la
     const empty = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
     expect(WebAssembly.validate(empty)).toBe(true);
     await expectRejects(() => api.init({ wasm: empty }), Error, [/not a wasm-attention kernel/]);
-    expect(() => api.attention(new Float32Array(4), new Float32Array(4), new Float32Array(4), { heads: 1, headDim: 4 }))
-      .toThrow(/init\(\)/);
+    expect(() =>
+      api.attention(new Float32Array(4), new Float32Array(4), new Float32Array(4), { heads: 1, headDim: 4 }),
+    ).toThrow(/init\(\)/);
     expect(BUILDS).toContain((await api.init()).build);
     works(api);
   });
@@ -232,6 +252,8 @@ describe('reading the .wasm files from disk', () => {
     vi.stubGlobal('fetch', async () => new Response(null, { status: 404, statusText: 'Not Found' }));
     (process as { getBuiltinModule?: unknown }).getBuiltinModule = undefined;
     const api = await freshApi();
-    await expectRejects(() => api.init({ wasm: wasmUrl('simd') }), Error, [/reading file:\S+attention-simd\.wasm answered 404 Not Found/]);
+    await expectRejects(() => api.init({ wasm: wasmUrl('simd') }), Error, [
+      /reading file:\S+attention-simd\.wasm answered 404 Not Found/,
+    ]);
   });
 });

@@ -44,7 +44,10 @@ function quantized(bytes: Uint8Array, cfg: Cfg): Quantized {
   expect(p.header.options.dtype).toBe('int8');
   const { from, to, held } = p.header.layers[0];
   const sinkEnd = cfg.window !== undefined ? Math.min(cfg.sinks ?? 0, to) : 0;
-  const positions = [...range(Math.max(0, sinkEnd - from)).map((i) => from + i), ...range(to - held).map((i) => held + i)];
+  const positions = [
+    ...range(Math.max(0, sinkEnd - from)).map((i) => from + i),
+    ...range(to - held).map((i) => held + i),
+  ];
   const rows = positions.length;
   const H = kvHeadsOf(cfg);
   const D = cfg.headDim;
@@ -141,7 +144,10 @@ forEachBuild('int8', (build) => {
       expect(out.every(Number.isFinite), 'outputs finite (zero rows, large and tiny rows)').toBe(true);
       const q = quantized(cache.save(), cfg);
       expect(q.rows).toBe(36);
-      for (const [name, x, xq, scale] of [['K', s.k, q.kq, q.kScale], ['V', s.v, q.vq, q.vScale]] as const) {
+      for (const [name, x, xq, scale] of [
+        ['K', s.k, q.kq, q.kScale],
+        ['V', s.v, q.vq, q.vScale],
+      ] as const) {
         for (let t = 0; t < 36; t++) {
           for (let h = 0; h < 2; h++) {
             const sc = scale[h * 36 + t];
@@ -153,7 +159,9 @@ forEachBuild('int8', (build) => {
               qmax = Math.max(qmax, Math.abs(xq[i]));
               const err = Math.abs(x[i] - xq[i] * sc);
               if (!(err <= (sc / 2) * (1 + 1e-5) + 1e-37)) {
-                throw new Error(`${name} token ${t} kv head ${h} dim ${d}: ${x[i]} stored as ${xq[i]} × ${sc} (error ${err}, half a step ${sc / 2})`);
+                throw new Error(
+                  `${name} token ${t} kv head ${h} dim ${d}: ${x[i]} stored as ${xq[i]} × ${sc} (error ${err}, half a step ${sc / 2})`,
+                );
               }
             }
             expect(qmax, `${name} token ${t} kv head ${h}: symmetric range`).toBeLessThanOrEqual(127);
@@ -162,8 +170,13 @@ forEachBuild('int8', (build) => {
               continue;
             }
             expect(sc, `${name} token ${t} kv head ${h}: scale`).toBeGreaterThan(0);
-            expect(sc * 127, `${name} token ${t} kv head ${h}: nothing clipped`).toBeGreaterThanOrEqual(absmax * (1 - 1e-6));
-            expect(qmax, `${name} token ${t} kv head ${h}: the largest value uses the full range`).toBeGreaterThanOrEqual(126);
+            expect(sc * 127, `${name} token ${t} kv head ${h}: nothing clipped`).toBeGreaterThanOrEqual(
+              absmax * (1 - 1e-6),
+            );
+            expect(
+              qmax,
+              `${name} token ${t} kv head ${h}: the largest value uses the full range`,
+            ).toBeGreaterThanOrEqual(126);
           }
         }
       }
@@ -179,8 +192,27 @@ forEachBuild('int8', (build) => {
         { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 50, dtype: 'int8', rope: {} },
         // windows that mask keys, sinks, and rings that wrapped several times
         { heads: 2, kvHeads: 1, headDim: 32, maxTokens: 30, window: 9, sinks: 2, dtype: 'int8' },
-        { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 24, window: 20, sinks: 3, dtype: 'int8', rope: { interleaved: true } },
-        { heads: 6, kvHeads: 2, headDim: 16, maxTokens: 7, window: 7, sinks: 1, dtype: 'int8', rope: { dims: 8 }, softcap: 3 },
+        {
+          heads: 4,
+          kvHeads: 1,
+          headDim: 64,
+          maxTokens: 24,
+          window: 20,
+          sinks: 3,
+          dtype: 'int8',
+          rope: { interleaved: true },
+        },
+        {
+          heads: 6,
+          kvHeads: 2,
+          headDim: 16,
+          maxTokens: 7,
+          window: 7,
+          sinks: 1,
+          dtype: 'int8',
+          rope: { dims: 8 },
+          softcap: 3,
+        },
       ] as Cfg[]) {
         const n = cfg.window === undefined ? cfg.maxTokens - 10 : 4 * cfg.maxTokens + 5;
         const steps = 4;
@@ -192,8 +224,12 @@ forEachBuild('int8', (build) => {
         for (let p = n - steps; p < n; p++) {
           const got = feed(cache, cfg, slice(cfg, s, p, p + 1));
           const held = storedByPosition(quantized(cache.save(), cfg), cfg, p + 1);
-          expectClose(got, referenceCacheQuery(asStored, qRoped, held.k, held.v, p), TOL,
-            `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V, position ${p}`);
+          expectClose(
+            got,
+            referenceCacheQuery(asStored, qRoped, held.k, held.v, p),
+            TOL,
+            `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V, position ${p}`,
+          );
         }
       }
     });
@@ -202,7 +238,16 @@ forEachBuild('int8', (build) => {
   describe('keeps the cache promises', () => {
     for (const cfg of [
       { layers: 2, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8', rope: {} },
-      { heads: 4, kvHeads: 1, headDim: 128, maxTokens: 20, window: 12, sinks: 4, dtype: 'int8', rope: { interleaved: true } },
+      {
+        heads: 4,
+        kvHeads: 1,
+        headDim: 128,
+        maxTokens: 20,
+        window: 12,
+        sinks: 4,
+        dtype: 'int8',
+        rope: { interleaved: true },
+      },
       { heads: 3, kvHeads: 3, headDim: 7, maxTokens: 6, window: 5, sinks: 3, dtype: 'int8', rope: { dims: 4 } },
     ] as Cfg[]) {
       it(`prefill == decode steps == chunked prefill, bit for bit (${cfgName(cfg)})`, () => {
@@ -226,7 +271,10 @@ forEachBuild('int8', (build) => {
       { cfg: { heads: 6, kvHeads: 2, headDim: 80, maxTokens: 0 }, n: long ? 1024 : 256 },
       { cfg: { heads: 8, kvHeads: 2, headDim: 128, maxTokens: 0 }, n: long ? 2048 : 512 },
       { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 0, rope: { theta: 500000 } }, n: long ? 2048 : 256 },
-      { cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 0, window: 256, sinks: 4, rope: {} }, n: long ? 2048 : 512 },
+      {
+        cfg: { heads: 4, kvHeads: 2, headDim: 128, maxTokens: 0, window: 256, sinks: 4, rope: {} },
+        n: long ? 2048 : 512,
+      },
       { cfg: { heads: 4, kvHeads: 2, headDim: 256, maxTokens: 0 }, n: long ? 1024 : 256 },
     ];
     it(`max abs error < 0.05 and mean abs error < 0.01 for head sizes 32 … 256, MHA/GQA/MQA, contexts up to ${long ? 4096 : 512}`, () => {
@@ -246,9 +294,12 @@ forEachBuild('int8', (build) => {
         const st = stats();
         const w = cfg.heads * cfg.headDim;
         for (const p of rows) add(st, prefill.subarray(p * w, (p + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, p));
-        for (let t = 0; t < steps; t++) add(st, decode.subarray(t * w, (t + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, n + t));
+        for (let t = 0; t < steps; t++)
+          add(st, decode.subarray(t * w, (t + 1) * w), referenceCacheQuery(cfg, s.q, s.k, s.v, n + t));
         const mean = st.sum / st.count;
-        lines.push(`  ${cfgName({ ...base, maxTokens: cfg.maxTokens }).padEnd(62)} context ${String(n + steps).padStart(4)}: max ${st.max.toFixed(5)}  mean ${mean.toFixed(6)}`);
+        lines.push(
+          `  ${cfgName({ ...base, maxTokens: cfg.maxTokens }).padEnd(62)} context ${String(n + steps).padStart(4)}: max ${st.max.toFixed(5)}  mean ${mean.toFixed(6)}`,
+        );
         const d = byDim.get(cfg.headDim) ?? stats();
         d.max = Math.max(d.max, st.max);
         d.sum += st.sum;
@@ -258,8 +309,12 @@ forEachBuild('int8', (build) => {
         expect(mean, `${cfgName(cfg)}: mean abs error`).toBeLessThan(0.01);
         cache.dispose();
       }
-      const summary = [...byDim.entries()].map(([d, st]) => `headDim ${d}: max ${st.max.toFixed(4)}, mean ${(st.sum / st.count).toFixed(5)}`);
-      console.log(`[int8 ${build}] error vs float64 (outputs of 30 prefill rows + 8 decode steps per shape):\n${lines.join('\n')}\n  per head size: ${summary.join('; ')}`);
+      const summary = [...byDim.entries()].map(
+        ([d, st]) => `headDim ${d}: max ${st.max.toFixed(4)}, mean ${(st.sum / st.count).toFixed(5)}`,
+      );
+      console.log(
+        `[int8 ${build}] error vs float64 (outputs of 30 prefill rows + 8 decode steps per shape):\n${lines.join('\n')}\n  per head size: ${summary.join('; ')}`,
+      );
     }, 60_000);
   });
 
@@ -283,16 +338,19 @@ forEachBuild('int8', (build) => {
         expect(f.byteLength).toBeGreaterThanOrEqual(kvF32);
         expect(q.byteLength).toBeGreaterThanOrEqual(kvI8);
         // what is not K/V (working memory) is the same for both dtypes, up to 64-byte block alignment
-        expect(Math.abs((f.byteLength - kvF32) - (q.byteLength - kvI8))).toBeLessThanOrEqual(64 * 4 * (base.layers ?? 1));
+        expect(Math.abs(f.byteLength - kvF32 - (q.byteLength - kvI8))).toBeLessThanOrEqual(64 * 4 * (base.layers ?? 1));
         const ratio = q.byteLength / f.byteLength;
         // a big cache is about a quarter (headDim + 4 bytes per int8 row against 4 × headDim)
         if (kvF32 > 32 * 2 ** 20) expect(ratio, `${cfgName(base)}: int8 / float32`).toBeLessThan(0.27);
         expect(ratio).toBeGreaterThan(0.25);
-        lines.push(`  ${cfgName(base)}: float32 ${f.byteLength} bytes (${(f.byteLength / 2 ** 20).toFixed(2)} MiB), ` +
-          `int8 ${q.byteLength} bytes (${(q.byteLength / 2 ** 20).toFixed(2)} MiB), ratio ${ratio.toFixed(4)} ` +
-          `(K/V alone: ${kvF32} vs ${kvI8} bytes, ratio ${(kvI8 / kvF32).toFixed(4)})`);
+        lines.push(
+          `  ${cfgName(base)}: float32 ${f.byteLength} bytes (${(f.byteLength / 2 ** 20).toFixed(2)} MiB), ` +
+            `int8 ${q.byteLength} bytes (${(q.byteLength / 2 ** 20).toFixed(2)} MiB), ratio ${ratio.toFixed(4)} ` +
+            `(K/V alone: ${kvF32} vs ${kvI8} bytes, ratio ${(kvI8 / kvF32).toFixed(4)})`,
+        );
       }
-      if (build === 'relaxed-simd' || build === 'scalar') console.log(`[int8 ${build}] byteLength:\n${lines.join('\n')}`);
+      if (build === 'relaxed-simd' || build === 'scalar')
+        console.log(`[int8 ${build}] byteLength:\n${lines.join('\n')}`);
     });
   });
 });

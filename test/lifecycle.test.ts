@@ -43,14 +43,44 @@ forEachBuild('lifecycle', (build) => {
   describe('truncate(n): continues as if the dropped tokens had never come (bit-identical to a fresh cache)', () => {
     const cases: { cfg: Cfg; history: number[]; keep: number; draft: number[]; next: number[] }[] = [
       // speculative decoding: a prefill, a few accepted steps, a rejected draft of 5 (as one verify call)
-      { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 64, rope: {} }, history: [20, 1, 1], keep: 22, draft: [5], next: [1, 1, 3] },
+      {
+        cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 64, rope: {} },
+        history: [20, 1, 1],
+        keep: 22,
+        draft: [5],
+        next: [1, 1, 3],
+      },
       // an edited chat turn: rolled back into the middle of a prefill chunk, then a different turn
-      { cfg: { heads: 8, kvHeads: 1, headDim: 32, maxTokens: 80, rope: { interleaved: true }, softcap: 20 }, history: [30, 25], keep: 41, draft: [], next: [17, 1, 1] },
+      {
+        cfg: { heads: 8, kvHeads: 1, headDim: 32, maxTokens: 80, rope: { interleaved: true }, softcap: 20 },
+        history: [30, 25],
+        keep: 41,
+        draft: [],
+        next: [17, 1, 1],
+      },
       // the same for int8 and for a window that has not yet wrapped
-      { cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 64, rope: {}, dtype: 'int8' }, history: [20, 1, 1], keep: 19, draft: [4, 1], next: [1, 6] },
-      { cfg: { heads: 2, headDim: 16, maxTokens: 40, window: 32, sinks: 3, rope: { dims: 8 } }, history: [12, 1, 1], keep: 10, draft: [1, 1, 1], next: [3, 1] },
+      {
+        cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 64, rope: {}, dtype: 'int8' },
+        history: [20, 1, 1],
+        keep: 19,
+        draft: [4, 1],
+        next: [1, 6],
+      },
+      {
+        cfg: { heads: 2, headDim: 16, maxTokens: 40, window: 32, sinks: 3, rope: { dims: 8 } },
+        history: [12, 1, 1],
+        keep: 10,
+        draft: [1, 1, 1],
+        next: [3, 1],
+      },
       // odd sizes
-      { cfg: { heads: 3, kvHeads: 1, headDim: 7, maxTokens: 30, rope: { dims: 6 } }, history: [9, 1], keep: 5, draft: [2], next: [1, 1, 8] },
+      {
+        cfg: { heads: 3, kvHeads: 1, headDim: 7, maxTokens: 30, rope: { dims: 6 } },
+        history: [9, 1],
+        keep: 5,
+        draft: [2],
+        next: [1, 1, 8],
+      },
       // back to 0 and to the full length
       { cfg: { heads: 2, headDim: 8, maxTokens: 20, rope: {} }, history: [6], keep: 0, draft: [3], next: [4, 1] },
       { cfg: { heads: 2, headDim: 8, maxTokens: 20, rope: {} }, history: [6], keep: 6, draft: [], next: [4, 1] },
@@ -62,7 +92,11 @@ forEachBuild('lifecycle', (build) => {
         const d = c.draft.reduce((a, b) => a + b, 0);
         const history = stream(cfg, h, 100 + i);
         const draft = stream(cfg, d, 200 + i);
-        const next = stream(cfg, c.next.reduce((a, b) => a + b, 0), 300 + i);
+        const next = stream(
+          cfg,
+          c.next.reduce((a, b) => a + b, 0),
+          300 + i,
+        );
         const cache = make(cfg);
         feed(cache, cfg, history, c.history);
         if (d) feed(cache, cfg, draft, c.draft);
@@ -83,7 +117,12 @@ forEachBuild('lifecycle', (build) => {
         if (cfg.dtype !== 'int8') {
           const ref = new ReferenceCache(cfg);
           if (c.keep) feedRef(ref, cfg, slice(cfg, history, 0, c.keep));
-          expectClose(got, feedRef(ref, cfg, next, c.next), tolFor(cfg.scale, cfg.headDim), 'continuation vs float64 reference');
+          expectClose(
+            got,
+            feedRef(ref, cfg, next, c.next),
+            tolFor(cfg.scale, cfg.headDim),
+            'continuation vs float64 reference',
+          );
         }
       });
     }
@@ -131,8 +170,16 @@ forEachBuild('lifecycle', (build) => {
         expect(cache.byteLength).toBe(bytes);
         const fresh = make(cfg);
         const s = stream(cfg, 17, 9);
-        expectBitIdentical(feed(cache, cfg, s, [9, 1, 7]), feed(fresh, cfg, s, [17]), `${cfgName(cfg)}: layer 0 after reset`);
-        expectBitIdentical(feed(cache, cfg, s, ones(17), 1), feed(fresh, cfg, s, [17], 1), `${cfgName(cfg)}: layer 1 after reset`);
+        expectBitIdentical(
+          feed(cache, cfg, s, [9, 1, 7]),
+          feed(fresh, cfg, s, [17]),
+          `${cfgName(cfg)}: layer 0 after reset`,
+        );
+        expectBitIdentical(
+          feed(cache, cfg, s, ones(17), 1),
+          feed(fresh, cfg, s, [17], 1),
+          `${cfgName(cfg)}: layer 1 after reset`,
+        );
         cache.reset();
         cache.reset();
         expect(cache.length).toBe(0);
@@ -223,7 +270,11 @@ forEachBuild('lifecycle', (build) => {
             try {
               if (history[layer].length) feed(fresh, cfg, join(history[layer]), undefined, layer);
               const want = fresh.attend(layer, s.q, s.k, s.v);
-              expectBitIdentical(got, want, `${cfgName(cfg)}: op ${op}, layer ${layer}, ${T} tokens at ${models[layer].length}`);
+              expectBitIdentical(
+                got,
+                want,
+                `${cfgName(cfg)}: op ${op}, layer ${layer}, ${T} tokens at ${models[layer].length}`,
+              );
             } finally {
               fresh.dispose();
             }
@@ -252,7 +303,8 @@ forEachBuild('lifecycle', (build) => {
           const c = make(cfg);
           feed(c, cfg, s, chunks);
           let ok = true;
-          for (let j = Math.max(sinks, n - (cfg.window as number) + 1); j < n; j++) if (j < L - cfg.maxTokens) ok = false;
+          for (let j = Math.max(sinks, n - (cfg.window as number) + 1); j < n; j++)
+            if (j < L - cfg.maxTokens) ok = false;
           if (!ok) {
             expectThrows(() => c.truncate(n), RangeError);
             expect(c.length, `truncate(${n}) refused: length unchanged`).toBe(L);
@@ -262,7 +314,11 @@ forEachBuild('lifecycle', (build) => {
           expect(c.length).toBe(n);
           const fresh = make(cfg);
           if (n > 0) feed(fresh, cfg, { ...slice(cfg, s, 0, n), n }, [n]);
-          expectBitIdentical(feed(c, cfg, next, [1, 2]), feed(fresh, cfg, next, [1, 2]), `after truncate(${n}) of ${L}`);
+          expectBitIdentical(
+            feed(c, cfg, next, [1, 2]),
+            feed(fresh, cfg, next, [1, 2]),
+            `after truncate(${n}) of ${L}`,
+          );
         }
       });
     }
@@ -285,8 +341,13 @@ forEachBuild('lifecycle', (build) => {
       const steps = make(cfg);
       const stepOut = new Float32Array(N * 8);
       for (let i = 0; i < N; i++) {
-        steps.attend(0, s.q.subarray(i * 8, i * 8 + 8), s.k.subarray(i * 4, i * 4 + 4), s.v.subarray(i * 4, i * 4 + 4),
-          stepOut.subarray(i * 8, i * 8 + 8));
+        steps.attend(
+          0,
+          s.q.subarray(i * 8, i * 8 + 8),
+          s.k.subarray(i * 4, i * 4 + 4),
+          s.v.subarray(i * 4, i * 4 + 4),
+          stepOut.subarray(i * 8, i * 8 + 8),
+        );
       }
       expect(steps.length).toBe(N);
       expectBitIdentical(stepOut, bigOut, 'decode steps vs big attend calls', [N, 2, 4]);
@@ -303,13 +364,21 @@ forEachBuild('lifecycle', (build) => {
         expectClose(got, want, TOL, `position ${p}`);
         for (let i = 0; i < 8; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
       }
-      console.log(`[window ${build}] ${N} positions through an 8-slot ring: max |diff| vs float64 at ${sample.size} sampled positions ${worst.toExponential(2)}`);
+      console.log(
+        `[window ${build}] ${N} positions through an 8-slot ring: max |diff| vs float64 at ${sample.size} sampled positions ${worst.toExponential(2)}`,
+      );
 
       // it keeps going, and rollback still works at the far end
       const more = stream(cfg, 40, 78);
       const all = join([s, more]);
       const tail = feed(big, cfg, more, [1, 1, 30, 1, 7]);
-      for (let t = 0; t < 40; t += 3) expectClose(tail.subarray(t * 8, t * 8 + 8), referenceCacheQuery(cfg, all.q, all.k, all.v, N + t), TOL, `position ${N + t}`);
+      for (let t = 0; t < 40; t += 3)
+        expectClose(
+          tail.subarray(t * 8, t * 8 + 8),
+          referenceCacheQuery(cfg, all.q, all.k, all.v, N + t),
+          TOL,
+          `position ${N + t}`,
+        );
       const L = N + 40;
       expectThrows(() => big.truncate(L - 4), RangeError, [named('n')]); // needs L − 9 … L − 5: L − 9 is gone
       expect(big.length).toBe(L);
@@ -317,7 +386,13 @@ forEachBuild('lifecycle', (build) => {
       const edit = stream(cfg, 5, 79);
       const edited = join([slice(cfg, all, 0, L - 3), edit]);
       const out = feed(big, cfg, edit, [2, 1, 2]);
-      for (let t = 0; t < 5; t++) expectClose(out.subarray(t * 8, t * 8 + 8), referenceCacheQuery(cfg, edited.q, edited.k, edited.v, L - 3 + t), TOL, `edited position ${L - 3 + t}`);
+      for (let t = 0; t < 5; t++)
+        expectClose(
+          out.subarray(t * 8, t * 8 + 8),
+          referenceCacheQuery(cfg, edited.q, edited.k, edited.v, L - 3 + t),
+          TOL,
+          `edited position ${L - 3 + t}`,
+        );
       expect(big.length).toBe(L + 2);
     }, 120_000);
   });
@@ -325,19 +400,33 @@ forEachBuild('lifecycle', (build) => {
   describe('bad input to truncate: TypeError/RangeError naming n, cache unchanged', () => {
     const cfg: Cfg = { layers: 2, heads: 2, headDim: 8, maxTokens: 16, rope: {} };
     const cases: [unknown, ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor][] = [
-      [-1, RangeError], [1.5, RangeError], [NaN, RangeError], [Infinity, RangeError], [-Infinity, RangeError], [2 ** 53, RangeError],
-      ['3', TypeError], [undefined, TypeError], [null, TypeError], [3n, TypeError], [{}, TypeError], [[3], TypeError], [new Number(3), TypeError],
+      [-1, RangeError],
+      [1.5, RangeError],
+      [NaN, RangeError],
+      [Infinity, RangeError],
+      [-Infinity, RangeError],
+      [2 ** 53, RangeError],
+      ['3', TypeError],
+      [undefined, TypeError],
+      [null, TypeError],
+      [3n, TypeError],
+      [{}, TypeError],
+      [[3], TypeError],
+      [new Number(3), TypeError],
     ];
-    it(cases.map(([v]) => (typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v))).join(', '), () => {
-      const [cache, twin] = twins(cfg, stream(cfg, 10, 21), [10, 4]);
-      for (const [value, type] of cases) {
-        const error = expectThrows(() => (cache.truncate as (n: unknown) => void)(value), type, [named('n')]);
-        expect(error.message.length, 'the message says what was expected and given').toBeGreaterThan(20);
-        expect([cache.lengthOf(0), cache.lengthOf(1)]).toEqual([10, 4]);
-      }
-      const next = stream(cfg, 3, 22);
-      expectBitIdentical(feed(cache, cfg, next, [3], 0), feed(twin, cfg, next, [3], 0), 'layer 0 unchanged');
-      expectBitIdentical(feed(cache, cfg, next, [3], 1), feed(twin, cfg, next, [3], 1), 'layer 1 unchanged');
-    });
+    it(
+      cases.map(([v]) => (typeof v === 'string' ? `'${v}'` : typeof v === 'bigint' ? `${v}n` : String(v))).join(', '),
+      () => {
+        const [cache, twin] = twins(cfg, stream(cfg, 10, 21), [10, 4]);
+        for (const [value, type] of cases) {
+          const error = expectThrows(() => (cache.truncate as (n: unknown) => void)(value), type, [named('n')]);
+          expect(error.message.length, 'the message says what was expected and given').toBeGreaterThan(20);
+          expect([cache.lengthOf(0), cache.lengthOf(1)]).toEqual([10, 4]);
+        }
+        const next = stream(cfg, 3, 22);
+        expectBitIdentical(feed(cache, cfg, next, [3], 0), feed(twin, cfg, next, [3], 0), 'layer 0 unchanged');
+        expectBitIdentical(feed(cache, cfg, next, [3], 1), feed(twin, cfg, next, [3], 1), 'layer 1 unchanged');
+      },
+    );
   });
 });

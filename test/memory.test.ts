@@ -42,7 +42,8 @@ function randomCfg(rng: Rng, maxTokensCap: number): Cfg {
     cfg.window = rng.int(1, cfg.maxTokens);
     cfg.sinks = rng.int(0, 3);
   }
-  if (rng.next() < 0.5) cfg.rope = { interleaved: rng.next() < 0.5, dims: 2 * rng.int(0, cfg.headDim >> 1) || undefined };
+  if (rng.next() < 0.5)
+    cfg.rope = { interleaved: rng.next() < 0.5, dims: 2 * rng.int(0, cfg.headDim >> 1) || undefined };
   if (cfg.rope && !cfg.rope.dims) {
     if (cfg.headDim % 2) cfg.rope = undefined;
     else delete cfg.rope.dims;
@@ -111,7 +112,8 @@ forEachBuild('many caches and memory', (build) => {
       const out = e.cache.attend(layer, s.q, s.k, s.v);
       e.log.push({ layer, s, out });
       const want = e.ref.attend(layer, s.q, s.k, s.v);
-      if (e.cfg.dtype !== 'int8') expectClose(out, want, tolFor(undefined, e.cfg.headDim), `op ${op}: ${cfgName(e.cfg)}, layer ${layer}`);
+      if (e.cfg.dtype !== 'int8')
+        expectClose(out, want, tolFor(undefined, e.cfg.headDim), `op ${op}: ${cfgName(e.cfg)}, layer ${layer}`);
       else expect(out.every(Number.isFinite)).toBe(true);
     }
     expect(maxAlive).toBeGreaterThanOrEqual(40);
@@ -126,7 +128,12 @@ forEachBuild('many caches and memory', (build) => {
       try {
         for (const [i, entry] of e.log.entries()) {
           if ('truncate' in entry) solo.truncate(entry.truncate);
-          else expectBitIdentical(solo.attend(entry.layer, entry.s.q, entry.s.k, entry.s.v), entry.out, `${cfgName(e.cfg)}: step ${i} alone vs interleaved`);
+          else
+            expectBitIdentical(
+              solo.attend(entry.layer, entry.s.q, entry.s.k, entry.s.v),
+              entry.out,
+              `${cfgName(e.cfg)}: step ${i} alone vs interleaved`,
+            );
         }
       } finally {
         solo.dispose();
@@ -204,7 +211,13 @@ forEachBuild('many caches and memory', (build) => {
         // some of them attend, and stay correct
         const s = stream(cfg, T, i);
         const out = feed(cache, cfg, s);
-        if (cfg.dtype !== 'int8') expectClose(out, feedRef(new ReferenceCache(cfg), cfg, s), tolFor(undefined, cfg.headDim), `churn ${i}: ${cfgName(cfg)}`);
+        if (cfg.dtype !== 'int8')
+          expectClose(
+            out,
+            feedRef(new ReferenceCache(cfg), cfg, s),
+            tolFor(undefined, cfg.headDim),
+            `churn ${i}: ${cfgName(cfg)}`,
+          );
       } else {
         fill(cache, cfg, T);
       }
@@ -216,8 +229,12 @@ forEachBuild('many caches and memory', (build) => {
     const end = heap().memoryBytes;
     expect(heldBytes()).toBe(startHeld);
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
-    console.log(`[memory ${build}] churn: peak live ${mib(peakLive)}; wasm memory ${mib(startMemory)} → ${mib(memoryAtHalf)} (iteration 1000) → ${mib(end)} (iteration 2000)`);
-    expect(end, 'memory stays within twice the most ever alive at once').toBeLessThanOrEqual(startMemory + 2 * peakLive);
+    console.log(
+      `[memory ${build}] churn: peak live ${mib(peakLive)}; wasm memory ${mib(startMemory)} → ${mib(memoryAtHalf)} (iteration 1000) → ${mib(end)} (iteration 2000)`,
+    );
+    expect(end, 'memory stays within twice the most ever alive at once').toBeLessThanOrEqual(
+      startMemory + 2 * peakLive,
+    );
     expect(end, 'the second 1000 iterations reuse what the first reserved').toBeLessThanOrEqual(memoryAtHalf * 1.25);
     // and after the churn, everything freed serves again: a cache holding the whole peak fits without growing
     const tokens = Math.floor(peakLive / 600);
@@ -259,7 +276,10 @@ forEachBuild('many caches and memory', (build) => {
           throw new Error(`${name} after dispose: ${(e as Error).message}`);
         }
       }
-      expect(out.every((x) => x === 7), 'a refused attend writes nothing into out').toBe(true);
+      expect(
+        out.every((x) => x === 7),
+        'a refused attend writes nothing into out',
+      ).toBe(true);
       c.dispose();
       c[DISPOSE as typeof Symbol.dispose]();
       expect(heldBytes(), 'disposing again frees nothing else').toBe(before - bytes);
@@ -281,7 +301,9 @@ forEachBuild('many caches and memory', (build) => {
       c[DISPOSE as typeof Symbol.dispose]();
       expect(heldBytes()).toBe(before);
       expectThrows(() => c.length, Error, [/disposed/]);
-      expectThrows(() => c.attend(0, new Float32Array(64), new Float32Array(32), new Float32Array(32)), Error, [/disposed/]);
+      expectThrows(() => c.attend(0, new Float32Array(64), new Float32Array(32), new Float32Array(32)), Error, [
+        /disposed/,
+      ]);
       c[DISPOSE as typeof Symbol.dispose]();
       c.dispose();
       expect(heldBytes()).toBe(before);
@@ -297,7 +319,12 @@ forEachBuild('many caches and memory', (build) => {
       const ref = new ReferenceCache(cfg);
       feedRef(ref, cfg, s);
       const next = stream(cfg, 2, 6);
-      expectClose(feed(b, cfg, next), feedRef(ref, cfg, next), tolFor(undefined, 16), 'loaded after the original was disposed');
+      expectClose(
+        feed(b, cfg, next),
+        feedRef(ref, cfg, next),
+        tolFor(undefined, 16),
+        'loaded after the original was disposed',
+      );
       b.dispose();
       expectThrows(() => b.save(), Error, [/disposed/]);
       expect(heldBytes()).toBe(before);
@@ -321,7 +348,12 @@ describe('caches of different builds live side by side', () => {
     expect(scalarKernel.heap).not.toBe(simdKernel.heap);
     const outB = feed(b, cfg, s, [6, 4]);
     const outA2 = feed(a, cfg, slice(cfg, s, 6, 10));
-    expectClose(new Float32Array([...outA, ...outA2]), want, tolFor(undefined, 32), 'simd cache used after switching to scalar');
+    expectClose(
+      new Float32Array([...outA, ...outA2]),
+      want,
+      tolFor(undefined, 32),
+      'simd cache used after switching to scalar',
+    );
     expectClose(outB, want, tolFor(undefined, 32), 'scalar cache');
     const simdHeld = heldBytes(simdKernel);
     const scalarHeld = heldBytes(scalarKernel);

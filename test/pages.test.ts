@@ -4,7 +4,7 @@
 // and the cache is unchanged.
 
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { init, KVCache } from '../src/index.js';
+import { init } from '../src/index.js';
 import { activeKernel } from '../src/kernel.js';
 import {
   expectBitIdentical,
@@ -77,7 +77,9 @@ forEachBuild('pages', (build) => {
       const pages = 2 * 8 * Math.ceil(tokens / 64);
       expect(c.byteLength, `${tokens} tokens`).toBeGreaterThanOrEqual(pages * pageBytesFor(LLAMA_LAYER));
       // the rest: descriptor and page table (capacity doubles: at most 2 × 4 bytes per page, + 4 KiB)
-      expect(c.byteLength - pages * pageBytesFor(LLAMA_LAYER), `${tokens} tokens: overhead`).toBeLessThan(4096 + 8 * pages);
+      expect(c.byteLength - pages * pageBytesFor(LLAMA_LAYER), `${tokens} tokens: overhead`).toBeLessThan(
+        4096 + 8 * pages,
+      );
       lines.push(`${tokens} tokens: ${c.byteLength} bytes`);
     }
     if (build === 'relaxed-simd') console.log(`[pages] ${cfgName(LLAMA_LAYER)}: ${lines.join('; ')}`);
@@ -90,7 +92,9 @@ forEachBuild('pages', (build) => {
     fill(c, cfg, 1000, 1);
     const full = c.byteLength;
     c.truncate(500);
-    expect(c.byteLength, 'truncate(500) keeps 8 of 16 pages per kv head').toBe(full - 2 * 2 * 2 * 8 * pageBytesFor(cfg));
+    expect(c.byteLength, 'truncate(500) keeps 8 of 16 pages per kv head').toBe(
+      full - 2 * 2 * 2 * 8 * pageBytesFor(cfg),
+    );
     c.reset();
     expect(c.byteLength, 'reset holds what a new cache holds').toBe(make(cfg).byteLength);
     const memory = heap().memoryBytes;
@@ -126,10 +130,16 @@ forEachBuild('pages', (build) => {
       restore = refuseGrowth();
       const s = stream(cfg, 3, 2);
       const out = new Float32Array(3 * cfg.heads * cfg.headDim).fill(7);
-      expectThrows(() => c.attend(0, s.q, s.k, s.v, out), RangeError, [/needs \d+ more bytes/, /memory could not grow/]);
+      expectThrows(() => c.attend(0, s.q, s.k, s.v, out), RangeError, [
+        /needs \d+ more bytes/,
+        /memory could not grow/,
+      ]);
       expectThrows(() => c.append(0, s.k, s.v), RangeError, [/needs \d+ more bytes/]);
       expectThrows(() => c.fork(), RangeError, [/\d+ bytes/]);
-      expect(out.every((x) => x === 7), 'a refused attend writes nothing into out').toBe(true);
+      expect(
+        out.every((x) => x === 7),
+        'a refused attend writes nothing into out',
+      ).toBe(true);
       expect([c.length, c.byteLength], `${cfgName(cfg)}: unchanged`).toEqual([64, bytes]);
       expect(c.save(), 'the same state, byte for byte').toEqual(saved);
       // memory again: the cache continues exactly as its twin that never failed
@@ -146,6 +156,8 @@ forEachBuild('pages', (build) => {
     expect(large.byteLength).toBe(small.byteLength);
     expect(large.byteLength).toBeLessThan(1024);
     // 16 layers × 2 × 8 kv heads × 131072 tokens × 256 bytes = 8 GiB once full
-    expectThrows(() => make({ layers: 16, heads: 32, kvHeads: 8, headDim: 64, maxTokens: 131072 }), RangeError, [/\d{10} bytes/]);
+    expectThrows(() => make({ layers: 16, heads: 32, kvHeads: 8, headDim: 64, maxTokens: 131072 }), RangeError, [
+      /\d{10} bytes/,
+    ]);
   });
 });

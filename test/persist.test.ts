@@ -6,9 +6,32 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './support/reference.js';
 import {
-  BUILDS, Rng, SUPPORT, expectBitIdentical, expectClose, expectThrows, forEachBuild, named, tolFor, wasmBytes,
-  cfgName, crc32, envelope, feed, heldBytes, pageBytesFor, feedRef, heap, ones, parseSave, rechecksum, slice, stream,
-  withHeader, type Cfg, type Stream,
+  BUILDS,
+  Rng,
+  SUPPORT,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  forEachBuild,
+  named,
+  tolFor,
+  wasmBytes,
+  cfgName,
+  crc32,
+  envelope,
+  feed,
+  heldBytes,
+  pageBytesFor,
+  feedRef,
+  heap,
+  ones,
+  parseSave,
+  rechecksum,
+  slice,
+  stream,
+  withHeader,
+  type Cfg,
+  type Stream,
 } from './support/util.js';
 
 /** One step of building a cache's state. */
@@ -24,18 +47,81 @@ interface Point {
 
 const POINTS: Point[] = [
   { name: 'empty cache', cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 32, rope: {} }, ops: [] },
-  { name: 'empty windowed int8 cache', cfg: { heads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, dtype: 'int8' }, ops: [] },
-  { name: 'mid-prefill (first chunk of a chunked prefill)', cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 64, rope: {} }, ops: [{ layer: 0, chunks: [13] }] },
-  { name: 'after the ring wrapped', cfg: { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, rope: {} }, ops: [{ layer: 0, chunks: [30, 1, 1, 1] }], refuse: 25 },
-  { name: 'ring wrapped within one long attend, no sinks', cfg: { heads: 2, headDim: 12, maxTokens: 10, window: 10, rope: { interleaved: true } }, ops: [{ layer: 0, chunks: [57] }], refuse: 50 },
-  { name: 'after truncate', cfg: { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 40, rope: {} }, ops: [{ layer: 0, chunks: [20, 1, 5] }, { truncate: 17 }] },
-  { name: 'after truncate on a wrapped ring', cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 8, window: 5, sinks: 1, rope: {} }, ops: [{ layer: 0, chunks: [20, 1, 1] }, { truncate: 19 }, { layer: 0, chunks: [1] }], refuse: 14 },
-  { name: 'after truncate back into the sinks of a wrapped ring', cfg: { heads: 2, headDim: 8, maxTokens: 6, window: 4, sinks: 3 }, ops: [{ layer: 0, chunks: [25] }, { truncate: 2 }] },
-  { name: 'int8', cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8' }, ops: [{ layer: 0, chunks: [30, 1, 1] }] },
-  { name: 'int8, rope, window wrapped', cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 9, window: 8, sinks: 1, dtype: 'int8', rope: {} }, ops: [{ layer: 0, chunks: [40] }, { layer: 1, chunks: [3] }], refuse: 20 },
-  { name: 'rope (partial dims), softcap and scale', cfg: { heads: 4, headDim: 80, maxTokens: 48, rope: { dims: 32, theta: 500000 }, softcap: 30, scale: 0.2 }, ops: [{ layer: 0, chunks: [17, 1] }] },
-  { name: 'multiple layers at different lengths', cfg: { layers: 4, heads: 6, kvHeads: 3, headDim: 7, maxTokens: 40, rope: { dims: 6 } }, ops: [{ layer: 0, chunks: [11] }, { layer: 2, chunks: [3, 1] }, { layer: 3, chunks: [29, 1] }] },
-  { name: 'multiple layers at different lengths, windowed', cfg: { layers: 3, heads: 2, headDim: 4, maxTokens: 8, window: 6, sinks: 2, rope: {} }, ops: [{ layer: 0, chunks: [5] }, { layer: 1, chunks: [100] }, { layer: 2, chunks: [9] }] },
+  {
+    name: 'empty windowed int8 cache',
+    cfg: { heads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, dtype: 'int8' },
+    ops: [],
+  },
+  {
+    name: 'mid-prefill (first chunk of a chunked prefill)',
+    cfg: { heads: 4, kvHeads: 1, headDim: 64, maxTokens: 64, rope: {} },
+    ops: [{ layer: 0, chunks: [13] }],
+  },
+  {
+    name: 'after the ring wrapped',
+    cfg: { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 8, window: 6, sinks: 2, rope: {} },
+    ops: [{ layer: 0, chunks: [30, 1, 1, 1] }],
+    refuse: 25,
+  },
+  {
+    name: 'ring wrapped within one long attend, no sinks',
+    cfg: { heads: 2, headDim: 12, maxTokens: 10, window: 10, rope: { interleaved: true } },
+    ops: [{ layer: 0, chunks: [57] }],
+    refuse: 50,
+  },
+  {
+    name: 'after truncate',
+    cfg: { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 40, rope: {} },
+    ops: [{ layer: 0, chunks: [20, 1, 5] }, { truncate: 17 }],
+  },
+  {
+    name: 'after truncate on a wrapped ring',
+    cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 8, window: 5, sinks: 1, rope: {} },
+    ops: [{ layer: 0, chunks: [20, 1, 1] }, { truncate: 19 }, { layer: 0, chunks: [1] }],
+    refuse: 14,
+  },
+  {
+    name: 'after truncate back into the sinks of a wrapped ring',
+    cfg: { heads: 2, headDim: 8, maxTokens: 6, window: 4, sinks: 3 },
+    ops: [{ layer: 0, chunks: [25] }, { truncate: 2 }],
+  },
+  {
+    name: 'int8',
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8' },
+    ops: [{ layer: 0, chunks: [30, 1, 1] }],
+  },
+  {
+    name: 'int8, rope, window wrapped',
+    cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 9, window: 8, sinks: 1, dtype: 'int8', rope: {} },
+    ops: [
+      { layer: 0, chunks: [40] },
+      { layer: 1, chunks: [3] },
+    ],
+    refuse: 20,
+  },
+  {
+    name: 'rope (partial dims), softcap and scale',
+    cfg: { heads: 4, headDim: 80, maxTokens: 48, rope: { dims: 32, theta: 500000 }, softcap: 30, scale: 0.2 },
+    ops: [{ layer: 0, chunks: [17, 1] }],
+  },
+  {
+    name: 'multiple layers at different lengths',
+    cfg: { layers: 4, heads: 6, kvHeads: 3, headDim: 7, maxTokens: 40, rope: { dims: 6 } },
+    ops: [
+      { layer: 0, chunks: [11] },
+      { layer: 2, chunks: [3, 1] },
+      { layer: 3, chunks: [29, 1] },
+    ],
+  },
+  {
+    name: 'multiple layers at different lengths, windowed',
+    cfg: { layers: 3, heads: 2, headDim: 4, maxTokens: 8, window: 6, sinks: 2, rope: {} },
+    ops: [
+      { layer: 0, chunks: [5] },
+      { layer: 1, chunks: [100] },
+      { layer: 2, chunks: [9] },
+    ],
+  },
 ];
 
 /** Applies the ops; returns, per layer, the tokens the layer holds (its kept history). */
@@ -129,7 +215,8 @@ forEachBuild('save/load', (buildName) => {
         for (const [l, x] of a.entries()) expectBitIdentical(b[l], x, `layer ${l}: loaded vs original`);
         if (ref) {
           const want = continueRef(ref, cfg, 7 + i);
-          for (const l of a.keys()) expectClose(b[l], want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: loaded vs float64 reference`);
+          for (const l of a.keys())
+            expectClose(b[l], want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: loaded vs float64 reference`);
         }
         // and they keep agreeing through a truncate within what both hold
         const n = Math.max(0, ...lengths(original, cfg)) - 1;
@@ -169,12 +256,25 @@ forEachBuild('save/load', (buildName) => {
       big.set(bytes, 5);
       const next = stream(cfg, 2, 6);
       const want = feed(keep(KVCache.load(bytes)), cfg, next);
-      expectBitIdentical(feed(keep(KVCache.load(big.subarray(5, 5 + bytes.length))), cfg, next), want, 'from a subarray at offset 5');
+      expectBitIdentical(
+        feed(keep(KVCache.load(big.subarray(5, 5 + bytes.length))), cfg, next),
+        want,
+        'from a subarray at offset 5',
+      );
       expectBitIdentical(feed(keep(KVCache.load(Buffer.from(bytes))), cfg, next), want, 'from a Buffer');
     });
 
     it('the format is the documented one: magic, version 2, JSON header with options, layers and row checksums, CRC-32', () => {
-      const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, rope: { theta: 1000 } };
+      const cfg: Cfg = {
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 8,
+        maxTokens: 12,
+        window: 10,
+        sinks: 2,
+        rope: { theta: 1000 },
+      };
       const a = make(cfg);
       feed(a, cfg, stream(cfg, 5, 1), [5], 0);
       feed(a, cfg, stream(cfg, 30, 2), [30], 1);
@@ -182,18 +282,35 @@ forEachBuild('save/load', (buildName) => {
       const p = parseSave(bytes);
       expect(p.version).toBe(2);
       expect(p.header.build).toBe(buildName);
-      expect(p.header.options).toMatchObject({ layers: 2, heads: 4, kvHeads: 2, headDim: 8, maxTokens: 12, window: 10, sinks: 2, dtype: 'float32' });
+      expect(p.header.options).toMatchObject({
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 8,
+        maxTokens: 12,
+        window: 10,
+        sinks: 2,
+        dtype: 'float32',
+      });
       // layer 1's ring wrapped: it holds its 2 sinks and positions 18 … 29 (30 − 12 slots)
-      expect(p.header.layers).toEqual([{ from: 0, to: 5, held: 2 }, { from: 0, to: 30, held: 18 }]);
+      expect(p.header.layers).toEqual([
+        { from: 0, to: 5, held: 2 },
+        { from: 0, to: 30, held: 18 },
+      ]);
       expect(p.payload.length).toBe((5 + 2 + 12) * 2 * 2 * 8 * 4);
       expect(p.header.continues, 'a piece from 0 continues nothing').toBe(0);
       // reaches: CRC-32 of the rows at each layer's last position, in payload order (K per kv head, V per kv head)
       const row = 8 * 4;
-      const rowsAt = (layerStart: number, held: number, index: number) => [0, 1, 2, 3].map((part) =>
-        p.payload.subarray(layerStart + (part * held + index) * row, layerStart + (part * held + index + 1) * row));
+      const rowsAt = (layerStart: number, held: number, index: number) =>
+        [0, 1, 2, 3].map((part) =>
+          p.payload.subarray(layerStart + (part * held + index) * row, layerStart + (part * held + index + 1) * row),
+        );
       const last = [...rowsAt(0, 5, 4), ...rowsAt(5 * 4 * row, 14, 13)];
       expect(p.header.reaches).toBe(crc32(Buffer.concat(last)));
-      expect(rechecksum(bytes.slice()).every((x, i) => x === bytes[i]), 'the stored CRC is zlib CRC-32').toBe(true);
+      expect(
+        rechecksum(bytes.slice()).every((x, i) => x === bytes[i]),
+        'the stored CRC is zlib CRC-32',
+      ).toBe(true);
     });
     it('sinks without a window change nothing in the payload: each position is held once', () => {
       // sinks only pin positions in a window's ring; without a window every position is held anyway
@@ -203,9 +320,15 @@ forEachBuild('save/load', (buildName) => {
         for (let l = 0; l < 2; l++) feed(a, cfg, stream(cfg, 10, 20 + l), [10], l);
         const whole = parseSave(a.save());
         expect(whole.payload.length, `save() of 10 positions, sinks ${sinks}`).toBe(2 * 10 * 2 * 1 * 4 * 4);
-        expect(parseSave(a.save({ from: 2 })).payload.length, `save({ from: 2 }), sinks ${sinks}`).toBe(2 * 8 * 2 * 1 * 4 * 4);
+        expect(parseSave(a.save({ from: 2 })).payload.length, `save({ from: 2 }), sinks ${sinks}`).toBe(
+          2 * 8 * 2 * 1 * 4 * 4,
+        );
         const next = stream(cfg, 3, 22);
-        expectBitIdentical(feed(keep(KVCache.load([a.save({ to: 2 }), a.save({ from: 2 })])), cfg, next), feed(a, cfg, next), `sinks ${sinks}`);
+        expectBitIdentical(
+          feed(keep(KVCache.load([a.save({ to: 2 }), a.save({ from: 2 })])), cfg, next),
+          feed(a, cfg, next),
+          `sinks ${sinks}`,
+        );
       }
     });
   });
@@ -230,10 +353,15 @@ forEachBuild('save/load', (buildName) => {
         const { original, pieces } = savedInPieces(pt, 2000 * i);
         const loaded = keep(KVCache.load(pieces));
         expect(lengths(loaded, pt.cfg)).toEqual(lengths(original, pt.cfg));
-        expect(Buffer.from(loaded.save()).equals(Buffer.from(original.save())), 'save() of the pieces === save() of the original').toBe(true);
+        expect(
+          Buffer.from(loaded.save()).equals(Buffer.from(original.save())),
+          'save() of the pieces === save() of the original',
+        ).toBe(true);
         const a = continueAll(original, pt.cfg, 11 + i);
         const b = continueAll(loaded, pt.cfg, 11 + i);
-        a.forEach((x, l) => expectBitIdentical(b[l], x, `layer ${l}: loaded from ${pieces.length} pieces vs original`));
+        a.forEach((x, l) => {
+          expectBitIdentical(b[l], x, `layer ${l}: loaded from ${pieces.length} pieces vs original`);
+        });
       });
     }
 
@@ -242,7 +370,7 @@ forEachBuild('save/load', (buildName) => {
       const a = make(cfg);
       const twin = make(cfg);
       const s = stream(cfg, 150, 21);
-      const rows = new Map<number, Uint8Array>();  // storage rows keyed by first position
+      const rows = new Map<number, Uint8Array>(); // storage rows keyed by first position
       // payload of n positions: 2 layers × K and V × 2 kv heads × (16 int8 values + an f32 scale)
       const payloadOf = (n: number) => n * 2 * 2 * 2 * (16 + 4);
       for (let t = 0; t < 150; t++) {
@@ -263,10 +391,14 @@ forEachBuild('save/load', (buildName) => {
       for (let l = 0; l < 2; l++) feed(twin, cfg, s, [150], l);
       expect(Buffer.from(loaded.save()).equals(Buffer.from(twin.save()))).toBe(true);
       const next = stream(cfg, 3, 22);
-      expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(twin, cfg, next, [1, 2], 1), 'loaded from pages vs fed whole');
+      expectBitIdentical(
+        feed(loaded, cfg, next, [1, 2], 1),
+        feed(twin, cfg, next, [1, 2], 1),
+        'loaded from pages vs fed whole',
+      );
     });
 
-    it('a fork stores only what it adds: the parent\'s save, then the fork\'s pieces, load as the fork', () => {
+    it("a fork stores only what it adds: the parent's save, then the fork's pieces, load as the fork", () => {
       const cfg: Cfg = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 200, dtype: 'int8', rope: {} };
       const prompt = make(cfg);
       for (let l = 0; l < 2; l++) feed(prompt, cfg, stream(cfg, 70, 61), [70], l);
@@ -308,15 +440,32 @@ forEachBuild('save/load', (buildName) => {
           // positions 150 … 219 take pages 2 and 3 of each (layer, kv head, K|V): the fork copies the shared
           // page 2 and adds page 3, where a cache of its own holds pages 0 … 3
           const rows = 2 * 2 * 2;
-          expect(onBase, 'loaded on base: 2 pages per row (and a descriptor)').toBeLessThan((2 * rows + 1) * pageBytesFor(cfg));
-          expect(heldBytes() - held - onBase, 'loaded alone: 4 pages per row').toBeGreaterThanOrEqual(4 * rows * pageBytesFor(cfg));
+          expect(onBase, 'loaded on base: 2 pages per row (and a descriptor)').toBeLessThan(
+            (2 * rows + 1) * pageBytesFor(cfg),
+          );
+          expect(heldBytes() - held - onBase, 'loaded alone: 4 pages per row').toBeGreaterThanOrEqual(
+            4 * rows * pageBytesFor(cfg),
+          );
         }
-        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), 'the same state as the live fork').toBe(true);
-        expect(Buffer.from(alone.save()).equals(Buffer.from(chat.save())), 'and as the pieces loaded after the base\'s save').toBe(true);
+        expect(Buffer.from(loaded.save()).equals(Buffer.from(chat.save())), 'the same state as the live fork').toBe(
+          true,
+        );
+        expect(
+          Buffer.from(alone.save()).equals(Buffer.from(chat.save())),
+          "and as the pieces loaded after the base's save",
+        ).toBe(true);
         const next = stream(cfg, 3, 83);
-        expectBitIdentical(feed(loaded, cfg, next, [1, 2], 1), feed(chat, cfg, next, [1, 2], 1), 'loaded on base vs the live fork');
+        expectBitIdentical(
+          feed(loaded, cfg, next, [1, 2], 1),
+          feed(chat, cfg, next, [1, 2], 1),
+          'loaded on base vs the live fork',
+        );
         expect(prompt.length).toBe(150);
-        expectBitIdentical(feed(prompt, cfg, next, [3], 0), feed(twin, cfg, next, [3], 0), 'the base goes on as if nothing happened');
+        expectBitIdentical(
+          feed(prompt, cfg, next, [3], 0),
+          feed(twin, cfg, next, [3], 0),
+          'the base goes on as if nothing happened',
+        );
       });
     }
 
@@ -334,11 +483,36 @@ forEachBuild('save/load', (buildName) => {
       const baseBytes = base.save();
       const longer = make({ ...cfg, maxTokens: 41 });
       const cases: [string, () => unknown, ErrorConstructor, RegExp][] = [
-        ['a base of another history', () => KVCache.load(piece, { base: other }), Error, /does not continue the history the base cache holds/],
-        ['a piece from elsewhere', () => KVCache.load(fork.save({ from: 12 }), { base }), Error, /from position 12, but the base cache holds that layer at 10/],
-        ['a whole save', () => KVCache.load(fork.save(), { base }), Error, /from position 0, but the base cache holds that layer at 10/],
-        ['a base of other options', () => KVCache.load(piece, { base: longer }), Error, /options .* differ from the base cache/],
-        ['a base that is not a cache', () => KVCache.load(piece, { base: {} as never }), TypeError, named('options.base')],
+        [
+          'a base of another history',
+          () => KVCache.load(piece, { base: other }),
+          Error,
+          /does not continue the history the base cache holds/,
+        ],
+        [
+          'a piece from elsewhere',
+          () => KVCache.load(fork.save({ from: 12 }), { base }),
+          Error,
+          /from position 12, but the base cache holds that layer at 10/,
+        ],
+        [
+          'a whole save',
+          () => KVCache.load(fork.save(), { base }),
+          Error,
+          /from position 0, but the base cache holds that layer at 10/,
+        ],
+        [
+          'a base of other options',
+          () => KVCache.load(piece, { base: longer }),
+          Error,
+          /options .* differ from the base cache/,
+        ],
+        [
+          'a base that is not a cache',
+          () => KVCache.load(piece, { base: {} as never }),
+          TypeError,
+          named('options.base'),
+        ],
         ['options that are not an object', () => KVCache.load(piece, 5 as never), TypeError, named('options')],
       ];
       for (const [what, load, type, message] of cases) {
@@ -364,7 +538,9 @@ forEachBuild('save/load', (buildName) => {
       feed(a, cfg, stream(cfg, 17, 33), [17], 2);
       const rng = new Rng(34);
       for (let round = 0; round < 10; round++) {
-        const cuts = [...new Set([0, 40, ...Array.from({ length: rng.int(0, 6) }, () => rng.int(0, 40))])].sort((x, y) => x - y);
+        const cuts = [...new Set([0, 40, ...Array.from({ length: rng.int(0, 6) }, () => rng.int(0, 40))])].sort(
+          (x, y) => x - y,
+        );
         const pieces = cuts.slice(1).map((to, j) => a.save({ from: cuts[j], to }));
         const loaded = KVCache.load(pieces);
         try {
@@ -382,7 +558,8 @@ forEachBuild('save/load', (buildName) => {
       const cutsAt = [0, 10, 20, 30];
       const pieces: Uint8Array[] = [];
       for (let j = 1; j < cutsAt.length; j++) {
-        for (let l = 0; l < 2; l++) feed(a, cfg, slice(cfg, s, cutsAt[j - 1], cutsAt[j]), [cutsAt[j] - cutsAt[j - 1]], l);
+        for (let l = 0; l < 2; l++)
+          feed(a, cfg, slice(cfg, s, cutsAt[j - 1], cutsAt[j]), [cutsAt[j] - cutsAt[j - 1]], l);
         pieces.push(a.save({ from: cutsAt[j - 1] }));
       }
       const [p0, p1, p2] = pieces;
@@ -398,17 +575,31 @@ forEachBuild('save/load', (buildName) => {
       const afterTruncate = c.save({ from: 20 });
       const scaled = make({ ...cfg, scale: 0.5 });
       for (let l = 0; l < 2; l++) feed(scaled, cfg, slice(cfg, s, 0, 20), [20], l);
-      const otherBuild = withHeader(p2, (x) => { x.build = x.build === 'simd' ? 'scalar' : 'simd'; });
+      const otherBuild = withHeader(p2, (x) => {
+        x.build = x.build === 'simd' ? 'scalar' : 'simd';
+      });
       const cases: [string, Uint8Array[], RegExp][] = [
-        ['the last two swapped', [p0, p2, p1], /piece 1 of 3.*continues layer 0 from position 20.*leave that layer at 10/],
+        [
+          'the last two swapped',
+          [p0, p2, p1],
+          /piece 1 of 3.*continues layer 0 from position 20.*leave that layer at 10/,
+        ],
         ['the middle one missing', [p0, p2], /piece 1 of 2.*from position 20.*at 10/],
         ['one repeated', [p0, p1, p1, p2], /piece 2 of 4/],
         ['no whole save first', [p1, p2], /piece 0 of 2.*from position 10.*at 0/],
         ['a piece of another cache', [p0, other, p2], /piece 1 of 3.*does not continue/],
-        ['a piece saved after a truncate replaced positions the earlier pieces hold', [p0, p1, afterTruncate], /piece 2 of 3.*does not continue/],
+        [
+          'a piece saved after a truncate replaced positions the earlier pieces hold',
+          [p0, p1, afterTruncate],
+          /piece 2 of 3.*does not continue/,
+        ],
         ['a piece of other options', [p0, scaled.save({ from: 10 }), p2], /piece 1 of 3.*options/],
         ['a piece of another build', [p0, p1, otherBuild], /piece 2 of 3.*build/],
-        ['a piece corrupted', [p0, p1, rechecksum(p2.slice()).map((x, i) => (i === p2.length - 9 ? x ^ 1 : x))], /piece 2 of 3.*checksum/],
+        [
+          'a piece corrupted',
+          [p0, p1, rechecksum(p2.slice()).map((x, i) => (i === p2.length - 9 ? x ^ 1 : x))],
+          /piece 2 of 3.*checksum/,
+        ],
       ];
       for (const [what, list, message] of cases) expectRefused(list, what, [message], true);
       expectThrows(() => KVCache.load([]), RangeError, [named('bytes')]);
@@ -421,19 +612,31 @@ forEachBuild('save/load', (buildName) => {
       feed(c, cfg, stream(cfg, 20, 51), [20], 0);
       feed(c, cfg, stream(cfg, 5, 52), [5], 1);
       const bad: [unknown, ErrorConstructor, RegExp][] = [
-        [null, TypeError, named('options')], [5, TypeError, named('options')], [[], TypeError, named('options')],
-        [{ from: '3' }, TypeError, named('options.from')], [{ from: -1 }, RangeError, named('options.from')],
-        [{ from: 1.5 }, RangeError, named('options.from')], [{ from: 21 }, RangeError, named('options.from')],
-        [{ to: 21 }, RangeError, named('options.to')], [{ from: 5, to: 4 }, RangeError, named('options.from')],
-        [{ from: [3] }, RangeError, named('options.from')], [{ from: [3, 6] }, RangeError, named('options.from[1]')],
+        [null, TypeError, named('options')],
+        [5, TypeError, named('options')],
+        [[], TypeError, named('options')],
+        [{ from: '3' }, TypeError, named('options.from')],
+        [{ from: -1 }, RangeError, named('options.from')],
+        [{ from: 1.5 }, RangeError, named('options.from')],
+        [{ from: 21 }, RangeError, named('options.from')],
+        [{ to: 21 }, RangeError, named('options.to')],
+        [{ from: 5, to: 4 }, RangeError, named('options.from')],
+        [{ from: [3] }, RangeError, named('options.from')],
+        [{ from: [3, 6] }, RangeError, named('options.from[1]')],
         // layer 0's ring of 8 holds positions 12 … 19 (and sink 0): a piece from 10 would continue an evicted row
         [{ from: 10 }, RangeError, /position 9.*holds positions from 12/],
         // a piece to 11 would leave a state holding positions that were overwritten since
         [{ from: 5, to: 11 }, RangeError, /layer 0/],
       ];
       for (const [options, type, message] of bad) expectThrows(() => c.save(options as never), type, [message]);
-      expect(parseSave(c.save({ from: 13 })).header.layers).toEqual([{ from: 13, to: 20, held: 13 }, { from: 5, to: 5, held: 5 }]);
-      expect(parseSave(c.save({ from: [13, 2] })).header.layers).toEqual([{ from: 13, to: 20, held: 13 }, { from: 2, to: 5, held: 2 }]);
+      expect(parseSave(c.save({ from: 13 })).header.layers).toEqual([
+        { from: 13, to: 20, held: 13 },
+        { from: 5, to: 5, held: 5 },
+      ]);
+      expect(parseSave(c.save({ from: [13, 2] })).header.layers).toEqual([
+        { from: 13, to: 20, held: 13 },
+        { from: 2, to: 5, held: 2 },
+      ]);
     });
   });
 
@@ -473,7 +676,8 @@ forEachBuild('save/load', (buildName) => {
           const bad = bytes.slice();
           bad[at] ^= 1 << rng.int(0, 7);
           expectRefused(bad, `bit flipped at byte ${at} of ${bytes.length}`);
-          const part = at < 16 ? 'prefix' : at < p.payloadStart ? 'header' : at < bytes.length - 4 ? 'payload' : 'checksum';
+          const part =
+            at < 16 ? 'prefix' : at < p.payloadStart ? 'header' : at < bytes.length - 4 ? 'payload' : 'checksum';
           where = { ...where, [part]: where[part as keyof typeof where] + 1 };
         }
         expect(Math.min(where.prefix, where.header, where.payload, where.checksum)).toBeGreaterThan(3);
@@ -482,7 +686,8 @@ forEachBuild('save/load', (buildName) => {
           const bad = bytes.slice();
           const from = rng.int(0, bytes.length - 1);
           const len = rng.int(1, 12);
-          for (let j = from; j < Math.min(bytes.length, from + len); j++) bad[j] = rng.next() < 0.5 ? 0 : bad[j] ^ rng.int(1, 255);
+          for (let j = from; j < Math.min(bytes.length, from + len); j++)
+            bad[j] = rng.next() < 0.5 ? 0 : bad[j] ^ rng.int(1, 255);
           if (bad.every((x, j) => x === bytes[j])) continue;
           expectRefused(bad, `bytes ${from}..${from + len - 1} overwritten`);
         }
@@ -503,8 +708,22 @@ forEachBuild('save/load', (buildName) => {
       const p = parseSave(bytes);
       expectRefused(envelope(p.header, p.payload, 3), 'a well-formed version 3 envelope', [/version/]);
       // what wasm-attention 0.1.0 saved (format version 1) is refused with what to do about it
-      const v1 = envelope({ options: p.header.options, build: buildName, layers: [{ length: 0, intactFrom: 0, rows: 0 }, { length: 0, intactFrom: 0, rows: 0 }] }, new Uint8Array(0), 1);
-      expectRefused(v1, 'a version-1 save of an empty cache', [/format version 1 \(wasm-attention 0\.1\.0\)/, /reads version 2/]);
+      const v1 = envelope(
+        {
+          options: p.header.options,
+          build: buildName,
+          layers: [
+            { length: 0, intactFrom: 0, rows: 0 },
+            { length: 0, intactFrom: 0, rows: 0 },
+          ],
+        },
+        new Uint8Array(0),
+        1,
+      );
+      expectRefused(v1, 'a version-1 save of an empty cache', [
+        /format version 1 \(wasm-attention 0\.1\.0\)/,
+        /reads version 2/,
+      ]);
     });
 
     it('not a cache at all', async () => {
@@ -542,29 +761,147 @@ forEachBuild('save/load', (buildName) => {
         ['header JSON array', envelope('[1, 2]', p.payload)],
         ['header without options', withHeader(bytes, (x) => ({ ...x, options: undefined }))],
         ['header without layers', withHeader(bytes, (x) => ({ ...x, layers: undefined }))],
-        ['options.heads 0', withHeader(bytes, (x) => { x.options.heads = 0; })],
-        ['options.headDim "4"', withHeader(bytes, (x) => { x.options.headDim = '4'; })],
-        ['options.dtype "float16"', withHeader(bytes, (x) => { x.options.dtype = 'float16'; })],
-        ['options.window above maxTokens', withHeader(bytes, (x) => { x.options.window = 7; })],
-        ['options.kvHeads not dividing heads', withHeader(bytes, (x) => { x.options.heads = 3; x.options.kvHeads = 2; })],
-        ['options.rope.dims odd', withHeader(bytes, (x) => { x.options.rope = { theta: 10000, dims: 3, interleaved: false }; })],
-        ['one layer fewer', withHeader(bytes, (x) => { x.layers.pop(); })],
-        ['one layer more', withHeader(bytes, (x) => { x.layers.push(x.layers[1]); })],
-        ['a layer that is not an object', withHeader(bytes, (x) => { (x.layers as unknown[])[1] = 4; })],
-        ['a negative end', withHeader(bytes, (x) => { x.layers[1].to = -1; })],
-        ['a fractional end', withHeader(bytes, (x) => { x.layers[1].to = 3.5; })],
-        ['a layer without held', withHeader(bytes, (x) => { delete (x.layers[1] as Partial<typeof x.layers[1]>).held; })],
-        ['held past the end', withHeader(bytes, (x) => { x.layers[1].held = 5; })],
-        ['from past the end', withHeader(bytes, (x) => { x.layers[1].from = 5; })],
-        ['a first piece that does not start at 0', withHeader(bytes, (x) => { x.layers[1].from = 1; x.layers[1].held = 1; })],
-        ['a first piece that claims to continue rows', withHeader(bytes, (x) => { x.continues = 12345; })],
-        ['no continues checksum', withHeader(bytes, (x) => { delete (x as Partial<typeof x>).continues; })],
-        ['no reaches checksum', withHeader(bytes, (x) => { delete (x as Partial<typeof x>).reaches; })],
-        ['a ring holding from later than its window needs', withHeader(bytes, (x) => { x.layers[0].held = 17; })],
-        ['one layer more positions claimed', withHeader(bytes, (x) => { x.layers[1].to = 5; })],
-        ['one layer fewer positions claimed', withHeader(bytes, (x) => { x.layers[0].held = 15; })],
-        ['dtype int8 over a float32 payload', withHeader(bytes, (x) => { x.options.dtype = 'int8'; })],
-        ['headDim 8 over a headDim 4 payload', withHeader(bytes, (x) => { x.options.headDim = 8; x.options.scale = 0.5; })],
+        [
+          'options.heads 0',
+          withHeader(bytes, (x) => {
+            x.options.heads = 0;
+          }),
+        ],
+        [
+          'options.headDim "4"',
+          withHeader(bytes, (x) => {
+            x.options.headDim = '4';
+          }),
+        ],
+        [
+          'options.dtype "float16"',
+          withHeader(bytes, (x) => {
+            x.options.dtype = 'float16';
+          }),
+        ],
+        [
+          'options.window above maxTokens',
+          withHeader(bytes, (x) => {
+            x.options.window = 7;
+          }),
+        ],
+        [
+          'options.kvHeads not dividing heads',
+          withHeader(bytes, (x) => {
+            x.options.heads = 3;
+            x.options.kvHeads = 2;
+          }),
+        ],
+        [
+          'options.rope.dims odd',
+          withHeader(bytes, (x) => {
+            x.options.rope = { theta: 10000, dims: 3, interleaved: false };
+          }),
+        ],
+        [
+          'one layer fewer',
+          withHeader(bytes, (x) => {
+            x.layers.pop();
+          }),
+        ],
+        [
+          'one layer more',
+          withHeader(bytes, (x) => {
+            x.layers.push(x.layers[1]);
+          }),
+        ],
+        [
+          'a layer that is not an object',
+          withHeader(bytes, (x) => {
+            (x.layers as unknown[])[1] = 4;
+          }),
+        ],
+        [
+          'a negative end',
+          withHeader(bytes, (x) => {
+            x.layers[1].to = -1;
+          }),
+        ],
+        [
+          'a fractional end',
+          withHeader(bytes, (x) => {
+            x.layers[1].to = 3.5;
+          }),
+        ],
+        [
+          'a layer without held',
+          withHeader(bytes, (x) => {
+            delete (x.layers[1] as Partial<(typeof x.layers)[1]>).held;
+          }),
+        ],
+        [
+          'held past the end',
+          withHeader(bytes, (x) => {
+            x.layers[1].held = 5;
+          }),
+        ],
+        [
+          'from past the end',
+          withHeader(bytes, (x) => {
+            x.layers[1].from = 5;
+          }),
+        ],
+        [
+          'a first piece that does not start at 0',
+          withHeader(bytes, (x) => {
+            x.layers[1].from = 1;
+            x.layers[1].held = 1;
+          }),
+        ],
+        [
+          'a first piece that claims to continue rows',
+          withHeader(bytes, (x) => {
+            x.continues = 12345;
+          }),
+        ],
+        [
+          'no continues checksum',
+          withHeader(bytes, (x) => {
+            delete (x as Partial<typeof x>).continues;
+          }),
+        ],
+        [
+          'no reaches checksum',
+          withHeader(bytes, (x) => {
+            delete (x as Partial<typeof x>).reaches;
+          }),
+        ],
+        [
+          'a ring holding from later than its window needs',
+          withHeader(bytes, (x) => {
+            x.layers[0].held = 17;
+          }),
+        ],
+        [
+          'one layer more positions claimed',
+          withHeader(bytes, (x) => {
+            x.layers[1].to = 5;
+          }),
+        ],
+        [
+          'one layer fewer positions claimed',
+          withHeader(bytes, (x) => {
+            x.layers[0].held = 15;
+          }),
+        ],
+        [
+          'dtype int8 over a float32 payload',
+          withHeader(bytes, (x) => {
+            x.options.dtype = 'int8';
+          }),
+        ],
+        [
+          'headDim 8 over a headDim 4 payload',
+          withHeader(bytes, (x) => {
+            x.options.headDim = 8;
+            x.options.scale = 0.5;
+          }),
+        ],
         ['the payload one byte short', envelope(h, p.payload.subarray(0, p.payload.length - 1))],
         ['the payload 4 bytes long', envelope(h, new Uint8Array([...p.payload, 0, 0, 0, 0]))],
         ['no payload', envelope(h, new Uint8Array(0))],
@@ -575,8 +912,18 @@ forEachBuild('save/load', (buildName) => {
       feed(a, plain, stream(plain, 6, 1));
       const full = a.save();
       a.dispose();
-      cases.push(['no window, an end past maxTokens', withHeader(full, (x) => { x.layers[0].to = 7; })]);
-      cases.push(['no window, held not at from', withHeader(full, (x) => { x.layers[0].held = 1; })]);
+      cases.push([
+        'no window, an end past maxTokens',
+        withHeader(full, (x) => {
+          x.layers[0].to = 7;
+        }),
+      ]);
+      cases.push([
+        'no window, held not at from',
+        withHeader(full, (x) => {
+          x.layers[0].held = 1;
+        }),
+      ]);
       for (const [name, b] of cases) expectRefused(b, name);
     });
 
@@ -587,11 +934,18 @@ forEachBuild('save/load', (buildName) => {
       expect(p.header.layers[1]).toEqual({ from: 0, to: 4, held: 1 });
       expect(p.header.layers[0]).toEqual({ from: 0, to: 20, held: 14 });
       // claims 7 tokens held while holding rows for 4: positions 4 … 6 would be read from zeroed slots
-      const rowsShort = withHeader(bytes, (x) => { x.layers[1].to = 7; });
+      const rowsShort = withHeader(bytes, (x) => {
+        x.layers[1].to = 7;
+      });
       // claims nothing was evicted from a wrapped ring: truncate would then roll back onto overwritten slots
-      const neverEvicted = withHeader(bytes, (x) => { x.layers[0].held = 1; });
+      const neverEvicted = withHeader(bytes, (x) => {
+        x.layers[0].held = 1;
+      });
       const findings: string[] = [];
-      for (const [name, b] of [['to 7 with rows for 4 (unwrapped ring)', rowsShort], ['held from 1 after 20 tokens through 6 slots', neverEvicted]] as const) {
+      for (const [name, b] of [
+        ['to 7 with rows for 4 (unwrapped ring)', rowsShort],
+        ['held from 1 after 20 tokens through 6 slots', neverEvicted],
+      ] as const) {
         try {
           expectRefused(b, name);
         } catch (e) {
@@ -604,15 +958,41 @@ forEachBuild('save/load', (buildName) => {
     it('a header claiming a huge cache with a tiny payload is refused without growing memory', () => {
       const bytes = saved({ heads: 2, headDim: 4, maxTokens: 6 }, 11);
       // 2 × 8 kv heads × 2^22 slots × 64 dims × 4 bytes = 16 GiB: refused by size
-      expectRefused(withHeader(bytes, (x) => { Object.assign(x.options, { heads: 8, kvHeads: 8, headDim: 64, maxTokens: 2 ** 22, scale: 0.125 }); }), '16 GiB claimed', [], true);
+      expectRefused(
+        withHeader(bytes, (x) => {
+          Object.assign(x.options, { heads: 8, kvHeads: 8, headDim: 64, maxTokens: 2 ** 22, scale: 0.125 });
+        }),
+        '16 GiB claimed',
+        [],
+        true,
+      );
       // 2 × 4 × 2^17 × 64 × 4 = 256 MiB would fit: the payload (a few hundred bytes) cannot be it, so the
       // refusal needs no memory (FORMAT.md: load "allocates nothing that outlives the call"; grown
       // WebAssembly memory never shrinks)
-      expectRefused(withHeader(bytes, (x) => { Object.assign(x.options, { heads: 4, kvHeads: 4, headDim: 64, maxTokens: 2 ** 17, scale: 0.125 }); }), '256 MiB claimed', [], true);
+      expectRefused(
+        withHeader(bytes, (x) => {
+          Object.assign(x.options, { heads: 4, kvHeads: 4, headDim: 64, maxTokens: 2 ** 17, scale: 0.125 });
+        }),
+        '256 MiB claimed',
+        [],
+        true,
+      );
     });
 
     it('bad arguments: TypeError naming bytes for non-Uint8Array input, Error for empty bytes', () => {
-      for (const value of [null, undefined, new Float32Array(4), new Int8Array(40), new Uint8ClampedArray(40), new ArrayBuffer(40), new DataView(new ArrayBuffer(40)), [1, 2, 3], 'wattn-kv', 42, {}]) {
+      for (const value of [
+        null,
+        undefined,
+        new Float32Array(4),
+        new Int8Array(40),
+        new Uint8ClampedArray(40),
+        new ArrayBuffer(40),
+        new DataView(new ArrayBuffer(40)),
+        [1, 2, 3],
+        'wattn-kv',
+        42,
+        {},
+      ]) {
         expectThrows(() => KVCache.load(value as never), TypeError, [named('bytes')]);
       }
       expectRefused(new Uint8Array(0), 'empty Uint8Array', [/bytes/]);
@@ -637,7 +1017,16 @@ describe('KVCache.load across builds (saved under one build, loaded under anothe
           await init({ build: from });
           const original = new KVCache(cfg as never);
           const ref = new ReferenceCache(cfg);
-          build(original, ref, cfg, [{ layer: 0, chunks: [30, 1] }, { layer: (cfg.layers ?? 1) - 1, chunks: [17] }], 40 + i);
+          build(
+            original,
+            ref,
+            cfg,
+            [
+              { layer: 0, chunks: [30, 1] },
+              { layer: (cfg.layers ?? 1) - 1, chunks: [17] },
+            ],
+            40 + i,
+          );
           const bytes = original.save();
           await init({ build: to });
           const loaded = KVCache.load(bytes);
@@ -645,10 +1034,17 @@ describe('KVCache.load across builds (saved under one build, loaded under anothe
             expect(parseSave(loaded.save()).header.build, 'the loaded cache lives in the new build').toBe(to);
             const a = continueAll(original, cfg, 50 + i, [1, 1, 5]);
             const b = continueAll(loaded, cfg, 50 + i, [1, 1, 5]);
-            for (const [l, x] of a.entries()) expectClose(b[l], x, tolFor(cfg.scale, cfg.headDim), `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`);
+            for (const [l, x] of a.entries())
+              expectClose(
+                b[l],
+                x,
+                tolFor(cfg.scale, cfg.headDim),
+                `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`,
+              );
             if (cfg.dtype !== 'int8') {
               const want = continueRef(ref, cfg, 50 + i, [1, 1, 5]);
-              for (const [l, x] of b.entries()) expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`);
+              for (const [l, x] of b.entries())
+                expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`);
             }
           } finally {
             original.dispose();

@@ -278,7 +278,9 @@ describe('reference: ReferenceCache', () => {
     const pre = a.attend(1, q, k, v);
     const steps = [];
     for (let t = 0; t < T; t++) {
-      steps.push(...a.attend(0, q.slice(t * 2 * D, (t + 1) * 2 * D), k.slice(t * D, (t + 1) * D), v.slice(t * D, (t + 1) * D)));
+      steps.push(
+        ...a.attend(0, q.slice(t * 2 * D, (t + 1) * 2 * D), k.slice(t * D, (t + 1) * D), v.slice(t * D, (t + 1) * D)),
+      );
     }
     expectClose(steps, pre, F64, 'decode vs prefill');
     expect(a.lengthOf(0)).toBe(6);
@@ -328,7 +330,15 @@ function f32Attention(q: Float32Array, k: Float32Array, v: Float32Array, o: Refe
 }
 
 describe('reference: the kernel tolerances are reachable in plain f32', () => {
-  const cases: { name: string; T: number; S: number; H: number; KV: number; D: number; o?: Partial<ReferenceOptions> }[] = [
+  const cases: {
+    name: string;
+    T: number;
+    S: number;
+    H: number;
+    KV: number;
+    D: number;
+    o?: Partial<ReferenceOptions>;
+  }[] = [
     { name: 'headDim 512 prefill', T: 48, S: 48, H: 2, KV: 1, D: 512 },
     { name: 'S=4096 decode, headDim 128', T: 2, S: 4096, H: 4, KV: 2, D: 128 },
     { name: 'S=2048, headDim 64, window+sinks', T: 8, S: 2048, H: 4, KV: 1, D: 64, o: { window: 700, sinks: 4 } },

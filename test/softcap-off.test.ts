@@ -13,7 +13,9 @@ forEachBuild('softcap 0 or null', (build) => {
   it('is the same as no softcap, one-shot and in a cache', () => {
     const rng = new Rng(5);
     const shape = { heads: 4, kvHeads: 2, headDim: 16 };
-    const q = rng.randn(6 * 64), k = rng.randn(6 * 32), v = rng.randn(6 * 32);
+    const q = rng.randn(6 * 64),
+      k = rng.randn(6 * 32),
+      v = rng.randn(6 * 32);
     const none = attention(q, k, v, shape);
     expectBitIdentical(attention(q, k, v, { ...shape, softcap: 0 }), none, 'softcap 0');
     expectBitIdentical(attention(q, k, v, { ...shape, softcap: null as unknown as number }), none, 'softcap null');

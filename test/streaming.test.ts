@@ -18,14 +18,17 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
       const shape = { heads: 32, kvHeads: 8, headDim: 64 };
       const options = { ...shape, maxTokens: 2100, ...(window ? { window, sinks: 4 } : {}) };
       const history = 2096; // 8 kv heads × 2,096 tokens × 64 floats × 4 bytes × K and V ≈ 8.2 MiB
-      const k = rng.randn(2100 * 8 * 64), v = rng.randn(2100 * 8 * 64);
+      const k = rng.randn(2100 * 8 * 64),
+        v = rng.randn(2100 * 8 * 64);
       const cache = new KVCache(options);
       cache.append(0, k.subarray(0, history * 512), v.subarray(0, history * 512));
       for (let t = history; t < 2100; t++) {
         const q = rng.randn(32 * 64);
         const out = cache.attend(0, q, k.subarray(t * 512, (t + 1) * 512), v.subarray(t * 512, (t + 1) * 512));
-        const expected = referenceAttention(q, k.subarray(0, (t + 1) * 512), v.subarray(0, (t + 1) * 512),
-          { ...shape, ...(window ? { window, sinks: 4 } : {}) });
+        const expected = referenceAttention(q, k.subarray(0, (t + 1) * 512), v.subarray(0, (t + 1) * 512), {
+          ...shape,
+          ...(window ? { window, sinks: 4 } : {}),
+        });
         expectClose(out, expected, TOL, `decode at position ${t}`);
       }
       cache.dispose();
@@ -36,15 +39,30 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
     // Past 2,104 tokens the ring overwrites its oldest rows: the streaming path must read each slot as
     // the position it now holds (a stale or shifted row, or a key outside the window, moves the output).
     const rng = new Rng(29);
-    const options = { heads: 32, kvHeads: 8, headDim: 64, maxTokens: 2100, window: 2060, sinks: 4, rope: { theta: 500000 } };
+    const options = {
+      heads: 32,
+      kvHeads: 8,
+      headDim: 64,
+      maxTokens: 2100,
+      window: 2060,
+      sinks: 4,
+      rope: { theta: 500000 },
+    };
     const total = 2400;
     const history = 2392;
-    const q = rng.randn(total * 32 * 64), k = rng.randn(total * 512), v = rng.randn(total * 512);
+    const q = rng.randn(total * 32 * 64),
+      k = rng.randn(total * 512),
+      v = rng.randn(total * 512);
     const cache = new KVCache(options);
     cache.append(0, k.subarray(0, 1000 * 512), v.subarray(0, 1000 * 512));
     cache.append(0, k.subarray(1000 * 512, history * 512), v.subarray(1000 * 512, history * 512));
     for (let t = history; t < total; t++) {
-      const out = cache.attend(0, q.subarray(t * 2048, (t + 1) * 2048), k.subarray(t * 512, (t + 1) * 512), v.subarray(t * 512, (t + 1) * 512));
+      const out = cache.attend(
+        0,
+        q.subarray(t * 2048, (t + 1) * 2048),
+        k.subarray(t * 512, (t + 1) * 512),
+        v.subarray(t * 512, (t + 1) * 512),
+      );
       expectClose(out, referenceCacheQuery(options, q, k, v, t), TOL, `decode at position ${t}`);
     }
     cache.dispose();
@@ -55,15 +73,22 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
     const shape = { heads: 8, kvHeads: 4, headDim: 64 };
     const options = { ...shape, layers: 5, maxTokens: 1100 }; // 5 × 4 × 1,100 × 64 × 4 × 2 bytes ≈ 9 MiB
     const cache = new KVCache(options);
-    const history = 1090, row = 4 * 64;
-    const k = rng.randn(1100 * row), v = rng.randn(1100 * row);
-    for (let layer = 0; layer < 5; layer++) cache.append(layer, k.subarray(0, history * row), v.subarray(0, history * row));
+    const history = 1090,
+      row = 4 * 64;
+    const k = rng.randn(1100 * row),
+      v = rng.randn(1100 * row);
+    for (let layer = 0; layer < 5; layer++)
+      cache.append(layer, k.subarray(0, history * row), v.subarray(0, history * row));
     for (let t = history; t < history + 4; t++) {
       for (let layer = 0; layer < 5; layer++) {
         const q = rng.randn(8 * 64);
         const out = cache.attend(layer, q, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
-        expectClose(out, referenceAttention(q, k.subarray(0, (t + 1) * row), v.subarray(0, (t + 1) * row), shape), TOL,
-          `layer ${layer} at position ${t}`);
+        expectClose(
+          out,
+          referenceAttention(q, k.subarray(0, (t + 1) * row), v.subarray(0, (t + 1) * row), shape),
+          TOL,
+          `layer ${layer} at position ${t}`,
+        );
       }
     }
     cache.dispose();

@@ -22,7 +22,12 @@ const CASES: WCase[] = [
   { name: 'window 4 + sinks 2', T: 30, S: 30, opts: { heads: 4, kvHeads: 2, headDim: 80, window: 4, sinks: 2 } },
   { name: 'window 1', T: 12, S: 12, opts: { heads: 2, kvHeads: 2, headDim: 16, window: 1 } },
   { name: 'non-causal', T: 5, S: 21, opts: { heads: 2, kvHeads: 1, headDim: 33, causal: false } },
-  { name: 'non-causal + window + sinks', T: 10, S: 20, opts: { heads: 6, kvHeads: 3, headDim: 8, causal: false, window: 3, sinks: 1 } },
+  {
+    name: 'non-causal + window + sinks',
+    T: 10,
+    S: 20,
+    opts: { heads: 6, kvHeads: 3, headDim: 8, causal: false, window: 3, sinks: 1 },
+  },
   { name: 'softcap + scale', T: 8, S: 16, opts: { heads: 4, kvHeads: 4, headDim: 256, softcap: 20, scale: 0.5 } },
   { name: 'headDim 512', T: 20, S: 20, opts: { heads: 2, kvHeads: 2, headDim: 512 } },
 ];
@@ -116,7 +121,13 @@ forEachBuild('attentionWeights', (build) => {
         fc.integer({ min: 0, max: 2 ** 31 - 1 }),
         (l, D, S, tf, causal, window, sinks, seed) => {
           const T = Math.max(1, Math.round(tf * S));
-          const opts: ReferenceOptions & { kvHeads: number } = { heads: l.heads, kvHeads: l.kvHeads, headDim: D, causal, sinks };
+          const opts: ReferenceOptions & { kvHeads: number } = {
+            heads: l.heads,
+            kvHeads: l.kvHeads,
+            headDim: D,
+            causal,
+            sinks,
+          };
           if (window !== undefined) opts.window = window;
           const { q, k, v } = inputs({ T, S, opts }, seed);
           const w = attentionWeights(q, k, v, opts);

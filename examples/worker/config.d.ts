@@ -1,5 +1,11 @@
 // Types of config.js, for the TypeScript test that drives the example (test/edge.test.ts).
 export declare const LLAMA_3_2_1B: {
-  layers: number; heads: number; kvHeads: number; headDim: number; maxTokens: number; dtype: 'int8'; rope: { theta: number };
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  maxTokens: number;
+  dtype: 'int8';
+  rope: { theta: number };
 };
 export declare const PAGE: number;

@@ -2,7 +2,13 @@
 
 /** The attention of Llama-3.2-1B, int8 K/V: 2,048 tokens take 34 MiB, within an isolate's 128 MB. */
 export const LLAMA_3_2_1B = {
-  layers: 16, heads: 32, kvHeads: 8, headDim: 64, maxTokens: 2048, dtype: 'int8', rope: { theta: 500000 },
+  layers: 16,
+  heads: 32,
+  kvHeads: 8,
+  headDim: 64,
+  maxTokens: 2048,
+  dtype: 'int8',
+  rope: { theta: 500000 },
 };
 
 /** Positions per storage row: a page of the default shape is 64 × 17,408 bytes (1.06 MiB), under the 2 MB value limit. */

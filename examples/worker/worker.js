@@ -63,7 +63,8 @@ export default {
     const path = new URL(request.url).pathname;
     if (path === '/system-prompt') return objectNamed(env, SYSTEM_PROMPT).fetch(request);
     const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(path);
-    if (!match) return json({ error: 'not found: use /conversations/:id, /conversations/:id/attend or /system-prompt' }, 404);
+    if (!match)
+      return json({ error: 'not found: use /conversations/:id, /conversations/:id/attend or /system-prompt' }, 404);
     return objectNamed(env, match[1]).fetch(request);
   },
 };
@@ -101,7 +102,9 @@ export class Conversation {
       const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
       try {
         // on the isolate's copy of the prompt it began with, if that is still the prompt: only its own rows
-        const own = rows.filter((row) => row.start >= (this.#prompt?.length ?? Infinity)).map((row) => new Uint8Array(row.bytes));
+        const own = rows
+          .filter((row) => row.start >= (this.#prompt?.length ?? Infinity))
+          .map((row) => new Uint8Array(row.bytes));
         const prompt = own.length ? await this.#forkOfPrompt().catch(() => undefined) : undefined;
         if (prompt?.key === this.#prompt?.key) {
           try {
@@ -139,8 +142,15 @@ export class Conversation {
     if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
     if (!attend) {
       if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
-      const stored = this.#sql.exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces').one();
-      return json({ length: this.#cache.length, pieces: stored.pieces, storedBytes: stored.bytes, sharesPrompt: this.#sharesPrompt });
+      const stored = this.#sql
+        .exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces')
+        .one();
+      return json({
+        length: this.#cache.length,
+        pieces: stored.pieces,
+        storedBytes: stored.bytes,
+        sharesPrompt: this.#sharesPrompt,
+      });
     }
     if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
 
@@ -148,7 +158,10 @@ export class Conversation {
     if (typeof parsed === 'string') return badRequest(parsed);
     // an empty conversation begins with the system prompt, if there is one
     const prompt = this.#cache.length === 0 ? await this.#forkOfPrompt() : undefined;
-    return this.#attend(parsed, prompt && { cache: prompt.cache, prompt: { key: prompt.key, length: prompt.cache.length } });
+    return this.#attend(
+      parsed,
+      prompt && { cache: prompt.cache, prompt: { key: prompt.key, length: prompt.cache.length } },
+    );
   }
 
   /**
@@ -168,7 +181,7 @@ export class Conversation {
       const rows = start?.prompt ? this.#rows(next, { from: 0, floor: 0, fresh: true }) : [];
       try {
         for (let l = 0; l < layers; l++) {
-          const at = (tensor) => tensor.subarray(l * tensor.length / layers, (l + 1) * tensor.length / layers);
+          const at = (tensor) => tensor.subarray((l * tensor.length) / layers, ((l + 1) * tensor.length) / layers);
           next.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
         }
       } catch (error) {
@@ -193,7 +206,9 @@ export class Conversation {
     if (start || stored.whole) this.#prompt = stored.whole ? undefined : start.prompt;
     const headers = { 'x-length': String(next.length), 'x-written-bytes': String(stored.written) };
     if (parsed.binary) {
-      return new Response(littleEndianBytes(out), { headers: { ...headers, 'content-type': 'application/octet-stream' } });
+      return new Response(littleEndianBytes(out), {
+        headers: { ...headers, 'content-type': 'application/octet-stream' },
+      });
     }
     return json({ length: next.length, out: Array.from(out) }, 200, headers);
   }
@@ -229,7 +244,8 @@ export class Conversation {
       const parsed = tensors(received, this.#options);
       if (typeof parsed === 'string') return badRequest(parsed);
       const { maxTokens } = this.#options;
-      if (parsed.tokens > maxTokens) return badRequest(`the prompt must fit in maxTokens (${maxTokens}), got ${parsed.tokens} tokens`);
+      if (parsed.tokens > maxTokens)
+        return badRequest(`the prompt must fit in maxTokens (${maxTokens}), got ${parsed.tokens} tokens`);
       return this.#attend(parsed, { cache: new KVCache(this.#options) });
     });
   }
@@ -269,8 +285,11 @@ export class Conversation {
     const rows = [];
     let stored = from; // the rows so far, stored or listed here, reach this position
     /** where the first stored row at or after position p starts (before `from`), or `stored` */
-    const boundaryFrom = (p) => (fresh ? undefined
-      : this.#sql.exec('SELECT min(start) AS start FROM pieces WHERE start >= ? AND start < ?', p, from).one().start) ?? stored;
+    const boundaryFrom = (p) =>
+      (fresh
+        ? undefined
+        : this.#sql.exec('SELECT min(start) AS start FROM pieces WHERE start >= ? AND start < ?', p, from).one()
+            .start) ?? stored;
     for (let page = Math.floor(from / PAGE) * PAGE; page + PAGE <= cache.length; page += PAGE) {
       const start = boundaryFrom(Math.max(page, floor));
       try {
@@ -299,7 +318,8 @@ export class Conversation {
         this.#sql.exec('DELETE FROM pieces');
         this.#sql.exec('DELETE FROM prompt');
       }
-      if (start?.prompt && !whole) this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', start.prompt.key, start.prompt.length);
+      if (start?.prompt && !whole)
+        this.#sql.exec('INSERT INTO prompt (key, length) VALUES (?, ?)', start.prompt.key, start.prompt.length);
       for (const row of whole ? [whole] : rows) {
         this.#sql.exec('DELETE FROM pieces WHERE start > ? AND start < ?', row.start, row.end);
         this.#sql.exec('INSERT OR REPLACE INTO pieces (start, bytes) VALUES (?, ?)', row.start, row.bytes.buffer);
@@ -330,11 +350,14 @@ function tensors({ binary, bytes }, options) {
     const floats = bytes.byteLength / 4;
     const tokens = floats / perToken;
     if (!Number.isInteger(tokens) || tokens < 1) {
-      return `a binary body must hold q, k and v of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
-        `([layers=${layers}] × [heads=${heads} + 2 × kvHeads=${kvHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`;
+      return (
+        `a binary body must hold q, k and v of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
+        `([layers=${layers}] × [heads=${heads} + 2 × kvHeads=${kvHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`
+      );
     }
     const all = floats32(bytes);
-    for (let i = 0; i < all.length; i++) if (!Number.isFinite(all[i])) return `the binary body holds a non-finite number at float ${i}`;
+    for (let i = 0; i < all.length; i++)
+      if (!Number.isFinite(all[i])) return `the binary body holds a non-finite number at float ${i}`;
     const q = all.subarray(0, tokens * widths.q);
     const k = all.subarray(q.length, q.length + tokens * widths.k);
     return { binary, tokens, q, k, v: all.subarray(q.length + k.length) };
@@ -345,15 +368,18 @@ function tensors({ binary, bytes }, options) {
   } catch (error) {
     return `malformed JSON: ${error.message}`;
   }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object {"q", "k", "v"}';
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    return 'the body must be a JSON object {"q", "k", "v"}';
   const parsed = { binary };
   for (const name of ['q', 'k', 'v']) {
     const value = body[name];
-    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number')) return `"${name}" must be an array of finite numbers`;
+    if (!Array.isArray(value) || !value.every((x) => typeof x === 'number'))
+      return `"${name}" must be an array of finite numbers`;
     // checked as float32: a double beyond float32's range (such as 1e39) becomes Infinity
     parsed[name] = Float32Array.from(value);
     const bad = parsed[name].findIndex((x) => !Number.isFinite(x));
-    if (bad >= 0) return `"${name}" must be an array of finite numbers: ${value[bad]} at index ${bad} is beyond float32's range (±3.4e38)`;
+    if (bad >= 0)
+      return `"${name}" must be an array of finite numbers: ${value[bad]} at index ${bad} is beyond float32's range (±3.4e38)`;
   }
   parsed.tokens = parsed.q.length / widths.q;
   if (!Number.isInteger(parsed.tokens) || parsed.tokens < 1) {
@@ -361,8 +387,10 @@ function tensors({ binary, bytes }, options) {
   }
   for (const name of ['k', 'v']) {
     if (parsed[name].length !== parsed.tokens * widths.k) {
-      return `"${name}" must hold the same ${parsed.tokens} tokens as [layers=${layers}][T=${parsed.tokens}][kvHeads=${kvHeads}]` +
-        `[headDim=${headDim}] numbers (${parsed.tokens * widths.k}), got ${parsed[name].length}`;
+      return (
+        `"${name}" must hold the same ${parsed.tokens} tokens as [layers=${layers}][T=${parsed.tokens}][kvHeads=${kvHeads}]` +
+        `[headDim=${headDim}] numbers (${parsed.tokens * widths.k}), got ${parsed[name].length}`
+      );
     }
   }
   return parsed;
@@ -378,6 +406,8 @@ function floats32(bytes) {
 function littleEndianBytes(floats) {
   if (LITTLE_ENDIAN) return floats;
   const view = new DataView(new ArrayBuffer(floats.length * 4));
-  floats.forEach((x, i) => view.setFloat32(4 * i, x, true));
+  floats.forEach((x, i) => {
+    view.setFloat32(4 * i, x, true);
+  });
   return view.buffer;
 }

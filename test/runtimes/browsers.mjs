@@ -13,8 +13,18 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const BROWSERS = [
-  { name: 'Chromium', aptPackage: 'chromium', path: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', variable: 'CHROMIUM_PATH' },
-  { name: 'Firefox ESR', aptPackage: 'firefox-esr', path: process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr', variable: 'FIREFOX_PATH' },
+  {
+    name: 'Chromium',
+    aptPackage: 'chromium',
+    path: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    variable: 'CHROMIUM_PATH',
+  },
+  {
+    name: 'Firefox ESR',
+    aptPackage: 'firefox-esr',
+    path: process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr',
+    variable: 'FIREFOX_PATH',
+  },
 ];
 
 const onPath = (command) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
@@ -25,26 +35,40 @@ export function ensureBrowsers() {
   if (missing().length === 0) return;
   const packages = missing().map((b) => b.aptPackage);
   const install = `apt-get update && apt-get install -y ${packages.join(' ')}`;
-  const named = missing().map((b) => `${b.name} (${b.path})`).join(' and ');
-  const variables = missing().map((b) => b.variable).join(' and ');
+  const named = missing()
+    .map((b) => `${b.name} (${b.path})`)
+    .join(' and ');
+  const variables = missing()
+    .map((b) => b.variable)
+    .join(' and ');
   if (!onPath('apt-get')) {
-    throw new Error(`The runtime matrix drives ${named}, not found, and this machine has no apt-get: install ` +
-      `${packages.length > 1 ? 'them' : 'it'} and point ${variables} at the executables. (npm run test:unit runs the unit tests alone.)`);
+    throw new Error(
+      `The runtime matrix drives ${named}, not found, and this machine has no apt-get: install ` +
+        `${packages.length > 1 ? 'them' : 'it'} and point ${variables} at the executables. (npm run test:unit runs the unit tests alone.)`,
+    );
   }
   if (process.getuid?.() !== 0) {
-    throw new Error(`The runtime matrix drives ${named}, not found. Install ${packages.length > 1 ? 'them' : 'it'} ` +
-      `(about 25 s and 0.9 GB for both), then run npm test again:\n\n  sudo sh -c '${install}'\n\n` +
-      `(npm test installs them itself when run as root; ${variables} may point at other executables; ` +
-      'npm run test:unit runs the unit tests alone.)');
+    throw new Error(
+      `The runtime matrix drives ${named}, not found. Install ${packages.length > 1 ? 'them' : 'it'} ` +
+        `(about 25 s and 0.9 GB for both), then run npm test again:\n\n  sudo sh -c '${install}'\n\n` +
+        `(npm test installs them itself when run as root; ${variables} may point at other executables; ` +
+        'npm run test:unit runs the unit tests alone.)',
+    );
   }
-  console.log(`${named} not found: installing ${packages.join(' and ')} from Debian with apt-get (about 25 s and 0.9 GB for both)`);
+  console.log(
+    `${named} not found: installing ${packages.join(' and ')} from Debian with apt-get (about 25 s and 0.9 GB for both)`,
+  );
   const t0 = Date.now();
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
-  execFileSync('apt-get', ['install', '-y', '-qq', ...packages], { stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  execFileSync('apt-get', ['install', '-y', '-qq', ...packages], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
   const still = missing();
   if (still.length) {
-    throw new Error(`apt-get installed ${packages.join(' ')}, yet ${still.map((b) => `${b.path} (${b.variable})`).join(' and ')} still missing`);
+    throw new Error(
+      `apt-get installed ${packages.join(' ')}, yet ${still.map((b) => `${b.path} (${b.variable})`).join(' and ')} still missing`,
+    );
   }
   console.log(`installed in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }

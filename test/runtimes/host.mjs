@@ -7,7 +7,8 @@ const report = await scenario({ build: globalThis.process?.argv?.[2], threads: '
 // Node's require(esm): the package's `require` condition points at the ESM entry (Node ^20.19, >=22.12).
 if (typeof process !== 'undefined' && process.release?.name === 'node' && !globalThis.Deno && !globalThis.Bun) {
   const { createRequire } = await import('node:module');
-  let ok = false, detail;
+  let ok = false,
+    detail;
   try {
     const required = createRequire(import.meta.url)('wasm-attention');
     ok = typeof required.init === 'function' && typeof required.KVCache === 'function';

@@ -15,7 +15,17 @@
 // A step passes only when its report says `ok: true`; a page fails on any uncaught exception or console error.
 
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
@@ -32,8 +42,16 @@ const keep = args.includes('--keep');
 const wanted = (name) => !only || only.includes(name);
 
 const [CHROMIUM, FIREFOX] = BROWSERS.map((b) => b.path);
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up to 2026-04-26
 
 /**
@@ -52,17 +70,28 @@ const app = join(work, 'app');
 
 function run(command, argv, { cwd = root, env = {}, timeout = 300_000 } = {}) {
   return new Promise((resolve, reject) => {
-    execFile(command, argv, { cwd, env: { ...process.env, ...env }, timeout, maxBuffer: 64 << 20 },
+    execFile(
+      command,
+      argv,
+      { cwd, env: { ...process.env, ...env }, timeout, maxBuffer: 64 << 20 },
       (error, stdout, stderr) => {
         if (error) {
           error.message += `\n--- stdout\n${stdout.slice(-4000)}\n--- stderr\n${stderr.slice(-4000)}`;
           reject(error);
         } else resolve({ stdout, stderr });
-      });
+      },
+    );
   });
 }
 
-const lastJson = (stdout) => JSON.parse(stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop());
+const lastJson = (stdout) =>
+  JSON.parse(
+    stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .pop(),
+  );
 
 async function step(name, kind, fn) {
   if (!wanted(name)) return;
@@ -72,7 +101,8 @@ async function step(name, kind, fn) {
     const report = await fn();
     // a report that does not say ok: true is a failure (a step that forgot to report proves nothing)
     entry = { name, kind, build: report?.build ?? '', ok: report?.ok === true, detail: report };
-    if (typeof report?.ok !== 'boolean') entry.detail = { ...report, error: `the step's report has no ok: ${JSON.stringify(report)?.slice(0, 300)}` };
+    if (typeof report?.ok !== 'boolean')
+      entry.detail = { ...report, error: `the step's report has no ok: ${JSON.stringify(report)?.slice(0, 300)}` };
   } catch (error) {
     entry = { name, kind, build: '', ok: false, detail: { error: String(error?.stack ?? error) } };
   }
@@ -80,7 +110,8 @@ async function step(name, kind, fn) {
   results.push(entry);
   const mark = entry.ok ? 'ok  ' : 'FAIL';
   console.log(`${mark} ${name.padEnd(24)} ${(entry.build || '').padEnd(13)} ${entry.seconds.toFixed(1).padStart(6)} s`);
-  for (const c of entry.detail?.checks ?? []) if (!c.ok || process.env.VERBOSE) console.log(`       ${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}`);
+  for (const c of entry.detail?.checks ?? [])
+    if (!c.ok || process.env.VERBOSE) console.log(`       ${c.ok ? '✓' : '✗'} ${c.name}: ${c.detail}`);
   if (entry.detail?.error) console.log(entry.detail.error.replace(/^/gm, '       '));
 }
 
@@ -89,18 +120,41 @@ async function step(name, kind, fn) {
  * cross-origin isolated (COOP/COEP: pages get SharedArrayBuffer, so threads) unless `isolated` is false.
  */
 async function serve(folder, { isolated = true } = {}) {
-  const isolation = isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {};
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.json': 'application/json',
-    '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
+  const isolation = isolated
+    ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
+    : {};
+  const types = {
+    '.html': 'text/html',
+    '.js': 'text/javascript',
+    '.mjs': 'text/javascript',
+    '.json': 'application/json',
+    '.wasm': 'application/wasm',
+    '.css': 'text/css',
+    '.png': 'image/png',
+    '.svg': 'image/svg+xml',
+  };
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     // browsers ask for a favicon on their own; a 404 would be a console error that fails the page
-    if (path === '/favicon.ico') { res.writeHead(204).end(); return; }
+    if (path === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
     let file = join(folder, path);
-    if (!file.startsWith(folder)) { res.writeHead(403).end(); return; }
+    if (!file.startsWith(folder)) {
+      res.writeHead(403).end();
+      return;
+    }
     if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
-    if (!existsSync(file)) { res.writeHead(404).end('not found'); return; }
-    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', ...isolation });
+    if (!existsSync(file)) {
+      res.writeHead(404).end('not found');
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': types[extname(file)] ?? 'application/octet-stream',
+      'cache-control': 'no-store',
+      ...isolation,
+    });
     res.end(readFileSync(file));
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -118,15 +172,25 @@ async function chromiumBrowser() {
 async function chromiumBidiBrowser() {
   ensureBrowsers();
   const puppeteer = (await import('puppeteer-core')).default;
-  chromiumBidi ??= await puppeteer.launch({ browser: 'chrome', executablePath: CHROMIUM, headless: true,
-    protocol: 'webDriverBiDi', args: CHROMIUM_ARGS.filter((a) => a !== '--headless') });
+  chromiumBidi ??= await puppeteer.launch({
+    browser: 'chrome',
+    executablePath: CHROMIUM,
+    headless: true,
+    protocol: 'webDriverBiDi',
+    args: CHROMIUM_ARGS.filter((a) => a !== '--headless'),
+  });
   return chromiumBidi;
 }
 async function firefoxBrowser() {
   ensureBrowsers();
   const puppeteer = (await import('puppeteer-core')).default;
-  firefox ??= await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX, headless: true,
-    protocol: 'webDriverBiDi', userDataDir: mkdtempSync(join(work, 'firefox-profile-')) });
+  firefox ??= await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    protocol: 'webDriverBiDi',
+    userDataDir: mkdtempSync(join(work, 'firefox-profile-')),
+  });
   return firefox;
 }
 
@@ -139,7 +203,9 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
   const errors = [];
   // an uncaught exception fails the page at once (a module that failed to load never reports)
   let uncaught;
-  const thrown = new Promise((_, reject) => { uncaught = reject; });
+  const thrown = new Promise((_, reject) => {
+    uncaught = reject;
+  });
   thrown.catch(() => {}); // it may reject during goto(), before the race below listens
   page.on('pageerror', (e) => {
     errors.push(String(e));
@@ -152,16 +218,28 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
   });
   try {
     await page.goto(url);
-    await Promise.race([thrown, page.waitForFunction(() => globalThis.__result !== undefined, undefined, { timeout }).catch(() => {
-      throw new Error(`no result from ${url} within ${timeout / 1000} s; page errors: ${errors.join(' | ') || 'none'}`);
-    })]);
+    await Promise.race([
+      thrown,
+      page
+        .waitForFunction(() => globalThis.__result !== undefined, undefined, { timeout })
+        .catch(() => {
+          throw new Error(
+            `no result from ${url} within ${timeout / 1000} s; page errors: ${errors.join(' | ') || 'none'}`,
+          );
+        }),
+    ]);
     const result = await page.evaluate(() => globalThis.__result);
     if (screenshot) await page.screenshot({ path: screenshot });
     const unexpected = errors.filter((e) => !expectedErrors?.test(e));
     if (result && typeof result === 'object') {
       result.checks ??= [];
-      result.checks.push({ name: 'no uncaught exception or console error on the page', ok: unexpected.length === 0,
-        detail: unexpected.length ? unexpected.join(' | ') : `none${errors.length ? ` (${errors.length} expected: ${errors.join(' | ')})` : ''}` });
+      result.checks.push({
+        name: 'no uncaught exception or console error on the page',
+        ok: unexpected.length === 0,
+        detail: unexpected.length
+          ? unexpected.join(' | ')
+          : `none${errors.length ? ` (${errors.length} expected: ${errors.join(' | ')})` : ''}`,
+      });
       result.ok &&= unexpected.length === 0;
     }
     return result;
@@ -177,23 +255,42 @@ async function pageResult(browser, url, { timeout = 60_000, screenshot, expected
  */
 async function miniflare(script, options = {}) {
   const { Miniflare } = await import('miniflare');
-  const mf = new Miniflare({ modules: true, scriptPath: script, modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
-    modulesRoot: dirname(script), compatibilityDate: COMPATIBILITY_DATE, ...options });
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: script,
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+    modulesRoot: dirname(script),
+    compatibilityDate: COMPATIBILITY_DATE,
+    ...options,
+  });
   await mf.ready;
   return mf;
 }
 
 /** Bundles a Worker with wrangler itself (`wrangler deploy --dry-run`), as a user deploying it would; returns the script. */
 async function wranglerBundle(entry, outdir, argv = []) {
-  const { stdout, stderr } = await run(bin('wrangler'), ['deploy', ...(entry ? [entry] : []), '--dry-run', '--outdir', outdir, ...argv],
-    { cwd: app, env: { WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' } });
+  const { stdout, stderr } = await run(
+    bin('wrangler'),
+    ['deploy', ...(entry ? [entry] : []), '--dry-run', '--outdir', outdir, ...argv],
+    { cwd: app, env: { WRANGLER_SEND_METRICS: 'false', NO_COLOR: '1' } },
+  );
   const warnings = `${stdout}\n${stderr}`.split('\n').filter((line) => /\[WARNING\]/.test(line));
-  return { script: join(outdir, readdirSync(outdir).find((f) => f.endsWith('.js'))), warnings };
+  return {
+    script: join(
+      outdir,
+      readdirSync(outdir).find((f) => f.endsWith('.js')),
+    ),
+    warnings,
+  };
 }
 
 /** The check that a bundler printed no warning about the package (it needs no configuration, so nothing to warn of). */
 function noWarnings(tool, warnings) {
-  return { name: `${tool} printed no warning`, ok: warnings.length === 0, detail: warnings.length ? warnings.join(' | ') : 'none' };
+  return {
+    name: `${tool} printed no warning`,
+    ok: warnings.length === 0,
+    detail: warnings.length ? warnings.join(' | ') : 'none',
+  };
 }
 
 /** A Vite logger that keeps what it warns (and still prints it). */
@@ -203,7 +300,10 @@ async function viteLogger() {
   const warnings = [];
   for (const level of ['warn', 'warnOnce', 'error']) {
     const print = logger[level];
-    logger[level] = (message, options) => { warnings.push(String(message)); print(message, options); };
+    logger[level] = (message, options) => {
+      warnings.push(String(message));
+      print(message, options);
+    };
   }
   return { logger, warnings };
 }
@@ -211,16 +311,33 @@ async function viteLogger() {
 /** The .wasm module imports a bundled Worker kept (wrangler and the esbuild setup both keep three). */
 function wasmImports(script) {
   const imported = readFileSync(script, 'utf8').match(/from\s*"[^"]*\.wasm"/g) ?? [];
-  return { name: 'the workerd entry imports the three .wasm as modules', ok: imported.length === 3, detail: imported.join(', ') };
+  return {
+    name: 'the workerd entry imports the three .wasm as modules',
+    ok: imported.length === 3,
+    detail: imported.join(', '),
+  };
 }
 
 /** The same bundle with esbuild directly, as wrangler does: conditions workerd/worker/browser, `.wasm` kept as module imports. */
 async function bundleWorker(entry, outdir) {
   const esbuild = await import('esbuild');
-  const result = await esbuild.build({ entryPoints: [entry], outdir, bundle: true, format: 'esm', platform: 'neutral', target: 'es2022',
-    conditions: ['workerd', 'worker', 'browser'], mainFields: ['module', 'main'], loader: { '.wasm': 'copy' },
-    absWorkingDir: app, logLevel: 'warning' });
-  return { script: join(outdir, entry.replace(/^.*\//, '').replace(/\.m?js$/, '.js')), warnings: result.warnings.map((w) => w.text) };
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    outdir,
+    bundle: true,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    conditions: ['workerd', 'worker', 'browser'],
+    mainFields: ['module', 'main'],
+    loader: { '.wasm': 'copy' },
+    absWorkingDir: app,
+    logLevel: 'warning',
+  });
+  return {
+    script: join(outdir, entry.replace(/^.*\//, '').replace(/\.m?js$/, '.js')),
+    warnings: result.warnings.map((w) => w.text),
+  };
 }
 
 // --------------------------------------------------------------------------------------- the package
@@ -232,22 +349,68 @@ await step('pack', 'package', async () => {
   tarball = join(work, packed.filename);
   const paths = packed.files.map((f) => f.path);
   const checks = [];
-  const must = ['package.json', 'README.md', 'LICENSE', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/workerd.js',
-    'dist/wasm-source.js', 'dist/wasm-source-workerd.js', 'dist/attention-worker.js', 'wasm/attention-relaxed-simd.wasm',
-    'wasm/attention-simd.wasm', 'wasm/attention-scalar.wasm', 'wasm/attention-relaxed-simd-shared.wasm',
-    'wasm/attention-simd-shared.wasm', 'wasm/attention-scalar-shared.wasm'];
+  const must = [
+    'package.json',
+    'README.md',
+    'LICENSE',
+    'CHANGELOG.md',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/workerd.js',
+    'dist/wasm-source.js',
+    'dist/wasm-source-workerd.js',
+    'dist/attention-worker.js',
+    'wasm/attention-relaxed-simd.wasm',
+    'wasm/attention-simd.wasm',
+    'wasm/attention-scalar.wasm',
+    'wasm/attention-relaxed-simd-shared.wasm',
+    'wasm/attention-simd-shared.wasm',
+    'wasm/attention-scalar-shared.wasm',
+  ];
   const missing = must.filter((p) => !paths.includes(p));
-  checks.push({ name: 'the tarball holds what users need', ok: missing.length === 0, detail: missing.length ? `missing ${missing}` : `${paths.length} files` });
-  const extra = paths.filter((p) => !/^(package\.json|README\.md|LICENSE|CHANGELOG\.md|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(p));
-  checks.push({ name: 'and nothing else (no sources, tests, benches)', ok: extra.length === 0, detail: extra.length ? extra.join(', ') : 'only dist/*.{js,js.map,d.ts}, wasm/*.wasm' });
+  checks.push({
+    name: 'the tarball holds what users need',
+    ok: missing.length === 0,
+    detail: missing.length ? `missing ${missing}` : `${paths.length} files`,
+  });
+  const extra = paths.filter(
+    (p) =>
+      !/^(package\.json|README\.md|LICENSE|CHANGELOG\.md|dist\/[\w.-]+\.(js|js\.map|d\.ts)|wasm\/attention-[\w-]+\.wasm)$/.test(
+        p,
+      ),
+  );
+  checks.push({
+    name: 'and nothing else (no sources, tests, benches)',
+    ok: extra.length === 0,
+    detail: extra.length ? extra.join(', ') : 'only dist/*.{js,js.map,d.ts}, wasm/*.wasm',
+  });
   for (const f of packed.files.filter((f) => f.path.endsWith('.wasm'))) {
-    checks.push({ name: `${f.path} ≤ ${BUDGET.wasm / 1024} KB`, ok: f.size <= BUDGET.wasm, detail: `${(f.size / 1024).toFixed(1)} KB` });
+    checks.push({
+      name: `${f.path} ≤ ${BUDGET.wasm / 1024} KB`,
+      ok: f.size <= BUDGET.wasm,
+      detail: `${(f.size / 1024).toFixed(1)} KB`,
+    });
   }
-  const js = packed.files.filter((f) => f.path.startsWith('dist/') && f.path.endsWith('.js')).reduce((s, f) => s + f.size, 0);
-  checks.push({ name: `facade JavaScript ≤ ${BUDGET.facadeJs / 1024} KB`, ok: js <= BUDGET.facadeJs, detail: `${(js / 1024).toFixed(1)} KB in dist/*.js` });
-  return { ok: checks.every((c) => c.ok), checks, tarball: packed.filename, size: packed.size, unpackedSize: packed.unpackedSize };
+  const js = packed.files
+    .filter((f) => f.path.startsWith('dist/') && f.path.endsWith('.js'))
+    .reduce((s, f) => s + f.size, 0);
+  checks.push({
+    name: `facade JavaScript ≤ ${BUDGET.facadeJs / 1024} KB`,
+    ok: js <= BUDGET.facadeJs,
+    detail: `${(js / 1024).toFixed(1)} KB in dist/*.js`,
+  });
+  return {
+    ok: checks.every((c) => c.ok),
+    checks,
+    tarball: packed.filename,
+    size: packed.size,
+    unpackedSize: packed.unpackedSize,
+  };
 });
-if (!tarball) { console.error('npm pack failed; nothing to test'); process.exit(1); }
+if (!tarball) {
+  console.error('npm pack failed; nothing to test');
+  process.exit(1);
+}
 
 await step('publint', 'lint', async () => {
   const dir = join(work, 'extracted');
@@ -260,17 +423,31 @@ await step('publint', 'lint', async () => {
 await step('attw', 'lint', async () => {
   // ESM-only by design: `require` works through Node's require(esm) (Node ^20.19 and >=22.12, tested below), which
   // attw's node10/node16-cjs resolutions do not model; the esm-only profile checks the rest.
-    // The .wasm subpaths are assets for bundlers and workerd, with no types to check.
-  const { stdout } = await run(bin('attw'), [tarball, '--profile', 'esm-only', '--format', 'table-flipped', '--no-color',
-    '--exclude-entrypoints', ...packed.files.filter((f) => f.path.endsWith('.wasm')).map((f) => `./${f.path}`)]);
-  return { ok: true, checks: [{ name: 'attw --profile esm-only', ok: true, detail: stdout.trim().split('\n').filter(Boolean).pop() }] };
+  // The .wasm subpaths are assets for bundlers and workerd, with no types to check.
+  const { stdout } = await run(bin('attw'), [
+    tarball,
+    '--profile',
+    'esm-only',
+    '--format',
+    'table-flipped',
+    '--no-color',
+    '--exclude-entrypoints',
+    ...packed.files.filter((f) => f.path.endsWith('.wasm')).map((f) => `./${f.path}`),
+  ]);
+  return {
+    ok: true,
+    checks: [{ name: 'attw --profile esm-only', ok: true, detail: stdout.trim().split('\n').filter(Boolean).pop() }],
+  };
 });
 
 // ---------------------------------------------------------------------------------- scratch project
 
 await step('install', 'setup', async () => {
   mkdirSync(app, { recursive: true });
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }, null, 2));
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'consumer', private: true, type: 'module' }, null, 2),
+  );
   // Deno resolves bare imports from this node_modules folder (no `npm:` prefix needed)
   writeFileSync(join(app, 'deno.json'), JSON.stringify({ nodeModulesDir: 'manual' }, null, 2));
   // the scenario imports the one float64 reference and RNG (test/support/): keep the repository's layout
@@ -280,9 +457,14 @@ await step('install', 'setup', async () => {
   cpSync(join(here, 'host.mjs'), join(app, 'host.mjs'));
   cpSync(join(here, 'pages'), join(app, 'pages'), { recursive: true });
   cpSync(join(root, 'examples'), join(app, 'examples'), { recursive: true });
-  await run('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: app });
+  await run('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], {
+    cwd: app,
+  });
   const installed = JSON.parse(readFileSync(join(app, 'node_modules/wasm-attention/package.json'), 'utf8'));
-  return { ok: true, checks: [{ name: 'npm install <tarball>', ok: true, detail: `wasm-attention@${installed.version}` }] };
+  return {
+    ok: true,
+    checks: [{ name: 'npm install <tarball>', ok: true, detail: `wasm-attention@${installed.version}` }],
+  };
 });
 
 // ---------------------------------------------------------------------------------------- runtimes
@@ -297,7 +479,11 @@ await step('node20', 'runtime', async () => {
 await step('node20-relaxed-flag', 'runtime', host(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs']));
 // the contract holds in every build, not only the one init() picks: each forced, from the packed package
 for (const build of ['scalar', 'simd', 'relaxed-simd']) {
-  await step(`node20-${build}`, 'runtime', host(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs', build]));
+  await step(
+    `node20-${build}`,
+    'runtime',
+    host(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs', build]),
+  );
 }
 
 await step('node22', 'runtime', async () => {
@@ -311,8 +497,15 @@ await step('node22', 'runtime', async () => {
   return report;
 });
 
-await step('deno', 'runtime', host(bin('deno'), ['run', '--allow-read', 'host.mjs'],
-  { DENO_NO_UPDATE_CHECK: '1', DENO_DIR: join(work, 'deno-dir'), NO_COLOR: '1' }));
+await step(
+  'deno',
+  'runtime',
+  host(bin('deno'), ['run', '--allow-read', 'host.mjs'], {
+    DENO_NO_UPDATE_CHECK: '1',
+    DENO_DIR: join(work, 'deno-dir'),
+    NO_COLOR: '1',
+  }),
+);
 
 await step('bun', 'runtime', host(bin('bun'), ['host.mjs'], { BUN_INSTALL_CACHE_DIR: join(work, 'bun-cache') }));
 
@@ -328,7 +521,11 @@ function importMapCheck(page) {
   const map = JSON.parse(/<script type="importmap">([\s\S]*?)<\/script>/.exec(html)?.[1] ?? '{}');
   const names = Object.keys(map.imports ?? {});
   const ok = names.length > 0 && names.every((n) => /^(@[\w.-]+\/)?[\w.-]+$/.test(n)) && !map.scopes;
-  return { name: `${page}'s import map names only packages`, ok, detail: `${names.join(', ')}${map.scopes ? `; scopes ${JSON.stringify(map.scopes)}` : ''}` };
+  return {
+    name: `${page}'s import map names only packages`,
+    ok,
+    detail: `${names.join(', ')}${map.scopes ? `; scopes ${JSON.stringify(map.scopes)}` : ''}`,
+  };
 }
 
 /** A page with an import map, with the import map checked too. */
@@ -362,8 +559,12 @@ await step('workerd', 'runtime', async () => {
 
 await step('workerd-wrangler', 'runtime', async () => {
   // bundled by wrangler itself (no configuration: its default rule keeps .wasm imports as modules)
-  const { script, warnings } = await wranglerBundle('pages/worker.js', join(app, 'out/worker-wrangler'),
-    ['--name', 'scenario', '--compatibility-date', COMPATIBILITY_DATE]);
+  const { script, warnings } = await wranglerBundle('pages/worker.js', join(app, 'out/worker-wrangler'), [
+    '--name',
+    'scenario',
+    '--compatibility-date',
+    COMPATIBILITY_DATE,
+  ]);
   return workerdScenario(script, noWarnings('wrangler', warnings));
 });
 
@@ -387,8 +588,18 @@ await step('esbuild-browser', 'bundler', async () => {
   // where the facade's `new URL('../wasm/…', import.meta.url)` looks (esbuild leaves import.meta.url alone).
   const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild');
-  const result = await esbuild.build({ entryPoints: ['pages/bundle-entry.js'], outfile: join(out, 'js/app.js'), bundle: true,
-    format: 'esm', platform: 'browser', target: 'es2022', minify: true, absWorkingDir: app, logLevel: 'warning', metafile: true });
+  const result = await esbuild.build({
+    entryPoints: ['pages/bundle-entry.js'],
+    outfile: join(out, 'js/app.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    absWorkingDir: app,
+    logLevel: 'warning',
+    metafile: true,
+  });
   cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true });
   // and the threads' worker script beside the bundle, where `new URL('./attention-worker.js', import.meta.url)` looks
   cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
@@ -397,9 +608,19 @@ await step('esbuild-browser', 'bundler', async () => {
   const bytes = readFileSync(join(out, 'js/app.js'));
   report.bundle = `${(bytes.length / 1024).toFixed(1)} KB minified, ${(gzipSync(bytes).length / 1024).toFixed(1)} KB gzipped (with the scenario)`;
   const facade = Object.entries(result.metafile.outputs[Object.keys(result.metafile.outputs)[0]].inputs)
-    .filter(([path]) => path.includes('node_modules/')).reduce((sum, [, input]) => sum + input.bytesInOutput, 0);
-  report.checks.push({ name: `the package's code in a minified bundle ≤ ${BUDGET.facadeBundle / 1024} KB`, ok: facade <= BUDGET.facadeBundle,
-    detail: `${(facade / 1024).toFixed(1)} KB (facade and its dependency)` }, noWarnings('esbuild', result.warnings.map((w) => w.text)));
+    .filter(([path]) => path.includes('node_modules/'))
+    .reduce((sum, [, input]) => sum + input.bytesInOutput, 0);
+  report.checks.push(
+    {
+      name: `the package's code in a minified bundle ≤ ${BUDGET.facadeBundle / 1024} KB`,
+      ok: facade <= BUDGET.facadeBundle,
+      detail: `${(facade / 1024).toFixed(1)} KB (facade and its dependency)`,
+    },
+    noWarnings(
+      'esbuild',
+      result.warnings.map((w) => w.text),
+    ),
+  );
   report.ok &&= report.checks.every((c) => c.ok);
   return report;
 });
@@ -408,19 +629,37 @@ await step('missing-wasm', 'loading', async () => {
   // the same esbuild setup with the wasm/ folder forgotten (the bundle lives one level deeper, in nowasm/js/)
   const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild/nowasm');
-  await esbuild.build({ entryPoints: ['pages/missing-entry.js'], outfile: join(out, 'js/app.js'), bundle: true,
-    format: 'esm', platform: 'browser', target: 'es2022', absWorkingDir: app, logLevel: 'warning' });
+  await esbuild.build({
+    entryPoints: ['pages/missing-entry.js'],
+    outfile: join(out, 'js/app.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    absWorkingDir: app,
+    logLevel: 'warning',
+  });
   cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
-  return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`,
-    { expectedErrors: /404/ }); // the forgotten .wasm files, which the page provokes on purpose
+  return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`, {
+    expectedErrors: /404/,
+  }); // the forgotten .wasm files, which the page provokes on purpose
 });
 
 await step('esbuild-worker', 'bundler', async () => {
   // The same for a module Web Worker: the worker's bundle sits in js/ too, so the same wasm/ folder serves it.
   const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild');
-  await esbuild.build({ entryPoints: ['pages/web-worker-entry.js'], outfile: join(out, 'js/worker.js'), bundle: true,
-    format: 'esm', platform: 'browser', target: 'es2022', minify: true, absWorkingDir: app, logLevel: 'warning' });
+  await esbuild.build({
+    entryPoints: ['pages/web-worker-entry.js'],
+    outfile: join(out, 'js/worker.js'),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    absWorkingDir: app,
+    logLevel: 'warning',
+  });
   cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true }); // also under --only
   cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
   cpSync(join(app, 'pages/web-worker.html'), join(out, 'web-worker.html'));
@@ -433,14 +672,25 @@ await step('vite', 'bundler', async () => {
   const dir = join(app, 'pages');
   cpSync(join(dir, 'vite-index.html'), join(dir, 'index.html'));
   const { logger, warnings } = await viteLogger();
-  await build({ root: dir, customLogger: logger, build: { outDir: join(app, 'out/vite'), emptyOutDir: true, target: 'es2022' }, configFile: false });
+  await build({
+    root: dir,
+    customLogger: logger,
+    build: { outDir: join(app, 'out/vite'), emptyOutDir: true, target: 'es2022' },
+    configFile: false,
+  });
   const assets = readdirSync(join(app, 'out/vite/assets'));
   const wasm = assets.filter((a) => a.endsWith('.wasm'));
   const site = await serve(join(app, 'out/vite')); // Vite's default base is '/': serve the build as a site root
   const chromiumReport = await pageResult(await chromiumBrowser(), `${site.url}/`).finally(() => {});
   const firefoxReport = await pageResult(await firefoxBrowser(), `${site.url}/`).finally(() => site.close());
-  chromiumReport.checks.push({ name: 'Vite emitted the six .wasm files (plain and shared-memory) as assets', ok: wasm.length === 6, detail: wasm.join(', ') },
-    noWarnings('vite build', warnings));
+  chromiumReport.checks.push(
+    {
+      name: 'Vite emitted the six .wasm files (plain and shared-memory) as assets',
+      ok: wasm.length === 6,
+      detail: wasm.join(', '),
+    },
+    noWarnings('vite build', warnings),
+  );
   chromiumReport.checks.push(...firefoxReport.checks.map((c) => ({ ...c, name: `firefox: ${c.name}` })));
   chromiumReport.ok = chromiumReport.checks.every((c) => c.ok);
   chromiumReport.build = `${chromiumReport.build}/${firefoxReport.build}`;
@@ -452,7 +702,12 @@ await step('vite-dev', 'bundler', async () => {
   const { createServer } = await import('vite');
   const dir = join(app, 'pages');
   const { logger, warnings } = await viteLogger();
-  const server = await createServer({ root: dir, configFile: false, customLogger: logger, server: { host: '127.0.0.1', port: 0 } });
+  const server = await createServer({
+    root: dir,
+    configFile: false,
+    customLogger: logger,
+    server: { host: '127.0.0.1', port: 0 },
+  });
   await server.listen();
   try {
     const report = await pageResult(await chromiumBrowser(), server.resolvedUrls.local[0]);
@@ -482,14 +737,20 @@ await step('example-model', 'example', async () => {
   const forward = (text) => /^function forward[\s\S]*?^}$/m.exec(text)?.[0];
   const shown = forward(readFileSync(join(root, 'README.md'), 'utf8'));
   const same = shown !== undefined && shown === forward(readFileSync(join(app, 'examples/node/model.mjs'), 'utf8'));
-  report.checks.push({ name: "the README's forward() is examples/node/model.mjs's", ok: same, detail: same ? `${shown.split('\n').length} lines` : 'they differ' });
+  report.checks.push({
+    name: "the README's forward() is examples/node/model.mjs's",
+    ok: same,
+    detail: same ? `${shown.split('\n').length} lines` : 'they differ',
+  });
   report.ok &&= same;
   return report;
 });
 
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
-  const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', { screenshot: shot });
+  const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', {
+    screenshot: shot,
+  });
   report.screenshot = shot;
   return report;
 });
@@ -497,10 +758,17 @@ await step('example-browser', 'example', async () => {
 await step('example-worker', 'example', async () => {
   const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');
   // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
-  const { script, warnings } = await wranglerBundle(undefined, join(app, 'out/example-worker'), ['--config', 'examples/worker/wrangler.toml']);
+  const { script, warnings } = await wranglerBundle(undefined, join(app, 'out/example-worker'), [
+    '--config',
+    'examples/worker/wrangler.toml',
+  ]);
   // the example's small-shape setting (its default is Llama-3.2-1B's), so the scenario's JSON bodies stay small
-  const mf = await miniflare(script, { durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
-    bindings: { CACHE_OPTIONS: JSON.stringify(EXAMPLE_WORKER_SHAPE) }, host: '127.0.0.1', port: 0 });
+  const mf = await miniflare(script, {
+    durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
+    bindings: { CACHE_OPTIONS: JSON.stringify(EXAMPLE_WORKER_SHAPE) },
+    host: '127.0.0.1',
+    port: 0,
+  });
   try {
     const url = await mf.ready;
     const report = await exerciseWorker(url.href);
@@ -524,9 +792,13 @@ else console.log(`scratch folder kept: ${work}`);
 const failed = results.filter((r) => !r.ok);
 const runtimes = results.filter((r) => r.kind === 'runtime' || r.kind === 'bundler');
 console.log(`\nbuild chosen: ${runtimes.map((r) => `${r.name} ${r.build || '?'}`).join(', ')}`);
-console.log(`threads got: ${runtimes.filter((r) => r.detail?.threads).map((r) => `${r.name} ${r.detail.threads}`).join(', ')}`);
+console.log(
+  `threads got: ${runtimes
+    .filter((r) => r.detail?.threads)
+    .map((r) => `${r.name} ${r.detail.threads}`)
+    .join(', ')}`,
+);
 console.log(`runtime matrix: ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
 console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
 if (results.length === 0) console.log('nothing matched --only');
 process.exit(failed.length || results.length === 0 ? 1 : 0);
-

@@ -11,8 +11,13 @@ import { Rng } from '../support/rng.js';
 const random = (seed, n) => new Rng(seed).uniform(n);
 
 // The probes wasm-feature-detect uses, repeated here so the check does not trust the code it checks.
-const SIMD = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
-const RELAXED = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
+const SIMD = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
+]);
+const RELAXED = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15,
+  253, 128, 2, 11,
+]);
 
 /** The build `init()` must choose here: the fastest one this runtime validates. */
 export function expectedBuild() {
@@ -29,7 +34,8 @@ function maxError(a, b) {
 
 function identical(a, b) {
   if (a.length !== b.length) return false;
-  const x = new Uint32Array(a.buffer, a.byteOffset, a.length), y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length),
+    y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   return x.every((bits, i) => bits === y[i]);
 }
 
@@ -47,17 +53,26 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
   try {
     ({ build, threads } = await init(forced ? { build: forced } : undefined));
     if (expectedThreads !== undefined) {
-      check(`init() got ${expectedThreads === 'many' ? 'at least 2 threads' : `${expectedThreads} thread`}`,
-        expectedThreads === 'many' ? threads >= 2 : threads === expectedThreads, `info.threads ${threads}`);
+      check(
+        `init() got ${expectedThreads === 'many' ? 'at least 2 threads' : `${expectedThreads} thread`}`,
+        expectedThreads === 'many' ? threads >= 2 : threads === expectedThreads,
+        `info.threads ${threads}`,
+      );
     }
     const expected = forced ?? expectedBuild();
-    check(forced ? `init({ build: '${forced}' }) got it` : 'init chose the fastest build this runtime validates',
-      build === expected, `${build} (expected ${expected})`);
+    check(
+      forced ? `init({ build: '${forced}' }) got it` : 'init chose the fastest build this runtime validates',
+      build === expected,
+      `${build} (expected ${expected})`,
+    );
     check('init is idempotent', (await init(forced ? { build: forced } : undefined)).build === build, build);
 
     // one-shot: grouped-query, causal, then a sliding window with a sink
     const shape = { heads: 4, kvHeads: 2, headDim: 64 };
-    const T = 12, q = random(1, T * 4 * 64), k = random(2, T * 2 * 64), v = random(3, T * 2 * 64);
+    const T = 12,
+      q = random(1, T * 4 * 64),
+      k = random(2, T * 2 * 64),
+      v = random(3, T * 2 * 64);
     const out = attention(q, k, v, shape);
     const e1 = maxError(out, referenceAttention(q, k, v, shape));
     check('one-shot causal attention matches float64', e1 < TOLERANCE, `max error ${e1.toExponential(2)}`);
@@ -66,33 +81,75 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     const wref = referenceWeights(q, k, v, windowed);
     const e2 = maxError(w, wref);
     const masked = wref.every((x, i) => x !== 0 || w[i] === 0);
-    check('attentionWeights (window 4, 1 sink) match float64, masked keys exactly 0', e2 < TOLERANCE && masked,
-      `max error ${e2.toExponential(2)}, mask ${masked ? 'exact' : 'WRONG'}`);
+    check(
+      'attentionWeights (window 4, 1 sink) match float64, masked keys exactly 0',
+      e2 < TOLERANCE && masked,
+      `max error ${e2.toExponential(2)}, mask ${masked ? 'exact' : 'WRONG'}`,
+    );
     const e3 = maxError(attention(q, k, v, windowed), referenceAttention(q, k, v, windowed));
     check('windowed attention matches float64', e3 < TOLERANCE, `max error ${e3.toExponential(2)}`);
 
     // a cache: prefill 10 tokens, decode 6, each step against float64 over everything appended so far
     const cache = await KVCache.create({ layers: 2, ...shape, maxTokens: 64 });
-    const prompt = 10, steps = 6, row = 4 * 64, kvRow = 2 * 64;
-    const Q = random(4, (prompt + steps) * row), K = random(5, (prompt + steps) * kvRow), V = random(6, (prompt + steps) * kvRow);
+    const prompt = 10,
+      steps = 6,
+      row = 4 * 64,
+      kvRow = 2 * 64;
+    const Q = random(4, (prompt + steps) * row),
+      K = random(5, (prompt + steps) * kvRow),
+      V = random(6, (prompt + steps) * kvRow);
     let worst = 0;
-    const refAt = (end, t) => referenceAttention(Q.subarray((end - t) * row, end * row), K.subarray(0, end * kvRow), V.subarray(0, end * kvRow), shape);
+    const refAt = (end, t) =>
+      referenceAttention(
+        Q.subarray((end - t) * row, end * row),
+        K.subarray(0, end * kvRow),
+        V.subarray(0, end * kvRow),
+        shape,
+      );
     for (let layer = 0; layer < 2; layer++) {
-      worst = Math.max(worst, maxError(cache.attend(layer, Q.subarray(0, prompt * row), K.subarray(0, prompt * kvRow), V.subarray(0, prompt * kvRow)), refAt(prompt, prompt)));
+      worst = Math.max(
+        worst,
+        maxError(
+          cache.attend(
+            layer,
+            Q.subarray(0, prompt * row),
+            K.subarray(0, prompt * kvRow),
+            V.subarray(0, prompt * kvRow),
+          ),
+          refAt(prompt, prompt),
+        ),
+      );
     }
-    const decode = (c, i) => [0, 1].map((layer) => c.attend(layer, Q.subarray(i * row, (i + 1) * row), K.subarray(i * kvRow, (i + 1) * kvRow), V.subarray(i * kvRow, (i + 1) * kvRow)));
-    for (let i = prompt; i < prompt + 3; i++) for (const o of decode(cache, i)) worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+    const decode = (c, i) =>
+      [0, 1].map((layer) =>
+        c.attend(
+          layer,
+          Q.subarray(i * row, (i + 1) * row),
+          K.subarray(i * kvRow, (i + 1) * kvRow),
+          V.subarray(i * kvRow, (i + 1) * kvRow),
+        ),
+      );
+    for (let i = prompt; i < prompt + 3; i++)
+      for (const o of decode(cache, i)) worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
     const saved = cache.save();
     const restored = KVCache.load(saved);
-    check('load(save()) restores the lengths', restored.length === cache.length && restored.lengthOf(1) === prompt + 3,
-      `${restored.length} tokens, ${saved.byteLength} bytes saved`);
+    check(
+      'load(save()) restores the lengths',
+      restored.length === cache.length && restored.lengthOf(1) === prompt + 3,
+      `${restored.length} tokens, ${saved.byteLength} bytes saved`,
+    );
     let same = true;
     for (let i = prompt + 3; i < prompt + steps; i++) {
-      const a = decode(cache, i), b = decode(restored, i);
+      const a = decode(cache, i),
+        b = decode(restored, i);
       for (const o of a) worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
       same &&= a.every((o, l) => identical(o, b[l]));
     }
-    check('prefill and decode steps match float64', worst < TOLERANCE, `max error ${worst.toExponential(2)} over ${prompt} + ${steps} tokens, 2 layers`);
+    check(
+      'prefill and decode steps match float64',
+      worst < TOLERANCE,
+      `max error ${worst.toExponential(2)} over ${prompt} + ${steps} tokens, 2 layers`,
+    );
     check('a loaded cache continues bit-identically', same, same ? 'identical bits' : 'outputs differ');
     cache.dispose();
     restored.dispose();
@@ -100,17 +157,22 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     if (threads > 1) {
       // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
       const o = { heads: 8, kvHeads: 2, headDim: 64 };
-      const q1 = random(7, 8 * 64), k1 = random(8, 4096 * 2 * 64), v1 = random(9, 4096 * 2 * 64);
+      const q1 = random(7, 8 * 64),
+        k1 = random(8, 4096 * 2 * 64),
+        v1 = random(9, 4096 * 2 * 64);
       const many = attention(q1, k1, v1, o);
       await init({ build, threads: 1 });
       const one = attention(q1, k1, v1, o);
       await init(forced ? { build: forced } : undefined);
       const e4 = maxError(many, referenceAttention(q1, k1, v1, o));
-      check(`a decode step on ${threads} threads matches float64 and is the same bits as on one`, e4 < TOLERANCE && identical(many, one),
-        `max error ${e4.toExponential(2)}, ${identical(many, one) ? 'identical bits' : 'bits differ'}`);
+      check(
+        `a decode step on ${threads} threads matches float64 and is the same bits as on one`,
+        e4 < TOLERANCE && identical(many, one),
+        `max error ${e4.toExponential(2)}, ${identical(many, one) ? 'identical bits' : 'bits differ'}`,
+      );
     }
   } catch (error) {
-    check('no exception', false, String(error && error.stack || error));
+    check('no exception', false, String(error?.stack || error));
   }
   return { build, threads, ok: checks.length > 0 && checks.every((c) => c.ok), checks, ms: Date.now() - started };
 }

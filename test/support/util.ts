@@ -441,7 +441,10 @@ export function pageBytesFor(cfg: Cfg): number {
 export function fill(cache: KVCache, cfg: Cfg, n: number, layer = 0, chunk = 1024): void {
   const width = kWidth(cfg);
   let rows = fillRows.get(width);
-  if (!rows) fillRows.set(width, (rows = new Rng(4242).randn(chunk * width)));
+  if (!rows) {
+    rows = new Rng(4242).randn(chunk * width);
+    fillRows.set(width, rows);
+  }
   for (let done = 0; done < n; done += chunk) {
     const part = rows.subarray(0, Math.min(chunk, n - done) * width);
     cache.append(layer, part, part);

@@ -9,8 +9,13 @@ try {
 } catch (error) {
   message = error.message;
 }
-const named = ['relaxed-simd', 'simd', 'scalar'].every((b) => message.includes(`'${b}'`)) && message.includes('init({ wasm })');
-checks.push({ name: 'with no .wasm deployed, init() rejects naming every build and location tried', ok: named, detail: message });
+const named =
+  ['relaxed-simd', 'simd', 'scalar'].every((b) => message.includes(`'${b}'`)) && message.includes('init({ wasm })');
+checks.push({
+  name: 'with no .wasm deployed, init() rejects naming every build and location tried',
+  ok: named,
+  detail: message,
+});
 let build, detail;
 try {
   ({ build } = await init({ wasm: fetch('/node_modules/wasm-attention/wasm/attention-simd.wasm') }));
