@@ -282,7 +282,7 @@ export class CacheMemory {
     if (newTable) this.#moveTable(layer, newTable, newCapacity);
     const cap = this.#capacity[layer];
     const at = this.#tables[layer] >>> 2;
-    const bytes = this.kernel.bytes();
+    let bytes: Uint8Array | undefined; // a view is an allocation: made only when a shared page is copied
     const w = this.#words();
     // row by row, in the order they were taken: a prefill's pages of one (kv head, K|V) lie one after
     // another in memory, in position order, as the kernel walks them
@@ -296,6 +296,7 @@ export class CacheMemory {
           this.#pageCount++;
         } else if (this.#pool.isShared(page, this.pageBytes)) {
           const copy = taken[next++];
+          bytes ??= this.kernel.bytes();
           bytes.copyWithin(copy, page, page + this.pageBytes);
           this.#pool.drop(page, this.pageBytes);
           w[slot] = copy;
