@@ -85,9 +85,9 @@ function forward(tokens, cache) {
     const v = matmul(h, w.wv, dim, kvHeads * headDim);
     const attended = cache.attend(layer, q, k, v); // rotates q/k, appends k/v, attends over all so far
     addInto(x, matmul(attended, w.wo, heads * headDim, dim));
-    const h2 = rmsNorm(x),
-      gate = matmul(h2, w.wGate, dim, hidden),
-      up = matmul(h2, w.wUp, dim, hidden);
+    const h2 = rmsNorm(x);
+    const gate = matmul(h2, w.wGate, dim, hidden);
+    const up = matmul(h2, w.wUp, dim, hidden);
     for (let i = 0; i < gate.length; i++) gate[i] = silu(gate[i]) * up[i];
     addInto(x, matmul(gate, w.wDown, hidden, dim));
   });
