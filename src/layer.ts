@@ -505,22 +505,7 @@ export class CacheMemory {
     }
     const queryRow = heads * headDim;
     copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
-    const pool = this.kernel.pool;
-    if (pool) {
-      pool.attend(
-        this.#fixed,
-        layer,
-        count,
-        firstPosition,
-        firstPosition + count,
-        true,
-        true,
-        this.#layout.scratchBytes,
-        this.#work(count, firstPosition + count),
-      );
-    } else {
-      this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
-    }
+    this.#attendStaged(layer, count, firstPosition, firstPosition + count, true, true);
     copyOut(this.kernel, this.#at.out, out, from * queryRow, count * queryRow);
   }
 
@@ -538,23 +523,41 @@ export class CacheMemory {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#at.q, q, from * row, count * row);
+    this.#attendStaged(layer, count, firstPosition, keyEnd, causal, false);
+    copyOut(this.kernel, this.#at.out, out, from * row, count * row);
+  }
+
+  /**
+   * Attention of the staged queries (the kernel's step when `appendFirst`: the staged keys and values are
+   * appended first, keyEnd = firstPosition + tokens, causal), across the thread pool when there is one.
+   */
+  #attendStaged(
+    layer: number,
+    tokens: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: boolean,
+    appendFirst: boolean,
+  ): void {
     const pool = this.kernel.pool;
     if (pool) {
+      const work = this.#work(tokens, keyEnd);
       pool.attend(
         this.#fixed,
         layer,
-        count,
+        tokens,
         firstPosition,
         keyEnd,
         causal,
-        false,
+        appendFirst,
         this.#layout.scratchBytes,
-        this.#work(count, keyEnd),
+        work,
       );
+    } else if (appendFirst) {
+      this.kernel.abi.step(this.#fixed, layer, tokens, firstPosition);
     } else {
-      this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
+      this.kernel.abi.attend(this.#fixed, layer, tokens, firstPosition, keyEnd, causal ? 1 : 0);
     }
-    copyOut(this.kernel, this.#at.out, out, from * row, count * row);
   }
 
   /**
