@@ -17,8 +17,11 @@ const BUILD_IDS: readonly Build[] = ['scalar', 'simd', 'relaxed-simd']; // the k
 /** Where a binary may come from (init's `wasm` option). */
 export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
 
-/** The numbers of the kernel's attend call (and the first ones of its weights call). */
-type AttendCall = [
+/**
+ * The numbers of the kernel's attend call (and the first ones of its weights call), in the order of the job
+ * words a threaded call writes them to (assembly/job.ts).
+ */
+export type AttendCall = [
   descriptor: number,
   layer: number,
   tokens: number,
