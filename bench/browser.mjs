@@ -17,19 +17,10 @@ import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.m
 import { SHAPES, BUILDS, THREADED } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { buildModel } from './ort/models.mjs';
+import { BROWSERS, CHROMIUM_ARGS } from '../test/runtimes/browsers.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+const CHROMIUM = BROWSERS[0].path; // CHROMIUM_PATH overrides
 const ALL_JOBS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t'];
 
 const DEFAULTS = {

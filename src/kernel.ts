@@ -17,6 +17,19 @@ const BUILD_IDS: readonly Build[] = ['scalar', 'simd', 'relaxed-simd']; // the k
 /** Where a binary may come from (init's `wasm` option). */
 export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
 
+/**
+ * The numbers of the kernel's attend call (and the first ones of its weights call), in the order of the job
+ * words a threaded call writes them to (assembly/job.ts).
+ */
+export type AttendCall = [
+  descriptor: number,
+  layer: number,
+  tokens: number,
+  firstPosition: number,
+  keyEnd: number,
+  causal: number,
+];
+
 /** The kernel's exports, as assembly/index.ts documents them. */
 export interface KernelExports {
   memory: WebAssembly.Memory;
@@ -27,25 +40,10 @@ export interface KernelExports {
   ropeFrequencies(table: number, dims: number, theta: number): void;
   /** descriptor: a cache descriptor (assembly/descriptor.ts); the step's numbers follow */
   append(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  attend(
-    descriptor: number,
-    layer: number,
-    tokens: number,
-    firstPosition: number,
-    keyEnd: number,
-    causal: number,
-  ): void;
+  attend(...call: AttendCall): void;
   step(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  weights(
-    descriptor: number,
-    layer: number,
-    tokens: number,
-    firstPosition: number,
-    keyEnd: number,
-    causal: number,
-    out: number,
-    keyCount: number,
-  ): void;
+  /** the attend call's numbers, then where the probabilities go and how many keys a row of them holds */
+  weights(...call: [...AttendCall, out: number, keyCount: number]): void;
   exp(values: number, count: number): void;
   /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
   jobBytes(): number;

@@ -8,7 +8,8 @@
 // copy on write), allocating everything first, so a RangeError for memory that cannot grow leaves the
 // cache exactly as it was. The kernel never allocates.
 
-import type { Kernel } from './kernel.js';
+import type { AttendCall, Kernel } from './kernel.js';
+import { attendOnThisThread } from './threads.js';
 import type { HeadShape, RopeSettings, Scoring } from './options.js';
 import { COUNT_BYTES, instanceMemory, type InstanceMemory, type PagePool, type SharedStaging } from './pages.js';
 import type { Run } from './persist.js';
@@ -506,22 +507,7 @@ export class CacheMemory {
     }
     const queryRow = heads * headDim;
     copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
-    const pool = this.kernel.pool;
-    if (pool) {
-      pool.attend(
-        this.#fixed,
-        layer,
-        count,
-        firstPosition,
-        firstPosition + count,
-        true,
-        true,
-        this.#layout.scratchBytes,
-        this.#work(count, firstPosition + count),
-      );
-    } else {
-      this.kernel.abi.step(this.#fixed, layer, count, firstPosition);
-    }
+    this.#attendStaged(true, this.#fixed, layer, count, firstPosition, firstPosition + count, 1);
     copyOut(this.kernel, this.#at.out, out, from * queryRow, count * queryRow);
   }
 
@@ -539,23 +525,19 @@ export class CacheMemory {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#at.q, q, from * row, count * row);
-    const pool = this.kernel.pool;
-    if (pool) {
-      pool.attend(
-        this.#fixed,
-        layer,
-        count,
-        firstPosition,
-        keyEnd,
-        causal,
-        false,
-        this.#layout.scratchBytes,
-        this.#work(count, keyEnd),
-      );
-    } else {
-      this.kernel.abi.attend(this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
-    }
+    this.#attendStaged(false, this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
     copyOut(this.kernel, this.#at.out, out, from * row, count * row);
+  }
+
+  /**
+   * Attention of the staged queries (the kernel's step when `appendFirst`: the staged keys and values are
+   * appended first), across the thread pool when there is one.
+   */
+  #attendStaged(appendFirst: boolean, ...call: AttendCall): void {
+    const pool = this.kernel.pool;
+    const [, , tokens, , keyEnd] = call;
+    if (pool) pool.attend(appendFirst, this.#layout.scratchBytes, this.#work(tokens, keyEnd), ...call);
+    else attendOnThisThread(this.kernel.abi, appendFirst, ...call);
   }
 
   /**

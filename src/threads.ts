@@ -7,7 +7,7 @@
 // bits whichever thread ran which piece, and whether any worker joined at all: a worker still starting
 // or asleep simply claims nothing.
 
-import type { Kernel } from './kernel.js';
+import type { AttendCall, Kernel, KernelExports } from './kernel.js';
 import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, type WorkerStart } from './attention-worker.js';
 
 /** 'auto' uses the runtime's cores, at most this many. */
@@ -29,18 +29,19 @@ export const SPIN_MS = 2;
  */
 export const MIN_THREADED_WORK = 320_000;
 
-// job words written by the facade (assembly/job.ts)
-const DESCRIPTOR = 8,
-  LAYER = 9,
-  TOKENS = 10,
-  FIRST_POSITION = 11,
-  KEY_END = 12,
-  CAUSAL = 13;
-const SCRATCH_BASE = 16,
-  SCRATCH_STRIDE = 17,
-  PARTIALS = 18,
-  PARTIAL_CAPACITY = 19,
+// Job words written by the facade (assembly/job.ts documents them; these mirror it), written in runs:
+// the AttendCall, descriptor … causal (8–13); scratch base and stride, partials and
+// their capacity (16–19). The kernel answers in PARTIAL_NEEDED.
+const CALL = 8,
+  SCRATCH = 16,
   PARTIAL_NEEDED = 20;
+
+/** The kernel's attend, or its step (`appendFirst`: the staged keys and values appended first), on this thread alone. */
+export function attendOnThisThread(abi: KernelExports, appendFirst: boolean, ...call: AttendCall): void {
+  const [descriptor, layer, tokens, firstPosition] = call;
+  if (appendFirst) abi.step(descriptor, layer, tokens, firstPosition);
+  else abi.attend(...call);
+}
 
 const COOP_COEP_FIX =
   'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
@@ -252,34 +253,15 @@ export class ThreadPool {
    * Runs an attend (appendFirst 0) or step (appendFirst 1) of the staged tokens on every thread, with
    * the same result as the kernel's attend/step. `work`: the call's multiply-adds, for the small-call rule.
    */
-  attend(
-    descriptor: number,
-    layer: number,
-    tokens: number,
-    firstPosition: number,
-    keyEnd: number,
-    causal: boolean,
-    appendFirst: boolean,
-    scratchStride: number,
-    work: number,
-  ): void {
+  attend(appendFirst: boolean, scratchStride: number, work: number, ...call: AttendCall): void {
     const abi = this.kernel.abi;
     if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) {
-      if (appendFirst) abi.step(descriptor, layer, tokens, firstPosition);
-      else abi.attend(descriptor, layer, tokens, firstPosition, keyEnd, causal ? 1 : 0);
+      attendOnThisThread(abi, appendFirst, ...call);
       return;
     }
     const w = this.#words;
-    w[DESCRIPTOR] = descriptor;
-    w[LAYER] = layer;
-    w[TOKENS] = tokens;
-    w[FIRST_POSITION] = firstPosition;
-    w[KEY_END] = keyEnd;
-    w[CAUSAL] = causal ? 1 : 0;
-    w[SCRATCH_BASE] = this.#scratch;
-    w[SCRATCH_STRIDE] = scratchStride;
-    w[PARTIALS] = this.#partials;
-    w[PARTIAL_CAPACITY] = this.#partialBytes;
+    w.set(call, CALL);
+    w.set([this.#scratch, scratchStride, this.#partials, this.#partialBytes], SCRATCH);
     Atomics.store(w, NEXT, 0);
     const pieces = abi.plan(this.job, appendFirst ? 1 : 0);
     if (pieces > 1) this.#runAcrossThreads(pieces);

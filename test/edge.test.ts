@@ -14,6 +14,7 @@ import * as esbuild from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLAMA_3_2_1B, PAGE } from '../examples/worker/config.js';
+import { WORKER_BUNDLE } from './runtimes/bundle-options.mjs';
 import { ReferenceCache } from './support/reference.js';
 import { Rng, expectBitIdentical, expectClose, tolFor } from './support/util.js';
 
@@ -39,20 +40,13 @@ let script: string;
 beforeAll(async () => {
   const outdir = join(work, 'bundle');
   await esbuild.build({
+    ...WORKER_BUNDLE,
     entryPoints: [join(root, 'examples/worker/worker.js')],
     outdir,
-    bundle: true,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2022',
-    conditions: ['workerd', 'worker', 'browser'],
-    mainFields: ['module', 'main'],
-    loader: { '.wasm': 'copy' },
     alias: { 'wasm-attention': join(root, 'src/workerd.ts') },
     // package.json's sideEffects names the built entries (dist/), not src/workerd.ts, whose registration of
     // the wasm sources esbuild would otherwise drop as side-effect free
     ignoreAnnotations: true,
-    logLevel: 'warning',
   });
   script = join(outdir, 'worker.js');
 });

@@ -27,6 +27,19 @@ export const BROWSERS = [
   },
 ];
 
+/** Chromium's flags for the matrix and bench/browser.mjs: headless, and quiet (no network of its own). */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** @param {string} command */
 const onPath = (command) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 
 /** Returns when every browser is there, installing missing ones with apt as root; throws saying how otherwise. */
@@ -77,7 +90,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     ensureBrowsers();
   } catch (error) {
-    console.error(error.message);
+    console.error(/** @type {Error} */ (error).message);
     process.exit(1);
   }
 }

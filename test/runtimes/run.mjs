@@ -31,7 +31,8 @@ import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { BROWSERS, ensureBrowsers } from './browsers.mjs';
+import { BROWSERS, CHROMIUM_ARGS, ensureBrowsers } from './browsers.mjs';
+import { BROWSER_BUNDLE, WORKER_BUNDLE } from './bundle-options.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -42,16 +43,6 @@ const keep = args.includes('--keep');
 const wanted = (name) => !only || only.includes(name);
 
 const [CHROMIUM, FIREFOX] = BROWSERS.map((b) => b.path);
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up to 2026-04-26
 
 /**
@@ -169,26 +160,24 @@ async function chromiumBrowser() {
   chromium ??= await launcher.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   return chromium;
 }
-async function chromiumBidiBrowser() {
+/** A headless browser driven by puppeteer over WebDriver BiDi; `options`: what differs between the two. */
+async function bidiBrowser(options) {
   ensureBrowsers();
   const puppeteer = (await import('puppeteer-core')).default;
-  chromiumBidi ??= await puppeteer.launch({
+  return puppeteer.launch({ headless: true, protocol: 'webDriverBiDi', ...options });
+}
+async function chromiumBidiBrowser() {
+  chromiumBidi ??= await bidiBrowser({
     browser: 'chrome',
     executablePath: CHROMIUM,
-    headless: true,
-    protocol: 'webDriverBiDi',
     args: CHROMIUM_ARGS.filter((a) => a !== '--headless'),
   });
   return chromiumBidi;
 }
 async function firefoxBrowser() {
-  ensureBrowsers();
-  const puppeteer = (await import('puppeteer-core')).default;
-  firefox ??= await puppeteer.launch({
+  firefox ??= await bidiBrowser({
     browser: 'firefox',
     executablePath: FIREFOX,
-    headless: true,
-    protocol: 'webDriverBiDi',
     userDataDir: mkdtempSync(join(work, 'firefox-profile-')),
   });
   return firefox;
@@ -322,17 +311,10 @@ function wasmImports(script) {
 async function bundleWorker(entry, outdir) {
   const esbuild = await import('esbuild');
   const result = await esbuild.build({
+    ...WORKER_BUNDLE,
     entryPoints: [entry],
     outdir,
-    bundle: true,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2022',
-    conditions: ['workerd', 'worker', 'browser'],
-    mainFields: ['module', 'main'],
-    loader: { '.wasm': 'copy' },
     absWorkingDir: app,
-    logLevel: 'warning',
   });
   return {
     script: join(outdir, entry.replace(/^.*\//, '').replace(/\.m?js$/, '.js')),
@@ -545,7 +527,7 @@ await step('firefox', 'runtime', async () => importMapPage(await firefoxBrowser(
 await step('chromium-not-isolated', 'runtime', async () => {
   const site = await serve(app, { isolated: false });
   try {
-    return await pageResult(await chromiumBrowser(), `${site.url}/pages/not-isolated.html`);
+    return await pageResult(await chromiumBrowser(), `${site.url}/pages/scenario.html?not-isolated`);
   } finally {
     await site.close();
   }
@@ -583,26 +565,28 @@ async function workerdScenario(script, bundlerCheck) {
 
 // ----------------------------------------------------------------------------------------- bundlers
 
+/** Bundles a page's script with esbuild for browsers, as an app would; `options` add to BROWSER_BUNDLE. */
+async function bundlePage(entry, outfile, options = {}) {
+  const esbuild = await import('esbuild');
+  return esbuild.build({ ...BROWSER_BUNDLE, entryPoints: [entry], outfile, absWorkingDir: app, ...options });
+}
+
+/**
+ * What an esbuild app ships by hand beside its bundle in `out`/js/: the package's wasm/ folder (where the facade's
+ * `new URL('../wasm/…', import.meta.url)` looks) and the threads' worker script beside the bundle (where
+ * `new URL('./attention-worker.js', import.meta.url)` looks).
+ */
+function shipBesideBundle(out) {
+  cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true });
+  cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
+}
+
 await step('esbuild-browser', 'bundler', async () => {
   // The usual esbuild setup: bundle the app; ship the package's wasm/ folder beside the bundle's folder,
   // where the facade's `new URL('../wasm/…', import.meta.url)` looks (esbuild leaves import.meta.url alone).
-  const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild');
-  const result = await esbuild.build({
-    entryPoints: ['pages/bundle-entry.js'],
-    outfile: join(out, 'js/app.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    minify: true,
-    absWorkingDir: app,
-    logLevel: 'warning',
-    metafile: true,
-  });
-  cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true });
-  // and the threads' worker script beside the bundle, where `new URL('./attention-worker.js', import.meta.url)` looks
-  cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
+  const result = await bundlePage('pages/bundle-entry.js', join(out, 'js/app.js'), { minify: true, metafile: true });
+  shipBesideBundle(out);
   cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
   const report = await pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/index.html`);
   const bytes = readFileSync(join(out, 'js/app.js'));
@@ -627,18 +611,8 @@ await step('esbuild-browser', 'bundler', async () => {
 
 await step('missing-wasm', 'loading', async () => {
   // the same esbuild setup with the wasm/ folder forgotten (the bundle lives one level deeper, in nowasm/js/)
-  const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild/nowasm');
-  await esbuild.build({
-    entryPoints: ['pages/missing-entry.js'],
-    outfile: join(out, 'js/app.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    absWorkingDir: app,
-    logLevel: 'warning',
-  });
+  await bundlePage('pages/missing-entry.js', join(out, 'js/app.js'));
   cpSync(join(app, 'pages/bundle.html'), join(out, 'index.html'));
   return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/nowasm/index.html`, {
     expectedErrors: /404/,
@@ -647,21 +621,9 @@ await step('missing-wasm', 'loading', async () => {
 
 await step('esbuild-worker', 'bundler', async () => {
   // The same for a module Web Worker: the worker's bundle sits in js/ too, so the same wasm/ folder serves it.
-  const esbuild = await import('esbuild');
   const out = join(app, 'out/esbuild');
-  await esbuild.build({
-    entryPoints: ['pages/web-worker-entry.js'],
-    outfile: join(out, 'js/worker.js'),
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    minify: true,
-    absWorkingDir: app,
-    logLevel: 'warning',
-  });
-  cpSync(join(app, 'node_modules/wasm-attention/wasm'), join(out, 'wasm'), { recursive: true }); // also under --only
-  cpSync(join(app, 'node_modules/wasm-attention/dist/attention-worker.js'), join(out, 'js/attention-worker.js'));
+  await bundlePage('pages/web-worker-entry.js', join(out, 'js/worker.js'), { minify: true });
+  shipBesideBundle(out); // also under --only
   cpSync(join(app, 'pages/web-worker.html'), join(out, 'web-worker.html'));
   return pageResult(await chromiumBrowser(), `${(await served()).url}/out/esbuild/web-worker.html`);
 });

@@ -529,6 +529,27 @@ export function withHeader(bytes: Uint8Array, edit: (h: Parsed['header']) => unk
   return envelope(edited === undefined ? h : edited, p.payload, p.version);
 }
 
+/** A header edit as data: the fields to set, nested as in the header (`{ layers: { 1: { to: 5 } } }`); undefined deletes. */
+export interface HeaderFields {
+  [field: string]: unknown;
+}
+
+/** The same saved cache with the header's fields set (or deleted) as `fields` says, re-checksummed. */
+export function withHeaderFields(bytes: Uint8Array, fields: HeaderFields): Uint8Array {
+  return withHeader(bytes, (h) => setFields(h as unknown as HeaderFields, fields));
+}
+
+function setFields(target: HeaderFields, fields: HeaderFields): void {
+  for (const [name, value] of Object.entries(fields)) {
+    const inner = target[name];
+    if (value === undefined) delete target[name];
+    else if (isFields(value) && isFields(inner)) setFields(inner, value);
+    else target[name] = value;
+  }
+}
+
+const isFields = (value: unknown): value is HeaderFields => typeof value === 'object' && value !== null;
+
 // ---------------------------------------------------------------------------------------------
 // An explicit model of the slots of one windowed layer (API.md: sinks never evicted, a ring of maxTokens)
 
