@@ -14,6 +14,7 @@ export const OPEN = 0,
   ENTERED = 3,
   GENERATION = 4,
   SLEEPERS = 5,
+  THREADS = 6,
   PIECES = 15;
 
 /** What a worker is sent once: everything it needs to join calls. */
@@ -82,7 +83,9 @@ async function start(given: WorkerStart): Promise<void> {
     }
     seen = Atomics.load(words, GENERATION);
     Atomics.add(words, ENTERED, 1);
-    if (Atomics.load(words, OPEN) === 1) {
+    // only the threads the call has scratch for: a worker still starting (or being let go) by a resize
+    // that has not completed stays out
+    if (Atomics.load(words, OPEN) === 1 && thread < Atomics.load(words, THREADS)) {
       const done = work(job, thread);
       if (done > 0 && Atomics.add(words, FINISHED, done) + done === Atomics.load(words, PIECES)) {
         Atomics.notify(words, FINISHED);

@@ -8,7 +8,7 @@
 // or asleep simply claims nothing.
 
 import type { AttendCall, Kernel, KernelExports } from './kernel.js';
-import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, type WorkerStart } from './attention-worker.js';
+import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, THREADS, type WorkerStart } from './attention-worker.js';
 
 /** 'auto' uses the runtime's cores, at most this many. */
 export const MAX_AUTO_THREADS = 8;
@@ -276,24 +276,31 @@ export class ThreadPool {
     const w = this.#words;
     Atomics.store(w, FINISHED, 0);
     Atomics.store(w, PIECES, pieces);
+    // the threads this call has scratch for (workers a pending resize is starting or letting go stay out)
+    Atomics.store(w, THREADS, this.threads);
     Atomics.store(w, OPEN, 1);
     Atomics.add(w, GENERATION, 1);
     if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
-    const mine = this.kernel.abi.work(this.job, 0);
-    let finished = Atomics.add(w, FINISHED, mine) + mine;
-    // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs here,
-    // as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets us sleep.
-    if (finished < pieces) {
-      const spinUntil = performance.now() + SPIN_MS;
-      while (finished < pieces) {
-        if (this.#mayBlock && performance.now() > spinUntil) Atomics.wait(w, FINISHED, finished, 1);
-        finished = Atomics.load(w, FINISHED);
+    try {
+      const mine = this.kernel.abi.work(this.job, 0);
+      let finished = Atomics.add(w, FINISHED, mine) + mine;
+      // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
+      // here, as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets
+      // us sleep.
+      if (finished < pieces) {
+        const spinUntil = performance.now() + SPIN_MS;
+        while (finished < pieces) {
+          if (this.#mayBlock && performance.now() > spinUntil) Atomics.wait(w, FINISHED, finished, 1);
+          finished = Atomics.load(w, FINISHED);
+        }
       }
-    }
-    Atomics.store(w, OPEN, 0);
-    // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
-    while (Atomics.load(w, ENTERED) > 0) {
-      /* spin: it has nothing left to do */
+    } finally {
+      // closed even when this thread's work threw, so no worker joins a job the next call rewrites
+      Atomics.store(w, OPEN, 0);
+      // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
+      while (Atomics.load(w, ENTERED) > 0) {
+        /* spin: it has nothing left to do */
+      }
     }
   }
 
