@@ -8,7 +8,17 @@
 // or asleep simply claims nothing.
 
 import type { AttendCall, Kernel, KernelExports } from './kernel.js';
-import { ENTERED, FINISHED, GENERATION, NEXT, OPEN, PIECES, SLEEPERS, THREADS, type WorkerStart } from './attention-worker.js';
+import {
+  ENTERED,
+  FINISHED,
+  GENERATION,
+  NEXT,
+  OPEN,
+  PIECES,
+  SLEEPERS,
+  THREADS,
+  type WorkerStart,
+} from './attention-worker.js';
 
 /** 'auto' uses the runtime's cores, at most this many. */
 export const MAX_AUTO_THREADS = 8;

@@ -187,6 +187,33 @@ describe('init({ threads })', () => {
     }
   }, 60_000);
 
+  it('calls made while a resize is still starting its workers keep their bits (new workers join only once counted)', async () => {
+    // Workers a pending init() has started must not join calls that have scratch only for the old count:
+    // they wrote past it (wrong bits, then out-of-bounds traps). The calls here run synchronously, so the
+    // main thread never hears the new workers are ready while they already poll for calls.
+    const cfg: Cfg = { heads: 16, kvHeads: 4, headDim: 64, maxTokens: 4096 };
+    const steps = 300;
+    const s = stream(cfg, 600 + steps, 13);
+    await init({ threads: 1 });
+    const want = feed(new KVCache(cfg as never), cfg, s, [600, ...ones(steps)]);
+    await init({ threads: 2 });
+    const cache = new KVCache(cfg as never);
+    const head = feed(cache, cfg, slice(cfg, s, 0, 605), [600, ...ones(5)]);
+    const resizing = init({ threads: 8 });
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 0)); // the workers spawn
+    const during: Float32Array[] = [];
+    for (let t = 605; t < 600 + steps; t++) {
+      during.push(feed(cache, cfg, slice(cfg, s, t, t + 1)));
+      const until = performance.now() + 2;
+      while (performance.now() < until) {
+        /* leave the new workers time to start polling */
+      }
+    }
+    await resizing;
+    expectBitIdentical(concat([head, ...during]), want, 'decode steps during and after a resize to 8 threads');
+    cache.dispose();
+  }, 60_000);
+
   it('a page that is not cross-origin isolated: auto gets 1 thread; threads: 2 rejects naming the COOP/COEP headers', async () => {
     vi.resetModules();
     const api = await import('../src/index.js');
