@@ -19,7 +19,8 @@ export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Resp
 
 /**
  * The numbers of the kernel's attend call (and the first ones of its weights call), in the order of the job
- * words a threaded call writes them to (assembly/job.ts).
+ * words a threaded call writes them to (assembly/job.ts). A cache keeps them in one reused Int32Array of
+ * these six words (CallWords), so a call hands them on without allocating.
  */
 export type AttendCall = [
   descriptor: number,
@@ -29,6 +30,9 @@ export type AttendCall = [
   keyEnd: number,
   causal: number,
 ];
+
+/** An AttendCall's six numbers, in its order, in a reused array (no allocation per call). */
+export type CallWords = Int32Array;
 
 /** The kernel's exports, as assembly/index.ts documents them. */
 export interface KernelExports {

@@ -8,7 +8,7 @@
 // copy on write), allocating everything first, so a RangeError for memory that cannot grow leaves the
 // cache exactly as it was. The kernel never allocates.
 
-import type { AttendCall, Kernel } from './kernel.js';
+import type { CallWords, Kernel } from './kernel.js';
 import { attendOnThisThread } from './threads.js';
 import type { HeadShape, RopeSettings, Scoring } from './options.js';
 import { COUNT_BYTES, instanceMemory, type InstanceMemory, type PagePool, type SharedStaging } from './pages.js';
@@ -507,7 +507,7 @@ export class CacheMemory {
     }
     const queryRow = heads * headDim;
     copyIn(this.kernel, this.#at.q, q, from * queryRow, count * queryRow);
-    this.#attendStaged(true, this.#fixed, layer, count, firstPosition, firstPosition + count, 1);
+    this.#attendStaged(true, layer, count, firstPosition, firstPosition + count, 1);
     copyOut(this.kernel, this.#at.out, out, from * queryRow, count * queryRow);
   }
 
@@ -525,7 +525,7 @@ export class CacheMemory {
     this.#ensureStaging('attention');
     const row = this.geometry.heads * this.geometry.headDim;
     copyIn(this.kernel, this.#at.q, q, from * row, count * row);
-    this.#attendStaged(false, this.#fixed, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
+    this.#attendStaged(false, layer, count, firstPosition, keyEnd, causal ? 1 : 0);
     copyOut(this.kernel, this.#at.out, out, from * row, count * row);
   }
 
@@ -533,12 +533,27 @@ export class CacheMemory {
    * Attention of the staged queries (the kernel's step when `appendFirst`: the staged keys and values are
    * appended first), across the thread pool when there is one.
    */
-  #attendStaged(appendFirst: boolean, ...call: AttendCall): void {
+  #attendStaged(
+    appendFirst: boolean,
+    layer: number,
+    tokens: number,
+    firstPosition: number,
+    keyEnd: number,
+    causal: number,
+  ): void {
+    const call = this.#call; // reused: a decode step allocates nothing on the JS heap
+    call[0] = this.#fixed;
+    call[1] = layer;
+    call[2] = tokens;
+    call[3] = firstPosition;
+    call[4] = keyEnd;
+    call[5] = causal;
     const pool = this.kernel.pool;
-    const [, , tokens, , keyEnd] = call;
-    if (pool) pool.attend(appendFirst, this.#layout.scratchBytes, this.#work(tokens, keyEnd), ...call);
-    else attendOnThisThread(this.kernel.abi, appendFirst, ...call);
+    if (pool) pool.attend(appendFirst, this.#layout.scratchBytes, this.#work(tokens, keyEnd), call);
+    else attendOnThisThread(this.kernel.abi, appendFirst, call);
   }
+
+  readonly #call: CallWords = new Int32Array(6);
 
   /**
    * Multiply-adds of `tokens` causal queries ending at `keyEnd` (a window bounds the keys each sees), to

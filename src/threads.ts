@@ -7,7 +7,7 @@
 // bits whichever thread ran which piece, and whether any worker joined at all: a worker still starting
 // or asleep simply claims nothing.
 
-import type { AttendCall, Kernel, KernelExports } from './kernel.js';
+import type { CallWords, Kernel, KernelExports } from './kernel.js';
 import {
   ENTERED,
   FINISHED,
@@ -47,10 +47,9 @@ const CALL = 8,
   PARTIAL_NEEDED = 20;
 
 /** The kernel's attend, or its step (`appendFirst`: the staged keys and values appended first), on this thread alone. */
-export function attendOnThisThread(abi: KernelExports, appendFirst: boolean, ...call: AttendCall): void {
-  const [descriptor, layer, tokens, firstPosition] = call;
-  if (appendFirst) abi.step(descriptor, layer, tokens, firstPosition);
-  else abi.attend(...call);
+export function attendOnThisThread(abi: KernelExports, appendFirst: boolean, call: CallWords): void {
+  if (appendFirst) abi.step(call[0], call[1], call[2], call[3]);
+  else abi.attend(call[0], call[1], call[2], call[3], call[4], call[5]);
 }
 
 const COOP_COEP_FIX =
@@ -263,15 +262,19 @@ export class ThreadPool {
    * Runs an attend (appendFirst 0) or step (appendFirst 1) of the staged tokens on every thread, with
    * the same result as the kernel's attend/step. `work`: the call's multiply-adds, for the small-call rule.
    */
-  attend(appendFirst: boolean, scratchStride: number, work: number, ...call: AttendCall): void {
+  attend(appendFirst: boolean, scratchStride: number, work: number, call: CallWords): void {
     const abi = this.kernel.abi;
     if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) {
-      attendOnThisThread(abi, appendFirst, ...call);
+      attendOnThisThread(abi, appendFirst, call);
       return;
     }
     const w = this.#words;
+    // word by word: no array is made per call (a decode step allocates nothing on the JS heap)
     w.set(call, CALL);
-    w.set([this.#scratch, scratchStride, this.#partials, this.#partialBytes], SCRATCH);
+    w[SCRATCH] = this.#scratch;
+    w[SCRATCH + 1] = scratchStride;
+    w[SCRATCH + 2] = this.#partials;
+    w[SCRATCH + 3] = this.#partialBytes;
     Atomics.store(w, NEXT, 0);
     const pieces = abi.plan(this.job, appendFirst ? 1 : 0);
     if (pieces > 1) this.#runAcrossThreads(pieces);
