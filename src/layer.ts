@@ -61,8 +61,13 @@ export function pagesPerHead(geometry: LayerGeometry): number {
  * of 12–50 MiB, −10–20% for a single layer of 3–6 MiB that stays in L2/L3. Re-measured interleaved with the
  * register-budgeted loops (2-core machine shared with other jobs): 1.33–1.45× for one layer of 34–50 MB,
  * 1.53–1.65× for 16 layers of 8–34 MB each, 1.01× at 8–13 MB (GPT-2 and Llama shapes, L = 2048).
+ * With the lone-row loops of 13 live v128 (issue #12), one layer that fits the 32 MB L3 with room to spare
+ * decodes faster WITHOUT the touches, interleaved, medians of 11 rounds (no streaming vs streaming):
+ * 1.10–1.27× at 8.6–12.9 MB (Llama / GPT-2, L = 2048), 1.11× at 16.8 MB, 1.12× at 19.7 MB (GPT-2) but 1.00×
+ * at 19.7 MB (Llama), 0.99× at 22 MB, 0.93–1.00× at 25 MB, 0.82–0.83× at 34–48 MB: hence 20 MiB. A model's
+ * many layers add up past it at any useful length, so they keep streaming.
  */
-export const STREAM_BYTES = 8 << 20;
+export const STREAM_BYTES = 20 << 20;
 
 const ALIGN = 64;
 const align = (n: number) => Math.ceil(n / ALIGN) * ALIGN;

@@ -1,13 +1,14 @@
-// Decode steps over a cache of more than 8 MiB of K/V (one big layer, or many layers together) take the
-// kernel's streaming path (each block's cache lines touched before use, assembly/attend.ts). It must
+// Decode steps over a cache of more than 20 MiB of K/V (STREAM_BYTES in src/layer.ts: many layers together,
+// or one big layer) take the kernel's streaming path (each block's cache lines touched before use, assembly/attend.ts). It must
 // compute exactly what the ordinary path does.
 
-import { beforeAll, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
+import { STREAM_BYTES } from '../src/layer.js';
 import { referenceAttention, referenceCacheQuery } from './support/reference.js';
 import { Rng, TOL, expectClose, forEachBuild } from './support/util.js';
 
-forEachBuild('decode over more than 8 MiB of K/V', (build) => {
+forEachBuild(`decode over more than ${STREAM_BYTES / 2 ** 20} MiB of K/V`, (build) => {
   beforeAll(async () => {
     await init({ build });
   });
@@ -16,12 +17,15 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
     it(`matches the float64 reference (32/8 heads, headDim 64, 2,100 tokens${window ? `, window ${window}, 4 sinks` : ''})`, () => {
       const rng = new Rng(17);
       const shape = { heads: 32, kvHeads: 8, headDim: 64 };
-      const options = { ...shape, maxTokens: 2100, ...(window ? { window, sinks: 4 } : {}) };
-      const history = 2096; // 8 kv heads × 2,096 tokens × 64 floats × 4 bytes × K and V ≈ 8.2 MiB
+      // 3 layers × 8 kv heads × 2,096 tokens × 64 floats × 4 bytes × K and V ≈ 24.6 MiB; layer 0 is attended
+      const options = { ...shape, layers: 3, maxTokens: 2100, ...(window ? { window, sinks: 4 } : {}) };
+      const history = 2096;
       const k = rng.randn(2100 * 8 * 64),
         v = rng.randn(2100 * 8 * 64);
       const cache = new KVCache(options);
-      cache.append(0, k.subarray(0, history * 512), v.subarray(0, history * 512));
+      for (let layer = 0; layer < 3; layer++)
+        cache.append(layer, k.subarray(0, history * 512), v.subarray(0, history * 512));
+      expect(cache.byteLength).toBeGreaterThan(STREAM_BYTES);
       for (let t = history; t < 2100; t++) {
         const q = rng.randn(32 * 64);
         const out = cache.attend(0, q, k.subarray(t * 512, (t + 1) * 512), v.subarray(t * 512, (t + 1) * 512));
@@ -43,6 +47,7 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
       heads: 32,
       kvHeads: 8,
       headDim: 64,
+      layers: 3,
       maxTokens: 2100,
       window: 2060,
       sinks: 4,
@@ -54,8 +59,11 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
       k = rng.randn(total * 512),
       v = rng.randn(total * 512);
     const cache = new KVCache(options);
-    cache.append(0, k.subarray(0, 1000 * 512), v.subarray(0, 1000 * 512));
-    cache.append(0, k.subarray(1000 * 512, history * 512), v.subarray(1000 * 512, history * 512));
+    for (let layer = 0; layer < 3; layer++) {
+      cache.append(layer, k.subarray(0, 1000 * 512), v.subarray(0, 1000 * 512));
+      cache.append(layer, k.subarray(1000 * 512, history * 512), v.subarray(1000 * 512, history * 512));
+    }
+    expect(cache.byteLength).toBeGreaterThan(STREAM_BYTES);
     for (let t = history; t < total; t++) {
       const out = cache.attend(
         0,
@@ -68,19 +76,20 @@ forEachBuild('decode over more than 8 MiB of K/V', (build) => {
     cache.dispose();
   });
 
-  it('and so does a many-layer cache whose layers are small but together exceed 8 MiB', () => {
+  it('and so does a many-layer cache whose layers are small but together exceed the threshold', () => {
     const rng = new Rng(23);
     const shape = { heads: 8, kvHeads: 4, headDim: 64 };
-    const options = { ...shape, layers: 5, maxTokens: 1100 }; // 5 × 4 × 1,100 × 64 × 4 × 2 bytes ≈ 9 MiB
+    const options = { ...shape, layers: 12, maxTokens: 1100 }; // 12 × 4 × 1,090 × 64 × 4 × 2 bytes ≈ 20.4 MiB
     const cache = new KVCache(options);
     const history = 1090,
       row = 4 * 64;
     const k = rng.randn(1100 * row),
       v = rng.randn(1100 * row);
-    for (let layer = 0; layer < 5; layer++)
+    for (let layer = 0; layer < 12; layer++)
       cache.append(layer, k.subarray(0, history * row), v.subarray(0, history * row));
+    expect(cache.byteLength).toBeGreaterThan(STREAM_BYTES);
     for (let t = history; t < history + 4; t++) {
-      for (let layer = 0; layer < 5; layer++) {
+      for (let layer = 0; layer < 12; layer++) {
         const q = rng.randn(8 * 64);
         const out = cache.attend(layer, q, k.subarray(t * row, (t + 1) * row), v.subarray(t * row, (t + 1) * row));
         expectClose(
