@@ -31,7 +31,7 @@ import {
   PARTIALS, PARTIAL_CAPACITY, PARTIAL_NEEDED, PIECES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, TILE_MODE, TOKENS,
   claim, jobWord, setJobWord,
 } from './job';
-import { dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
+import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
 /** A canonical block is at most one page of the cache. */
@@ -331,7 +331,13 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
       const qa = <usize>getI32(rowQuery, ra), qb = <usize>getI32(rowQuery, rb);
       const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)) & ~3;
       const to = max(getI32(rowTo, ra), getI32(rowTo, rb));
-      for (let j = from; j < to; j += 4) {
+      let j = from;
+      if (headDim == 64) {
+        for (; j < to && j + 4 <= n; j += 4) {
+          dot2x4Dim64(qa, qb, keys + <usize>j * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        }
+      }
+      for (; j < to; j += 4) {
         const k0 = keys + <usize>j * rowBytes;
         const k1 = keys + <usize>min(j + 1, last) * rowBytes;
         const k2 = keys + <usize>min(j + 2, last) * rowBytes;
