@@ -266,7 +266,10 @@ function walkTile(rows: i32, lo: i32, hi: i32): void {
 // so not used: touching the next block before computing this one (0.83–1.01×), spreading the next block's
 // touches through the score loop (0.64–0.89×), one load a 128-byte pair of lines (0.71–0.80× beyond L3)
 // and four lines an iteration (no gain). A missing load holds the reorder buffer until it returns, so
-// touches that wait behind compute keep fewer misses in flight than touches issued back to back.
+// touches that wait behind compute keep fewer misses in flight than touches issued back to back. Also
+// slower (issue #12, interleaved): touching the value block after scoring for K/V in the L3 (0.92–0.96×),
+// touching the four 4 KiB pages of a 16 KiB page round-robin (no gain at 34–48 MB), and touching lines 2–3
+// of each value row in accumulate1's first half (0.91–0.96× at 12.6 MB).
 let streaming: bool = false;
 let touched: i32 = 0; // keeps the touching loads alive
 
@@ -449,6 +452,12 @@ function maskedGroup(row: usize, j: i32, from: i32, to: i32, m: v128): v128 {
 }
 
 // --------------------------------------------------------------------------------- online softmax
+// The exp pass costs 11–15% of a decode step (perf, GPT-2 / Llama shapes), ~15 cycles a group of four for
+// its ~26 vector operations; fewer instructions did not make it faster. Measured, interleaved, and not kept
+// (issue #12): two rows' exps in one loop (0.95×: V8 hoists both groups' constant loads and spills), the
+// constants loaded once before the loop (38 instructions a group instead of 47, 1.00×), and a softmax fused
+// into scoring that exps each group right after its dot products with the row's previous max and redoes
+// the block when its max rises (the same bits; 0.87–0.92×: more operations a group, and redone blocks).
 
 /** Folds row r's block scores (largest: blockMax) into its running max and sum; leaves e^(s − m) in its row. */
 function softmaxBlock(r: i32, blockMax: f32): void {

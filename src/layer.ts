@@ -65,7 +65,9 @@ export function pagesPerHead(geometry: LayerGeometry): number {
  * decodes faster WITHOUT the touches, interleaved, medians of 11 rounds (no streaming vs streaming):
  * 1.10–1.27× at 8.6–12.9 MB (Llama / GPT-2, L = 2048), 1.11× at 16.8 MB, 1.12× at 19.7 MB (GPT-2) but 1.00×
  * at 19.7 MB (Llama), 0.99× at 22 MB, 0.93–1.00× at 25 MB, 0.82–0.83× at 34–48 MB: hence 20 MiB. A model's
- * many layers add up past it at any useful length, so they keep streaming.
+ * many layers add up past it at any useful length, so they keep streaming. The figure fits a 32 MB L3 like
+ * this machine's: where the last-level cache is smaller, K/V between its size and 20 MiB decodes from
+ * DRAM without the touches (slower, as the 34–48 MB rows show). Either way the bits are the same.
  */
 export const STREAM_BYTES = 20 << 20;
 
