@@ -144,11 +144,7 @@ export class KVCache {
     const { heads, headDim } = this.#settings.shape;
     const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
     this.#checkNewTokens(index, k, v, tokens);
-    const result = outputArray(
-      out,
-      tokens * heads * headDim,
-      () => `[T=${tokens}][heads=${heads}][headDim=${headDim}]`,
-    );
+    const result = outputArray(out, tokens, heads, headDim);
     this.#run(index, k, v, tokens, q, result);
     return result;
   }
