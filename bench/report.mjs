@@ -1,7 +1,7 @@
 // Turns measured rows into the report: derived numbers (roofline, ratios to each peer), the markdown
 // tables, the targets of the issue (met or not) and an SVG chart. No Node APIs (the browser bench uses it).
 
-import { SHAPES, BUILDS, flopsOf, bytesOf } from './suite.mjs';
+import { SHAPES, BUILDS, THREADED, flopsOf, bytesOf } from './suite.mjs';
 
 /** @typedef {import('./suite.mjs').Row} Row */
 /**
@@ -448,7 +448,8 @@ const esc = (/** @type {string} */ s) => s.replace(/&/g, '&amp;').replace(/</g, 
 
 /**
  * @typedef {{ color: string, width: number, dash: string, label: string }} LineStyle
- * @typedef {LineStyle & { pts: [number, number, string?][] }} Series points (x, ms, an optional label)
+ * @typedef {LineStyle & { pts: [number, number, string?][] }} Series points (x, ms, and a label for a point
+ *   drawn apart: an open circle, off the line)
  * @typedef {{ title: string, xLabel: string, xs: number[], xLog: boolean, series: Series[] }} Panel
  */
 
@@ -494,17 +495,23 @@ function svgPanels(/** @type {string} */ title, /** @type {Panel[]} */ panels, /
     }
     out.push(`<text x="${ox + PW / 2}" y="${oy + PH - 8}" text-anchor="middle">${esc(panel.xLabel)}</text>`);
     for (const line of panel.series) {
-      const pts = [...line.pts].sort((a, b) => a[0] - b[0]);
+      const pts = line.pts.filter((p) => !p[2]).sort((a, b) => a[0] - b[0]);
       const d = pts.map(([n, t], i) => `${i ? 'L' : 'M'}${px(n).toFixed(1)},${py(t).toFixed(1)}`).join(' ');
       out.push(
         `<path d="${d}" fill="none" stroke="${line.color}" stroke-width="${line.width}"${dashAttr(line.dash)}/>`,
       );
-      for (const [n, t, label] of pts) {
+      for (const [n, t] of pts)
         out.push(`<circle cx="${px(n).toFixed(1)}" cy="${py(t).toFixed(1)}" r="2.2" fill="${line.color}"/>`);
-        if (label)
-          out.push(
-            `<text x="${(px(n) + 5).toFixed(1)}" y="${(py(t) - 5).toFixed(1)}" fill="${line.color}">${esc(label)}</text>`,
-          );
+      for (const [n, t, label] of line.pts.filter((p) => p[2])) {
+        const x = px(n),
+          y = py(t);
+        const left = x > ox + PW / 2; // the label inside the panel
+        out.push(
+          `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="3.5" fill="white" stroke="${line.color}" stroke-width="1.5"/>`,
+        );
+        out.push(
+          `<text x="${(left ? x - 6 : x + 6).toFixed(1)}" y="${(y - 5).toFixed(1)}" text-anchor="${left ? 'end' : 'start'}" fill="${line.color}">${esc(/** @type {string} */ (label))}</text>`,
+        );
       }
     }
   });
@@ -542,7 +549,7 @@ function lineStyle(/** @type {string} */ impl, /** @type {string} */ dtype) {
 
 /** Legend order: our builds, the peers as PEERS lists them, the roofline; then dtype. */
 function legendOrder(/** @type {string} */ a, /** @type {string} */ b) {
-  const order = [...BUILDS, ...PEERS.map(([p]) => p), 'roofline'];
+  const order = [...BUILDS, ...THREADED, ...PEERS.map(([p]) => p), 'roofline'];
   const [ia, da] = a.split('|'),
     [ib, db] = b.split('|');
   return order.indexOf(ia) - order.indexOf(ib) || da.localeCompare(db);
@@ -628,6 +635,12 @@ function threadCases(input) {
   });
 }
 
+/** One implementation at every thread count: the one-thread row's colour, its name without the count. */
+const familyStyle = (/** @type {readonly string[]} */ impls) => ({
+  ...lineStyle(impls[0], 'float32'),
+  label: implName(impls[0]).replace(/ 1t$/, ''),
+});
+
 /**
  * Time against threads (1, 2 and what 'auto' got, each point at its thread count), for our threaded build
  * and onnxruntime-web's two ops, float32. Empty when the run has no threaded rows. @param {ReportInput} input
@@ -646,9 +659,9 @@ export function threadsSvg(input) {
         const pts = [];
         impls.forEach((impl, i) => {
           const r = rowOf(rows, impl, c);
-          if (r) pts.push([r.threads, r.medianMs, i === 2 ? 'auto' : undefined]);
+          if (r) pts.push([r.threads, r.medianMs, i === 2 ? `auto (${r.threads})` : undefined]);
         });
-        return { ...lineStyle(impls[0], 'float32'), label: implName(impls[0]).replace(/ 1t$/, ''), pts };
+        return { ...familyStyle(impls), pts };
       })
       .filter((l) => l.pts.length);
     const most = Math.max(2, ...series.flatMap((l) => l.pts.map((p) => p[0])));
@@ -661,12 +674,9 @@ export function threadsSvg(input) {
       series,
     });
   }
-  const legend = families.map((impls) => ({
-    ...lineStyle(impls[0], 'float32'),
-    label: implName(impls[0]).replace(/ 1t$/, ''),
-  }));
+  const legend = families.filter((impls) => rows.some((r) => impls.includes(r.impl))).map(familyStyle);
   return svgPanels(
-    `${input.title}: median time per call vs threads (float32; 'auto' at the count it got)`,
+    `${input.title}: median time per call vs threads (float32; open circles: 'auto', at the count it got)`,
     panels,
     legend,
   );
