@@ -650,6 +650,7 @@ export function threadsSvg(input) {
   if (!hasThreadRows(rows)) return '';
   /** @type {Panel[]} */
   const panels = [];
+  /** @type {string[][]} each implementation's names at 1, 2 and 'auto' threads */
   const families = [THREAD_COUNTS.map((c) => c[1]), ...[0, 1].map((op) => THREAD_COUNTS.map((c) => c[2][op]))];
   for (const c of threadCases(input)) {
     const [sh, kind, n] = c;

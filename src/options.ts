@@ -131,7 +131,6 @@ export function sameLength(name: string, value: Float32Array, otherName: string,
   }
 }
 
-/** The caller's output array, checked, or a new one. */
 /** `out` of an attention call, [tokens][heads][headDim]: the one given, checked, or a new one. */
 export function outputArray(value: unknown, tokens: number, heads: number, headDim: number): Float32Array {
   const length = tokens * heads * headDim;
