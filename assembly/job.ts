@@ -9,7 +9,7 @@
 //   3     entered      threads inside the call (the caller waits for 0 before the next call)
 //   4     generation   bumped per call: idle threads wait on it
 //   5     sleepers     threads asleep on generation (the caller notifies only when there are any)
-//   6     threads      threads the call has scratch for: a worker numbered past it stays out
+//   6     reserved     (which workers may join a call: the pool's own status words, src/attention-worker.ts)
 //   7     reserved
 //   8     descriptor   the cache's descriptor (descriptor.ts)
 //   9     layer

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // `npm run bench:browser`: the workloads of `npm run bench` in Chromium (headless, Debian's
 // /usr/bin/chromium driven by playwright-core), from pages served locally with COOP/COEP headers (so
-// onnxruntime-web may use 2 threads). One page, in its own browser context, per job: the machine's limits,
-// each wasm-attention build, plain JS, onnxruntime-web with 1 and 2 threads. Prints the same markdown
-// table as the Node bench and writes bench/results/browser.{json,md,svg}. Not measured here: onnxruntime-node
-// (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
+// onnxruntime-web and wasm-attention may use threads). One page, in its own browser context, per job: the
+// machine's limits, each wasm-attention build (relaxed-simd also on 2 threads and on 'auto'), plain JS,
+// onnxruntime-web on 1 and 2 threads and on its own choice ('auto'). Prints the same markdown tables as the
+// Node bench and writes bench/results/browser.{json,md,svg} and browser-threads.svg. Not measured here:
+// onnxruntime-node (Node only) and JS-heap allocations (no exact heap counter in a page). `--help` for options.
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -14,14 +15,14 @@ import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { cliOptions, packageState, builtStamp } from './common.mjs';
 import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
-import { SHAPES, BUILDS, THREADED } from './suite.mjs';
+import { SHAPES, BUILDS, THREADED, ORT_WEB } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { buildModel } from './ort/models.mjs';
 import { BROWSERS, CHROMIUM_ARGS } from '../test/runtimes/browsers.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CHROMIUM = BROWSERS[0].path; // CHROMIUM_PATH overrides
-const ALL_JOBS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t'];
+const ALL_JOBS = [...BUILDS, ...THREADED, 'plain', ...ORT_WEB];
 
 const DEFAULTS = {
   ...SUITE_DEFAULTS,
@@ -218,7 +219,7 @@ const input = {
   title: `Chromium ${version} (headless)`,
   machine: [
     `CPU: ${cpus()[0]?.model?.trim()} (${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB), ${process.platform} ${process.arch}`,
-    `Chromium ${version} (${CHROMIUM}, playwright-core), one page in its own browser context per implementation; one thread unless the name says 2t`,
+    `Chromium ${version} (${CHROMIUM}, playwright-core), one page in its own browser context per implementation; one thread unless the name says 2t or auto (the Threads table gives the count 'auto' got)`,
     `date ${new Date().toISOString()}`,
     await packageState(),
   ],

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SHAPES, BUILDS, DTYPES, DEFAULT_DECODE, DEFAULT_PREFILL, FULL_PREFILL } from './suite.mjs';
-import { derive, markdown, svgChart } from './report.mjs';
+import { derive, markdown, svgChart, threadsSvg } from './report.mjs';
 import { bestLimits } from './limits/limits.mjs';
 
 /** Defaults of the options both runners take (each adds its own: impls, timeouts, internals). */
@@ -68,12 +68,15 @@ export async function wasmSizes(/** @type {string} */ root) {
 }
 
 /**
- * Every job's rows, the machine's limits (the best of the `limits#…` jobs) and the numbers derived from
+ * Every job's rows (with the threads it ran on), the machine's limits (the best of the `limits#…` jobs) and the numbers derived from
  * both (report.mjs derive), and the .wasm sizes under `root`.
  * @param {Record<string, any>} jobs results by job name @param {string} root
  */
 export async function gather(jobs, root) {
-  const rows = Object.values(jobs).flatMap((j) => j.rows ?? []);
+  // each row carries the threads its job ran on (what 'auto' became; 1 where a job says nothing)
+  const rows = Object.values(jobs).flatMap((j) =>
+    (j.rows ?? []).map((/** @type {any} */ r) => ({ ...r, threads: j.threads ?? 1 })),
+  );
   const limits = bestLimits(
     Object.entries(jobs)
       .filter(([k]) => k.startsWith('limits#'))
@@ -84,8 +87,8 @@ export async function gather(jobs, root) {
 }
 
 /**
- * Prints the markdown report and writes `<name>.md`, `<name>.svg` and `<name>.json` (the input plus
- * `extra`) into `outDir`. The report covers the suite's shapes, decode and prefill lengths and dtypes.
+ * Prints the markdown report and writes `<name>.md`, `<name>.svg`, `<name>-threads.svg` (when the run
+ * has threaded rows) and `<name>.json` (the input plus `extra`) into `outDir`. The report covers the suite's shapes, decode and prefill lengths and dtypes.
  * @param {string} outDir @param {string} name
  * @param {Omit<import('./report.mjs').ReportInput, 'shapes' | 'decode' | 'prefill' | 'dtypes'>} partial
  * @param {import('./suite.mjs').SuiteOptions} suite @param {Record<string, unknown>} extra
@@ -98,6 +101,10 @@ export async function writeReport(outDir, name, partial, suite, extra) {
   await mkdir(outDir, { recursive: true });
   await writeFile(join(outDir, `${name}.md`), `${md}\n`);
   await writeFile(join(outDir, `${name}.svg`), `${svgChart(input)}\n`);
+  const threads = threadsSvg(input);
+  if (threads) await writeFile(join(outDir, `${name}-threads.svg`), `${threads}\n`);
   await writeFile(join(outDir, `${name}.json`), `${JSON.stringify({ ...input, ...extra }, null, 2)}\n`);
-  process.stderr.write(`\nwrote ${join(outDir, `${name}.md`)}, ${name}.json, ${name}.svg\n`);
+  process.stderr.write(
+    `\nwrote ${join(outDir, `${name}.md`)}, ${name}.json, ${name}.svg${threads ? `, ${name}-threads.svg` : ''}\n`,
+  );
 }

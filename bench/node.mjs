@@ -34,10 +34,12 @@ import {
   workloadSizes,
   WrongOutput,
   THREADED,
+  ORT_WEB,
   oursOf,
+  ortOf,
 } from './suite.mjs';
 
-const ALL_IMPLS = [...BUILDS, ...THREADED, 'plain', 'ort-web-1t', 'ort-web-2t', 'ort-node-1t'];
+const ALL_IMPLS = [...BUILDS, ...THREADED, 'plain', ...ORT_WEB, 'ort-node-1t'];
 const INIT_RUNS = 5;
 const DEFAULTS = {
   ...SUITE_DEFAULTS,
@@ -130,19 +132,20 @@ async function runChild(/** @type {string} */ impl) {
         () => new Promise((r) => setTimeout(() => r(gcs), 30)),
       );
       obs.disconnect();
+      const a = out.allocations;
+      const bytes = (/** @type {string} */ place) => suiteOpts.dtypes.map((d) => `${d} ${a[place][d]} B`).join(', ');
       log(
-        `  ${impl} (${info.threads} thread${info.threads > 1 ? 's' : ''}): init ${out.initMs.toFixed(1)} ms; JS heap per decode step: ${suiteOpts.dtypes.map((d) => `${d} ${out.allocations[d]} B`).join(', ')} (control ${out.allocations.control} B)`,
+        `  ${impl} (${info.threads} thread${info.threads > 1 ? 's' : ''}): init ${out.initMs.toFixed(1)} ms; JS heap per decode step inside a page: ${bytes('inPage')}; a step that takes a page: ${bytes('pageTaking')} (control ${a.control} B)`,
       );
     }
   } else if (impl === 'plain') {
     out.rows = await runPlain(ctx);
   } else if (impl.startsWith('ort-')) {
-    const [, flavor, t] = /** @type {RegExpMatchArray} */ (impl.match(/^ort-(web|node)-(\d+)t$/));
-    const threads = Number(t);
+    const { flavor, threads } = /** @type {NonNullable<ReturnType<typeof ortOf>>} */ (ortOf(impl));
     let ort;
     if (flavor === 'web') {
       ort = await import('onnxruntime-web');
-      ort.env.wasm.numThreads = threads;
+      ort.env.wasm.numThreads = threads === 'auto' ? 0 : threads; // 0: onnxruntime-web picks
     } else {
       ort = (await import('onnxruntime-node')).default;
     }
@@ -155,7 +158,9 @@ async function runChild(/** @type {string} */ impl) {
     const pkg = await loadPackage();
     await pkg.init();
     ctx.pkg = pkg;
-    out.rows = await runOrt(/** @type {'web' | 'node'} */ (flavor), threads, ctx);
+    out.rows = await runOrt(flavor, threads, ctx);
+    // what 'auto' became (onnxruntime-web writes the count it chose back)
+    out.threads = flavor === 'web' ? ort.env.wasm.numThreads : threads;
   } else {
     throw new Error(`unknown implementation ${impl}`);
   }
@@ -203,7 +208,18 @@ async function runParent() {
       const code = await new Promise((resolve, reject) => {
         const p = spawn(
           process.execPath,
-          [...flags, self, '--child', impl, '--result-file', resultFile, '--config', JSON.stringify(suiteOpts)],
+          [
+            ...flags,
+            // room for the allocation check's 5,000 steps without a scavenge, even where steps allocate
+            ...(oursOf(impl) ? ['--max-semi-space-size=64'] : []),
+            self,
+            '--child',
+            impl,
+            '--result-file',
+            resultFile,
+            '--config',
+            JSON.stringify(suiteOpts),
+          ],
           {
             stdio: ['ignore', 'inherit', 'inherit'],
           },
@@ -240,7 +256,10 @@ async function runParent() {
       .filter(([k, c]) => k.startsWith(`init-${b}#`) && c.build === b)
       .map(([, c]) => c.initMs);
     if (inits.length) initMs[b] = median(inits);
-    if (children[b]?.allocations) allocations[b] = children[b].allocations;
+  }
+  for (const impl of [...BUILDS, ...THREADED]) {
+    if (children[impl]?.allocations)
+      allocations[impl] = { ...children[impl].allocations, threads: children[impl].threads };
   }
   const notes = [];
   if ((await builtStamp()) !== stamp0)
@@ -256,7 +275,7 @@ async function runParent() {
     "int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers' float32 times (the peers have no int8 cache).",
   );
   notes.push(
-    'JS-heap allocations: process.memoryUsage().heapUsed growth over 1000 and over 5000 decode steps (attend + truncate; Llama shape, L=128, after 3000 warm-up steps), each kept only when a PerformanceObserver (gc entries) saw no GC in between; bytes/step = the slope between the two. A control loop allocating one small typed-array view per step and an empty loop calibrate it.',
+    'JS-heap allocations: process.memoryUsage().heapUsed growth over 1000 and over 5000 decode steps (attend + truncate; Llama shape, after 10000 warm-up steps), each kept only when a PerformanceObserver (gc entries) saw no GC in between; bytes/step = the slope between the two, the least of up to eight tries (a try under 0.5 B/step ends them; the children measuring it run with --max-semi-space-size=64). Inside a page: L=1000; a step that takes a page (once every 64 tokens per layer): L=1024. Both go across threads in the threaded rows. A control loop allocating one small typed-array view per step and an empty loop calibrate it.',
   );
   notes.push(
     `init(): median of ${INIT_RUNS} fresh processes per build, time of the first \`await init({ build })\` after importing the package (reads, compiles and instantiates the .wasm).`,
@@ -276,7 +295,7 @@ async function runParent() {
     title: `Node ${process.version}`,
     machine: [
       `CPU: ${cpus()[0]?.model?.trim()} (${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB), ${process.platform} ${process.arch}`,
-      `Node ${process.version}${flags.length ? ` with ${flags.join(' ')}` : ''}; every implementation in its own child process; one thread unless the name says 2t`,
+      `Node ${process.version}${flags.length ? ` with ${flags.join(' ')}` : ''}; every implementation in its own child process; one thread unless the name says 2t or auto (the Threads table gives the count 'auto' got)`,
       `date ${new Date().toISOString()}`,
       await packageState(),
     ],

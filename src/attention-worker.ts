@@ -3,6 +3,10 @@
 // it spins a short while on the job's generation word after each call (a call that follows soon finds it
 // awake: ~0.3 µs instead of ~50 µs for a wake-up), then sleeps in Atomics.wait, using no CPU, until the
 // next call. Runs alike as a worker_threads worker (Node, Deno, Bun) and as a Web Worker (browsers).
+//
+// A worker whose work throws (its kernel trapped) records the failure in the pool's status words, leaves
+// the call as the protocol requires (entered − 1) and stops: the caller throws instead of waiting for the
+// pieces it held, and the pool starts fresh workers.
 
 // Self-contained (no imports): a bundler that copies this file as an asset instead of bundling it as a
 // worker entry still ships a working worker.
@@ -14,8 +18,25 @@ export const OPEN = 0,
   ENTERED = 3,
   GENERATION = 4,
   SLEEPERS = 5,
-  THREADS = 6,
   PIECES = 15;
+
+/**
+ * The pool's status words: an Int32Array over a SharedArrayBuffer of STATUS_WORDS, apart from wasm memory
+ * (the kernel never reads them).
+ *
+ *   FAILED       0, or 1 + the number of the first thread whose work threw in the current call
+ *   TRAP_TEST    tests only: the number of a worker whose next call traps in its kernel (0: none)
+ *   MESSAGE      the failure's message: its length, then up to MESSAGE_CHARS UTF-16 code units
+ *   OWNERS       per thread number, the id of the worker the pool counts for it (0: none): a worker joins
+ *                a call only while it is counted, so one that is starting or being let go never shares
+ *                a thread number (and scratch) with another
+ */
+export const FAILED = 0,
+  TRAP_TEST = 1,
+  MESSAGE = 2,
+  MESSAGE_CHARS = 200,
+  OWNERS = MESSAGE + 1 + MESSAGE_CHARS,
+  STATUS_WORDS = OWNERS + 65;
 
 /** What a worker is sent once: everything it needs to join calls. */
 export interface WorkerStart {
@@ -23,10 +44,44 @@ export interface WorkerStart {
   memory: WebAssembly.Memory;
   /** byte address of the job block */
   job: number;
+  /** the pool's status words (STATUS_WORDS i32) */
+  status: SharedArrayBuffer;
   /** this worker's thread number (1 …; the calling thread is 0) */
   thread: number;
+  /** this worker's id, never reused: its owner word says whether the pool counts it */
+  id: number;
   /** how long an idle worker spins before it sleeps, in milliseconds */
   spinMs: number;
+}
+
+/**
+ * Iterations of a spin on a shared word (an Atomics.load and a compare) that take about `ms` on this
+ * thread, measured once (the fastest of a few rounds, so the JIT has compiled the loop). Spins count
+ * iterations instead of reading a clock: performance.now() allocates on the JS heap (~6 B a call in Node
+ * 20, measured), and a thread waiting for a piece spins thousands of times a call.
+ */
+export function spinsPerInterval(ms: number): number {
+  const word = new Int32Array(new SharedArrayBuffer(4));
+  const rounds = 8,
+    iterations = 1 << 15;
+  let fastest = Number.POSITIVE_INFINITY;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = performance.now();
+    let i = 0;
+    while (i < iterations && Atomics.load(word, 0) === 0) i++;
+    fastest = Math.min(fastest, performance.now() - t0);
+  }
+  return Math.max(1, Math.round((iterations * ms) / Math.max(fastest, 1e-3)));
+}
+
+/** Records `error` as the call's failure, unless another thread's came first; wakes a waiting caller. */
+function recordFailure(status: Int32Array, words: Int32Array, thread: number, error: unknown): void {
+  if (Atomics.compareExchange(status, FAILED, 0, thread + 1) !== 0) return;
+  const text = String((error as Error)?.stack?.split('\n')[0] ?? error);
+  const length = Math.min(text.length, MESSAGE_CHARS);
+  for (let i = 0; i < length; i++) status[MESSAGE + 1 + i] = text.charCodeAt(i);
+  Atomics.store(status, MESSAGE, length);
+  Atomics.notify(words, FINISHED);
 }
 
 interface NodeWorkerThreads {
@@ -51,7 +106,7 @@ const scope = globalThis as unknown as {
 const post = (message: unknown) => (port ? port.postMessage(message) : scope.postMessage(message));
 
 async function start(given: WorkerStart): Promise<void> {
-  const { module, memory, job, thread, spinMs } = given;
+  const { module, memory, job, thread, id } = given;
   let work: (job: number, thread: number) => number;
   try {
     const instance = await WebAssembly.instantiate(module, {
@@ -67,13 +122,14 @@ async function start(given: WorkerStart): Promise<void> {
     post({ error: String((error as Error)?.message ?? error) });
     return;
   }
+  const spins = spinsPerInterval(given.spinMs);
   post({ ready: true });
   // the job block was placed before this worker started, so this view covers it even after memory grows
   const words = new Int32Array(memory.buffer, job, 32);
+  const status = new Int32Array(given.status);
   let seen = Atomics.load(words, GENERATION);
   for (;;) {
-    const until = performance.now() + spinMs;
-    while (Atomics.load(words, GENERATION) === seen && performance.now() < until) {
+    for (let i = 0; i < spins && Atomics.load(words, GENERATION) === seen; i++) {
       /* spin */
     }
     if (Atomics.load(words, GENERATION) === seen) {
@@ -83,15 +139,27 @@ async function start(given: WorkerStart): Promise<void> {
     }
     seen = Atomics.load(words, GENERATION);
     Atomics.add(words, ENTERED, 1);
-    // only the threads the call has scratch for: a worker still starting (or being let go) by a resize
-    // that has not completed stays out
-    if (Atomics.load(words, OPEN) === 1 && thread < Atomics.load(words, THREADS)) {
-      const done = work(job, thread);
-      if (done > 0 && Atomics.add(words, FINISHED, done) + done === Atomics.load(words, PIECES)) {
-        Atomics.notify(words, FINISHED);
+    try {
+      // only while the pool counts this worker: one it is starting (or letting go) stays out
+      if (Atomics.load(words, OPEN) === 1 && Atomics.load(status, OWNERS + thread) === id) {
+        const done = Atomics.load(status, TRAP_TEST) === thread ? trapForTest(status, words) : work(job, thread);
+        if (done > 0 && Atomics.add(words, FINISHED, done) + done === Atomics.load(words, PIECES)) {
+          Atomics.notify(words, FINISHED);
+        }
       }
+    } catch (error) {
+      recordFailure(status, words, thread, error);
+      return; // this worker is done: its instance may hold a half-written piece's state
+    } finally {
+      Atomics.sub(words, ENTERED, 1);
     }
-    Atomics.sub(words, ENTERED, 1);
+  }
+
+  /** Tests only: claims a piece, as the kernel does, then traps in the kernel (an access past memory's end). */
+  function trapForTest(status: Int32Array, words: Int32Array): number {
+    Atomics.store(status, TRAP_TEST, 0);
+    Atomics.add(words, NEXT, 1);
+    return work(memory.buffer.byteLength, thread);
   }
 }
 

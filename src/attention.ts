@@ -101,11 +101,7 @@ export function attention(
   const kernel = activeKernel();
   const call = validate(q, k, v, options);
   const { heads, headDim } = call.shape;
-  const result = outputArray(
-    out,
-    call.queries * heads * headDim,
-    () => `[T=${call.queries}][heads=${heads}][headDim=${headDim}]`,
-  );
+  const result = outputArray(out, call.queries, heads, headDim);
   withKeys(kernel, call, k, v, 0, (memory) => {
     const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries; // query t sits at position S − T + t

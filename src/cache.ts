@@ -144,11 +144,7 @@ export class KVCache {
     const { heads, headDim } = this.#settings.shape;
     const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
     this.#checkNewTokens(index, k, v, tokens);
-    const result = outputArray(
-      out,
-      tokens * heads * headDim,
-      () => `[T=${tokens}][heads=${heads}][headDim=${headDim}]`,
-    );
+    const result = outputArray(out, tokens, heads, headDim);
     this.#run(index, k, v, tokens, q, result);
     return result;
   }
@@ -198,12 +194,27 @@ export class KVCache {
     memory.reserve(q ? 'attend' : 'append', index, length, tokens);
     // with a window, a chunk may not overwrite a key that one of its own queries still needs
     const chunk = window > 0 ? Math.min(memory.chunkTokens, memory.geometry.ring - window + 1) : memory.chunkTokens;
-    for (let from = 0; from < tokens; from += chunk) {
-      const count = Math.min(chunk, tokens - from);
-      memory.step(index, k, v, from, count, length + from, q, out);
+    let written = 0;
+    try {
+      for (let from = 0; from < tokens; from = written) {
+        written = from + Math.min(chunk, tokens - from);
+        memory.step(index, k, v, from, written - from, length + from, q, out);
+      }
+    } catch (error) {
+      // a step failed after its keys were written (a worker thread's kernel trapped): the layer keeps its
+      // length, gives back the pages past it, and no longer offers the ring slots those keys overwrote
+      this.#evictOverwritten(index, length + written);
+      this.#memory.release(index, heldSlots(length, this.#intactFrom[index], memory.geometry.slots));
+      throw error;
     }
     this.#lengths[index] = length + tokens;
-    if (window > 0) this.#intactFrom[index] = Math.max(this.#intactFrom[index], length + tokens - memory.geometry.ring);
+    this.#evictOverwritten(index, length + tokens);
+  }
+
+  /** With a window, keys were written up to position `end`: the ring slots they took no longer hold older ones. */
+  #evictOverwritten(index: number, end: number): void {
+    if (this.#settings.scoring.window === 0) return;
+    this.#intactFrom[index] = Math.max(this.#intactFrom[index], end - this.#memory.geometry.ring);
   }
 
   /**

@@ -205,34 +205,13 @@ export class CacheMemory {
   reserve(what: string, layer: number, firstPosition: number, tokens: number): void {
     this.#ensureStaging(what);
     const { sinks, ring } = this.geometry;
-    const end = firstPosition + tokens;
     if (tokens === 1) {
       // a decode step: one page, and no allocation on the JS heap
       this.#one[0] = slotOf(firstPosition, sinks, ring) >> 6;
       this.#reservePages(what, layer, this.#one);
       return;
     }
-    const pages = new Set<number>();
-    const addSlots = (a: number, b: number) => {
-      for (let i = a >> 6; i <= (b - 1) >> 6; i++) pages.add(i);
-    };
-    if (firstPosition < sinks) addSlots(firstPosition, Math.min(end, sinks));
-    const from = Math.max(firstPosition, sinks);
-    if (from < end) {
-      const count = end - from;
-      const s0 = (from - sinks) % ring;
-      if (count >= ring) addSlots(sinks, sinks + ring);
-      else if (s0 + count <= ring) addSlots(sinks + s0, sinks + s0 + count);
-      else {
-        addSlots(sinks + s0, sinks + ring);
-        addSlots(sinks, sinks + s0 + count - ring);
-      }
-    }
-    this.#reservePages(
-      what,
-      layer,
-      [...pages].sort((a, b) => a - b),
-    );
+    this.#reservePages(what, layer, pagesOf(firstPosition, tokens, sinks, ring));
   }
 
   /** Makes the pages of slots 0 … slots − 1 of `layer` exist (load() fills them). */
@@ -255,7 +234,8 @@ export class CacheMemory {
     // pages to take: missing ones, and shared ones (copy on write)
     let fresh = 0;
     const words = this.#words();
-    for (const e of list) {
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i];
       if (e >= capacity) {
         fresh += rows;
         continue;
@@ -272,13 +252,18 @@ export class CacheMemory {
     const tableBytes = newCapacity !== capacity ? align(rows * newCapacity * 4) : 0;
     const needed = fresh * (this.pageBytes + COUNT_BYTES) + tableBytes;
     let newTable = 0;
-    const taken = this.#taken; // reused: a decode step that takes a page allocates nothing on the JS heap
-    taken.length = 0;
+    // reused, and written by index up to `count`: emptying it (length = 0) would drop its backing store,
+    // and a decode step that takes a page would allocate another
+    const taken = this.#taken;
+    let count = 0;
     try {
       if (tableBytes) newTable = this.#pool.takeBlock(tableBytes);
-      for (let i = 0; i < fresh; i++) taken.push(this.#pool.take(this.pageBytes));
+      while (count < fresh) {
+        const page = this.#pool.take(this.pageBytes); // first: a page that could not be taken is not counted
+        taken[count++] = page;
+      }
     } catch (cause) {
-      for (const page of taken) this.#pool.drop(page, this.pageBytes);
+      for (let i = 0; i < count; i++) this.#pool.drop(taken[i], this.pageBytes);
       if (newTable) this.#pool.dropBlock(newTable, tableBytes);
       throw outOfMemory(
         what,
@@ -296,8 +281,8 @@ export class CacheMemory {
     // another in memory, in position order, as the kernel walks them
     let next = 0;
     for (let r = 0; r < rows; r++) {
-      for (const e of list) {
-        const slot = at + r * cap + e;
+      for (let i = 0; i < list.length; i++) {
+        const slot = at + r * cap + list[i];
         const page = w[slot] >>> 0;
         if (page === 0) {
           w[slot] = taken[next++];
@@ -595,6 +580,32 @@ function outOfMemory(what: string, needs: string, cause: unknown): RangeError {
   return new RangeError(
     `wasm-attention: ${what} needs ${needs}, and memory could not grow: ${(cause as Error).message}`,
   );
+}
+
+/**
+ * The pages (ascending) that positions firstPosition … firstPosition + tokens − 1 write. Its own function:
+ * the closure here would make every call of reserve() allocate its context, a decode step's too (measured:
+ * 40 B a step once a prefill had run).
+ */
+function pagesOf(firstPosition: number, tokens: number, sinks: number, ring: number): number[] {
+  const end = firstPosition + tokens;
+  const pages = new Set<number>();
+  const addSlots = (a: number, b: number) => {
+    for (let i = a >> 6; i <= (b - 1) >> 6; i++) pages.add(i);
+  };
+  if (firstPosition < sinks) addSlots(firstPosition, Math.min(end, sinks));
+  const from = Math.max(firstPosition, sinks);
+  if (from < end) {
+    const count = end - from;
+    const s0 = (from - sinks) % ring;
+    if (count >= ring) addSlots(sinks, sinks + ring);
+    else if (s0 + count <= ring) addSlots(sinks + s0, sinks + s0 + count);
+    else {
+      addSlots(sinks + s0, sinks + ring);
+      addSlots(sinks, sinks + s0 + count - ring);
+    }
+  }
+  return [...pages].sort((a, b) => a - b);
 }
 
 /** The slot of a position (assembly/layout.ts). */

@@ -131,12 +131,20 @@ export function sameLength(name: string, value: Float32Array, otherName: string,
   }
 }
 
-/** The caller's output array, checked, or a new one. */
-export function outputArray(value: unknown, length: number, shape: () => string): Float32Array {
+/** `out` of an attention call, [tokens][heads][headDim]: the one given, checked, or a new one. */
+export function outputArray(value: unknown, tokens: number, heads: number, headDim: number): Float32Array {
+  const length = tokens * heads * headDim;
   if (value === undefined) return new Float32Array(length);
   if (!isFloat32Array(value)) throw typeError('out', 'a Float32Array (or undefined)', value);
-  // the shape is described only on error: a decode step allocates nothing on the JS heap
-  if (value.length !== length) throw rangeError('out', `a Float32Array of length ${length} (${shape()})`, value);
+  // numbers, not a closure describing the shape: a closure (and the context it captures) is a JS-heap
+  // allocation per call wherever the optimizer does not remove it
+  if (value.length !== length) {
+    throw rangeError(
+      'out',
+      `a Float32Array of length ${length} ([T=${tokens}][heads=${heads}][headDim=${headDim}])`,
+      value,
+    );
+  }
   return value;
 }
 

@@ -10,13 +10,18 @@
 import type { CallWords, Kernel, KernelExports } from './kernel.js';
 import {
   ENTERED,
+  FAILED,
   FINISHED,
   GENERATION,
+  MESSAGE,
   NEXT,
   OPEN,
+  OWNERS,
   PIECES,
   SLEEPERS,
-  THREADS,
+  STATUS_WORDS,
+  TRAP_TEST,
+  spinsPerInterval,
   type WorkerStart,
 } from './attention-worker.js';
 
@@ -61,7 +66,7 @@ interface Global {
   crossOriginIsolated?: boolean;
   Worker?: new (url: URL, options: { type: 'module' }) => WebWorker;
   navigator?: { hardwareConcurrency?: number };
-  process?: { getBuiltinModule?(id: string): unknown };
+  process?: { getBuiltinModule?(id: string): unknown; execArgv?: string[] };
   document?: unknown;
 }
 const global = globalThis as unknown as Global;
@@ -79,10 +84,10 @@ interface NodeWorker {
   unref(): void;
 }
 
-function nodeWorkerThreads(): { Worker: new (url: URL) => NodeWorker } | undefined {
-  return global.process?.getBuiltinModule?.('node:worker_threads') as
-    | { Worker: new (url: URL) => NodeWorker }
-    | undefined;
+type NodeWorkerConstructor = new (url: URL, options?: { execArgv: string[] }) => NodeWorker;
+
+function nodeWorkerThreads(): { Worker: NodeWorkerConstructor } | undefined {
+  return global.process?.getBuiltinModule?.('node:worker_threads') as { Worker: NodeWorkerConstructor } | undefined;
 }
 
 /**
@@ -129,12 +134,20 @@ function mayBlock(): boolean {
 }
 
 interface PoolWorker {
+  /** its thread number (1 …) */
+  thread: number;
+  /** its id: the pool counts it while the owner word of its thread number holds this */
+  id: number;
   ready: Promise<void>;
-  terminate(): void;
+  /** Ends it; settles once it has (Node, Deno, Bun) or at once (Web Workers end synchronously). */
+  terminate(): Promise<unknown>;
 }
 
-/** Starts one worker on the kernel's module and memory; `ready` settles once it has instantiated. */
-function startWorker(start: WorkerStart): PoolWorker {
+/**
+ * Starts one worker on the kernel's module and memory; `ready` settles once it has instantiated.
+ * `ended` runs when a started worker ends (Node, Deno, Bun: it exited; browsers: it threw).
+ */
+function startWorker(start: WorkerStart, ended: () => void): PoolWorker {
   let settle!: (error?: Error) => void;
   const ready = new Promise<void>((resolve, reject) => {
     settle = (error) => (error ? reject(error) : resolve());
@@ -143,33 +156,51 @@ function startWorker(start: WorkerStart): PoolWorker {
     const message = data as { ready?: boolean; error?: string };
     settle(message.ready ? undefined : new Error(`a thread could not start the kernel: ${message.error}`));
   };
+  const worker = { thread: start.thread, id: start.id, ready };
   // node:worker_threads where the runtime has it (Node, Deno, Bun: the workers it makes can be unref'd, so
   // they never keep a process alive; Deno's Web Workers cannot), else Web Workers (browsers). The literal
   // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise.
   const threads = nodeWorkerThreads();
   if (!threads) {
-    const worker = new Worker(new URL('./attention-worker.js', import.meta.url), {
+    const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
       type: 'module',
     }) as unknown as WebWorker;
-    worker.addEventListener('message', (event) => onMessage(event.data));
-    worker.addEventListener('error', (event) =>
-      settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`)),
-    );
-    worker.postMessage(start);
-    return { ready, terminate: () => worker.terminate() };
+    web.addEventListener('message', (event) => onMessage(event.data));
+    web.addEventListener('error', (event) => {
+      settle(new Error(`a thread failed to start: ${event.message ?? 'worker error'}`));
+      ended();
+    });
+    web.postMessage(start);
+    return { ...worker, terminate: async () => web.terminate() };
   }
-  const worker = new threads.Worker(nodeWorkerScript ?? new URL('./attention-worker.js', import.meta.url));
-  worker.on('message', onMessage);
-  worker.on('error', (error) => settle(error as Error));
-  worker.on('exit', () => settle(new Error('a thread exited before it started')));
-  worker.postMessage(start);
+  const node = new threads.Worker(
+    nodeWorkerScript ?? new URL('./attention-worker.js', import.meta.url),
+    workerOptions(global.process?.execArgv),
+  );
+  node.on('message', onMessage);
+  node.on('error', (error) => settle(error as Error));
+  node.on('exit', () => {
+    settle(new Error('a thread exited before it started'));
+    ended();
+  });
+  node.postMessage(start);
   // once started, an idle worker never keeps the process alive (unref after the listeners: adding one refs
   // again; before it is ready, init is waiting for it)
   ready.then(
-    () => worker.unref(),
+    () => node.unref(),
     () => undefined,
   );
-  return { ready, terminate: () => void worker.terminate() };
+  return { ...worker, terminate: () => node.terminate() };
+}
+
+/**
+ * A worker inherits the process's options, but `--input-type` (the script came by --eval or stdin) makes
+ * Node refuse the worker's file (measured: init({ threads: 2 }) rejected under `node --input-type=module
+ * --eval`). Such a worker gets no options: the worker script imports nothing, and V8's flags (the
+ * relaxed-SIMD one) hold for the whole process anyway. Other processes' workers inherit, as before.
+ */
+function workerOptions(execArgv: string[] | undefined): { execArgv: string[] } | undefined {
+  return execArgv?.some((a) => a.startsWith('--input-type')) ? { execArgv: [] } : undefined;
 }
 
 let nodeWorkerScript: URL | undefined;
@@ -184,7 +215,15 @@ export function useNodeWorkerScript(url: URL): void {
 
 /**
  * The workers of one shared-memory kernel, and its calls across them. `threads` counts the calling
- * thread: a pool of n threads has n − 1 workers.
+ * thread: a pool of n threads has n − 1 workers, worker i on thread number i.
+ *
+ * A worker whose kernel traps mid-call records it in the status words and stops; the caller, which then
+ * stops waiting for the pieces it held, throws an Error naming it (the call's cache is left as it was, see
+ * cache.ts) and the pool starts a fresh worker on that thread number. A worker killed outright while it
+ * holds a piece cannot record anything, and the call then waits for it: nothing in the package kills a
+ * worker during a call, and no wait bound could tell a killed worker from a descheduled one (a wrong guess
+ * would let the late worker write into memory the next call uses). One that ends between calls claims no
+ * piece; the pool replaces it when the runtime reports the exit (Node, Deno, Bun).
  */
 export class ThreadPool {
   readonly kernel: Kernel;
@@ -192,8 +231,13 @@ export class ThreadPool {
   /** the job block's byte address */
   readonly job: number;
   readonly #words: Int32Array;
+  /** the pool's status words (attention-worker.ts): failures, and which worker owns each thread number */
+  readonly #status = new Int32Array(new SharedArrayBuffer(STATUS_WORDS * 4));
   readonly #mayBlock = mayBlock();
+  /** iterations of the caller's spin before it sleeps: SPIN_MS on this thread */
+  readonly #spins = spinsPerInterval(SPIN_MS);
   #workers: PoolWorker[] = [];
+  #nextId = 1;
   /** per-thread scratch: threads × stride bytes */
   #scratch = 0;
   #scratchBytes = 0;
@@ -224,38 +268,87 @@ export class ThreadPool {
 
   /**
    * Starts or stops workers until the pool has `threads` threads; resolves once every new one is ready.
-   * Resizes run one after another (init may be called from many places at once, and two workers must
-   * never share a thread number: each owns its scratch).
+   * Resizes (and replacements of failed workers) run one after another: init may be called from many
+   * places at once, and two workers must never share a thread number (each owns its scratch).
    */
   resize(threads: number): Promise<void> {
-    const next = this.#resizing.then(() => this.#resize(threads));
-    this.#resizing = next.catch(() => undefined);
-    return next;
+    return this.#queue(() => this.#resize(threads));
   }
 
   #resizing: Promise<void> = Promise.resolve();
 
+  #queue(change: () => Promise<void>): Promise<void> {
+    const next = this.#resizing.then(change);
+    this.#resizing = next.catch(() => undefined);
+    return next;
+  }
+
   async #resize(threads: number): Promise<void> {
-    while (this.#workers.length > threads - 1) this.#workers.pop()?.terminate();
+    while (this.#workers.length > threads - 1) this.#letGo(this.#workers[this.#workers.length - 1]);
     const started: PoolWorker[] = [];
-    for (let thread = this.#workers.length + 1; thread < threads; thread++) {
-      started.push(
-        startWorker({
-          module: this.module,
-          memory: this.kernel.abi.memory,
-          job: this.job,
-          thread,
-          spinMs: SPIN_MS,
-        }),
-      );
-    }
+    for (let thread = this.#workers.length + 1; thread < threads; thread++) started.push(this.#start(thread));
     try {
       await Promise.all(started.map((w) => w.ready));
     } catch (error) {
       for (const w of started) w.terminate();
       throw error;
     }
-    this.#workers.push(...started);
+    for (const w of started) this.#count(w);
+  }
+
+  #start(thread: number): PoolWorker {
+    const start: WorkerStart = {
+      module: this.module,
+      memory: this.kernel.abi.memory,
+      job: this.job,
+      status: this.#status.buffer as SharedArrayBuffer,
+      thread,
+      id: this.#nextId++,
+      spinMs: SPIN_MS,
+    };
+    const worker = startWorker(start, () => {
+      // a worker that ends while counted (killed from outside) is replaced; one let go or failed is not
+      if (this.#counts(worker)) this.#replace(worker);
+    });
+    return worker;
+  }
+
+  /** Counts a ready worker: it joins calls from now on. */
+  #count(worker: PoolWorker): void {
+    this.#workers[worker.thread - 1] = worker;
+    Atomics.store(this.#status, OWNERS + worker.thread, worker.id);
+  }
+
+  #counts(worker: PoolWorker): boolean {
+    return Atomics.load(this.#status, OWNERS + worker.thread) === worker.id;
+  }
+
+  /** Stops counting the last worker (it joins no later call, even before it has really ended) and ends it. */
+  #letGo(worker: PoolWorker): void {
+    Atomics.compareExchange(this.#status, OWNERS + worker.thread, worker.id, 0);
+    this.#workers.pop();
+    worker.terminate();
+  }
+
+  /**
+   * Ends a failed (or vanished) worker and starts a fresh one on its thread number. Until it is ready the
+   * thread number stays counted but joins nothing: calls run on the other threads, with the same bits.
+   * If the fresh one cannot start, the thread number stays idle.
+   */
+  #replace(worker: PoolWorker): void {
+    Atomics.compareExchange(this.#status, OWNERS + worker.thread, worker.id, 0);
+    worker.terminate();
+    void this.#queue(async () => {
+      if (this.#workers[worker.thread - 1] !== worker) return; // a resize let the thread number go meanwhile
+      const fresh = this.#start(worker.thread);
+      try {
+        await fresh.ready;
+      } catch {
+        fresh.terminate();
+        return;
+      }
+      this.#count(fresh);
+    });
   }
 
   /**
@@ -287,34 +380,82 @@ export class ThreadPool {
   #runAcrossThreads(pieces: number): void {
     this.threadedCalls++;
     const w = this.#words;
+    const status = this.#status;
     Atomics.store(w, FINISHED, 0);
     Atomics.store(w, PIECES, pieces);
-    // the threads this call has scratch for (workers a pending resize is starting or letting go stay out)
-    Atomics.store(w, THREADS, this.threads);
     Atomics.store(w, OPEN, 1);
     Atomics.add(w, GENERATION, 1);
     if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
+    let failure: string | undefined;
     try {
       const mine = this.kernel.abi.work(this.job, 0);
       let finished = Atomics.add(w, FINISHED, mine) + mine;
       // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
       // here, as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets
-      // us sleep.
-      if (finished < pieces) {
-        const spinUntil = performance.now() + SPIN_MS;
-        while (finished < pieces) {
-          if (this.#mayBlock && performance.now() > spinUntil) Atomics.wait(w, FINISHED, finished, 1);
-          finished = Atomics.load(w, FINISHED);
-        }
+      // us sleep. A worker that failed holds its pieces for ever: stop waiting.
+      for (let spin = 0; finished < pieces && Atomics.load(status, FAILED) === 0; spin++) {
+        if (this.#mayBlock && spin > this.#spins) Atomics.wait(w, FINISHED, finished, 1);
+        finished = Atomics.load(w, FINISHED);
       }
     } finally {
       // closed even when this thread's work threw, so no worker joins a job the next call rewrites
       Atomics.store(w, OPEN, 0);
-      // a worker that joined late is leaving (it found no piece): the job may be rewritten once it has
+      // a worker that joined late is leaving (it found no piece), a failed one has recorded why: the job
+      // may be rewritten once they have
       while (Atomics.load(w, ENTERED) > 0) {
-        /* spin: it has nothing left to do */
+        /* spin: they have nothing left to do */
       }
+      failure = this.#takeFailure();
     }
+    if (failure !== undefined) {
+      throw new Error(
+        `wasm-attention: a worker thread failed during this call (${failure}); the call was abandoned and ` +
+          'the cache is as it was before it. The pool starts a fresh worker in its place; calls meanwhile run on the other threads',
+      );
+    }
+  }
+
+  /** The failure a worker recorded in this call ("thread n: message"), cleared, its worker replaced; or undefined. */
+  #takeFailure(): string | undefined {
+    const status = this.#status;
+    const failed = Atomics.load(status, FAILED);
+    if (failed === 0) return undefined;
+    const thread = failed - 1;
+    const length = Atomics.load(status, MESSAGE);
+    let message = '';
+    for (let i = 0; i < length; i++) message += String.fromCharCode(status[MESSAGE + 1 + i]);
+    Atomics.store(status, FAILED, 0);
+    const worker = this.#workers[thread - 1];
+    if (worker) this.#replace(worker);
+    return `thread ${thread}: ${message}`;
+  }
+
+  /** Threads that join calls now: the calling thread and the counted workers (a failed one's place is empty until replaced). */
+  get workingThreads(): number {
+    let n = 1;
+    for (const worker of this.#workers) if (this.#counts(worker)) n++;
+    return n;
+  }
+
+  /** Settles once every resize and replacement asked for so far has run. */
+  settled(): Promise<void> {
+    return this.#resizing;
+  }
+
+  /**
+   * Tests only (not part of the public API): the next call worker `thread` joins traps in its kernel after
+   * the worker has claimed a piece (0: none).
+   */
+  trapInNextCall(thread: number): void {
+    Atomics.store(this.#status, TRAP_TEST, thread);
+  }
+
+  /**
+   * Tests only: ends worker `thread` outright, as a runtime killing it between calls would (the pool is not
+   * told); settles once it has ended.
+   */
+  async killWorker(thread: number): Promise<void> {
+    await this.#workers[thread - 1].terminate();
   }
 
   /** Makes room for every thread's scratch; false when memory cannot grow (the call then runs alone). */

@@ -1,6 +1,6 @@
 // One benchmark job in a browser page (bench/browser.mjs opens one page per job): ?job=<limits | build |
-// plain | ort-web-<n>t>&config=<SuiteOptions JSON>. Sets globalThis.__result = { rows, ... } or { error }.
-import { oursOf, runWasm, runPlain, runOrt, workloadSizes } from '../suite.mjs';
+// plain | ort-web-<n>t | ort-web-auto>&config=<SuiteOptions JSON>. Sets globalThis.__result = { rows, ... } or { error }.
+import { oursOf, ortOf, runWasm, runPlain, runOrt, workloadSizes } from '../suite.mjs';
 import { measureLimits } from '../limits/limits.mjs';
 
 const params = new URLSearchParams(location.search);
@@ -44,10 +44,10 @@ async function run() {
     }
   } else if (job === 'plain') {
     out.rows = await runPlain(ctx);
-  } else if (/^ort-web-\d+t$/.test(job)) {
-    const threads = Number(job.slice(8, -1));
+  } else if (ortOf(job)?.flavor === 'web') {
+    const { threads } = /** @type {NonNullable<ReturnType<typeof ortOf>>} */ (ortOf(job));
     const ort = await import('onnxruntime-web');
-    ort.env.wasm.numThreads = threads;
+    ort.env.wasm.numThreads = threads === 'auto' ? 0 : threads; // 0: onnxruntime-web picks
     ort.env.wasm.wasmPaths = '/node_modules/onnxruntime-web/dist/';
     out.ortVersion = ort.env.versions?.web ?? ort.env.versions?.common;
     ctx.ort = ort;
@@ -57,6 +57,7 @@ async function run() {
     await pkg.init();
     ctx.pkg = pkg;
     out.rows = await runOrt('web', threads, ctx);
+    out.threads = ort.env.wasm.numThreads; // what 'auto' became (onnxruntime-web writes its choice back)
   } else {
     throw new Error(`unknown job ${job}`);
   }

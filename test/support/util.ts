@@ -4,6 +4,7 @@
 // and the float64 reference live beside it (rng.js, reference.js: plain JS shared with bench, demo and the
 // runtime matrix).
 
+import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { afterEach, describe, expect } from 'vitest';
@@ -20,6 +21,17 @@ export { Rng, mulberry32, randn } from './rng.js';
 // (npm run build:ts after changing src/attention-worker.ts).
 useNodeWorkerScript(new URL('../../dist/attention-worker.js', import.meta.url));
 export { maxAbsDiff } from './reference.js';
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/** Runs an ES module `script` in a fresh Node process (`flags` go before it): its output and exit status. */
+export function runNodeScript(script: string, flags: string[] = [], timeout = 20_000) {
+  return spawnSync(process.execPath, [...flags, '--input-type=module', '--eval', script], {
+    timeout,
+    encoding: 'utf8',
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Shapes
