@@ -22,7 +22,7 @@
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
 import { scalesOf, slotOf } from './layout';
-import { accumulateI8, accumulateI8x2, int8ScratchBytes, quantizeQuery, quantizeWeights, scoresI8, scoresI8x2, setInt8Area } from './int8';
+import { accumulateI8, accumulateI8x2, accumulateI8x4, int8ScratchBytes, quantizeQuery, quantizeWeights, scoresI8, scoresI8x2, setInt8Area } from './int8';
 import {
   HEADS, HEAD_DIM, INT8, KV_HEADS, OUT, PAGE_ROWS, PAGE_SHIFT, Q, RING, SCALE, SCRATCH, SINKS, SOFTCAP, STREAM, WINDOW,
   address, field, fieldF32, pageTable, tableCapacity,
@@ -549,6 +549,16 @@ function accumulateBlockI8(values: usize, n: i32): void {
     quantizeWeights(r, probsOf(r), valueScaleBlock, getI32(rowFrom, r), getI32(rowTo, r));
   }
   let i = 0;
+  // four rows at once where they are consecutive (a tile's rows are: activeRows lists them in order)
+  for (; i + 3 < activeCount && getI32(activeRows, i + 3) == getI32(activeRows, i) + 3; i += 4) {
+    const r = getI32(activeRows, i);
+    let from = getI32(rowFrom, r), to = getI32(rowTo, r);
+    for (let k = 1; k < 4; k++) {
+      from = min(from, getI32(rowFrom, r + k));
+      to = max(to, getI32(rowTo, r + k));
+    }
+    accumulateI8x4(r, accOf(r), accStride, values, headDim, from, to, n - 1);
+  }
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
     const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));

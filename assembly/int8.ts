@@ -105,20 +105,30 @@ export function quantizeQuery(r: i32, q: usize, headDim: i32): void {
   return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
 }
 
-/** Σ Q·K for four keys (lane i ↔ key i) over `bytes` bytes of the padded query row q. */
+/** Σ Q·K for four keys (lane i ↔ key i) over `bytes` (a multiple of 16, at least 16) of the padded query row q. */
 // @ts-ignore: decorator
 @inline function dot4I8(q: usize, bytes: usize, k0: usize, k1: usize, k2: usize, k3: usize): v128 {
   let a0 = i32x4.splat(0);
   let a1 = a0, a2 = a0, a3 = a0;
-  // running pointers: one bump per 8 elements instead of an address per load
+  // Two chunks of 8 a step, with immediate offsets: one bump and one stack check per 16 elements (at 8
+  // a step the loop's overhead cost as much as its arithmetic). The exit test between the chunks splits
+  // the body in two blocks, so V8 cannot hoist both chunks' loads to the top (spills: --print-wasm-code).
   const end = q + bytes;
-  for (let pq = q; pq < end; pq += 16) {
-    const x = v128.load(pq);
+  let pq = q;
+  for (;;) {
+    let x = v128.load(pq);
     a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v128.load8x8_s(k0)));
     a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v128.load8x8_s(k1)));
     a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v128.load8x8_s(k2)));
     a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v128.load8x8_s(k3)));
-    k0 += 8; k1 += 8; k2 += 8; k3 += 8;
+    if (pq + 16 >= end) break;
+    x = v128.load(pq, 16);
+    a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v128.load8x8_s(k0, 8)));
+    a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v128.load8x8_s(k1, 8)));
+    a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v128.load8x8_s(k2, 8)));
+    a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v128.load8x8_s(k3, 8)));
+    pq += 32; k0 += 16; k1 += 16; k2 += 16; k3 += 16;
+    if (pq >= end) break;
   }
   return transposeSumI32(a0, a1, a2, a3);
 }
@@ -170,11 +180,12 @@ export function scoresI8x2(
     let p3 = keys + <usize>min(j + 3, last) * rowBytes;
     let a0 = i32x4.splat(0);
     let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    // 8 accumulators, 2 query chunks and a key chunk (11 live v128)
+    // 8 accumulators, 2 query chunks and a key chunk (11 live v128); two chunks a step, as dot4I8
     const distance = qb - qa;
     const end = qa + bytes;
-    for (let pa = qa; pa < end; pa += 16) {
-      const x = v128.load(pa), y = v128.load(pa + distance);
+    let pa = qa;
+    for (;;) {
+      let x = v128.load(pa), y = v128.load(pa + distance);
       let k = v128.load8x8_s(p0);
       a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
       k = v128.load8x8_s(p1);
@@ -183,7 +194,19 @@ export function scoresI8x2(
       a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
       k = v128.load8x8_s(p3);
       a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
-      p0 += 8; p1 += 8; p2 += 8; p3 += 8;
+      if (pa + 16 >= end) break;
+      x = v128.load(pa, 16);
+      y = v128.load(pa + distance, 16);
+      k = v128.load8x8_s(p0, 8);
+      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
+      k = v128.load8x8_s(p1, 8);
+      a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, k)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, k));
+      k = v128.load8x8_s(p2, 8);
+      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
+      k = v128.load8x8_s(p3, 8);
+      a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
+      pa += 32; p0 += 16; p1 += 16; p2 += 16; p3 += 16;
+      if (pa >= end) break;
     }
     v128.store(outA + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(a0, a1, a2, a3)), sa));
     v128.store(outB + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(b0, b1, b2, b3)), sb));
@@ -286,11 +309,23 @@ export function quantizeWeights(r: i32, probs: usize, scales: usize, from: i32, 
   return i16x8.shuffle(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
 }
 
+// The pairs of keys (j, j + 1) a value kernel walks over keys [from, to): from pairFirst = from & ~1 (the
+// weights outside [from, to) are 0), pairCount of them, the first pairsFull with both rows in the block;
+// a last pair whose second row lies past the block (`last`) reads its first row twice (the weight is 0).
+let pairFirst: i32 = 0;
+let pairCount: i32 = 0;
+let pairsFull: i32 = 0;
+
+function planPairs(from: i32, to: i32, last: i32): void {
+  pairFirst = from & ~1;
+  pairCount = ((to + 1) & ~1) - pairFirst >> 1;
+  pairsFull = pairFirst + 2 * pairCount - 1 > last ? pairCount - 1 : pairCount;
+}
+
 /**
  * acc += Σ_j w_j · v_j for row r over keys [from, to) of the block (int8 value rows `headDim` bytes apart
- * from `values`, the block's last row `last`), with the weights of quantizeWeights. The SIMD builds take
- * keys in pairs (j, j + 1) from from & ~1 (the weights outside [from, to) are 0; a pair's second row past
- * `last` reads row j again).
+ * from `values`, the block's last row `last`), with the weights of quantizeWeights; the SIMD builds
+ * take the keys in pairs (planPairs).
  */
 export function accumulateI8(r: i32, acc: usize, values: usize, headDim: i32, from: i32, to: i32, last: i32): void {
   const w = weightsOf(r);
@@ -298,11 +333,8 @@ export function accumulateI8(r: i32, acc: usize, values: usize, headDim: i32, fr
   let c = 0;
   if (ASC_FEATURE_SIMD) {
     const rowBytes = <usize>headDim;
-    const first = from & ~1;
-    const pairs = ((to + 1) & ~1) - first >> 1;
-    // the last pair's second row, when it lies past the block: read its first row again (weight 0)
-    const lastStep = first + 2 * pairs - 1 > last ? 0 : rowBytes;
-    const full = lastStep == 0 ? pairs - 1 : pairs;
+    planPairs(from, to, last);
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
     const sv = f32x4.splat(scale);
     // 16 columns: 4 accumulators, the pair's weights, 4 loads and their interleavings (11 live v128)
     for (; c + 16 <= headDim; c += 16) {
@@ -358,10 +390,8 @@ export function accumulateI8x2(
   let c = 0;
   if (ASC_FEATURE_SIMD) {
     const rowBytes = <usize>headDim;
-    const first = from & ~1;
-    const pairs = ((to + 1) & ~1) - first >> 1;
-    const lastStep = first + 2 * pairs - 1 > last ? 0 : rowBytes;
-    const full = lastStep == 0 ? pairs - 1 : pairs;
+    planPairs(from, to, last);
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
     const sa = f32x4.splat(scaleA), sb = f32x4.splat(scaleB);
     const distance = wb - wa;
     // 8 columns: 4 accumulators, two pairs of weights, 2 loads and their interleavings (10 live v128)
@@ -388,4 +418,55 @@ export function accumulateI8x2(
   }
   columnTail(accA, wa, scaleA, values, headDim, from, to, c);
   columnTail(accB, wb, scaleB, values, headDim, from, to, c);
+}
+
+/** accumulateI8 for rows r … r + 3 (accumulators accStride bytes apart from acc) over keys [from, to), loads shared. */
+export function accumulateI8x4(
+  r: i32, acc: usize, accStride: usize, values: usize, headDim: i32, from: i32, to: i32, last: i32,
+): void {
+  const w = weightsOf(r);
+  const wStride = <usize>blockRows << 1;
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    const rowBytes = <usize>headDim;
+    planPairs(from, to, last);
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
+    const s0 = v128.load32_splat(weightScales + (<usize>r << 2)), s1 = v128.load32_splat(weightScales + (<usize>r << 2), 4);
+    const s2 = v128.load32_splat(weightScales + (<usize>r << 2), 8), s3 = v128.load32_splat(weightScales + (<usize>r << 2), 12);
+    // 8 columns: 8 accumulators, the pair interleaved (2), its weights for each row (4): 14 live v128
+    for (; c + 8 <= headDim; c += 8) {
+      let a0 = i32x4.splat(0);
+      let a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+      let v = values + <usize>first * rowBytes + <usize>c;
+      let p = w + (<usize>first << 1);
+      for (let i = 0; i < pairs; i++) {
+        const step = i < full ? rowBytes : lastStep;
+        const x = v128.load8x8_s(v), y = v128.load8x8_s(v + step);
+        const lo = pairLo(x, y), hi = pairHi(x, y);
+        let pw = v128.load32_splat(p);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(lo, pw)); a1 = i32x4.add(a1, i32x4.dot_i16x8_s(hi, pw));
+        pw = v128.load32_splat(p + wStride);
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(lo, pw)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(hi, pw));
+        // never taken, but a block boundary: V8 would hoist all four weight loads to the top (16 live: spills)
+        if (i >= pairs) break;
+        pw = v128.load32_splat(p + 2 * wStride);
+        c0 = i32x4.add(c0, i32x4.dot_i16x8_s(lo, pw)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(hi, pw));
+        pw = v128.load32_splat(p + 3 * wStride);
+        d0 = i32x4.add(d0, i32x4.dot_i16x8_s(lo, pw)); d1 = i32x4.add(d1, i32x4.dot_i16x8_s(hi, pw));
+        v += rowBytes << 1;
+        p += 4;
+      }
+      addColumns(acc, c, a0, s0);
+      addColumns(acc, c + 4, a1, s0);
+      addColumns(acc + accStride, c, b0, s1);
+      addColumns(acc + accStride, c + 4, b1, s1);
+      addColumns(acc + 2 * accStride, c, c0, s2);
+      addColumns(acc + 2 * accStride, c + 4, c1, s2);
+      addColumns(acc + 3 * accStride, c, d0, s3);
+      addColumns(acc + 3 * accStride, c + 4, d1, s3);
+    }
+  }
+  for (let k = 0; k < 4; k++) {
+    columnTail(acc + <usize>k * accStride, w + <usize>k * wStride, load<f32>(weightScales + (<usize>(r + k) << 2)), values, headDim, from, to, c);
+  }
 }
