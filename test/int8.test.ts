@@ -319,6 +319,26 @@ forEachBuild('int8', (build) => {
       }
     });
 
+    it('a NaN key or value reaches exactly the queries that see it: earlier rows of its block stay the same bits', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 24, maxTokens: 64, dtype: 'int8' };
+      const s = stream(cfg, 40, 60);
+      const w = cfg.heads * cfg.headDim;
+      const clean = feed(make(cfg), cfg, s);
+      for (const tensor of ['k', 'v'] as const) {
+        const bad = { ...s, [tensor]: s[tensor].slice() };
+        bad[tensor][30 * 2 * 24 + 5] = Number.NaN; // token 30, kv head 0 (query heads 0 and 1)
+        const got = feed(make(cfg), cfg, bad);
+        expectBitIdentical(got.subarray(0, 30 * w), clean.subarray(0, 30 * w), `${tensor}: positions before the NaN`);
+        for (let p = 30; p < 40; p++) {
+          const row = got.subarray(p * w, (p + 1) * w);
+          expect(row.subarray(0, 48).every(Number.isNaN), `${tensor}, position ${p}: heads 0 and 1 see the NaN`).toBe(
+            true,
+          );
+          expect(row.subarray(48).every(Number.isFinite), `${tensor}, position ${p}: heads 2 and 3 do not`).toBe(true);
+        }
+      }
+    });
+
     it('q·k at the largest head size near the i32 limit: 512 · 32767 · 127 summed exactly', () => {
       // q = ±1 (every element rounds to ±32767), k_j = a_j · sign(q) (every element stored as ±127 of the
       // same sign): Σ Q·K = 512 · 32767 · 127 = 2,130,706,432 for every key, 0.8% below 2^31; a_j spreads
