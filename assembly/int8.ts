@@ -97,11 +97,15 @@ export function quantizeQuery(r: i32, q: usize, headDim: i32): void {
   return s;
 }
 
-/** Lane i of the result: the sum of the four lanes of argument i (exact: i32). */
+/**
+ * Lane i of the result: the sum of the four lanes of argument i (exact: i32, so any order). Only the
+ * shuffles x64 does in one instruction (unpack of 32- and 64-bit halves): math.ts's transposeSum pattern
+ * costs three each there (pshufd, pshufd, pblendw: --print-wasm-code).
+ */
 // @ts-ignore: decorator
 @inline function transposeSumI32(a: v128, b: v128, c: v128, d: v128): v128 {
-  const ab = i32x4.add(i32x4.shuffle(a, b, 0, 4, 2, 6), i32x4.shuffle(a, b, 1, 5, 3, 7));
-  const cd = i32x4.add(i32x4.shuffle(c, d, 0, 4, 2, 6), i32x4.shuffle(c, d, 1, 5, 3, 7));
+  const ab = i32x4.add(i32x4.shuffle(a, b, 0, 4, 1, 5), i32x4.shuffle(a, b, 2, 6, 3, 7));
+  const cd = i32x4.add(i32x4.shuffle(c, d, 0, 4, 1, 5), i32x4.shuffle(c, d, 2, 6, 3, 7));
   return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
 }
 
@@ -217,6 +221,9 @@ export function scoresI8x2(
 
 /** 1.5 · 2^23: adding it to |t| <= 2^22 leaves round(t) (half to even, as nearest) in the low mantissa bits. */
 const ROUNDING_MAGIC: f32 = 12582912.0;
+// Splatted by one load each where used: written as f32x4.splat(constant), V8 rebuilt each one on every
+// iteration of the loop (math.ts's SIMD_CONSTANTS does the same for exp).
+const ROUNDING_CONSTANTS = memory.data<f32>([LEVELS, -LEVELS, ROUNDING_MAGIC], 16);
 
 /**
  * Rounds row r's block weights w_j = probs[j] · scales[j] (j in [from, to); every other weight 0) to int16
@@ -266,8 +273,9 @@ export function quantizeWeights(r: i32, probs: usize, scales: usize, from: i32, 
   }
   const inverse: f32 = largest > 0 ? LEVELS / largest : 0;
   if (ASC_FEATURE_SIMD) {
-    const s = f32x4.splat(inverse), top = f32x4.splat(LEVELS), bottom = f32x4.splat(-LEVELS);
-    const magic = f32x4.splat(ROUNDING_MAGIC);
+    const s = f32x4.splat(inverse);
+    const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
+    const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
     for (let j = from & ~3; j < to; j += 4) {
       const t = f32x4.pmin(f32x4.pmax(f32x4.mul(v128.load(probs + (<usize>j << 2)), s), bottom), top);
       const n = i32x4.sub(f32x4.add(t, magic), magic); // round(t), as an integer
