@@ -140,7 +140,7 @@ export function quantizeQuery(r: i32, q: usize, headDim: i32): void {
 /**
  * out[j] = f32(Σ Q_r · K_j) · qScale_r for row r and the keys j in [from, to) (int8 rows `headDim` bytes
  * apart from `keys`; the block's last key is `last`). The SIMD builds fill whole groups of four from
- * from & ~3 (keys past `last` read as `last`: maskScores masks those lanes).
+ * from & ~3; in the last group, keys past `last` read as `last` (maskScores masks those lanes).
  */
 export function scoresI8(r: i32, keys: usize, headDim: i32, from: i32, to: i32, last: i32, out: usize): void {
   const q = queryOf(r);
@@ -149,18 +149,62 @@ export function scoresI8(r: i32, keys: usize, headDim: i32, from: i32, to: i32, 
   if (ASC_FEATURE_SIMD) {
     const s = f32x4.splat(qScale);
     const bytes = <usize>paddedDim << 1;
-    for (let j = from & ~3; j < to; j += 4) {
-      const k0 = keys + <usize>j * rowBytes;
+    let j = from & ~3;
+    let k = keys + <usize>j * rowBytes;
+    for (; j < to && j + 3 <= last; j += 4) {
+      v128.store(out + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(dot4I8(q, bytes, k, k + rowBytes, k + 2 * rowBytes, k + 3 * rowBytes)), s));
+      k += rowBytes << 2;
+    }
+    if (j < to) {
       const k1 = keys + <usize>min(j + 1, last) * rowBytes;
       const k2 = keys + <usize>min(j + 2, last) * rowBytes;
       const k3 = keys + <usize>min(j + 3, last) * rowBytes;
-      v128.store(out + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(dot4I8(q, bytes, k0, k1, k2, k3)), s));
+      v128.store(out + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(dot4I8(q, bytes, k, k1, k2, k3)), s));
     }
   } else {
     for (let j = from; j < to; j++) {
       store<f32>(out + (<usize>j << 2), <f32>dotI8(q, keys + <usize>j * rowBytes, headDim) * qScale);
     }
   }
+}
+
+/** dot4I8 for the query rows at qa and qa + distance, scaled by sa and sb, stored at outA and outB. */
+// @ts-ignore: decorator
+@inline function dot2x4I8(
+  qa: usize, distance: usize, bytes: usize, p0: usize, p1: usize, p2: usize, p3: usize,
+  sa: v128, sb: v128, outA: usize, outB: usize,
+): void {
+  let a0 = i32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  // 8 accumulators, 2 query chunks and a key chunk (11 live v128); two chunks a step, as dot4I8
+  const end = qa + bytes;
+  let pa = qa;
+  for (;;) {
+    let x = v128.load(pa), y = v128.load(pa + distance);
+    let k = v128.load8x8_s(p0);
+    a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p1);
+    a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, k)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p2);
+    a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p3);
+    a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
+    if (pa + 16 >= end) break;
+    x = v128.load(pa, 16);
+    y = v128.load(pa + distance, 16);
+    k = v128.load8x8_s(p0, 8);
+    a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p1, 8);
+    a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, k)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p2, 8);
+    a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
+    k = v128.load8x8_s(p3, 8);
+    a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
+    pa += 32; p0 += 16; p1 += 16; p2 += 16; p3 += 16;
+    if (pa >= end) break;
+  }
+  v128.store(outA, f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(a0, a1, a2, a3)), sa));
+  v128.store(outB, f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(b0, b1, b2, b3)), sb));
 }
 
 /** scoresI8 for rows ra and rb over keys [from, to) (each row's own lanes masked later), key loads shared. */
@@ -172,48 +216,24 @@ export function scoresI8x2(
     scoresI8(rb, keys, headDim, from, to, last, outB);
     return;
   }
-  const qa = queryOf(ra), qb = queryOf(rb);
+  const qa = queryOf(ra), distance = queryOf(rb) - qa;
   const sa = f32x4.splat(load<f32>(queryScales + (<usize>ra << 2)));
   const sb = f32x4.splat(load<f32>(queryScales + (<usize>rb << 2)));
   const rowBytes = <usize>headDim;
   const bytes = <usize>paddedDim << 1;
-  for (let j = from & ~3; j < to; j += 4) {
-    let p0 = keys + <usize>j * rowBytes;
-    let p1 = keys + <usize>min(j + 1, last) * rowBytes;
-    let p2 = keys + <usize>min(j + 2, last) * rowBytes;
-    let p3 = keys + <usize>min(j + 3, last) * rowBytes;
-    let a0 = i32x4.splat(0);
-    let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    // 8 accumulators, 2 query chunks and a key chunk (11 live v128); two chunks a step, as dot4I8
-    const distance = qb - qa;
-    const end = qa + bytes;
-    let pa = qa;
-    for (;;) {
-      let x = v128.load(pa), y = v128.load(pa + distance);
-      let k = v128.load8x8_s(p0);
-      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p1);
-      a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, k)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p2);
-      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p3);
-      a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
-      if (pa + 16 >= end) break;
-      x = v128.load(pa, 16);
-      y = v128.load(pa + distance, 16);
-      k = v128.load8x8_s(p0, 8);
-      a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, k)); b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p1, 8);
-      a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, k)); b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p2, 8);
-      a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, k)); b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, k));
-      k = v128.load8x8_s(p3, 8);
-      a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, k)); b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, k));
-      pa += 32; p0 += 16; p1 += 16; p2 += 16; p3 += 16;
-      if (pa >= end) break;
-    }
-    v128.store(outA + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(a0, a1, a2, a3)), sa));
-    v128.store(outB + (<usize>j << 2), f32x4.mul(f32x4.convert_i32x4_s(transposeSumI32(b0, b1, b2, b3)), sb));
+  let j = from & ~3;
+  let k = keys + <usize>j * rowBytes;
+  // the groups whose four keys all lie in the block, then the last one, clamped (as scoresI8)
+  for (; j < to && j + 3 <= last; j += 4) {
+    const at = <usize>j << 2;
+    dot2x4I8(qa, distance, bytes, k, k + rowBytes, k + 2 * rowBytes, k + 3 * rowBytes, sa, sb, outA + at, outB + at);
+    k += rowBytes << 2;
+  }
+  if (j < to) {
+    const k1 = keys + <usize>min(j + 1, last) * rowBytes;
+    const k2 = keys + <usize>min(j + 2, last) * rowBytes;
+    const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+    dot2x4I8(qa, distance, bytes, k, k1, k2, k3, sa, sb, outA + (<usize>j << 2), outB + (<usize>j << 2));
   }
 }
 
