@@ -131,7 +131,7 @@ function add(st: ErrorStats, got: ArrayLike<number>, want: ArrayLike<number>): v
  *   largest p sum to at most the softmax denominator, so the output moves by at most 2^-10 · |v|∞.
  * Typical errors are far smaller (they cancel): the test also holds the mean error to TYPICAL_MEAN.
  */
-function integerTolerance(cfg: Cfg, q: Float32Array, held: { k: Float32Array; v: Float32Array }): Tolerance {
+function integerTolerance(cfg: Cfg, q: ArrayLike<number>, held: { k: Float32Array; v: Float32Array }): Tolerance {
   const D = cfg.headDim;
   const scale = cfg.scale ?? 1 / Math.sqrt(D);
   let k1 = 0; // max_j ‖k_j‖₁ over the held rows (NaN: a position the ring no longer holds)
@@ -143,7 +143,7 @@ function integerTolerance(cfg: Cfg, q: Float32Array, held: { k: Float32Array; v:
   let vMax = 0;
   for (const x of held.v) if (!Number.isNaN(x)) vMax = Math.max(vMax, Math.abs(x));
   let qMax = 0;
-  for (const x of q) qMax = Math.max(qMax, Math.abs(x));
+  for (let i = 0; i < q.length; i++) qMax = Math.max(qMax, Math.abs(q[i]));
   const delta = (scale * qMax * k1) / 65534;
   return { atol: TOL.atol + Math.expm1(2 * delta) * 2 * vMax + 2 ** -10 * vMax, rtol: TOL.rtol };
 }
