@@ -285,10 +285,8 @@ export function quantizeWeights(r: i32, probs: usize, scales: usize, from: i32, 
     }
   }
   if (nan) {
+    // the weights stay the zeros written above
     store<f32>(weightScales + (<usize>r << 2), NaN);
-    if (!ASC_FEATURE_SIMD) return;
-    const zero = i32x4.splat(0);
-    for (let at = w; at < w + (<usize>blockRows << 1); at += 16) v128.store(at, zero);
     return;
   }
   const inverse: f32 = largest > 0 ? LEVELS / largest : 0;
