@@ -4,7 +4,7 @@
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
 import { beforeEach, describe, expect, it } from 'vitest';
-import { init } from '../src/index.js';
+import { KVCache, init } from '../src/index.js';
 import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
   Rng,
@@ -19,6 +19,7 @@ import {
   kvHeadsOf,
   ones,
   parseSave,
+  rechecksum,
   slice,
   stream,
   type Cfg,
@@ -336,6 +337,41 @@ forEachBuild('int8', (build) => {
           );
           expect(row.subarray(48).every(Number.isFinite), `${tensor}, position ${p}: heads 2 and 3 do not`).toBe(true);
         }
+      }
+    });
+
+    it('a loaded cache may hold −128 (save() never writes it): q·k and Σ w·v stay exact with it', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 40, maxTokens: 80, dtype: 'int8' };
+      const s = stream(cfg, 70, 70);
+      const cache = make(cfg);
+      feed(cache, cfg, slice(cfg, s, 0, 66));
+      const bytes = cache.save();
+      const { payload, header } = parseSave(bytes);
+      const rows = header.layers[0].to;
+      // every 3rd element of kv head 0's keys and of kv head 1's values becomes −128 (0x80)
+      for (let t = 0; t < rows; t++) {
+        for (let d = 0; d < 40; d += 3) {
+          payload[t * 40 + d] = 0x80;
+          payload[(3 * rows + t) * 40 + d] = 0x80;
+        }
+      }
+      const loaded = KVCache.load(rechecksum(bytes));
+      try {
+        const q = quantized(loaded.save(), cfg);
+        expect([q.kq[0], q.vq[40]], 'the −128 loaded (token 0: kv head 0 key, kv head 1 value)').toEqual([-128, -128]);
+        const w = cfg.heads * cfg.headDim;
+        for (let p = 66; p < 70; p++) {
+          const got = feed(loaded, cfg, slice(cfg, s, p, p + 1));
+          const held = storedByPosition(quantized(loaded.save(), cfg), cfg, p + 1);
+          expectClose(
+            got,
+            referenceCacheQuery(cfg, s.q, held.k, held.v, p),
+            integerTolerance(cfg, s.q.subarray(p * w, (p + 1) * w), held),
+            `−128 in the cache, position ${p}`,
+          );
+        }
+      } finally {
+        loaded.dispose();
       }
     });
 
