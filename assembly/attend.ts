@@ -21,7 +21,8 @@
 // same arithmetic for a row, so outputs are the same bits at any thread count.
 
 import { MASKED, expScalar, softcapScalar, exp4, softcap4, horizontalMax, horizontalSum } from './math';
-import { scalesOf, slotOf, widenRows } from './layout';
+import { scalesOf, slotOf } from './layout';
+import { accumulateI8, accumulateI8x2, accumulateI8x4, int8ScratchBytes, quantizeQuery, quantizeWeights, scoresI8, scoresI8x2, setInt8Area } from './int8';
 import {
   HEADS, HEAD_DIM, INT8, KV_HEADS, OUT, PAGE_ROWS, PAGE_SHIFT, Q, RING, SCALE, SCRATCH, SINKS, SOFTCAP, STREAM, WINDOW,
   address, field, fieldF32, pageTable, tableCapacity,
@@ -67,7 +68,7 @@ let valueScaleBlock: usize = 0;
 
 // Scratch, for tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
-//   int8 caches: the block's keys and values widened to f32, [BLOCK][headDim] each · then per row:
+//   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) · then per row:
 //   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
 //   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
@@ -77,8 +78,7 @@ let accStride: usize = 0;      // bytes
 let accBase: usize = 0;
 let probBase: usize = 0;
 let factorBase: usize = 0;
-let wideKeys: usize = 0;
-let wideValues: usize = 0;
+let int8Area: usize = 0;
 let rowMax: usize = 0;
 let rowSum: usize = 0;
 let rowQuery: usize = 0;
@@ -106,8 +106,7 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const perToken = queryHeads / kvHeads;
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
-  const wide = <usize>BLOCK * (<usize>dim << 2);
-  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + 2 * wide + 64;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, BLOCK) + 64;
 }
 
 /**
@@ -136,9 +135,9 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32, scr
   accBase = scratch;
   probBase = accBase + rows * accStride;
   factorBase = probBase + (rows * <usize>BLOCK << 2);
-  wideKeys = factorBase + (<usize>BLOCK << 2);
-  wideValues = wideKeys + <usize>BLOCK * (<usize>dim << 2);
-  rowMax = wideValues + <usize>BLOCK * (<usize>dim << 2);
+  int8Area = factorBase + (<usize>BLOCK << 2);
+  setInt8Area(int8Area, tileRows, dim, BLOCK);
+  rowMax = int8Area + int8ScratchBytes(rows, dim, BLOCK);
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);
@@ -286,20 +285,16 @@ function visitBlock(position: i32, n: i32): void {
   const row = slot & (PAGE_ROWS - 1);
   const keyPage = <usize>load<u32>(keyTable + entry);
   const valuePage = weightsMode ? keyPage : <usize>load<u32>(valueTable + entry);
-  let keys = keyPage + <usize>row * keyRowBytes;
-  let values = valuePage + <usize>row * keyRowBytes;
+  const keys = keyPage + <usize>row * keyRowBytes;
+  const values = valuePage + <usize>row * keyRowBytes;
   if (streaming) {
     touchLines(keys, <usize>n * keyRowBytes);
     touchLines(values, <usize>n * keyRowBytes);
   }
-  // int8: widen the block's rows to f32 once, for every row of the tile (the conversion is exact)
+  // int8: the rows stay int8 (int8.ts computes on them in integers); their scales lie after the page's rows
   if (int8) {
     keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
     valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
-    widenRows(keys, n, headDim, wideKeys);
-    keys = wideKeys;
-    if (!weightsMode) widenRows(values, n, headDim, wideValues);
-    values = wideValues;
   }
   scoreBlock(keys, slot, n);
   for (let i = 0; i < activeCount; i++) {
@@ -308,7 +303,7 @@ function visitBlock(position: i32, n: i32): void {
     if (weightsMode) collectScores(r, position);
     else softmaxBlock(r, blockMax);
   }
-  if (!weightsMode) accumulateBlock(values, slot);
+  if (!weightsMode) accumulateBlock(values, slot, n);
 }
 
 // ---------------------------------------------------------------------------------------- scores
@@ -318,12 +313,14 @@ function visitBlock(position: i32, n: i32): void {
  * visible keys (lanes counted from the block's start); for int8, factors[j] = the score scale of key j (scale × its key scale).
  */
 function scoreBlock(keys: usize, slot: i32, n: i32): void {
-  const rowBytes = <usize>headDim << 2; // f32 rows (int8 blocks arrive widened)
+  const rowBytes = <usize>headDim << 2;
   if (int8) {
     // float32 keys all share `scale`, which maskScores applies directly
     for (let j = 0; j < n; j++) {
       store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleBlock + (<usize>j << 2)));
     }
+    scoreBlockI8(keys, n);
+    return;
   }
   const last = n - 1;
   let i = 0;
@@ -371,6 +368,20 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
         store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>j * rowBytes, headDim));
       }
     }
+  }
+}
+
+/** scoreBlock's dot products over int8 keys (int8.ts), rows two at a time. */
+function scoreBlockI8(keys: usize, n: i32): void {
+  let i = 0;
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+    scoresI8x2(ra, rb, keys, headDim, from, to, n - 1, probsOf(ra), probsOf(rb));
+  }
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    scoresI8(r, keys, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1, probsOf(r));
   }
 }
 
@@ -517,19 +528,11 @@ function scaleRow(row: usize, factor: f32): void {
 // ---------------------------------------------------------------------------------------- values
 
 /** Adds Σ p · v over the block for every active row: pairs share value loads over their common keys. */
-function accumulateBlock(values: usize, slot: i32): void {
-  const rowBytes = <usize>headDim << 2; // f32 rows (int8 blocks arrive widened)
+function accumulateBlock(values: usize, slot: i32, n: i32): void {
+  const rowBytes = <usize>headDim << 2;
   if (int8) {
-    // fold each value row's dequantization scale into its weight
-    const scales = valueScaleBlock;
-    for (let i = 0; i < activeCount; i++) {
-      const r = getI32(activeRows, i);
-      const row = probsOf(r);
-      for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
-        const at = row + (<usize>j << 2);
-        store<f32>(at, load<f32>(at) * load<f32>(scales + (<usize>j << 2)));
-      }
-    }
+    accumulateBlockI8(values, n);
+    return;
   }
   let i = 0;
   for (; i + 1 < activeCount; i += 2) {
@@ -554,6 +557,34 @@ function accumulateBlock(values: usize, slot: i32): void {
   }
 }
 
+/** accumulateBlock over int8 values (int8.ts): each row's weights (scaled by the value rows' scales) as int16, rows two at a time. */
+function accumulateBlockI8(values: usize, n: i32): void {
+  for (let i = 0; i < activeCount; i++) {
+    const r = getI32(activeRows, i);
+    quantizeWeights(r, probsOf(r), valueScaleBlock, getI32(rowFrom, r), getI32(rowTo, r));
+  }
+  let i = 0;
+  // four rows at once where they are consecutive (a tile's rows are: activeRows lists them in order)
+  for (; i + 3 < activeCount && getI32(activeRows, i + 3) == getI32(activeRows, i) + 3; i += 4) {
+    const r = getI32(activeRows, i);
+    let from = getI32(rowFrom, r), to = getI32(rowTo, r);
+    for (let k = 1; k < 4; k++) {
+      from = min(from, getI32(rowFrom, r + k));
+      to = max(to, getI32(rowTo, r + k));
+    }
+    accumulateI8x4(r, accOf(r), accStride, values, headDim, from, to, n - 1);
+  }
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+    accumulateI8x2(ra, accOf(ra), rb, accOf(rb), values, headDim, from, to, n - 1);
+  }
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    accumulateI8(r, accOf(r), values, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1);
+  }
+}
+
 // ------------------------------------------------------------------------------------ entry points
 
 /** Sets up the rows of tokens [t0, t0 + count) × the group of kv head g. */
@@ -564,6 +595,7 @@ function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32
     for (let h = 0; h < group; h++) {
       const index = <usize>(t * heads + g * group + h);
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
+      if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       setVisible(r, firstPosition + t);
       r++;

@@ -71,21 +71,3 @@ function appendI8(from: usize, page: usize, row: i32, headDim: i32): void {
 @inline export function scalesOf(page: usize, headDim: i32): usize {
   return page + <usize>PAGE_ROWS * <usize>headDim;
 }
-
-/** Widens `rows` int8 rows of `headDim` at `src` to f32 at `dst` (exact: every int8 is an f32). */
-export function widenRows(src: usize, rows: i32, headDim: i32, dst: usize): void {
-  const count = rows * headDim; // the rows are contiguous, so this is one run
-  let i = 0;
-  if (ASC_FEATURE_SIMD) {
-    for (; i + 16 <= count; i += 16) {
-      const x = v128.load(src + <usize>i);
-      const lo = i16x8.extend_low_i8x16_s(x), hi = i16x8.extend_high_i8x16_s(x);
-      const to = dst + (<usize>i << 2);
-      v128.store(to, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(lo)));
-      v128.store(to, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(lo)), 16);
-      v128.store(to, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(hi)), 32);
-      v128.store(to, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(hi)), 48);
-    }
-  }
-  for (; i < count; i++) store<f32>(dst + (<usize>i << 2), <f32>load<i8>(src + <usize>i));
-}

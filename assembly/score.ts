@@ -1,5 +1,5 @@
-// Dot products of query rows with four key rows at once (lane i of a result ↔ key i). Keys are f32:
-// int8 caches widen each block of keys to f32 first (attend.ts), so one set of kernels serves both.
+// Dot products of query rows with four key rows at once (lane i of a result ↔ key i). Keys are f32
+// (int8 caches score in integers: int8.ts).
 //
 // Every lane runs the identical sequence of operations, so the score of a (query, key) pair never
 // depends on which group of four, or which lane, it was computed in. That is what makes a prefill, a run

@@ -3,8 +3,8 @@
 // The accumulator is walked in chunks of 16 floats held in registers across the whole run of keys (then
 // chunks of 4, then single floats), so each value row is read once per chunk instead of once per element
 // store. For every accumulator element the sequence of operations over j is the same whether a row runs
-// alone or paired, which keeps prefill and decode bit-identical. Values are f32: int8 caches widen each
-// block first and fold the row scales into the weights (attend.ts).
+// alone or paired, which keeps prefill and decode bit-identical. Values are f32 (int8 caches
+// accumulate in integers: int8.ts).
 
 import { madd } from './math';
 

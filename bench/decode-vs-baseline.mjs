@@ -7,7 +7,8 @@
 // processes load, the time this process ran, not the time it waited for a core). Each build (`init({ build })` is per process) runs in its own child process.
 //
 // The baseline is the commit the issue measured against (854e4b1, "today's kernel"), checked out by this
-// script as a git worktree in .tmp/baseline (gitignored; never committed) and built there once.
+// script as a git worktree in .tmp/baseline (gitignored; never committed) and built there once; or `this`,
+// this checkout itself, to compare one dtype with another (npm run bench:int8: int8 against float32).
 // Also reported: the share of the relaxed-SIMD flop peak and of the streaming roofline (bench/limits/).
 
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -30,10 +31,15 @@ const DEFAULTS = {
   inCache: '1024',
   rounds: 15,
   batchMs: 60,
+  dtype: 'float32',
+  baselineDtype: '',
   child: '',
 };
 const HELP = `node bench/decode-vs-baseline.mjs [options]   (npm run bench:decode)
-  --baseline <commit>   the kernel to compare with (default ${DEFAULTS.baseline}), built in .tmp/baseline
+  --baseline <commit>   the kernel to compare with (default ${DEFAULTS.baseline}), built in .tmp/baseline;
+                        'this': this checkout (with --baseline-dtype, one dtype against another)
+  --dtype <d>           the cache dtype of this checkout's rows: float32 (default) or int8
+  --baseline-dtype <d>  the baseline's cache dtype (default: --dtype)
   --builds <list>       ${DEFAULTS.builds}
   --shapes <list>       ${DEFAULTS.shapes}
   --decode <list>       cached tokens L of the decode steps (default ${DEFAULTS.decode})
@@ -45,6 +51,7 @@ const HELP = `node bench/decode-vs-baseline.mjs [options]   (npm run bench:decod
 
 const opts = parseArgs(process.argv.slice(2), DEFAULTS);
 const list = (/** @type {string} */ s) => s.split(',').filter(Boolean);
+const baselineDtype = opts.baselineDtype || opts.dtype;
 
 const nodeMajor = +process.versions.node.split('.')[0];
 if (opts.help) {
@@ -67,6 +74,7 @@ if (opts.help) {
 
 /** Checks out and builds the baseline commit in .tmp/baseline unless its dist/ already exists. */
 function ensureBaseline(/** @type {string} */ commit) {
+  if (commit === 'this') return root;
   const dir = join(root, '.tmp', 'baseline');
   if (!existsSync(join(dir, 'dist', 'index.js'))) {
     if (!existsSync(dir))
@@ -89,7 +97,7 @@ async function runParent() {
   const shapeOf = (name) => SHAPES[/** @type {keyof typeof SHAPES} */ (name)];
   const sizes = new Set();
   for (const shape of list(opts.shapes))
-    for (const L of list(opts.decode)) sizes.add(bytesOf(shapeOf(shape), 'decode', +L, 'float32'));
+    for (const L of list(opts.decode)) sizes.add(bytesOf(shapeOf(shape), 'decode', +L, opts.dtype));
   /** @type {Uint8Array<ArrayBuffer> | null} */
   let relaxed = readFileSync(limitPaths.relaxed);
   if (!WebAssembly.validate(relaxed)) relaxed = null;
@@ -125,6 +133,8 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
         .map(([b, g]) => `${(+b / 2 ** 20).toFixed(1)} MiB: ${(+g).toFixed(0)} GB/s`)
         .join(', ')}`,
     '',
+    `Baseline: ${opts.baseline} (${baselineDtype}); this: ${opts.dtype}.`,
+    '',
     '| build | shape | workload | baseline ms | this ms | speed-up | CPU-time speed-up | this: % of flop peak | this: % of roofline | same bits |',
     '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
@@ -136,13 +146,13 @@ function report(/** @type {any[]} */ rows, /** @type {any} */ limits) {
     const computeMs = flops / peak / 1e6;
     let roofMs = computeMs;
     if (r.kind === 'decode') {
-      const bytes = bytesOf(s, 'decode', r.n, 'float32');
+      const bytes = bytesOf(s, 'decode', r.n, opts.dtype);
       roofMs = Math.max(computeMs, bytes / limits.bandwidth[bytes] / 1e6);
     }
     const pct = (/** @type {number} */ x) => `${(100 * x).toFixed(0)}%`;
     out.push(
       `| ${r.build} | ${s.label} | ${workload(r)} | ${r.baseMs.toFixed(3)} | ` +
-        `${r.thisMs.toFixed(3)} | ${(r.baseMs / r.thisMs).toFixed(2)}× | ${(r.baseCpuMs / r.thisCpuMs).toFixed(2)}× | ${pct(computeMs / r.thisMs)} | ${pct(roofMs / r.thisMs)} | ${r.identical ? 'yes' : 'NO'} |`,
+        `${r.thisMs.toFixed(3)} | ${(r.baseMs / r.thisMs).toFixed(2)}× | ${(r.baseCpuMs / r.thisCpuMs).toFixed(2)}× | ${pct(computeMs / r.thisMs)} | ${pct(roofMs / r.thisMs)} | ${r.identical === null ? '–' : r.identical ? 'yes' : 'NO'} |`,
     );
   }
   return out.join('\n');
@@ -162,10 +172,14 @@ async function runChild(/** @type {string} */ build) {
     await import(pathToFileURL(join(root, 'dist', 'index.js')).href),
   ];
   for (const [i, pkg] of variants.entries()) {
-    // one thread: the issue's targets are for the kernel on one core (this checkout's default is 'auto')
-    const got = (await pkg.init(i === 0 ? { build } : { build, threads: 1 })).build;
+    // one thread: the issue's targets are for the kernel on one core (this checkout's default is 'auto';
+    // a baseline from before threads takes no `threads`)
+    const got = (await pkg.init(i === 0 && opts.baseline !== 'this' ? { build } : { build, threads: 1 })).build;
     if (got !== build) throw new Error(`asked for the ${build} build, got ${got}`);
   }
+  const dtypes = [baselineDtype, opts.dtype];
+  // different dtypes give different outputs: only a comparison of one dtype checks the bits
+  const sameBits = dtypes[0] === dtypes[1] ? sameBitsOf : () => null;
   const rows = [];
   for (const shape of list(opts.shapes)) {
     const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shape)];
@@ -173,11 +187,11 @@ async function runChild(/** @type {string} */ build) {
       const { q, k, v, pastK, pastV } = workloadData(shape, 'decode', L);
       /** @type {Float32Array} */
       const scratch = new Float32Array(q.length);
-      const steps = variants.map((pkg) => {
+      const steps = variants.map((pkg, which) => {
         const cache = filledCache(
           pkg,
           s,
-          'float32',
+          dtypes[which],
           L + 1,
           /** @type {Float32Array} */ (pastK),
           /** @type {Float32Array} */ (pastV),
@@ -195,8 +209,14 @@ async function runChild(/** @type {string} */ build) {
       const rng = new Rng(7 * L + one.heads);
       const [q, k, v] = [one.heads, 1, 1].map((rows) => rng.randn(rows * s.headDim));
       const [pastK, pastV] = [0, 1].map(() => rng.randn(L * s.headDim));
-      const steps = variants.map((pkg) => {
-        const cache = new pkg.KVCache({ heads: one.heads, kvHeads: 1, headDim: s.headDim, maxTokens: L + 1 });
+      const steps = variants.map((pkg, which) => {
+        const cache = new pkg.KVCache({
+          heads: one.heads,
+          kvHeads: 1,
+          headDim: s.headDim,
+          maxTokens: L + 1,
+          dtype: dtypes[which],
+        });
         cache.append(0, pastK, pastV);
         return (/** @type {Float32Array} */ out = new Float32Array(q.length)) => {
           cache.attend(0, q, k, v, out);
@@ -209,8 +229,14 @@ async function runChild(/** @type {string} */ build) {
       const { q, k, v } = workloadData(shape, 'prefill', T);
       /** @type {Float32Array} */
       const scratch = new Float32Array(q.length);
-      const steps = variants.map((pkg) => {
-        const cache = new pkg.KVCache({ heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens: T });
+      const steps = variants.map((pkg, which) => {
+        const cache = new pkg.KVCache({
+          heads: s.heads,
+          kvHeads: s.kvHeads,
+          headDim: s.headDim,
+          maxTokens: T,
+          dtype: dtypes[which],
+        });
         return (/** @type {Float32Array} */ out = scratch) => {
           cache.attend(0, q, k, v, out);
           cache.truncate(0);
@@ -227,7 +253,7 @@ async function runChild(/** @type {string} */ build) {
  * Whether both variants give the same bits (a faster loop must not change a single output).
  * @param {((out?: Float32Array) => void)[]} steps @param {number} length
  */
-function sameBits(steps, length) {
+function sameBitsOf(steps, length) {
   const outs = steps.map((step) => {
     const out = new Float32Array(length);
     step(out);

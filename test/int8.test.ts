@@ -4,7 +4,7 @@
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
 import { beforeEach, describe, expect, it } from 'vitest';
-import { init } from '../src/index.js';
+import { KVCache, init } from '../src/index.js';
 import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
   Rng,
@@ -19,10 +19,12 @@ import {
   kvHeadsOf,
   ones,
   parseSave,
+  rechecksum,
   slice,
   stream,
   type Cfg,
   type Stream,
+  type Tolerance,
 } from './support/util.js';
 
 interface Quantized {
@@ -116,6 +118,43 @@ function add(st: ErrorStats, got: ArrayLike<number>, want: ArrayLike<number>): v
     st.count++;
   }
 }
+
+/**
+ * How far the int8 kernel may be from the float64 reference fed the K/V it stored, for one step's queries
+ * `q` ([heads][headDim], rotated): TOL (float32 arithmetic) plus what its integer arithmetic rounds
+ * (assembly/int8.ts), each bounded for the worst case, every rounding error of the same sign:
+ * - the query row rounded to int16 (|Δq_i| <= |q|∞ / 65534) moves a score by at most
+ *   δ = scale · |q|∞ / 65534 · max_j ‖k_j‖₁ (softcap only shrinks it), so every softmax weight by a factor
+ *   within e^(±2δ) and the output, a weighted mean of the v_j, by at most (e^(2δ) − 1) · 2|v|∞;
+ * - a block's weights w_j = p_j · vScale_j rounded to int16 against the block's largest: each moves by at
+ *   most max w / 65534 <= (the block's largest p) · vScale_max / 65534, which times |V_j| <= 127 and
+ *   summed over the block's <= 64 keys is <= 64 / 65534 · (the block's largest p) · |v|∞; the blocks'
+ *   largest p sum to at most the softmax denominator, so the output moves by at most 2^-10 · |v|∞.
+ * Typical errors are far smaller (they cancel): the test also holds the mean error to TYPICAL_MEAN.
+ */
+function integerTolerance(cfg: Cfg, q: ArrayLike<number>, held: { k: Float32Array; v: Float32Array }): Tolerance {
+  const D = cfg.headDim;
+  const scale = cfg.scale ?? 1 / Math.sqrt(D);
+  let k1 = 0; // max_j ‖k_j‖₁ over the held rows (NaN: a position the ring no longer holds)
+  for (let at = 0; at + D <= held.k.length; at += D) {
+    let norm = 0;
+    for (let d = 0; d < D; d++) norm += Math.abs(held.k[at + d]);
+    if (!Number.isNaN(norm)) k1 = Math.max(k1, norm);
+  }
+  let vMax = 0;
+  for (const x of held.v) if (!Number.isNaN(x)) vMax = Math.max(vMax, Math.abs(x));
+  let qMax = 0;
+  for (let i = 0; i < q.length; i++) qMax = Math.max(qMax, Math.abs(q[i]));
+  const delta = (scale * qMax * k1) / 65534;
+  return { atol: TOL.atol + Math.expm1(2 * delta) * 2 * vMax + 2 ** -10 * vMax, rtol: TOL.rtol };
+}
+
+/**
+ * The mean error the int8 kernel keeps to against the float64 reference over its own K/V. Measured 6e-6 to
+ * 1e-5 at unit variance (the 16-bit roundings cancel); a leaked or dropped key, a wrong scale or a wrong
+ * lane costs orders of magnitude more (the worst-case bound above alone could hide a small one).
+ */
+const TYPICAL_MEAN = 3e-5;
 
 forEachBuild('int8', (build) => {
   beforeEach(async () => {
@@ -214,6 +253,7 @@ forEachBuild('int8', (build) => {
           softcap: 3,
         },
       ] as Cfg[]) {
+        const typical = stats();
         const n = cfg.window === undefined ? cfg.maxTokens - 10 : 4 * cfg.maxTokens + 5;
         const steps = 4;
         const s = stream(cfg, n, 2);
@@ -224,14 +264,135 @@ forEachBuild('int8', (build) => {
         for (let p = n - steps; p < n; p++) {
           const got = feed(cache, cfg, slice(cfg, s, p, p + 1));
           const held = storedByPosition(quantized(cache.save(), cfg), cfg, p + 1);
+          const want = referenceCacheQuery(asStored, qRoped, held.k, held.v, p);
           expectClose(
             got,
-            referenceCacheQuery(asStored, qRoped, held.k, held.v, p),
-            TOL,
+            want,
+            integerTolerance(
+              cfg,
+              qRoped.subarray(p * cfg.heads * cfg.headDim, (p + 1) * cfg.heads * cfg.headDim),
+              held,
+            ),
             `${cfgName(cfg)}: int8 kernel vs float64 over its own dequantized K/V, position ${p}`,
           );
+          add(typical, got, want);
+        }
+        const mean = typical.sum / typical.count;
+        console.log(
+          `[int8 ${build}] ${cfgName(cfg)}: vs float64 over its own K/V, max ${typical.max.toExponential(2)}, mean ${mean.toExponential(2)}`,
+        );
+        expect(mean, `${cfgName(cfg)}: mean error over its own K/V`).toBeLessThan(TYPICAL_MEAN);
+      }
+    });
+  });
+
+  describe('the integer arithmetic at its edges', () => {
+    /** Feeds `s` as a prefill then decode steps; each step against the reference over the stored K/V. */
+    function checkSteps(cfg: Cfg, s: Stream, steps: number, label: string): void {
+      const cache = make(cfg);
+      feed(cache, cfg, slice(cfg, s, 0, s.n - steps));
+      const w = cfg.heads * cfg.headDim;
+      for (let p = s.n - steps; p < s.n; p++) {
+        const got = feed(cache, cfg, slice(cfg, s, p, p + 1));
+        const held = storedByPosition(quantized(cache.save(), cfg), cfg, p + 1);
+        const q = s.q.subarray(p * w, (p + 1) * w);
+        expectClose(
+          got,
+          referenceCacheQuery(cfg, s.q, held.k, held.v, p),
+          integerTolerance(cfg, q, held),
+          `${label} (${cfgName(cfg)}), position ${p}`,
+        );
+      }
+    }
+
+    it('head sizes that are not a multiple of 8 or 16, zero query rows, all-zero key and value rows', () => {
+      for (const headDim of [1, 5, 13, 24, 40, 72, 100]) {
+        const cfg: Cfg = { heads: 6, kvHeads: 2, headDim, maxTokens: 150, dtype: 'int8' };
+        const s = stream(cfg, 140, 30 + headDim);
+        const qw = cfg.heads * headDim;
+        const kw = 2 * headDim;
+        // query head 1 is zero at every position (scores 0: the mean of the visible values)
+        for (let t = 0; t < s.n; t++) s.q.fill(0, t * qw + headDim, t * qw + 2 * headDim);
+        // every 7th token's keys of kv head 0 and every 5th token's values of kv head 1 are zero (scale 0)
+        for (let t = 0; t < s.n; t += 7) s.k.fill(0, t * kw, t * kw + headDim);
+        for (let t = 0; t < s.n; t += 5) s.v.fill(0, t * kw + headDim, (t + 1) * kw);
+        checkSteps(cfg, s, 3, 'odd head size, zero rows');
+      }
+    });
+
+    it('a NaN key or value reaches exactly the queries that see it: earlier rows of its block stay the same bits', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 24, maxTokens: 64, dtype: 'int8' };
+      const s = stream(cfg, 40, 60);
+      const w = cfg.heads * cfg.headDim;
+      const clean = feed(make(cfg), cfg, s);
+      for (const tensor of ['k', 'v'] as const) {
+        const bad = { ...s, [tensor]: s[tensor].slice() };
+        bad[tensor][30 * 2 * 24 + 5] = Number.NaN; // token 30, kv head 0 (query heads 0 and 1)
+        const got = feed(make(cfg), cfg, bad);
+        expectBitIdentical(got.subarray(0, 30 * w), clean.subarray(0, 30 * w), `${tensor}: positions before the NaN`);
+        for (let p = 30; p < 40; p++) {
+          const row = got.subarray(p * w, (p + 1) * w);
+          expect(row.subarray(0, 48).every(Number.isNaN), `${tensor}, position ${p}: heads 0 and 1 see the NaN`).toBe(
+            true,
+          );
+          expect(row.subarray(48).every(Number.isFinite), `${tensor}, position ${p}: heads 2 and 3 do not`).toBe(true);
         }
       }
+    });
+
+    it('a loaded cache may hold −128 (save() never writes it): q·k and Σ w·v stay exact with it', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 40, maxTokens: 80, dtype: 'int8' };
+      const s = stream(cfg, 70, 70);
+      const cache = make(cfg);
+      feed(cache, cfg, slice(cfg, s, 0, 66));
+      const bytes = cache.save();
+      const { payload, header } = parseSave(bytes);
+      const rows = header.layers[0].to;
+      // every 3rd element of kv head 0's keys and of kv head 1's values becomes −128 (0x80)
+      for (let t = 0; t < rows; t++) {
+        for (let d = 0; d < 40; d += 3) {
+          payload[t * 40 + d] = 0x80;
+          payload[(3 * rows + t) * 40 + d] = 0x80;
+        }
+      }
+      const loaded = KVCache.load(rechecksum(bytes));
+      try {
+        const q = quantized(loaded.save(), cfg);
+        expect([q.kq[0], q.vq[40]], 'the −128 loaded (token 0: kv head 0 key, kv head 1 value)').toEqual([-128, -128]);
+        const w = cfg.heads * cfg.headDim;
+        for (let p = 66; p < 70; p++) {
+          const got = feed(loaded, cfg, slice(cfg, s, p, p + 1));
+          const held = storedByPosition(quantized(loaded.save(), cfg), cfg, p + 1);
+          expectClose(
+            got,
+            referenceCacheQuery(cfg, s.q, held.k, held.v, p),
+            integerTolerance(cfg, s.q.subarray(p * w, (p + 1) * w), held),
+            `−128 in the cache, position ${p}`,
+          );
+        }
+      } finally {
+        loaded.dispose();
+      }
+    });
+
+    it('q·k at the largest head size near the i32 limit: 512 · 32767 · 127 summed exactly', () => {
+      // q = ±1 (every element rounds to ±32767), k_j = a_j · sign(q) (every element stored as ±127 of the
+      // same sign): Σ Q·K = 512 · 32767 · 127 = 2,130,706,432 for every key, 0.8% below 2^31; a_j spreads
+      // the scores over a few units so the softmax depends on every one. Values at ±127 too.
+      const cfg: Cfg = { heads: 2, kvHeads: 1, headDim: 512, maxTokens: 140, dtype: 'int8' };
+      const s = stream(cfg, 130, 40);
+      const rng = new Rng(41);
+      const sign = Float32Array.from({ length: 512 }, () => (rng.next() < 0.5 ? -1 : 1));
+      for (let t = 0; t < s.n; t++) {
+        const a = 0.3 * rng.next();
+        for (let d = 0; d < 512; d++) {
+          s.q[t * 1024 + d] = sign[d];
+          s.q[t * 1024 + 512 + d] = -sign[d];
+          s.k[t * 512 + d] = a * sign[d];
+          s.v[t * 512 + d] = (d % 3 === 0 ? -1 : 1) * (1 + t / 100);
+        }
+      }
+      checkSteps(cfg, s, 3, 'near the i32 limit');
     });
   });
 
@@ -352,5 +513,38 @@ forEachBuild('int8', (build) => {
       if (build === 'relaxed-simd' || build === 'scalar')
         console.log(`[int8 ${build}] byteLength:\n${lines.join('\n')}`);
     });
+  });
+});
+
+describe('int8: the scalar and simd builds give the same bits', () => {
+  // The integer sums are exact, so the scalar build's plain loops and the simd build's lanes, pairs of keys
+  // and pairs of rows reach the same integers, and the float steps after them are the same operations
+  // (assembly/int8.ts). (relaxed-simd differs only where its exp uses fused multiply-adds.)
+  const make = cachesDisposedAfterEach();
+  it('odd head sizes, GQA, windows that wrap with sinks, softcap, rope: prefill then decode steps', async () => {
+    for (const cfg of [
+      { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 200, dtype: 'int8' },
+      { heads: 3, kvHeads: 1, headDim: 13, maxTokens: 100, dtype: 'int8', softcap: 4 },
+      { heads: 4, kvHeads: 4, headDim: 72, maxTokens: 90, dtype: 'int8', rope: {} },
+      {
+        heads: 6,
+        kvHeads: 2,
+        headDim: 40,
+        maxTokens: 70,
+        window: 50,
+        sinks: 3,
+        dtype: 'int8',
+        rope: { interleaved: true },
+      },
+    ] as Cfg[]) {
+      const n = cfg.window ? 150 : cfg.maxTokens - 5;
+      const s = stream(cfg, n, 50);
+      const outs: Float32Array[] = [];
+      for (const build of ['scalar', 'simd'] as const) {
+        await init({ build });
+        outs.push(feed(make(cfg), cfg, s, [n - 40, ...ones(40)]));
+      }
+      expectBitIdentical(outs[1], outs[0], `${cfgName(cfg)}: simd vs scalar`);
+    }
   });
 });

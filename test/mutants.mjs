@@ -76,6 +76,11 @@ const MUTANTS = [
     ],
     ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {'],
   ),
+  mutant(
+    'int8-unseen-weight-unmasked',
+    "int8 values: lanes of a group of four past a row's visible keys keep value scale × 0 (NaN × 0 leaks)",
+    ['assembly/int8.ts', 'if (j < from || j + 4 > to) {', 'if (j < from) {'],
+  ),
 ];
 
 const DEFAULT_TESTS = [

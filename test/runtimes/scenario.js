@@ -154,6 +154,21 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     cache.dispose();
     restored.dispose();
 
+    // int8 K/V: the integer kernels (int16 dot products on the int8 rows) in this engine, prefill then
+    // decode steps, within int8's budget of float64 (max < 0.05 on unit-variance data: test/int8.test.ts)
+    const int8 = await KVCache.create({ ...shape, maxTokens: 64, dtype: 'int8' });
+    const tokens = (x, w, from, to) => x.subarray(from * w, to * w);
+    let worst8 = maxError(
+      int8.attend(0, tokens(Q, row, 0, prompt), tokens(K, kvRow, 0, prompt), tokens(V, kvRow, 0, prompt)),
+      refAt(prompt, prompt),
+    );
+    for (let i = prompt; i < prompt + steps; i++) {
+      const o = int8.attend(0, tokens(Q, row, i, i + 1), tokens(K, kvRow, i, i + 1), tokens(V, kvRow, i, i + 1));
+      worst8 = Math.max(worst8, maxError(o, refAt(i + 1, 1)));
+    }
+    check('int8 K/V within its budget of float64', worst8 < 0.05, `max error ${worst8.toExponential(2)}`);
+    int8.dispose();
+
     if (threads > 1) {
       // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
       const o = { heads: 8, kvHeads: 2, headDim: 64 };
