@@ -360,7 +360,7 @@ export function accumulateI8(r: i32, acc: usize, values: usize, headDim: i32, fr
   if (ASC_FEATURE_SIMD) {
     const rowBytes = <usize>headDim;
     planPairs(from, to, last);
-    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? <usize>0 : rowBytes;
     const sv = f32x4.splat(scale);
     // 16 columns: 4 accumulators, the pair's weights, 4 loads and their interleavings (11 live v128)
     for (; c + 16 <= headDim; c += 16) {
@@ -417,7 +417,7 @@ export function accumulateI8x2(
   if (ASC_FEATURE_SIMD) {
     const rowBytes = <usize>headDim;
     planPairs(from, to, last);
-    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? <usize>0 : rowBytes;
     const sa = f32x4.splat(scaleA), sb = f32x4.splat(scaleB);
     const distance = wb - wa;
     // 8 columns: 4 accumulators, two pairs of weights, 2 loads and their interleavings (10 live v128)
@@ -456,7 +456,7 @@ export function accumulateI8x4(
   if (ASC_FEATURE_SIMD) {
     const rowBytes = <usize>headDim;
     planPairs(from, to, last);
-    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? 0 : rowBytes;
+    const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? <usize>0 : rowBytes;
     const s0 = v128.load32_splat(weightScales + (<usize>r << 2)), s1 = v128.load32_splat(weightScales + (<usize>r << 2), 4);
     const s2 = v128.load32_splat(weightScales + (<usize>r << 2), 8), s3 = v128.load32_splat(weightScales + (<usize>r << 2), 12);
     // 8 columns: 8 accumulators, the pair interleaved (2), its weights for each row (4): 14 live v128
