@@ -172,6 +172,13 @@ export class KVCache {
     tokensIn('v', v, kvHeads * headDim, 'kvHeads × headDim');
     sameLength('v', v as Float32Array, 'k', k as Float32Array);
     const length = this.#lengths[index];
+    const lost = this.#lostContinuation(index);
+    if (lost) {
+      throw new Error(
+        `wasm-attention: layer ${index} cannot continue: a call that failed (a worker thread's kernel trapped) ` +
+          `had written over ${lost}, which its next query needs. reset() the cache or load() a saved copy`,
+      );
+    }
     if (this.#settings.scoring.window === 0 && length + tokens > this.#settings.maxTokens) {
       throw new RangeError(
         `wasm-attention: k must fit in the cache: layer ${index} holds ${length} of maxTokens ` +
@@ -205,10 +212,27 @@ export class KVCache {
       // length, gives back the pages past it, and no longer offers the ring slots those keys overwrote
       this.#evictOverwritten(index, length + written);
       this.#memory.release(index, heldSlots(length, this.#intactFrom[index], memory.geometry.slots));
-      throw error;
+      if (error instanceof RangeError || error instanceof TypeError) throw error;
+      const lost = this.#lostContinuation(index);
+      const state = lost
+        ? `; layer ${index} of this windowed cache cannot continue: the call's earlier steps had already ` +
+          `written over ${lost}. reset() the cache or load() a saved copy`
+        : '; the cache is as it was before the call';
+      throw new Error(`${(error as Error).message}${state}`, { cause: error });
     }
     this.#lengths[index] = length + tokens;
     this.#evictOverwritten(index, length + tokens);
+  }
+
+  /**
+   * With a window, which keys the layer's next query needs but no longer holds ('' when it holds them all):
+   * only a call that failed after writing more than a ring's worth of keys past the window leaves a gap.
+   */
+  #lostContinuation(index: number): string {
+    const { window, sinks } = this.#settings.scoring;
+    const needed = Math.max(sinks, this.#lengths[index] - window + 1);
+    const intactFrom = this.#intactFrom[index];
+    return window > 0 && intactFrom > needed ? `the keys of positions ${needed} … ${intactFrom - 1}` : '';
   }
 
   /** With a window, keys were written up to position `end`: the ring slots they took no longer hold older ones. */

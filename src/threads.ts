@@ -409,8 +409,8 @@ export class ThreadPool {
     }
     if (failure !== undefined) {
       throw new Error(
-        `wasm-attention: a worker thread failed during this call (${failure}); the call was abandoned and ` +
-          'the cache is as it was before it. The pool starts a fresh worker in its place; calls meanwhile run on the other threads',
+        `wasm-attention: a worker thread failed during this call (${failure}); the call was abandoned. ` +
+          'The pool starts a fresh worker in its place; calls meanwhile run on the other threads',
       );
     }
   }

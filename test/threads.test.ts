@@ -415,6 +415,90 @@ describe('a worker that fails never hangs a call', () => {
     fresh.dispose();
   }, 60_000);
 
+  it('a windowed call that fails after its earlier steps overwrote keys its continuation needs says so, and the cache refuses to continue until reset', async () => {
+    // 800 tokens into a ring of 1,024 slots with a window of 300 run as kernel calls of 204 tokens (the staging
+    // area's size), each writing its keys before attending. When the second call fails, the ring has lost the
+    // positions below 884 (1,908 − 1,024), none of which the next query (at 1,500) needs: it sees 1,201 on.
+    // When the fourth fails, it has lost those below 1,292: the cache cannot be as it was, and says so.
+    const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
+    const r = stream(ringCfg, 2300, 23);
+    await init({ threads: 2 });
+    const pool = activeKernel().pool!;
+    const original = pool.attend;
+    let calls = 0;
+    let trapAt = 0;
+    pool.attend = (...args: Parameters<typeof original>) => {
+      if (++calls === trapAt) pool.trapInNextCall(1);
+      return original.apply(pool, args);
+    };
+    const chunk = slice(ringCfg, r, 1500, 2300);
+    const first = slice(ringCfg, r, 0, 1500);
+    const saved = (() => {
+      const cache = new KVCache(ringCfg as never);
+      feed(cache, ringCfg, first);
+      calls = 0;
+      const bytes = cache.save();
+      cache.dispose();
+      return bytes;
+    })();
+    const fresh = KVCache.load(saved);
+    calls = 0;
+    const want = feed(fresh, ringCfg, chunk);
+    expect(calls, 'kernel calls of the 800 tokens').toBe(4);
+    fresh.dispose();
+    // the worker traps in the first call it joins from call `trapAt` on; on a busy machine the calling
+    // thread may take every piece of a call before the worker wakes, so try until both outcomes were seen
+    const seen = new Set<boolean>();
+    try {
+      for (let attempt = 0; attempt < 20 && seen.size < 2; attempt++) {
+        const cache = new KVCache(ringCfg as never);
+        feed(cache, ringCfg, first);
+        calls = 0;
+        trapAt = seen.has(true) ? 4 : 2;
+        let error: Error | undefined;
+        try {
+          cache.attend(0, chunk.q, chunk.k, chunk.v);
+        } catch (thrown) {
+          error = thrown as Error;
+        }
+        const failedIn = calls;
+        trapAt = 0;
+        pool.trapInNextCall(0);
+        await pool.settled();
+        if (error) {
+          const continues = failedIn <= 3;
+          seen.add(continues);
+          expect(error.message).toMatch(/thread 1: RuntimeError/);
+          expect(error.message).toMatch(
+            continues ? /cache is as it was/ : /layer 0 of this windowed cache cannot continue/,
+          );
+          expect(cache.length).toBe(1500);
+          if (continues) {
+            expectBitIdentical(feed(cache, ringCfg, chunk), want, `failure in call ${failedIn}: the continuation`);
+          } else {
+            expectThrows(() => cache.attend(0, chunk.q, chunk.k, chunk.v), Error, [
+              /layer 0 cannot continue/,
+              /reset\(\)/,
+            ]);
+            expect(cache.length, 'a refused call changes nothing').toBe(1500);
+            cache.reset();
+            const clean = new KVCache(ringCfg as never);
+            expectBitIdentical(
+              feed(cache, ringCfg, first),
+              feed(clean, ringCfg, first),
+              'after reset() it works again',
+            );
+            clean.dispose();
+          }
+        }
+        cache.dispose();
+      }
+    } finally {
+      pool.attend = original;
+    }
+    expect([...seen].sort(), 'failures that leave the cache as it was, and one that cannot').toEqual([false, true]);
+  }, 60_000);
+
   it('a worker killed between calls: calls go on without it, and the pool starts a fresh one on its thread number', async () => {
     await init({ threads: 1 });
     const want = feed(new KVCache(cfg as never), cfg, slice(cfg, s, 0, 6010), [6000, ...ones(10)]).subarray(
