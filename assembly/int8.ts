@@ -26,6 +26,8 @@
 
 /** Query and weight rows are rounded to ±LEVELS (never −32768: dot_i16x8_s's one overflowing pair). */
 const LEVELS: f32 = 32767;
+const TINY: f32 = 5.421010862427522e-20;   // 2^-64
+const BOOST: f32 = 18446744073709551616.0; // 2^64
 
 // The working area (in the thread's scratch, attend.ts), for `rows` query rows:
 //   queries [row][paddedDim] i16 · query scales [row] f32 · weights [row][BLOCK] i16 · weight scales [row] f32
@@ -80,11 +82,13 @@ export function setInt8Area(at: usize, rows: i32, dim: i32, block: i32): void {
 export function quantizeQuery(r: i32, q: usize, headDim: i32): void {
   let largest: f32 = 0;
   for (let i = 0; i < headDim; i++) largest = max<f32>(largest, abs<f32>(load<f32>(q + (<usize>i << 2))));
-  const inverse: f32 = largest > 0 ? LEVELS / largest : 0;
+  // a row below 2^-64 is lifted by 2^64 first (exact), so LEVELS / largest stays finite
+  const boost: f32 = largest < TINY ? BOOST : 1;
+  const inverse: f32 = largest > 0 ? LEVELS / (largest * boost) : 0;
   const to = queryOf(r);
-  for (let i = 0; i < headDim; i++) store<i16>(to + (<usize>i << 1), <i16>level(load<f32>(q + (<usize>i << 2)), inverse));
+  for (let i = 0; i < headDim; i++) store<i16>(to + (<usize>i << 1), <i16>level(load<f32>(q + (<usize>i << 2)) * boost, inverse));
   for (let i = headDim; i < paddedDim; i++) store<i16>(to + (<usize>i << 1), 0);
-  store<f32>(queryScales + (<usize>r << 2), largest / LEVELS);
+  store<f32>(queryScales + (<usize>r << 2), largest * boost / LEVELS / boost);
 }
 
 // ---------------------------------------------------------------------------------------------- scores
@@ -289,21 +293,22 @@ export function quantizeWeights(r: i32, probs: usize, scales: usize, from: i32, 
     store<f32>(weightScales + (<usize>r << 2), NaN);
     return;
   }
-  const inverse: f32 = largest > 0 ? LEVELS / largest : 0;
+  const boost: f32 = largest < TINY ? BOOST : 1;
+  const inverse: f32 = largest > 0 ? LEVELS / (largest * boost) : 0;
   if (ASC_FEATURE_SIMD) {
-    const s = f32x4.splat(inverse);
+    const s = f32x4.splat(inverse), lift = f32x4.splat(boost);
     const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
     const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
     for (let j = from & ~3; j < to; j += 4) {
-      const t = f32x4.pmin(f32x4.pmax(f32x4.mul(v128.load(probs + (<usize>j << 2)), s), bottom), top);
+      const t = f32x4.pmin(f32x4.pmax(f32x4.mul(f32x4.mul(v128.load(probs + (<usize>j << 2)), lift), s), bottom), top);
       const n = i32x4.sub(f32x4.add(t, magic), magic); // round(t), as an integer
       v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
     }
   } else {
-    for (let j = from; j < to; j++) store<i16>(w + (<usize>j << 1), <i16>level(load<f32>(probs + (<usize>j << 2)), inverse));
+    for (let j = from; j < to; j++) store<i16>(w + (<usize>j << 1), <i16>level(load<f32>(probs + (<usize>j << 2)) * boost, inverse));
   }
   // a block with no weight (all underflowed) adds +0 in every build
-  store<f32>(weightScales + (<usize>r << 2), largest > 0 ? largest / LEVELS : 0);
+  store<f32>(weightScales + (<usize>r << 2), largest > 0 ? largest * boost / LEVELS / boost : 0);
 }
 
 /** acc[c] = acc[c] + f32(sums) · scale for the four columns at c (the one float step, in every build). */

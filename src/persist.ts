@@ -280,12 +280,40 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     }
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
+    if (geometry.int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
     reached = header.reaches;
     states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
     pieces.push({ bytes, payloadStart, layers });
   });
   if (!first) throw new RangeError('wasm-attention: bytes must hold at least one piece, got an empty list');
   return { settings: first.settings, geometry: first.geometry, pieces, states };
+}
+
+/**
+ * An int8 piece's row scales are what save() writes, max|x| / 127: never negative (NaN and +Infinity for
+ * rows that held them). The kernel relies on it: its integer value sums round each block's weights
+ * p · scale against their largest.
+ */
+function checkScales(
+  bytes: Uint8Array,
+  payloadStart: number,
+  layers: PieceLayer[],
+  geometry: PieceGeometry,
+  refuse: (why: string) => Error,
+): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = payloadStart;
+  layers.forEach((layer, l) => {
+    const positions = heldCount(layer, geometry);
+    const scales = at + 2 * geometry.kvHeads * positions * geometry.headDim;
+    for (let i = 0; i < 2 * geometry.kvHeads * positions; i++) {
+      const scale = view.getFloat32(scales + 4 * i, true);
+      if (scale < 0) {
+        throw refuse(`layer ${l} holds an int8 row scale of ${scale} (saved scales are never negative)`);
+      }
+    }
+    at += payloadBytes(geometry, positions);
+  });
 }
 
 /** Exactly the ranges planPiece can produce for these options (whatever state they came from). */

@@ -11,6 +11,7 @@ import {
   TOL,
   expectBitIdentical,
   expectClose,
+  expectThrows,
   forEachBuild,
   cachesDisposedAfterEach,
   cfgName,
@@ -375,6 +376,31 @@ forEachBuild('int8', (build) => {
       }
     });
 
+    it('a loaded piece whose int8 row scale is negative is refused, naming the layer (save() writes max|x| / 127)', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 5, maxTokens: 80, layers: 2, dtype: 'int8' };
+      const cache = make(cfg);
+      const s = stream(cfg, 20, 71);
+      for (let l = 0; l < 2; l++) cache.attend(l, s.q, s.k, s.v);
+      const good = cache.save();
+      KVCache.load(good).dispose();
+      const { payload, header } = parseSave(good);
+      const rows = header.layers[0].to;
+      // layer 1's V scales start after layer 0's payload, then layer 1's K and V rows and K scales
+      const layerBytes = 2 * 2 * rows * (5 + 4);
+      const vScale = layerBytes + 2 * 2 * rows * 5 + 2 * rows * 4 + 4 * 7;
+      for (const bad of [-0.5, Number.NEGATIVE_INFINITY]) {
+        const bytes = good.slice();
+        const at = parseSave(bytes).payload;
+        new DataView(at.buffer, at.byteOffset).setFloat32(vScale, bad, true);
+        expectThrows(() => KVCache.load(rechecksum(bytes)), Error, [
+          /layer 1 holds an int8 row scale of/,
+          new RegExp(`${bad}`),
+        ]);
+      }
+      cache.dispose();
+      expect(payload.length).toBeGreaterThan(vScale);
+    });
+
     it('q·k at the largest head size near the i32 limit: 512 · 32767 · 127 summed exactly', () => {
       // q = ±1 (every element rounds to ±32767), k_j = a_j · sign(q) (every element stored as ±127 of the
       // same sign): Σ Q·K = 512 · 32767 · 127 = 2,130,706,432 for every key, 0.8% below 2^31; a_j spreads
@@ -546,5 +572,44 @@ describe('int8: the scalar and simd builds give the same bits', () => {
       }
       expectBitIdentical(outs[1], outs[0], `${cfgName(cfg)}: simd vs scalar`);
     }
+  });
+
+  it('weights below 1e-34 (a block 85 below a sink key, or tiny values): no overflow in the rounding, the same bits everywhere', async () => {
+    // Rounding a block's weights to int16 divides 32767 by their largest; below ~9.6e-35 that was +Infinity:
+    // lanes outside a row's keys became NaN → −32768 in the simd builds (scalar ≠ simd, prefill ≠ decode, a
+    // future key leaking) and every weight ±32767. The kernel now lifts such blocks by 2^64 first (exact).
+    const D = 8;
+    const T = 70;
+    const a = Math.sqrt(85 * Math.sqrt(D)); // key 0 scores 85 above every other key, for every query
+    const q = new Float32Array(T * D);
+    const k = new Float32Array(T * D);
+    const v = new Float32Array(T * D);
+    for (let t = 0; t < T; t++) {
+      q[t * D] = a;
+      k[t * D + 1 + (t % 7)] = 1;
+      for (let c = 0; c < D; c++) v[t * D + c] = 1 + ((t * 7 + c * 3) % 5) / 10;
+    }
+    k[0] = a;
+    v[0] = 0.001; // rounds to int8 0: the other keys' values are what column 0 shows
+    const cfg: Cfg = { heads: 1, kvHeads: 1, headDim: D, maxTokens: 128, dtype: 'int8' };
+    const s: Stream = { n: T, q, k, v };
+    const outs: Float32Array[] = [];
+    for (const build of ['scalar', 'simd'] as const) {
+      await init({ build });
+      outs.push(feed(make(cfg), cfg, s), feed(make(cfg), cfg, s, ones(T)));
+    }
+    expectBitIdentical(outs[1], outs[0], 'scalar: decode steps vs prefill');
+    expectBitIdentical(outs[2], outs[0], 'simd prefill vs scalar');
+    expectBitIdentical(outs[3], outs[0], 'simd decode steps vs scalar');
+    // values of 1e-34 (row scales ~1e-36): int8 within its unit-variance budget (max 0.05) scaled by 1e-34
+    // of float32 (before: every weight rounded to ±32767, the output 4× off)
+    const r = stream(cfg, 40, 77);
+    const tiny = { ...r, v: r.v.map((x) => x * 1e-34) };
+    const f32Cfg: Cfg = { ...cfg, dtype: 'float32' };
+    const want = feed(make(f32Cfg), f32Cfg, tiny);
+    const got = feed(make(cfg), cfg, tiny);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst, 'values of 1e-34: int8 vs float32').toBeLessThan(0.05e-34);
   });
 });
