@@ -24,6 +24,8 @@
 // block's contribution by at most 2^-16 · max w · Σ_j |v_j|. Both are far inside int8's own error (a
 // step of max|x| / 127 in every stored element); test/int8.test.ts argues the tolerances from them.
 
+import { ROUNDING_MAGIC } from './math';
+
 /** Query and weight rows are rounded to ±LEVELS (never −32768: dot_i16x8_s's one overflowing pair). */
 const LEVELS: f32 = 32767;
 const TINY: f32 = 5.421010862427522e-20;   // 2^-64
@@ -243,8 +245,6 @@ export function scoresI8x2(
 
 // ---------------------------------------------------------------------------------------------- values
 
-/** 1.5 · 2^23: adding it to |t| <= 2^22 leaves round(t) (half to even, as nearest) in the low mantissa bits. */
-const ROUNDING_MAGIC: f32 = 12582912.0;
 // Splatted by one load each where used: written as f32x4.splat(constant), V8 rebuilt each one on every
 // iteration of the loop (math.ts's SIMD_CONSTANTS does the same for exp).
 const ROUNDING_CONSTANTS = memory.data<f32>([LEVELS, -LEVELS, ROUNDING_MAGIC], 16);

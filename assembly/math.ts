@@ -16,8 +16,8 @@ export const MASKED: f32 = -Infinity;
 // ---------------------------------------------------------------------------------------------------
 export const EXP_MIN: f32 = -87.33654;
 const LOG2E: f32 = 1.44269504088896341;
-/** 1.5 · 2^23: adding it to |v| < 2^22 rounds v to an integer held in the low mantissa bits. */
-const ROUNDING_MAGIC: f32 = 12582912.0;
+/** 1.5 · 2^23: adding it to |v| < 2^22 rounds v (half to even) to an integer held in the low mantissa bits. */
+export const ROUNDING_MAGIC: f32 = 12582912.0;
 const LN2_HI: f32 = 0.693359375;
 const LN2_LO: f32 = -2.12194440e-4;
 const P0: f32 = 1.9875691500e-4;
