@@ -7,11 +7,15 @@
 // maximum m rises to the block's, the running sum l and accumulator are rescaled by e^(m_old − m_new), and
 // Σ e^(s − m) · v is added. No T×S score matrix exists: the scratch holds one block of scores per row.
 //
-// Bit-identical prefill, decode and chunked prefill: blocks are *canonical*, cut where a page of the cache
-// begins (slot a multiple of BLOCK, layout.ts), at the end of the sinks and where the ring wraps (all
-// functions of position alone), so a block never straddles a page, and each row processes
-// exactly the blocks that hold keys it may see, with lanes counted from the block's start. A row's
-// arithmetic therefore never depends on which other rows share its tile or how tokens were batched.
+// Bit-identical prefill, decode and chunked prefill: blocks are *canonical*, cut where an even page of the
+// cache begins (slot a multiple of BLOCK = two pages, layout.ts), at the end of the sinks and where the ring
+// wraps, and at the odd page after a block that began inside the pair (all functions of position alone),
+// so a block is one page or a pair of pages from an even page's start, and each row processes exactly the
+// blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic therefore never depends on which other rows share its tile or
+// how tokens were batched. Two pages a block instead of one: half the per-block work (the walk, the
+// bookkeeping of the online softmax, each kernel's setup); measured interleaved against one-page blocks,
+// decode 1.01–1.05× and prefill 1.04–1.05× (relaxed-simd and simd, GPT-2 and Llama shapes). int8 caches keep
+// one-page blocks: their kernels read each page's row scales beside its rows, and were not reworked for pairs.
 //
 // Chunks (flash-decoding), for threads: the keys are also cut every CHUNK positions (16 pages). A row walks
 // each chunk that holds keys it sees from a fresh softmax state (max, sum, accumulator), and the chunks'
@@ -32,11 +36,11 @@ import {
   PARTIALS, PARTIAL_CAPACITY, PARTIAL_NEEDED, PIECES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, TILE_MODE, TOKENS,
   claim, jobWord, setJobWord,
 } from './job';
-import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
+import { dot2x4Dim64, dot2x4F32, dot4F32, dot8Dim64, dot8F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
-/** A canonical block is at most one page of the cache. */
-export const BLOCK: i32 = PAGE_ROWS;
+/** A canonical block is at most two pages of the cache (float32 caches; int8 blocks stay within one page). */
+export const BLOCK: i32 = 2 * PAGE_ROWS;
 /** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
 const TILE_ROWS: i32 = 16;
 /** Positions per chunk: the unit of work a decode step is cut into for threads (a multiple of BLOCK). */
@@ -49,6 +53,7 @@ let heads: i32 = 1;
 let group: i32 = 1;            // query heads per kv head
 let headDim: i32 = 1;
 let int8: bool = false;
+let pairPages: bool = true;    // blocks may span an even page and the odd page after it (float32)
 let sinks: i32 = 0;
 let ring: i32 = 1;
 let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
@@ -119,6 +124,7 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32, scr
   headDim = field(descriptor, HEAD_DIM);
   const dim = headDim;
   int8 = field(descriptor, INT8) != 0;
+  pairPages = !int8;
   sinks = field(descriptor, SINKS);
   ring = field(descriptor, RING);
   keyEnd = end;
@@ -192,22 +198,37 @@ function setVisible(row: i32, position: i32): void {
 }
 
 /**
- * The canonical block that holds `position` starts at the last cut at or before it: the start of its
- * page (a slot that is a multiple of BLOCK), the end of the sinks, or the ring's wrap.
+ * The slot where the canonical block holding `slot` starts. Cuts: the start of every even page (a slot that
+ * is a multiple of BLOCK), the end of the sinks and the ring's wrap; and a page's start wherever the block
+ * before it began inside the page pair (the ring's first block, which begins at the end of the sinks). So a
+ * block spans two pages only from the start of an even page. int8 caches cut at every page.
  */
 // @ts-ignore: decorator
-@inline function blockStart(position: i32): i32 {
-  if (position < sinks) return position - position % BLOCK; // slot = position
-  const slot = sinks + (position - sinks) % ring;
-  return position - (slot - max(slot - slot % BLOCK, sinks));
+@inline function blockStartSlot(slot: i32): i32 {
+  const page = slot - slot % PAGE_ROWS;
+  if (!pairPages) return slot < sinks ? page : max(page, sinks);
+  const pair = slot - slot % BLOCK;
+  if (slot < sinks) return pair;
+  return max(max(pair, sinks), sinks > pair ? page : pair);
 }
 
-/** The first cut after `position`: the next page, the end of the sinks, or the ring's wrap. */
+/** The canonical block that holds `position` starts at blockStartSlot of its slot (a function of position alone). */
+// @ts-ignore: decorator
+@inline function blockStart(position: i32): i32 {
+  const slot = slotOf(position, sinks, ring);
+  return position - (slot - blockStartSlot(slot));
+}
+
+/**
+ * The end of the block walked from `position` (a block's start, or a chunk's cut inside one): two pages from
+ * the start of an even page, else the end of its page; never past the end of the sinks or the ring's wrap.
+ */
 // @ts-ignore: decorator
 @inline function blockEnd(position: i32): i32 {
-  if (position < sinks) return min(position - position % BLOCK + BLOCK, sinks);
-  const slot = sinks + (position - sinks) % ring;
-  const rows = min(slot - slot % BLOCK + BLOCK, sinks + ring) - slot;
+  const slot = slotOf(position, sinks, ring);
+  const span = pairPages && slot % BLOCK == 0 ? BLOCK : PAGE_ROWS;
+  const limit = slot - slot % PAGE_ROWS + span;
+  const rows = (position < sinks ? min(limit, sinks) : min(limit, sinks + ring)) - slot;
   // saturate rather than wrap past the last i32 position (callers take min(blockEnd, end) anyway)
   return position > 0x7fffffff - rows ? 0x7fffffff : position + rows;
 }
@@ -280,83 +301,98 @@ function touchLines(from: usize, bytes: usize): void {
 
 function visitBlock(position: i32, n: i32): void {
   const slot = slotOf(position, sinks, ring);
-  // the block lies inside one page (blockStart/blockEnd cut at pages)
   const entry = <usize>(slot >> PAGE_SHIFT) << 2;
   const row = slot & (PAGE_ROWS - 1);
+  // lanes [0, split) lie in the page of `slot`, lanes [split, n) at the start of the next one (a block spans
+  // two pages only from the start of an even page: split = PAGE_ROWS there)
+  const split = min(n, PAGE_ROWS - row);
   const keyPage = <usize>load<u32>(keyTable + entry);
   const valuePage = weightsMode ? keyPage : <usize>load<u32>(valueTable + entry);
   const keys = keyPage + <usize>row * keyRowBytes;
   const values = valuePage + <usize>row * keyRowBytes;
+  let nextKeys: usize = 0, nextValues: usize = 0;
+  if (split < n) {
+    nextKeys = <usize>load<u32>(keyTable + entry + 4);
+    nextValues = weightsMode ? nextKeys : <usize>load<u32>(valueTable + entry + 4);
+  }
   if (streaming) {
-    touchLines(keys, <usize>n * keyRowBytes);
-    touchLines(values, <usize>n * keyRowBytes);
+    touchLines(keys, <usize>split * keyRowBytes);
+    touchLines(values, <usize>split * keyRowBytes);
+    if (split < n) {
+      touchLines(nextKeys, <usize>(n - split) * keyRowBytes);
+      touchLines(nextValues, <usize>(n - split) * keyRowBytes);
+    }
   }
   // int8: the rows stay int8 (int8.ts computes on them in integers); their scales lie after the page's rows
   if (int8) {
     keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
     valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
+    scoreBlockI8(keys, n);
+  } else {
+    scoreBlock(keys, 0, split);
+    if (split < n) scoreBlock(nextKeys, split, n);
   }
-  scoreBlock(keys, slot, n);
   for (let i = 0; i < activeCount; i++) {
     const r = getI32(activeRows, i);
     const blockMax = maskScores(r);
     if (weightsMode) collectScores(r, position);
     else softmaxBlock(r, blockMax);
   }
-  if (!weightsMode) accumulateBlock(values, slot, n);
+  if (weightsMode) return;
+  if (int8) {
+    accumulateBlockI8(values, n);
+  } else {
+    accumulateBlock(values, 0, split);
+    if (split < n) accumulateBlock(nextValues, split, n);
+  }
 }
 
 // ---------------------------------------------------------------------------------------- scores
 
 /**
- * probs[r][j] = q_r · k_j for every active row r and the lanes j of the groups of four that cover its
- * visible keys (lanes counted from the block's start); for int8, factors[j] = the score scale of key j (scale × its key scale).
+ * probs[r][j] = q_r · k_j for every active row r and the lanes j in [lo, hi) of the groups of four that
+ * cover its visible keys (lanes counted from the block's start; `keys`: lane lo's row). A block that spans
+ * two pages is scored a page at a time (lo = 0, then PAGE_ROWS: a group never straddles the pages).
  */
-function scoreBlock(keys: usize, slot: i32, n: i32): void {
+function scoreBlock(keys: usize, lo: i32, hi: i32): void {
   const rowBytes = <usize>headDim << 2;
-  if (int8) {
-    // float32 keys all share `scale`, which maskScores applies directly
-    for (let j = 0; j < n; j++) {
-      store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleBlock + (<usize>j << 2)));
-    }
-    scoreBlockI8(keys, n);
-    return;
-  }
-  const last = n - 1;
+  const last = hi - 1; // lanes past it read the page's last key (maskScores masks them)
   let i = 0;
   if (ASC_FEATURE_SIMD) {
     // rows two at a time, keys four at a time
     for (; i + 1 < activeCount; i += 2) {
       const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
       const qa = <usize>getI32(rowQuery, ra), qb = <usize>getI32(rowQuery, rb);
-      const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)) & ~3;
-      const to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+      const from = max(min(getI32(rowFrom, ra), getI32(rowFrom, rb)), lo) & ~3;
+      const to = min(max(getI32(rowTo, ra), getI32(rowTo, rb)), hi);
       let j = from;
       if (headDim == 64) {
-        for (; j < to && j + 4 <= n; j += 4) {
-          dot2x4Dim64(qa, qb, keys + <usize>j * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        for (; j < to && j + 4 <= hi; j += 4) {
+          dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
         }
       }
       for (; j < to; j += 4) {
-        const k0 = keys + <usize>j * rowBytes;
-        const k1 = keys + <usize>min(j + 1, last) * rowBytes;
-        const k2 = keys + <usize>min(j + 2, last) * rowBytes;
-        const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+        const k0 = keys + <usize>(j - lo) * rowBytes;
+        const k1 = keys + <usize>(min(j + 1, last) - lo) * rowBytes;
+        const k2 = keys + <usize>(min(j + 2, last) - lo) * rowBytes;
+        const k3 = keys + <usize>(min(j + 3, last) - lo) * rowBytes;
         dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
       }
     }
     if (i < activeCount) {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
-      let j = getI32(rowFrom, r) & ~3;
-      const to = getI32(rowTo, r);
-      // eight keys at a time while all eight exist, then four (clamped to the block's last key)
-      for (; j + 8 <= n && j < to; j += 8) dot8F32(q, keys + <usize>j * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+      let j = max(getI32(rowFrom, r), lo) & ~3;
+      const to = min(getI32(rowTo, r), hi);
+      // eight keys at a time while all eight exist, then four (clamped to the page's last key)
+      for (; j + 8 <= hi && j < to; j += 8) {
+        dot8F32(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+      }
       for (; j < to; j += 4) {
-        const k0 = keys + <usize>j * rowBytes;
-        const k1 = keys + <usize>min(j + 1, last) * rowBytes;
-        const k2 = keys + <usize>min(j + 2, last) * rowBytes;
-        const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+        const k0 = keys + <usize>(j - lo) * rowBytes;
+        const k1 = keys + <usize>(min(j + 1, last) - lo) * rowBytes;
+        const k2 = keys + <usize>(min(j + 2, last) - lo) * rowBytes;
+        const k3 = keys + <usize>(min(j + 3, last) - lo) * rowBytes;
         v128.store(probsOf(r) + (<usize>j << 2), dot4F32(q, k0, k1, k2, k3, headDim));
       }
     }
@@ -364,8 +400,9 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
     for (; i < activeCount; i++) {
       const r = getI32(activeRows, i);
       const q = <usize>getI32(rowQuery, r);
-      for (let j = getI32(rowFrom, r); j < getI32(rowTo, r); j++) {
-        store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>j * rowBytes, headDim));
+      const to = min(getI32(rowTo, r), hi);
+      for (let j = max(getI32(rowFrom, r), lo); j < to; j++) {
+        store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>(j - lo) * rowBytes, headDim));
       }
     }
   }
@@ -373,6 +410,10 @@ function scoreBlock(keys: usize, slot: i32, n: i32): void {
 
 /** scoreBlock's dot products over int8 keys (int8.ts), rows two at a time. */
 function scoreBlockI8(keys: usize, n: i32): void {
+  // float32 keys all share `scale`, which maskScores applies directly
+  for (let j = 0; j < n; j++) {
+    store<f32>(factorBase + (<usize>j << 2), scale * load<f32>(keyScaleBlock + (<usize>j << 2)));
+  }
   let i = 0;
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
@@ -527,33 +568,36 @@ function scaleRow(row: usize, factor: f32): void {
 
 // ---------------------------------------------------------------------------------------- values
 
-/** Adds Σ p · v over the block for every active row: pairs share value loads over their common keys. */
-function accumulateBlock(values: usize, slot: i32, n: i32): void {
+/**
+ * Adds Σ p · v over the lanes [lo, hi) of the block for every active row (`values`: lane lo's row): pairs
+ * share value loads over their common keys.
+ */
+function accumulateBlock(values: usize, lo: i32, hi: i32): void {
   const rowBytes = <usize>headDim << 2;
-  if (int8) {
-    accumulateBlockI8(values, n);
-    return;
-  }
+  const lanes = <usize>lo << 2; // the rows' weights from lane lo on
   let i = 0;
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
-    const fa = getI32(rowFrom, ra), ta = getI32(rowTo, ra), fb = getI32(rowFrom, rb), tb = getI32(rowTo, rb);
+    const fa = max(getI32(rowFrom, ra), lo) - lo, ta = min(getI32(rowTo, ra), hi) - lo;
+    const fb = max(getI32(rowFrom, rb), lo) - lo, tb = min(getI32(rowTo, rb), hi) - lo;
+    const pa = probsOf(ra) + lanes, pb = probsOf(rb) + lanes;
     const from = max(fa, fb), to = min(ta, tb);
     if (from >= to) {
-      accumulate1(accOf(ra), probsOf(ra), values, rowBytes, fa, ta, headDim);
-      accumulate1(accOf(rb), probsOf(rb), values, rowBytes, fb, tb, headDim);
+      if (fa < ta) accumulate1(accOf(ra), pa, values, rowBytes, fa, ta, headDim);
+      if (fb < tb) accumulate1(accOf(rb), pb, values, rowBytes, fb, tb, headDim);
       continue;
     }
     // each row's keys stay in ascending order: its own head, the shared middle, its own tail
-    if (fa < from) accumulate1(accOf(ra), probsOf(ra), values, rowBytes, fa, from, headDim);
-    if (fb < from) accumulate1(accOf(rb), probsOf(rb), values, rowBytes, fb, from, headDim);
-    accumulate2(accOf(ra), probsOf(ra), accOf(rb), probsOf(rb), values, rowBytes, from, to, headDim);
-    if (to < ta) accumulate1(accOf(ra), probsOf(ra), values, rowBytes, to, ta, headDim);
-    if (to < tb) accumulate1(accOf(rb), probsOf(rb), values, rowBytes, to, tb, headDim);
+    if (fa < from) accumulate1(accOf(ra), pa, values, rowBytes, fa, from, headDim);
+    if (fb < from) accumulate1(accOf(rb), pb, values, rowBytes, fb, from, headDim);
+    accumulate2(accOf(ra), pa, accOf(rb), pb, values, rowBytes, from, to, headDim);
+    if (to < ta) accumulate1(accOf(ra), pa, values, rowBytes, to, ta, headDim);
+    if (to < tb) accumulate1(accOf(rb), pb, values, rowBytes, to, tb, headDim);
   }
   if (i < activeCount) {
     const r = getI32(activeRows, i);
-    accumulate1(accOf(r), probsOf(r), values, rowBytes, getI32(rowFrom, r), getI32(rowTo, r), headDim);
+    const f = max(getI32(rowFrom, r), lo) - lo, t = min(getI32(rowTo, r), hi) - lo;
+    if (f < t) accumulate1(accOf(r), probsOf(r) + lanes, values, rowBytes, f, t, headDim);
   }
 }
 

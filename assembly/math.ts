@@ -32,13 +32,13 @@ const P5: f32 = 5.0000001201e-1;
   if (x < EXP_MIN) return 0;
   const n = nearest<f32>(x * LOG2E);
   const r = x - n * LN2_HI - n * LN2_LO;
-  let p = P0;
-  p = p * r + P1;
-  p = p * r + P2;
-  p = p * r + P3;
-  p = p * r + P4;
-  p = p * r + P5;
-  const y = p * r * r + r + 1;
+  // P(r) by Estrin's scheme: three independent pairs, then two steps in r², where Horner's rule chained five
+  // multiply-adds (a softmax pass waits on exp4's latency): exp4 alone ~10% faster, decode 1.00–1.06×
+  // (interleaved; the error bound of test/exp.test.ts holds unchanged)
+  const r2 = r * r;
+  const a = P0 * r + P1, b = P2 * r + P3, c = P4 * r + P5;
+  const p = (a * r2 + b) * r2 + c;
+  const y = p * r2 + r + 1;
   // 2^n for n in [-126, 0]: build the float's exponent field directly.
   return y * reinterpret<f32>((<i32>n + 127) << 23);
 }
@@ -140,14 +140,13 @@ const K_TANH_SMALL: usize = 68, K_MINUS_TWO: usize = 72, K_SIGN: usize = 76;
   const shifted = f32x4.add(f32x4.mul(xc, constant4(K_LOG2E)), magic);
   const n = f32x4.sub(shifted, magic);
   const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, constant4(K_LN2_HI))), f32x4.mul(n, constant4(K_LN2_LO)));
-  let p = constant4(K_P0);
-  p = madd(p, r, constant4(K_P1));
-  p = madd(p, r, constant4(K_P2));
-  p = madd(p, r, constant4(K_P3));
-  p = madd(p, r, constant4(K_P4));
-  p = madd(p, r, constant4(K_P5));
+  const r2 = f32x4.mul(r, r);
+  const a = madd(constant4(K_P0), r, constant4(K_P1));
+  const b = madd(constant4(K_P2), r, constant4(K_P3));
+  const c = madd(constant4(K_P4), r, constant4(K_P5));
+  const p = madd(madd(a, r2, b), r2, c);
   const one = constant4(K_ONE);
-  const y = f32x4.add(madd(f32x4.mul(p, r), r, r), one);
+  const y = f32x4.add(madd(p, r2, r), one);
   // low bits of `shifted` hold n (two's complement); << 23 moves them into the exponent, + bits(1.0f) = 127 << 23 biases it
   const pow2n = i32x4.add(i32x4.shl(shifted, 23), one);
   return v128.andnot(f32x4.mul(y, pow2n), underflow);

@@ -13,7 +13,7 @@
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, symlinkSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, median } from './common.mjs';
 import { Rng } from '../test/support/rng.js';
@@ -37,7 +37,8 @@ const DEFAULTS = {
 };
 const HELP = `node bench/decode-vs-baseline.mjs [options]   (npm run bench:decode)
   --baseline <commit>   the kernel to compare with (default ${DEFAULTS.baseline}), built in .tmp/baseline;
-                        'this': this checkout (with --baseline-dtype, one dtype against another)
+                        'this': this checkout (with --baseline-dtype, one dtype against another);
+                        or the path of another built checkout (a worktree holding a variant)
   --dtype <d>           the cache dtype of this checkout's rows: float32 (default) or int8
   --baseline-dtype <d>  the baseline's cache dtype (default: --dtype)
   --builds <list>       ${DEFAULTS.builds}
@@ -75,6 +76,8 @@ if (opts.help) {
 /** Checks out and builds the baseline commit in .tmp/baseline unless its dist/ already exists. */
 function ensureBaseline(/** @type {string} */ commit) {
   if (commit === 'this') return root;
+  // another checkout (a git worktree holding a variant), already built
+  if (existsSync(join(commit, 'dist', 'index.js'))) return resolve(commit);
   const dir = join(root, '.tmp', 'baseline');
   if (!existsSync(join(dir, 'dist', 'index.js'))) {
     if (!existsSync(dir))
@@ -173,8 +176,9 @@ async function runChild(/** @type {string} */ build) {
   ];
   for (const [i, pkg] of variants.entries()) {
     // one thread: the issue's targets are for the kernel on one core (this checkout's default is 'auto';
-    // a baseline from before threads takes no `threads`)
-    const got = (await pkg.init(i === 0 && opts.baseline !== 'this' ? { build } : { build, threads: 1 })).build;
+    // the default baseline is from before threads and takes no `threads`)
+    const before = i === 0 && opts.baseline === DEFAULTS.baseline;
+    const got = (await pkg.init(before ? { build } : { build, threads: 1 })).build;
     if (got !== build) throw new Error(`asked for the ${build} build, got ${got}`);
   }
   const dtypes = [baselineDtype, opts.dtype];

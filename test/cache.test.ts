@@ -234,6 +234,12 @@ forEachBuild('KVCache', (build) => {
       [{ heads: 2, kvHeads: 2, headDim: 8, maxTokens: 130, window: 100, sinks: 70 }, 330],
       [{ heads: 6, kvHeads: 2, headDim: 24, maxTokens: 65, window: 65, sinks: 65, softcap: 3 }, 300],
       [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 200, window: 7, sinks: 130 }, 260],
+      // float32 blocks span two pages from an even page's start: the ring's first block begins at the end of
+      // the sinks inside a pair of pages, the wrap cuts pairs, and chunk cuts (every 1024 positions) land
+      // inside pairs of the wrapped ring
+      [{ heads: 4, kvHeads: 1, headDim: 16, maxTokens: 405, window: 400, sinks: 5 }, 2100],
+      // without sinks, each query's walk begins at the block of its window's first key, inside a pair or not
+      [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 300, window: 300 }, 1200],
     ];
     for (const [cfg, n] of fixed) {
       it(`${cfgName(cfg)}, ${n} tokens`, () => {
