@@ -36,7 +36,7 @@ import {
   PARTIALS, PARTIAL_CAPACITY, PARTIAL_NEEDED, PIECES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, TILE_MODE, TOKENS,
   claim, jobWord, setJobWord,
 } from './job';
-import { dot2x4Dim64, dot2x4F32, dot4F32, dot8Dim64, dot8F32, dotScalarF32 } from './score';
+import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from './score';
 import { accumulate1, accumulate2 } from './values';
 
 /** A canonical block is at most two pages of the cache (float32 caches; int8 blocks stay within one page). */
