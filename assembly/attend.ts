@@ -11,11 +11,12 @@
 // cache begins (slot a multiple of BLOCK = two pages, layout.ts), at the end of the sinks and where the ring
 // wraps, and at the odd page after a block that began inside the pair (all functions of position alone),
 // so a block is one page or a pair of pages from an even page's start, and each row processes exactly the
-// blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic therefore never depends on which other rows share its tile or
-// how tokens were batched. Two pages a block instead of one: half the per-block work (the walk, the
-// bookkeeping of the online softmax, each kernel's setup); measured interleaved against one-page blocks,
-// decode 1.01–1.05× and prefill 1.04–1.05× (relaxed-simd and simd, GPT-2 and Llama shapes). int8 caches keep
-// one-page blocks: their kernels read each page's row scales beside its rows, and were not reworked for pairs.
+// blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic
+// therefore never depends on which other rows share its tile or how tokens were batched.
+// Two pages a block instead of one halve the per-block work (the walk, the online softmax's bookkeeping,
+// each kernel's setup): measured interleaved against one-page blocks, decode 1.01–1.05× and prefill
+// 1.04–1.05× (relaxed-simd and simd, GPT-2 and Llama shapes). int8 caches keep one-page blocks: their
+// kernels read each page's row scales beside its rows, and were not reworked for pairs.
 //
 // Chunks (flash-decoding), for threads: the keys are also cut every CHUNK positions (16 pages). A row walks
 // each chunk that holds keys it sees from a fresh softmax state (max, sum, accumulator), and the chunks'
@@ -41,6 +42,8 @@ import { accumulate1, accumulate2 } from './values';
 
 /** A canonical block is at most two pages of the cache (float32 caches; int8 blocks stay within one page). */
 export const BLOCK: i32 = 2 * PAGE_ROWS;
+/** The most keys of an int8 block: the integer kernels' weights per row (int8.ts). */
+const INT8_BLOCK: i32 = PAGE_ROWS;
 /** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
 const TILE_ROWS: i32 = 16;
 /** Positions per chunk: the unit of work a decode step is cut into for threads (a multiple of BLOCK). */
@@ -111,7 +114,7 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const perToken = queryHeads / kvHeads;
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
-  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, BLOCK) + 64;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) + 64;
 }
 
 /**
@@ -142,8 +145,8 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32, scr
   probBase = accBase + rows * accStride;
   factorBase = probBase + (rows * <usize>BLOCK << 2);
   int8Area = factorBase + (<usize>BLOCK << 2);
-  setInt8Area(int8Area, tileRows, dim, BLOCK);
-  rowMax = int8Area + int8ScratchBytes(rows, dim, BLOCK);
+  setInt8Area(int8Area, tileRows, dim, INT8_BLOCK);
+  rowMax = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);

@@ -32,13 +32,13 @@ const TINY: f32 = 5.421010862427522e-20;   // 2^-64
 const BOOST: f32 = 18446744073709551616.0; // 2^64
 
 // The working area (in the thread's scratch, attend.ts), for `rows` query rows:
-//   queries [row][paddedDim] i16 · query scales [row] f32 · weights [row][BLOCK] i16 · weight scales [row] f32
+//   queries [row][paddedDim] i16 · query scales [row] f32 · weights [row][INT8_BLOCK] i16 · weight scales [row] f32
 let queries: usize = 0;
 let queryScales: usize = 0;
 let weights: usize = 0;
 let weightScales: usize = 0;
 let paddedDim: i32 = 0;     // headDim rounded up to a multiple of 8
-let blockRows: i32 = 0;     // weights per row (attend.ts's BLOCK)
+let blockRows: i32 = 0;     // weights per row (attend.ts's INT8_BLOCK: an int8 block's most keys)
 
 // @ts-ignore: decorator
 @inline function padded(dim: i32): i32 {

@@ -82,7 +82,7 @@ const SCENARIOS: Scenario[] = [
   },
   { cfg: { heads: 2, kvHeads: 1, headDim: 32, maxTokens: 1, window: 1, sinks: 1 }, chunks: [3, 1, 1, 1, 4] },
   { cfg: { heads: 2, headDim: 16, maxTokens: 1, window: 1 }, chunks: [1, 1, 5, 1] },
-  // sinks longer than a 64-key block; a ring that is not a multiple of 64
+  // sinks longer than a page; a ring that is not a multiple of 64
   {
     cfg: { heads: 2, kvHeads: 2, headDim: 8, maxTokens: 130, window: 100, sinks: 70 },
     chunks: [150, 1, 1, 90, 1, 100, 1],
@@ -227,7 +227,7 @@ forEachBuild('KVCache', (build) => {
       [{ heads: 2, kvHeads: 1, headDim: 512, maxTokens: 20, scale: 0.05 }, 20],
       [{ heads: 4, kvHeads: 2, headDim: 64, maxTokens: 8, window: 8, sinks: 2, rope: {} }, 60],
       [{ heads: 4, kvHeads: 2, headDim: 64, maxTokens: 17, window: 16, sinks: 1 }, 90],
-      // long enough to cross many 64-key blocks, with ring sizes that are not multiples of 64 and sinks
+      // long enough to cross many pages, with ring sizes that are not multiples of 64 and sinks
       // longer than a block
       [{ heads: 4, kvHeads: 1, headDim: 32, maxTokens: 260 }, 260],
       [{ heads: 2, kvHeads: 1, headDim: 16, maxTokens: 100, window: 90, sinks: 3, rope: {} }, 400],
@@ -240,6 +240,9 @@ forEachBuild('KVCache', (build) => {
       [{ heads: 4, kvHeads: 1, headDim: 16, maxTokens: 405, window: 400, sinks: 5 }, 2100],
       // without sinks, each query's walk begins at the block of its window's first key, inside a pair or not
       [{ heads: 2, kvHeads: 1, headDim: 8, maxTokens: 300, window: 300 }, 1200],
+      // a chunk cut inside the even page of a pair (position 1024 is slot 1024 % 330 = 34 of the 330-slot
+      // ring), and a single query row's eight-key scoring on a pair's second page
+      [{ heads: 1, kvHeads: 1, headDim: 64, maxTokens: 330, window: 330 }, 2100],
     ];
     for (const [cfg, n] of fixed) {
       it(`${cfgName(cfg)}, ${n} tokens`, () => {
