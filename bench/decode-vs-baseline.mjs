@@ -174,7 +174,7 @@ async function runChild(/** @type {string} */ build) {
     await import(pathToFileURL(join(/** @type {string} */ (process.env.BASELINE_DIR), 'dist', 'index.js')).href),
     await import(pathToFileURL(join(root, 'dist', 'index.js')).href),
   ];
-  for (const [i, pkg] of variants.entries()) {
+  for (const pkg of variants) {
     // one thread: the targets are for the kernel on one core (this checkout's default is 'auto'; a
     // version from before threads ignores the option)
     const got = (await pkg.init({ build, threads: 1 })).build;
