@@ -248,10 +248,12 @@ function walkTile(rows: i32, lo: i32, hi: i32): void {
   }
   end = min(end, hi);
   if (start >= end) return;
-  walkEnd = end;
-  walkSinkEnd = 0;
-  for (let r = 0; r < rows; r++) walkSinkEnd = max(walkSinkEnd, getI32(rowSinkEnd, r));
-  touchedEnd = 0;
+  if (streaming) {
+    walkEnd = end;
+    walkSinkEnd = 0;
+    for (let r = 0; r < rows; r++) walkSinkEnd = max(walkSinkEnd, getI32(rowSinkEnd, r));
+    touchedEnd = 0;
+  }
   let position = max(blockStart(start), lo);
   while (position < end) {
     const stop = min(blockEnd(position), end);
