@@ -249,9 +249,14 @@ function walkTile(rows: i32, lo: i32, hi: i32): void {
   end = min(end, hi);
   if (start >= end) return;
   if (streaming) {
+    // touches stop at the end of the sinks only where a gap follows them (a window that begins past them)
     walkEnd = end;
-    walkSinkEnd = 0;
-    for (let r = 0; r < rows; r++) walkSinkEnd = max(walkSinkEnd, getI32(rowSinkEnd, r));
+    let sinkEnd = 0, first = 0x7fffffff;
+    for (let r = 0; r < rows; r++) {
+      sinkEnd = max(sinkEnd, getI32(rowSinkEnd, r));
+      if (getI32(rowFirst, r) <= getI32(rowLast, r)) first = min(first, getI32(rowFirst, r));
+    }
+    walkSinkEnd = sinkEnd < first ? sinkEnd : 0;
     touchedEnd = 0;
   }
   let position = max(blockStart(start), lo);
@@ -309,7 +314,7 @@ let streaming: bool = false;
 let touched: i32 = 0; // keeps the touching loads alive
 
 let walkEnd: i32 = 0;     // the walk in progress (walkTile) ends here,
-let walkSinkEnd: i32 = 0; // its rows' sinks end here (the window's gap after them is never touched),
+let walkSinkEnd: i32 = 0; // its rows' sinks end here where a gap follows (never touched), else 0,
 let touchedEnd: i32 = 0;  // and its keys and values below this position are touched
 const TOUCH_BYTES: i32 = 512 << 10;
 

@@ -16,7 +16,7 @@
 //   9     ropeDims         0: no rotary
 //   10    ropeInterleaved  1: pairwise (GPT-J), 0: half-split (NeoX/Llama)
 //   11    ropeTable        address of the rope table (rope.ts)
-//   12    stream           1: decode-like calls touch each block's lines first (attend.ts)
+//   12    stream           1: decode-like calls touch their K/V lines ahead of the arithmetic (attend.ts)
 //   13    q                staging: [tokens][heads][headDim] f32 queries (rotated in place)
 //   14    k                staging: [tokens][kvHeads][headDim] f32 new keys (rotated in place)
 //   15    v                staging: new values, same shape
