@@ -324,7 +324,7 @@ const TOUCH_BYTES: i32 = 512 << 10;
  */
 function touchAhead(position: i32): void {
   const span = max(BLOCK, (TOUCH_BYTES / (2 * <i32>keyRowBytes)) & ~(PAGE_ROWS - 1));
-  let stop = min(walkEnd, position + span);
+  let stop = walkEnd - position <= span ? walkEnd : position + span; // no i32 overflow near the last position
   if (position < walkSinkEnd) stop = min(stop, walkSinkEnd);
   for (let kind = 0; kind < 2; kind++) {
     const table = kind == 0 ? keyTable : valueTable;
