@@ -56,7 +56,6 @@ let heads: i32 = 1;
 let group: i32 = 1;            // query heads per kv head
 let headDim: i32 = 1;
 let int8: bool = false;
-let pairPages: bool = true;    // blocks may span an even page and the odd page after it (float32)
 let sinks: i32 = 0;
 let ring: i32 = 1;
 let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
@@ -127,7 +126,6 @@ function setGeometry(descriptor: usize, layer: i32, end: i32, isCausal: i32, scr
   headDim = field(descriptor, HEAD_DIM);
   const dim = headDim;
   int8 = field(descriptor, INT8) != 0;
-  pairPages = !int8;
   sinks = field(descriptor, SINKS);
   ring = field(descriptor, RING);
   keyEnd = end;
@@ -209,7 +207,7 @@ function setVisible(row: i32, position: i32): void {
 // @ts-ignore: decorator
 @inline function blockStartSlot(slot: i32): i32 {
   const page = slot - slot % PAGE_ROWS;
-  if (!pairPages) return slot < sinks ? page : max(page, sinks);
+  if (int8) return slot < sinks ? page : max(page, sinks); // int8: one page a block
   const pair = slot - slot % BLOCK;
   if (slot < sinks) return pair;
   return max(max(pair, sinks), sinks > pair ? page : pair);
@@ -229,7 +227,7 @@ function setVisible(row: i32, position: i32): void {
 // @ts-ignore: decorator
 @inline function blockEnd(position: i32): i32 {
   const slot = slotOf(position, sinks, ring);
-  const span = pairPages && slot % BLOCK == 0 ? BLOCK : PAGE_ROWS;
+  const span = !int8 && slot % BLOCK == 0 ? BLOCK : PAGE_ROWS;
   const limit = slot - slot % PAGE_ROWS + span;
   const rows = (position < sinks ? min(limit, sinks) : min(limit, sinks + ring)) - slot;
   // saturate rather than wrap past the last i32 position (callers take min(blockEnd, end) anyway)
