@@ -18,10 +18,13 @@
 // thread's instance reads from the shared memory: the caller writes the call's numbers into the job and
 // calls plan (append, rotate, cut the work into pieces fixed by the problem), then each thread, the caller
 // included, calls work (claiming pieces until none are left), then the caller calls finish. Outputs are
-// the same bits as attend/step on one thread (attend.ts: chunks).
+// the same bits as attend/step on one thread (attend/chunks.ts).
 
 import { appendRows } from './layout';
-import { attendQueries, attentionWeights, finishJob, planJob, scratchBytesFor, work as workPieces } from './attend';
+import { attendQueries } from './attend';
+import { scratchBytesFor } from './attend/call';
+import { attentionWeights } from './attend/weights';
+import { finishJob, planJob, workPieces } from './attend/work';
 import { DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, TOKENS, jobWord } from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
 import { HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, address, field } from './descriptor';

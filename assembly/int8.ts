@@ -7,7 +7,7 @@
 // and every partial sum is an integer, so Σ Q·K is exact in any order, and the i32 never overflows:
 // |Σ Q·K| <= 512 · 32767 · 128 = 2,147,418,112 < 2^31 at the largest head size (options.ts: 512).
 // The float part is then the same two roundings for every (row, key) in every build:
-//   dot = f32(Σ Q·K) · qScale   (attend.ts: score = dot · (scale · kScale), as for float32 keys).
+//   dot = f32(Σ Q·K) · qScale   (attend/scores.ts: score = dot · (scale · kScale), as for float32 keys).
 // The query row is padded with zeros to a multiple of 8, so the last 8-wide load of a key row may read
 // the next row's first bytes (or the page's scales after row 63): they meet zeros and add exactly 0.
 //
@@ -31,14 +31,14 @@ const LEVELS: f32 = 32767;
 const TINY: f32 = 5.421010862427522e-20;   // 2^-64
 const BOOST: f32 = 18446744073709551616.0; // 2^64
 
-// The working area (in the thread's scratch, attend.ts), for `rows` query rows:
+// The working area (in the thread's scratch, attend/call.ts), for `rows` query rows:
 //   queries [row][paddedDim] i16 · query scales [row] f32 · weights [row][INT8_BLOCK] i16 · weight scales [row] f32
 let queries: usize = 0;
 let queryScales: usize = 0;
 let weights: usize = 0;
 let weightScales: usize = 0;
 let paddedDim: i32 = 0;     // headDim rounded up to a multiple of 8
-let blockRows: i32 = 0;     // weights per row (attend.ts's INT8_BLOCK: an int8 block's most keys)
+let blockRows: i32 = 0;     // weights per row (attend/call.ts's INT8_BLOCK: an int8 block's most keys)
 
 // @ts-ignore: decorator
 @inline function padded(dim: i32): i32 {

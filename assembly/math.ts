@@ -33,8 +33,7 @@ const P5: f32 = 5.0000001201e-1;
   const n = nearest<f32>(x * LOG2E);
   const r = x - n * LN2_HI - n * LN2_LO;
   // P(r) by Estrin's scheme: three independent pairs, then two steps in r², where Horner's rule chained five
-  // multiply-adds (a softmax pass waits on exp4's latency): exp4 alone ~10% faster, decode 1.00–1.06×
-  // (interleaved; the error bound of test/exp.test.ts holds unchanged)
+  // multiply-adds that a softmax pass waits on (docs/PERFORMANCE.md, "Kernel")
   const r2 = r * r;
   const a = P0 * r + P1, b = P2 * r + P3, c = P4 * r + P5;
   const p = (a * r2 + b) * r2 + c;

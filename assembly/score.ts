@@ -116,9 +116,8 @@ import { madd, transposeSum } from './math';
 /**
  * dot2x4F32 of four consecutive keys of 64 floats (k0, k0 + 256, …), the commonest head size: the key loads
  * share one running pointer with immediate offsets, so a step bumps three pointers where dot2x4F32 bumps six
- * (V8 spends an instruction on each). Per lane exactly dot2x4F32's operations. Measured interleaved against
- * dot2x4F32 (with the one-instruction transposeSum in both builds): 1.02× on a Llama group's decode in L2,
- * 1.03–1.10× at L = 2048 (relaxed-simd); 1.04–1.05× and 1.06–1.14× (simd).
+ * (V8 spends an instruction on each), a few percent of a decode step (docs/PERFORMANCE.md). Per lane exactly
+ * dot2x4F32's operations.
  */
 // @ts-ignore: decorator
 @inline export function dot2x4Dim64(qa: usize, qb: usize, k0: usize, outA: usize, outB: usize): void {

@@ -22,7 +22,7 @@ export interface LayerGeometry extends HeadShape {
   ring: number;
 }
 
-/** Positions per page (a float32 cache's canonical blocks are one or two pages: assembly/attend.ts). */
+/** Positions per page (a float32 cache's canonical blocks are one or two pages: assembly/attend/tile.ts). */
 export const PAGE_ROWS = 64;
 
 // Descriptor words (assembly/descriptor.ts documents them; these mirror it).

@@ -6,7 +6,7 @@ import type { LayerGeometry } from './layer.js';
 export const MAX_HEAD_DIM = 512;
 /**
  * The last position a token may take: positions are i32 inside the kernel (whose block walk saturates at
- * 2^31 − 1 instead of wrapping: assembly/attend.ts blockEnd).
+ * 2^31 − 1 instead of wrapping: assembly/attend/tile.ts blockEnd).
  */
 export const MAX_POSITION = 2 ** 31 - 1;
 

@@ -39,7 +39,7 @@ const MUTANTS = [
   mutant(
     'window-off-by-one',
     'the kernel lets a query see one key more than its window (p − window instead of p − window + 1)',
-    ['assembly/attend.ts', 'max(0, position - window + 1)', 'max(0, position - window)'],
+    ['assembly/attend/tile.ts', 'max(0, position - window + 1)', 'max(0, position - window)'],
   ),
   mutant('causal-alignment-shifted', 'one-shot attention places query t at S − T + t − 1 instead of S − T + t', [
     'src/attention.ts',
@@ -51,7 +51,7 @@ const MUTANTS = [
     'gqa-mapping-wrong',
     'query head h reads kv head h mod kvHeads (tiled) instead of floor(h / group) (repeated)',
     [
-      'assembly/attend.ts',
+      'assembly/attend/tile.ts',
       'const index = <usize>(t * heads + g * group + h);',
       'const index = <usize>(t * heads + h * (heads / group) + g);',
     ],
@@ -70,11 +70,11 @@ const MUTANTS = [
     'masked-lane-leaks',
     'lanes of a group of four past the visible keys keep their scores (SIMD), lanes before them (scalar)',
     [
-      'assembly/attend.ts',
+      'assembly/attend/scores.ts',
       'const visible = v128.and(i32x4.ge_s(lane, i32x4.splat(from)), i32x4.lt_s(lane, i32x4.splat(to)));',
       'const visible = i32x4.ge_s(lane, i32x4.splat(from));',
     ],
-    ['assembly/attend.ts', 'if (j >= from && j < to) {', 'if (j < to) {'],
+    ['assembly/attend/scores.ts', 'if (j >= from && j < to) {', 'if (j < to) {'],
   ),
   mutant(
     'int8-unseen-weight-unmasked',

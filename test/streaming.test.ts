@@ -1,5 +1,5 @@
 // Decode steps over a cache of more than 20 MiB of K/V (STREAM_BYTES in src/layer.ts: many layers together,
-// or one big layer) take the kernel's streaming path (cache lines touched ahead of use, assembly/attend.ts). It must
+// or one big layer) take the kernel's streaming path (cache lines touched ahead of use, assembly/attend/stream.ts). It must
 // compute exactly what the ordinary path does.
 
 import { beforeAll, expect, it } from 'vitest';

@@ -1,0 +1,67 @@
+// The values of a block for its active rows: acc += Σ e^(s − m) · v over the lanes each row sees, with the
+// kernels of values.ts (float32: pairs of rows share their value loads) or int8.ts (int8 values in integers).
+
+import { accOf, accStride, activeCount, activeRows, getI32, headDim, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
+import { accumulateI8, accumulateI8x2, accumulateI8x4, quantizeWeights } from '../int8';
+import { accumulate1, accumulate2 } from '../values';
+
+/**
+ * Adds Σ p · v over the lanes [lo, hi) of the block for every active row (`values`: lane lo's row): pairs
+ * share value loads over their common keys.
+ */
+export function accumulateBlock(values: usize, lo: i32, hi: i32): void {
+  const rowBytes = <usize>headDim << 2;
+  const lanes = <usize>lo << 2; // the rows' weights from lane lo on
+  let i = 0;
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const fa = max(getI32(rowFrom, ra), lo) - lo, ta = min(getI32(rowTo, ra), hi) - lo;
+    const fb = max(getI32(rowFrom, rb), lo) - lo, tb = min(getI32(rowTo, rb), hi) - lo;
+    const pa = probsOf(ra) + lanes, pb = probsOf(rb) + lanes;
+    const from = max(fa, fb), to = min(ta, tb);
+    if (from >= to) {
+      if (fa < ta) accumulate1(accOf(ra), pa, values, rowBytes, fa, ta, headDim);
+      if (fb < tb) accumulate1(accOf(rb), pb, values, rowBytes, fb, tb, headDim);
+      continue;
+    }
+    // each row's keys stay in ascending order: its own head, the shared middle, its own tail
+    if (fa < from) accumulate1(accOf(ra), pa, values, rowBytes, fa, from, headDim);
+    if (fb < from) accumulate1(accOf(rb), pb, values, rowBytes, fb, from, headDim);
+    accumulate2(accOf(ra), pa, accOf(rb), pb, values, rowBytes, from, to, headDim);
+    if (to < ta) accumulate1(accOf(ra), pa, values, rowBytes, to, ta, headDim);
+    if (to < tb) accumulate1(accOf(rb), pb, values, rowBytes, to, tb, headDim);
+  }
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    const f = max(getI32(rowFrom, r), lo) - lo, t = min(getI32(rowTo, r), hi) - lo;
+    if (f < t) accumulate1(accOf(r), probsOf(r) + lanes, values, rowBytes, f, t, headDim);
+  }
+}
+
+/** accumulateBlock over int8 values (int8.ts): each row's weights (scaled by the value rows' scales) as int16, rows two at a time. */
+export function accumulateBlockI8(values: usize, n: i32): void {
+  for (let i = 0; i < activeCount; i++) {
+    const r = getI32(activeRows, i);
+    quantizeWeights(r, probsOf(r), valueScaleBlock, getI32(rowFrom, r), getI32(rowTo, r));
+  }
+  let i = 0;
+  // four rows at once where they are consecutive (a tile's rows are: activeRows lists them in order)
+  for (; i + 3 < activeCount && getI32(activeRows, i + 3) == getI32(activeRows, i) + 3; i += 4) {
+    const r = getI32(activeRows, i);
+    let from = getI32(rowFrom, r), to = getI32(rowTo, r);
+    for (let k = 1; k < 4; k++) {
+      from = min(from, getI32(rowFrom, r + k));
+      to = max(to, getI32(rowTo, r + k));
+    }
+    accumulateI8x4(r, accOf(r), accStride, values, headDim, from, to, n - 1);
+  }
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+    accumulateI8x2(ra, accOf(ra), rb, accOf(rb), values, headDim, from, to, n - 1);
+  }
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    accumulateI8(r, accOf(r), values, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1);
+  }
+}

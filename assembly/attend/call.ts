@@ -1,0 +1,195 @@
+// The call in progress: its geometry, read once from the descriptor by beginCall, and the layout of its
+// scratch. Module globals, because one call runs at a time on an instance and nothing here allocates; every
+// entry point (../attend.ts, work.ts, weights.ts) starts with beginCall, and the other modules only read
+// what it set, through the accessors below.
+
+import { int8ScratchBytes, setInt8Area } from '../int8';
+import {
+  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SOFTCAP, WINDOW,
+  field, fieldF32, pageTable, tableCapacity,
+} from '../descriptor';
+import { scalesOf } from '../layout';
+
+/** A canonical block is at most two pages of the cache (float32 caches; int8 blocks stay within one page). */
+export const BLOCK: i32 = 2 * PAGE_ROWS;
+/** The most keys of an int8 block: the integer kernels' weights per row (int8.ts). */
+const INT8_BLOCK: i32 = PAGE_ROWS;
+/** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
+const TILE_ROWS: i32 = 16;
+/** Positions per chunk: the unit of work a decode step is cut into for threads (a multiple of BLOCK). */
+export const CHUNK: i32 = 16 * PAGE_ROWS;
+
+// ------------------------------------------------------------------------------------------ geometry
+
+export let heads: i32 = 1;
+export let group: i32 = 1;            // query heads per kv head
+export let headDim: i32 = 1;
+export let int8: bool = false;
+export let sinks: i32 = 0;
+export let ring: i32 = 1;
+export let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
+export let causal: bool = true;
+export let window: i32 = 0;           // 0: no window
+export let scale: f32 = 1;
+export let softcap: f32 = 0;          // 0: none
+export let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
+
+export let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
+let pages: usize = 0;                 // the layer's page table (descriptor.ts)
+let headTableBytes: usize = 0;        // bytes of one (kv head, K|V) row of it
+export let keyTable: usize = 0;       // this kv head's key pages
+export let valueTable: usize = 0;
+export let keyScaleBlock: usize = 0;  // int8: the block in progress's key scales (the walk sets them)
+export let valueScaleBlock: usize = 0;
+
+// ------------------------------------------------------------------------------------------- scratch
+// For tileRows rows (see scratchBytesFor):
+//   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
+//   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) · then per row:
+//   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
+//   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
+//   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
+//   [row][accStride], max, sum, and whether any chunk was folded in yet.
+export let tileRows: i32 = 1;
+export let accStride: usize = 0;      // bytes
+export let accBase: usize = 0;
+let probBase: usize = 0;
+export let factorBase: usize = 0;
+let int8Area: usize = 0;
+export let rowMax: usize = 0;
+export let rowSum: usize = 0;
+export let rowQuery: usize = 0;
+export let rowOut: usize = 0;         // attend: output row; weights: [keyCount] probability row
+export let rowSinkEnd: usize = 0;
+export let rowFirst: usize = 0;
+export let rowLast: usize = 0;
+export let rowFrom: usize = 0;
+export let rowTo: usize = 0;
+export let activeRows: usize = 0;
+export let activeCount: i32 = 0;      // rows active in the block in progress (the walk lists them)
+export let rowSeen: usize = 0;
+export let foldAcc: usize = 0;
+export let foldMax: usize = 0;
+export let foldSum: usize = 0;
+export let foldSeen: usize = 0;
+
+// @ts-ignore: decorator
+@inline function tileTokensFor(rowsPerToken: i32): i32 {
+  return max(1, TILE_ROWS / rowsPerToken);
+}
+
+/** Bytes of scratch one attend/weights call needs. */
+export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize {
+  const perToken = queryHeads / kvHeads;
+  const rows = <usize>(tileTokensFor(perToken) * perToken);
+  const stride = <usize>((dim + 3) & ~3) << 2;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) + 64;
+}
+
+/**
+ * The setup of every entry point: reads the geometry and scoring of `layer` from the descriptor; `end` and
+ * `isCausal` are the call's; `scratch`: this thread's scratch (scratchBytesFor bytes).
+ */
+export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32, scratch: usize): void {
+  heads = field(descriptor, HEADS);
+  group = heads / field(descriptor, KV_HEADS);
+  headDim = field(descriptor, HEAD_DIM);
+  const dim = headDim;
+  int8 = field(descriptor, INT8) != 0;
+  sinks = field(descriptor, SINKS);
+  ring = field(descriptor, RING);
+  keyEnd = end;
+  causal = isCausal != 0;
+  window = field(descriptor, WINDOW);
+  scale = fieldF32(descriptor, SCALE);
+  softcap = fieldF32(descriptor, SOFTCAP);
+  pages = pageTable(descriptor, layer);
+  headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
+  keyRowBytes = <usize>dim << (int8 ? 0 : 2);
+  tileRows = tileTokensFor(group) * group;
+  const rows = <usize>tileRows;
+  accStride = <usize>((dim + 3) & ~3) << 2;
+  accBase = scratch;
+  probBase = accBase + rows * accStride;
+  factorBase = probBase + (rows * <usize>BLOCK << 2);
+  int8Area = factorBase + (<usize>BLOCK << 2);
+  setInt8Area(int8Area, tileRows, dim, INT8_BLOCK);
+  rowMax = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
+  rowSum = rowMax + (rows << 2);
+  rowQuery = rowSum + (rows << 2);
+  rowOut = rowQuery + (rows << 2);
+  rowSinkEnd = rowOut + (rows << 2);
+  rowFirst = rowSinkEnd + (rows << 2);
+  rowLast = rowFirst + (rows << 2);
+  rowFrom = rowLast + (rows << 2);
+  rowTo = rowFrom + (rows << 2);
+  activeRows = rowTo + (rows << 2);
+  rowSeen = activeRows + (rows << 2);
+  foldMax = rowSeen + (rows << 2);
+  foldSum = foldMax + (rows << 2);
+  foldSeen = foldSum + (rows << 2);
+  foldAcc = foldSeen + (rows << 2);
+}
+
+/** Whether the call collects attention weights (weights.ts) instead of accumulating values. */
+// @ts-ignore: decorator
+@inline export function setWeightsMode(on: bool): void {
+  weightsMode = on;
+}
+
+/** Query tokens per tile. */
+// @ts-ignore: decorator
+@inline export function tokensPerTile(): i32 {
+  return tileRows / group;
+}
+
+/** Kv heads of the layer. */
+// @ts-ignore: decorator
+@inline export function kvHeadCount(): i32 {
+  return heads / group;
+}
+
+/** Points keyTable and valueTable at kv head g's pages. */
+export function selectHead(g: i32): void {
+  keyTable = pages + <usize>(2 * g) * headTableBytes;
+  valueTable = keyTable + headTableBytes;
+}
+
+// @ts-ignore: decorator
+@inline export function getI32(base: usize, row: i32): i32 {
+  return load<i32>(base + (<usize>row << 2));
+}
+
+// @ts-ignore: decorator
+@inline export function setI32(base: usize, row: i32, value: i32): void {
+  store<i32>(base + (<usize>row << 2), value);
+}
+
+// @ts-ignore: decorator
+@inline export function accOf(row: i32): usize {
+  return accBase + <usize>row * accStride;
+}
+
+// @ts-ignore: decorator
+@inline export function probsOf(row: i32): usize {
+  return probBase + (<usize>(row * BLOCK) << 2);
+}
+
+/** The block in progress: no row active yet. */
+// @ts-ignore: decorator
+@inline export function clearActiveRows(): void {
+  activeCount = 0;
+}
+
+/** The block in progress: row r sees keys in it. */
+// @ts-ignore: decorator
+@inline export function addActiveRow(r: i32): void {
+  setI32(activeRows, activeCount++, r);
+}
+
+/** The block in progress (int8): its row scales, from lane `row` of the key and value pages. */
+// @ts-ignore: decorator
+@inline export function setBlockScales(keyPage: usize, valuePage: usize, row: i32): void {
+  keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
+  valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
+}
