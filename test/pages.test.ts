@@ -3,14 +3,12 @@
 // cannot grow linear memory for a new page, attend throws a RangeError that says how many bytes it needed,
 // and the cache is unchanged.
 
-import { afterEach, beforeEach, expect, it } from 'vitest';
-import { init } from '../src/index.js';
-import { activeKernel } from '../src/kernel.js';
+import { afterEach, expect, it } from 'vitest';
+import { activeInstance } from '../src/init.js';
 import {
   expectBitIdentical,
   expectThrows,
-  forEachBuild,
-  cachesDisposedAfterEach,
+  withEachBuild,
   cfgName,
   feed,
   fill,
@@ -25,7 +23,7 @@ const LLAMA_LAYER: Cfg = { heads: 32, kvHeads: 8, headDim: 64, maxTokens: 32768 
 
 /** Makes the engine refuse to grow this kernel's memory (the failure a page allocation meets at 4 GiB). */
 function refuseGrowth(): () => void {
-  const memory = activeKernel().abi.memory;
+  const memory = activeInstance().abi.memory;
   const grow = Object.getOwnPropertyDescriptor(memory, 'grow');
   Object.defineProperty(memory, 'grow', {
     configurable: true,
@@ -54,11 +52,7 @@ function exhaustHeap(): number[] {
   return blocks;
 }
 
-forEachBuild('pages', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
+withEachBuild('pages', (build, make) => {
   let restore: (() => void) | undefined;
   let blocks: number[] = [];
   afterEach(() => {
