@@ -141,7 +141,7 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
   let threads = asked === 'auto' ? 1 : asked;
   if (threads > 1 || asked === 'auto') {
     const why =
-      threadsUnavailable() ??
+      (await threadsUnavailable()) ??
       ((await sharedMemoryFeature()) ? undefined : 'this runtime does not validate WebAssembly threads');
     if (why && asked !== 'auto') throw new Error(`wasm-attention: init({ threads: ${asked} }) cannot run here: ${why}`);
     if (!why && asked === 'auto') threads = runtimeCores();
