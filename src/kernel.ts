@@ -5,6 +5,7 @@
 // kernel it was created with, because its blocks live in that instance's memory.
 
 import { relaxedSimd, simd, threads as sharedMemoryFeature } from 'wasm-feature-detect';
+import { fusesRelaxedMadd } from './fused-madd.js';
 import { LinearHeap } from './heap.js';
 import { NOT_INITIALIZED, describe, rangeError, typeError } from './errors.js';
 import { MAX_THREADS, ThreadPool, runtimeCores, threadsUnavailable } from './threads.js';
@@ -198,6 +199,10 @@ async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<
   for (const build of candidates) {
     if (!(await supports(build))) {
       failures.push(`'${build}': this runtime does not validate WebAssembly ${build === 'scalar' ? 'MVP' : build}`);
+      continue;
+    }
+    if (requested === 'auto' && build === 'relaxed-simd' && !(await fusesRelaxedMadd())) {
+      failures.push("'relaxed-simd': skipped, this engine does not fuse its multiply-add (simd gives the same bits)");
       continue;
     }
     try {

@@ -340,6 +340,7 @@ async function bundleWorker(entry, outdir) {
 /** Node 20's bits for each build (scenario.js's fingerprints): from its node20-<build> step, else run now. */
 const nodeBits = new Map();
 async function nodeBitsOf(build) {
+  if (!['scalar', 'simd', 'relaxed-simd'].includes(build)) throw new Error(`no build named ${build}`);
   if (!nodeBits.has(build)) {
     const { stdout } = await run(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs', build], {
       cwd: app,
@@ -715,6 +716,10 @@ await step('vite', 'bundler', async () => {
   const site = await serve(join(app, 'out/vite')); // Vite's default base is '/': serve the build as a site root
   const chromiumReport = await pageResult(await chromiumBrowser(), `${site.url}/`).finally(() => {});
   const firefoxReport = await pageResult(await firefoxBrowser(), `${site.url}/`).finally(() => site.close());
+  // each browser's bits against Node's for its build, before the two reports become one
+  await sameBitsAsNode('vite', chromiumReport);
+  await sameBitsAsNode('vite', firefoxReport);
+  delete chromiumReport.bits;
   chromiumReport.checks.push(
     {
       name: 'Vite emitted the six .wasm files (plain and shared-memory) as assets',
