@@ -16,8 +16,9 @@ import { browserPath } from './browsers.mjs';
 /** A classic script put before everything else on a page served to WebKit (see above). */
 export const ERROR_CAPTURE = `<script>
 window.__errors = [];
-addEventListener('error', (e) => __errors.push(String(e.error?.stack ?? e.message ?? e)));
-addEventListener('unhandledrejection', (e) => __errors.push('unhandled rejection: ' + String(e.reason?.stack ?? e.reason)));
+{ const where = (error) => (error?.stack ? ' at ' + String(error.stack).split('\\n')[0] : '');
+  addEventListener('error', (e) => __errors.push(String(e.message) + where(e.error)));
+  addEventListener('unhandledrejection', (e) => __errors.push('unhandled rejection: ' + String(e.reason) + where(e.reason))); }
 { const print = console.error; console.error = (...a) => { __errors.push(a.map(String).join(' ')); print.apply(console, a); }; }
 </script>
 `;
