@@ -89,6 +89,10 @@ export function ensureBrowsers() {
   if (missing().length === 0) return;
   const packages = [...new Set(missing().map((b) => b.aptPackage))];
   const install = `apt-get update && apt-get install -y ${packages.join(' ')}`;
+  // measured for the two big ones; the WebKit packages were installed together with other things here
+  const size = packages.some((p) => p === 'chromium' || p === 'firefox-esr')
+    ? ' (Chromium and Firefox ESR: about 25 s and 0.9 GB)'
+    : '';
   const named = missing()
     .map((b) => `${b.name} (${b.path})`)
     .join(' and ');
@@ -103,15 +107,13 @@ export function ensureBrowsers() {
   }
   if (process.getuid?.() !== 0) {
     throw new Error(
-      `The runtime matrix drives ${named}, not found. Install ${packages.length > 1 ? 'them' : 'it'} ` +
-        `(Chromium and Firefox ESR: about 25 s and 0.9 GB), then run npm test again:\n\n  sudo sh -c '${install}'\n\n` +
+      `The runtime matrix drives ${named}, not found. Install ${packages.length > 1 ? 'them' : 'it'}` +
+        `${size}, then run npm test again:\n\n  sudo sh -c '${install}'\n\n` +
         `(npm test installs them itself when run as root; ${variables} may point at other executables; ` +
         'npm run test:unit runs the unit tests alone.)',
     );
   }
-  console.log(
-    `${named} not found: installing ${packages.join(' and ')} from Debian with apt-get (Chromium and Firefox ESR: about 25 s and 0.9 GB)`,
-  );
+  console.log(`${named} not found: installing ${packages.join(' and ')} from Debian with apt-get${size}`);
   const t0 = Date.now();
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
   execFileSync('apt-get', ['install', '-y', '-qq', ...packages], {
