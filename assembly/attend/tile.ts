@@ -45,7 +45,7 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
 }
 
 /** Records which keys the query at `position` sees: [0, sinkEnd) ∪ [first, last]. */
-export function setVisible(row: i32, position: i32): void {
+function setVisible(row: i32, position: i32): void {
   const last = causal ? min(position, keyEnd - 1) : keyEnd - 1;
   const first = window > 0 ? max(0, position - window + 1) : 0;
   // attention sinks: the first `sinks` keys stay visible below the window
