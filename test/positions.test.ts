@@ -8,6 +8,8 @@
 // the same at the moved positions, and the reference is computed at the true positions: the keys a query
 // sees are picked by the contract's own rule (isVisible) at positions near 2^31. Only a windowed cache can
 // stand there: without a window a layer holds every position, which WebAssembly's 4 GiB cannot.
+// The tolerance is the suite's usual one (tolFor): a position changes which keys a query sees, never the
+// arithmetic over them.
 //
 // Also one-shot calls: a window or sinks beyond 2^31 − 1 (positions are 32-bit inside the kernel) must act
 // as the unbounded window and sinks they are, not as whatever their low 32 bits say.
