@@ -64,6 +64,14 @@ def write_checkpoint(model, out_dir):
     return path
 
 
+def read_checkpoint(out_dir):
+    with open(os.path.join(out_dir, "config.json")) as f:
+        config = json.load(f)
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(safetensors_io.load(os.path.join(out_dir, "model.safetensors")), strict=False)
+    return model.eval()
+
+
 def write_logits(path, logits):
     """Row-major little-endian [tokens][vocab]; returns the file's sha256."""
     data = safetensors_io.tensor_bytes(logits)

