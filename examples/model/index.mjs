@@ -22,7 +22,7 @@ const CHUNK = 64;
  * @typedef {{ dtype?: 'float32' | 'int8', cacheClass?: new (options: any) => AttentionCache,
  *   threads?: number | 'auto' }} LoadOptions
  * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
- *   onToken?: (id: number) => void, lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
+ *   onToken?: (id: number) => void | Promise<void>, stopTokens?: number[], lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
  *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number } }} GenerateOptions
  */
 
@@ -324,6 +324,8 @@ class LlamaModel {
   /**
    * Continues `ids` by up to `maxNewTokens` tokens; greedy unless `temperature` > 0. With `lookup`, drafts
    * come from the context (prompt lookup) and are verified several at a time: the same tokens as without.
+   * `onToken` sees each new id as it is chosen (awaited, so a page can render between tokens); generation
+   * ends early after any of `stopTokens` (which is returned last).
    * With `cache` (from createCache), continues that cache, which must hold a prefix of ids; it is left
    * holding ids and the new tokens but the last (whose logits were never needed).
    * @param {ArrayLike<number>} ids
@@ -341,6 +343,7 @@ class LlamaModel {
     const lookup = options.lookup ? lookupOptions(options.lookup) : null;
     const stats = options.stats ?? { forwards: 0, drafted: 0, accepted: 0 };
     const onToken = options.onToken ?? (() => {});
+    const stopTokens = options.stopTokens ?? [];
     const ownCache = !options.cache;
     const cache =
       options.cache ?? this.createCache({ maxTokens: Math.min(this.maxPositions, ids.length + maxNewTokens) });
@@ -361,16 +364,18 @@ class LlamaModel {
       tokens.push(id);
       generated.push(id);
       await onToken(id);
+      return stopTokens.includes(id);
     };
     try {
       this.feed(cache, tokens, cache.length, tokens.length - cache.length, logits, 1);
       stats.forwards++;
       let row = 0; // the logits row that predicts the next token
       let pending = -1; // a token already chosen (a draft's correction) that has not been through the model
+      let stopped = false;
       while (generated.length < maxNewTokens) {
         const next = pending >= 0 ? pending : picker.pick(logits, row * vocab);
         pending = -1;
-        await emit(next);
+        if (await emit(next)) break;
         const left = maxNewTokens - generated.length;
         if (left === 0) break;
         // with lookup: the next token plus the drafts that follow it, checked in one forward pass
@@ -389,10 +394,14 @@ class LlamaModel {
             pending = choice;
             break;
           }
-          await emit(choice);
+          if (await emit(choice)) {
+            stopped = true;
+            break;
+          }
         }
         stats.accepted += accepted;
         if (accepted < draft.length) cache.truncate(position + 1 + accepted);
+        if (stopped) break;
         row = accepted;
       }
     } finally {

@@ -7,8 +7,9 @@
 
 /**
  * y = x Wᵀ (+ bias): a linear layer with PyTorch's weight layout, W [out][in].
- * Each output is a dot product of two contiguous rows; the loop keeps one weight row hot while it visits
- * every token, so a prefill reads W once and a decode step streams it once.
+ * Four output rows at a time share each load of x, and each token revisits the same four weight rows
+ * while they are in the L1 cache; every output is a dot product summed in two running sums (even and odd
+ * indices), in the same order whether its row is in a block of four or in the tail.
  * @param {Float32Array} x [T][inDim]
  * @param {number} T
  * @param {Float32Array} W [outDim][inDim]
@@ -18,26 +19,63 @@
  * @param {Float32Array} y [T][outDim]
  */
 export function linear(x, T, W, inDim, outDim, bias, y) {
-  const tail = inDim & ~3;
-  for (let j = 0; j < outDim; j++) {
+  const blocked = outDim & ~3;
+  const even = inDim & ~1;
+  for (let j = 0; j < blocked; j += 4) {
     const w0 = j * inDim;
-    const b = bias === null ? 0 : bias[j];
+    const w1 = w0 + inDim;
+    const w2 = w1 + inDim;
+    const w3 = w2 + inDim;
     for (let t = 0; t < T; t++) {
       const x0 = t * inDim;
-      // four running sums: independent additions the CPU can overlap
-      let s0 = 0;
-      let s1 = 0;
-      let s2 = 0;
-      let s3 = 0;
+      let a0 = 0;
+      let b0 = 0;
+      let a1 = 0;
+      let b1 = 0;
+      let a2 = 0;
+      let b2 = 0;
+      let a3 = 0;
+      let b3 = 0;
       let i = 0;
-      for (; i < tail; i += 4) {
-        s0 += W[w0 + i] * x[x0 + i];
-        s1 += W[w0 + i + 1] * x[x0 + i + 1];
-        s2 += W[w0 + i + 2] * x[x0 + i + 2];
-        s3 += W[w0 + i + 3] * x[x0 + i + 3];
+      for (; i < even; i += 2) {
+        const xa = x[x0 + i];
+        const xb = x[x0 + i + 1];
+        a0 += W[w0 + i] * xa;
+        b0 += W[w0 + i + 1] * xb;
+        a1 += W[w1 + i] * xa;
+        b1 += W[w1 + i + 1] * xb;
+        a2 += W[w2 + i] * xa;
+        b2 += W[w2 + i + 1] * xb;
+        a3 += W[w3 + i] * xa;
+        b3 += W[w3 + i + 1] * xb;
       }
-      for (; i < inDim; i++) s0 += W[w0 + i] * x[x0 + i];
-      y[t * outDim + j] = s0 + s1 + (s2 + s3) + b;
+      if (i < inDim) {
+        const xa = x[x0 + i];
+        a0 += W[w0 + i] * xa;
+        a1 += W[w1 + i] * xa;
+        a2 += W[w2 + i] * xa;
+        a3 += W[w3 + i] * xa;
+      }
+      const o = t * outDim + j;
+      y[o] = a0 + b0 + (bias === null ? 0 : bias[j]);
+      y[o + 1] = a1 + b1 + (bias === null ? 0 : bias[j + 1]);
+      y[o + 2] = a2 + b2 + (bias === null ? 0 : bias[j + 2]);
+      y[o + 3] = a3 + b3 + (bias === null ? 0 : bias[j + 3]);
+    }
+  }
+  for (let j = blocked; j < outDim; j++) {
+    const w0 = j * inDim;
+    for (let t = 0; t < T; t++) {
+      const x0 = t * inDim;
+      let a0 = 0;
+      let b0 = 0;
+      let i = 0;
+      for (; i < even; i += 2) {
+        a0 += W[w0 + i] * x[x0 + i];
+        b0 += W[w0 + i + 1] * x[x0 + i + 1];
+      }
+      if (i < inDim) a0 += W[w0 + i] * x[x0 + i];
+      y[t * outDim + j] = a0 + b0 + (bias === null ? 0 : bias[j]);
     }
   }
 }
