@@ -47,8 +47,11 @@ export async function loadModel(dir, options = {}) {
  * @param {LoadOptions} [options]
  */
 export async function modelFromBytes(config, safetensors, options = {}) {
-  if (!options.cacheClass) await init({ threads: options.threads ?? 'auto' });
-  return new LlamaModel(config, readSafetensors(safetensors), options);
+  // a runner given another attention (the bench's plain-JS cache) never loads the kernel
+  const info = options.cacheClass
+    ? { build: 'plain JS', threads: 1 }
+    : await init({ threads: options.threads ?? 'auto' });
+  return new LlamaModel(config, readSafetensors(safetensors), options, info);
 }
 
 /**
@@ -77,7 +80,8 @@ async function readModelFile(dir, name) {
  * `rotateInJs: null`.
  * @param {Record<string, any>} config
  * @param {{ maxTokens: number, dtype?: 'float32' | 'int8' }} options
- * @returns {{ cacheOptions: Record<string, any>, rotateInJs: Float64Array | null }} rotateInJs: inverse frequencies
+ * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }} rotateInJs: inverse
+ *   frequencies
  */
 export function cacheOptionsFor(config, { maxTokens, dtype = 'float32' }) {
   const heads = config.num_attention_heads;
@@ -120,10 +124,12 @@ class LlamaModel {
    * @param {Record<string, any>} config
    * @param {Map<string, { shape: number[], data: Float32Array }>} tensors
    * @param {LoadOptions} options
+   * @param {{ build: string, threads: number }} info the kernel's build and threads (from init)
    */
-  constructor(config, tensors, options) {
+  constructor(config, tensors, options, info) {
     checkConfig(config);
     this.config = config;
+    this.info = info;
     this.dtype = options.dtype ?? 'float32';
     this.cacheClass = options.cacheClass ?? KVCache;
     const vocab = config.vocab_size;
