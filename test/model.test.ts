@@ -188,6 +188,15 @@ describe('generate', () => {
     expect(out).toEqual(greedyReference.slice(0, greedyReference.indexOf(stop) + 1));
   });
 
+  it('ends when the context is full', async () => {
+    const context: number = config.max_position_embeddings;
+    const ids = Array.from({ length: context - 10 }, (_, i) => heldOut[i % heldOut.length]);
+    for (const lookup of [false, true]) {
+      const out = await model.generate(ids, { maxNewTokens: 50, lookup });
+      expect(out.length).toBe(11); // the last one is chosen from the logits of position context - 1
+    }
+  });
+
   it('names what is wrong', async () => {
     await expect(model.generate(greedyPrompt, { maxNewTokens: -1 })).rejects.toThrow(/maxNewTokens/);
     await expect(model.generate(greedyPrompt, { maxNewTokens: 4, temperature: -1 })).rejects.toThrow(/temperature/);

@@ -153,6 +153,8 @@ class LlamaModel {
     };
     /** @param {string} name @param {number} n */
     const bias = (name, n) => (tensors.has(name) ? weight(name, [n]) : null);
+    /** numbers in the checkpoint (a tied output projection counted once) */
+    this.parameters = [...tensors.values()].reduce((n, t) => n + t.data.length, 0);
     this.embedding = weight('model.embed_tokens.weight', [vocab, dim]);
     // tied embeddings: the output projection is the embedding matrix (SmolLM2, Llama 3.2 1B)
     this.lmHead = tensors.has('lm_head.weight') ? weight('lm_head.weight', [vocab, dim]) : this.embedding;
@@ -331,7 +333,8 @@ class LlamaModel {
    * Continues `ids` by up to `maxNewTokens` tokens; greedy unless `temperature` > 0. With `lookup`, drafts
    * come from the context (prompt lookup) and are verified several at a time: the same tokens as without.
    * `onToken` sees each new id as it is chosen (awaited, so a page can render between tokens); generation
-   * ends early after any of `stopTokens` (which is returned last).
+   * ends early after any of `stopTokens` (which is returned last), or when the context is full
+   * (config.max_position_embeddings tokens, the new ones included).
    * With `cache` (from createCache), continues that cache, which must hold a prefix of ids; it is left
    * holding ids and the new tokens but the last (whose logits were never needed).
    * @param {ArrayLike<number>} ids
@@ -343,7 +346,9 @@ class LlamaModel {
     if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) {
       throw new RangeError(`generate: options.maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
     }
-    if (ids.length === 0) throw new RangeError('generate: ids must hold at least one token');
+    if (ids.length === 0 || ids.length > this.maxPositions) {
+      throw new RangeError(`generate: ids must hold 1 to ${this.maxPositions} tokens (the context), got ${ids.length}`);
+    }
     const { vocab } = this.shape;
     const picker = new TokenPicker(vocab, options);
     const lookup = options.lookup ? lookupOptions(options.lookup) : null;
@@ -383,9 +388,10 @@ class LlamaModel {
         pending = -1;
         if (await emit(next)) break;
         const left = maxNewTokens - generated.length;
-        if (left === 0) break;
+        const room = this.maxPositions - cache.length - 1; // positions left for drafts after `next`
+        if (left === 0 || room < 0) break;
         // with lookup: the next token plus the drafts that follow it, checked in one forward pass
-        const draft = lookup ? draftByLookup(tokens, lookup, Math.min(left, lookup.maxDraft)) : [];
+        const draft = lookup ? draftByLookup(tokens, lookup, Math.min(left, lookup.maxDraft, room)) : [];
         const position = cache.length; // where `next` goes
         input[0] = next;
         for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
