@@ -158,7 +158,9 @@ describe('prompt-lookup speculative decoding', () => {
     expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7, 2]);
     expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
     expect(draftByLookup([1, 2, 3, 4], options, 3)).toEqual([]);
-    expect(draftByLookup([5, 6, 5, 6], options, 8)).toEqual([5, 6]);
+    // a copy that runs into the suffix continues the pattern by its period
+    expect(draftByLookup([5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6, 5]);
+    expect(draftByLookup([7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
   });
 });
 

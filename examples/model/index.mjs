@@ -20,7 +20,9 @@ const CHUNK = 64;
  * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
  * @typedef {{ dtype?: 'float32' | 'int8', cacheClass?: new (options: any) => AttentionCache,
- *   threads?: number | 'auto' }} LoadOptions
+ *   threads?: number | 'auto', maxTokens?: number }} LoadOptions
+ *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
+ *   on positions it was not trained for, which only timing measurements want)
  * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
  *   onToken?: (id: number) => void | Promise<void>, stopTokens?: number[], lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
  *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number } }} GenerateOptions
@@ -140,7 +142,7 @@ class LlamaModel {
     const hidden = config.intermediate_size;
     this.shape = { vocab, dim, heads, kvHeads, headDim, hidden, layers: config.num_hidden_layers };
     this.eps = config.rms_norm_eps ?? 1e-6;
-    this.maxPositions = config.max_position_embeddings ?? 2048;
+    this.maxPositions = options.maxTokens ?? config.max_position_embeddings ?? 2048;
 
     /** @param {string} name @param {number[]} shape */
     const weight = (name, shape) => {

@@ -29,7 +29,7 @@ export function lookupOptions(value) {
 }
 
 /**
- * Up to `limit` draft tokens continuing `tokens`: the longest suffix of n tokens (maxNgram down to
+ * `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
  * minNgram) that occurred before, at its most recent earlier occurrence, and the tokens that followed it.
  * @param {number[]} tokens the context so far
  * @param {LookupOptions} options
@@ -49,7 +49,13 @@ export function draftByLookup(tokens, options, limit) {
           break;
         }
       }
-      if (match) return tokens.slice(start + n, Math.min(start + n + limit, length));
+      if (!match) continue;
+      // what followed; where that runs into the suffix itself, the copy continues from the draft, so a
+      // repeating pattern extends by its period (as an LZ77 copy may overlap its own output)
+      /** @type {number[]} */
+      const draft = [];
+      for (let i = start + n; draft.length < limit; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
+      return draft;
     }
   }
   return [];
