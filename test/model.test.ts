@@ -191,11 +191,12 @@ describe('generate', () => {
   });
 
   it('ends when the context is full', async () => {
-    const context: number = config.max_position_embeddings;
-    const ids = Array.from({ length: context - 10 }, (_, i) => heldOut[i % heldOut.length]);
+    const short = await modelFromBytes({ ...config, max_position_embeddings: 40 }, weights);
+    const ids = [...heldOut.slice(0, 20), ...heldOut.slice(0, 10)];
     for (const lookup of [false, true]) {
-      const out = await model.generate(ids, { maxNewTokens: 50, lookup });
-      expect(out.length).toBe(11); // the last one is chosen from the logits of position context - 1
+      const out = await short.generate(ids, { maxNewTokens: 50, lookup });
+      expect(out.length).toBe(11); // the last one is chosen from the logits of position 39
+      expect(out).toEqual(await model.generate(ids, { maxNewTokens: 11 }));
     }
   });
 
