@@ -208,6 +208,26 @@ describe('generate', () => {
   });
 });
 
+describe('attentionOf (the pictures of the browser example)', () => {
+  it("gives a layer's causal softmax weights, and the same whether RoPE is applied in JS or by the cache", async () => {
+    const ids = heldOut.slice(0, 30);
+    const heads: number = config.num_attention_heads;
+    const attention = model.attentionOf(ids, 1);
+    expect(attention.length).toBe(30 * heads * 30);
+    for (let t = 0; t < 30; t++) {
+      for (let h = 0; h < heads; h++) {
+        const row = attention.subarray((t * heads + h) * 30, (t * heads + h + 1) * 30);
+        expect(row.slice(t + 1).every((w) => w === 0)).toBe(true);
+        expect(row.reduce((a, w) => a + w, 0)).toBeCloseTo(1, 5);
+      }
+    }
+    // llama3 scaling with factor 1 is plain RoPE: rotated in JS for one model, by the cache for the other
+    const byCache = await modelFromBytes({ ...config, rope_scaling: null }, weights);
+    const byJs = await modelFromBytes({ ...config, rope_scaling: { ...config.rope_scaling, factor: 1 } }, weights);
+    expect(maxAbsDiff(byCache.attentionOf(ids, 2), byJs.attentionOf(ids, 2))).toBeLessThan(1e-5);
+  });
+});
+
 describe('checkpoints: dtypes, tied and untied embeddings, RoPE', () => {
   const tensors = readSafetensors(weights);
 

@@ -6,7 +6,7 @@
 //   const model = await loadModel('examples/model/tiny');
 //   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
 //   const next = await model.generate(ids, { maxNewTokens: 64, lookup: true });
-import { init, KVCache } from 'wasm-attention';
+import { attentionWeights, init, KVCache } from 'wasm-attention';
 import { lookupOptions, draftByLookup } from './lookup.mjs';
 import { addInto, linear, rmsNorm, swiglu } from './math.mjs';
 import { llama3InverseFrequencies, Rotary } from './rope.mjs';
@@ -202,6 +202,8 @@ class LlamaModel {
     };
     /** @type {Map<number, { q: Float32Array, k: Float32Array, v: Float32Array, attended: Float32Array }>} */
     this.views = new Map();
+    /** @type {{ layer: number, q: Float32Array, k: Float32Array, v: Float32Array } | null} attentionOf's copy of one layer's inputs */
+    this.capture = null;
     /** time spent inside attend (ms), for the bench's share of attention */
     this.attentionMs = 0;
     this.timeAttention = false;
@@ -269,6 +271,11 @@ class LlamaModel {
         this.rotary.rotate(q, heads, position, T);
         this.rotary.rotate(k, kvHeads, position, T);
       }
+      if (this.capture?.layer === l) {
+        this.capture.q.set(q, position * qDim);
+        this.capture.k.set(k, position * kvDim);
+        this.capture.v.set(v, position * kvDim);
+      }
       if (this.timeAttention) {
         const t0 = performance.now();
         cache.attend(l, q, k, v, attended);
@@ -329,6 +336,46 @@ class LlamaModel {
       cache.dispose?.();
     }
     return out;
+  }
+
+  /**
+   * What each query attended to in one layer, for pictures: a teacher-forced pass over `ids` that keeps the
+   * layer's q, k and v (rotated by their positions), then the package's attentionWeights of every head.
+   * @param {ArrayLike<number>} ids
+   * @param {number} layer
+   * @returns {Float32Array} [ids.length][heads][ids.length]: row (t, h) sums to 1 over keys 0 … t
+   */
+  attentionOf(ids, layer) {
+    const { heads, kvHeads, headDim, layers } = this.shape;
+    if (!(Number.isInteger(layer) && layer >= 0 && layer < layers)) {
+      throw new RangeError(`attentionOf: layer must be an integer from 0 to ${layers - 1}, got ${layer}`);
+    }
+    const T = ids.length;
+    const capture = {
+      layer,
+      q: new Float32Array(T * heads * headDim),
+      k: new Float32Array(T * kvHeads * headDim),
+      v: new Float32Array(T * kvHeads * headDim),
+    };
+    const cache = this.createCache({ maxTokens: T });
+    this.capture = capture;
+    try {
+      this.feed(cache, ids, 0, T, null, 0);
+    } finally {
+      this.capture = null;
+      cache.dispose?.();
+    }
+    if (!this.rotary) {
+      // the cache rotated them inside; the same rotation here (plain RoPE: theta^(-2i/headDim))
+      const theta = cacheOptionsFor(this.config, { maxTokens: 1 }).cacheOptions.rope?.theta ?? 10000;
+      const rotary = new Rotary(
+        Float64Array.from({ length: headDim / 2 }, (_, i) => theta ** ((-2 * i) / headDim)),
+        headDim,
+      );
+      rotary.rotate(capture.q, heads, 0, T);
+      rotary.rotate(capture.k, kvHeads, 0, T);
+    }
+    return attentionWeights(capture.q, capture.k, capture.v, { heads, kvHeads, headDim });
   }
 
   /**
