@@ -432,6 +432,7 @@ class LlamaModel {
       let row = 0; // the logits row that predicts the next token
       let pending = -1; // a token already chosen (a draft's correction) that has not been through the model
       let stopped = false;
+      let draftLength = lookup ? lookup.maxDraft : 0;
       while (generated.length < maxNewTokens) {
         const next = pending >= 0 ? pending : picker.pick(logits, row * vocab);
         pending = -1;
@@ -440,7 +441,7 @@ class LlamaModel {
         const room = this.maxPositions - cache.length - 1; // positions left for drafts after `next`
         if (left === 0 || room < 0) break;
         // with lookup: the next token plus the drafts that follow it, checked in one forward pass
-        const draft = lookup ? draftByLookup(tokens, lookup, Math.min(left, lookup.maxDraft, room)) : [];
+        const draft = lookup ? draftByLookup(tokens, lookup, Math.min(left, draftLength, room)) : [];
         const position = cache.length; // where `next` goes
         input[0] = next;
         for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
@@ -462,6 +463,12 @@ class LlamaModel {
         }
         stats.accepted += accepted;
         if (accepted < draft.length) cache.truncate(position + 1 + accepted);
+        // longer drafts while they are accepted, shorter after a miss: a rejected draft token costs about
+        // 0.7 of a decoded one
+        if (draft.length > 0) {
+          draftLength =
+            accepted === draft.length ? Math.min(lookup.maxDraft, draftLength + 2) : Math.max(1, draftLength - 1);
+        }
         if (stopped) break;
         row = accepted;
       }
