@@ -93,9 +93,11 @@ async function runVariant(variant) {
 /** Part 2 in a child process: greedy and lookup, interleaved, on two prompts. */
 async function runLookup() {
   const model = await loadModel(dir, { threads });
-  const sentence = Array.from(new TextEncoder().encode('The Congress shall have power to lay and collect taxes. '));
+  // repetitive: a passage of the held-out text three times over (the model may copy it on); prose: the
+  // held-out text as it is
+  const passage = heldOut.slice(1, 41);
   const prompts = {
-    repetitive: [reference.greedy.prompt_ids[0], ...sentence, ...sentence, ...sentence],
+    repetitive: [heldOut[0], ...passage, ...passage, ...passage],
     prose: text(100),
   };
   /** @type {Record<string, { greedy: number[], lookup: number[], accepted: number, drafted: number, forwards: number }>} */

@@ -7,7 +7,7 @@
 //   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
 //   const next = await model.generate(ids, { maxNewTokens: 64, lookup: true });
 import { attentionWeights, init, KVCache } from 'wasm-attention';
-import { lookupOptions, draftByLookup } from './lookup.mjs';
+import { DraftPolicy, draftByLookup, lookupOptions } from './lookup.mjs';
 import { addInto, linear, rmsNorm, swiglu } from './math.mjs';
 import { llama3InverseFrequencies, Rotary } from './rope.mjs';
 import { readSafetensors } from './safetensors.mjs';
@@ -432,7 +432,7 @@ class LlamaModel {
       let row = 0; // the logits row that predicts the next token
       let pending = -1; // a token already chosen (a draft's correction) that has not been through the model
       let stopped = false;
-      let draftLength = lookup ? lookup.maxDraft : 0;
+      const policy = lookup ? new DraftPolicy(lookup) : null;
       while (generated.length < maxNewTokens) {
         const next = pending >= 0 ? pending : picker.pick(logits, row * vocab);
         pending = -1;
@@ -441,7 +441,8 @@ class LlamaModel {
         const room = this.maxPositions - cache.length - 1; // positions left for drafts after `next`
         if (left === 0 || room < 0) break;
         // with lookup: the next token plus the drafts that follow it, checked in one forward pass
-        const draft = lookup ? draftByLookup(tokens, lookup, Math.min(left, draftLength, room)) : [];
+        const wanted = policy ? Math.min(left, policy.length(), room) : 0;
+        const draft = lookup && wanted > 0 ? draftByLookup(tokens, lookup, wanted) : [];
         const position = cache.length; // where `next` goes
         input[0] = next;
         for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
@@ -463,12 +464,7 @@ class LlamaModel {
         }
         stats.accepted += accepted;
         if (accepted < draft.length) cache.truncate(position + 1 + accepted);
-        // longer drafts while they are accepted, shorter after a miss: a rejected draft token costs about
-        // 0.7 of a decoded one
-        if (draft.length > 0) {
-          draftLength =
-            accepted === draft.length ? Math.min(lookup.maxDraft, draftLength + 2) : Math.max(1, draftLength - 1);
-        }
+        policy?.update(draft.length, accepted);
         if (stopped) break;
         row = accepted;
       }

@@ -3,11 +3,13 @@
 // document being edited) is guessed well; the model then checks a whole guess in one forward pass.
 
 /**
- * @typedef {{ minNgram: number, maxNgram: number, maxDraft: number }} LookupOptions
+ * @typedef {{ minNgram: number, maxNgram: number, maxDraft: number, adaptive: boolean }} LookupOptions
+ *   adaptive: draft only as much as the acceptance so far makes worth it (DraftPolicy); false: draft up
+ *   to maxDraft tokens whenever the context has a match
  */
 
 /** @type {LookupOptions} */
-export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12 };
+export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12, adaptive: true };
 
 /**
  * @param {true | Partial<LookupOptions>} value the `lookup` option of generate
@@ -15,7 +17,11 @@ export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12 };
  */
 export function lookupOptions(value) {
   const options = { ...LOOKUP_DEFAULTS, ...(value === true ? {} : value) };
-  for (const [name, v] of Object.entries(options)) {
+  if (typeof options.adaptive !== 'boolean') {
+    throw new TypeError(`generate: options.lookup.adaptive must be a boolean, got ${options.adaptive}`);
+  }
+  for (const name of /** @type {const} */ (['minNgram', 'maxNgram', 'maxDraft'])) {
+    const v = options[name];
     if (!(Number.isInteger(v) && v >= 1)) {
       throw new RangeError(`generate: options.lookup.${name} must be an integer >= 1, got ${v}`);
     }
@@ -60,3 +66,48 @@ export function draftByLookup(tokens, options, limit) {
   }
   return [];
 }
+
+/**
+ * How many tokens to draft next. Checking a draft token costs about 0.7 of decoding a token alone (the
+ * runner's multi-token matmuls, math.mjs), and saves a whole step only when the model agrees with it, so
+ * drafting pays only where the acceptance rate is above 0.7. The policy keeps a decaying count of
+ * accepted and rejected drafts; with acceptance rate a, the i-th token of a draft is worth checking while
+ * a^i > 0.7, so it drafts floor(ln 0.7 / ln a) tokens, and none below 0.7 but one every 8th step, to
+ * notice when the text starts repeating.
+ */
+export class DraftPolicy {
+  /** @param {LookupOptions} options */
+  constructor(options) {
+    this.maxDraft = options.maxDraft;
+    this.adaptive = options.adaptive;
+    // optimistic at first (a = 0.8): a context that repeats shows it within a few drafts
+    this.accepted = 4;
+    this.rejected = 1;
+    this.idle = 0;
+  }
+
+  /** The most tokens to draft at this step (0: decode one token alone). */
+  length() {
+    if (!this.adaptive) return this.maxDraft;
+    const rate = this.accepted / (this.accepted + this.rejected);
+    const worth = rate >= 1 ? this.maxDraft : Math.floor(Math.log(DRAFT_COST) / Math.log(rate));
+    if (worth >= 1) return Math.min(worth, this.maxDraft);
+    if (++this.idle < PROBE_EVERY) return 0;
+    this.idle = 0;
+    return 1;
+  }
+
+  /** After a verification: `drafted` tokens were checked, the first `accepted` of them kept. */
+  update(/** @type {number} */ drafted, /** @type {number} */ accepted) {
+    if (drafted === 0) return;
+    this.accepted = this.accepted * DECAY + accepted;
+    this.rejected = this.rejected * DECAY + (accepted < drafted ? 1 : 0);
+  }
+}
+
+/** a checked draft token's cost, in decode steps */
+const DRAFT_COST = 0.7;
+/** steps between single-token probes while drafting does not pay */
+const PROBE_EVERY = 8;
+/** how fast old verifications fade from the acceptance rate */
+const DECAY = 0.8;
