@@ -7,7 +7,8 @@
 //   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose.
 // Each variant of part 1 runs in its own process (a grown WebAssembly memory slows V8's typed-array code
 // in the whole process; see bench/FINDINGS.md), alternating over rounds; part 2 interleaves greedy and
-// lookup runs in one process. Medians over rounds, with min–max spreads.
+// lookup runs in one process. Medians over rounds, with min–max spreads; for part 2 also per second of the
+// process's CPU time, which a busy machine disturbs less (with --threads 1, no worker's CPU counts).
 //
 //   node bench/model.mjs [--rounds 5] [--steps 32] [--tokens 128] [--threads auto|N] [--json]
 import { spawnSync } from 'node:child_process';
@@ -49,6 +50,7 @@ async function decodeRate(
   /** @type {Record<string, any>} */ options,
 ) {
   let first = 0;
+  let firstCpu = process.cpuUsage();
   let count = 0;
   const stats = { forwards: 0, drafted: 0, accepted: 0 };
   await model.generate(ids, {
@@ -56,10 +58,19 @@ async function decodeRate(
     ...options,
     stats,
     onToken: () => {
-      if (count++ === 0) first = performance.now();
+      if (count++ === 0) {
+        first = performance.now();
+        firstCpu = process.cpuUsage();
+      }
     },
   });
-  return { tokensPerSec: ((count - 1) / (performance.now() - first)) * 1000, stats };
+  const cpu = process.cpuUsage(firstCpu);
+  return {
+    tokensPerSec: ((count - 1) / (performance.now() - first)) * 1000,
+    // per second of this process's CPU time: what a machine with a free core would show
+    cpuTokensPerSec: ((count - 1) / (cpu.user + cpu.system)) * 1e6,
+    stats,
+  };
 }
 
 /** Part 1 in a child process: one variant's generation rate and per-context step times. @param {'wasm' | 'plain'} variant */
@@ -100,21 +111,26 @@ async function runLookup() {
     repetitive: [heldOut[0], ...passage, ...passage, ...passage],
     prose: text(100),
   };
-  /** @type {Record<string, { greedy: number[], lookup: number[], accepted: number, drafted: number, forwards: number }>} */
+  /** @type {Record<string, { greedy: number[], lookup: number[], greedyCpu: number[], lookupCpu: number[], accepted: number, drafted: number, forwards: number }>} */
   const results = {};
   for (const [name, ids] of Object.entries(prompts)) {
     await decodeRate(model, ids, { lookup: true }); // warm-up
     const r = {
       greedy: /** @type {number[]} */ ([]),
       lookup: /** @type {number[]} */ ([]),
+      greedyCpu: /** @type {number[]} */ ([]),
+      lookupCpu: /** @type {number[]} */ ([]),
       accepted: 0,
       drafted: 0,
       forwards: 0,
     };
     for (let i = 0; i < 3; i++) {
-      r.greedy.push((await decodeRate(model, ids, {})).tokensPerSec);
+      const plain = await decodeRate(model, ids, {});
+      r.greedy.push(plain.tokensPerSec);
+      r.greedyCpu.push(plain.cpuTokensPerSec);
       const looked = await decodeRate(model, ids, { lookup: true });
       r.lookup.push(looked.tokensPerSec);
+      r.lookupCpu.push(looked.cpuTokensPerSec);
       Object.assign(r, {
         accepted: looked.stats.accepted,
         drafted: looked.stats.drafted,
@@ -217,12 +233,21 @@ for (const name of ['repetitive', 'prose']) {
   const greedy = lookupRuns.flatMap((r) => r[name].greedy);
   const lookup = lookupRuns.flatMap((r) => r[name].lookup);
   const ratios = greedy.map((g, i) => lookup[i] / g);
+  const cpuRatios = lookupRuns.flatMap((r) =>
+    r[name].lookupCpu.map((/** @type {number} */ l, /** @type {number} */ i) => l / r[name].greedyCpu[i]),
+  );
   const last = lookupRuns.at(-1)[name];
   out(
     `  ${name.padEnd(10)}  greedy ${spread(greedy, tok)}, lookup ${spread(lookup, tok)}: ${fmtX(median(ratios))}× ` +
-      `(${fmtX(Math.min(...ratios))}–${fmtX(Math.max(...ratios))}; ${last.accepted} of ${last.drafted} drafts accepted, ${last.forwards} forward passes for ${opts.tokens} tokens)`,
+      `(${fmtX(Math.min(...ratios))}–${fmtX(Math.max(...ratios))}); per CPU second ${fmtX(median(cpuRatios))}× ` +
+      `(${fmtX(Math.min(...cpuRatios))}–${fmtX(Math.max(...cpuRatios))}); ${last.accepted} of ${last.drafted} drafts accepted, ${last.forwards} forward passes for ${opts.tokens} tokens`,
   );
-  summary[name] = { greedy: median(greedy), lookup: median(lookup), ratio: median(ratios) };
+  summary[name] = {
+    greedy: median(greedy),
+    lookup: median(lookup),
+    ratio: median(ratios),
+    cpuRatio: median(cpuRatios),
+  };
 }
 const busy = busyWarning();
 if (busy) out(`\n${busy}`);
