@@ -153,6 +153,7 @@ if (params.has('tokens')) {
   const count = Number(params.get('tokens'));
   const reference = await (await fetch(new URL('reference.json', modelUrl))).json();
   const prompt = new TextDecoder().decode(Uint8Array.from(reference.greedy.prompt_ids.slice(1)));
+  $('prompt').value = '';
   const { generated, rate } = await turn(prompt, count, params.has('lookup'));
   const expected = reference.greedy.new_ids.slice(0, count);
   const sameTokens = generated.join() === expected.join();
