@@ -77,21 +77,19 @@ async function readModelFile(dir, name) {
 
 /**
  * The KVCache options a config asks for, and the RoPE the runner must apply itself because the cache's
- * `rope` option cannot express it. The one place that maps a Hugging Face config to the cache: when the
- * package gains `cacheOptionsFromConfig(config, { maxTokens, dtype })`, this returns its result and
- * `rotateInJs: null`.
+ * `rope` option cannot express it yet. The one place that maps a Hugging Face config to the cache: plain
+ * RoPE goes to the cache's `rope` option; Llama 3.1's scaled RoPE is rotated in JavaScript (`rotateInJs`:
+ * the inverse frequencies) and the cache gets no `rope`. Once the package exports
+ * `cacheOptionsFromConfig(config, { maxTokens, dtype })` (whose `rope.scaling` takes llama3), the body
+ * becomes `return { cacheOptions: cacheOptionsFromConfig(config, { maxTokens, dtype }), rotateInJs: null }`.
  * @param {Record<string, any>} config
  * @param {{ maxTokens: number, dtype?: 'float32' | 'int8' }} options
- * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }} rotateInJs: inverse
- *   frequencies
+ * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }}
  */
 export function cacheOptionsFor(config, { maxTokens, dtype = 'float32' }) {
   const heads = config.num_attention_heads;
   const headDim = config.head_dim ?? config.hidden_size / heads;
-  // transformers 5 keeps the rope settings in `rope_parameters`; 4.x in `rope_theta` and `rope_scaling`
-  const ropeParameters = config.rope_parameters ?? { rope_theta: config.rope_theta, ...config.rope_scaling };
-  const theta = ropeParameters.rope_theta ?? 10000;
-  const ropeType = ropeParameters.rope_type ?? ropeParameters.type ?? 'default';
+  const { theta, type } = ropeOf(config);
   const cacheOptions = {
     layers: config.num_hidden_layers,
     heads,
@@ -101,13 +99,35 @@ export function cacheOptionsFor(config, { maxTokens, dtype = 'float32' }) {
     dtype,
     // Llama's scores are q·k / sqrt(headDim), the cache's default scale
   };
-  if (ropeType === 'default') {
+  if (type === 'default')
     return { cacheOptions: { ...cacheOptions, rope: { theta, dims: headDim } }, rotateInJs: null };
+  return { cacheOptions, rotateInJs: inverseFrequencies(config) };
+}
+
+/**
+ * The config's RoPE: base, type and scaling parameters (transformers 5 keeps them in `rope_parameters`,
+ * 4.x in `rope_theta` and `rope_scaling`).
+ * @param {Record<string, any>} config
+ */
+function ropeOf(config) {
+  const parameters = config.rope_parameters ?? { rope_theta: config.rope_theta, ...config.rope_scaling };
+  const type = parameters.rope_type ?? parameters.type ?? 'default';
+  if (type !== 'default' && type !== 'llama3') {
+    throw new RangeError(`loadModel: config rope type ${JSON.stringify(type)} is not supported (default, llama3)`);
   }
-  if (ropeType === 'llama3') {
-    return { cacheOptions, rotateInJs: llama3InverseFrequencies(theta, headDim, ropeParameters) };
-  }
-  throw new RangeError(`loadModel: config rope type ${JSON.stringify(ropeType)} is not supported (default, llama3)`);
+  return { theta: parameters.rope_theta ?? 10000, type, parameters };
+}
+
+/**
+ * The inverse frequencies of the config's RoPE over a whole head (whoever applies it).
+ * @param {Record<string, any>} config
+ * @returns {Float64Array}
+ */
+function inverseFrequencies(config) {
+  const headDim = config.head_dim ?? config.hidden_size / config.num_attention_heads;
+  const { theta, type, parameters } = ropeOf(config);
+  if (type === 'llama3') return llama3InverseFrequencies(theta, headDim, parameters);
+  return Float64Array.from({ length: headDim / 2 }, (_, i) => theta ** ((-2 * i) / headDim));
 }
 
 /** Checks a config for what this runner implements, naming the key that is off. @param {Record<string, any>} config */
@@ -366,12 +386,8 @@ class LlamaModel {
       cache.dispose?.();
     }
     if (!this.rotary) {
-      // the cache rotated them inside; the same rotation here (plain RoPE: theta^(-2i/headDim))
-      const theta = cacheOptionsFor(this.config, { maxTokens: 1 }).cacheOptions.rope?.theta ?? 10000;
-      const rotary = new Rotary(
-        Float64Array.from({ length: headDim / 2 }, (_, i) => theta ** ((-2 * i) / headDim)),
-        headDim,
-      );
+      // the cache rotated them inside; the same rotation here
+      const rotary = new Rotary(inverseFrequencies(this.config), headDim);
       rotary.rotate(capture.q, heads, 0, T);
       rotary.rotate(capture.k, kvHeads, 0, T);
     }
