@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run bench:model`: the model runner of examples/model on the tiny model of examples/model/tiny.
 //   1. generation tokens/s of the runner with this package's KVCache against the same runner with a
-//      plain-JS attention (bench/plain-js.mjs), and the share of a token's time spent in attention at
+//      plain-JS attention (test/support/plain-js.mjs), and the share of a token's time spent in attention at
 //      contexts 64, 256 and 512 (past the model's trained context of 256 the numbers are still right
 //      for timing; the text would not be);
 //   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose.
@@ -15,8 +15,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadModel } from '../examples/model/index.mjs';
-import { busyWarning, cliOptions, fmtX, median } from './common.mjs';
-import { PlainJsKVCache } from './plain-js.mjs';
+import { busyWarning, cliOptions, fmtX, median } from '../test/support/scripts.mjs';
+import { PlainJsKVCache } from '../test/support/plain-js.mjs';
 
 const DEFAULTS = { rounds: 5, steps: 32, tokens: 128, threads: 'auto', json: false, child: '' };
 const HELP = `Usage: node bench/model.mjs [options]     (npm run bench:model -- [options])
