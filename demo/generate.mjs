@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm start`: simulates autoregressive generation through an attention stack shaped like
+// `npm start`: first real text from the tiny model of examples/model (demo/tiny-model.mjs, in a child
+// process), then simulates autoregressive generation through an attention stack shaped like
 // Llama-3.2-1B (16 layers, 32 query heads, 8 kv heads, head size 64, rope theta 500000) on
 // deterministic synthetic q/k/v, and reports what the package buys:
 //   - prefill time and tokens/s, per-token decode time (median, p90);
@@ -23,6 +24,8 @@ import {
   fmtMs,
   fmtX,
 } from '../test/support/scripts.mjs';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { PlainJsKVCache } from '../test/support/plain-js.mjs';
 import { maxAbsDiff, referenceAttention, referenceRope } from '../test/support/reference.js';
 import { Rng } from '../test/support/rng.js';
@@ -45,6 +48,7 @@ const DEFAULTS = {
   recomputeLayers: 1,
   tolerance: 1e-3,
   json: false,
+  tinyModel: true,
 };
 
 const HELP = `Usage: node demo/generate.mjs [options]     (npm start -- [options])
@@ -72,6 +76,7 @@ and with recomputing attention without a cache.
   --recompute-layers N  layers that recomputation is timed on, scaled up [${DEFAULTS.recomputeLayers}]
   --tolerance X         max abs error allowed against float64           [${DEFAULTS.tolerance}]
   --json                also print a JSON summary as the last line
+  --tiny-model=false    skip the first section (text from examples/model/tiny)
   -h, --help            this text
 
 Progress goes to stderr; the report to stdout. Exit code 1 if the check fails.`;
@@ -227,6 +232,14 @@ function generate(cache, layers, steps, label) {
 
 // ---------------------------------------------------------------------------------------------
 // run
+
+// the tiny real model first, in its own process (demo/tiny-model.mjs says why)
+if (opts.tinyModel) {
+  const tiny = spawnSync(process.execPath, [fileURLToPath(new URL('./tiny-model.mjs', import.meta.url))], {
+    stdio: 'inherit',
+  });
+  if (tiny.status !== 0) process.exitCode = 1;
+}
 
 let pkg;
 try {

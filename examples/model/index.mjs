@@ -1,0 +1,492 @@
+// A Llama-family model runner around wasm-attention's KVCache: loads a checkpoint in Hugging Face layout
+// (config.json + model.safetensors) and runs the forward pass in plain JavaScript (embeddings, RMSNorm,
+// q/k/v projections, attention over the cache, output projection, SwiGLU MLP, the unembedding), with
+// greedy or sampled generation and prompt-lookup speculative decoding.
+//
+//   const model = await loadModel('examples/model/tiny');
+//   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
+//   const next = await model.generate(ids, { maxNewTokens: 64, lookup: true });
+import { attentionWeights, init, KVCache } from 'wasm-attention';
+import { DraftPolicy, draftByLookup, lookupOptions } from './lookup.mjs';
+import { addInto, linear, rmsNorm, swiglu } from './math.mjs';
+import { llama3InverseFrequencies, Rotary } from './rope.mjs';
+import { readSafetensors } from './safetensors.mjs';
+import { TokenPicker } from './sample.mjs';
+
+/** Tokens per forward call: a longer prompt runs as several calls (a chunked prefill, the same bits). */
+const CHUNK = 64;
+
+/**
+ * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
+ *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
+ * @typedef {{ dtype?: 'float32' | 'int8', cacheClass?: new (options: any) => AttentionCache,
+ *   threads?: number | 'auto', maxTokens?: number }} LoadOptions
+ *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
+ *   on positions it was not trained for, which only timing measurements want)
+ * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
+ *   onToken?: (id: number) => void | Promise<void>, stopTokens?: number[], lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
+ *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number } }} GenerateOptions
+ */
+
+/**
+ * Loads a checkpoint from a folder (a path in Node, Deno and Bun; a URL in a browser or anywhere with
+ * fetch) holding config.json and model.safetensors.
+ * @param {string | URL} dir
+ * @param {LoadOptions} [options]
+ */
+export async function loadModel(dir, options = {}) {
+  const [configBytes, weightBytes] = await Promise.all([
+    readModelFile(dir, 'config.json'),
+    readModelFile(dir, 'model.safetensors'),
+  ]);
+  return modelFromBytes(JSON.parse(new TextDecoder().decode(configBytes)), weightBytes, options);
+}
+
+/**
+ * The model from a parsed config.json and the bytes of model.safetensors (for bundles that carry them).
+ * @param {Record<string, any>} config
+ * @param {Uint8Array} safetensors
+ * @param {LoadOptions} [options]
+ */
+export async function modelFromBytes(config, safetensors, options = {}) {
+  // a runner given another attention (the bench's plain-JS cache) never loads the kernel
+  const info = options.cacheClass
+    ? { build: 'plain JS', threads: 1 }
+    : await init({ threads: options.threads ?? 'auto' });
+  return new LlamaModel(config, readSafetensors(safetensors), options, info);
+}
+
+/**
+ * Reads one file of a model folder.
+ * @param {string | URL} dir
+ * @param {string} name
+ * @returns {Promise<Uint8Array>}
+ */
+async function readModelFile(dir, name) {
+  const text = String(dir);
+  const fs = globalThis.process?.getBuiltinModule?.('node:fs/promises');
+  if (fs && !/^(https?|blob|data):/.test(text)) {
+    const path = text.startsWith('file:') ? new URL(name, text.endsWith('/') ? text : `${text}/`) : `${text}/${name}`;
+    return new Uint8Array(await fs.readFile(path));
+  }
+  const url = new URL(name, text.endsWith('/') ? text : `${text}/`);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`loadModel: ${url} answered ${response.status} ${response.statusText}`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/**
+ * The KVCache options a config asks for, and the RoPE the runner must apply itself because the cache's
+ * `rope` option cannot express it yet. The one place that maps a Hugging Face config to the cache: plain
+ * RoPE goes to the cache's `rope` option; Llama 3.1's scaled RoPE is rotated in JavaScript (`rotateInJs`:
+ * the inverse frequencies) and the cache gets no `rope`. Once the package exports
+ * `cacheOptionsFromConfig(config, { maxTokens, dtype })` (whose `rope.scaling` takes llama3), the body
+ * becomes `return { cacheOptions: cacheOptionsFromConfig(config, { maxTokens, dtype }), rotateInJs: null }`.
+ * @param {Record<string, any>} config
+ * @param {{ maxTokens: number, dtype?: 'float32' | 'int8' }} options
+ * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }}
+ */
+export function cacheOptionsFor(config, { maxTokens, dtype = 'float32' }) {
+  const heads = config.num_attention_heads;
+  const headDim = config.head_dim ?? config.hidden_size / heads;
+  const { theta, type } = ropeOf(config);
+  const cacheOptions = {
+    layers: config.num_hidden_layers,
+    heads,
+    kvHeads: config.num_key_value_heads ?? heads,
+    headDim,
+    maxTokens,
+    dtype,
+    // Llama's scores are q·k / sqrt(headDim), the cache's default scale
+  };
+  if (type === 'default')
+    return { cacheOptions: { ...cacheOptions, rope: { theta, dims: headDim } }, rotateInJs: null };
+  return { cacheOptions, rotateInJs: inverseFrequencies(config) };
+}
+
+/**
+ * The config's RoPE: base, type and scaling parameters (transformers 5 keeps them in `rope_parameters`,
+ * 4.x in `rope_theta` and `rope_scaling`).
+ * @param {Record<string, any>} config
+ */
+function ropeOf(config) {
+  const parameters = config.rope_parameters ?? { rope_theta: config.rope_theta, ...config.rope_scaling };
+  const type = parameters.rope_type ?? parameters.type ?? 'default';
+  if (type !== 'default' && type !== 'llama3') {
+    throw new RangeError(`loadModel: config rope type ${JSON.stringify(type)} is not supported (default, llama3)`);
+  }
+  return { theta: parameters.rope_theta ?? 10000, type, parameters };
+}
+
+/**
+ * The inverse frequencies of the config's RoPE over a whole head (whoever applies it).
+ * @param {Record<string, any>} config
+ * @returns {Float64Array}
+ */
+function inverseFrequencies(config) {
+  const headDim = config.head_dim ?? config.hidden_size / config.num_attention_heads;
+  const { theta, type, parameters } = ropeOf(config);
+  if (type === 'llama3') return llama3InverseFrequencies(theta, headDim, parameters);
+  return Float64Array.from({ length: headDim / 2 }, (_, i) => theta ** ((-2 * i) / headDim));
+}
+
+/** Checks a config for what this runner implements, naming the key that is off. @param {Record<string, any>} config */
+function checkConfig(config) {
+  const act = config.hidden_act ?? config.hidden_activation ?? 'silu';
+  if (act !== 'silu') throw new RangeError(`loadModel: config.hidden_act must be "silu" (SwiGLU), got ${act}`);
+  for (const key of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads']) {
+    if (!(Number.isInteger(config[key]) && config[key] > 0)) {
+      throw new RangeError(`loadModel: config.${key} must be a positive integer, got ${config[key]}`);
+    }
+  }
+}
+
+class LlamaModel {
+  /**
+   * @param {Record<string, any>} config
+   * @param {Map<string, { shape: number[], data: Float32Array }>} tensors
+   * @param {LoadOptions} options
+   * @param {{ build: string, threads: number }} info the kernel's build and threads (from init)
+   */
+  constructor(config, tensors, options, info) {
+    checkConfig(config);
+    this.config = config;
+    this.info = info;
+    this.dtype = options.dtype ?? 'float32';
+    this.cacheClass = options.cacheClass ?? KVCache;
+    const vocab = config.vocab_size;
+    const dim = config.hidden_size;
+    const heads = config.num_attention_heads;
+    const kvHeads = config.num_key_value_heads ?? heads;
+    const headDim = config.head_dim ?? dim / heads;
+    const hidden = config.intermediate_size;
+    this.shape = { vocab, dim, heads, kvHeads, headDim, hidden, layers: config.num_hidden_layers };
+    this.eps = config.rms_norm_eps ?? 1e-6;
+    this.maxPositions = options.maxTokens ?? config.max_position_embeddings ?? 2048;
+
+    /** @param {string} name @param {number[]} shape */
+    const weight = (name, shape) => {
+      const tensor = tensors.get(name);
+      if (!tensor) throw new RangeError(`loadModel: model.safetensors has no tensor ${name}`);
+      if (tensor.shape.join() !== shape.join()) {
+        throw new RangeError(`loadModel: tensor ${name} has shape [${tensor.shape}], the config implies [${shape}]`);
+      }
+      return tensor.data;
+    };
+    /** @param {string} name @param {number} n */
+    const bias = (name, n) => (tensors.has(name) ? weight(name, [n]) : null);
+    /** numbers in the checkpoint (a tied output projection counted once) */
+    this.parameters = [...tensors.values()].reduce((n, t) => n + t.data.length, 0);
+    this.embedding = weight('model.embed_tokens.weight', [vocab, dim]);
+    // tied embeddings: the output projection is the embedding matrix (SmolLM2, Llama 3.2 1B)
+    this.lmHead = tensors.has('lm_head.weight') ? weight('lm_head.weight', [vocab, dim]) : this.embedding;
+    this.finalNorm = weight('model.norm.weight', [dim]);
+    this.layers = Array.from({ length: config.num_hidden_layers }, (_, l) => {
+      const p = `model.layers.${l}.`;
+      return {
+        inputNorm: weight(`${p}input_layernorm.weight`, [dim]),
+        wq: weight(`${p}self_attn.q_proj.weight`, [heads * headDim, dim]),
+        bq: bias(`${p}self_attn.q_proj.bias`, heads * headDim),
+        wk: weight(`${p}self_attn.k_proj.weight`, [kvHeads * headDim, dim]),
+        bk: bias(`${p}self_attn.k_proj.bias`, kvHeads * headDim),
+        wv: weight(`${p}self_attn.v_proj.weight`, [kvHeads * headDim, dim]),
+        bv: bias(`${p}self_attn.v_proj.bias`, kvHeads * headDim),
+        wo: weight(`${p}self_attn.o_proj.weight`, [dim, heads * headDim]),
+        bo: bias(`${p}self_attn.o_proj.bias`, dim),
+        postNorm: weight(`${p}post_attention_layernorm.weight`, [dim]),
+        wGate: weight(`${p}mlp.gate_proj.weight`, [hidden, dim]),
+        wUp: weight(`${p}mlp.up_proj.weight`, [hidden, dim]),
+        wDown: weight(`${p}mlp.down_proj.weight`, [dim, hidden]),
+        bGate: bias(`${p}mlp.gate_proj.bias`, hidden),
+        bUp: bias(`${p}mlp.up_proj.bias`, hidden),
+        bDown: bias(`${p}mlp.down_proj.bias`, dim),
+      };
+    });
+
+    const { rotateInJs } = cacheOptionsFor(config, { maxTokens: 1, dtype: this.dtype });
+    this.rotary = rotateInJs ? new Rotary(rotateInJs, headDim) : null;
+
+    // scratch for CHUNK tokens, allocated once; views for each token count are made on first use
+    const qDim = heads * headDim;
+    const kvDim = kvHeads * headDim;
+    this.buffers = {
+      x: new Float32Array(CHUNK * dim),
+      h: new Float32Array(CHUNK * dim),
+      q: new Float32Array(CHUNK * qDim),
+      k: new Float32Array(CHUNK * kvDim),
+      v: new Float32Array(CHUNK * kvDim),
+      attended: new Float32Array(CHUNK * qDim),
+      projected: new Float32Array(CHUNK * dim),
+      gate: new Float32Array(CHUNK * hidden),
+      up: new Float32Array(CHUNK * hidden),
+    };
+    /** @type {Map<number, { q: Float32Array, k: Float32Array, v: Float32Array, attended: Float32Array }>} */
+    this.views = new Map();
+    /** @type {{ layer: number, q: Float32Array, k: Float32Array, v: Float32Array } | null} attentionOf's copy of one layer's inputs */
+    this.capture = null;
+    /** time spent inside attend (ms), for the bench's share of attention */
+    this.attentionMs = 0;
+    this.timeAttention = false;
+  }
+
+  /**
+   * A fresh cache for this model, holding at most `maxTokens` positions.
+   * @param {{ maxTokens?: number }} [options]
+   * @returns {AttentionCache}
+   */
+  createCache({ maxTokens = this.maxPositions } = {}) {
+    const { cacheOptions } = cacheOptionsFor(this.config, { maxTokens, dtype: this.dtype });
+    return new this.cacheClass(cacheOptions);
+  }
+
+  /** Attention-sized views of the scratch for T tokens (the cache checks exact lengths). @param {number} T */
+  viewsFor(T) {
+    let views = this.views.get(T);
+    if (!views) {
+      const { heads, kvHeads, headDim } = this.shape;
+      const b = this.buffers;
+      views = {
+        q: b.q.subarray(0, T * heads * headDim),
+        k: b.k.subarray(0, T * kvHeads * headDim),
+        v: b.v.subarray(0, T * kvHeads * headDim),
+        attended: b.attended.subarray(0, T * heads * headDim),
+      };
+      this.views.set(T, views);
+    }
+    return views;
+  }
+
+  /**
+   * Runs T ≤ CHUNK tokens through every layer, appending them to `cache` at its current length, and writes
+   * the logits of the last `rows` of them into `logits` from `offset` on.
+   * @param {AttentionCache} cache
+   * @param {ArrayLike<number>} ids
+   * @param {number} from index of the first token in ids
+   * @param {number} T
+   * @param {Float32Array | null} logits
+   * @param {number} rows
+   * @param {number} offset
+   */
+  forwardChunk(cache, ids, from, T, logits, rows, offset) {
+    const { vocab, dim, heads, kvHeads, headDim, hidden } = this.shape;
+    const { x, h, projected, gate, up } = this.buffers;
+    const { q, k, v, attended } = this.viewsFor(T);
+    const position = cache.length;
+    const qDim = heads * headDim;
+    const kvDim = kvHeads * headDim;
+    for (let t = 0; t < T; t++) {
+      const id = ids[from + t];
+      if (!(Number.isInteger(id) && id >= 0 && id < vocab)) {
+        throw new RangeError(`token ids[${from + t}] must be an integer from 0 to ${vocab - 1}, got ${id}`);
+      }
+      x.set(this.embedding.subarray(id * dim, (id + 1) * dim), t * dim);
+    }
+    for (let l = 0; l < this.layers.length; l++) {
+      const w = this.layers[l];
+      rmsNorm(x, T, dim, w.inputNorm, this.eps, h);
+      linear(h, T, w.wq, dim, qDim, w.bq, q);
+      linear(h, T, w.wk, dim, kvDim, w.bk, k);
+      linear(h, T, w.wv, dim, kvDim, w.bv, v);
+      if (this.rotary) {
+        this.rotary.rotate(q, heads, position, T);
+        this.rotary.rotate(k, kvHeads, position, T);
+      }
+      if (this.capture?.layer === l) {
+        this.capture.q.set(q, position * qDim);
+        this.capture.k.set(k, position * kvDim);
+        this.capture.v.set(v, position * kvDim);
+      }
+      if (this.timeAttention) {
+        const t0 = performance.now();
+        cache.attend(l, q, k, v, attended);
+        this.attentionMs += performance.now() - t0;
+      } else cache.attend(l, q, k, v, attended);
+      linear(attended, T, w.wo, qDim, dim, w.bo, projected);
+      addInto(x, projected, T * dim);
+      rmsNorm(x, T, dim, w.postNorm, this.eps, h);
+      linear(h, T, w.wGate, dim, hidden, w.bGate, gate);
+      linear(h, T, w.wUp, dim, hidden, w.bUp, up);
+      swiglu(gate, up, T * hidden);
+      linear(gate, T, w.wDown, hidden, dim, w.bDown, projected);
+      addInto(x, projected, T * dim);
+    }
+    if (logits && rows > 0) {
+      const last = x.subarray((T - rows) * dim, T * dim);
+      rmsNorm(last, rows, dim, this.finalNorm, this.eps, h);
+      linear(h, rows, this.lmHead, dim, vocab, null, logits.subarray(offset, offset + rows * vocab));
+    }
+  }
+
+  /**
+   * Feeds `count` tokens ids[from …] to the cache in calls of at most `perCall` tokens; the logits of the
+   * last `rows` of them go to `logits` (rows === count: every token's).
+   * @param {AttentionCache} cache
+   * @param {ArrayLike<number>} ids
+   * @param {number} from
+   * @param {number} count
+   * @param {Float32Array | null} logits
+   * @param {number} rows
+   * @param {number} [perCall]
+   */
+  feed(cache, ids, from, count, logits, rows, perCall = CHUNK) {
+    const { vocab } = this.shape;
+    const firstRow = count - rows; // index (from `from`) of the first token whose logits are wanted
+    for (let done = 0; done < count; ) {
+      const T = Math.min(perCall, CHUNK, count - done);
+      const wanted = Math.max(0, done + T - Math.max(firstRow, done));
+      const offset = Math.max(0, done - firstRow) * vocab;
+      this.forwardChunk(cache, ids, from + done, T, logits, wanted, offset);
+      done += T;
+    }
+  }
+
+  /**
+   * Teacher-forced logits of every position, on a fresh cache.
+   * @param {ArrayLike<number>} ids
+   * @param {{ tokensPerCall?: number }} [options] 1: token by token; default: prefill in chunks of 64
+   * @returns {Float32Array} [ids.length][vocab]
+   */
+  logits(ids, { tokensPerCall = CHUNK } = {}) {
+    if (ids.length === 0) throw new RangeError('logits: ids must hold at least one token');
+    const cache = this.createCache({ maxTokens: ids.length });
+    const out = new Float32Array(ids.length * this.shape.vocab);
+    try {
+      this.feed(cache, ids, 0, ids.length, out, ids.length, tokensPerCall);
+    } finally {
+      cache.dispose?.();
+    }
+    return out;
+  }
+
+  /**
+   * What each query attended to in one layer, for pictures: a teacher-forced pass over `ids` that keeps the
+   * layer's q, k and v (rotated by their positions), then the package's attentionWeights of every head.
+   * @param {ArrayLike<number>} ids
+   * @param {number} layer
+   * @returns {Float32Array} [ids.length][heads][ids.length]: row (t, h) sums to 1 over keys 0 … t
+   */
+  attentionOf(ids, layer) {
+    const { heads, kvHeads, headDim, layers } = this.shape;
+    if (!(Number.isInteger(layer) && layer >= 0 && layer < layers)) {
+      throw new RangeError(`attentionOf: layer must be an integer from 0 to ${layers - 1}, got ${layer}`);
+    }
+    const T = ids.length;
+    const capture = {
+      layer,
+      q: new Float32Array(T * heads * headDim),
+      k: new Float32Array(T * kvHeads * headDim),
+      v: new Float32Array(T * kvHeads * headDim),
+    };
+    const cache = this.createCache({ maxTokens: T });
+    this.capture = capture;
+    try {
+      this.feed(cache, ids, 0, T, null, 0);
+    } finally {
+      this.capture = null;
+      cache.dispose?.();
+    }
+    if (!this.rotary) {
+      // the cache rotated them inside; the same rotation here
+      const rotary = new Rotary(inverseFrequencies(this.config), headDim);
+      rotary.rotate(capture.q, heads, 0, T);
+      rotary.rotate(capture.k, kvHeads, 0, T);
+    }
+    return attentionWeights(capture.q, capture.k, capture.v, { heads, kvHeads, headDim });
+  }
+
+  /**
+   * Continues `ids` by up to `maxNewTokens` tokens; greedy unless `temperature` > 0. With `lookup`, drafts
+   * come from the context (prompt lookup) and are verified several at a time: the same tokens as without.
+   * `onToken` sees each new id as it is chosen (awaited, so a page can render between tokens); generation
+   * ends early after any of `stopTokens` (which is returned last), or when the context is full
+   * (config.max_position_embeddings tokens, the new ones included).
+   * With `cache` (from createCache), continues that cache, which must hold a prefix of ids; it is left
+   * holding ids and the new tokens but the last (whose logits were never needed).
+   * @param {ArrayLike<number>} ids
+   * @param {GenerateOptions} options
+   * @returns {Promise<number[]>} the new ids
+   */
+  async generate(ids, options) {
+    const { maxNewTokens } = options;
+    if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) {
+      throw new RangeError(`generate: options.maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+    }
+    if (ids.length === 0 || ids.length > this.maxPositions) {
+      throw new RangeError(`generate: ids must hold 1 to ${this.maxPositions} tokens (the context), got ${ids.length}`);
+    }
+    const { vocab } = this.shape;
+    const picker = new TokenPicker(vocab, options);
+    const lookup = options.lookup ? lookupOptions(options.lookup) : null;
+    const stats = options.stats ?? { forwards: 0, drafted: 0, accepted: 0 };
+    const onToken = options.onToken ?? (() => {});
+    const stopTokens = options.stopTokens ?? [];
+    const ownCache = !options.cache;
+    const cache =
+      options.cache ?? this.createCache({ maxTokens: Math.min(this.maxPositions, ids.length + maxNewTokens) });
+    if (cache.length >= ids.length) {
+      throw new RangeError(
+        `generate: options.cache holds ${cache.length} tokens; ids must extend them (${ids.length})`,
+      );
+    }
+    const rowsMax = (lookup ? lookup.maxDraft : 0) + 1;
+    const logits = new Float32Array(rowsMax * vocab);
+    const input = new Int32Array(rowsMax); // the tokens of one forward pass: the next one and its drafts
+    /** @type {number[]} */
+    const tokens = Array.from(ids);
+    /** @type {number[]} */
+    const generated = [];
+    /** @param {number} id */
+    const emit = async (id) => {
+      tokens.push(id);
+      generated.push(id);
+      await onToken(id);
+      return stopTokens.includes(id);
+    };
+    try {
+      this.feed(cache, tokens, cache.length, tokens.length - cache.length, logits, 1);
+      stats.forwards++;
+      let row = 0; // the logits row that predicts the next token
+      let pending = -1; // a token already chosen (a draft's correction) that has not been through the model
+      let stopped = false;
+      const policy = lookup ? new DraftPolicy(lookup) : null;
+      while (generated.length < maxNewTokens) {
+        const next = pending >= 0 ? pending : picker.pick(logits, row * vocab);
+        pending = -1;
+        if (await emit(next)) break;
+        const left = maxNewTokens - generated.length;
+        const room = this.maxPositions - cache.length - 1; // positions left for drafts after `next`
+        if (left === 0 || room < 0) break;
+        // with lookup: the next token plus the drafts that follow it, checked in one forward pass
+        const wanted = policy ? Math.min(left, policy.length(), room) : 0;
+        const draft = lookup && wanted > 0 ? draftByLookup(tokens, lookup, wanted) : [];
+        const position = cache.length; // where `next` goes
+        input[0] = next;
+        for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
+        this.feed(cache, input, 0, draft.length + 1, logits, draft.length + 1);
+        stats.forwards++;
+        stats.drafted += draft.length;
+        // row i predicts the token after draft i: keep drafts while they are what the model picks there
+        let accepted = 0;
+        for (; accepted < draft.length; accepted++) {
+          const choice = picker.pick(logits, accepted * vocab);
+          if (choice !== draft[accepted]) {
+            pending = choice;
+            break;
+          }
+          if (await emit(choice)) {
+            stopped = true;
+            break;
+          }
+        }
+        stats.accepted += accepted;
+        if (accepted < draft.length) cache.truncate(position + 1 + accepted);
+        policy?.update(draft.length, accepted);
+        if (stopped) break;
+        row = accepted;
+      }
+    } finally {
+      if (ownCache) cache.dispose?.();
+    }
+    return generated;
+  }
+}

@@ -1,0 +1,113 @@
+// Prompt-lookup drafting: guess the next tokens by finding the context's last n tokens earlier in the
+// context and proposing what followed them there. Text that repeats itself (code, quotes, lists, a
+// document being edited) is guessed well; the model then checks a whole guess in one forward pass.
+
+/**
+ * @typedef {{ minNgram: number, maxNgram: number, maxDraft: number, adaptive: boolean }} LookupOptions
+ *   adaptive: draft only as much as the acceptance so far makes worth it (DraftPolicy); false: draft up
+ *   to maxDraft tokens whenever the context has a match
+ */
+
+/** @type {LookupOptions} */
+export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12, adaptive: true };
+
+/**
+ * @param {true | Partial<LookupOptions>} value the `lookup` option of generate
+ * @returns {LookupOptions}
+ */
+export function lookupOptions(value) {
+  const options = { ...LOOKUP_DEFAULTS, ...(value === true ? {} : value) };
+  if (typeof options.adaptive !== 'boolean') {
+    throw new TypeError(`generate: options.lookup.adaptive must be a boolean, got ${options.adaptive}`);
+  }
+  for (const name of /** @type {const} */ (['minNgram', 'maxNgram', 'maxDraft'])) {
+    const v = options[name];
+    if (!(Number.isInteger(v) && v >= 1)) {
+      throw new RangeError(`generate: options.lookup.${name} must be an integer >= 1, got ${v}`);
+    }
+  }
+  if (options.minNgram > options.maxNgram) {
+    throw new RangeError(
+      `generate: options.lookup.minNgram (${options.minNgram}) must be <= maxNgram (${options.maxNgram})`,
+    );
+  }
+  return options;
+}
+
+/**
+ * `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
+ * minNgram) that occurred before, at its most recent earlier occurrence, and the tokens that followed it.
+ * @param {number[]} tokens the context so far
+ * @param {LookupOptions} options
+ * @param {number} limit the most draft tokens wanted
+ * @returns {number[]} possibly empty
+ */
+export function draftByLookup(tokens, options, limit) {
+  const length = tokens.length;
+  if (limit <= 0) return [];
+  for (let n = Math.min(options.maxNgram, length - 1); n >= options.minNgram; n--) {
+    // candidate starts of an earlier occurrence, latest first; it must leave at least one token after it
+    for (let start = length - n - 1; start >= 0; start--) {
+      let match = true;
+      for (let i = 0; i < n; i++) {
+        if (tokens[start + i] !== tokens[length - n + i]) {
+          match = false;
+          break;
+        }
+      }
+      if (!match) continue;
+      // what followed; where that runs into the suffix itself, the copy continues from the draft, so a
+      // repeating pattern extends by its period (as an LZ77 copy may overlap its own output)
+      /** @type {number[]} */
+      const draft = [];
+      for (let i = start + n; draft.length < limit; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
+      return draft;
+    }
+  }
+  return [];
+}
+
+/**
+ * How many tokens to draft next. Checking a draft token costs about 0.7 of decoding a token alone (the
+ * runner's multi-token matmuls, math.mjs), and saves a whole step only when the model agrees with it, so
+ * drafting pays only where the acceptance rate is above 0.7. The policy keeps a decaying count of
+ * accepted and rejected drafts; with acceptance rate a, the i-th token of a draft is worth checking while
+ * a^i > 0.7, so it drafts floor(ln 0.7 / ln a) tokens, and none below 0.7 but one every 8th step, to
+ * notice when the text starts repeating.
+ */
+export class DraftPolicy {
+  /** @param {LookupOptions} options */
+  constructor(options) {
+    this.maxDraft = options.maxDraft;
+    this.adaptive = options.adaptive;
+    // optimistic at first (a = 0.8): a context that repeats shows it within a few drafts
+    this.accepted = 4;
+    this.rejected = 1;
+    this.idle = 0;
+  }
+
+  /** The most tokens to draft at this step (0: decode one token alone). */
+  length() {
+    if (!this.adaptive) return this.maxDraft;
+    const rate = this.accepted / (this.accepted + this.rejected);
+    const worth = rate >= 1 ? this.maxDraft : Math.floor(Math.log(DRAFT_COST) / Math.log(rate));
+    if (worth >= 1) return Math.min(worth, this.maxDraft);
+    if (++this.idle < PROBE_EVERY) return 0;
+    this.idle = 0;
+    return 1;
+  }
+
+  /** After a verification: `drafted` tokens were checked, the first `accepted` of them kept. */
+  update(/** @type {number} */ drafted, /** @type {number} */ accepted) {
+    if (drafted === 0) return;
+    this.accepted = this.accepted * DECAY + accepted;
+    this.rejected = this.rejected * DECAY + (accepted < drafted ? 1 : 0);
+  }
+}
+
+/** a checked draft token's cost, in decode steps */
+const DRAFT_COST = 0.7;
+/** steps between single-token probes while drafting does not pay */
+const PROBE_EVERY = 8;
+/** how fast old verifications fade from the acceptance rate */
+const DECAY = 0.8;

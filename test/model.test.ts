@@ -1,0 +1,389 @@
+// The model runner of examples/model, checked against PyTorch. The tiny byte-level Llama 3 model in
+// examples/model/tiny (trained by examples/model/train/train.py) ships with PyTorch's float64 logits of a
+// held-out text, teacher-forced, and its greedy continuation of a prompt (reference.json and the .bin
+// files beside it); here the runner, with this package's KVCache as its attention, must reproduce them.
+// TINY_MODEL_DIR may point at another folder of the same layout.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/index.mjs';
+import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
+import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
+
+const dir = process.env.TINY_MODEL_DIR ?? fileURLToPath(new URL('../examples/model/tiny', import.meta.url));
+const reference = JSON.parse(readFileSync(`${dir}/reference.json`, 'utf8'));
+const config = JSON.parse(readFileSync(`${dir}/config.json`, 'utf8'));
+const weights = new Uint8Array(readFileSync(`${dir}/model.safetensors`));
+const vocab: number = config.vocab_size;
+const heldOut: number[] = reference.logits.ids;
+const pytorch64 = new Float64Array(readFileSync(`${dir}/${reference.logits.float64.file}`).buffer.slice(0));
+const greedyPrompt: number[] = reference.greedy.prompt_ids;
+const greedyReference: number[] = reference.greedy.new_ids;
+
+type Model = Awaited<ReturnType<typeof loadModel>>;
+let model: Model;
+let int8Model: Model;
+let prefill32: Float32Array; // the held-out text's logits, one prefill, float32 cache
+let prefill8: Float32Array; // the same with an int8 cache
+beforeAll(async () => {
+  model = await loadModel(dir);
+  int8Model = await loadModel(dir, { dtype: 'int8' });
+  prefill32 = model.logits(heldOut);
+  prefill8 = int8Model.logits(heldOut);
+});
+
+const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let max = 0;
+  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
+  return max;
+};
+const argmaxAt = (logits: ArrayLike<number>, row: number) => {
+  let best = 0;
+  for (let i = 1; i < vocab; i++) if (logits[row * vocab + i] > logits[row * vocab + best]) best = i;
+  return best;
+};
+const top1Agreement = (a: ArrayLike<number>, b: ArrayLike<number>, rows: number) => {
+  let same = 0;
+  for (let t = 0; t < rows; t++) if (argmaxAt(a, t) === argmaxAt(b, t)) same++;
+  return same / rows;
+};
+const bytes = (text: string) => Array.from(new TextEncoder().encode(text));
+
+describe('the runner reproduces PyTorch (float32 cache)', () => {
+  // PyTorch's own float32 evaluation of this model differs from its float64 one by
+  // reference.logits.float32_max_abs_diff_from_float64 (a few 1e-6 on logits of size ~10). The runner is
+  // another float32 evaluation: other summation orders, the kernel's exp (relative error < 2^-22), RoPE
+  // tables from float64 angles, so it should land within a small multiple of that: 1e-4 allows 5x the
+  // trained model's (1.7e-5). The error measured must also sit well below the smallest top-2 gap of the
+  // greedy reference (min_top2_margin), or the greedy comparison below would hinge on rounding.
+  const TOLERANCE = 1e-4;
+
+  it('teacher-forced logits of the held-out text: prefill within the tolerance of float64', () => {
+    const logits = prefill32;
+    expect(logits).toBeInstanceOf(Float32Array);
+    expect(logits.length).toBe(heldOut.length * vocab);
+    const error = maxAbsDiff(logits, pytorch64);
+    console.log(
+      `float32 cache: max |logit - PyTorch float64| = ${error.toExponential(2)} over ${heldOut.length} tokens ` +
+        `(PyTorch float32: ${reference.logits.float32_max_abs_diff_from_float64.toExponential(2)})`,
+    );
+    expect(error).toBeLessThan(TOLERANCE);
+    expect(error).toBeLessThan(reference.greedy.min_top2_margin_float64 / 10);
+  });
+
+  it('token by token gives the same bits as the prefill, and so does a prefill in chunks of 5', () => {
+    expect(model.logits(heldOut, { tokensPerCall: 1 })).toEqual(prefill32);
+    const start = heldOut.slice(0, 40);
+    expect(model.logits(start, { tokensPerCall: 5 })).toEqual(prefill32.subarray(0, 40 * vocab));
+  });
+
+  it(`greedy continuation equals PyTorch's for all ${greedyReference.length} tokens`, async () => {
+    const streamed: number[] = [];
+    const generated = await model.generate(greedyPrompt, {
+      maxNewTokens: greedyReference.length,
+      onToken: (id) => {
+        streamed.push(id);
+      },
+    });
+    expect(generated).toEqual(greedyReference);
+    expect(streamed).toEqual(greedyReference);
+  });
+});
+
+describe("dtype 'int8' cache", () => {
+  it('logits within the int8 tolerance of float64; top-1 agreement with float32 reported', () => {
+    const logits8 = prefill8;
+    const logits32 = prefill32;
+    const error = maxAbsDiff(logits8, pytorch64);
+    const agreement = top1Agreement(logits8, logits32, heldOut.length);
+    console.log(
+      `int8 cache: max |logit - PyTorch float64| = ${error.toFixed(4)}; top-1 agreement with the float32 cache ` +
+        `${(agreement * 100).toFixed(1)}% of ${heldOut.length} positions`,
+    );
+    // Each cached K and V number is rounded to one of 255 steps of its (token, kv head) row's largest
+    // magnitude: off by up to 0.4% of that, on every key and value of every layer. Attention outputs then
+    // move by about that fraction of V's scale, and the logits, after the remaining layers and norms, by a
+    // small multiple of 0.4% of their own scale (measured: 0.8% of the largest |logit| on the trained
+    // model, 0.03% on the untrained one). 2% of the largest |logit| leaves room for that multiple to be 5.
+    const largest = pytorch64.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    expect(error).toBeLessThan(0.02 * largest);
+    // a flip needs two logits within that error of each other: rare, so at least 95% agree
+    expect(agreement).toBeGreaterThanOrEqual(0.95);
+  });
+
+  it('token by token gives the same bits as the prefill, as with float32', () => {
+    const start = heldOut.slice(0, 60);
+    expect(int8Model.logits(start, { tokensPerCall: 1 })).toEqual(prefill8.subarray(0, 60 * vocab));
+  });
+});
+
+describe('prompt-lookup speculative decoding', () => {
+  const prompts = {
+    repetitive: bytes('The Congress shall have power. The Congress shall have power. The Congress shall have power.'),
+    list: bytes('Section 1. The Senate. Section 2. The House. Section 3. The Senate. Section 4. The House. Section 5.'),
+    prose: heldOut.slice(0, 80),
+  };
+
+  for (const [name, ids] of Object.entries(prompts)) {
+    it(`gives exactly greedy decoding's tokens: ${name} prompt`, async () => {
+      const greedy = await model.generate(ids, { maxNewTokens: 64 });
+      // adaptive (the default), and drafting at every match (many drafts, many rejected)
+      for (const lookup of [true, { minNgram: 1, maxDraft: 16, adaptive: false }]) {
+        const stats = { forwards: 0, drafted: 0, accepted: 0 };
+        expect(await model.generate(ids, { maxNewTokens: 64, lookup, stats })).toEqual(greedy);
+        expect(stats.accepted).toBeLessThanOrEqual(stats.drafted);
+      }
+    });
+  }
+
+  it('takes fewer forward passes than tokens on a repetitive prompt', async () => {
+    const stats = { forwards: 0, drafted: 0, accepted: 0 };
+    await model.generate(prompts.repetitive, { maxNewTokens: 64, lookup: { adaptive: false }, stats });
+    console.log(`lookup on the repetitive prompt: ${stats.forwards} forward passes for 64 tokens`, stats);
+    expect(stats.accepted).toBeGreaterThan(0);
+    expect(stats.forwards).toBeLessThan(64);
+  });
+
+  it('gives sampling the same tokens too (one random draw per token, as without)', async () => {
+    const options = { maxNewTokens: 48, temperature: 0.8, topK: 20, seed: 5 };
+    const sampled = await model.generate(prompts.repetitive, options);
+    const lookup = { minNgram: 1, adaptive: false };
+    expect(await model.generate(prompts.repetitive, { ...options, lookup })).toEqual(sampled);
+  });
+
+  it('with an int8 cache as well', async () => {
+    const greedy = await int8Model.generate(prompts.list, { maxNewTokens: 48 });
+    const lookup = { minNgram: 1, adaptive: false };
+    expect(await int8Model.generate(prompts.list, { maxNewTokens: 48, lookup })).toEqual(greedy);
+  });
+
+  it('drafts what followed the latest earlier occurrence of the longest matching suffix', () => {
+    const options = { ...LOOKUP_DEFAULTS, minNgram: 2 };
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7, 2]);
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
+    expect(draftByLookup([1, 2, 3, 4], options, 3)).toEqual([]);
+    // a copy that runs into the suffix continues the pattern by its period
+    expect(draftByLookup([5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6, 5]);
+    expect(draftByLookup([7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
+  });
+
+  it('drafts long while drafts are accepted, and only a probe every 8th step once they are not', () => {
+    const policy = new DraftPolicy(LOOKUP_DEFAULTS);
+    for (let i = 0; i < 10; i++) policy.update(policy.length(), policy.length());
+    expect(policy.length()).toBe(LOOKUP_DEFAULTS.maxDraft);
+    for (let i = 0; i < 10; i++) policy.update(policy.length(), 0);
+    const lengths = Array.from({ length: 16 }, () => policy.length());
+    expect(lengths.filter((n) => n > 0)).toEqual([1, 1]);
+    expect(new DraftPolicy({ ...LOOKUP_DEFAULTS, adaptive: false }).length()).toBe(LOOKUP_DEFAULTS.maxDraft);
+  });
+});
+
+describe('generate', () => {
+  it('sampling: the same seed gives the same tokens, topK 1 is greedy, temperature 0 is greedy', async () => {
+    const ids = greedyPrompt;
+    const a = await model.generate(ids, { maxNewTokens: 32, temperature: 1, seed: 3 });
+    expect(await model.generate(ids, { maxNewTokens: 32, temperature: 1, seed: 3 })).toEqual(a);
+    expect(await model.generate(ids, { maxNewTokens: 32, temperature: 1, seed: 4 })).not.toEqual(a);
+    const greedy = greedyReference.slice(0, 32);
+    expect(await model.generate(ids, { maxNewTokens: 32, temperature: 0.7, topK: 1, seed: 9 })).toEqual(greedy);
+    expect(await model.generate(ids, { maxNewTokens: 32, temperature: 0 })).toEqual(greedy);
+  });
+
+  it('continues a cache that holds a prefix of the ids, as a fresh cache would', async () => {
+    const cache = model.createCache({ maxTokens: 256 });
+    expect(await model.generate(greedyPrompt.slice(0, 20), { maxNewTokens: 0, cache })).toEqual([]);
+    expect(cache.length).toBe(20);
+    const continued = await model.generate(greedyPrompt, { maxNewTokens: 32, cache });
+    expect(continued).toEqual(greedyReference.slice(0, 32));
+    cache.dispose?.();
+  });
+
+  it('stops after a stop token, which it returns', async () => {
+    const stop = greedyReference[10];
+    const out = await model.generate(greedyPrompt, { maxNewTokens: 64, stopTokens: [stop], lookup: true });
+    expect(out).toEqual(greedyReference.slice(0, greedyReference.indexOf(stop) + 1));
+  });
+
+  it('ends when the context is full', async () => {
+    const short = await modelFromBytes({ ...config, max_position_embeddings: 40 }, weights);
+    const ids = [...heldOut.slice(0, 20), ...heldOut.slice(0, 10)];
+    for (const lookup of [false, true]) {
+      const out = await short.generate(ids, { maxNewTokens: 50, lookup });
+      expect(out.length).toBe(11); // the last one is chosen from the logits of position 39
+      expect(out).toEqual(await model.generate(ids, { maxNewTokens: 11 }));
+    }
+  });
+
+  it('names what is wrong', async () => {
+    await expect(model.generate(greedyPrompt, { maxNewTokens: -1 })).rejects.toThrow(/maxNewTokens/);
+    await expect(model.generate(greedyPrompt, { maxNewTokens: 4, temperature: -1 })).rejects.toThrow(/temperature/);
+    expect(() => model.logits([1, vocab])).toThrow(RangeError);
+    expect(() => model.logits([1, vocab])).toThrow(/ids\[1\]/);
+  });
+});
+
+describe('attentionOf (the pictures of the browser example)', () => {
+  it("gives a layer's causal softmax weights, and the same whether RoPE is applied in JS or by the cache", async () => {
+    const ids = heldOut.slice(0, 30);
+    const heads: number = config.num_attention_heads;
+    const attention = model.attentionOf(ids, 1);
+    expect(attention.length).toBe(30 * heads * 30);
+    for (let t = 0; t < 30; t++) {
+      for (let h = 0; h < heads; h++) {
+        const row = attention.subarray((t * heads + h) * 30, (t * heads + h + 1) * 30);
+        expect(row.slice(t + 1).every((w) => w === 0)).toBe(true);
+        expect(row.reduce((a, w) => a + w, 0)).toBeCloseTo(1, 5);
+      }
+    }
+    // llama3 scaling with factor 1 is plain RoPE: rotated in JS for one model, by the cache for the other
+    const byCache = await modelFromBytes({ ...config, rope_scaling: null }, weights);
+    const byJs = await modelFromBytes({ ...config, rope_scaling: { ...config.rope_scaling, factor: 1 } }, weights);
+    expect(maxAbsDiff(byCache.attentionOf(ids, 2), byJs.attentionOf(ids, 2))).toBeLessThan(1e-5);
+  });
+});
+
+describe('checkpoints: dtypes, tied and untied embeddings, RoPE', () => {
+  const tensors = readSafetensors(weights);
+
+  /** A .safetensors file of the given tensors, each stored in `dtype` (values already representable). */
+  function writeSafetensors(entries: [string, { shape: number[]; data: Float32Array }][], dtype: 'F32' | 'BF16') {
+    const width = dtype === 'F32' ? 4 : 2;
+    const header: Record<string, unknown> = {};
+    let offset = 0;
+    for (const [name, t] of entries) {
+      header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.data.length * width] };
+      offset += t.data.length * width;
+    }
+    const json = new TextEncoder().encode(JSON.stringify(header));
+    const out = new Uint8Array(8 + json.length + offset);
+    const view = new DataView(out.buffer);
+    view.setBigUint64(0, BigInt(json.length), true);
+    out.set(json, 8);
+    let p = 8 + json.length;
+    for (const [, t] of entries) {
+      // little-endian host: float32 bytes as they are; bfloat16 is the high half of each float32
+      const bits = new Uint32Array(Float32Array.from(t.data).buffer);
+      const stored = dtype === 'F32' ? bits : Uint16Array.from(bits, (x) => x >>> 16);
+      out.set(new Uint8Array(stored.buffer), p);
+      p += t.data.length * width;
+    }
+    return out;
+  }
+
+  it('bfloat16 weights give the bits of the same values stored as float32; untied equals tied', async () => {
+    // round every weight down to bfloat16 (drop the low 16 bits), then store it both ways
+    const rounded = [...tensors].map(([name, t]): [string, { shape: number[]; data: Float32Array }] => {
+      const data = Float32Array.from(t.data);
+      const bits = new Uint32Array(data.buffer);
+      for (let i = 0; i < bits.length; i++) bits[i] &= 0xffff0000;
+      return [name, { shape: t.shape, data }];
+    });
+    const asFloat32 = await modelFromBytes(config, writeSafetensors(rounded, 'F32'));
+    const asBfloat16 = await modelFromBytes(config, writeSafetensors(rounded, 'BF16'));
+    const embedding = rounded.find(([name]) => name === 'model.embed_tokens.weight')![1];
+    const untied = await modelFromBytes(
+      { ...config, tie_word_embeddings: false },
+      writeSafetensors([...rounded, ['lm_head.weight', embedding]], 'BF16'),
+    );
+    const ids = heldOut.slice(0, 24);
+    const expected = asFloat32.logits(ids);
+    expect(asBfloat16.logits(ids)).toEqual(expected);
+    expect(untied.logits(ids)).toEqual(expected);
+    // and bfloat16 weights stay close to the float32 model (8 mantissa bits: logits move by ~0.1)
+    expect(maxAbsDiff(expected, prefill32.subarray(0, 24 * vocab))).toBeLessThan(1);
+  });
+
+  it('reads float16 and bfloat16 numbers exactly', () => {
+    expect([0x3c00, 0xc000, 0x0001, 0x03ff, 0x0400, 0x7bff, 0x3555].map(halfToFloat)).toEqual([
+      1,
+      -2,
+      2 ** -24,
+      1023 * 2 ** -24,
+      2 ** -14,
+      65504,
+      0.333251953125,
+    ]);
+    expect(halfToFloat(0x7c00)).toBe(Number.POSITIVE_INFINITY);
+    expect(halfToFloat(0xfc00)).toBe(Number.NEGATIVE_INFINITY);
+    expect(halfToFloat(0x7e00)).toBeNaN();
+    const header = new TextEncoder().encode(
+      JSON.stringify({
+        a: { dtype: 'F16', shape: [2], data_offsets: [0, 4] },
+        b: { dtype: 'BF16', shape: [2], data_offsets: [4, 8] },
+        c: { dtype: 'F32', shape: [1, 1], data_offsets: [8, 12] },
+      }),
+    );
+    const file = new Uint8Array(8 + header.length + 12);
+    const view = new DataView(file.buffer);
+    view.setBigUint64(0, BigInt(header.length), true);
+    file.set(header, 8);
+    const at = 8 + header.length;
+    view.setUint16(at, 0x3c00, true); // 1
+    view.setUint16(at + 2, 0xb800, true); // -0.5
+    view.setUint16(at + 4, 0x4049, true); // 3.140625
+    view.setUint16(at + 6, 0xbf80, true); // -1
+    view.setFloat32(at + 8, 1.5, true);
+    const read = readSafetensors(file);
+    expect(Array.from(read.get('a')!.data)).toEqual([1, -0.5]);
+    expect(Array.from(read.get('b')!.data)).toEqual([3.140625, -1]);
+    expect(read.get('c')!.shape).toEqual([1, 1]);
+    expect(Array.from(read.get('c')!.data)).toEqual([1.5]);
+    expect(() => readSafetensors(file.subarray(0, file.length - 1))).toThrow(/byte range/);
+  });
+
+  it("maps llama3 RoPE to a rotation in JS, plain RoPE to the cache's rope option, and the two agree", async () => {
+    const scaled = cacheOptionsFor(config, { maxTokens: 256 });
+    expect(scaled.cacheOptions.rope).toBeUndefined();
+    const invFreq = scaled.rotateInJs!;
+    const headDim = config.head_dim;
+    const theta = config.rope_theta;
+    const { factor } = config.rope_scaling;
+    // the highest frequency is kept, the lowest divided by factor, the ones between blended
+    expect(invFreq[0]).toBeCloseTo(1, 12);
+    expect(invFreq[headDim / 2 - 1]).toBeCloseTo(theta ** (-(headDim - 2) / headDim) / factor, 15);
+    for (let i = 0; i < headDim / 2; i++) {
+      const base = theta ** ((-2 * i) / headDim);
+      expect(invFreq[i]).toBeLessThanOrEqual(base);
+      expect(invFreq[i]).toBeGreaterThanOrEqual(base / factor - 1e-18);
+    }
+
+    // with factor 1 llama3 scaling changes nothing: rotating in JS must then match the cache's own RoPE
+    const plain = { ...config, rope_scaling: null };
+    expect(cacheOptionsFor(plain, { maxTokens: 8 }).cacheOptions.rope).toEqual({ theta, dims: headDim });
+    const unscaled = { ...config, rope_scaling: { ...config.rope_scaling, factor: 1 } };
+    const byCache = await modelFromBytes(plain, weights);
+    const byJs = await modelFromBytes(unscaled, weights);
+    // the same rotation with other roundings (float32 tables in the kernel, float64 angles here)
+    const ids = heldOut.slice(0, 96);
+    expect(maxAbsDiff(byCache.logits(ids), byJs.logits(ids))).toBeLessThan(1e-4);
+  });
+
+  it('refuses what it does not implement, naming it', async () => {
+    expect(() => cacheOptionsFor({ ...config, rope_scaling: { rope_type: 'yarn' } }, { maxTokens: 8 })).toThrow(/yarn/);
+    await expect(modelFromBytes({ ...config, hidden_act: 'gelu' }, weights)).rejects.toThrow(/hidden_act/);
+    await expect(modelFromBytes({ ...config, hidden_size: config.hidden_size * 2 }, weights)).rejects.toThrow(
+      /model\.embed_tokens\.weight/,
+    );
+  });
+});
+
+describe('the CLI', () => {
+  it('continues a byte-level prompt with the greedy tokens', () => {
+    // the CLI starts the prompt with the config's bos_token_id, as the reference's prompt does
+    expect(greedyPrompt[0]).toBe(config.bos_token_id);
+    const prompt = new TextDecoder().decode(new Uint8Array(greedyPrompt.slice(1)));
+    const cli = fileURLToPath(new URL('../examples/model/cli.mjs', import.meta.url));
+    const run = spawnSync(process.execPath, [cli, dir, '--prompt', prompt, '--max-new-tokens', '40', '--lookup'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(run.status, run.stderr).toBe(0);
+    // it stops after an end-of-text token and prints only bytes
+    const eos = greedyReference.indexOf(config.eos_token_id);
+    const expected = greedyReference.slice(0, eos >= 0 && eos < 40 ? eos + 1 : 40);
+    const text = new TextDecoder().decode(new Uint8Array(expected.filter((id) => id < 256)));
+    expect(run.stdout).toBe(`${prompt}${text}\n`);
+    expect(run.stderr).toMatch(new RegExp(`^${expected.length} tokens in .* tokens/s`));
+  });
+});
