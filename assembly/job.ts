@@ -1,6 +1,7 @@
 // The job block of a call shared by threads: one call's numbers and the counters its threads meet on,
-// i32 words in linear memory (shared memory in the threads builds). The facade (src/threads.ts mirrors
-// these offsets) writes the control words with Atomics; the kernel's plan() writes the call's words.
+// i32 words in linear memory (shared memory in the threads builds). The facade writes the
+// control words with Atomics; the kernel's plan() writes the call's words. The facade's offsets
+// (src/abi-words.ts, src/attention-worker.ts) are generated from the consts below.
 //
 //   word  field
 //   0     open         1 while threads may join the call in progress
@@ -32,6 +33,11 @@
 
 export const OPEN: i32 = 0;
 export const NEXT: i32 = 1;
+// the facade's and the workers' words (the kernel never reads them)
+export const FINISHED: i32 = 2;
+export const ENTERED: i32 = 3;
+export const GENERATION: i32 = 4;
+export const SLEEPERS: i32 = 5;
 export const DESCRIPTOR: i32 = 8;
 export const LAYER: i32 = 9;
 export const TOKENS: i32 = 10;

@@ -33,8 +33,8 @@ if (!opts.section) {
   const pkg = await loadPackage();
   const info = await pkg.init({ build: opts.build });
   // the instance's memory (a cache's byteLength is public; the memory it lives in is not)
-  const { activeKernel } = await import(new URL('../dist/kernel.js', import.meta.url).href);
-  const wasmBytes = () => activeKernel().abi.memory.buffer.byteLength;
+  const { activeInstance } = await import(new URL('../dist/init.js', import.meta.url).href);
+  const wasmBytes = () => activeInstance().abi.memory.buffer.byteLength;
   if (opts.section === 'limit') {
     console.log(`wasm-attention memory, build ${info.build}, Node ${process.version}; shape ${JSON.stringify(SHAPE)}`);
     limit(pkg, wasmBytes);

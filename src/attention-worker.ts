@@ -11,14 +11,40 @@
 // Self-contained (no imports): a bundler that copies this file as an asset instead of bundling it as a
 // worker entry still ships a working worker.
 
-/** Control words of the job block (assembly/job.ts documents them; threads.ts imports these). */
-export const OPEN = 0,
-  NEXT = 1,
-  FINISHED = 2,
-  ENTERED = 3,
-  GENERATION = 4,
-  SLEEPERS = 5,
-  PIECES = 15;
+// <generated from assembly/job.ts by assembly/abi-words.mjs: edit that file, not this block>
+/** The job block of a threaded call, and its modes (assembly/job.ts). */
+const Job = {
+  OPEN: 0,
+  NEXT: 1,
+  FINISHED: 2,
+  ENTERED: 3,
+  GENERATION: 4,
+  SLEEPERS: 5,
+  DESCRIPTOR: 8,
+  LAYER: 9,
+  TOKENS: 10,
+  FIRST_POSITION: 11,
+  KEY_END: 12,
+  CAUSAL: 13,
+  MODE: 14,
+  PIECES: 15,
+  SCRATCH_BASE: 16,
+  SCRATCH_STRIDE: 17,
+  PARTIALS: 18,
+  PARTIAL_CAPACITY: 19,
+  PARTIAL_NEEDED: 20,
+  CHUNK_SINKS: 21,
+  CHUNK_FIRST: 22,
+  CHUNK_COUNT: 23,
+  ROWS: 24,
+  JOB_BYTES: 128,
+  TILE_MODE: 0,
+  CHUNK_MODE: 1,
+} as const;
+// </generated>
+
+/** The most threads a pool may have (init's `threads`): the calling thread and MAX_THREADS − 1 workers. */
+export const MAX_THREADS = 64;
 
 /**
  * The pool's status words: an Int32Array over a SharedArrayBuffer of STATUS_WORDS, apart from wasm memory
@@ -27,16 +53,16 @@ export const OPEN = 0,
  *   FAILED       0, or 1 + the number of the first thread whose work threw in the current call
  *   TRAP_TEST    tests only: the number of a worker whose next call traps in its kernel (0: none)
  *   MESSAGE      the failure's message: its length, then up to MESSAGE_CHARS UTF-16 code units
- *   OWNERS       per thread number, the id of the worker the pool counts for it (0: none): a worker joins
- *                a call only while it is counted, so one that is starting or being let go never shares
- *                a thread number (and scratch) with another
+ *   OWNERS       per thread number (0 … MAX_THREADS), the id of the worker the pool counts for it (0:
+ *                none): a worker joins a call only while it is counted, so one that is starting or being
+ *                let go never shares a thread number (and scratch) with another
  */
 export const FAILED = 0,
   TRAP_TEST = 1,
   MESSAGE = 2,
   MESSAGE_CHARS = 200,
   OWNERS = MESSAGE + 1 + MESSAGE_CHARS,
-  STATUS_WORDS = OWNERS + 65;
+  STATUS_WORDS = OWNERS + MAX_THREADS + 1;
 
 /** What a worker is sent once: everything it needs to join calls. */
 export interface WorkerStart {
@@ -81,7 +107,7 @@ function recordFailure(status: Int32Array, words: Int32Array, thread: number, er
   const length = Math.min(text.length, MESSAGE_CHARS);
   for (let i = 0; i < length; i++) status[MESSAGE + 1 + i] = text.charCodeAt(i);
   Atomics.store(status, MESSAGE, length);
-  Atomics.notify(words, FINISHED);
+  Atomics.notify(words, Job.FINISHED);
 }
 
 interface NodeWorkerThreads {
@@ -125,40 +151,40 @@ async function start(given: WorkerStart): Promise<void> {
   const spins = spinsPerInterval(given.spinMs);
   post({ ready: true });
   // the job block was placed before this worker started, so this view covers it even after memory grows
-  const words = new Int32Array(memory.buffer, job, 32);
+  const words = new Int32Array(memory.buffer, job, Job.JOB_BYTES >>> 2);
   const status = new Int32Array(given.status);
-  let seen = Atomics.load(words, GENERATION);
+  let seen = Atomics.load(words, Job.GENERATION);
   for (;;) {
-    for (let i = 0; i < spins && Atomics.load(words, GENERATION) === seen; i++) {
+    for (let i = 0; i < spins && Atomics.load(words, Job.GENERATION) === seen; i++) {
       /* spin */
     }
-    if (Atomics.load(words, GENERATION) === seen) {
-      Atomics.add(words, SLEEPERS, 1);
-      Atomics.wait(words, GENERATION, seen);
-      Atomics.sub(words, SLEEPERS, 1);
+    if (Atomics.load(words, Job.GENERATION) === seen) {
+      Atomics.add(words, Job.SLEEPERS, 1);
+      Atomics.wait(words, Job.GENERATION, seen);
+      Atomics.sub(words, Job.SLEEPERS, 1);
     }
-    seen = Atomics.load(words, GENERATION);
-    Atomics.add(words, ENTERED, 1);
+    seen = Atomics.load(words, Job.GENERATION);
+    Atomics.add(words, Job.ENTERED, 1);
     try {
       // only while the pool counts this worker: one it is starting (or letting go) stays out
-      if (Atomics.load(words, OPEN) === 1 && Atomics.load(status, OWNERS + thread) === id) {
+      if (Atomics.load(words, Job.OPEN) === 1 && Atomics.load(status, OWNERS + thread) === id) {
         const done = Atomics.load(status, TRAP_TEST) === thread ? trapForTest(status, words) : work(job, thread);
-        if (done > 0 && Atomics.add(words, FINISHED, done) + done === Atomics.load(words, PIECES)) {
-          Atomics.notify(words, FINISHED);
+        if (done > 0 && Atomics.add(words, Job.FINISHED, done) + done === Atomics.load(words, Job.PIECES)) {
+          Atomics.notify(words, Job.FINISHED);
         }
       }
     } catch (error) {
       recordFailure(status, words, thread, error);
       return; // this worker is done: its instance may hold a half-written piece's state
     } finally {
-      Atomics.sub(words, ENTERED, 1);
+      Atomics.sub(words, Job.ENTERED, 1);
     }
   }
 
   /** Tests only: claims a piece, as the kernel does, then traps in the kernel (an access past memory's end). */
   function trapForTest(status: Int32Array, words: Int32Array): number {
     Atomics.store(status, TRAP_TEST, 0);
-    Atomics.add(words, NEXT, 1);
+    Atomics.add(words, Job.NEXT, 1);
     return work(memory.buffer.byteLength, thread);
   }
 }

@@ -1,9 +1,12 @@
 // One-shot attention: q of T tokens over k/v of S tokens, with no cache kept afterwards.
 // Internally it is a one-layer cache of exactly S slots, filled and queried once, then freed.
 
-import { activeKernel, type Kernel } from './kernel.js';
-import { MAX_MEMORY_BYTES } from './heap.js';
 import { rangeError } from './errors.js';
+import { type HeadShape, chunkTokens, oneShotGeometry, pageBytesOf, pagesPerHead } from './geometry.js';
+import { MAX_MEMORY_BYTES } from './heap.js';
+import { activeInstance } from './init.js';
+import type { Instance } from './instance.js';
+import { CacheMemory } from './cache-memory.js';
 import {
   headShape,
   optionalBoolean,
@@ -12,10 +15,8 @@ import {
   sameLength,
   scoring,
   tokensIn,
-  type HeadShape,
   type Scoring,
 } from './options.js';
-import { CacheMemory, copyOut, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -57,36 +58,30 @@ function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot
 
 /** Runs `body` with a temporary one-layer cache holding all of k and v; frees it afterwards. */
 function withKeys(
-  kernel: Kernel,
+  instance: Instance,
   call: OneShot,
   k: Float32Array,
   v: Float32Array,
   extraBytes: number,
   body: (memory: CacheMemory, extra: number) => void,
 ): void {
-  const geometry: LayerGeometry = {
-    ...call.shape,
-    int8: false,
-    slots: call.keys,
-    sinks: call.scoring.sinks,
-    ring: call.keys,
-  };
-  const tokens = Math.min(stagingTokens(call.shape), Math.max(call.queries, call.keys));
+  const geometry = oneShotGeometry(call.shape, call.keys, call.scoring.sinks);
+  const tokens = chunkTokens(call.shape, Math.max(call.queries, call.keys));
   const bytes = 2 * call.shape.kvHeads * pagesPerHead(geometry) * pageBytesOf(geometry) + extraBytes;
   if (bytes > MAX_MEMORY_BYTES) {
     throw rangeError('k', `small enough for WebAssembly's 4 GiB memory, but this call needs ${bytes} bytes`, k);
   }
-  const memory = new CacheMemory(kernel, geometry, 1, call.scoring, undefined, tokens);
+  const memory = new CacheMemory(instance, geometry, 1, call.scoring, undefined, tokens);
   let extra = 0;
   try {
     memory.reserve('attention', 0, 0, call.keys);
-    if (extraBytes) extra = kernel.heap.allocate(extraBytes);
+    if (extraBytes) extra = instance.heap.allocate(extraBytes);
     for (let from = 0; from < call.keys; from += tokens) {
       memory.step(0, k, v, from, Math.min(tokens, call.keys - from), from);
     }
     body(memory, extra);
   } finally {
-    if (extra) kernel.heap.release(extra);
+    if (extra) instance.heap.release(extra);
     memory.dispose();
   }
 }
@@ -98,11 +93,11 @@ export function attention(
   options: AttentionOptions,
   out?: Float32Array,
 ): Float32Array {
-  const kernel = activeKernel();
+  const instance = activeInstance();
   const call = validate(q, k, v, options);
   const { heads, headDim } = call.shape;
   const result = outputArray(out, call.queries, heads, headDim);
-  withKeys(kernel, call, k, v, 0, (memory) => {
+  withKeys(instance, call, k, v, 0, (memory) => {
     const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries; // query t sits at position S − T + t
     for (let from = 0; from < call.queries; from += chunk) {
@@ -120,13 +115,13 @@ export function attentionWeights(
   v: Float32Array,
   options: AttentionOptions,
 ): Float32Array {
-  const kernel = activeKernel();
+  const instance = activeInstance();
   const call = validate(q, k, v, options);
   const { heads } = call.shape;
   const count = call.queries * heads * call.keys;
   let result = new Float32Array(0);
   // withKeys refuses a T×heads×S result too large for wasm memory before anything is allocated
-  withKeys(kernel, call, k, v, count * 4, (memory, weights) => {
+  withKeys(instance, call, k, v, count * 4, (memory, weights) => {
     result = new Float32Array(count);
     const chunk = memory.chunkTokens;
     const offset = call.keys - call.queries;
@@ -144,7 +139,7 @@ export function attentionWeights(
         call.keys,
       );
     }
-    copyOut(kernel, weights, result, 0, count);
+    instance.copyOut(weights, result, 0, count);
   });
   return result;
 }

@@ -1,15 +1,24 @@
-// KVCache: per layer and kv head, the keys and values of every token so far, in the kernel's memory.
+// KVCache: per layer and kv head, the keys and values of every token so far, in its instance's memory.
 // Its lifecycle and its calls; the options it is made from are options.ts's, its memory (descriptor, page
-// tables, pages) is layer.ts's, the saved format is persist.ts's.
+// tables, pages) is cache-memory.ts's, the saved format is persist.ts's.
 
-import { activeKernel, init } from './kernel.js';
-import { MAX_MEMORY_BYTES } from './heap.js';
+import { CacheMemory } from './cache-memory.js';
 import { rangeError, typeError } from './errors.js';
+import {
+  type LayerGeometry,
+  cacheChunkTokens,
+  cacheGeometry,
+  pageBytesOf,
+  pagesPerHead,
+  overwrittenBelow,
+  windowStart,
+} from './geometry.js';
+import { MAX_MEMORY_BYTES } from './heap.js';
+import { activeInstance, init } from './init.js';
 import {
   MAX_POSITION,
   cacheSettings,
   integerAtLeast,
-  layerGeometry,
   outputArray,
   sameLength,
   settingsToOptions,
@@ -28,7 +37,6 @@ import {
   type PieceGeometry,
   type Run,
 } from './persist.js';
-import { CacheMemory, pageBytesOf, pagesPerHead, stagingTokens, type LayerGeometry } from './layer.js';
 import { COUNT_BYTES } from './pages.js';
 
 export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
@@ -83,21 +91,19 @@ export class KVCache {
       this.#lengths = adopt.lengths;
       this.#intactFrom = adopt.intactFrom;
     } else {
-      const kernel = activeKernel();
-      const geometry = layerGeometry(settings);
+      const instance = activeInstance();
+      const { shape, dtype, maxTokens, scoring } = settings;
+      const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
       const bytes = fullBytes(settings, geometry);
-      if (bytes > MAX_MEMORY_BYTES - kernel.abi.heapBase()) {
+      if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
         throw new RangeError(
           `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
             `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
             `or use dtype 'int8'`,
         );
       }
-      const chunk =
-        settings.scoring.window > 0
-          ? Math.min(stagingTokens(settings.shape), settings.maxTokens - settings.scoring.window + 1)
-          : Math.min(stagingTokens(settings.shape), settings.maxTokens);
-      this.#memory = new CacheMemory(kernel, geometry, settings.layers, settings.scoring, settings.rope, chunk);
+      const chunk = cacheChunkTokens(geometry, scoring.window);
+      this.#memory = new CacheMemory(instance, geometry, settings.layers, scoring, settings.rope, chunk);
       this.#lengths = new Array<number>(settings.layers).fill(0);
       this.#intactFrom = new Array<number>(settings.layers).fill(0);
     }
@@ -107,7 +113,7 @@ export class KVCache {
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
   static async create(options: KVCacheOptions): Promise<KVCache> {
     try {
-      activeKernel();
+      activeInstance();
     } catch {
       await init();
     }
@@ -196,11 +202,10 @@ export class KVCache {
   #run(index: number, k: Float32Array, v: Float32Array, tokens: number, q?: Float32Array, out?: Float32Array): void {
     const memory = this.#memory;
     const length = this.#lengths[index];
-    const { window } = this.#settings.scoring;
     // every page the whole call writes, before the first write: a failure leaves the cache as it was
     memory.reserve(q ? 'attend' : 'append', index, length, tokens);
-    // with a window, a chunk may not overwrite a key that one of its own queries still needs
-    const chunk = window > 0 ? Math.min(memory.chunkTokens, memory.geometry.ring - window + 1) : memory.chunkTokens;
+    // with a window, a chunk is small enough not to overwrite a key one of its own queries needs (cacheChunkTokens)
+    const chunk = memory.chunkTokens;
     let written = 0;
     try {
       for (let from = 0; from < tokens; from = written) {
@@ -230,7 +235,7 @@ export class KVCache {
    */
   #lostContinuation(index: number): string {
     const { window, sinks } = this.#settings.scoring;
-    const needed = Math.max(sinks, this.#lengths[index] - window + 1);
+    const needed = windowStart(this.#lengths[index], window, sinks);
     const intactFrom = this.#intactFrom[index];
     return window > 0 && intactFrom > needed ? `the keys of positions ${needed} … ${intactFrom - 1}` : '';
   }
@@ -238,7 +243,7 @@ export class KVCache {
   /** With a window, keys were written up to position `end`: the ring slots they took no longer hold older ones. */
   #evictOverwritten(index: number, end: number): void {
     if (this.#settings.scoring.window === 0) return;
-    this.#intactFrom[index] = Math.max(this.#intactFrom[index], end - this.#memory.geometry.ring);
+    this.#intactFrom[index] = Math.max(this.#intactFrom[index], overwrittenBelow(end, this.#memory.geometry.ring));
   }
 
   /**
@@ -251,8 +256,8 @@ export class KVCache {
     integerAtLeast('n', n, 0);
     const { window, sinks } = this.#settings.scoring;
     if (window > 0) {
-      // the next query, at position n, needs positions from max(sinks, n − window + 1) up to n − 1
-      const needed = Math.max(sinks, n - window + 1);
+      // the next query, at position n, needs positions from windowStart up to n − 1
+      const needed = windowStart(n, window, sinks);
       for (let l = 0; l < this.#lengths.length; l++) {
         if (this.#lengths[l] > n && needed < n && needed < this.#intactFrom[l]) {
           throw new RangeError(
@@ -304,19 +309,19 @@ export class KVCache {
     const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
     const header = {
       options: settingsToOptions(this.#settings),
-      build: this.#memory.kernel.build,
+      build: this.#memory.instance.build,
       layers,
       continues: this.#rowsCrc(layers.map((layer) => layer.from)),
       reaches: this.#rowsCrc(layers.map((layer) => layer.to)),
     };
-    return encode(header, runs, this.#memory.kernel.bytes());
+    return encode(header, runs, this.#memory.instance.u8());
   }
 
   /** CRC-32 of the rows at position ends[l] − 1 of every layer with ends[l] > 0: what pieces chain on. */
   #rowsCrc(ends: number[]): number {
     return runsCrc(
       ends.flatMap((end, l) => (end > 0 ? this.#runs(l, [[end - 1, end]]) : [])),
-      this.#memory.kernel.bytes(),
+      this.#memory.instance.u8(),
     );
   }
 
@@ -329,7 +334,7 @@ export class KVCache {
    * cache or history, anything else) are refused with an Error.
    */
   static load(bytes: Uint8Array | readonly Uint8Array[], options?: { base?: KVCache }): KVCache {
-    activeKernel();
+    activeInstance();
     if (options !== undefined && (options === null || typeof options !== 'object')) {
       throw typeError('options', 'an object { base? } or undefined', options);
     }
@@ -350,7 +355,7 @@ export class KVCache {
       },
       base && {
         options: settingsToOptions(base.#settings),
-        build: base.#memory.kernel.build,
+        build: base.#memory.instance.build,
         states: base.#states(),
         reaches: base.#rowsCrc(base.#lengths),
       },
@@ -367,7 +372,7 @@ export class KVCache {
       });
       for (const piece of pieces) {
         const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
-        restore(piece, runs, cache.#memory.kernel.bytes());
+        restore(piece, runs, cache.#memory.instance.u8());
       }
       states.forEach((state, l) => {
         cache.#lengths[l] = state.length;

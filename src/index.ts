@@ -4,7 +4,7 @@
 //
 // This module's one statement is why package.json lists it under `sideEffects`: bundlers must keep it.
 
-import { useDefaultSources } from './kernel.js';
+import { useDefaultSources } from './init.js';
 import { defaultSource } from './wasm-source.js';
 
 useDefaultSources(defaultSource);

@@ -1,7 +1,7 @@
 // Validation of every argument, before anything reaches the kernel or changes a cache.
 
 import { rangeError, typeError } from './errors.js';
-import type { LayerGeometry } from './layer.js';
+import type { HeadShape } from './geometry.js';
 
 export const MAX_HEAD_DIM = 512;
 /**
@@ -9,12 +9,6 @@ export const MAX_HEAD_DIM = 512;
  * 2^31 − 1 instead of wrapping: assembly/attend/tile.ts blockEnd).
  */
 export const MAX_POSITION = 2 ** 31 - 1;
-
-export interface HeadShape {
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-}
 
 /** How scores are formed and which keys a query sees (0 = none for softcap and window). */
 export interface Scoring {
@@ -219,13 +213,4 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.softcap ? { softcap: score.softcap } : {}),
     ...(settings.rope ? { rope: { ...settings.rope } } : {}),
   };
-}
-
-/** The slots of every layer: with a window, sinks that stay plus a ring of maxTokens; else maxTokens. */
-export function layerGeometry(settings: CacheSettings): LayerGeometry {
-  const { window, sinks } = settings.scoring;
-  const int8 = settings.dtype === 'int8';
-  return window > 0
-    ? { ...settings.shape, int8, slots: sinks + settings.maxTokens, sinks, ring: settings.maxTokens }
-    : { ...settings.shape, int8, slots: settings.maxTokens, sinks: 0, ring: settings.maxTokens };
 }

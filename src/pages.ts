@@ -1,4 +1,5 @@
-// Memory every cache of one kernel instance shares: the page pool and the staging area of a call.
+// The page pool of one kernel instance (instance.ts owns it): every cache's pages, page tables and
+// descriptors come from it.
 //
 // Pages (64 positions of one layer's K or V for one kv head, assembly/descriptor.ts) are refcounted: a
 // fork shares its parent's pages, and a page goes back to the pool when no cache references it. Freed
@@ -6,11 +7,7 @@
 // again on the next step costs an array pop, not an allocation; when the heap would otherwise have to
 // grow WebAssembly memory, the free lists go back to the heap first (where they coalesce and serve blocks
 // of any size).
-//
-// Calls never overlap (they are synchronous), so one staging area serves every cache of the instance,
-// sized for the largest call seen; a cache learns its addresses again when it moved (`generation`).
 
-import type { Kernel } from './kernel.js';
 import type { LinearHeap } from './heap.js';
 
 export class PagePool {
@@ -106,57 +103,3 @@ export class PagePool {
 
 /** Bytes after a page that hold its refcount (one cache line, so pages stay 64-byte aligned). */
 export const COUNT_BYTES = 64;
-
-/** The staging area shared by the caches of one instance. */
-export class SharedStaging {
-  readonly #heap: LinearHeap;
-  address = 0;
-  bytes = 0;
-  /** bumped whenever the area moves */
-  generation = 0;
-
-  constructor(heap: LinearHeap) {
-    this.#heap = heap;
-  }
-
-  /** Makes the area at least `bytes` long (a RangeError when memory cannot grow; nothing changes then). */
-  ensure(bytes: number): void {
-    if (bytes <= this.bytes) return;
-    const address = this.#heap.allocate(bytes);
-    if (this.address) this.#heap.release(this.address);
-    this.address = address;
-    this.bytes = bytes;
-    this.generation++;
-  }
-}
-
-export interface InstanceMemory {
-  pages: PagePool;
-  staging: SharedStaging;
-  /** An Int32Array over the whole memory, renewed when memory has grown (never hold it across an allocation). */
-  words(): Int32Array;
-}
-
-const instances = new WeakMap<Kernel, InstanceMemory>();
-
-/** The pool and staging of a kernel instance, made on first use. */
-export function instanceMemory(kernel: Kernel): InstanceMemory {
-  let memory = instances.get(kernel);
-  if (!memory) {
-    let view = new Int32Array(kernel.abi.memory.buffer);
-    let growths = kernel.heap.growths;
-    // the heap counts its growths: a cheaper test than reading memory.buffer (a native accessor, ~50 ns),
-    // which a fork of thousands of pages would pay per page; and a shared memory's old view is never
-    // emptied by growth, only too short
-    const words = () => {
-      if (growths !== kernel.heap.growths) {
-        view = new Int32Array(kernel.abi.memory.buffer);
-        growths = kernel.heap.growths;
-      }
-      return view;
-    };
-    memory = { pages: new PagePool(kernel.heap, words), staging: new SharedStaging(kernel.heap), words };
-    instances.set(kernel, memory);
-  }
-  return memory;
-}

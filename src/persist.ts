@@ -17,9 +17,10 @@
 //
 // The rows are the cache's own bytes, so a loaded cache continues bit-identically in the same build.
 
-import type { Build } from './kernel.js';
-import { MAX_POSITION } from './options.js';
+import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
+import { overwrittenBelow, windowStart } from './geometry.js';
+import { MAX_POSITION } from './options.js';
 
 export const MAGIC = 'wattn-kv';
 export const FORMAT_VERSION = 2;
@@ -129,8 +130,8 @@ export function planPiece(geometry: PieceGeometry, states: LayerState[], from: n
     const [layerFrom, layerTo] = [from[l], to[l]];
     if (window === 0) return { from: layerFrom, to: layerTo, held: layerFrom };
     const isHeld = (p: number) => p < length && (p < sinks || p >= intactFrom);
-    const held = Math.min(layerTo, Math.max(layerFrom, sinks, layerTo - ring, intactFrom));
-    const needed = Math.min(layerTo, Math.max(layerFrom, sinks, layerTo - window + 1));
+    const held = Math.min(layerTo, Math.max(layerFrom, sinks, overwrittenBelow(layerTo, ring), intactFrom));
+    const needed = Math.min(layerTo, Math.max(layerFrom, windowStart(layerTo, window, sinks)));
     const evicted = [layerFrom - 1, layerTo - 1].find((p) => p >= 0 && !isHeld(p));
     if (evicted !== undefined || held > needed) {
       throw new RangeError(
@@ -323,8 +324,8 @@ function isPossible(layer: PieceLayer, geometry: PieceGeometry): boolean {
   if (![from, to, held].every((n) => Number.isInteger(n) && n >= 0) || from > to || to > MAX_POSITION) return false;
   const { window, sinks, maxTokens: ring } = geometry;
   if (window === 0) return to <= ring && held === from;
-  const lowest = Math.min(to, Math.max(from, sinks, to - ring));
-  const highest = Math.min(to, Math.max(from, sinks, to - window + 1));
+  const lowest = Math.min(to, Math.max(from, sinks, overwrittenBelow(to, ring)));
+  const highest = Math.min(to, Math.max(from, windowStart(to, window, sinks)));
   return held >= lowest && held <= highest;
 }
 
@@ -332,7 +333,7 @@ function isPossible(layer: PieceLayer, geometry: PieceGeometry): boolean {
 function intactAfter(state: LayerState, layer: PieceLayer, geometry: PieceGeometry): number {
   if (geometry.window === 0) return 0;
   const skipped = layer.held > Math.max(layer.from, geometry.sinks) ? layer.held : 0;
-  return Math.max(state.intactFrom, layer.to - geometry.maxTokens, skipped);
+  return Math.max(state.intactFrom, overwrittenBelow(layer.to, geometry.maxTokens), skipped);
 }
 
 /** Checks the envelope (magic, version, checksum, JSON header) and returns the header and where the payload starts. */

@@ -7,28 +7,23 @@
 // bits whichever thread ran which piece, and whether any worker joined at all: a worker still starting
 // or asleep simply claims nothing.
 
-import type { CallWords, Kernel, KernelExports } from './kernel.js';
+import { CALL_WORDS, type CallWords, Job, type KernelExports } from './abi.js';
+import type { LinearHeap } from './heap.js';
 import {
-  ENTERED,
   FAILED,
-  FINISHED,
-  GENERATION,
+  MAX_THREADS,
   MESSAGE,
-  NEXT,
-  OPEN,
   OWNERS,
-  PIECES,
-  SLEEPERS,
   STATUS_WORDS,
   TRAP_TEST,
   spinsPerInterval,
   type WorkerStart,
 } from './attention-worker.js';
 
+export { MAX_THREADS };
+
 /** 'auto' uses the runtime's cores, at most this many. */
 export const MAX_AUTO_THREADS = 8;
-/** The most threads init({ threads }) accepts. */
-export const MAX_THREADS = 64;
 /**
  * How long an idle worker spins after a call before it sleeps (ms). A decode step's layers follow one
  * another within this, so workers stay awake through a generation; a sleeping worker costs ~50 µs to wake
@@ -37,25 +32,12 @@ export const MAX_THREADS = 64;
 export const SPIN_MS = 2;
 /**
  * Below this many multiply-adds (visible (query, key) pairs × heads × headDim) a call runs on the calling
- * thread alone: handing out pieces and folding them would cost more than they save. Measured here (2 cores,
- * awake workers, every call threaded): a GPT-2 decode step over 256 keys (197 K) ran 0.91× as fast on 2
- * threads, over 512 (393 K) 1.54×; a Llama-3.2-1B layer's prefill of 16 tokens (278 K) 0.96×, its decode
- * over 256 keys (524 K) 1.66×.
+ * thread alone: handing out pieces and folding them would cost more than they save (the measurements are
+ * in docs/PERFORMANCE.md, "Facade and threads").
  */
 export const MIN_THREADED_WORK = 320_000;
 
-// Job words written by the facade (assembly/job.ts documents them; these mirror it), written in runs:
-// the AttendCall, descriptor … causal (8–13); scratch base and stride, partials and
-// their capacity (16–19). The kernel answers in PARTIAL_NEEDED.
-const CALL = 8,
-  SCRATCH = 16,
-  PARTIAL_NEEDED = 20;
-
-/** The kernel's attend, or its step (`appendFirst`: the staged keys and values appended first), on this thread alone. */
-export function attendOnThisThread(abi: KernelExports, appendFirst: boolean, call: CallWords): void {
-  if (appendFirst) abi.step(call[0], call[1], call[2], call[3]);
-  else abi.attend(call[0], call[1], call[2], call[3], call[4], call[5]);
-}
+const { OPEN, NEXT, FINISHED, ENTERED, GENERATION, SLEEPERS, PIECES } = Job;
 
 const COOP_COEP_FIX =
   'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
@@ -226,7 +208,8 @@ export function useNodeWorkerScript(url: URL): void {
  * piece; the pool replaces it when the runtime reports the exit (Node, Deno, Bun).
  */
 export class ThreadPool {
-  readonly kernel: Kernel;
+  readonly #abi: KernelExports;
+  readonly #heap: LinearHeap;
   readonly module: WebAssembly.Module;
   /** the job block's byte address */
   readonly job: number;
@@ -247,18 +230,20 @@ export class ThreadPool {
   /** Calls that went across threads so far (tests check that the threaded path really ran). */
   threadedCalls = 0;
 
-  constructor(kernel: Kernel, module: WebAssembly.Module) {
-    this.kernel = kernel;
+  /** A pool of one thread (no worker) on a shared-memory instance's exports and heap; resize() adds workers. */
+  constructor(abi: KernelExports, heap: LinearHeap, module: WebAssembly.Module) {
+    this.#abi = abi;
+    this.#heap = heap;
     this.module = module;
-    this.job = kernel.heap.allocate(kernel.abi.jobBytes());
+    this.job = heap.allocate(abi.jobBytes());
     // shared memory is never detached: this view stays valid however much memory grows
-    this.#words = new Int32Array(kernel.abi.memory.buffer, this.job, kernel.abi.jobBytes() >>> 2);
+    this.#words = new Int32Array(abi.memory.buffer, this.job, abi.jobBytes() >>> 2);
     this.#words.fill(0);
   }
 
   /** Bytes of linear memory the pool holds (job, scratch, partials): no cache's. */
   get bytes(): number {
-    return this.kernel.abi.jobBytes() + this.#scratchBytes + this.#partialBytes;
+    return this.#abi.jobBytes() + this.#scratchBytes + this.#partialBytes;
   }
 
   /** Threads a call may use: the workers and the calling thread. */
@@ -299,7 +284,7 @@ export class ThreadPool {
   #start(thread: number): PoolWorker {
     const start: WorkerStart = {
       module: this.module,
-      memory: this.kernel.abi.memory,
+      memory: this.#abi.memory,
       job: this.job,
       status: this.#status.buffer as SharedArrayBuffer,
       thread,
@@ -353,28 +338,27 @@ export class ThreadPool {
 
   /**
    * Runs an attend (appendFirst 0) or step (appendFirst 1) of the staged tokens on every thread, with
-   * the same result as the kernel's attend/step. `work`: the call's multiply-adds, for the small-call rule.
+   * the same result as the kernel's attend/step; false (and nothing done) when the call should run on the
+   * calling thread alone. `work`: the call's multiply-adds, for the small-call rule.
    */
-  attend(appendFirst: boolean, scratchStride: number, work: number, call: CallWords): void {
-    const abi = this.kernel.abi;
-    if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) {
-      attendOnThisThread(abi, appendFirst, call);
-      return;
-    }
+  attend(appendFirst: boolean, scratchStride: number, work: number, call: CallWords): boolean {
+    if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) return false;
+    const abi = this.#abi;
     const w = this.#words;
     // word by word: no array is made per call (a decode step allocates nothing on the JS heap)
-    w.set(call, CALL);
-    w[SCRATCH] = this.#scratch;
-    w[SCRATCH + 1] = scratchStride;
-    w[SCRATCH + 2] = this.#partials;
-    w[SCRATCH + 3] = this.#partialBytes;
+    for (let i = 0; i < CALL_WORDS; i++) w[Job.DESCRIPTOR + i] = call[i];
+    w[Job.SCRATCH_BASE] = this.#scratch;
+    w[Job.SCRATCH_STRIDE] = scratchStride;
+    w[Job.PARTIALS] = this.#partials;
+    w[Job.PARTIAL_CAPACITY] = this.#partialBytes;
     Atomics.store(w, NEXT, 0);
     const pieces = abi.plan(this.job, appendFirst ? 1 : 0);
     if (pieces > 1) this.#runAcrossThreads(pieces);
     else abi.work(this.job, 0);
     abi.finish(this.job);
     // chunk mode needed more room than there was (this call ran in tile mode): make it for the next call
-    if (w[PARTIAL_NEEDED] > this.#partialBytes) this.#growPartials(w[PARTIAL_NEEDED]);
+    if (w[Job.PARTIAL_NEEDED] > this.#partialBytes) this.#growPartials(w[Job.PARTIAL_NEEDED]);
+    return true;
   }
 
   #runAcrossThreads(pieces: number): void {
@@ -388,7 +372,7 @@ export class ThreadPool {
     if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
     let failure: string | undefined;
     try {
-      const mine = this.kernel.abi.work(this.job, 0);
+      const mine = this.#abi.work(this.job, 0);
       let finished = Atomics.add(w, FINISHED, mine) + mine;
       // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
       // here, as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets
@@ -463,8 +447,8 @@ export class ThreadPool {
     const bytes = stride * this.threads;
     if (bytes <= this.#scratchBytes) return true;
     try {
-      const at = this.kernel.heap.allocate(bytes);
-      if (this.#scratch) this.kernel.heap.release(this.#scratch);
+      const at = this.#heap.allocate(bytes);
+      if (this.#scratch) this.#heap.release(this.#scratch);
       this.#scratch = at;
       this.#scratchBytes = bytes;
       return true;
@@ -476,8 +460,8 @@ export class ThreadPool {
   #growPartials(needed: number): void {
     const bytes = Math.ceil(needed / 64) * 64; // the heap's alignment, so `bytes` counts what it holds
     try {
-      const at = this.kernel.heap.allocate(bytes);
-      if (this.#partials) this.kernel.heap.release(this.#partials);
+      const at = this.#heap.allocate(bytes);
+      if (this.#partials) this.#heap.release(this.#partials);
       this.#partials = at;
       this.#partialBytes = bytes;
     } catch {

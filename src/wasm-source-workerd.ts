@@ -6,7 +6,7 @@
 import relaxedSimd from '../wasm/attention-relaxed-simd.wasm';
 import simd from '../wasm/attention-simd.wasm';
 import scalar from '../wasm/attention-scalar.wasm';
-import type { Build } from './kernel.js';
+import type { Build } from './abi.js';
 
 export function defaultSource(build: Build, shared: boolean): WebAssembly.Module {
   // workerd has no Worker, so init never asks for a shared-memory build here

@@ -5,7 +5,7 @@
 // Imported relatively by the entry index.ts, so nothing internal to the package needs resolving by name (a
 // browser import map names only the package). workerd's entry uses wasm-source-workerd.ts instead.
 
-import type { Build } from './kernel.js';
+import type { Build } from './abi.js';
 
 export function defaultSource(build: Build, shared: boolean): URL {
   if (shared) {

@@ -2,7 +2,7 @@
 // compiles no WebAssembly from bytes at run time, so the kernel's .wasm files come in as module imports.
 // Otherwise the same as index.ts.
 
-import { useDefaultSources } from './kernel.js';
+import { useDefaultSources } from './init.js';
 import { defaultSource } from './wasm-source-workerd.js';
 
 useDefaultSources(defaultSource);

@@ -5,7 +5,7 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { activeKernel } from '../src/kernel.js';
+import { activeInstance } from '../src/init.js';
 import { ReferenceCache } from './support/reference.js';
 import {
   Rng,
@@ -340,11 +340,11 @@ describe('caches of different builds live side by side', () => {
     const want = feedRef(ref, cfg, s, [6, 4]);
     await init({ build: 'simd' });
     const a = new KVCache(cfg as never);
-    const simdKernel = activeKernel();
+    const simdKernel = activeInstance();
     const outA = feed(a, cfg, slice(cfg, s, 0, 6));
     await init({ build: 'scalar' });
     const b = new KVCache(cfg as never);
-    const scalarKernel = activeKernel();
+    const scalarKernel = activeInstance();
     expect(scalarKernel.heap).not.toBe(simdKernel.heap);
     const outB = feed(b, cfg, s, [6, 4]);
     const outA2 = feed(a, cfg, slice(cfg, s, 6, 10));

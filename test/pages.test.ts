@@ -5,7 +5,7 @@
 
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { init } from '../src/index.js';
-import { activeKernel } from '../src/kernel.js';
+import { activeInstance } from '../src/init.js';
 import {
   expectBitIdentical,
   expectThrows,
@@ -25,7 +25,7 @@ const LLAMA_LAYER: Cfg = { heads: 32, kvHeads: 8, headDim: 64, maxTokens: 32768 
 
 /** Makes the engine refuse to grow this kernel's memory (the failure a page allocation meets at 4 GiB). */
 function refuseGrowth(): () => void {
-  const memory = activeKernel().abi.memory;
+  const memory = activeInstance().abi.memory;
   const grow = Object.getOwnPropertyDescriptor(memory, 'grow');
   Object.defineProperty(memory, 'grow', {
     configurable: true,

@@ -4,7 +4,7 @@
 
 import { beforeAll, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { STREAM_BYTES } from '../src/layer.js';
+import { STREAM_BYTES } from '../src/cache-memory.js';
 import { referenceAttention, referenceCacheQuery } from './support/reference.js';
 import { Rng, TOL, expectClose, forEachBuild } from './support/util.js';
 

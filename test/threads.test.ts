@@ -9,7 +9,7 @@
 
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attention, init, KVCache } from '../src/index.js';
-import { activeKernel } from '../src/kernel.js';
+import { activeInstance } from '../src/init.js';
 import { referenceAttention } from './support/reference.js';
 import {
   Rng,
@@ -86,7 +86,7 @@ forEachBuild('threads', (build) => {
       for (const threads of COUNTS) {
         const info = await init({ build, threads });
         expect(info).toEqual({ build, threads });
-        const pool = activeKernel().pool;
+        const pool = activeInstance().pool;
         const before = pool?.threadedCalls ?? 0;
         const got = run(c);
         if (threads > 1) expect(pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 3);
@@ -110,9 +110,9 @@ forEachBuild('threads', (build) => {
     const k = rng.randn(5000 * 2 * 64);
     const v = rng.randn(5000 * 2 * 64);
     const q = rng.randn(8 * 64);
-    const before = activeKernel().pool?.threadedCalls ?? 0;
+    const before = activeInstance().pool?.threadedCalls ?? 0;
     expectClose(attention(q, k, v, o), referenceAttention(q, k, v, o), tolFor(undefined, 64), 'decode over 5,000 keys');
-    expect(activeKernel().pool?.threadedCalls).toBe(before + 1);
+    expect(activeInstance().pool?.threadedCalls).toBe(before + 1);
     // then a call of one piece (one kv head, one chunk), which the calling thread runs through the job alone
     const mqa = { heads: 8, kvHeads: 1, headDim: 64 };
     const k1 = k.subarray(0, 1024 * 64),
@@ -139,7 +139,7 @@ describe('init({ threads })', () => {
 
   it('threads: 1 starts no worker and loads the plain binary', async () => {
     expect((await init({ threads: 1 })).threads).toBe(1);
-    expect(activeKernel().pool).toBeUndefined();
+    expect(activeInstance().pool).toBeUndefined();
   });
 
   it('bad counts reject with an error naming threads, what it takes and what came', async () => {
@@ -153,7 +153,7 @@ describe('init({ threads })', () => {
 
   it('concurrent init() calls with different counts leave one pool whose threads each own a thread number', async () => {
     await Promise.all([init({ threads: 3 }), init({ threads: 3 }), init({ threads: 2 }), init({ threads: 3 })]);
-    const pool = activeKernel().pool;
+    const pool = activeInstance().pool;
     expect(pool?.threads).toBe(3);
     // every worker on its own scratch: a threaded call gives the same bits as one thread
     const o = { heads: 8, kvHeads: 2, headDim: 64 };
@@ -263,7 +263,7 @@ describe('a decode step allocates nothing on the JS heap, at 1 and 2 threads, in
       const run = runNodeScript(
         `
         const { init, KVCache } = await import(${dist('index.js')});
-        const { activeKernel } = await import(${dist('kernel.js')});
+        const { activeInstance } = await import(${dist('init.js')});
         const { PerformanceObserver } = await import('node:perf_hooks');
         let gcs = 0;
         new PerformanceObserver((list) => { gcs += list.getEntries().length; }).observe({ entryTypes: ['gc'] });
@@ -284,7 +284,7 @@ describe('a decode step allocates nothing on the JS heap, at 1 and 2 threads, in
           cache.append(0, filled(L * kvHeads * headDim, 0.25), filled(L * kvHeads * headDim, 0.5));
           const step = () => { cache.attend(0, q, k, v, out); cache.truncate(L); };
           for (let i = 0; i < 15000; i++) step();
-          const before = activeKernel().pool?.threadedCalls ?? 0;
+          const before = activeInstance().pool?.threadedCalls ?? 0;
           const rounds = [];
           for (let r = 0; r < 5; r++) {
             gc();
@@ -295,7 +295,7 @@ describe('a decode step allocates nothing on the JS heap, at 1 and 2 threads, in
             await settle();
             if (gcs === g) rounds.push(grown / 5000);
           }
-          result[place] = { rounds, threaded: (activeKernel().pool?.threadedCalls ?? 0) - before };
+          result[place] = { rounds, threaded: (activeInstance().pool?.threadedCalls ?? 0) - before };
           cache.dispose();
         }
         console.log(JSON.stringify(result));
@@ -323,7 +323,7 @@ describe('a decode step allocates nothing on the JS heap, at 1 and 2 threads, in
 
 describe('a worker that fails never hangs a call', () => {
   afterEach(async () => {
-    activeKernel().pool?.trapInNextCall(0);
+    activeInstance().pool?.trapInNextCall(0);
     await init();
   });
 
@@ -335,7 +335,7 @@ describe('a worker that fails never hangs a call', () => {
     await init({ threads: 1 });
     const want = feed(new KVCache(cfg as never), cfg, s, [6000, ...ones(200)]).subarray(6000 * qWidth(cfg));
     await init({ threads: 2 });
-    const pool = activeKernel().pool!;
+    const pool = activeInstance().pool!;
     const cache = new KVCache(cfg as never);
     feed(cache, cfg, slice(cfg, s, 0, 6000));
     // the worker traps in the first step it joins (on a busy machine the calling thread may take every
@@ -378,7 +378,7 @@ describe('a worker that fails never hangs a call', () => {
     const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
     const r = stream(ringCfg, 2300, 19);
     await init({ threads: 2 });
-    const pool = activeKernel().pool!;
+    const pool = activeInstance().pool!;
     const cache = new KVCache(ringCfg as never);
     feed(cache, ringCfg, slice(ringCfg, r, 0, 1500)); // the ring has wrapped
     const saved = cache.save();
@@ -423,7 +423,7 @@ describe('a worker that fails never hangs a call', () => {
     const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
     const r = stream(ringCfg, 2300, 23);
     await init({ threads: 2 });
-    const pool = activeKernel().pool!;
+    const pool = activeInstance().pool!;
     const original = pool.attend;
     let calls = 0;
     let trapAt = 0;
@@ -505,7 +505,7 @@ describe('a worker that fails never hangs a call', () => {
       6000 * qWidth(cfg),
     );
     await init({ threads: 3 });
-    const pool = activeKernel().pool!;
+    const pool = activeInstance().pool!;
     const cache = new KVCache(cfg as never);
     feed(cache, cfg, slice(cfg, s, 0, 6000));
     await pool.killWorker(1); // ended before the calls: one killed during a call would hold them (API.md)

@@ -9,8 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { afterEach, describe, expect } from 'vitest';
 import { KVCache, type KVCacheOptions } from '../../src/index.js';
-import { activeKernel } from '../../src/kernel.js';
-import { instanceMemory } from '../../src/pages.js';
+import { activeInstance } from '../../src/init.js';
 import { useNodeWorkerScript } from '../../src/threads.js';
 import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
 import { Rng } from './rng.js';
@@ -428,20 +427,19 @@ export function cfgName(c: Cfg): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kernel internals a unit test may look at
+// Instance internals a unit test may look at
 
-/** The active kernel's allocator: memoryBytes (the wasm memory) and allocatedBytes (live blocks). */
+/** The active instance's allocator: memoryBytes (the wasm memory) and allocatedBytes (live blocks). */
 export function heap() {
-  return activeKernel().heap;
+  return activeInstance().heap;
 }
 
 /**
- * Bytes the active kernel's caches hold: the heap's live blocks, less the pool's freed pages waiting for
+ * Bytes the active instance's caches hold: the heap's live blocks, less the pool's freed pages waiting for
  * reuse, the staging area every cache shares and the thread pool's job and scratch (none belongs to a cache).
  */
-export function heldBytes(kernel = activeKernel()): number {
-  const { pages, staging } = instanceMemory(kernel);
-  return kernel.heap.allocatedBytes - pages.freeBytes - staging.bytes - (kernel.pool?.bytes ?? 0);
+export function heldBytes(instance = activeInstance()): number {
+  return instance.heap.allocatedBytes - instance.overheadBytes;
 }
 
 /** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */

@@ -1,102 +1,29 @@
-// Finding, compiling and instantiating the kernel, and the typed view of its ABI (assembly/index.ts).
+// init(): finding, compiling and instantiating the kernel's builds, and which one is active.
 //
-// Each build is compiled and instantiated once per process (one instance, one linear memory, shared by
+// Each build is compiled and instantiated once per process (one Instance, one linear memory, shared by
 // every cache of that build). init() chooses a build and makes it the active one; a KVCache keeps the
-// kernel it was created with, because its blocks live in that instance's memory.
+// instance it was created with, because its blocks live in that instance's memory.
 
 import { relaxedSimd, simd, threads as sharedMemoryFeature } from 'wasm-feature-detect';
-import { LinearHeap } from './heap.js';
+import { BUILDS, BUILD_IDS, type Build, type KernelExports } from './abi.js';
 import { NOT_INITIALIZED, describe, rangeError, typeError } from './errors.js';
-import { MAX_THREADS, ThreadPool, runtimeCores, threadsUnavailable } from './threads.js';
+import { Instance } from './instance.js';
+import { MAX_THREADS, runtimeCores, threadsUnavailable } from './threads.js';
 
-export type Build = 'relaxed-simd' | 'simd' | 'scalar';
-/** Fastest first: the order `build: 'auto'` tries them in. */
-export const BUILDS: readonly Build[] = ['relaxed-simd', 'simd', 'scalar'];
-const BUILD_IDS: readonly Build[] = ['scalar', 'simd', 'relaxed-simd']; // the kernel's build() export
-
-/** Where a binary may come from (init's `wasm` option). */
-export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
-
-/**
- * The numbers of the kernel's attend call (and the first ones of its weights call), in the order of the job
- * words a threaded call writes them to (assembly/job.ts). A cache keeps them in one reused Int32Array of
- * these six words (CallWords), so a call hands them on without allocating.
- */
-export type AttendCall = [
-  descriptor: number,
-  layer: number,
-  tokens: number,
-  firstPosition: number,
-  keyEnd: number,
-  causal: number,
-];
-
-/** An AttendCall's six numbers, in its order, in a reused array (no allocation per call). */
-export type CallWords = Int32Array;
-
-/** The kernel's exports, as assembly/index.ts documents them. */
-export interface KernelExports {
-  memory: WebAssembly.Memory;
-  build(): number;
-  heapBase(): number;
-  scratchBytes(heads: number, kvHeads: number, headDim: number): number;
-  ropeTableBytes(dims: number): number;
-  ropeFrequencies(table: number, dims: number, theta: number): void;
-  /** descriptor: a cache descriptor (assembly/descriptor.ts); the step's numbers follow */
-  append(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  attend(...call: AttendCall): void;
-  step(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  /** the attend call's numbers, then where the probabilities go and how many keys a row of them holds */
-  weights(...call: [...AttendCall, out: number, keyCount: number]): void;
-  exp(values: number, count: number): void;
-  /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
-  jobBytes(): number;
-  plan(job: number, appendFirst: number): number;
-  work(job: number, thread: number): number;
-  finish(job: number): void;
-}
+export type { Build } from './abi.js';
 
 /** A binary is a shared-memory (threads) build when it imports its memory. */
 function importsMemory(module: WebAssembly.Module): boolean {
   return WebAssembly.Module.imports(module).some((i) => i.kind === 'memory');
 }
 
+/** Where a binary may come from (init's `wasm` option). */
+export type WasmSource = WebAssembly.Module | BufferSource | URL | string | Response | PromiseLike<Response>;
+
 /** WebAssembly pages a shared kernel's memory starts with (the static data needs far less). */
 const SHARED_INITIAL_PAGES = 17;
 /** Its maximum: WebAssembly's 4 GiB, as the binaries declare (asconfig.json maximumMemory). */
 const SHARED_MAXIMUM_PAGES = 65536;
-
-/** One instantiated build: its exports, its memory's allocator, and views of that memory. */
-export class Kernel {
-  readonly build: Build;
-  readonly abi: KernelExports;
-  readonly heap: LinearHeap;
-  /** The workers that join this kernel's calls: shared-memory builds only. */
-  readonly pool?: ThreadPool;
-  #f32: Float32Array;
-
-  constructor(build: Build, abi: KernelExports, module?: WebAssembly.Module) {
-    this.build = build;
-    this.abi = abi;
-    this.heap = new LinearHeap(abi.memory, abi.heapBase());
-    this.#f32 = new Float32Array(abi.memory.buffer);
-    if (module && importsMemory(module)) this.pool = new ThreadPool(this, module);
-  }
-
-  /**
-   * A Float32Array over the whole memory. Growing memory detaches the old buffer, so the view is checked
-   * against the live buffer on every call and renewed when memory has grown; callers never hold it across
-   * an allocation.
-   */
-  f32(): Float32Array {
-    if (this.#f32.buffer !== this.abi.memory.buffer) this.#f32 = new Float32Array(this.abi.memory.buffer);
-    return this.#f32;
-  }
-
-  bytes(): Uint8Array {
-    return new Uint8Array(this.abi.memory.buffer);
-  }
-}
 
 // ----------------------------------------------------------------------------------------------- init
 
@@ -114,12 +41,12 @@ export interface InitInfo {
   threads: number;
 }
 
-/** Loaded kernels by build, and by build + '-shared' for the shared-memory (threads) builds. */
-const loading = new Map<string, Promise<Kernel>>();
-let active: Kernel | undefined;
+/** Loaded instances by build, and by build + '-shared' for the shared-memory (threads) builds. */
+const loading = new Map<string, Promise<Instance>>();
+let active: Instance | undefined;
 
-/** The kernel of the latest successful init(); throws before init() has resolved. */
-export function activeKernel(): Kernel {
+/** The instance of the latest successful init(); throws before init() has resolved. */
+export function activeInstance(): Instance {
   if (!active) throw new Error(NOT_INITIALIZED);
   return active;
 }
@@ -146,7 +73,7 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
     if (why && asked !== 'auto') throw new Error(`wasm-attention: init({ threads: ${asked} }) cannot run here: ${why}`);
     if (!why && asked === 'auto') threads = runtimeCores();
   }
-  let kernel: Kernel | undefined;
+  let chosen: Instance | undefined;
   if (options?.wasm !== undefined) {
     // a given binary decides: a shared-memory one runs threads, a plain one runs on one thread
     const module = await compileGiven(options.wasm);
@@ -159,40 +86,40 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
       }
       threads = 1;
     }
-    kernel = await loadGiven(module, requested);
-    await setThreads(kernel, threads);
+    chosen = await loadGiven(module, requested);
+    await setThreads(chosen, threads);
   } else if (threads > 1) {
     try {
-      kernel = await loadDefault(requested, true);
-      await setThreads(kernel, threads);
+      chosen = await loadDefault(requested, true);
+      await setThreads(chosen, threads);
     } catch (error) {
       if (asked !== 'auto') throw error;
-      kernel = undefined; // 'auto' settles for one thread where the pool cannot start
+      chosen = undefined; // 'auto' settles for one thread where the pool cannot start
       threads = 1;
     }
   }
-  if (!kernel) {
-    kernel = await loadDefault(requested, false);
-    await setThreads(kernel, 1);
+  if (!chosen) {
+    chosen = await loadDefault(requested, false);
+    await setThreads(chosen, 1);
   }
-  active = kernel;
-  return { build: kernel.build, threads };
+  active = chosen;
+  return { build: chosen.build, threads };
 }
 
 /**
- * Every shared kernel loaded gets a pool of `threads` threads (1: no worker), the new active one first
- * (its failure rejects init); caches made on any kernel before keep working, on that kernel's threads.
+ * Every shared instance loaded gets a pool of `threads` threads (1: no worker), the new active one first
+ * (its failure rejects init); caches made on any instance before keep working, on that instance's threads.
  */
-async function setThreads(kernel: Kernel, threads: number): Promise<void> {
-  await kernel.pool?.resize(threads);
-  const kernels = await Promise.all([...loading.values()].map((p) => p.catch(() => undefined)));
-  for (const other of kernels) if (other !== kernel) await other?.pool?.resize(threads).catch(() => undefined);
+async function setThreads(instance: Instance, threads: number): Promise<void> {
+  await instance.pool?.resize(threads);
+  const instances = await Promise.all([...loading.values()].map((p) => p.catch(() => undefined)));
+  for (const other of instances) if (other !== instance) await other?.pool?.resize(threads).catch(() => undefined);
 }
 
-/** Map key of a build's kernel: the plain binary, or its shared-memory (threads) variant. */
+/** Map key of a build's instance: the plain binary, or its shared-memory (threads) variant. */
 const keyOf = (build: Build, shared: boolean) => (shared ? `${build}-shared` : build);
 
-async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<Kernel> {
+async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<Instance> {
   const candidates = requested === 'auto' ? BUILDS : [requested];
   const failures: string[] = [];
   for (const build of candidates) {
@@ -213,7 +140,7 @@ async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<
     }
   }
   throw new Error(
-    `wasm-attention: could not load a kernel (tried ${failures.join('; ')}). ` +
+    `wasm-attention: could not load a instance (tried ${failures.join('; ')}). ` +
       `Where the .wasm files cannot be found this way (a bundler, a CDN, a Worker), pass init({ wasm }).`,
   );
 }
@@ -230,18 +157,18 @@ async function compileGiven(source: WasmSource): Promise<WebAssembly.Module> {
   }
 }
 
-async function loadGiven(module: WebAssembly.Module, requested: 'auto' | Build): Promise<Kernel> {
+async function loadGiven(module: WebAssembly.Module, requested: 'auto' | Build): Promise<Instance> {
   const shared = importsMemory(module);
-  const kernel = await instantiateKernel(module);
-  if (requested !== 'auto' && kernel.build !== requested) {
-    throw new Error(`wasm-attention: init({ build: '${requested}' }) was given the '${kernel.build}' binary`);
+  const instance = await instantiate(module);
+  if (requested !== 'auto' && instance.build !== requested) {
+    throw new Error(`wasm-attention: init({ build: '${requested}' }) was given the '${instance.build}' binary`);
   }
   // one instance per build: a binary given twice (or after the default) reuses the first instance
-  const key = keyOf(kernel.build, shared);
+  const key = keyOf(instance.build, shared);
   const existing = loading.get(key);
   if (existing) return existing;
-  loading.set(key, Promise.resolve(kernel));
-  return kernel;
+  loading.set(key, Promise.resolve(instance));
+  return instance;
 }
 
 function loadOnce(
@@ -249,15 +176,15 @@ function loadOnce(
   shared: boolean,
   compileIt: () => Promise<WebAssembly.Module>,
   where: string,
-): Promise<Kernel> {
+): Promise<Instance> {
   const key = keyOf(build, shared);
   let pending = loading.get(key);
   if (!pending) {
     pending = compileIt()
-      .then(instantiateKernel)
-      .then((kernel) => {
-        if (kernel.build !== build) throw new Error(`${where} holds the '${kernel.build}' build, not '${build}'`);
-        return kernel;
+      .then(instantiate)
+      .then((instance) => {
+        if (instance.build !== build) throw new Error(`${where} holds the '${instance.build}' build, not '${build}'`);
+        return instance;
       });
     loading.set(key, pending);
     // a failed load is forgotten, so a later init() may retry
@@ -266,7 +193,7 @@ function loadOnce(
   return pending;
 }
 
-async function instantiateKernel(module: WebAssembly.Module): Promise<Kernel> {
+async function instantiate(module: WebAssembly.Module): Promise<Instance> {
   // Plain WebAssembly.instantiate rather than @assemblyscript/loader: the ABI is numbers only, so none of
   // the loader's string/array helpers apply, and its instantiate() tests `instanceof Response`, which in
   // Node loads the fetch implementation (~30 ms of init measured here, against 0.2 ms for this call).
@@ -274,7 +201,7 @@ async function instantiateKernel(module: WebAssembly.Module): Promise<Kernel> {
   const memory = importsMemory(module)
     ? new WebAssembly.Memory({ initial: SHARED_INITIAL_PAGES, maximum: SHARED_MAXIMUM_PAGES, shared: true })
     : undefined;
-  const instance = await WebAssembly.instantiate(module, {
+  const { exports } = await WebAssembly.instantiate(module, {
     env: {
       ...(memory ? { memory } : {}),
       abort(_message: number, _file: number, line: number, column: number): never {
@@ -282,10 +209,10 @@ async function instantiateKernel(module: WebAssembly.Module): Promise<Kernel> {
       },
     },
   });
-  const abi = instance.exports as unknown as KernelExports;
+  const abi = exports as unknown as KernelExports;
   const build = typeof abi.build === 'function' ? BUILD_IDS[abi.build()] : undefined;
   if (!build) throw new Error('wasm-attention: the binary is not a wasm-attention kernel');
-  return new Kernel(build, abi, module);
+  return new Instance(build, abi, memory ? module : undefined);
 }
 
 async function supports(build: Build): Promise<boolean> {

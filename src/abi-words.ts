@@ -1,0 +1,58 @@
+// The kernel's word offsets and sizes, generated from assembly/ by assembly/abi-words.mjs (npm run build)
+// and checked by test/abi.test.ts: edit the AssemblyScript source, never this file.
+
+/** A cache descriptor (assembly/descriptor.ts). */
+export const Descriptor = {
+  PAGE_ROWS: 64,
+  PAGE_SHIFT: 6,
+  HEADS: 0,
+  KV_HEADS: 1,
+  HEAD_DIM: 2,
+  INT8: 3,
+  SINKS: 4,
+  RING: 5,
+  WINDOW: 6,
+  SCALE: 7,
+  SOFTCAP: 8,
+  ROPE_DIMS: 9,
+  ROPE_INTERLEAVED: 10,
+  ROPE_TABLE: 11,
+  STREAM: 12,
+  Q: 13,
+  K: 14,
+  V: 15,
+  OUT: 16,
+  SCRATCH: 17,
+  LAYERS: 18,
+  LAYER_TABLES: 32,
+} as const;
+
+/** The job block of a threaded call, and its modes (assembly/job.ts). */
+export const Job = {
+  OPEN: 0,
+  NEXT: 1,
+  FINISHED: 2,
+  ENTERED: 3,
+  GENERATION: 4,
+  SLEEPERS: 5,
+  DESCRIPTOR: 8,
+  LAYER: 9,
+  TOKENS: 10,
+  FIRST_POSITION: 11,
+  KEY_END: 12,
+  CAUSAL: 13,
+  MODE: 14,
+  PIECES: 15,
+  SCRATCH_BASE: 16,
+  SCRATCH_STRIDE: 17,
+  PARTIALS: 18,
+  PARTIAL_CAPACITY: 19,
+  PARTIAL_NEEDED: 20,
+  CHUNK_SINKS: 21,
+  CHUNK_FIRST: 22,
+  CHUNK_COUNT: 23,
+  ROWS: 24,
+  JOB_BYTES: 128,
+  TILE_MODE: 0,
+  CHUNK_MODE: 1,
+} as const;
