@@ -15,6 +15,7 @@ import {
 } from './geometry.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { activeInstance, init } from './init.js';
+import type { Instance } from './instance.js';
 import {
   MAX_POSITION,
   cacheSettings,
@@ -76,6 +77,8 @@ export class KVCache {
   readonly #intactFrom: number[];
   /** fork(): the memory and state the next constructed cache adopts instead of making its own */
   static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[] } | undefined;
+  /** set by a call that constructs a cache from options of its own while it holds its instance (load) */
+  static #within = false;
 
   /**
    * A cache for `options` (see API.md). It holds its descriptor only; pages arrive with the tokens.
@@ -83,31 +86,43 @@ export class KVCache {
    */
   constructor(options: KVCacheOptions) {
     const adopt = KVCache.#adopt;
+    const within = KVCache.#within;
     KVCache.#adopt = undefined;
-    const settings = cacheSettings(options);
-    this.#settings = settings;
+    KVCache.#within = false;
     if (adopt) {
+      this.#settings = cacheSettings(options);
       this.#memory = adopt.memory;
       this.#lengths = adopt.lengths;
       this.#intactFrom = adopt.intactFrom;
     } else {
       const instance = activeInstance();
-      const { shape, dtype, maxTokens, scoring } = settings;
-      const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
-      const bytes = fullBytes(settings, geometry);
-      if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
-        throw new RangeError(
-          `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
-            `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-            `or use dtype 'int8'`,
-        );
+      if (!within) instance.enter('new KVCache');
+      try {
+        this.#settings = cacheSettings(options);
+        this.#memory = this.#allocate(instance, this.#settings);
+      } finally {
+        if (!within) instance.leave();
       }
-      const chunk = cacheChunkTokens(geometry, scoring.window);
-      this.#memory = new CacheMemory(instance, geometry, settings.layers, scoring, settings.rope, chunk);
-      this.#lengths = new Array<number>(settings.layers).fill(0);
-      this.#intactFrom = new Array<number>(settings.layers).fill(0);
+      this.#lengths = new Array<number>(this.#settings.layers).fill(0);
+      this.#intactFrom = new Array<number>(this.#settings.layers).fill(0);
     }
     unreleased?.register(this, this.#memory, this);
+  }
+
+  /** A new cache's memory: its descriptor (and rope table); a RangeError if it could never fit once full. */
+  #allocate(instance: Instance, settings: CacheSettings): CacheMemory {
+    const { shape, dtype, maxTokens, scoring } = settings;
+    const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
+    const bytes = fullBytes(settings, geometry);
+    if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
+      throw new RangeError(
+        `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
+          `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
+          `or use dtype 'int8'`,
+      );
+    }
+    const chunk = cacheChunkTokens(geometry, scoring.window);
+    return new CacheMemory(instance, geometry, settings.layers, scoring, settings.rope, chunk);
   }
 
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
@@ -145,14 +160,18 @@ export class KVCache {
    * token the layer holds, new ones included: [T][heads][headDim].
    */
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array {
-    this.#live();
-    const index = this.#layerIndex(layer);
-    const { heads, headDim } = this.#settings.shape;
-    const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
-    this.#checkNewTokens(index, k, v, tokens);
-    const result = outputArray(out, tokens, heads, headDim);
-    this.#run(index, k, v, tokens, q, result);
-    return result;
+    const instance = this.#enter('KVCache.attend');
+    try {
+      const index = this.#layerIndex(layer);
+      const { heads, headDim } = this.#settings.shape;
+      const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
+      this.#checkNewTokens(index, k, v, tokens);
+      const result = outputArray(out, tokens, heads, headDim);
+      this.#run(index, k, v, tokens, q, result);
+      return result;
+    } finally {
+      instance.leave();
+    }
   }
 
   /**
@@ -160,12 +179,16 @@ export class KVCache {
    * cache from keys and values computed elsewhere. The cache then stands exactly as after attend().
    */
   append(layer: number, k: Float32Array, v: Float32Array): void {
-    this.#live();
-    const index = this.#layerIndex(layer);
-    const { kvHeads, headDim } = this.#settings.shape;
-    const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
-    this.#checkNewTokens(index, k, v, tokens);
-    this.#run(index, k, v, tokens);
+    const instance = this.#enter('KVCache.append');
+    try {
+      const index = this.#layerIndex(layer);
+      const { kvHeads, headDim } = this.#settings.shape;
+      const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
+      this.#checkNewTokens(index, k, v, tokens);
+      this.#run(index, k, v, tokens);
+    } finally {
+      instance.leave();
+    }
   }
 
   /** Checks that k/v hold `tokens` tokens and that the layer has room for them. */
@@ -251,7 +274,15 @@ export class KVCache {
    * a token the continuation would need has already been evicted; the cache is then unchanged.
    */
   truncate(n: number): void {
-    this.#live();
+    const instance = this.#enter('KVCache.truncate');
+    try {
+      this.#truncate(n);
+    } finally {
+      instance.leave();
+    }
+  }
+
+  #truncate(n: number): void {
     // n past a layer's length keeps all of it: "every layer keeps its first n tokens"
     integerAtLeast('n', n, 0);
     const { window, sinks } = this.#settings.scoring;
@@ -284,7 +315,15 @@ export class KVCache {
    * disposed first.
    */
   fork(): KVCache {
-    this.#live();
+    const instance = this.#enter('KVCache.fork');
+    try {
+      return this.#fork();
+    } finally {
+      instance.leave();
+    }
+  }
+
+  #fork(): KVCache {
     const memory = this.#memory.fork(this.#settings.scoring, this.#settings.rope);
     KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom] };
     try {
@@ -302,7 +341,15 @@ export class KVCache {
    * A RangeError if a window already evicted positions the piece needs.
    */
   save(options?: { from?: number | readonly number[]; to?: number }): Uint8Array {
-    this.#live();
+    const instance = this.#enter('KVCache.save');
+    try {
+      return this.#save(options);
+    } finally {
+      instance.leave();
+    }
+  }
+
+  #save(options: unknown): Uint8Array {
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
@@ -334,12 +381,30 @@ export class KVCache {
    * cache or history, anything else) are refused with an Error.
    */
   static load(bytes: Uint8Array | readonly Uint8Array[], options?: { base?: KVCache }): KVCache {
-    activeInstance();
-    if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw typeError('options', 'an object { base? } or undefined', options);
+    const instance = activeInstance();
+    instance.enter('KVCache.load');
+    try {
+      if (options !== undefined && (options === null || typeof options !== 'object')) {
+        throw typeError('options', 'an object { base? } or undefined', options);
+      }
+      const base = options?.base;
+      // a brand check: a Proxy of a cache, or an object whose prototype is KVCache's, is not one
+      if (base !== undefined && !(typeof base === 'object' && base !== null && #memory in base)) {
+        throw typeError('options.base', 'a KVCache', base);
+      }
+      if (!base || base.#memory.instance === instance) return KVCache.#load(bytes, base);
+      base.#memory.instance.enter('KVCache.load');
+      try {
+        return KVCache.#load(bytes, base);
+      } finally {
+        base.#memory.instance.leave();
+      }
+    } finally {
+      instance.leave();
     }
-    const base = options?.base;
-    if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
+  }
+
+  static #load(bytes: unknown, base: KVCache | undefined): KVCache {
     if (base) base.#live();
     // everything is checked before anything is allocated, so refused bytes never grow memory
     const { settings, geometry, pieces, states } = readPieces(
@@ -360,7 +425,8 @@ export class KVCache {
         reaches: base.#rowsCrc(base.#lengths),
       },
     );
-    const cache = base ? base.fork() : new KVCache(settingsToOptions(settings));
+    KVCache.#within = !base;
+    const cache = base ? base.#fork() : new KVCache(settingsToOptions(settings));
     try {
       const slots = cache.#memory.geometry.slots;
       states.forEach((state, l) => {
@@ -379,7 +445,7 @@ export class KVCache {
         cache.#intactFrom[l] = state.intactFrom;
       });
     } catch (error) {
-      cache.dispose();
+      cache.#free();
       throw error;
     }
     return cache;
@@ -399,12 +465,27 @@ export class KVCache {
 
   /** truncate(0): empty every layer; its pages go back to the pool. */
   reset(): void {
-    this.truncate(0);
+    const instance = this.#enter('KVCache.reset');
+    try {
+      this.#truncate(0);
+    } finally {
+      instance.leave();
+    }
   }
 
   /** Frees the cache's memory (pages it shares stay with the caches that share them); any later use throws. */
   dispose(): void {
     if (this.#memory.disposed) return;
+    const instance = this.#memory.instance;
+    instance.enter('KVCache.dispose');
+    try {
+      this.#free();
+    } finally {
+      instance.leave();
+    }
+  }
+
+  #free(): void {
     unreleased?.unregister(this);
     this.#memory.dispose();
   }
@@ -415,6 +496,14 @@ export class KVCache {
 
   #live(): void {
     if (this.#memory.disposed) throw new Error('wasm-attention: this KVCache was disposed');
+  }
+
+  /** The start of a public call (Instance.enter) on a live cache; returns the instance to leave. */
+  #enter(what: string): Instance {
+    this.#live();
+    const instance = this.#memory.instance;
+    instance.enter(what);
+    return instance;
   }
 
   #layerIndex(layer: unknown): number {

@@ -2,6 +2,7 @@
 
 import { rangeError, typeError } from './errors.js';
 import type { HeadShape } from './geometry.js';
+import { floatsIn, typedArrayKind } from './typed-arrays.js';
 
 export const MAX_HEAD_DIM = 512;
 /**
@@ -26,11 +27,18 @@ export interface RopeSettings {
 
 type Bag = Record<string, unknown>;
 
+/**
+ * The options a caller gave, read once: every (own or inherited) enumerable key's value copied into a
+ * plain object before anything is checked, so a getter or Proxy trap runs once, up front, and cannot
+ * answer one way to a check and another to the work.
+ */
 export function optionsObject(name: string, value: unknown): Bag {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError(name, 'an object', value);
   }
-  return value as Bag;
+  const bag: Bag = Object.create(null);
+  for (const key in value) bag[key] = (value as Bag)[key];
+  return bag;
 }
 
 export function integerAtLeast(name: string, value: unknown, least: number, most = Number.MAX_SAFE_INTEGER): number {
@@ -102,26 +110,27 @@ export function ropeSettings(value: unknown, where: string, headDim: number): Ro
 }
 
 function isFloat32Array(value: unknown): value is Float32Array {
-  // also true for arrays from another realm (an iframe, a vm context)
-  return value instanceof Float32Array || Object.prototype.toString.call(value) === '[object Float32Array]';
+  // also true for arrays from another realm (an iframe, a vm context); false for a Proxy of one
+  return typedArrayKind(value) === 'Float32Array';
 }
 
-/** The number of tokens in a token-major tensor of `rowFloats` floats per token. */
+/** The number of tokens in a token-major tensor of `rowFloats` floats per token (counted from its bytes). */
 export function tokensIn(name: string, value: unknown, rowFloats: number, rowShape: string): number {
   if (!isFloat32Array(value)) throw typeError(name, 'a Float32Array', value);
-  if (value.length === 0 || value.length % rowFloats !== 0) {
+  const length = floatsIn(value);
+  if (length === 0 || length % rowFloats !== 0) {
     throw rangeError(
       name,
       `a whole number of tokens of ${rowShape} = ${rowFloats} floats (length a positive multiple of ${rowFloats})`,
       value,
     );
   }
-  return value.length / rowFloats;
+  return length / rowFloats;
 }
 
 export function sameLength(name: string, value: Float32Array, otherName: string, other: Float32Array): void {
-  if (value.length !== other.length) {
-    throw rangeError(name, `the same length as ${otherName} (${other.length})`, value);
+  if (floatsIn(value) !== floatsIn(other)) {
+    throw rangeError(name, `the same length as ${otherName} (${floatsIn(other)})`, value);
   }
 }
 
@@ -132,7 +141,7 @@ export function outputArray(value: unknown, tokens: number, heads: number, headD
   if (!isFloat32Array(value)) throw typeError('out', 'a Float32Array (or undefined)', value);
   // numbers, not a closure describing the shape: a closure (and the context it captures) is a JS-heap
   // allocation per call wherever the optimizer does not remove it
-  if (value.length !== length) {
+  if (floatsIn(value) !== length) {
     throw rangeError(
       'out',
       `a Float32Array of length ${length} ([T=${tokens}][heads=${heads}][headDim=${headDim}])`,

@@ -21,6 +21,7 @@ import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
 import { overwrittenBelow, windowStart } from './geometry.js';
 import { MAX_POSITION } from './options.js';
+import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
 export const MAGIC = 'wattn-kv';
 export const FORMAT_VERSION = 2;
@@ -107,15 +108,21 @@ export function saveRange(options: unknown, lengths: number[]): { from: number[]
       throw rangeError(name, `an integer from 0 to ${what} (${most})`, value);
     return value;
   };
+  // each option read once, a list of positions copied once, before anything is checked
   const bag = (options ?? {}) as { from?: unknown; to?: unknown };
-  const to = position('options.to', bag.to ?? longest, longest, "the longest layer's length");
+  const givenTo = bag.to;
+  const givenFrom = bag.from;
+  const to = position('options.to', givenTo ?? longest, longest, "the longest layer's length");
   const ends = lengths.map((length) => Math.min(to, length));
-  if (Array.isArray(bag.from)) {
-    if (bag.from.length !== lengths.length)
-      throw rangeError('options.from', `a position per layer (${lengths.length})`, bag.from);
-    return { from: bag.from.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
+  if (Array.isArray(givenFrom)) {
+    const count = givenFrom.length;
+    if (count !== lengths.length)
+      throw rangeError('options.from', `a position per layer (${lengths.length})`, givenFrom);
+    const froms: unknown[] = [];
+    for (let l = 0; l < count; l++) froms.push(givenFrom[l]);
+    return { from: froms.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
   }
-  const from = position('options.from', bag.from ?? 0, to, 'options.to');
+  const from = position('options.from', givenFrom ?? 0, to, 'options.to');
   return { from: ends.map((end) => Math.min(from, end)), to: ends };
 }
 
@@ -202,6 +209,31 @@ export interface Base {
 }
 
 /**
+ * The caller's pieces, read once: a Uint8Array, or an array of them (each element read once; a hole is
+ * refused like an explicit undefined), each as our own view of its bytes.
+ */
+function pieceList(input: unknown): Uint8Array[] {
+  if (typedArrayKind(input) === 'Uint8Array') return [ownBytes(input as Uint8Array)];
+  if (!Array.isArray(input)) {
+    throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
+  }
+  const count = input.length;
+  const list: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    if (!Object.hasOwn(input, i)) {
+      throw new TypeError(
+        `wasm-attention: bytes[${i}] must be a Uint8Array from KVCache.save(), got a hole (a sparse array)`,
+      );
+    }
+    const bytes: unknown = input[i];
+    if (typedArrayKind(bytes) !== 'Uint8Array')
+      throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
+    list.push(ownBytes(bytes as Uint8Array));
+  }
+  return list;
+}
+
+/**
  * Checks every piece before anything is allocated: each envelope (magic, version, checksum), header and
  * payload size, and that the pieces form one history: the first starts every layer at 0 (or where `base`
  * stands, continuing its last rows), each later one continues exactly where the previous left every layer
@@ -209,19 +241,15 @@ export interface Base {
  * and what is wrong.
  */
 export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>, base?: Base): Restoration<Settings> {
-  const list = input instanceof Uint8Array ? [input] : Array.isArray(input) ? input : undefined;
-  if (!list) throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
+  const list = pieceList(input);
   if (list.length === 0) throw rangeError('bytes', 'at least one saved piece', list);
-  list.forEach((bytes, i) => {
-    if (!(bytes instanceof Uint8Array)) throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
-  });
   let first: ReturnType<ReadOptions<Settings>> | undefined;
   let build = base?.build;
   let states: LayerState[] = base ? base.states.map((state) => ({ ...state })) : [];
   let reached = base?.reaches ?? 0;
   const before = base ? 'the base cache' : "the first piece's";
   const pieces: Piece[] = [];
-  (list as Uint8Array[]).forEach((bytes, i) => {
+  list.forEach((bytes, i) => {
     const refuse = (why: string) =>
       new Error(
         `wasm-attention: KVCache.load refused the bytes` +
