@@ -422,7 +422,7 @@ export class KVCache {
         options: settingsToOptions(base.#settings),
         build: base.#memory.instance.build,
         states: base.#states(),
-        reaches: base.#rowsCrc(base.#lengths),
+        lastRows: base.#lastRows(),
       },
     );
     KVCache.#within = !base;
@@ -449,6 +449,21 @@ export class KVCache {
       throw error;
     }
     return cache;
+  }
+
+  /** Per layer, a copy of the bytes of its row at position length − 1 (saved-format order; empty at 0). */
+  #lastRows(): Uint8Array[] {
+    const memory = this.#memory.instance.u8();
+    return this.#lengths.map((length, l) => {
+      const runs = length > 0 ? this.#runs(l, [[length - 1, length]]) : [];
+      const row = new Uint8Array(runs.reduce((n, r) => n + r.bytes, 0));
+      let at = 0;
+      for (const r of runs) {
+        row.set(memory.subarray(r.address, r.address + r.bytes), at);
+        at += r.bytes;
+      }
+      return row;
+    });
   }
 
   #states(): Array<{ length: number; intactFrom: number }> {

@@ -200,12 +200,13 @@ export type ReadOptions<Settings> = (options: unknown) => {
   options: Record<string, unknown>;
 };
 
-/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows' CRC. */
+/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows. */
 export interface Base {
   options: Record<string, unknown>;
   build: Build;
   states: LayerState[];
-  reaches: number;
+  /** per layer, the bytes of its row at position length − 1 in the saved format's order (empty at length 0) */
+  lastRows: Uint8Array[];
 }
 
 /**
@@ -234,6 +235,36 @@ function pieceList(input: unknown): Uint8Array[] {
 }
 
 /**
+ * The bytes of the last position a piece holds of one layer (its row at `to` − 1), in the saved format's
+ * order: K rows per kv head, V rows, then (int8) the K and V scales. `at`: where the layer's payload
+ * starts; `held`: the positions it holds (the row at to − 1 is always the last of them).
+ */
+function lastRow(bytes: Uint8Array, at: number, held: number, geometry: PieceGeometry): Uint8Array[] {
+  const { kvHeads, headDim, int8 } = geometry;
+  const rowBytes = headDim * (int8 ? 1 : 4);
+  const parts: Uint8Array[] = [];
+  for (let r = 0; r < 2 * kvHeads; r++) {
+    const start = at + (r * held + held - 1) * rowBytes;
+    parts.push(bytes.subarray(start, start + rowBytes));
+  }
+  if (int8) {
+    const scales = at + 2 * kvHeads * held * rowBytes;
+    for (let r = 0; r < 2 * kvHeads; r++) {
+      const start = scales + (r * held + held - 1) * 4;
+      parts.push(bytes.subarray(start, start + 4));
+    }
+  }
+  return parts;
+}
+
+/** CRC-32 of every layer's last row (layers at length 0 have none): a piece's `reaches`. */
+function lastRowsCrc(rows: Uint8Array[][]): number {
+  let crc = 0;
+  for (const parts of rows) for (const part of parts) crc = crc32(part, 0, part.length, crc);
+  return crc;
+}
+
+/**
  * Checks every piece before anything is allocated: each envelope (magic, version, checksum), header and
  * payload size, and that the pieces form one history: the first starts every layer at 0 (or where `base`
  * stands, continuing its last rows), each later one continues exactly where the previous left every layer
@@ -246,7 +277,9 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
   let first: ReturnType<ReadOptions<Settings>> | undefined;
   let build = base?.build;
   let states: LayerState[] = base ? base.states.map((state) => ({ ...state })) : [];
-  let reached = base?.reaches ?? 0;
+  // per layer, the bytes of its last row so far: what a piece's `reaches` is the checksum of
+  let rows: Uint8Array[][] = base ? base.lastRows.map((row) => [row]) : [];
+  let reached = lastRowsCrc(rows);
   const before = base ? 'the base cache' : "the first piece's";
   const pieces: Piece[] = [];
   list.forEach((bytes, i) => {
@@ -274,7 +307,10 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     if (!first) {
       first = described;
       build = header.build;
-      if (!base) states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
+      if (!base) {
+        states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
+        rows = states.map(() => []);
+      }
     }
     const geometry = described.geometry;
     const layers = header.layers;
@@ -310,6 +346,21 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
     if (geometry.int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
+    // the header's per-layer ranges must be those of the payload: the checksum of the last rows they place
+    // (lengths swapped between layers, say, keep the size but move every row boundary)
+    let at = payloadStart;
+    rows = layers.map((layer, l) => {
+      const held = heldCount(layer, geometry);
+      const row = held > 0 ? lastRow(bytes, at, held, geometry) : rows[l];
+      at += payloadBytes(geometry, held);
+      return row;
+    });
+    if (lastRowsCrc(rows) !== header.reaches) {
+      throw refuse(
+        "its payload does not hold the rows its header's layer ranges describe (the last row of each layer " +
+          'differs from the checksum saved with it: the header or the rows were altered)',
+      );
+    }
     reached = header.reaches;
     states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
     pieces.push({ bytes, payloadStart, layers });

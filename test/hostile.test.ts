@@ -5,7 +5,7 @@
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { attention, attentionWeights, init, KVCache } from '../src/index.js';
-import { Rng, expectBitIdentical, expectThrows, named } from './support/util.js';
+import { Rng, expectBitIdentical, expectThrows, named, parseSave, rechecksum } from './support/util.js';
 
 const H = 4;
 const KV = 2;
@@ -277,6 +277,26 @@ describe('options are read once', () => {
     };
     attention(q1, k1, v1, options);
     expect(reads).toBe(1);
+  });
+});
+
+describe('crafted pieces', () => {
+  it("a header that swaps two layers' lengths (same payload size, valid CRC) is refused", () => {
+    const two = { ...opts, layers: 2 };
+    const cache = new KVCache(two);
+    cache.append(0, rng.randn(10 * KV * D), rng.randn(10 * KV * D));
+    cache.append(1, rng.randn(20 * KV * D), rng.randn(20 * KV * D));
+    const saved = cache.save();
+    const p = parseSave(saved);
+    const [a, b] = p.header.layers;
+    const header = { ...p.header, layers: [{ ...b }, { ...a }] };
+    const json = new TextEncoder().encode(JSON.stringify(header));
+    expect(json.length).toBe(p.headerLength);
+    const crafted = new Uint8Array(saved);
+    crafted.set(json, 16);
+    rechecksum(crafted);
+    expectThrows(() => KVCache.load(crafted), Error, [/refused/, /layer/]);
+    cache.dispose();
   });
 });
 
