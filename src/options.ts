@@ -63,6 +63,18 @@ function positiveNumber(name: string, value: unknown): number {
   return value;
 }
 
+/** Float32's range: the kernel multiplies by scale and divides by softcap in float32. */
+const FLOAT32_RANGE = `within float32's range (${2 ** -149} to ${Math.fround(3.4028234663852886e38)}: the kernel computes in float32)`;
+
+/** A positive number the kernel keeps as a float32: one that rounds to 0 or Infinity there is refused. */
+function positiveFloat32(name: string, value: unknown): number {
+  const number = positiveNumber(name, value);
+  const rounded = Math.fround(number);
+  if (rounded === 0 || rounded === Number.POSITIVE_INFINITY)
+    throw rangeError(name, `a number > 0 ${FLOAT32_RANGE}`, value);
+  return number;
+}
+
 export function optionalBoolean(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw typeError(name, 'a boolean', value);
@@ -84,12 +96,12 @@ export function headShape(options: Bag, where: string): HeadShape {
 }
 
 export function scoring(options: Bag, where: string, headDim: number): Scoring {
-  const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveNumber(`${where}.scale`, options.scale);
+  const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveFloat32(`${where}.scale`, options.scale);
   // softcap 0 (or null) means none, as in onnxruntime's attention ops and Hugging Face configs
   const softcap =
     options.softcap === undefined || options.softcap === null || options.softcap === 0
       ? 0
-      : positiveNumber(`${where}.softcap`, options.softcap);
+      : positiveFloat32(`${where}.softcap`, options.softcap);
   const window = optionalInteger(`${where}.window`, options.window, 1, 0);
   const sinks = optionalInteger(`${where}.sinks`, options.sinks, 0, 0);
   return { scale, softcap, window, sinks };

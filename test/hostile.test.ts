@@ -300,6 +300,21 @@ describe('crafted pieces', () => {
   });
 });
 
+describe('float32 range of scale and softcap', () => {
+  for (const [name, value] of [
+    ['scale', 1e39],
+    ['scale', 1e-46],
+    ['softcap', 1e39],
+    ['softcap', 1e-46],
+  ] as const) {
+    it(`${name} ${value} is a RangeError stating the float32 range`, () => {
+      const options = { heads: H, kvHeads: KV, headDim: D, [name]: value };
+      expectThrows(() => attention(q1, k1, v1, options), RangeError, [named(`options.${name}`), /float32/]);
+      expectThrows(() => new KVCache({ ...opts, [name]: value }), RangeError, [named(`options.${name}`), /float32/]);
+    });
+  }
+});
+
 describe('pieces and base', () => {
   it('a sparse array of pieces is a TypeError naming the hole, like an explicit undefined', () => {
     const cache = filled();
