@@ -68,6 +68,21 @@ function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
   return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + COUNT_BYTES + 4);
 }
 
+/** The layer geometry of `settings`, or a RangeError when a cache of them could never fit once full. */
+function fittingGeometry(instance: Instance, settings: CacheSettings): LayerGeometry {
+  const { shape, dtype, maxTokens, scoring } = settings;
+  const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
+  const bytes = fullBytes(settings, geometry);
+  if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
+    throw new RangeError(
+      `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
+        `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
+        `or use dtype 'int8'`,
+    );
+  }
+  return geometry;
+}
+
 export class KVCache {
   readonly #settings: CacheSettings;
   readonly #memory: CacheMemory;
@@ -111,18 +126,9 @@ export class KVCache {
 
   /** A new cache's memory: its descriptor (and rope table); a RangeError if it could never fit once full. */
   #allocate(instance: Instance, settings: CacheSettings): CacheMemory {
-    const { shape, dtype, maxTokens, scoring } = settings;
-    const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
-    const bytes = fullBytes(settings, geometry);
-    if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
-      throw new RangeError(
-        `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
-          `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-          `or use dtype 'int8'`,
-      );
-    }
-    const chunk = cacheChunkTokens(geometry, scoring.window);
-    return new CacheMemory(instance, geometry, settings.layers, scoring, settings.rope, chunk);
+    const geometry = fittingGeometry(instance, settings);
+    const chunk = cacheChunkTokens(geometry, settings.scoring.window);
+    return new CacheMemory(instance, geometry, settings.layers, settings.scoring, settings.rope, chunk);
   }
 
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
@@ -411,6 +417,8 @@ export class KVCache {
       bytes,
       (options) => {
         const settings = cacheSettings(options);
+        // a piece's options that no cache could hold are refused with the piece (it is never allocated)
+        fittingGeometry(base ? base.#memory.instance : activeInstance(), settings);
         return {
           settings,
           geometry: pieceGeometry(settings),
