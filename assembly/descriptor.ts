@@ -1,6 +1,6 @@
 // The cache descriptor: everything a call needs to know about one cache, in linear memory, so a call
 // passes one address plus the step's own numbers (layer, tokens, first position). The facade writes it
-// (its offsets, src/abi-words.ts, are generated from the consts below); the kernel only reads it. Plain
+// (its offsets in src/abi.ts are generated from the consts below); the kernel only reads it. Plain
 // i32/f32 words at fixed offsets, so thread workers can read the same descriptor from shared memory.
 //
 //   word  field

@@ -1,7 +1,7 @@
 // The job block of a call shared by threads: one call's numbers and the counters its threads meet on,
 // i32 words in linear memory (shared memory in the threads builds). The facade writes the
 // control words with Atomics; the kernel's plan() writes the call's words. The facade's offsets
-// (src/abi-words.ts, src/attention-worker.ts) are generated from the consts below.
+// (generated blocks in src/abi.ts and src/attention-worker.ts) come from the consts below.
 //
 //   word  field
 //   0     open         1 while threads may join the call in progress

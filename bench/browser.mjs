@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { join, normalize, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus, loadavg, availableParallelism, totalmem } from 'node:os';
-import { cliOptions, packageState, builtStamp } from './common.mjs';
+import { cliOptions, packageState, builtStamp } from '../test/support/scripts.mjs';
 import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
 import { SHAPES, BUILDS, THREADED, ORT_WEB } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';

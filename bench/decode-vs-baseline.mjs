@@ -15,7 +15,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs, median } from './common.mjs';
+import { parseArgs, median } from '../test/support/scripts.mjs';
 import { Rng } from '../test/support/rng.js';
 import { SHAPES, workloadData, filledCache, flopsOf, bytesOf } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';

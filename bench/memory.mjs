@@ -8,7 +8,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { loadPackage, median, parseArgs } from './common.mjs';
+import { loadPackage, median, parseArgs } from '../test/support/scripts.mjs';
 
 const opts = parseArgs(process.argv.slice(2), { build: 'auto', forks: 100, prefix: 2000, steps: 4, section: '' });
 if (opts.help) {

@@ -4,7 +4,7 @@
 //   decode  — one new token over L cached tokens, L in 128, 512, 2048, 8192, 32768;
 //   prefill — T tokens, causal, into an empty cache, T in 128, 512 (and 2048 with --full);
 //   float32 and int8 caches (int8: wasm-attention only; its ratios are against the peers' float32).
-// Side by side: each wasm-attention build (relaxed-simd, simd, scalar), plain JS (bench/plain-js.mjs),
+// Side by side: each wasm-attention build (relaxed-simd, simd, scalar), plain JS (test/support/plain-js.mjs),
 // onnxruntime-web (WASM backend, 1 and 2 threads) and onnxruntime-node (native CPU, 1 thread), each
 // running com.microsoft GroupQueryAttention and ONNX Attention (opset 23) with a past KV cache, fetching
 // only the output; and the machine's limits (bench/limits): streaming bandwidth over each workload's K/V
@@ -20,7 +20,7 @@ import { tmpdir, cpus, loadavg, availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { loadPackage, cliOptions, median, packageState, builtStamp } from './common.mjs';
+import { loadPackage, cliOptions, median, packageState, builtStamp } from '../test/support/scripts.mjs';
 import { SUITE_DEFAULTS, gather, list, suiteOptions, writeReport } from './cli.mjs';
 import {
   SHAPES,

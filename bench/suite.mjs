@@ -9,9 +9,9 @@
 // The same numbers (seeded) feed every implementation, so outputs can be compared across them.
 
 import { Rng, mulberry32 } from '../test/support/rng.js';
-import { median } from './stats.mjs';
+import { median } from '../test/support/stats.mjs';
 import { maxAbsDiff, referenceAttention } from '../test/support/reference.js';
-import { PlainJsKVCache } from './plain-js.mjs';
+import { PlainJsKVCache } from '../test/support/plain-js.mjs';
 
 export const SHAPES = {
   gpt2: { label: 'GPT-2 small', heads: 12, kvHeads: 12, headDim: 64 },

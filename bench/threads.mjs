@@ -8,7 +8,7 @@
 
 import { availableParallelism } from 'node:os';
 import { Rng } from '../test/support/rng.js';
-import { fmtX, loadPackage, median, parseArgs } from './common.mjs';
+import { fmtX, loadPackage, median, parseArgs } from '../test/support/scripts.mjs';
 import { SHAPES } from './suite.mjs';
 
 const opts = parseArgs(process.argv.slice(2), { threads: 2, rounds: 30, decode: '2048,8192', prefill: '512' });

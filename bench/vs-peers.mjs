@@ -9,7 +9,7 @@
 //
 //   node bench/vs-peers.mjs [--threads 2] [--rounds 15] [--batch-ms 100] [--shapes gpt2,llama] [--decode 2048,8192] [--prefill 512]
 
-import { fmtX, loadPackage, median, parseArgs } from './common.mjs';
+import { fmtX, loadPackage, median, parseArgs } from '../test/support/scripts.mjs';
 import { SHAPES, filledCache, workloadData } from './suite.mjs';
 import { buildModel } from './ort/models.mjs';
 import { feeds } from './ort/feeds.mjs';

@@ -3,7 +3,7 @@
 // Llama-3.2-1B (16 layers, 32 query heads, 8 kv heads, head size 64, rope theta 500000) on
 // deterministic synthetic q/k/v, and reports what the package buys:
 //   - prefill time and tokens/s, per-token decode time (median, p90);
-//   - the speed-up over the same generation in plain JavaScript (bench/plain-js.mjs);
+//   - the speed-up over the same generation in plain JavaScript (test/support/plain-js.mjs);
 //   - the speed-up the KV cache gives over recomputing attention for the whole prefix each step;
 //   - a correctness check of sampled outputs against a float64 reference (exit code 1 if > 1e-3).
 //
@@ -22,8 +22,8 @@ import {
   progress,
   fmtMs,
   fmtX,
-} from '../bench/common.mjs';
-import { PlainJsKVCache } from '../bench/plain-js.mjs';
+} from '../test/support/scripts.mjs';
+import { PlainJsKVCache } from '../test/support/plain-js.mjs';
 import { maxAbsDiff, referenceAttention, referenceRope } from '../test/support/reference.js';
 import { Rng } from '../test/support/rng.js';
 
@@ -301,7 +301,7 @@ if (plain) {
   const jsPrefill = sum(plain.prefillMs) * scale;
   const oursPrefillSame = sum(ours.prefillMs.slice(0, jsLayers)) * scale;
   out(
-    `plain JavaScript (bench/plain-js.mjs), measured on ${jsLayers} of the ${L} layers (all layers have the same shape)`,
+    `plain JavaScript (test/support/plain-js.mjs), measured on ${jsLayers} of the ${L} layers (all layers have the same shape)`,
   );
   out(
     `  over the full prompt and ${jsSteps === N ? `all ${N}` : `the first ${jsSteps} of ${N}`} decode steps; times below are ×${fmtX(scale)} to stand for all ${L} layers`,

@@ -1,8 +1,37 @@
 // The kernel's ABI as the facade sees it: the exports of a wasm instance (assembly/index.ts documents
-// them), the builds they identify, and the numbers of a call. Numbers only: addresses, counts, flags.
-// The word offsets of the blocks a call reads (descriptor, job) are generated into abi-words.ts.
+// them), the builds they identify, the numbers of a call, and the word offsets of the blocks a call reads:
+// a cache's descriptor (generated below from assembly/descriptor.ts) and the job block of a threaded call
+// (generated into the worker script, which imports nothing, from assembly/job.ts).
 
-export { Descriptor, Job } from './abi-words.js';
+export { Job } from './attention-worker.js';
+
+// <generated from assembly/descriptor.ts by assembly/abi-words.mjs: edit that file, not this block>
+/** A cache descriptor (assembly/descriptor.ts). */
+export const Descriptor = {
+  PAGE_ROWS: 64,
+  PAGE_SHIFT: 6,
+  HEADS: 0,
+  KV_HEADS: 1,
+  HEAD_DIM: 2,
+  INT8: 3,
+  SINKS: 4,
+  RING: 5,
+  WINDOW: 6,
+  SCALE: 7,
+  SOFTCAP: 8,
+  ROPE_DIMS: 9,
+  ROPE_INTERLEAVED: 10,
+  ROPE_TABLE: 11,
+  STREAM: 12,
+  Q: 13,
+  K: 14,
+  V: 15,
+  OUT: 16,
+  SCRATCH: 17,
+  LAYERS: 18,
+  LAYER_TABLES: 32,
+} as const;
+// </generated>
 
 export type Build = 'relaxed-simd' | 'simd' | 'scalar';
 /** Fastest first: the order `build: 'auto'` tries them in. */
@@ -31,6 +60,11 @@ export const CALL = {
 /** Words of a call that a threaded call copies into the job block. */
 export const CALL_WORDS = 6;
 
+/** The numbers of an append or step: a cache descriptor (assembly/descriptor.ts), then the step's. */
+type StepArgs = [descriptor: number, layer: number, tokens: number, firstPosition: number];
+/** The numbers of an attend: a step's, then the end of the keys the queries see and whether causally. */
+type AttendArgs = [...StepArgs, keyEnd: number, causal: number];
+
 /** The kernel's exports, as assembly/index.ts documents them. */
 export interface KernelExports {
   memory: WebAssembly.Memory;
@@ -39,28 +73,12 @@ export interface KernelExports {
   scratchBytes(heads: number, kvHeads: number, headDim: number): number;
   ropeTableBytes(dims: number): number;
   ropeFrequencies(table: number, dims: number, theta: number): void;
-  /** descriptor: a cache descriptor (assembly/descriptor.ts); the step's numbers follow */
-  append(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
-  attend(
-    descriptor: number,
-    layer: number,
-    tokens: number,
-    firstPosition: number,
-    keyEnd: number,
-    causal: number,
-  ): void;
-  step(descriptor: number, layer: number, tokens: number, firstPosition: number): void;
+  append(...call: StepArgs): void;
+  attend(...call: AttendArgs): void;
+  /** append, then attend the staged queries over every key up to the new ones (causal) */
+  step(...call: StepArgs): void;
   /** the attend call's numbers, then where the probabilities go and how many keys a row of them holds */
-  weights(
-    descriptor: number,
-    layer: number,
-    tokens: number,
-    firstPosition: number,
-    keyEnd: number,
-    causal: number,
-    out: number,
-    keyCount: number,
-  ): void;
+  weights(...call: [...AttendArgs, out: number, keyCount: number]): void;
   exp(values: number, count: number): void;
   /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
   jobBytes(): number;

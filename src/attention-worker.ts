@@ -9,11 +9,12 @@
 // pieces it held, and the pool starts fresh workers.
 
 // Self-contained (no imports): a bundler that copies this file as an asset instead of bundling it as a
-// worker entry still ships a working worker.
+// worker entry still ships a working worker. So the job block's words are generated into it (below),
+// and the facade takes them from here, through abi.ts.
 
 // <generated from assembly/job.ts by assembly/abi-words.mjs: edit that file, not this block>
 /** The job block of a threaded call, and its modes (assembly/job.ts). */
-const Job = {
+export const Job = {
   OPEN: 0,
   NEXT: 1,
   FINISHED: 2,

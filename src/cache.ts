@@ -480,7 +480,7 @@ export class KVCache {
 
   /**
    * The memory of `positions` of one layer in the saved format's order (K rows per kv head, V rows, then
-   * int8 scales): the one place that knows where saved K/V lives (pages, layer.ts).
+   * int8 scales): the one place that knows where saved K/V lives (pages, cache-memory.ts).
    */
   #runs(layer: number, positions: Array<[number, number]>): Run[] {
     return this.#memory.runs(layer, positions);

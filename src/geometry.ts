@@ -21,7 +21,7 @@ export interface LayerGeometry extends HeadShape {
   ring: number;
 }
 
-/** Positions per page (a float32 cache's canonical blocks are one or two pages: assembly/attend/tile.ts). */
+/** Positions per page (a float32 cache's canonical blocks in the kernel are one or two pages). */
 export const PAGE_ROWS = Descriptor.PAGE_ROWS;
 
 /** A cache's layers: with a window, sinks that stay plus a ring of maxTokens; else maxTokens slots. */

@@ -1,15 +1,11 @@
 // KVCache.append (an extension of API.md): store the keys and values of tokens without attending, for
 // restoring a cache from K/V computed elsewhere. The cache must then stand exactly as after attend().
 
-import { beforeAll, expect, it } from 'vitest';
-import { KVCache, init } from '../src/index.js';
-import { Rng, expectBitIdentical, expectThrows, forEachBuild, named } from './support/util.js';
+import { expect, it } from 'vitest';
+import { KVCache } from '../src/index.js';
+import { Rng, expectBitIdentical, expectThrows, withEachBuild, named } from './support/util.js';
 
-forEachBuild('KVCache.append', (build) => {
-  beforeAll(async () => {
-    await init({ build });
-  });
-
+withEachBuild('KVCache.append', () => {
   const shapes = [
     { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 64 },
     { heads: 6, kvHeads: 3, headDim: 7, maxTokens: 12, window: 5, sinks: 2, rope: { dims: 6 } },

@@ -4,7 +4,7 @@
 
 import fc from 'fast-check';
 import { runInNewContext } from 'node:vm';
-import { beforeEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { attention, init, KVCache } from '../src/index.js';
 import { isVisible, referenceAttention, type ReferenceOptions } from './support/reference.js';
 import {
@@ -12,7 +12,7 @@ import {
   Rng,
   expectBitIdentical,
   expectClose,
-  forEachBuild,
+  withEachBuild,
   layoutName,
   tolFor,
   type HeadLayout,
@@ -142,11 +142,7 @@ function prepare(c: Case): Prepared {
   return p;
 }
 
-forEachBuild('attention', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-
+withEachBuild('attention', (build) => {
   it('init({ build }) reports that build', async () => {
     expect((await init({ build })).build).toBe(build);
   });

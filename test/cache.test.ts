@@ -3,13 +3,12 @@
 // and no output ever depends on a later token.
 
 import fc from 'fast-check';
-import { beforeEach, describe, expect, it } from 'vitest';
-import { attention, attentionWeights, init, KVCache } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { attention, attentionWeights, KVCache } from '../src/index.js';
 import { ReferenceCache, referenceAttention, type RopeOptions } from './support/reference.js';
 import {
   HEAD_LAYOUTS,
   Rng,
-  cachesDisposedAfterEach,
   cfgName,
   concat,
   expectBitIdentical,
@@ -17,7 +16,7 @@ import {
   expectThrows,
   feed,
   feedRef,
-  forEachBuild,
+  withEachBuild,
   heap,
   heldBytes,
   ones,
@@ -108,12 +107,7 @@ const SCENARIOS: Scenario[] = [
   { cfg: { heads: 2, kvHeads: 1, headDim: 16, maxTokens: 4, window: 3, sinks: 6 }, chunks: ones(25) },
 ];
 
-forEachBuild('KVCache', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
-
+withEachBuild('KVCache', (build, make) => {
   describe('matches the float64 reference', () => {
     for (const [i, sc] of SCENARIOS.entries()) {
       it(

@@ -2,15 +2,15 @@
 // names the argument, what was expected and what was given; never a WebAssembly trap; after any
 // thrown error the cache is unchanged.
 
-import { beforeEach, describe, expect, it } from 'vitest';
-import { attention, attentionWeights, init, KVCache } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { attention, attentionWeights, KVCache } from '../src/index.js';
 import { MAX_POSITION } from '../src/options.js';
 import {
   Rng,
   expectBitIdentical,
   expectRejects,
   expectThrows,
-  forEachBuild,
+  withEachBuild,
   heap,
   named,
   withHeader,
@@ -270,11 +270,7 @@ function attendCases(): AttendCase[] {
 
 // ---------------------------------------------------------------------------------------------
 
-forEachBuild('errors', (buildName) => {
-  beforeEach(async () => {
-    await init({ build: buildName });
-  });
-
+withEachBuild('errors', () => {
   describe('attention()', () => {
     runCases(oneShotCases(attentionAny, 'attention'));
     runCases([

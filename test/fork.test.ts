@@ -8,8 +8,8 @@
 // replayed with the same history checks the numbers themselves.
 
 import fc from 'fast-check';
-import { beforeEach, expect, it } from 'vitest';
-import { init, KVCache } from '../src/index.js';
+import { expect, it } from 'vitest';
+import { KVCache } from '../src/index.js';
 import { ReferenceCache } from './support/reference.js';
 import {
   Rng,
@@ -17,10 +17,9 @@ import {
   expectBitIdentical,
   expectClose,
   expectThrows,
-  forEachBuild,
+  withEachBuild,
   tolFor,
   unevenChunks,
-  cachesDisposedAfterEach,
   cfgName,
   feed,
   heldBytes,
@@ -65,12 +64,7 @@ function replayRef(cfg: Cfg, histories: History[]): ReferenceCache {
 
 const layersOf = (cfg: Cfg) => cfg.layers ?? 1;
 
-forEachBuild('fork', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
-
+withEachBuild('fork', (_build, make) => {
   for (const cfg of CFGS) {
     const history = cfg.window ? 150 : 100; // windows: the ring has wrapped before the fork
     it(`parent and fork continue independently, each bit for bit a fresh cache fed its own history (${cfgName(cfg)})`, () => {

@@ -3,7 +3,7 @@
 // stored, that it keeps the cache's bit-identity promises, measures its error against the float64
 // reference on realistic inputs (acceptance: max abs < 0.05, mean abs < 0.01), and its byteLength.
 
-import { beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
 import { referenceCacheQuery, referenceRope } from './support/reference.js';
 import {
@@ -12,7 +12,7 @@ import {
   expectBitIdentical,
   expectClose,
   expectThrows,
-  forEachBuild,
+  withEachBuild,
   cachesDisposedAfterEach,
   cfgName,
   feed,
@@ -157,12 +157,7 @@ function integerTolerance(cfg: Cfg, q: ArrayLike<number>, held: { k: Float32Arra
  */
 const TYPICAL_MEAN = 3e-5;
 
-forEachBuild('int8', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
-
+withEachBuild('int8', (build, make) => {
   describe('what is stored', () => {
     it('one symmetric scale per (token, kv head): every value within half a step of the input, nothing clipped, no step wasted', () => {
       const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 40, dtype: 'int8' };

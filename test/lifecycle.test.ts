@@ -3,36 +3,31 @@
 // (plus sinks), truncating into evicted tokens is a RangeError that changes nothing, and generation runs
 // indefinitely (hundreds of thousands of positions through an 8-slot ring, rope positions counting on).
 
-import { beforeEach, describe, expect, it } from 'vitest';
-import { init, KVCache } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { KVCache } from '../src/index.js';
 import { ReferenceCache, referenceCacheQuery } from './support/reference.js';
 import {
-  Rng,
-  TOL,
-  expectBitIdentical,
-  expectClose,
-  expectThrows,
-  forEachBuild,
-  named,
-  tolFor,
-  cachesDisposedAfterEach,
+  withEachBuild,
   RingModel,
-  cfgName,
-  feed,
-  feedRef,
+  Rng,
+  stream,
+  slice,
   join,
   ones,
-  slice,
-  stream,
+  feed,
+  feedRef,
+  cfgName,
+  TOL,
+  tolFor,
+  expectClose,
+  expectBitIdentical,
+  expectThrows,
+  named,
   type Cfg,
   type Stream,
 } from './support/util.js';
 
-forEachBuild('lifecycle', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
+withEachBuild('lifecycle', (build, make) => {
   /** Two caches fed the same: layer l holds the first lengths[l] tokens of s (one to change, one to compare). */
   const twins = (cfg: Cfg, s: Stream, lengths: number[]) =>
     [make(cfg), make(cfg)].map((c) => {

@@ -3,7 +3,7 @@
 // byteLength is what the cache holds (its descriptor, then pages as tokens arrive); dispose() then any use
 // throws; dispose twice is harmless.
 
-import { beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { activeInstance } from '../src/init.js';
 import { ReferenceCache } from './support/reference.js';
@@ -12,7 +12,7 @@ import {
   expectBitIdentical,
   expectClose,
   expectThrows,
-  forEachBuild,
+  withEachBuild,
   tolFor,
   DISPOSE,
   cfgName,
@@ -58,11 +58,7 @@ function room(cache: KVCache, cfg: Cfg, layer: number): number {
   return cfg.window ? Infinity : cfg.maxTokens - cache.lengthOf(layer);
 }
 
-forEachBuild('many caches and memory', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-
+withEachBuild('many caches and memory', (build) => {
   it('40 caches alive at once, attends interleaved, created and disposed in any order: each matches its own reference, and bit for bit a cache that ran alone', () => {
     interface Entry {
       cache: KVCache;
@@ -340,12 +336,12 @@ describe('caches of different builds live side by side', () => {
     const want = feedRef(ref, cfg, s, [6, 4]);
     await init({ build: 'simd' });
     const a = new KVCache(cfg as never);
-    const simdKernel = activeInstance();
+    const simdInstance = activeInstance();
     const outA = feed(a, cfg, slice(cfg, s, 0, 6));
     await init({ build: 'scalar' });
     const b = new KVCache(cfg as never);
-    const scalarKernel = activeInstance();
-    expect(scalarKernel.heap).not.toBe(simdKernel.heap);
+    const scalarInstance = activeInstance();
+    expect(scalarInstance.heap).not.toBe(simdInstance.heap);
     const outB = feed(b, cfg, s, [6, 4]);
     const outA2 = feed(a, cfg, slice(cfg, s, 6, 10));
     expectClose(
@@ -355,13 +351,13 @@ describe('caches of different builds live side by side', () => {
       'simd cache used after switching to scalar',
     );
     expectClose(outB, want, tolFor(undefined, 32), 'scalar cache');
-    const simdHeld = heldBytes(simdKernel);
-    const scalarHeld = heldBytes(scalarKernel);
+    const simdHeld = heldBytes(simdInstance);
+    const scalarHeld = heldBytes(scalarInstance);
     const aBytes = a.byteLength;
     a.dispose();
-    expect(heldBytes(simdKernel)).toBe(simdHeld - aBytes);
-    expect(heldBytes(scalarKernel), 'disposing the simd cache leaves the scalar heap alone').toBe(scalarHeld);
+    expect(heldBytes(simdInstance)).toBe(simdHeld - aBytes);
+    expect(heldBytes(scalarInstance), 'disposing the simd cache leaves the scalar heap alone').toBe(scalarHeld);
     b.dispose();
-    expect(heldBytes(scalarKernel)).toBeLessThan(scalarHeld);
+    expect(heldBytes(scalarInstance)).toBeLessThan(scalarHeld);
   });
 });

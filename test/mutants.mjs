@@ -59,7 +59,7 @@ const MUTANTS = [
   mutant(
     'rope-layout-swapped',
     'the facade asks the kernel for interleaved rope when half-split is configured, and the reverse',
-    ['src/layer.ts', '+(rope?.interleaved ?? 0)', '+!(rope?.interleaved ?? 0)'],
+    ['src/cache-memory.ts', '+(rope?.interleaved ?? 0)', '+!(rope?.interleaved ?? 0)'],
   ),
   mutant('scale-ignored', 'the scale option is validated, then 1/sqrt(headDim) is used anyway', [
     'src/options.ts',

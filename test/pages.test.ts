@@ -3,14 +3,12 @@
 // cannot grow linear memory for a new page, attend throws a RangeError that says how many bytes it needed,
 // and the cache is unchanged.
 
-import { afterEach, beforeEach, expect, it } from 'vitest';
-import { init } from '../src/index.js';
+import { afterEach, expect, it } from 'vitest';
 import { activeInstance } from '../src/init.js';
 import {
   expectBitIdentical,
   expectThrows,
-  forEachBuild,
-  cachesDisposedAfterEach,
+  withEachBuild,
   cfgName,
   feed,
   fill,
@@ -54,11 +52,7 @@ function exhaustHeap(): number[] {
   return blocks;
 }
 
-forEachBuild('pages', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-  const make = cachesDisposedAfterEach();
+withEachBuild('pages', (build, make) => {
   let restore: (() => void) | undefined;
   let blocks: number[] = [];
   afterEach(() => {

@@ -2,7 +2,7 @@
 // rounding (another build); bytes that are truncated, corrupted, of another format version or not a cache
 // at all are refused with an Error (never a trap, never a cache computing garbage, nothing leaked).
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
 import { ReferenceCache } from './support/reference.js';
 import {
@@ -12,7 +12,7 @@ import {
   expectBitIdentical,
   expectClose,
   expectThrows,
-  forEachBuild,
+  withEachBuild,
   named,
   tolFor,
   wasmBytes,
@@ -173,10 +173,7 @@ function expectRefused(bytes: unknown, label: string, patterns: RegExp[] = [], c
   return error;
 }
 
-forEachBuild('save/load', (buildName) => {
-  beforeEach(async () => {
-    await init({ build: buildName });
-  });
+withEachBuild('save/load', (buildName) => {
   const live: KVCache[] = [];
   function keep<T extends KVCache>(c: T): T {
     live.push(c);

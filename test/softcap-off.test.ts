@@ -1,15 +1,11 @@
 // softcap: 0 or null means "no softcap" (onnxruntime's attention ops and Hugging Face configs spell it so),
 // an extension of API.md, where softcap is simply left out.
 
-import { beforeAll, expect, it } from 'vitest';
-import { KVCache, attention, init } from '../src/index.js';
-import { Rng, expectBitIdentical, forEachBuild } from './support/util.js';
+import { expect, it } from 'vitest';
+import { KVCache, attention } from '../src/index.js';
+import { Rng, expectBitIdentical, withEachBuild } from './support/util.js';
 
-forEachBuild('softcap 0 or null', (build) => {
-  beforeAll(async () => {
-    await init({ build });
-  });
-
+withEachBuild('softcap 0 or null', () => {
   it('is the same as no softcap, one-shot and in a cache', () => {
     const rng = new Rng(5);
     const shape = { heads: 4, kvHeads: 2, headDim: 16 };

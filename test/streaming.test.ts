@@ -1,18 +1,14 @@
-// Decode steps over a cache of more than 20 MiB of K/V (STREAM_BYTES in src/layer.ts: many layers together,
+// Decode steps over a cache of more than 20 MiB of K/V (STREAM_BYTES in src/cache-memory.ts: many layers together,
 // or one big layer) take the kernel's streaming path (cache lines touched ahead of use, assembly/attend/stream.ts). It must
 // compute exactly what the ordinary path does.
 
-import { beforeAll, expect, it } from 'vitest';
-import { KVCache, init } from '../src/index.js';
+import { expect, it } from 'vitest';
+import { KVCache } from '../src/index.js';
 import { STREAM_BYTES } from '../src/cache-memory.js';
 import { referenceAttention, referenceCacheQuery } from './support/reference.js';
-import { Rng, TOL, expectClose, forEachBuild } from './support/util.js';
+import { Rng, TOL, expectClose, withEachBuild } from './support/util.js';
 
-forEachBuild(`decode over more than ${STREAM_BYTES / 2 ** 20} MiB of K/V`, (build) => {
-  beforeAll(async () => {
-    await init({ build });
-  });
-
+withEachBuild(`decode over more than ${STREAM_BYTES / 2 ** 20} MiB of K/V`, () => {
   for (const window of [undefined, 2060]) {
     it(`matches the float64 reference (32/8 heads, headDim 64, 2,100 tokens${window ? `, window ${window}, 4 sinks` : ''})`, () => {
       const rng = new Rng(17);

@@ -330,12 +330,20 @@ describe('a worker that fails never hangs a call', () => {
   // Decode steps over 6,000 keys of 8 kv heads: 48 pieces (kv head × chunk of 1,024 positions) each.
   const cfg: Cfg = { heads: 16, kvHeads: 8, headDim: 64, maxTokens: 6300 };
   const s = stream(cfg, 6200, 17);
+  // A window well inside the ring: a call's steps are of 204 keys (the staging area's size), big enough that
+  // the worker joins the first.
+  const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
+
+  /** Two threads active, and their pool. */
+  async function twoThreads() {
+    await init({ threads: 2 });
+    return activeInstance().pool!;
+  }
 
   it('a worker whose kernel traps mid-call: the call throws an Error naming it, the cache is as it was, later calls give the same bits', async () => {
     await init({ threads: 1 });
     const want = feed(new KVCache(cfg as never), cfg, s, [6000, ...ones(200)]).subarray(6000 * qWidth(cfg));
-    await init({ threads: 2 });
-    const pool = activeInstance().pool!;
+    const pool = await twoThreads();
     const cache = new KVCache(cfg as never);
     feed(cache, cfg, slice(cfg, s, 0, 6000));
     // the worker traps in the first step it joins (on a busy machine the calling thread may take every
@@ -374,11 +382,8 @@ describe('a worker that fails never hangs a call', () => {
   }, 60_000);
 
   it('a trap in a prefill (query tiles) and in one-shot attention: the same, and a window ring forgets the slots the failed call overwrote', async () => {
-    // a window well inside the ring: the call's steps are of 204 keys, big enough that the worker joins the first
-    const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
     const r = stream(ringCfg, 2300, 19);
-    await init({ threads: 2 });
-    const pool = activeInstance().pool!;
+    const pool = await twoThreads();
     const cache = new KVCache(ringCfg as never);
     feed(cache, ringCfg, slice(ringCfg, r, 0, 1500)); // the ring has wrapped
     const saved = cache.save();
@@ -420,10 +425,8 @@ describe('a worker that fails never hangs a call', () => {
     // area's size), each writing its keys before attending. When the second call fails, the ring has lost the
     // positions below 884 (1,908 − 1,024), none of which the next query (at 1,500) needs: it sees 1,201 on.
     // When the fourth fails, it has lost those below 1,292: the cache cannot be as it was, and says so.
-    const ringCfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1024, window: 300, sinks: 4 };
     const r = stream(ringCfg, 2300, 23);
-    await init({ threads: 2 });
-    const pool = activeInstance().pool!;
+    const pool = await twoThreads();
     const original = pool.attend;
     let calls = 0;
     let trapAt = 0;

@@ -2,10 +2,10 @@
 // rows summing to 1 over the visible keys, exactly 0 elsewhere, and agreeing with attention().
 
 import fc from 'fast-check';
-import { beforeEach, expect, it } from 'vitest';
-import { attention, attentionWeights, init } from '../src/index.js';
+import { expect, it } from 'vitest';
+import { attention, attentionWeights } from '../src/index.js';
 import { isVisible, referenceWeights, type ReferenceOptions } from './support/reference.js';
-import { HEAD_LAYOUTS, Rng, expectClose, forEachBuild, tolFor } from './support/util.js';
+import { HEAD_LAYOUTS, Rng, expectClose, withEachBuild, tolFor } from './support/util.js';
 
 interface WCase {
   name: string;
@@ -75,11 +75,7 @@ function checkContract(w: Float32Array, T: number, S: number, o: ReferenceOption
   }
 }
 
-forEachBuild('attentionWeights', (build) => {
-  beforeEach(async () => {
-    await init({ build });
-  });
-
+withEachBuild('attentionWeights', () => {
   for (const [i, c] of CASES.entries()) {
     it(`${c.name}: matches the reference, rows sum to 1, masked entries are exactly 0`, () => {
       const { q, k, v } = inputs(c, 1000 + i);

@@ -7,8 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { afterEach, describe, expect } from 'vitest';
-import { KVCache, type KVCacheOptions } from '../../src/index.js';
+import { afterEach, beforeEach, describe, expect } from 'vitest';
+import { KVCache, type KVCacheOptions, init } from '../../src/index.js';
 import { activeInstance } from '../../src/init.js';
 import { useNodeWorkerScript } from '../../src/threads.js';
 import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
@@ -328,6 +328,20 @@ export function forEachBuild(title: string, body: (build: Build) => void): void 
     const name = s.ok ? `${title} [${build}]` : `${title} [${build}] SKIPPED: ${s.reason}`;
     describe.skipIf(!s.ok)(name, () => body(build));
   }
+}
+
+/**
+ * forEachBuild with that build active in every test (init({ build }) before each, so a test that changes
+ * the build or the threads leaves the next one as it expects) and `make(options)`: a KVCache disposed
+ * after each test.
+ */
+export function withEachBuild(title: string, body: (build: Build, make: (options: object) => KVCache) => void): void {
+  forEachBuild(title, (build) => {
+    beforeEach(async () => {
+      await init({ build });
+    });
+    body(build, cachesDisposedAfterEach());
+  });
 }
 
 /**

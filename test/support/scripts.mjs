@@ -1,4 +1,4 @@
-// Small helpers shared by the bench scripts and the demo: statistics, CLI parsing,
+// Small helpers shared by the bench scripts (bench/) and the demo (demo/): statistics, CLI parsing,
 // a progress bar, formatting, and loading the package.
 
 import { pathToFileURL } from 'node:url';
@@ -15,7 +15,7 @@ export async function loadPackage() {
     ? entry.startsWith('.') || entry.startsWith('/')
       ? pathToFileURL(entry).href
       : entry
-    : new URL('../dist/index.js', import.meta.url).href;
+    : new URL('../../dist/index.js', import.meta.url).href;
   try {
     return await import(spec);
   } catch (e) {
@@ -164,7 +164,7 @@ export function busyWarning() {
 export async function packageState() {
   const { execFileSync } = await import('node:child_process');
   const { statSync } = await import('node:fs');
-  const root = new URL('..', import.meta.url);
+  const root = new URL('../..', import.meta.url);
   let git = 'not a git checkout';
   try {
     const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
@@ -176,7 +176,7 @@ export async function packageState() {
   } catch {}
   let built = '';
   try {
-    built = `, wasm/ built ${statSync(new URL('../wasm/attention-simd.wasm', import.meta.url)).mtime.toISOString()}`;
+    built = `, wasm/ built ${statSync(new URL('../../wasm/attention-simd.wasm', import.meta.url)).mtime.toISOString()}`;
   } catch {}
   return `package: ${git}${built}`;
 }
@@ -186,7 +186,7 @@ export async function builtStamp() {
   const { readdirSync, statSync } = await import('node:fs');
   const parts = [];
   for (const dir of ['wasm', 'dist']) {
-    const url = new URL(`../${dir}/`, import.meta.url);
+    const url = new URL(`../../${dir}/`, import.meta.url);
     try {
       for (const f of readdirSync(url).sort())
         if (/\.(wasm|js)$/.test(f)) parts.push(`${f}:${statSync(new URL(f, url)).mtimeMs}`);
