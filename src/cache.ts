@@ -280,12 +280,7 @@ export class KVCache {
    * a token the continuation would need has already been evicted; the cache is then unchanged.
    */
   truncate(n: number): void {
-    const instance = this.#enter('KVCache.truncate');
-    try {
-      this.#truncate(n);
-    } finally {
-      instance.leave();
-    }
+    this.#guarded('KVCache.truncate', () => this.#truncate(n));
   }
 
   #truncate(n: number): void {
@@ -321,12 +316,7 @@ export class KVCache {
    * disposed first.
    */
   fork(): KVCache {
-    const instance = this.#enter('KVCache.fork');
-    try {
-      return this.#fork();
-    } finally {
-      instance.leave();
-    }
+    return this.#guarded('KVCache.fork', () => this.#fork());
   }
 
   #fork(): KVCache {
@@ -347,12 +337,7 @@ export class KVCache {
    * A RangeError if a window already evicted positions the piece needs.
    */
   save(options?: { from?: number | readonly number[]; to?: number }): Uint8Array {
-    const instance = this.#enter('KVCache.save');
-    try {
-      return this.#save(options);
-    } finally {
-      instance.leave();
-    }
+    return this.#guarded('KVCache.save', () => this.#save(options));
   }
 
   #save(options: unknown): Uint8Array {
@@ -488,24 +473,13 @@ export class KVCache {
 
   /** truncate(0): empty every layer; its pages go back to the pool. */
   reset(): void {
-    const instance = this.#enter('KVCache.reset');
-    try {
-      this.#truncate(0);
-    } finally {
-      instance.leave();
-    }
+    this.#guarded('KVCache.reset', () => this.#truncate(0));
   }
 
   /** Frees the cache's memory (pages it shares stay with the caches that share them); any later use throws. */
   dispose(): void {
     if (this.#memory.disposed) return;
-    const instance = this.#memory.instance;
-    instance.enter('KVCache.dispose');
-    try {
-      this.#free();
-    } finally {
-      instance.leave();
-    }
+    this.#memory.instance.run('KVCache.dispose', () => this.#free());
   }
 
   #free(): void {
@@ -519,6 +493,12 @@ export class KVCache {
 
   #live(): void {
     if (this.#memory.disposed) throw new Error('wasm-attention: this KVCache was disposed');
+  }
+
+  /** A public call on a live cache, as the one call running on its instance (Instance.run). */
+  #guarded<T>(what: string, body: () => T): T {
+    this.#live();
+    return this.#memory.instance.run(what, body);
   }
 
   /** The start of a public call (Instance.enter) on a live cache; returns the instance to leave. */

@@ -12,7 +12,7 @@ import { LinearHeap } from './heap.js';
 import { PagePool } from './pages.js';
 import { Staging } from './staging.js';
 import { ThreadPool } from './threads.js';
-import { float32Range, floatsIn } from './typed-arrays.js';
+import { float32Range } from './typed-arrays.js';
 
 /** The kernel calls of a cache: attend the staged queries, append the staged keys and values, both (step), or weights. */
 export type Entry = 'append' | 'attend' | 'step' | 'weights';
@@ -86,7 +86,7 @@ export class Instance {
     if (this.#running !== undefined) {
       throw new Error(
         `wasm-attention: ${what} was called while ${this.#running} was still running on the same instance ` +
-          '(from a getter, an overridden method or a Proxy trap of its arguments): calls on an instance do not nest',
+          '(from a getter, method or Proxy trap of its arguments): calls on an instance do not nest',
       );
     }
     this.#running = what;
@@ -94,6 +94,16 @@ export class Instance {
 
   leave(): void {
     this.#running = undefined;
+  }
+
+  /** `body` between enter(what) and leave(). */
+  run<T>(what: string, body: () => T): T {
+    this.enter(what);
+    try {
+      return body();
+    } finally {
+      this.leave();
+    }
   }
 
   /** Bytes of linear memory nobody's cache holds: freed pages kept for reuse, the staging area, the pool's. */
@@ -129,9 +139,9 @@ export class Instance {
   copyIn(at: number, src: Float32Array, from: number, count: number): void {
     const heap = this.f32();
     const start = at >>> 2;
-    // our own view's set reads a typed array source by its internal slots (no allocation for a whole array)
-    if (from === 0 && count === floatsIn(src)) heap.set(src, start);
-    else if (count <= 4096) {
+    // never `heap.set(src)`: a length-tracking array over a growable SharedArrayBuffer may have grown on
+    // another thread since it was checked, and set would copy what it holds now
+    if (count <= 4096) {
       for (let i = 0; i < count; i++) heap[start + i] = src[from + i];
     } else {
       heap.set(float32Range(src, from, count), start);
