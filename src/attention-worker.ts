@@ -88,7 +88,12 @@ export interface WorkerStart {
  * 20, measured), and a thread waiting for a piece spins thousands of times a call.
  */
 export function spinsPerInterval(ms: number): number {
-  const word = new Int32Array(new SharedArrayBuffer(4));
+  // a runtime may share memory without the SharedArrayBuffer global (the buffer of a shared memory is one)
+  const word = new Int32Array(
+    typeof SharedArrayBuffer === 'function'
+      ? new SharedArrayBuffer(4)
+      : new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }).buffer,
+  );
   const rounds = 8,
     iterations = 1 << 15;
   let fastest = Number.POSITIVE_INFINITY;
@@ -113,7 +118,7 @@ function recordFailure(status: Int32Array, words: Int32Array, thread: number, er
 
 interface NodeWorkerThreads {
   parentPort: {
-    once(event: 'message', listener: (message: WorkerStart) => void): void;
+    once(event: 'message', listener: (message: WorkerStart | { probe: WebAssembly.Memory }) => void): void;
     postMessage(message: unknown): void;
   } | null;
 }
@@ -128,7 +133,7 @@ const port = (
 const inWebWorker = !port && typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
 const scope = globalThis as unknown as {
   postMessage(message: unknown): void;
-  onmessage: ((event: { data: WorkerStart }) => void) | null;
+  onmessage: ((event: { data: WorkerStart | { probe: WebAssembly.Memory } }) => void) | null;
 };
 const post = (message: unknown) => (port ? port.postMessage(message) : scope.postMessage(message));
 
@@ -190,11 +195,28 @@ async function start(given: WorkerStart): Promise<void> {
   }
 }
 
+/**
+ * The first message: a pool thread's start, or the shared-memory probe (shared-memory-probe.ts, whose
+ * PROBE_MARK this repeats to stay import-free), answered by a write to the memory it sent.
+ */
+function first(message: WorkerStart | { probe: WebAssembly.Memory }): void {
+  if (!('probe' in message)) {
+    void start(message);
+    return;
+  }
+  try {
+    Atomics.store(new Int32Array(message.probe.buffer), 0, 0x5eed);
+    post({ probed: true });
+  } catch (error) {
+    post({ error: String((error as Error)?.message ?? error) });
+  }
+}
+
 // threads.ts imports this module's constants on the calling thread: start only inside a worker
-if (port) port.once('message', (message) => void start(message));
+if (port) port.once('message', first);
 else if (inWebWorker) {
   scope.onmessage = (event) => {
     scope.onmessage = null;
-    void start(event.data);
+    first(event.data);
   };
 }

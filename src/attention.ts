@@ -53,7 +53,10 @@ function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot
       `${queries} tokens`,
     );
   }
-  return { shape, scoring: score, causal, queries, keys };
+  // positions are i32 in the kernel: a window or sinks of at least S (every position is below S) bound
+  // nothing, exactly as S does, so they reach it as S rather than as their low 32 bits
+  const bounded = { ...score, window: Math.min(score.window, keys), sinks: Math.min(score.sinks, keys) };
+  return { shape, scoring: bounded, causal, queries, keys };
 }
 
 /** Runs `body` with a temporary one-layer cache holding all of k and v; frees it afterwards. */

@@ -6,6 +6,7 @@
 
 import { relaxedSimd, simd, threads as sharedMemoryFeature } from 'wasm-feature-detect';
 import { BUILDS, BUILD_IDS, type Build, type KernelExports } from './abi.js';
+import { fusesRelaxedMadd } from './fused-madd.js';
 import { NOT_INITIALIZED, describe, rangeError, typeError } from './errors.js';
 import { Instance } from './instance.js';
 import { MAX_THREADS, runtimeCores, threadsUnavailable } from './threads.js';
@@ -68,7 +69,7 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
   let threads = asked === 'auto' ? 1 : asked;
   if (threads > 1 || asked === 'auto') {
     const why =
-      threadsUnavailable() ??
+      (await threadsUnavailable()) ??
       ((await sharedMemoryFeature()) ? undefined : 'this runtime does not validate WebAssembly threads');
     if (why && asked !== 'auto') throw new Error(`wasm-attention: init({ threads: ${asked} }) cannot run here: ${why}`);
     if (!why && asked === 'auto') threads = runtimeCores();
@@ -125,6 +126,10 @@ async function loadDefault(requested: 'auto' | Build, shared: boolean): Promise<
   for (const build of candidates) {
     if (!(await supports(build))) {
       failures.push(`'${build}': this runtime does not validate WebAssembly ${build === 'scalar' ? 'MVP' : build}`);
+      continue;
+    }
+    if (requested === 'auto' && build === 'relaxed-simd' && !(await fusesRelaxedMadd())) {
+      failures.push("'relaxed-simd': skipped, this engine does not fuse its multiply-add (simd gives the same bits)");
       continue;
     }
     try {

@@ -19,6 +19,7 @@ import {
   spinsPerInterval,
   type WorkerStart,
 } from './attention-worker.js';
+import { type ProbeWorker, sharedBuffer, sharedMemoryUnavailable } from './shared-memory-probe.js';
 
 export { MAX_THREADS };
 
@@ -44,7 +45,6 @@ const COOP_COEP_FIX =
   'Cross-Origin-Embedder-Policy: require-corp';
 
 interface Global {
-  SharedArrayBuffer?: unknown;
   crossOriginIsolated?: boolean;
   Worker?: new (url: URL, options: { type: 'module' }) => WebWorker;
   navigator?: { hardwareConcurrency?: number };
@@ -74,22 +74,15 @@ function nodeWorkerThreads(): { Worker: NodeWorkerConstructor } | undefined {
 
 /**
  * Why threads cannot run here, with what would fix it; undefined when they can. Checks what a pool needs:
- * SharedArrayBuffer (only cross-origin isolated pages have it), a Worker, and shared WebAssembly memory.
+ * a cross-origin isolated page (in a browser), a Worker, and a shared WebAssembly memory that a worker
+ * really shares (tried once: shared-memory-probe.ts).
  */
-export function threadsUnavailable(): string | undefined {
-  if (global.crossOriginIsolated === false || typeof global.SharedArrayBuffer === 'undefined') {
-    if (global.crossOriginIsolated === false) return `the page is not cross-origin isolated: ${COOP_COEP_FIX}`;
-    return `this runtime has no SharedArrayBuffer (a browser page needs cross-origin isolation: ${COOP_COEP_FIX})`;
-  }
+export async function threadsUnavailable(): Promise<string | undefined> {
+  if (global.crossOriginIsolated === false) return `the page is not cross-origin isolated: ${COOP_COEP_FIX}`;
   if (typeof global.Worker !== 'function' && !nodeWorkerThreads()) {
     return "this runtime has no Worker (Cloudflare Workers run on one thread): use threads: 1 or 'auto'";
   }
-  try {
-    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
-  } catch (error) {
-    return `this runtime refuses shared WebAssembly memory (${(error as Error).message})`;
-  }
-  return undefined;
+  return sharedMemoryUnavailable(probeWorker);
 }
 
 /** The runtime's cores (navigator.hardwareConcurrency, os.availableParallelism()), at most MAX_AUTO_THREADS. */
@@ -108,7 +101,7 @@ export function runtimeCores(): number {
 function mayBlock(): boolean {
   if (global.document === undefined) return true;
   try {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
+    Atomics.wait(new Int32Array(sharedBuffer(4)), 0, 1, 0);
     return true;
   } catch {
     return false;
@@ -175,6 +168,32 @@ function startWorker(start: WorkerStart, ended: () => void): PoolWorker {
   return { ...worker, terminate: () => node.terminate() };
 }
 
+/** A worker on the pool's script for the shared-memory probe, made as startWorker makes pool workers. */
+function probeWorker(): ProbeWorker {
+  const threads = nodeWorkerThreads();
+  if (!threads) {
+    const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
+      type: 'module',
+    }) as unknown as WebWorker;
+    return {
+      post: (message) => web.postMessage(message),
+      onMessage: (listener) => web.addEventListener('message', (event) => listener(event.data)),
+      onError: (listener) => web.addEventListener('error', (event) => listener(event.message ?? 'worker error')),
+      terminate: () => web.terminate(),
+    };
+  }
+  const node = new threads.Worker(
+    nodeWorkerScript ?? new URL('./attention-worker.js', import.meta.url),
+    workerOptions(global.process?.execArgv),
+  );
+  return {
+    post: (message) => node.postMessage(message),
+    onMessage: (listener) => node.on('message', listener),
+    onError: (listener) => node.on('error', (error) => listener(String((error as Error)?.message ?? error))),
+    terminate: () => void node.terminate(),
+  };
+}
+
 /**
  * A worker inherits the process's options, but `--input-type` (the script came by --eval or stdin) makes
  * Node refuse the worker's file (measured: init({ threads: 2 }) rejected under `node --input-type=module
@@ -215,7 +234,7 @@ export class ThreadPool {
   readonly job: number;
   readonly #words: Int32Array;
   /** the pool's status words (attention-worker.ts): failures, and which worker owns each thread number */
-  readonly #status = new Int32Array(new SharedArrayBuffer(STATUS_WORDS * 4));
+  readonly #status = new Int32Array(sharedBuffer(STATUS_WORDS * 4));
   readonly #mayBlock = mayBlock();
   /** iterations of the caller's spin before it sleeps: SPIN_MS on this thread */
   readonly #spins = spinsPerInterval(SPIN_MS);

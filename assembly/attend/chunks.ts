@@ -25,7 +25,7 @@ export function planChunks(rows: i32): void {
       last = max(last, l);
     }
   }
-  setChunkSinks((sinkEnd + CHUNK - 1) / CHUNK);
+  setChunkSinks(<i32>((<u32>sinkEnd + CHUNK - 1) / CHUNK)); // unsigned: no i32 overflow near 2^31
   setChunkFirst(max(first / CHUNK, chunkSinks));
   setChunkCount(chunkSinks + (last < 0 ? 0 : max(0, last / CHUNK - chunkFirst + 1)));
 }

@@ -45,7 +45,7 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
 }
 
 /** Records which keys the query at `position` sees: [0, sinkEnd) ∪ [first, last]. */
-export function setVisible(row: i32, position: i32): void {
+function setVisible(row: i32, position: i32): void {
   const last = causal ? min(position, keyEnd - 1) : keyEnd - 1;
   const first = window > 0 ? max(0, position - window + 1) : 0;
   // attention sinks: the first `sinks` keys stay visible below the window
@@ -207,7 +207,8 @@ export let chunkCount: i32 = 0;
 export function walkChunk(rows: i32, i: i32): void {
   const lo = chunkAt(i) * CHUNK;
   resetChunk(rows);
-  walkTile(rows, lo, lo + CHUNK);
+  // the chunk that ends at 2^31 ends at the last i32 instead (positions stop below it): lo + CHUNK would wrap
+  walkTile(rows, lo, lo > 0x7fffffff - CHUNK ? 0x7fffffff : lo + CHUNK);
 }
 
 /** out = folded accumulator / folded sum, for every row of the tile (0/0 for a row that saw no key). */

@@ -2,7 +2,10 @@
 // scores as attend (tile.ts, scores.ts), with the scores collected into each row's [keyCount] output
 // (collectScores) and normalized once the walk is done, instead of folded into values.
 
-import { beginCall, getI32, kvHeadCount, rowFirst, rowLast, rowMax, rowOut, rowSinkEnd, selectHead, setWeightsMode, tokensPerTile } from './call';
+import {
+  beginCall, getI32, kvHeadCount, rowFirst, rowLast, rowMax, rowOut, rowSinkEnd, selectHead, setWeightsMode,
+  tokensPerTile,
+} from './call';
 import { SCRATCH, address } from '../descriptor';
 import { expScalar } from '../math';
 import { setStreaming } from './stream';
@@ -31,7 +34,7 @@ export function attentionWeights(
   }
 }
 
-/** Pass 2:  e^(s − max) over the visible keys, divided by their sum; the rest stays 0. */
+/** Pass 2: e^(s − max) over the visible keys, divided by their sum; the rest stays 0. */
 function normalizeWeights(r: i32, keyCount: i32): void {
   const row = <usize>getI32(rowOut, r);
   const m = load<f32>(rowMax + (<usize>r << 2));

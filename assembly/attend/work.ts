@@ -20,13 +20,13 @@ import {
   chunkCount, chunkFirst, chunkSinks, setChunkCount, setChunkFirst, setChunkSinks, setupRows, walkChunk, writeOut,
 } from './tile';
 
-/** Bytes of one row's state in chunk mode's partials: seen, max, sum, a pad word, then the accumulator. */
 /** The setup of a job's call (beginCall) on a thread whose scratch is at `scratch`. */
 // @ts-ignore: decorator
 @inline function beginJob(job: usize, descriptor: usize, scratch: usize): void {
   beginCall(descriptor, jobWord(job, LAYER), jobWord(job, KEY_END), jobWord(job, CAUSAL), scratch);
 }
 
+/** Bytes of one row's state in chunk mode's partials: seen, max, sum, a pad word, then the accumulator. */
 // @ts-ignore: decorator
 @inline function partialRowBytes(): usize {
   return 16 + accStride;

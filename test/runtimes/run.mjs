@@ -8,11 +8,13 @@
 //   node test/runtimes/run.mjs --keep     keep the scratch folder and print where it is
 //
 // Browsers: Chromium through playwright-core (CDP) and through puppeteer-core over WebDriver BiDi, Firefox ESR
-// through puppeteer-core over WebDriver BiDi: Debian's chromium and firefox-esr, which browsers.mjs installs
-// when missing (as root with apt) or names the command for. Everything else comes from devDependencies, and
+// through puppeteer-core over WebDriver BiDi, WebKit (WebKitGTK's MiniBrowser) through WebKitWebDriver over
+// classic WebDriver under xvfb-run (webdriver.mjs): Debian's chromium, firefox-esr, webkit2gtk-driver and
+// xvfb, which browsers.mjs installs when missing (as root with apt) or names the command for. Everything else comes from devDependencies, and
 // Node 22 from test/runtimes/node22.
 //
 // A step passes only when its report says `ok: true`; a page fails on any uncaught exception or console error.
+// Every step whose scenario reports its outputs' bits must give the bits Node gives for the same build.
 
 import { execFile } from 'node:child_process';
 import {
@@ -33,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { BROWSERS, CHROMIUM_ARGS, ensureBrowsers } from './browsers.mjs';
 import { BROWSER_BUNDLE, WORKER_BUNDLE } from './bundle-options.mjs';
+import { ERROR_CAPTURE, startWebKit, webkitPageResult } from './webdriver.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '../..');
@@ -90,6 +93,7 @@ async function step(name, kind, fn) {
   let entry;
   try {
     const report = await fn();
+    if (report?.bits) await sameBitsAsNode(name, report);
     // a report that does not say ok: true is a failure (a step that forgot to report proves nothing)
     entry = { name, kind, build: report?.build ?? '', ok: report?.ok === true, detail: report };
     if (typeof report?.ok !== 'boolean')
@@ -109,8 +113,9 @@ async function step(name, kind, fn) {
 /**
  * Serves a folder over HTTP on 127.0.0.1 (with the content types browsers need for modules and wasm),
  * cross-origin isolated (COOP/COEP: pages get SharedArrayBuffer, so threads) unless `isolated` is false.
+ * `captureErrors`: HTML pages get webdriver.mjs's ERROR_CAPTURE first (for a browser that reports no errors).
  */
-async function serve(folder, { isolated = true } = {}) {
+async function serve(folder, { isolated = true, captureErrors = false } = {}) {
   const isolation = isolated
     ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
     : {};
@@ -146,14 +151,17 @@ async function serve(folder, { isolated = true } = {}) {
       'cache-control': 'no-store',
       ...isolation,
     });
-    res.end(readFileSync(file));
+    const body = readFileSync(file);
+    // after the doctype (a script before it would put the page in quirks mode)
+    const capture = (html) => html.replace(/^(\s*<!doctype[^>]*>)?/i, (doctype) => `${doctype}\n${ERROR_CAPTURE}`);
+    res.end(captureErrors && extname(file) === '.html' ? capture(String(body)) : body);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${server.address().port}`, close: () => new Promise((r) => server.close(r)) };
 }
 
 // Browsers, launched once each and shared by the pages that use them.
-let chromium, chromiumBidi, firefox;
+let chromium, chromiumBidi, firefox, webkit;
 async function chromiumBrowser() {
   ensureBrowsers();
   const { chromium: launcher } = await import('playwright-core');
@@ -183,11 +191,18 @@ async function firefoxBrowser() {
   return firefox;
 }
 
+async function webkitBrowser() {
+  ensureBrowsers();
+  webkit ??= await startWebKit();
+  return webkit;
+}
+
 /**
  * Opens `url` in a browser page and waits for `globalThis.__result`. Any uncaught exception or console error
  * fails the page, except those matching `expectedErrors` (a page that provokes errors on purpose).
  */
 async function pageResult(browser, url, { timeout = 60_000, screenshot, expectedErrors } = {}) {
+  if (browser.webdriver) return webkitPageResult(browser, url, { timeout, screenshot });
   const page = await browser.newPage();
   const errors = [];
   // an uncaught exception fails the page at once (a module that failed to load never reports)
@@ -322,6 +337,43 @@ async function bundleWorker(entry, outdir) {
   };
 }
 
+/** Node 20's bits for each build (scenario.js's fingerprints): from its node20-<build> step, else run now. */
+const nodeBits = new Map();
+async function nodeBitsOf(build) {
+  if (!['scalar', 'simd', 'relaxed-simd'].includes(build)) throw new Error(`no build named ${build}`);
+  if (!nodeBits.has(build)) {
+    const { stdout } = await run(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs', build], {
+      cwd: app,
+    });
+    nodeBits.set(build, lastJson(stdout).bits);
+  }
+  return nodeBits.get(build);
+}
+
+/**
+ * Adds the check that a step's scenario gave the bits Node gives for the same build: a build is the same
+ * code everywhere, so every engine must compute the same bits (the forced node20-<build> steps are the
+ * reference).
+ */
+async function sameBitsAsNode(name, report) {
+  if (!report.build) return;
+  if (name === `node20-${report.build}`) {
+    nodeBits.set(report.build, report.bits);
+    return;
+  }
+  const want = await nodeBitsOf(report.build);
+  const differ = Object.keys({ ...want, ...report.bits }).filter((part) => want?.[part] !== report.bits[part]);
+  report.checks ??= [];
+  report.checks.push({
+    name: `the same bits as Node 20's ${report.build} build`,
+    ok: differ.length === 0,
+    detail: differ.length
+      ? `differ in ${differ.map((p) => `${p} (${report.bits[p]} vs ${want?.[p]})`).join(', ')}`
+      : `${Object.keys(want).length} parts identical`,
+  });
+  report.ok &&= differ.length === 0;
+}
+
 // --------------------------------------------------------------------------------------- the package
 
 let tarball, packed;
@@ -453,13 +505,8 @@ await step('install', 'setup', async () => {
 
 const host = (command, argv, env) => async () => lastJson((await run(command, argv, { cwd: app, env })).stdout);
 
-await step('node20', 'runtime', async () => {
-  const report = await host(process.execPath, ['host.mjs'])();
-  report.node = process.version;
-  return report;
-});
-await step('node20-relaxed-flag', 'runtime', host(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs']));
 // the contract holds in every build, not only the one init() picks: each forced, from the packed package
+// (first: their bits are what every other step's are compared with)
 for (const build of ['scalar', 'simd', 'relaxed-simd']) {
   await step(
     `node20-${build}`,
@@ -468,6 +515,12 @@ for (const build of ['scalar', 'simd', 'relaxed-simd']) {
   );
 }
 
+await step('node20', 'runtime', async () => {
+  const report = await host(process.execPath, ['host.mjs'])();
+  report.node = process.version;
+  return report;
+});
+await step('node20-relaxed-flag', 'runtime', host(process.execPath, ['--experimental-wasm-relaxed-simd', 'host.mjs']));
 await step('node22', 'runtime', async () => {
   const dir = join(here, 'node22');
   const node22 = join(dir, 'node_modules/.bin/node');
@@ -491,8 +544,10 @@ await step(
 
 await step('bun', 'runtime', host(bin('bun'), ['host.mjs'], { BUN_INSTALL_CACHE_DIR: join(work, 'bun-cache') }));
 
-let server;
+let server, capturingServer;
 const served = async () => (server ??= await serve(app));
+/** The same site for WebKit, whose pages record their own errors (webdriver.mjs). */
+const servedCapturing = async () => (capturingServer ??= await serve(app, { captureErrors: true }));
 
 /**
  * The check that a page's import map is what a user writes for any npm package: package names mapped to
@@ -512,7 +567,8 @@ function importMapCheck(page) {
 
 /** A page with an import map, with the import map checked too. */
 async function importMapPage(browser, page, options) {
-  const report = await pageResult(browser, `${(await served()).url}/${page}`, options);
+  const site = browser.webdriver ? await servedCapturing() : await served();
+  const report = await pageResult(browser, `${site.url}/${page}`, options);
   const check = importMapCheck(page);
   report.checks.push(check);
   report.ok &&= check.ok;
@@ -523,11 +579,26 @@ async function importMapPage(browser, page, options) {
 await step('chromium', 'runtime', async () => importMapPage(await chromiumBrowser(), 'pages/scenario.html'));
 await step('chromium-bidi', 'runtime', async () => importMapPage(await chromiumBidiBrowser(), 'pages/scenario.html'));
 await step('firefox', 'runtime', async () => importMapPage(await firefoxBrowser(), 'pages/scenario.html'));
+await step('webkit', 'runtime', async () => {
+  const browser = await webkitBrowser();
+  const report = await importMapPage(browser, 'pages/scenario.html');
+  report.browser = browser.version;
+  return report;
+});
 // the same package on a page served without COOP/COEP: one thread with 'auto', a clear rejection for 2
 await step('chromium-not-isolated', 'runtime', async () => {
   const site = await serve(app, { isolated: false });
   try {
     return await pageResult(await chromiumBrowser(), `${site.url}/pages/scenario.html?not-isolated`);
+  } finally {
+    await site.close();
+  }
+});
+
+await step('webkit-not-isolated', 'runtime', async () => {
+  const site = await serve(app, { isolated: false, captureErrors: true });
+  try {
+    return await pageResult(await webkitBrowser(), `${site.url}/pages/scenario.html?not-isolated`);
   } finally {
     await site.close();
   }
@@ -645,6 +716,10 @@ await step('vite', 'bundler', async () => {
   const site = await serve(join(app, 'out/vite')); // Vite's default base is '/': serve the build as a site root
   const chromiumReport = await pageResult(await chromiumBrowser(), `${site.url}/`).finally(() => {});
   const firefoxReport = await pageResult(await firefoxBrowser(), `${site.url}/`).finally(() => site.close());
+  // each browser's bits against Node's for its build, before the two reports become one
+  await sameBitsAsNode('vite', chromiumReport);
+  await sameBitsAsNode('vite', firefoxReport);
+  delete chromiumReport.bits;
   chromiumReport.checks.push(
     {
       name: 'Vite emitted the six .wasm files (plain and shared-memory) as assets',
@@ -717,6 +792,15 @@ await step('example-browser', 'example', async () => {
   return report;
 });
 
+await step('example-browser-webkit', 'example', async () => {
+  const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser-webkit.png');
+  const report = await importMapPage(await webkitBrowser(), 'examples/browser/index.html?steps=200', {
+    screenshot: shot,
+  });
+  report.screenshot = shot;
+  return report;
+});
+
 await step('example-worker', 'example', async () => {
   const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');
   // deployed as its README says: wrangler with the example's wrangler.toml, nothing else
@@ -747,7 +831,9 @@ await step('example-worker', 'example', async () => {
 await chromium?.close();
 await chromiumBidi?.close();
 await firefox?.close();
+await webkit?.close();
 await server?.close();
+await capturingServer?.close();
 if (!keep) rmSync(work, { recursive: true, force: true });
 else console.log(`scratch folder kept: ${work}`);
 

@@ -1,10 +1,12 @@
 // The scenario every runtime runs against the installed package (the packed tarball): init, one-shot
 // attention and its weights, a KV-cache prefill and decode steps checked against a float64 reference,
-// and save()/load() continuing bit-identically. Plain ESM with web APIs only, so the same file runs in
+// and save()/load() continuing bit-identically, a RoPE cache and an int8 cache. It also returns a fingerprint
+// of its outputs' bits (`bits`), which the matrix compares with Node's for the same build: one build must
+// give the same bits in every engine. Plain ESM with web APIs only, so the same file runs in
 // Node, Deno, Bun, browsers, workerd and bundles. Returns a report instead of throwing.
 
 import { init, attention, attentionWeights, KVCache } from 'wasm-attention';
-import { referenceAttention, referenceWeights } from '../support/reference.js';
+import { ReferenceCache, referenceAttention, referenceWeights } from '../support/reference.js';
 import { Rng } from '../support/rng.js';
 
 /** Deterministic inputs in [-1, 1). @param {number} seed @param {number} n */
@@ -19,10 +21,33 @@ const RELAXED = new Uint8Array([
   253, 128, 2, 11,
 ]);
 
-/** The build `init()` must choose here: the fastest one this runtime validates. */
-export function expectedBuild() {
+/**
+ * lane 0 of f32x4.relaxed_madd(splat a, splat b, splat c), exported as m: relaxed SIMD lets an engine round
+ * the multiply-add once or twice, and (1 + 2^-12)² − (1 + 2^-11) is 2^-24 only when it rounds once.
+ */
+const MADD = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 125, 125, 125, 1, 125, 3, 2, 1, 0, 7, 5, 1, 1, 109, 0, 0, 10, 22, 1, 20,
+  0, 32, 0, 253, 19, 32, 1, 253, 19, 32, 2, 253, 19, 253, 133, 2, 253, 31, 0, 11,
+]);
+
+/** Whether this engine fuses relaxed_madd; true where it compiles no bytes at run time (workerd, V8). */
+async function fusedMadd() {
+  try {
+    const { instance } = await WebAssembly.instantiate(MADD);
+    return instance.exports.m(1 + 2 ** -12, 1 + 2 ** -12, -(1 + 2 ** -11)) === 2 ** -24;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * The build `init()` must choose here: the fastest one this runtime validates, relaxed-simd only where its
+ * multiply-add is fused (unfused it computes simd's bits, slower, and other bits than the engines that fuse).
+ */
+export async function expectedBuild() {
   const simd = WebAssembly.validate(SIMD);
-  return simd && WebAssembly.validate(RELAXED) ? 'relaxed-simd' : simd ? 'simd' : 'scalar';
+  if (simd && WebAssembly.validate(RELAXED) && (await fusedMadd())) return 'relaxed-simd';
+  return simd ? 'simd' : 'scalar';
 }
 
 function maxError(a, b) {
@@ -42,6 +67,26 @@ function identical(a, b) {
 const TOLERANCE = 2e-5;
 
 /**
+ * Fingerprints of outputs' bits: per named part, FNV-1a over every float's 32 bits, in hex. Equal
+ * fingerprints for two engines mean (barring a 2^-32 collision per part) the same bits.
+ */
+class Fingerprints {
+  parts = {};
+  /** @param {string} name @param {Float32Array} output */
+  add(name, output) {
+    let h = this.parts[name] === undefined ? 0x811c9dc5 : Number.parseInt(this.parts[name], 16);
+    const words = new Uint32Array(output.buffer, output.byteOffset, output.length);
+    for (const w of words) {
+      for (let shift = 0; shift < 32; shift += 8) {
+        h ^= (w >>> shift) & 0xff;
+        h = Math.imul(h, 0x01000193) >>> 0;
+      }
+    }
+    this.parts[name] = h.toString(16).padStart(8, '0');
+  }
+}
+
+/**
  * `build`: force one build with init({ build }) (every build must hold the contract); default: auto.
  * `threads`: what init()'s default ('auto') must give here: 'many' (at least 2) or 1.
  */
@@ -50,6 +95,7 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
   const checks = [];
   const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail });
   let build, threads;
+  const bits = new Fingerprints();
   try {
     ({ build, threads } = await init(forced ? { build: forced } : undefined));
     if (expectedThreads !== undefined) {
@@ -59,7 +105,7 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
         `info.threads ${threads}`,
       );
     }
-    const expected = forced ?? expectedBuild();
+    const expected = forced ?? (await expectedBuild());
     check(
       forced ? `init({ build: '${forced}' }) got it` : 'init chose the fastest build this runtime validates',
       build === expected,
@@ -74,10 +120,12 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
       k = random(2, T * 2 * 64),
       v = random(3, T * 2 * 64);
     const out = attention(q, k, v, shape);
+    bits.add('attention', out);
     const e1 = maxError(out, referenceAttention(q, k, v, shape));
     check('one-shot causal attention matches float64', e1 < TOLERANCE, `max error ${e1.toExponential(2)}`);
     const windowed = { ...shape, window: 4, sinks: 1 };
     const w = attentionWeights(q, k, v, windowed);
+    bits.add('weights', w);
     const wref = referenceWeights(q, k, v, windowed);
     const e2 = maxError(w, wref);
     const masked = wref.every((x, i) => x !== 0 || w[i] === 0);
@@ -86,7 +134,9 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
       e2 < TOLERANCE && masked,
       `max error ${e2.toExponential(2)}, mask ${masked ? 'exact' : 'WRONG'}`,
     );
-    const e3 = maxError(attention(q, k, v, windowed), referenceAttention(q, k, v, windowed));
+    const windowedOut = attention(q, k, v, windowed);
+    bits.add('windowed', windowedOut);
+    const e3 = maxError(windowedOut, referenceAttention(q, k, v, windowed));
     check('windowed attention matches float64', e3 < TOLERANCE, `max error ${e3.toExponential(2)}`);
 
     // a cache: prefill 10 tokens, decode 6, each step against float64 over everything appended so far
@@ -107,18 +157,14 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
         shape,
       );
     for (let layer = 0; layer < 2; layer++) {
-      worst = Math.max(
-        worst,
-        maxError(
-          cache.attend(
-            layer,
-            Q.subarray(0, prompt * row),
-            K.subarray(0, prompt * kvRow),
-            V.subarray(0, prompt * kvRow),
-          ),
-          refAt(prompt, prompt),
-        ),
+      const o = cache.attend(
+        layer,
+        Q.subarray(0, prompt * row),
+        K.subarray(0, prompt * kvRow),
+        V.subarray(0, prompt * kvRow),
       );
+      bits.add('cache', o);
+      worst = Math.max(worst, maxError(o, refAt(prompt, prompt)));
     }
     const decode = (c, i) =>
       [0, 1].map((layer) =>
@@ -129,8 +175,12 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
           V.subarray(i * kvRow, (i + 1) * kvRow),
         ),
       );
-    for (let i = prompt; i < prompt + 3; i++)
-      for (const o of decode(cache, i)) worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+    for (let i = prompt; i < prompt + 3; i++) {
+      for (const o of decode(cache, i)) {
+        bits.add('cache', o);
+        worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+      }
+    }
     const saved = cache.save();
     const restored = KVCache.load(saved);
     check(
@@ -142,7 +192,10 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     for (let i = prompt + 3; i < prompt + steps; i++) {
       const a = decode(cache, i),
         b = decode(restored, i);
-      for (const o of a) worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+      for (const o of a) {
+        bits.add('cache', o);
+        worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+      }
       same &&= a.every((o, l) => identical(o, b[l]));
     }
     check(
@@ -158,16 +211,35 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     // decode steps, within int8's budget of float64 (max < 0.05 on unit-variance data: test/int8.test.ts)
     const int8 = await KVCache.create({ ...shape, maxTokens: 64, dtype: 'int8' });
     const tokens = (x, w, from, to) => x.subarray(from * w, to * w);
-    let worst8 = maxError(
-      int8.attend(0, tokens(Q, row, 0, prompt), tokens(K, kvRow, 0, prompt), tokens(V, kvRow, 0, prompt)),
-      refAt(prompt, prompt),
+    const prefill8 = int8.attend(
+      0,
+      tokens(Q, row, 0, prompt),
+      tokens(K, kvRow, 0, prompt),
+      tokens(V, kvRow, 0, prompt),
     );
+    bits.add('int8', prefill8);
+    let worst8 = maxError(prefill8, refAt(prompt, prompt));
     for (let i = prompt; i < prompt + steps; i++) {
       const o = int8.attend(0, tokens(Q, row, i, i + 1), tokens(K, kvRow, i, i + 1), tokens(V, kvRow, i, i + 1));
+      bits.add('int8', o);
       worst8 = Math.max(worst8, maxError(o, refAt(i + 1, 1)));
     }
     check('int8 K/V within its budget of float64', worst8 < 0.05, `max error ${worst8.toExponential(2)}`);
     int8.dispose();
+
+    // RoPE (the kernel's own sin/cos tables, Llama's half-split layout) over a prefill and decode steps
+    const ropeOptions = { ...shape, maxTokens: 64, rope: { theta: 500000 } };
+    const roped = await KVCache.create(ropeOptions);
+    const ropeRef = new ReferenceCache(ropeOptions);
+    let worstRope = 0;
+    for (const [from, to] of [[0, prompt], ...Array.from({ length: steps }, (_, s) => [prompt + s, prompt + s + 1])]) {
+      const args = [tokens(Q, row, from, to), tokens(K, kvRow, from, to), tokens(V, kvRow, from, to)];
+      const o = roped.attend(0, ...args);
+      bits.add('rope', o);
+      worstRope = Math.max(worstRope, maxError(o, ropeRef.attend(0, ...args)));
+    }
+    check('a RoPE cache matches float64', worstRope < TOLERANCE, `max error ${worstRope.toExponential(2)}`);
+    roped.dispose();
 
     if (threads > 1) {
       // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
@@ -189,5 +261,12 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
   } catch (error) {
     check('no exception', false, String(error?.stack || error));
   }
-  return { build, threads, ok: checks.length > 0 && checks.every((c) => c.ok), checks, ms: Date.now() - started };
+  return {
+    build,
+    threads,
+    ok: checks.length > 0 && checks.every((c) => c.ok),
+    checks,
+    bits: bits.parts,
+    ms: Date.now() - started,
+  };
 }
