@@ -16,7 +16,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { attention, attentionWeights, init, KVCache } from '../src/index.js';
-import { activeKernel } from '../src/kernel.js';
+import { activeInstance } from '../src/init.js';
 import { MAX_POSITION } from '../src/options.js';
 import { isVisible, referenceAttention, referenceWeights } from './support/reference.js';
 import {
@@ -141,7 +141,7 @@ forEachBuild('positions just below 2^31', (build) => {
       for (const threads of [1, 2]) {
         await init({ build, threads });
         const bytes = movedState(c, s, held, shift);
-        const pool = activeKernel().pool;
+        const pool = activeInstance().pool;
         const before = pool?.threadedCalls ?? 0;
         const prefill = attendLast(bytes, c, s, held, [c.last]);
         const decoded = attendLast(bytes, c, s, held, ones(c.last));
