@@ -280,7 +280,13 @@ export class KVCache {
    * a token the continuation would need has already been evicted; the cache is then unchanged.
    */
   truncate(n: number): void {
-    this.#guarded('KVCache.truncate', () => this.#truncate(n));
+    // no closure: a decode loop may truncate every step, and allocates nothing on the JS heap
+    const instance = this.#enter('KVCache.truncate');
+    try {
+      this.#truncate(n);
+    } finally {
+      instance.leave();
+    }
   }
 
   #truncate(n: number): void {
