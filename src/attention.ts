@@ -97,18 +97,23 @@ export function attention(
   out?: Float32Array,
 ): Float32Array {
   const instance = activeInstance();
-  const call = validate(q, k, v, options);
-  const { heads, headDim } = call.shape;
-  const result = outputArray(out, call.queries, heads, headDim);
-  withKeys(instance, call, k, v, 0, (memory) => {
-    const chunk = memory.chunkTokens;
-    const offset = call.keys - call.queries; // query t sits at position S − T + t
-    for (let from = 0; from < call.queries; from += chunk) {
-      const count = Math.min(chunk, call.queries - from);
-      memory.attend(0, q, result, from, count, offset + from, call.keys, call.causal);
-    }
-  });
-  return result;
+  instance.enter('attention');
+  try {
+    const call = validate(q, k, v, options);
+    const { heads, headDim } = call.shape;
+    const result = outputArray(out, call.queries, heads, headDim);
+    withKeys(instance, call, k, v, 0, (memory) => {
+      const chunk = memory.chunkTokens;
+      const offset = call.keys - call.queries; // query t sits at position S − T + t
+      for (let from = 0; from < call.queries; from += chunk) {
+        const count = Math.min(chunk, call.queries - from);
+        memory.attend(0, q, result, from, count, offset + from, call.keys, call.causal);
+      }
+    });
+    return result;
+  } finally {
+    instance.leave();
+  }
 }
 
 /** The softmax probabilities [T][heads][S] behind attention(): rows sum to 1, masked keys are exactly 0. */
@@ -119,7 +124,15 @@ export function attentionWeights(
   options: AttentionOptions,
 ): Float32Array {
   const instance = activeInstance();
-  const call = validate(q, k, v, options);
+  instance.enter('attentionWeights');
+  try {
+    return weightsOf(instance, q, k, v, validate(q, k, v, options));
+  } finally {
+    instance.leave();
+  }
+}
+
+function weightsOf(instance: Instance, q: Float32Array, k: Float32Array, v: Float32Array, call: OneShot): Float32Array {
   const { heads } = call.shape;
   const count = call.queries * heads * call.keys;
   let result = new Float32Array(0);

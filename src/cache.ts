@@ -15,6 +15,7 @@ import {
 } from './geometry.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { activeInstance, init } from './init.js';
+import type { Instance } from './instance.js';
 import {
   MAX_POSITION,
   cacheSettings,
@@ -67,6 +68,21 @@ function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
   return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + COUNT_BYTES + 4);
 }
 
+/** The layer geometry of `settings`, or a RangeError when a cache of them could never fit once full. */
+function fittingGeometry(instance: Instance, settings: CacheSettings): LayerGeometry {
+  const { shape, dtype, maxTokens, scoring } = settings;
+  const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
+  const bytes = fullBytes(settings, geometry);
+  if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
+    throw new RangeError(
+      `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
+        `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
+        `or use dtype 'int8'`,
+    );
+  }
+  return geometry;
+}
+
 export class KVCache {
   readonly #settings: CacheSettings;
   readonly #memory: CacheMemory;
@@ -76,6 +92,8 @@ export class KVCache {
   readonly #intactFrom: number[];
   /** fork(): the memory and state the next constructed cache adopts instead of making its own */
   static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[] } | undefined;
+  /** set by a call that constructs a cache from options of its own while it holds its instance (load) */
+  static #within = false;
 
   /**
    * A cache for `options` (see API.md). It holds its descriptor only; pages arrive with the tokens.
@@ -83,31 +101,34 @@ export class KVCache {
    */
   constructor(options: KVCacheOptions) {
     const adopt = KVCache.#adopt;
+    const within = KVCache.#within;
     KVCache.#adopt = undefined;
-    const settings = cacheSettings(options);
-    this.#settings = settings;
+    KVCache.#within = false;
     if (adopt) {
+      this.#settings = cacheSettings(options);
       this.#memory = adopt.memory;
       this.#lengths = adopt.lengths;
       this.#intactFrom = adopt.intactFrom;
     } else {
       const instance = activeInstance();
-      const { shape, dtype, maxTokens, scoring } = settings;
-      const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
-      const bytes = fullBytes(settings, geometry);
-      if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
-        throw new RangeError(
-          `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
-            `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-            `or use dtype 'int8'`,
-        );
+      if (!within) instance.enter('new KVCache');
+      try {
+        this.#settings = cacheSettings(options);
+        this.#memory = this.#allocate(instance, this.#settings);
+      } finally {
+        if (!within) instance.leave();
       }
-      const chunk = cacheChunkTokens(geometry, scoring.window);
-      this.#memory = new CacheMemory(instance, geometry, settings.layers, scoring, settings.rope, chunk);
-      this.#lengths = new Array<number>(settings.layers).fill(0);
-      this.#intactFrom = new Array<number>(settings.layers).fill(0);
+      this.#lengths = new Array<number>(this.#settings.layers).fill(0);
+      this.#intactFrom = new Array<number>(this.#settings.layers).fill(0);
     }
     unreleased?.register(this, this.#memory, this);
+  }
+
+  /** A new cache's memory: its descriptor (and rope table); a RangeError if it could never fit once full. */
+  #allocate(instance: Instance, settings: CacheSettings): CacheMemory {
+    const geometry = fittingGeometry(instance, settings);
+    const chunk = cacheChunkTokens(geometry, settings.scoring.window);
+    return new CacheMemory(instance, geometry, settings.layers, settings.scoring, settings.rope, chunk);
   }
 
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
@@ -145,14 +166,18 @@ export class KVCache {
    * token the layer holds, new ones included: [T][heads][headDim].
    */
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array {
-    this.#live();
-    const index = this.#layerIndex(layer);
-    const { heads, headDim } = this.#settings.shape;
-    const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
-    this.#checkNewTokens(index, k, v, tokens);
-    const result = outputArray(out, tokens, heads, headDim);
-    this.#run(index, k, v, tokens, q, result);
-    return result;
+    const instance = this.#enter('KVCache.attend');
+    try {
+      const index = this.#layerIndex(layer);
+      const { heads, headDim } = this.#settings.shape;
+      const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
+      this.#checkNewTokens(index, k, v, tokens);
+      const result = outputArray(out, tokens, heads, headDim);
+      this.#run(index, k, v, tokens, q, result);
+      return result;
+    } finally {
+      instance.leave();
+    }
   }
 
   /**
@@ -160,12 +185,16 @@ export class KVCache {
    * cache from keys and values computed elsewhere. The cache then stands exactly as after attend().
    */
   append(layer: number, k: Float32Array, v: Float32Array): void {
-    this.#live();
-    const index = this.#layerIndex(layer);
-    const { kvHeads, headDim } = this.#settings.shape;
-    const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
-    this.#checkNewTokens(index, k, v, tokens);
-    this.#run(index, k, v, tokens);
+    const instance = this.#enter('KVCache.append');
+    try {
+      const index = this.#layerIndex(layer);
+      const { kvHeads, headDim } = this.#settings.shape;
+      const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
+      this.#checkNewTokens(index, k, v, tokens);
+      this.#run(index, k, v, tokens);
+    } finally {
+      instance.leave();
+    }
   }
 
   /** Checks that k/v hold `tokens` tokens and that the layer has room for them. */
@@ -251,7 +280,16 @@ export class KVCache {
    * a token the continuation would need has already been evicted; the cache is then unchanged.
    */
   truncate(n: number): void {
-    this.#live();
+    // no closure: a decode loop may truncate every step, and allocates nothing on the JS heap
+    const instance = this.#enter('KVCache.truncate');
+    try {
+      this.#truncate(n);
+    } finally {
+      instance.leave();
+    }
+  }
+
+  #truncate(n: number): void {
     // n past a layer's length keeps all of it: "every layer keeps its first n tokens"
     integerAtLeast('n', n, 0);
     const { window, sinks } = this.#settings.scoring;
@@ -284,7 +322,10 @@ export class KVCache {
    * disposed first.
    */
   fork(): KVCache {
-    this.#live();
+    return this.#guarded('KVCache.fork', () => this.#fork());
+  }
+
+  #fork(): KVCache {
     const memory = this.#memory.fork(this.#settings.scoring, this.#settings.rope);
     KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom] };
     try {
@@ -302,7 +343,10 @@ export class KVCache {
    * A RangeError if a window already evicted positions the piece needs.
    */
   save(options?: { from?: number | readonly number[]; to?: number }): Uint8Array {
-    this.#live();
+    return this.#guarded('KVCache.save', () => this.#save(options));
+  }
+
+  #save(options: unknown): Uint8Array {
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
@@ -334,18 +378,38 @@ export class KVCache {
    * cache or history, anything else) are refused with an Error.
    */
   static load(bytes: Uint8Array | readonly Uint8Array[], options?: { base?: KVCache }): KVCache {
-    activeInstance();
-    if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw typeError('options', 'an object { base? } or undefined', options);
+    const instance = activeInstance();
+    instance.enter('KVCache.load');
+    try {
+      if (options !== undefined && (options === null || typeof options !== 'object')) {
+        throw typeError('options', 'an object { base? } or undefined', options);
+      }
+      const base = options?.base;
+      // a brand check: a Proxy of a cache, or an object whose prototype is KVCache's, is not one
+      if (base !== undefined && !(typeof base === 'object' && base !== null && #memory in base)) {
+        throw typeError('options.base', 'a KVCache', base);
+      }
+      if (!base || base.#memory.instance === instance) return KVCache.#load(bytes, base);
+      base.#memory.instance.enter('KVCache.load');
+      try {
+        return KVCache.#load(bytes, base);
+      } finally {
+        base.#memory.instance.leave();
+      }
+    } finally {
+      instance.leave();
     }
-    const base = options?.base;
-    if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
+  }
+
+  static #load(bytes: unknown, base: KVCache | undefined): KVCache {
     if (base) base.#live();
     // everything is checked before anything is allocated, so refused bytes never grow memory
     const { settings, geometry, pieces, states } = readPieces(
       bytes,
       (options) => {
         const settings = cacheSettings(options);
+        // a piece's options that no cache could hold are refused with the piece (it is never allocated)
+        fittingGeometry(base ? base.#memory.instance : activeInstance(), settings);
         return {
           settings,
           geometry: pieceGeometry(settings),
@@ -357,10 +421,11 @@ export class KVCache {
         options: settingsToOptions(base.#settings),
         build: base.#memory.instance.build,
         states: base.#states(),
-        reaches: base.#rowsCrc(base.#lengths),
+        lastRows: base.#lastRows(),
       },
     );
-    const cache = base ? base.fork() : new KVCache(settingsToOptions(settings));
+    KVCache.#within = !base;
+    const cache = base ? base.#fork() : new KVCache(settingsToOptions(settings));
     try {
       const slots = cache.#memory.geometry.slots;
       states.forEach((state, l) => {
@@ -379,10 +444,25 @@ export class KVCache {
         cache.#intactFrom[l] = state.intactFrom;
       });
     } catch (error) {
-      cache.dispose();
+      cache.#free();
       throw error;
     }
     return cache;
+  }
+
+  /** Per layer, a copy of the bytes of its row at position length − 1 (saved-format order; empty at 0). */
+  #lastRows(): Uint8Array[] {
+    const memory = this.#memory.instance.u8();
+    return this.#lengths.map((length, l) => {
+      const runs = length > 0 ? this.#runs(l, [[length - 1, length]]) : [];
+      const row = new Uint8Array(runs.reduce((n, r) => n + r.bytes, 0));
+      let at = 0;
+      for (const r of runs) {
+        row.set(memory.subarray(r.address, r.address + r.bytes), at);
+        at += r.bytes;
+      }
+      return row;
+    });
   }
 
   #states(): Array<{ length: number; intactFrom: number }> {
@@ -399,12 +479,16 @@ export class KVCache {
 
   /** truncate(0): empty every layer; its pages go back to the pool. */
   reset(): void {
-    this.truncate(0);
+    this.#guarded('KVCache.reset', () => this.#truncate(0));
   }
 
   /** Frees the cache's memory (pages it shares stay with the caches that share them); any later use throws. */
   dispose(): void {
     if (this.#memory.disposed) return;
+    this.#memory.instance.run('KVCache.dispose', () => this.#free());
+  }
+
+  #free(): void {
     unreleased?.unregister(this);
     this.#memory.dispose();
   }
@@ -415,6 +499,20 @@ export class KVCache {
 
   #live(): void {
     if (this.#memory.disposed) throw new Error('wasm-attention: this KVCache was disposed');
+  }
+
+  /** A public call on a live cache, as the one call running on its instance (Instance.run). */
+  #guarded<T>(what: string, body: () => T): T {
+    this.#live();
+    return this.#memory.instance.run(what, body);
+  }
+
+  /** The start of a public call (Instance.enter) on a live cache; returns the instance to leave. */
+  #enter(what: string): Instance {
+    this.#live();
+    const instance = this.#memory.instance;
+    instance.enter(what);
+    return instance;
   }
 
   #layerIndex(layer: unknown): number {

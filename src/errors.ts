@@ -1,5 +1,7 @@
 // Error messages that name the argument, what was expected and what was given.
 
+import { typedArrayKind, typedArrayLength } from './typed-arrays.js';
+
 /** A short, readable description of any value, for "…, got X". */
 export function describe(value: unknown): string {
   if (value === null) return 'null';
@@ -9,10 +11,10 @@ export function describe(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'boolean' || typeof value === 'symbol') return String(value);
   if (typeof value === 'function') return 'a function';
-  if (ArrayBuffer.isView(value)) {
-    const name = value.constructor?.name ?? 'typed array';
-    return 'length' in value ? `${name} of length ${(value as unknown as { length: number }).length}` : name;
-  }
+  // a typed array as its buffer holds it: its own length or constructor may lie
+  const kind = typedArrayKind(value);
+  if (kind) return `${kind} of length ${typedArrayLength(value as ArrayBufferView)}`;
+  if (ArrayBuffer.isView(value)) return 'a DataView';
   if (Array.isArray(value)) return `an Array of length ${value.length}`;
   const name = (value as object).constructor?.name;
   return name && name !== 'Object' ? `a ${name}` : 'an object';

@@ -12,6 +12,7 @@ import { LinearHeap } from './heap.js';
 import { PagePool } from './pages.js';
 import { Staging } from './staging.js';
 import { ThreadPool } from './threads.js';
+import { float32Range } from './typed-arrays.js';
 
 /** The kernel calls of a cache: attend the staged queries, append the staged keys and values, both (step), or weights. */
 export type Entry = 'append' | 'attend' | 'step' | 'weights';
@@ -30,6 +31,8 @@ export class Instance {
   #f32: Float32Array;
   #u8: Uint8Array;
   #growths: number;
+  /** the public call running on this instance, if any (calls do not nest: `enter`) */
+  #running: string | undefined;
 
   /** `shared`: the module imports its memory (a threads build), which the pool's workers instantiate too. */
   constructor(build: Build, abi: KernelExports, shared?: WebAssembly.Module) {
@@ -73,6 +76,36 @@ export class Instance {
     this.#growths = this.heap.growths;
   }
 
+  /**
+   * Marks the start of a public call (`what`: its name, as `KVCache.attend`) that runs until `leave()`; an
+   * Error if another is still running. Calls are synchronous, so one can only arrive during another from
+   * the caller's own code run by it (a getter, an overridden method, a Proxy trap of an argument), and a
+   * call from there would change state the outer call has checked and is acting on.
+   */
+  enter(what: string): void {
+    if (this.#running !== undefined) {
+      throw new Error(
+        `wasm-attention: ${what} was called while ${this.#running} was still running on the same instance ` +
+          '(from a getter, method or Proxy trap of its arguments): calls on an instance do not nest',
+      );
+    }
+    this.#running = what;
+  }
+
+  leave(): void {
+    this.#running = undefined;
+  }
+
+  /** `body` between enter(what) and leave(). */
+  run<T>(what: string, body: () => T): T {
+    this.enter(what);
+    try {
+      return body();
+    } finally {
+      this.leave();
+    }
+  }
+
   /** Bytes of linear memory nobody's cache holds: freed pages kept for reuse, the staging area, the pool's. */
   get overheadBytes(): number {
     return this.pages.freeBytes + this.staging.bytes + (this.pool?.bytes ?? 0);
@@ -98,19 +131,31 @@ export class Instance {
     else abi.attend(d, layer, tokens, first, call[CALL.KEY_END], call[CALL.CAUSAL]);
   }
 
+  // Copies between a caller's Float32Array (checked: a genuine one, from … from + count within its bytes)
+  // and memory use indexed access or our own view of its buffer, never its methods, which may be
+  // overridden. Small copies loop instead of making a view.
+
   /** Copies src[from … from + count) to the f32 at byte address `at`. */
   copyIn(at: number, src: Float32Array, from: number, count: number): void {
-    this.f32().set(from === 0 && count === src.length ? src : src.subarray(from, from + count), at >>> 2);
+    const heap = this.f32();
+    const start = at >>> 2;
+    // never `heap.set(src)`: a length-tracking array over a growable SharedArrayBuffer may have grown on
+    // another thread since it was checked, and set would copy what it holds now
+    if (count <= 4096) {
+      for (let i = 0; i < count; i++) heap[start + i] = src[from + i];
+    } else {
+      heap.set(float32Range(src, from, count), start);
+    }
   }
 
-  /** Copies count f32 from byte address `at` to dst[from …]; small copies loop instead of making a view. */
+  /** Copies count f32 from byte address `at` to dst[from …]. */
   copyOut(at: number, dst: Float32Array, from: number, count: number): void {
     const heap = this.f32();
     const start = at >>> 2;
     if (count <= 4096) {
       for (let i = 0; i < count; i++) dst[from + i] = heap[start + i];
     } else {
-      dst.set(heap.subarray(start, start + count), from);
+      float32Range(dst, from, count).set(heap.subarray(start, start + count));
     }
   }
 }

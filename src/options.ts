@@ -2,6 +2,7 @@
 
 import { rangeError, typeError } from './errors.js';
 import type { HeadShape } from './geometry.js';
+import { floatsIn, typedArrayKind } from './typed-arrays.js';
 
 export const MAX_HEAD_DIM = 512;
 /**
@@ -26,11 +27,18 @@ export interface RopeSettings {
 
 type Bag = Record<string, unknown>;
 
+/**
+ * The options a caller gave, read once: every (own or inherited) enumerable key's value copied into a
+ * plain object before anything is checked, so a getter or Proxy trap runs once, up front, and cannot
+ * answer one way to a check and another to the work.
+ */
 export function optionsObject(name: string, value: unknown): Bag {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError(name, 'an object', value);
   }
-  return value as Bag;
+  const bag: Bag = Object.create(null);
+  for (const key in value) bag[key] = (value as Bag)[key];
+  return bag;
 }
 
 export function integerAtLeast(name: string, value: unknown, least: number, most = Number.MAX_SAFE_INTEGER): number {
@@ -55,6 +63,18 @@ function positiveNumber(name: string, value: unknown): number {
   return value;
 }
 
+/** Float32's range: the kernel multiplies by scale and divides by softcap in float32. */
+const FLOAT32_RANGE = `within float32's range (${2 ** -149} to ${Math.fround(3.4028234663852886e38)}: the kernel computes in float32)`;
+
+/** A positive number the kernel keeps as a float32: one that rounds to 0 or Infinity there is refused. */
+function positiveFloat32(name: string, value: unknown): number {
+  const number = positiveNumber(name, value);
+  const rounded = Math.fround(number);
+  if (rounded === 0 || rounded === Number.POSITIVE_INFINITY)
+    throw rangeError(name, `a number > 0 ${FLOAT32_RANGE}`, value);
+  return number;
+}
+
 export function optionalBoolean(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
   if (typeof value !== 'boolean') throw typeError(name, 'a boolean', value);
@@ -76,12 +96,12 @@ export function headShape(options: Bag, where: string): HeadShape {
 }
 
 export function scoring(options: Bag, where: string, headDim: number): Scoring {
-  const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveNumber(`${where}.scale`, options.scale);
+  const scale = options.scale === undefined ? 1 / Math.sqrt(headDim) : positiveFloat32(`${where}.scale`, options.scale);
   // softcap 0 (or null) means none, as in onnxruntime's attention ops and Hugging Face configs
   const softcap =
     options.softcap === undefined || options.softcap === null || options.softcap === 0
       ? 0
-      : positiveNumber(`${where}.softcap`, options.softcap);
+      : positiveFloat32(`${where}.softcap`, options.softcap);
   const window = optionalInteger(`${where}.window`, options.window, 1, 0);
   const sinks = optionalInteger(`${where}.sinks`, options.sinks, 0, 0);
   return { scale, softcap, window, sinks };
@@ -102,26 +122,27 @@ export function ropeSettings(value: unknown, where: string, headDim: number): Ro
 }
 
 function isFloat32Array(value: unknown): value is Float32Array {
-  // also true for arrays from another realm (an iframe, a vm context)
-  return value instanceof Float32Array || Object.prototype.toString.call(value) === '[object Float32Array]';
+  // also true for arrays from another realm (an iframe, a vm context); false for a Proxy of one
+  return typedArrayKind(value) === 'Float32Array';
 }
 
-/** The number of tokens in a token-major tensor of `rowFloats` floats per token. */
+/** The number of tokens in a token-major tensor of `rowFloats` floats per token (counted from its bytes). */
 export function tokensIn(name: string, value: unknown, rowFloats: number, rowShape: string): number {
   if (!isFloat32Array(value)) throw typeError(name, 'a Float32Array', value);
-  if (value.length === 0 || value.length % rowFloats !== 0) {
+  const length = floatsIn(value);
+  if (length === 0 || length % rowFloats !== 0) {
     throw rangeError(
       name,
       `a whole number of tokens of ${rowShape} = ${rowFloats} floats (length a positive multiple of ${rowFloats})`,
       value,
     );
   }
-  return value.length / rowFloats;
+  return length / rowFloats;
 }
 
 export function sameLength(name: string, value: Float32Array, otherName: string, other: Float32Array): void {
-  if (value.length !== other.length) {
-    throw rangeError(name, `the same length as ${otherName} (${other.length})`, value);
+  if (floatsIn(value) !== floatsIn(other)) {
+    throw rangeError(name, `the same length as ${otherName} (${floatsIn(other)})`, value);
   }
 }
 
@@ -132,7 +153,7 @@ export function outputArray(value: unknown, tokens: number, heads: number, headD
   if (!isFloat32Array(value)) throw typeError('out', 'a Float32Array (or undefined)', value);
   // numbers, not a closure describing the shape: a closure (and the context it captures) is a JS-heap
   // allocation per call wherever the optimizer does not remove it
-  if (value.length !== length) {
+  if (floatsIn(value) !== length) {
     throw rangeError(
       'out',
       `a Float32Array of length ${length} ([T=${tokens}][heads=${heads}][headDim=${headDim}])`,

@@ -21,6 +21,7 @@ import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
 import { overwrittenBelow, windowStart } from './geometry.js';
 import { MAX_POSITION } from './options.js';
+import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
 export const MAGIC = 'wattn-kv';
 export const FORMAT_VERSION = 2;
@@ -107,15 +108,21 @@ export function saveRange(options: unknown, lengths: number[]): { from: number[]
       throw rangeError(name, `an integer from 0 to ${what} (${most})`, value);
     return value;
   };
+  // each option read once, a list of positions copied once, before anything is checked
   const bag = (options ?? {}) as { from?: unknown; to?: unknown };
-  const to = position('options.to', bag.to ?? longest, longest, "the longest layer's length");
+  const givenTo = bag.to;
+  const givenFrom = bag.from;
+  const to = position('options.to', givenTo ?? longest, longest, "the longest layer's length");
   const ends = lengths.map((length) => Math.min(to, length));
-  if (Array.isArray(bag.from)) {
-    if (bag.from.length !== lengths.length)
-      throw rangeError('options.from', `a position per layer (${lengths.length})`, bag.from);
-    return { from: bag.from.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
+  if (Array.isArray(givenFrom)) {
+    const count = givenFrom.length;
+    if (count !== lengths.length)
+      throw rangeError('options.from', `a position per layer (${lengths.length})`, givenFrom);
+    const froms: unknown[] = [];
+    for (let l = 0; l < count; l++) froms.push(givenFrom[l]);
+    return { from: froms.map((f, l) => position(`options.from[${l}]`, f, ends[l], `layer ${l}'s end`)), to: ends };
   }
-  const from = position('options.from', bag.from ?? 0, to, 'options.to');
+  const from = position('options.from', givenFrom ?? 0, to, 'options.to');
   return { from: ends.map((end) => Math.min(from, end)), to: ends };
 }
 
@@ -193,12 +200,68 @@ export type ReadOptions<Settings> = (options: unknown) => {
   options: Record<string, unknown>;
 };
 
-/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows' CRC. */
+/** A cache the pieces continue (KVCache.load's `base`): its options and build, state, and last rows. */
 export interface Base {
   options: Record<string, unknown>;
   build: Build;
   states: LayerState[];
-  reaches: number;
+  /** per layer, the bytes of its row at position length − 1 in the saved format's order (empty at length 0) */
+  lastRows: Uint8Array[];
+}
+
+/**
+ * The caller's pieces, read once: a Uint8Array, or an array of them (each element read once; a hole is
+ * refused like an explicit undefined), each as our own view of its bytes.
+ */
+function pieceList(input: unknown): Uint8Array[] {
+  if (typedArrayKind(input) === 'Uint8Array') return [ownBytes(input as Uint8Array)];
+  if (!Array.isArray(input)) {
+    throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
+  }
+  const count = input.length;
+  const list: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) {
+    if (!Object.hasOwn(input, i)) {
+      throw new TypeError(
+        `wasm-attention: bytes[${i}] must be a Uint8Array from KVCache.save(), got a hole (a sparse array)`,
+      );
+    }
+    const bytes: unknown = input[i];
+    if (typedArrayKind(bytes) !== 'Uint8Array')
+      throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
+    list.push(ownBytes(bytes as Uint8Array));
+  }
+  return list;
+}
+
+/**
+ * The bytes of the last position a piece holds of one layer (its row at `to` − 1), in the saved format's
+ * order: K rows per kv head, V rows, then (int8) the K and V scales. `at`: where the layer's payload
+ * starts; `held`: the positions it holds (the row at to − 1 is always the last of them).
+ */
+function lastRow(bytes: Uint8Array, at: number, held: number, geometry: PieceGeometry): Uint8Array[] {
+  const { kvHeads, headDim, int8 } = geometry;
+  const rowBytes = headDim * (int8 ? 1 : 4);
+  const parts: Uint8Array[] = [];
+  for (let r = 0; r < 2 * kvHeads; r++) {
+    const start = at + (r * held + held - 1) * rowBytes;
+    parts.push(bytes.subarray(start, start + rowBytes));
+  }
+  if (int8) {
+    const scales = at + 2 * kvHeads * held * rowBytes;
+    for (let r = 0; r < 2 * kvHeads; r++) {
+      const start = scales + (r * held + held - 1) * 4;
+      parts.push(bytes.subarray(start, start + 4));
+    }
+  }
+  return parts;
+}
+
+/** CRC-32 of every layer's last row (layers at length 0 have none): a piece's `reaches`. */
+function lastRowsCrc(rows: Uint8Array[][]): number {
+  let crc = 0;
+  for (const parts of rows) for (const part of parts) crc = crc32(part, 0, part.length, crc);
+  return crc;
 }
 
 /**
@@ -209,19 +272,17 @@ export interface Base {
  * and what is wrong.
  */
 export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>, base?: Base): Restoration<Settings> {
-  const list = input instanceof Uint8Array ? [input] : Array.isArray(input) ? input : undefined;
-  if (!list) throw typeError('bytes', 'a Uint8Array from KVCache.save(), or an array of them in order', input);
+  const list = pieceList(input);
   if (list.length === 0) throw rangeError('bytes', 'at least one saved piece', list);
-  list.forEach((bytes, i) => {
-    if (!(bytes instanceof Uint8Array)) throw typeError(`bytes[${i}]`, 'a Uint8Array from KVCache.save()', bytes);
-  });
   let first: ReturnType<ReadOptions<Settings>> | undefined;
   let build = base?.build;
   let states: LayerState[] = base ? base.states.map((state) => ({ ...state })) : [];
-  let reached = base?.reaches ?? 0;
+  // per layer, the bytes of its last row so far: what a piece's `reaches` is the checksum of
+  let rows: Uint8Array[][] = base ? base.lastRows.map((row) => [row]) : [];
+  let reached = lastRowsCrc(rows);
   const before = base ? 'the base cache' : "the first piece's";
   const pieces: Piece[] = [];
-  (list as Uint8Array[]).forEach((bytes, i) => {
+  list.forEach((bytes, i) => {
     const refuse = (why: string) =>
       new Error(
         `wasm-attention: KVCache.load refused the bytes` +
@@ -246,7 +307,10 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     if (!first) {
       first = described;
       build = header.build;
-      if (!base) states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
+      if (!base) {
+        states = Array.from({ length: described.layers }, () => ({ length: 0, intactFrom: 0 }));
+        rows = states.map(() => []);
+      }
     }
     const geometry = described.geometry;
     const layers = header.layers;
@@ -282,6 +346,21 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
     if (geometry.int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
+    // the header's per-layer ranges must be those of the payload: the checksum of the last rows they place
+    // (lengths swapped between layers, say, keep the size but move every row boundary)
+    let at = payloadStart;
+    rows = layers.map((layer, l) => {
+      const held = heldCount(layer, geometry);
+      const row = held > 0 ? lastRow(bytes, at, held, geometry) : rows[l];
+      at += payloadBytes(geometry, held);
+      return row;
+    });
+    if (lastRowsCrc(rows) !== header.reaches) {
+      throw refuse(
+        "its payload does not hold the rows its header's layer ranges describe (the last row of each layer " +
+          'differs from the checksum saved with it: the header or the rows were altered)',
+      );
+    }
     reached = header.reaches;
     states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
     pieces.push({ bytes, payloadStart, layers });

@@ -51,9 +51,11 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
 /**
  * Size budgets, checked on the tarball. The JavaScript ones were raised from 64 and 32 KB when pages, fork()
  * and saved pieces arrived (dist/*.js 64.7 KB without comments, 30.5 KB minified, 11.7 KB gzipped; with the
- * thread pool 80 KB, 37 KB, 14 KB): they are there to make growth a decision, not to forbid it.
+ * thread pool 80 KB, 37 KB, 14 KB; with arguments read once through the intrinsic typed-array getters, the
+ * guard that refuses nested calls and the check of pieces' last rows, issue #19, 94 → 102 KB without
+ * comments): they are there to make growth a decision, not to forbid it.
  */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 96 * 1024, facadeBundle: 48 * 1024 };
+const BUDGET = { wasm: 64 * 1024, facadeJs: 104 * 1024, facadeBundle: 48 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
