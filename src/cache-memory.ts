@@ -14,6 +14,7 @@ import type { Entry, Instance } from './instance.js';
 import type { RopeSettings, Scoring } from './options.js';
 import { COUNT_BYTES, type PagePool } from './pages.js';
 import type { Run } from './persist.js';
+import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
 
 const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
@@ -93,6 +94,7 @@ export class CacheMemory {
     i32.set([rope?.dims ?? 0, +(rope?.interleaved ?? 0), table], d + ROPE_DIMS);
     i32[d + LAYERS] = layers;
     if (rope) instance.abi.ropeFrequencies(table, rope.dims, rope.theta);
+    if (rope?.table) writeRopeTable(instance.u8(), table, rope.table);
   }
 
   /** Bytes of linear memory this cache holds: its pages (shared ones included), tables and descriptor. */

@@ -39,7 +39,7 @@ import {
 } from './persist.js';
 import { COUNT_BYTES } from './pages.js';
 
-export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
+export type { KVCacheDtype, KVCacheOptions, RopeOptions, RopeScaling } from './options.js';
 
 /** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
 function heldSlots(length: number, intactFrom: number, slots: number): number {
