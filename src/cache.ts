@@ -38,6 +38,7 @@ import {
   type Run,
 } from './persist.js';
 import { COUNT_BYTES } from './pages.js';
+import { refuseUnknownKeys } from './option-keys.js';
 
 export type { KVCacheDtype, KVCacheOptions, RopeOptions, RopeScaling } from './options.js';
 
@@ -338,6 +339,7 @@ export class KVCache {
     if (options !== undefined && (options === null || typeof options !== 'object')) {
       throw typeError('options', 'an object { base? } or undefined', options);
     }
+    if (options) refuseUnknownKeys(options, 'options', ['base']);
     const base = options?.base;
     if (base !== undefined && !(base instanceof KVCache)) throw typeError('options.base', 'a KVCache', base);
     if (base) base.#live();

@@ -246,8 +246,23 @@ export interface CacheSettings {
   rope?: RopeSettings;
 }
 
+const CACHE_KEYS = [
+  'layers',
+  'heads',
+  'kvHeads',
+  'headDim',
+  'maxTokens',
+  'window',
+  'sinks',
+  'dtype',
+  'scale',
+  'softcap',
+  'rope',
+];
+
 export function cacheSettings(options: unknown): CacheSettings {
   const bag = optionsObject('options', options);
+  refuseUnknownKeys(bag, 'options', CACHE_KEYS);
   const layers = bag.layers === undefined ? 1 : integerAtLeast('options.layers', bag.layers, 1, 65536);
   const shape = headShape(bag, 'options');
   const score = scoring(bag, 'options', shape.headDim);
