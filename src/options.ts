@@ -25,6 +25,8 @@ export interface Scoring {
   softcap: number;
   window: number;
   sinks: number;
+  /** a learned logit per query head joining every softmax's denominator with no value (gpt-oss) */
+  sinkLogits?: number[];
 }
 
 export interface RopeSettings {
@@ -234,6 +236,7 @@ export interface KVCacheOptions {
   scale?: number;
   softcap?: number;
   rope?: RopeOptions;
+  sinkLogits?: readonly number[] | Float32Array | Float64Array;
 }
 
 /** Everything a cache's behaviour depends on, validated and with defaults filled in. */
@@ -258,7 +261,21 @@ const CACHE_KEYS = [
   'scale',
   'softcap',
   'rope',
+  'sinkLogits',
 ];
+
+/** `sinkLogits`: one finite number per query head (an Array or a typed array). */
+function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
+  const isList = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
+  if (!isList) throw typeError(name, `an array of ${heads} sink logits (one per query head)`, value);
+  const list = Array.from(value as ArrayLike<unknown>);
+  if (list.length !== heads) throw rangeError(name, `one logit per query head (${heads})`, value);
+  return list.map((x, i) => {
+    if (typeof x !== 'number') throw typeError(`${name}[${i}]`, 'a finite number', x);
+    if (!Number.isFinite(x)) throw rangeError(`${name}[${i}]`, 'a finite number', x);
+    return x;
+  });
+}
 
 export function cacheSettings(options: unknown): CacheSettings {
   const bag = optionsObject('options', options);
@@ -279,6 +296,7 @@ export function cacheSettings(options: unknown): CacheSettings {
     throw (typeof dtype === 'string' ? rangeError : typeError)('options.dtype', "'float32' or 'int8'", dtype);
   }
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
+  if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
   return { layers, shape, scoring: score, maxTokens, dtype, rope };
 }
 
@@ -297,5 +315,6 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.window ? { window: score.window } : {}),
     ...(score.softcap ? { softcap: score.softcap } : {}),
     ...(settings.rope ? { rope: ropeToOptions(settings.rope) } : {}),
+    ...(score.sinkLogits ? { sinkLogits: [...score.sinkLogits] } : {}),
   };
 }

@@ -106,6 +106,21 @@ const MUTANTS = [
     ['assembly/rope.ts', '<f32>(Math.cos(angle) * factor)', '<f32>Math.cos(angle)'],
     ['assembly/rope.ts', '<f32>(Math.sin(angle) * factor)', '<f32>Math.sin(angle)'],
   ),
+  mutant(
+    'sink-logit-ignored',
+    "the kernel leaves a sink logit out of the denominator when it is below the row's maximum",
+    ['assembly/attend/tile.ts', 'if (s <= m) sum += expScalar(s - m);', 'if (s <= m) sum += 0;'],
+  ),
+  mutant('sink-rescale-skipped', 'a sink above the maximum rescales the sum but leaves the accumulator whole', [
+    'assembly/attend/tile.ts',
+    'sum = sum * kept + 1;',
+    'sum = sum * kept + 1;\n        kept = 1;',
+  ]),
+  mutant('sink-head-wrong', "row r takes the sink logit of query head r instead of its own head's", [
+    'assembly/attend/tile.ts',
+    'sinkLogits + (<usize>(tileGroup * group + r % group) << 2)',
+    'sinkLogits + (<usize>(r % heads) << 2)',
+  ]),
 ];
 
 const DEFAULT_TESTS = [
@@ -118,6 +133,7 @@ const DEFAULT_TESTS = [
   'test/append.test.ts',
   'test/rope-scaling.test.ts',
   'test/fixtures.test.ts',
+  'test/sink-logits.test.ts',
 ];
 
 const argv = process.argv.slice(2);

@@ -60,6 +60,13 @@ const CASES: Case[] = [
     chunks: [1300, 1, 1, 500, 798],
     steps: 4,
   },
+  // learned sink logits (gpt-oss): decode folds them after the chunks, prefill after each tile
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2600, sinkLogits: [-2, 3, 0.5, 1, -1, 2.5, 0, 1.5] },
+    n: 2500,
+    chunks: [1000, 1, 1499],
+    steps: 5,
+  },
   // grouped-query, int8, an odd head size
   {
     cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' },

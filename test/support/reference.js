@@ -50,6 +50,7 @@
  * @property {number} [scale]
  * @property {number} [softcap]
  * @property {RopeOptions} [rope]
+ * @property {ArrayLike<number>} [sinkLogits] a learned logit per query head in every softmax's denominator
  */
 
 /**
@@ -79,6 +80,7 @@ export function isVisible(j, p, causal, window, sinks) {
  * @property {number | undefined} window
  * @property {number} sinks
  * @property {number | undefined} softcap
+ * @property {ArrayLike<number>} [sinkLogits] per query head: joins the softmax's denominator, adds no value
  */
 
 /**
@@ -114,8 +116,10 @@ function core(q, k, v, a) {
         if (s > max) max = s;
       }
       if (!anyVisible) throw new Error(`reference: query t=${t} at position ${p} sees no key`);
-      // softmax over the visible keys only
-      let sum = 0;
+      // softmax over the visible keys only, and the head's sink logit (probability mass with no value)
+      const sink = a.sinkLogits ? a.sinkLogits[h] : -Infinity;
+      if (sink > max) max = sink;
+      let sum = Math.exp(sink - max);
       for (let j = 0; j < S; j++) {
         if (!visible(j, p)) continue;
         sum += Math.exp(scores[j] - max);
@@ -292,6 +296,7 @@ function cacheArgs(o) {
     window: o.window,
     sinks: o.sinks ?? 0,
     softcap: o.softcap,
+    sinkLogits: o.sinkLogits,
   };
 }
 
@@ -342,6 +347,7 @@ export class ReferenceCache {
     this.scale = o.scale ?? 1 / Math.sqrt(o.headDim);
     this.softcap = o.softcap;
     this.rope = o.rope;
+    this.sinkLogits = o.sinkLogits;
     /** @private @type {number[][]} per layer, [len][kvHeads][headDim] flattened, roped */
     this.k = [];
     /** @private @type {number[][]} */
