@@ -1,4 +1,5 @@
 // Real families' attention at real distances: PyTorch's float64 computation of each family's RoPE scheme
+// (and gpt-oss's learned sinks)
 // (test/fixtures/generate.py writes test/fixtures/attention; no Python is needed here) against every build,
 // for queries at positions 10,000 and 100,000, far past each scheme's original context. Each case holds
 // 16 tokens after `start` zero tokens, in a cache whose window is those 16 (generate.py says why), fed as a
