@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { KVCache, attention, attentionWeights, init } from '../src/index.js';
 import { nearestKey } from '../src/option-keys.js';
-import { expectRejects, expectThrows } from './support/util.js';
+import { expectRejects, expectThrows, withHeaderFields } from './support/util.js';
 
 const shape = { heads: 2, headDim: 4 };
 const q = new Float32Array(8);
@@ -80,6 +80,17 @@ describe('unknown option keys', () => {
     for (const [, fn, pattern] of bad) expectThrows(fn, TypeError, [pattern]);
     await expectRejects(() => init({ thread: 1 } as never), TypeError, [
       /init options\.thread .*init options\.threads/,
+    ]);
+  });
+
+  it('KVCache.load refuses saved options with a key this version does not know (a setting it cannot honour)', () => {
+    const cache = new KVCache({ ...shape, maxTokens: 8, rope: {} });
+    const bytes = withHeaderFields(cache.save(), { options: { rope: { ntkAlpha: 2 } } });
+    cache.dispose();
+    expectThrows(() => KVCache.load(bytes), Error, [
+      /refused/,
+      /saved options are invalid/,
+      /options\.rope\.ntkAlpha is not an option/,
     ]);
   });
 
