@@ -7,8 +7,7 @@
 //   node bench/options-cost.mjs [--builds relaxed-simd,simd] [--rounds 15] [--batch-ms 60]
 
 import { performance } from 'node:perf_hooks';
-import { loadPackage, median, parseArgs } from './common.mjs';
-import { quantile } from './stats.mjs';
+import { loadPackage, median, parseArgs, quantile } from '../test/support/scripts.mjs';
 import { Rng } from '../test/support/rng.js';
 
 const opts = parseArgs(process.argv.slice(2), { builds: 'relaxed-simd,simd', rounds: 15, batchMs: 60 });
