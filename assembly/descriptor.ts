@@ -23,7 +23,9 @@
 //   16    out              staging: [tokens][heads][headDim] f32 output
 //   17    scratch          scratchBytes(heads, kvHeads, headDim) bytes
 //   18    layers
-//   19–31 reserved (0)
+//   19    sinkLogits       address of heads f32 learned sink logits (0: none): each joins the softmax
+//                          denominator of its query head with no value (gpt-oss)
+//   20–31 reserved (0)
 //   32 + 2·layer      address of the layer's page table
 //   33 + 2·layer      capacity: entries per (kv head, K|V) row of that table
 //
@@ -54,6 +56,7 @@ export const V: i32 = 15;
 export const OUT: i32 = 16;
 export const SCRATCH: i32 = 17;
 export const LAYERS: i32 = 18;
+export const SINK_LOGITS: i32 = 19;
 export const LAYER_TABLES: i32 = 32;
 
 // @ts-ignore: decorator

@@ -4,23 +4,28 @@
 // (GPT-NeoX, Llama) pairs element i with i + dims/2; the interleaved layout (GPT-J) pairs 2i with 2i + 1.
 // Elements from `dims` on are left as they are (partial rotary).
 //
-// The table holds the inverse frequencies once per cache and the cos/sin of the last position rotated:
-// a decode step rotates q and k of every layer at the same position, so each position costs one set of
-// f64 cos/sin evaluations, not one per layer.
+// The table holds the inverse frequencies and the attention factor once per cache, and the cos/sin of the
+// last position rotated: a decode step rotates q and k of every layer at the same position, so each
+// position costs one set of f64 cos/sin evaluations, not one per layer. Scaled RoPE (linear, llama3, yarn,
+// explicit frequencies) is only other numbers in this table: the facade overwrites the frequencies and
+// the factor in f64 after ropeFrequencies (src/rope-scaling.ts). The factor multiplies cos and sin, so it
+// scales the rotated dimensions of q and k (YaRN's attention factor), and a factor of 1 changes no bit.
 //   [0]            i32 position whose cos/sin are held (−1: none)
-//   [8 …)          f64 inverse frequency, dims/2 of them
+//   [8]            f64 attention factor (1: none)
+//   [16 …)         f64 inverse frequency, dims/2 of them
 //   then           f32 cos, dims/2; f32 sin, dims/2
 
 export function ropeTableBytes(dims: i32): usize {
   const half = <usize>(dims >> 1);
-  return 8 + half * 8 + half * 8;
+  return 16 + half * 8 + half * 8;
 }
 
 export function ropeFrequencies(table: usize, dims: i32, theta: f64): void {
   const half = dims >> 1;
   store<i32>(table, -1);
+  store<f64>(table + 8, 1.0);
   for (let i = 0; i < half; i++) {
-    store<f64>(table + 8 + (<usize>i << 3), Math.pow(theta, -(<f64>(2 * i)) / <f64>dims));
+    store<f64>(table + 16 + (<usize>i << 3), Math.pow(theta, -(<f64>(2 * i)) / <f64>dims));
   }
 }
 
@@ -28,7 +33,8 @@ export function rope(
   rows: usize, tokens: i32, rowHeads: i32, headDim: i32, firstPosition: i32, dims: i32, interleaved: i32, table: usize,
 ): void {
   const half = dims >> 1;
-  const frequencies = table + 8;
+  const factor = load<f64>(table + 8);
+  const frequencies = table + 16;
   const cosines = frequencies + (<usize>half << 3);
   const sines = cosines + (<usize>half << 2);
   const rowBytes = <usize>headDim << 2;
@@ -40,8 +46,8 @@ export function rope(
     if (load<i32>(table) != position) {
       for (let i = 0; i < half; i++) {
         const angle = <f64>position * load<f64>(frequencies + (<usize>i << 3));
-        store<f32>(cosines + (<usize>i << 2), <f32>Math.cos(angle));
-        store<f32>(sines + (<usize>i << 2), <f32>Math.sin(angle));
+        store<f32>(cosines + (<usize>i << 2), <f32>(Math.cos(angle) * factor));
+        store<f32>(sines + (<usize>i << 2), <f32>(Math.sin(angle) * factor));
       }
       store<i32>(table, position);
     }

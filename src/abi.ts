@@ -29,6 +29,7 @@ export const Descriptor = {
   OUT: 16,
   SCRATCH: 17,
   LAYERS: 18,
+  SINK_LOGITS: 19,
   LAYER_TABLES: 32,
 } as const;
 // </generated>

@@ -3,4 +3,10 @@
 
 export { init, type InitOptions, type InitInfo, type Build, type WasmSource } from './init.js';
 export { attention, attentionWeights, type AttentionOptions } from './attention.js';
-export { KVCache, type KVCacheOptions, type KVCacheDtype, type RopeOptions } from './cache.js';
+export { KVCache, type KVCacheOptions, type KVCacheDtype, type RopeOptions, type RopeScaling } from './cache.js';
+export {
+  cacheOptionsFromConfig,
+  type ConfigOptions,
+  type LayerOptions,
+  type ModelCacheOptions,
+} from './model-config.js';

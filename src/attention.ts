@@ -17,6 +17,7 @@ import {
   tokensIn,
   type Scoring,
 } from './options.js';
+import { refuseUnknownKeys } from './option-keys.js';
 
 export interface AttentionOptions {
   heads: number;
@@ -29,6 +30,8 @@ export interface AttentionOptions {
   softcap?: number;
 }
 
+const ATTENTION_KEYS = ['heads', 'kvHeads', 'headDim', 'causal', 'scale', 'window', 'sinks', 'softcap'];
+
 interface OneShot {
   shape: HeadShape;
   scoring: Scoring;
@@ -39,6 +42,7 @@ interface OneShot {
 
 function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot {
   const bag = optionsObject('options', options);
+  refuseUnknownKeys(bag, 'options', ATTENTION_KEYS);
   const shape = headShape(bag, 'options');
   const score = scoring(bag, 'options', shape.headDim);
   const causal = optionalBoolean('options.causal', bag.causal, true);

@@ -14,9 +14,10 @@ import type { Entry, Instance } from './instance.js';
 import type { RopeSettings, Scoring } from './options.js';
 import { COUNT_BYTES, type PagePool } from './pages.js';
 import type { Run } from './persist.js';
+import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
 
-const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
+const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, SINK_LOGITS, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
@@ -45,6 +46,8 @@ export class CacheMemory {
   #fixed = 0;
   readonly #fixedBytes: number;
   readonly #ropeAt: number;
+  /** where the sink logits sit in the fixed block (0: none) */
+  readonly #sinkLogitsAt: number;
   readonly #tables: number[];
   readonly #capacity: number[];
   #tableBytes = 0;
@@ -71,7 +74,9 @@ export class CacheMemory {
       : stagingLayout(geometry, chunkTokens, instance.abi.scratchBytes(heads, kvHeads, headDim));
     const descriptorBytes = align((LAYER_TABLES + 2 * layers) * 4);
     this.#ropeAt = descriptorBytes;
-    this.#fixedBytes = align(descriptorBytes + (rope ? instance.abi.ropeTableBytes(rope.dims) : 0));
+    const ropeBytes = rope ? align(instance.abi.ropeTableBytes(rope.dims)) : 0;
+    this.#sinkLogitsAt = scoring.sinkLogits ? descriptorBytes + ropeBytes : 0;
+    this.#fixedBytes = align(descriptorBytes + ropeBytes + (scoring.sinkLogits ? 4 * geometry.heads : 0));
     this.#tables = new Array<number>(layers).fill(0);
     this.#capacity = new Array<number>(layers).fill(0);
     this.#fixed = this.#pool.takeBlock(this.#fixedBytes);
@@ -81,6 +86,7 @@ export class CacheMemory {
       const d = this.#fixed >>> 2;
       w.fill(0, d + LAYER_TABLES, d + LAYER_TABLES + 2 * layers);
       if (rope) w[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
+      if (this.#sinkLogitsAt) w[d + SINK_LOGITS] = this.#fixed + this.#sinkLogitsAt;
       return;
     }
     const i32 = this.instance.i32();
@@ -93,6 +99,11 @@ export class CacheMemory {
     i32.set([rope?.dims ?? 0, +(rope?.interleaved ?? 0), table], d + ROPE_DIMS);
     i32[d + LAYERS] = layers;
     if (rope) instance.abi.ropeFrequencies(table, rope.dims, rope.theta);
+    if (rope?.table) writeRopeTable(instance.u8(), table, rope.table);
+    if (scoring.sinkLogits) {
+      i32[d + SINK_LOGITS] = this.#fixed + this.#sinkLogitsAt;
+      instance.f32().set(scoring.sinkLogits, (this.#fixed + this.#sinkLogitsAt) >>> 2);
+    }
   }
 
   /** Bytes of linear memory this cache holds: its pages (shared ones included), tables and descriptor. */

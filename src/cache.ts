@@ -39,8 +39,9 @@ import {
   type Run,
 } from './persist.js';
 import { COUNT_BYTES } from './pages.js';
+import { refuseUnknownKeys } from './option-keys.js';
 
-export type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
+export type { KVCacheDtype, KVCacheOptions, RopeOptions, RopeScaling } from './options.js';
 
 /** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
 function heldSlots(length: number, intactFrom: number, slots: number): number {
@@ -384,6 +385,7 @@ export class KVCache {
       if (options !== undefined && (options === null || typeof options !== 'object')) {
         throw typeError('options', 'an object { base? } or undefined', options);
       }
+      if (options) refuseUnknownKeys(options, 'options', ['base']);
       const base = options?.base;
       // a brand check: a Proxy of a cache, or an object whose prototype is KVCache's, is not one
       if (base !== undefined && !(typeof base === 'object' && base !== null && #memory in base)) {

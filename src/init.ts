@@ -9,6 +9,7 @@ import { BUILDS, BUILD_IDS, type Build, type KernelExports } from './abi.js';
 import { fusesRelaxedMadd } from './fused-madd.js';
 import { NOT_INITIALIZED, describe, rangeError, typeError } from './errors.js';
 import { Instance } from './instance.js';
+import { refuseUnknownKeys } from './option-keys.js';
 import { MAX_THREADS, runtimeCores, threadsUnavailable } from './threads.js';
 
 export type { Build } from './abi.js';
@@ -56,6 +57,7 @@ export async function init(options?: InitOptions): Promise<InitInfo> {
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw typeError('init options', 'an object or undefined', options);
   }
+  if (options) refuseUnknownKeys(options, 'init options', ['build', 'wasm', 'threads']);
   const requested = options?.build ?? 'auto';
   if (requested !== 'auto' && !BUILDS.includes(requested as Build)) {
     throw typeError('init options.build', `one of 'auto', ${BUILDS.map((b) => `'${b}'`).join(', ')}`, requested);

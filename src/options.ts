@@ -3,6 +3,15 @@
 import { rangeError, typeError } from './errors.js';
 import type { HeadShape } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
+import { refuseUnknownKeys } from './option-keys.js';
+import {
+  explicitFrequencies,
+  scaledFrequencies,
+  scalingSettings,
+  type RopeScaling,
+  type RopeTable,
+  type ScalingSettings,
+} from './rope-scaling.js';
 
 export const MAX_HEAD_DIM = 512;
 /**
@@ -17,12 +26,19 @@ export interface Scoring {
   softcap: number;
   window: number;
   sinks: number;
+  /** a learned logit per query head joining every softmax's denominator with no value (gpt-oss) */
+  sinkLogits?: number[];
 }
 
 export interface RopeSettings {
   theta: number;
   dims: number;
   interleaved: boolean;
+  scaling?: ScalingSettings;
+  inverseFrequencies?: number[];
+  attentionFactor?: number;
+  /** the kernel's table when it is not plain θ^(−2i/dims) (scaled, explicit, or with an attention factor) */
+  table?: RopeTable;
 }
 
 type Bag = Record<string, unknown>;
@@ -107,9 +123,12 @@ export function scoring(options: Bag, where: string, headDim: number): Scoring {
   return { scale, softcap, window, sinks };
 }
 
+const ROPE_KEYS = ['theta', 'dims', 'interleaved', 'scaling', 'inverseFrequencies', 'attentionFactor'];
+
 export function ropeSettings(value: unknown, where: string, headDim: number): RopeSettings | undefined {
   if (value === undefined || value === null || value === false) return undefined;
   const rope = optionsObject(`${where}.rope`, value);
+  refuseUnknownKeys(rope, `${where}.rope`, ROPE_KEYS);
   const theta = rope.theta === undefined ? 10000 : positiveNumber(`${where}.rope.theta`, rope.theta);
   const dims = rope.dims === undefined ? headDim : integerAtLeast(`${where}.rope.dims`, rope.dims, 2, headDim);
   if (dims % 2 !== 0) {
@@ -118,7 +137,55 @@ export function ropeSettings(value: unknown, where: string, headDim: number): Ro
     throw rangeError(`${where}.rope.dims`, `an even number of rotated dimensions${hint}`, dims);
   }
   const interleaved = optionalBoolean(`${where}.rope.interleaved`, rope.interleaved, false);
-  return { theta, dims, interleaved };
+  const settings: RopeSettings = { theta, dims, interleaved };
+  if (rope.inverseFrequencies !== undefined) {
+    for (const other of ['theta', 'scaling'] as const) {
+      if (rope[other] !== undefined) {
+        throw rangeError(
+          `${where}.rope.${other}`,
+          `absent when ${where}.rope.inverseFrequencies gives the frequencies themselves`,
+          rope[other],
+        );
+      }
+    }
+    settings.inverseFrequencies = explicitFrequencies(
+      rope.inverseFrequencies,
+      `${where}.rope.inverseFrequencies`,
+      dims,
+    );
+  }
+  if (rope.scaling !== undefined) settings.scaling = scalingSettings(rope.scaling, `${where}.rope.scaling`);
+  if (rope.attentionFactor !== undefined) {
+    if (settings.scaling?.type === 'yarn') {
+      throw rangeError(
+        `${where}.rope.attentionFactor`,
+        `absent with ${where}.rope.scaling.type 'yarn' (give ${where}.rope.scaling.attentionFactor instead)`,
+        rope.attentionFactor,
+      );
+    }
+    settings.attentionFactor = positiveNumber(`${where}.rope.attentionFactor`, rope.attentionFactor);
+  }
+  if (settings.scaling || settings.inverseFrequencies || settings.attentionFactor !== undefined) {
+    const frequencies = settings.inverseFrequencies
+      ? Float64Array.from(settings.inverseFrequencies)
+      : scaledFrequencies(theta, dims, settings.scaling);
+    const attentionFactor =
+      settings.scaling?.type === 'yarn' ? settings.scaling.attentionFactor : (settings.attentionFactor ?? 1);
+    settings.table = { frequencies, attentionFactor };
+  }
+  return settings;
+}
+
+/** The `rope` options that reproduce `rope` (what save() stores): every default filled in, no table. */
+export function ropeToOptions(rope: RopeSettings): RopeOptions {
+  const { theta, dims, interleaved, scaling, inverseFrequencies, attentionFactor } = rope;
+  return {
+    ...(inverseFrequencies
+      ? { dims, interleaved, inverseFrequencies: [...inverseFrequencies] }
+      : { theta, dims, interleaved }),
+    ...(scaling ? { scaling: { ...scaling } } : {}),
+    ...(attentionFactor !== undefined ? { attentionFactor } : {}),
+  };
 }
 
 function isFloat32Array(value: unknown): value is Float32Array {
@@ -171,7 +238,12 @@ export interface RopeOptions {
   theta?: number;
   dims?: number;
   interleaved?: boolean;
+  scaling?: RopeScaling;
+  inverseFrequencies?: readonly number[] | Float64Array | Float32Array;
+  attentionFactor?: number;
 }
+
+export type { RopeScaling };
 
 export interface KVCacheOptions {
   layers?: number;
@@ -185,6 +257,7 @@ export interface KVCacheOptions {
   scale?: number;
   softcap?: number;
   rope?: RopeOptions;
+  sinkLogits?: readonly number[] | Float32Array | Float64Array;
 }
 
 /** Everything a cache's behaviour depends on, validated and with defaults filled in. */
@@ -197,8 +270,37 @@ export interface CacheSettings {
   rope?: RopeSettings;
 }
 
+const CACHE_KEYS = [
+  'layers',
+  'heads',
+  'kvHeads',
+  'headDim',
+  'maxTokens',
+  'window',
+  'sinks',
+  'dtype',
+  'scale',
+  'softcap',
+  'rope',
+  'sinkLogits',
+];
+
+/** `sinkLogits`: one finite number per query head (an Array or a typed array). */
+function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
+  const isList = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
+  if (!isList) throw typeError(name, `an array of ${heads} sink logits (one per query head)`, value);
+  const list = Array.from(value as ArrayLike<unknown>);
+  if (list.length !== heads) throw rangeError(name, `one logit per query head (${heads})`, value);
+  return list.map((x, i) => {
+    if (typeof x !== 'number') throw typeError(`${name}[${i}]`, 'a finite number', x);
+    if (!Number.isFinite(x)) throw rangeError(`${name}[${i}]`, 'a finite number', x);
+    return x;
+  });
+}
+
 export function cacheSettings(options: unknown): CacheSettings {
   const bag = optionsObject('options', options);
+  refuseUnknownKeys(bag, 'options', CACHE_KEYS);
   const layers = bag.layers === undefined ? 1 : integerAtLeast('options.layers', bag.layers, 1, 65536);
   const shape = headShape(bag, 'options');
   const score = scoring(bag, 'options', shape.headDim);
@@ -215,6 +317,7 @@ export function cacheSettings(options: unknown): CacheSettings {
     throw (typeof dtype === 'string' ? rangeError : typeError)('options.dtype', "'float32' or 'int8'", dtype);
   }
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
+  if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
   return { layers, shape, scoring: score, maxTokens, dtype, rope };
 }
 
@@ -232,6 +335,7 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     sinks: score.sinks,
     ...(score.window ? { window: score.window } : {}),
     ...(score.softcap ? { softcap: score.softcap } : {}),
-    ...(settings.rope ? { rope: { ...settings.rope } } : {}),
+    ...(settings.rope ? { rope: ropeToOptions(settings.rope) } : {}),
+    ...(score.sinkLogits ? { sinkLogits: [...score.sinkLogits] } : {}),
   };
 }

@@ -20,6 +20,7 @@
 import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
 import { overwrittenBelow, windowStart } from './geometry.js';
+import { refuseUnknownKeys } from './option-keys.js';
 import { MAX_POSITION } from './options.js';
 import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
@@ -101,6 +102,7 @@ export function saveRange(options: unknown, lengths: number[]): { from: number[]
   if (options !== undefined && (options === null || typeof options !== 'object' || Array.isArray(options))) {
     throw typeError('options', 'an object { from?, to? } or undefined', options);
   }
+  if (options) refuseUnknownKeys(options, 'options', ['from', 'to']);
   const longest = Math.max(...lengths);
   const position = (name: string, value: unknown, most: number, what: string) => {
     if (typeof value !== 'number') throw typeError(name, `an integer from 0 to ${what} (${most})`, value);

@@ -29,7 +29,16 @@ interface Shape {
   headDim: number;
   maxTokens: number;
   dtype?: 'int8';
-  rope?: { theta: number };
+  rope?: {
+    theta: number;
+    scaling?: {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositions: number;
+    };
+  };
   window?: number;
 }
 /** A small float32 shape, checked against float64 within the float32 tolerance (util.ts). */

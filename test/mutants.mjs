@@ -81,6 +81,46 @@ const MUTANTS = [
     "int8 values: lanes of a group of four past a row's visible keys keep value scale × 0 (NaN × 0 leaks)",
     ['assembly/int8.ts', 'if (j < from || j + 4 > to) {', 'if (j < from) {'],
   ),
+  mutant(
+    'llama3-band-edge-wrong',
+    'llama3 keeps the unscaled frequency up to the low-frequency wavelength instead of the high one',
+    [
+      'src/rope-scaling.ts',
+      'if (wavelength < context / highFreqFactor) return f;',
+      'if (wavelength < context / lowFreqFactor) return f;',
+    ],
+  ),
+  mutant('yarn-ramp-reversed', 'yarn interpolates the fast pairs and keeps the slow ones (the ramp read backwards)', [
+    'src/rope-scaling.ts',
+    'return (f / factor) * ramp + f * (1 - ramp);',
+    'return f * ramp + (f / factor) * (1 - ramp);',
+  ]),
+  mutant(
+    'yarn-truncate-ignored',
+    "yarn rounds the ramp's ends to whole dimensions even when truncate is false (gpt-oss)",
+    ['src/rope-scaling.ts', 'if (truncate) [low, high]', 'if (truncate || true) [low, high]'],
+  ),
+  mutant(
+    'rope-attention-factor-lost',
+    'the kernel rotates with plain cos and sin, dropping the attention factor of the rope table',
+    ['assembly/rope.ts', '<f32>(Math.cos(angle) * factor)', '<f32>Math.cos(angle)'],
+    ['assembly/rope.ts', '<f32>(Math.sin(angle) * factor)', '<f32>Math.sin(angle)'],
+  ),
+  mutant(
+    'sink-logit-ignored',
+    "the kernel leaves a sink logit out of the denominator when it is below the row's maximum",
+    ['assembly/attend/tile.ts', 'if (s <= m) sum += expScalar(s - m);', 'if (s <= m) sum += 0;'],
+  ),
+  mutant('sink-rescale-skipped', 'a sink above the maximum rescales the sum but leaves the accumulator whole', [
+    'assembly/attend/tile.ts',
+    'sum = sum * kept + 1;',
+    'sum = sum * kept + 1;\n        kept = 1;',
+  ]),
+  mutant('sink-head-wrong', "row r takes the sink logit of query head r instead of its own head's", [
+    'assembly/attend/tile.ts',
+    'sinkLogits + (<usize>(tileGroup * group + r % group) << 2)',
+    'sinkLogits + (<usize>(r % heads) << 2)',
+  ]),
 ];
 
 const DEFAULT_TESTS = [
@@ -91,6 +131,9 @@ const DEFAULT_TESTS = [
   'test/int8.test.ts',
   'test/streaming.test.ts',
   'test/append.test.ts',
+  'test/rope-scaling.test.ts',
+  'test/fixtures.test.ts',
+  'test/sink-logits.test.ts',
 ];
 
 const argv = process.argv.slice(2);

@@ -45,12 +45,27 @@ interface Case {
 const CASES: Case[] = [
   // multi-head, no window: decode steps over 2,500 keys are three chunks
   { cfg: { heads: 4, headDim: 64, maxTokens: 2600 }, n: 2500, chunks: [1000, 1, 700, 790, 9], steps: 6 },
-  // multi-query with a wrapped window ring, sinks and rope: chunks cut blocks that straddle pages
+  // multi-query with a wrapped window ring, sinks and scaled rope: chunks cut blocks that straddle pages
   {
-    cfg: { heads: 8, kvHeads: 1, headDim: 64, maxTokens: 1500, window: 1400, sinks: 4, rope: {} },
+    cfg: {
+      heads: 8,
+      kvHeads: 1,
+      headDim: 64,
+      maxTokens: 1500,
+      window: 1400,
+      sinks: 4,
+      rope: { scaling: { type: 'yarn', factor: 8, originalMaxPositions: 512 } },
+    },
     n: 2600,
     chunks: [1300, 1, 1, 500, 798],
     steps: 4,
+  },
+  // learned sink logits (gpt-oss): decode folds them after the chunks, prefill after each tile
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2600, sinkLogits: [-2, 3, 0.5, 1, -1, 2.5, 0, 1.5] },
+    n: 2500,
+    chunks: [1000, 1, 1499],
+    steps: 5,
   },
   // grouped-query, int8, an odd head size
   {

@@ -5,8 +5,8 @@
 
 import { int8ScratchBytes, setInt8Area } from '../int8';
 import {
-  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SOFTCAP, WINDOW,
-  field, fieldF32, pageTable, tableCapacity,
+  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, WINDOW,
+  address, field, fieldF32, pageTable, tableCapacity,
 } from '../descriptor';
 import { scalesOf } from '../layout';
 
@@ -33,6 +33,7 @@ export let window: i32 = 0;           // 0: no window
 export let scale: f32 = 1;
 export let softcap: f32 = 0;          // 0: none
 export let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
+export let sinkLogits: usize = 0;     // per query head f32 learned sink logits (0: none)
 
 export let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
 let pages: usize = 0;                 // the layer's page table (descriptor.ts)
@@ -103,6 +104,7 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   window = field(descriptor, WINDOW);
   scale = fieldF32(descriptor, SCALE);
   softcap = fieldF32(descriptor, SOFTCAP);
+  sinkLogits = address(descriptor, SINK_LOGITS);
   pages = pageTable(descriptor, layer);
   headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
   keyRowBytes = <usize>dim << (int8 ? 0 : 2);

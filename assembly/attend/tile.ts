@@ -14,10 +14,12 @@
 // read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
 
 import {
-  BLOCK, CHUNK, accStride, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldSeen,
-  foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom, rowLast,
-  rowOut, rowQuery, rowSeen, rowSinkEnd, rowTo, setBlockScales, setI32, sinks, valueTable, weightsMode, window,
+  BLOCK, CHUNK, accStride, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
+  foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
+  rowLast, rowOut, rowQuery, rowSeen, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
+  weightsMode, window,
 } from './call';
+import { MASKED, expScalar } from '../math';
 import { accumulateBlock, accumulateBlockI8 } from './accumulate';
 import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
@@ -26,9 +28,13 @@ import { collectScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
 
+/** The kv head whose query group the tile's rows are (setupRows): row r is query head tileGroup·group + r % group. */
+let tileGroup: i32 = 0;
+
 /** Sets up the rows of tokens [t0, t0 + count) × the group of kv head g. */
 export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32, firstPosition: i32, g: i32): i32 {
   const rowBytes = <usize>headDim << 2;
+  tileGroup = g;
   let r = 0;
   for (let t = t0; t < t0 + count; t++) {
     for (let h = 0; h < group; h++) {
@@ -211,7 +217,12 @@ export function walkChunk(rows: i32, i: i32): void {
   walkTile(rows, lo, lo > 0x7fffffff - CHUNK ? 0x7fffffff : lo + CHUNK);
 }
 
-/** out = folded accumulator / folded sum, for every row of the tile (0/0 for a row that saw no key). */
+/**
+ * out = folded accumulator / folded sum, for every row of the tile (0/0 for a row that saw no key). A
+ * learned sink logit s joins the sum here, once per row after every chunk, as one more term of the online
+ * softmax with no value: s <= m adds e^(s − m) to the sum; s > m rescales sum and accumulator by e^(m − s)
+ * and adds 1. Every path (tile, chunks, any thread count) folds it at this one place, in this one order.
+ */
 export function writeOut(rows: i32): void {
   for (let r = 0; r < rows; r++) {
     const acc = foldAcc + <usize>r * accStride;
@@ -219,8 +230,21 @@ export function writeOut(rows: i32): void {
     if (getI32(foldSeen, r) == 0) {
       memory.fill(acc, 0, <usize>headDim << 2);
       store<f32>(foldSum + (<usize>r << 2), 0);
+      store<f32>(foldMax + (<usize>r << 2), MASKED);
     }
-    const sum = load<f32>(foldSum + (<usize>r << 2));
-    for (let c = 0; c < headDim; c++) store<f32>(outRow + (<usize>c << 2), load<f32>(acc + (<usize>c << 2)) / sum);
+    let sum = load<f32>(foldSum + (<usize>r << 2));
+    let kept: f32 = 1; // what the sink's fold leaves of the accumulator
+    if (sinkLogits != 0) {
+      const m = load<f32>(foldMax + (<usize>r << 2));
+      const s = load<f32>(sinkLogits + (<usize>(tileGroup * group + r % group) << 2));
+      if (s <= m) sum += expScalar(s - m);
+      else {
+        kept = expScalar(m - s);
+        sum = sum * kept + 1;
+      }
+    }
+    for (let c = 0; c < headDim; c++) {
+      store<f32>(outRow + (<usize>c << 2), (load<f32>(acc + (<usize>c << 2)) * kept) / sum);
+    }
   }
 }

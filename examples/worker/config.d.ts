@@ -6,6 +6,15 @@ export declare const LLAMA_3_2_1B: {
   headDim: number;
   maxTokens: number;
   dtype: 'int8';
-  rope: { theta: number };
+  rope: {
+    theta: number;
+    scaling: {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositions: number;
+    };
+  };
 };
 export declare const PAGE: number;

@@ -8,7 +8,12 @@ export const LLAMA_3_2_1B = {
   headDim: 64,
   maxTokens: 2048,
   dtype: 'int8',
-  rope: { theta: 500000 },
+  // Llama 3.2's own RoPE: base 500,000 with the llama3 scaling of its config.json (cacheOptionsFromConfig
+  // reads it from there)
+  rope: {
+    theta: 500000,
+    scaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+  },
 };
 
 /** Positions per storage row: a page of the default shape is 64 × 17,408 bytes (1.06 MiB), under the 2 MB value limit. */

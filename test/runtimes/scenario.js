@@ -241,6 +241,31 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     check('a RoPE cache matches float64', worstRope < TOLERANCE, `max error ${worstRope.toExponential(2)}`);
     roped.dispose();
 
+    // scaled RoPE past a (small) original context: gpt-oss's YaRN (with its attention factor) and Llama
+    // 3's scaling, prefill then decode steps, against the float64 reference's reading of each definition
+    for (const rope of [
+      { theta: 150000, scaling: { type: 'yarn', factor: 32, originalMaxPositions: 8, truncate: false } },
+      {
+        theta: 500000,
+        scaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8 },
+      },
+    ]) {
+      const o = { ...shape, maxTokens: 64, rope };
+      const scaled = await KVCache.create(o);
+      const ref = new ReferenceCache(o);
+      const at = (i, j) => [tokens(Q, row, i, j), tokens(K, kvRow, i, j), tokens(V, kvRow, i, j)];
+      let worstR = maxError(scaled.attend(0, ...at(0, prompt)), ref.attend(0, ...at(0, prompt)));
+      for (let i = prompt; i < prompt + steps; i++) {
+        worstR = Math.max(worstR, maxError(scaled.attend(0, ...at(i, i + 1)), ref.attend(0, ...at(i, i + 1))));
+      }
+      check(
+        `rope.scaling ${rope.scaling.type} matches float64`,
+        worstR < TOLERANCE,
+        `max error ${worstR.toExponential(2)}`,
+      );
+      scaled.dispose();
+    }
+
     if (threads > 1) {
       // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
       const o = { heads: 8, kvHeads: 2, headDim: 64 };

@@ -16,10 +16,26 @@
  */
 
 /**
+ * @typedef {object} RopeScaling
+ * @property {'linear' | 'llama3' | 'yarn'} type
+ * @property {number} factor
+ * @property {number} [lowFreqFactor] llama3
+ * @property {number} [highFreqFactor] llama3
+ * @property {number} [originalMaxPositions] llama3, yarn
+ * @property {number} [betaFast] yarn, default 32
+ * @property {number} [betaSlow] yarn, default 1
+ * @property {boolean} [truncate] yarn, default true
+ * @property {number} [attentionFactor] yarn, default 0.1 ln(factor) + 1
+ */
+
+/**
  * @typedef {object} RopeOptions
  * @property {number} [theta] default 10000
  * @property {number} [dims] default headDim
  * @property {boolean} [interleaved] default false (half-split, GPT-NeoX/Llama)
+ * @property {RopeScaling} [scaling]
+ * @property {ArrayLike<number>} [inverseFrequencies] dims / 2 of them, instead of theta and scaling
+ * @property {number} [attentionFactor] multiplies cos and sin (not with yarn, which has its own)
  */
 
 /**
@@ -34,6 +50,7 @@
  * @property {number} [scale]
  * @property {number} [softcap]
  * @property {RopeOptions} [rope]
+ * @property {ArrayLike<number>} [sinkLogits] a learned logit per query head in every softmax's denominator
  */
 
 /**
@@ -63,6 +80,7 @@ export function isVisible(j, p, causal, window, sinks) {
  * @property {number | undefined} window
  * @property {number} sinks
  * @property {number | undefined} softcap
+ * @property {ArrayLike<number>} [sinkLogits] per query head: joins the softmax's denominator, adds no value
  */
 
 /**
@@ -98,8 +116,10 @@ function core(q, k, v, a) {
         if (s > max) max = s;
       }
       if (!anyVisible) throw new Error(`reference: query t=${t} at position ${p} sees no key`);
-      // softmax over the visible keys only
-      let sum = 0;
+      // softmax over the visible keys only, and the head's sink logit (probability mass with no value)
+      const sink = a.sinkLogits ? a.sinkLogits[h] : -Infinity;
+      if (sink > max) max = sink;
+      let sum = Math.exp(sink - max);
       for (let j = 0; j < S; j++) {
         if (!visible(j, p)) continue;
         sum += Math.exp(scores[j] - max);
@@ -179,8 +199,9 @@ export function referenceWeights(q, k, v, opts) {
  * @returns {Float64Array<ArrayBuffer>}
  */
 export function referenceRope(x, tokens, nHeads, headDim, positions, opts = {}) {
-  const theta = opts.theta ?? 10000;
   const dims = opts.dims ?? headDim;
+  const frequencies = referenceRopeFrequencies(dims, opts);
+  const factor = referenceRopeAttentionFactor(opts);
   const interleaved = opts.interleaved ?? false;
   if (dims % 2 !== 0 || dims > headDim) throw new Error('reference: rope dims must be even and <= headDim');
   const half = dims / 2;
@@ -190,9 +211,9 @@ export function referenceRope(x, tokens, nHeads, headDim, positions, opts = {}) 
     for (let h = 0; h < nHeads; h++) {
       const off = (t * nHeads + h) * headDim;
       for (let i = 0; i < half; i++) {
-        const angle = pos * theta ** ((-2 * i) / dims);
-        const c = Math.cos(angle);
-        const s = Math.sin(angle);
+        const angle = pos * frequencies[i];
+        const c = factor * Math.cos(angle);
+        const s = factor * Math.sin(angle);
         const ia = interleaved ? off + 2 * i : off + i;
         const ib = interleaved ? off + 2 * i + 1 : off + i + half;
         const a = x[ia];
@@ -203,6 +224,65 @@ export function referenceRope(x, tokens, nHeads, headDim, positions, opts = {}) 
     }
   }
   return y;
+}
+
+/**
+ * The angle per position of each rotated pair i < dims/2: theta^(-2i/dims), scaled as `opts.scaling` says
+ * (written from the definitions pair by pair, independently of the package's code):
+ * - linear: divided by factor;
+ * - llama3: wavelength 2π/f below originalMaxPositions/highFreqFactor kept, above
+ *   originalMaxPositions/lowFreqFactor divided by factor, between blended by how many times the pair turns
+ *   over the original context;
+ * - yarn: a ramp over the pair index between the dimensions where a pair turns betaFast and betaSlow times
+ *   over the original context (rounded outwards unless truncate is false): kept before, divided after.
+ * @param {number} dims @param {RopeOptions} opts @returns {number[]}
+ */
+export function referenceRopeFrequencies(dims, opts) {
+  if (opts.inverseFrequencies) return Array.from(opts.inverseFrequencies);
+  const theta = opts.theta ?? 10000;
+  const sc = opts.scaling;
+  const out = [];
+  for (let i = 0; i < dims / 2; i++) {
+    const f = 1 / theta ** ((2 * i) / dims);
+    if (!sc) out.push(f);
+    else if (sc.type === 'linear') out.push(f / sc.factor);
+    else if (sc.type === 'llama3') {
+      const L = /** @type {number} */ (sc.originalMaxPositions);
+      const lo = /** @type {number} */ (sc.lowFreqFactor);
+      const hi = /** @type {number} */ (sc.highFreqFactor);
+      const turns = (L * f) / (2 * Math.PI); // = L / wavelength
+      if (turns > hi) out.push(f);
+      else if (turns < lo) out.push(f / sc.factor);
+      else {
+        const w = (turns - lo) / (hi - lo);
+        out.push(w * f + (1 - w) * (f / sc.factor));
+      }
+    } else if (sc.type === 'yarn') {
+      const L = /** @type {number} */ (sc.originalMaxPositions);
+      const dimWhere = (/** @type {number} */ turns) =>
+        (dims * Math.log(L / (2 * Math.PI * turns))) / (2 * Math.log(theta));
+      const truncate = sc.truncate ?? true;
+      let a = dimWhere(sc.betaFast ?? 32);
+      let b = dimWhere(sc.betaSlow ?? 1);
+      if (truncate) {
+        a = Math.floor(a);
+        b = Math.ceil(b);
+      }
+      a = Math.max(0, a);
+      b = Math.min(dims - 1, b);
+      if (b === a) b += 0.001;
+      const t = i <= a ? 0 : i >= b ? 1 : (i - a) / (b - a);
+      out.push((1 - t) * f + t * (f / sc.factor));
+    } else throw new Error(`reference: unknown rope scaling ${sc.type}`);
+  }
+  return out;
+}
+
+/** @param {RopeOptions} opts @returns {number} what multiplies cos and sin */
+export function referenceRopeAttentionFactor(opts) {
+  const sc = opts.scaling;
+  if (sc && sc.type === 'yarn') return sc.attentionFactor ?? (sc.factor > 1 ? 1 + 0.1 * Math.log(sc.factor) : 1);
+  return opts.attentionFactor ?? 1;
 }
 
 /** @param {ReferenceCacheOptions} o */
@@ -216,6 +296,7 @@ function cacheArgs(o) {
     window: o.window,
     sinks: o.sinks ?? 0,
     softcap: o.softcap,
+    sinkLogits: o.sinkLogits,
   };
 }
 
@@ -266,6 +347,7 @@ export class ReferenceCache {
     this.scale = o.scale ?? 1 / Math.sqrt(o.headDim);
     this.softcap = o.softcap;
     this.rope = o.rope;
+    this.sinkLogits = o.sinkLogits;
     /** @private @type {number[][]} per layer, [len][kvHeads][headDim] flattened, roped */
     this.k = [];
     /** @private @type {number[][]} */

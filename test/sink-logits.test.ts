@@ -1,0 +1,122 @@
+// Learned sink logits (API.md, KVCache options, `sinkLogits`; gpt-oss): one logit per query head joins
+// every softmax's denominator and contributes no value. Against the float64 reference in every build, the
+// identities (prefill == decode == chunked, fork == fresh, save/load continues; any thread count is
+// threads.test.ts's), what a
+// sink means at its limits, and the errors.
+
+import { beforeEach, describe, expect, it } from 'vitest';
+import { KVCache, init } from '../src/index.js';
+import { ReferenceCache } from './support/reference.js';
+import {
+  cachesDisposedAfterEach,
+  expectBitIdentical,
+  expectClose,
+  expectThrows,
+  feed,
+  feedRef,
+  forEachBuild,
+  ones,
+  slice,
+  stream,
+  tolFor,
+  type Cfg,
+} from './support/util.js';
+
+const gptOssLike = (heads: number) => Array.from({ length: heads }, (_, h) => ((h * 7) % 11) / 2 - 2); // −2 … 3
+
+const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
+  { name: 'grouped heads', cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 300, sinkLogits: gptOssLike(8) } },
+  {
+    name: 'window of 32 with yarn rope (gpt-oss-shaped layer)',
+    cfg: {
+      heads: 8,
+      kvHeads: 1,
+      headDim: 64,
+      maxTokens: 300,
+      window: 32,
+      rope: { theta: 150000, scaling: { type: 'yarn', factor: 32, originalMaxPositions: 64, truncate: false } },
+      sinkLogits: gptOssLike(8),
+    },
+  },
+  // a sink far above every score takes nearly all the mass: outputs shrink towards 0 without NaN
+  { name: 'dominant sinks', cfg: { heads: 4, headDim: 16, maxTokens: 300, sinkLogits: [40, 60, 80, 100] } },
+  {
+    name: 'softcap, odd head size',
+    cfg: { heads: 6, kvHeads: 3, headDim: 7, maxTokens: 300, softcap: 5, sinkLogits: gptOssLike(6) },
+  },
+  {
+    name: 'int8',
+    cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int8', sinkLogits: gptOssLike(4) },
+  },
+];
+
+forEachBuild('sink logits', (build) => {
+  beforeEach(async () => {
+    await init({ build, threads: 1 });
+  });
+  const make = cachesDisposedAfterEach();
+
+  for (const [i, { name, cfg }] of SCENARIOS.entries()) {
+    it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
+      const n = 260;
+      const s = stream(cfg, n, 40 + i);
+      const chunks = [130, 1, 1, 60, ...ones(8), 60];
+      const chunked = feed(make(cfg), cfg, s, chunks);
+      const want = feedRef(new ReferenceCache(cfg), cfg, s, chunks);
+      if (cfg.dtype === 'int8') {
+        // int8 rounds K and V (int8.test.ts bounds that error); the sink itself is exact arithmetic on top
+        expectClose(chunked, want, { atol: 0.05, rtol: 0 }, name);
+      } else {
+        expectClose(chunked, want, tolFor(cfg.scale, cfg.headDim), name, [n, cfg.heads, cfg.headDim]);
+      }
+      expectBitIdentical(feed(make(cfg), cfg, s), chunked, 'prefill == chunked');
+      expectBitIdentical(feed(make(cfg), cfg, s, [n - 12, ...ones(12)]), chunked, 'decode steps == chunked');
+    }, 30_000);
+  }
+
+  it('a sink far below every score changes no bit; fork == fresh; save/load continues', () => {
+    const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };
+    const low: Cfg = { ...plain, sinkLogits: [-1e4, -1e4, -1e4, -1e4] };
+    const s = stream(plain, 100, 3);
+    expectBitIdentical(feed(make(low), low, s), feed(make(plain), plain, s), 'sinks at −10⁴ == none');
+    const cfg: Cfg = { ...plain, sinkLogits: [0.5, -1, 2, 0] };
+    const whole = feed(make(cfg), cfg, s);
+    const parent = make(cfg);
+    feed(parent, cfg, slice(cfg, s, 0, 80));
+    const children = [parent.fork(), KVCache.load(parent.save())];
+    const w = cfg.heads * cfg.headDim;
+    for (const [label, c] of [
+      ['fork', children[0]],
+      ['loaded', children[1]],
+      ['parent', parent],
+    ] as const) {
+      expectBitIdentical(feed(c, cfg, slice(cfg, s, 80, 100), ones(20)), whole.subarray(80 * w), `${label} continues`);
+    }
+    for (const c of children) c.dispose();
+  });
+});
+
+describe('sinkLogits option', () => {
+  beforeEach(async () => {
+    await init({ threads: 1 });
+  });
+  const base = { heads: 2, headDim: 8, maxTokens: 8 };
+
+  it('save() stores the logits; load() rebuilds them', () => {
+    const cache = new KVCache({ ...base, sinkLogits: new Float32Array([0.25, -3]) });
+    const bytes = cache.save();
+    const json = new TextDecoder().decode(bytes.subarray(16, 16 + new DataView(bytes.buffer).getUint32(12, true)));
+    expect(JSON.parse(json).options.sinkLogits).toEqual([0.25, -3]);
+    KVCache.load(bytes).dispose();
+    cache.dispose();
+  });
+
+  it('errors name options.sinkLogits, what it takes and what came', () => {
+    const make = (sinkLogits: unknown) => () => new KVCache({ ...base, sinkLogits } as never).dispose();
+    expectThrows(make(0.5), TypeError, [/options\.sinkLogits/, /2 sink logits/]);
+    expectThrows(make([1]), RangeError, [/options\.sinkLogits/, /one logit per query head \(2\)/, /length 1/]);
+    expectThrows(make([1, Number.NaN]), RangeError, [/options\.sinkLogits\[1\]/, /finite/]);
+    expectThrows(make([1, Number.NEGATIVE_INFINITY]), RangeError, [/options\.sinkLogits\[1\]/]);
+    expectThrows(make([1, '2']), TypeError, [/options\.sinkLogits\[1\]/]);
+  });
+});
