@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/index.mjs';
+import { cacheOptionsFromConfig } from '../src/index.js';
 import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
 import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
 
@@ -332,10 +333,13 @@ describe('checkpoints: dtypes, tied and untied embeddings, RoPE', () => {
     expect(() => readSafetensors(file.subarray(0, file.length - 1))).toThrow(/byte range/);
   });
 
-  it("maps llama3 RoPE to a rotation in JS, plain RoPE to the cache's rope option, and the two agree", async () => {
-    const scaled = cacheOptionsFor(config, { maxTokens: 256 });
-    expect(scaled.cacheOptions.rope).toBeUndefined();
-    const invFreq = scaled.rotateInJs!;
+  it("maps the config through cacheOptionsFromConfig (llama3 scaling in the cache's rope), and rotating in JS agrees", async () => {
+    const mapped = cacheOptionsFor(config, { maxTokens: 256 });
+    expect(mapped.rotateInJs).toBeNull();
+    expect(mapped.cacheOptions).toEqual(cacheOptionsFromConfig(config, { maxTokens: 256, dtype: 'float32' }));
+    expect(mapped.cacheOptions.rope?.scaling?.type).toBe('llama3');
+
+    const invFreq = cacheOptionsFor(config, { maxTokens: 256, ropeInJs: true }).rotateInJs!;
     const headDim = config.head_dim;
     const theta = config.rope_theta;
     const { factor } = config.rope_scaling;
@@ -348,19 +352,21 @@ describe('checkpoints: dtypes, tied and untied embeddings, RoPE', () => {
       expect(invFreq[i]).toBeGreaterThanOrEqual(base / factor - 1e-18);
     }
 
-    // with factor 1 llama3 scaling changes nothing: rotating in JS must then match the cache's own RoPE
-    const plain = { ...config, rope_scaling: null };
-    expect(cacheOptionsFor(plain, { maxTokens: 8 }).cacheOptions.rope).toEqual({ theta, dims: headDim });
-    const unscaled = { ...config, rope_scaling: { ...config.rope_scaling, factor: 1 } };
-    const byCache = await modelFromBytes(plain, weights);
-    const byJs = await modelFromBytes(unscaled, weights);
-    // the same rotation with other roundings (float32 tables in the kernel, float64 angles here)
+    // the cache's scaled rope and the runner's own rotation are one rotation with other roundings (float32
+    // cos/sin tables in the kernel, float64 angles in JS): both stay within the reference's 1e-4
+    const byCache = await modelFromBytes(config, weights);
+    const byJs = await modelFromBytes(config, weights, { ropeInJs: true });
     const ids = heldOut.slice(0, 96);
     expect(maxAbsDiff(byCache.logits(ids), byJs.logits(ids))).toBeLessThan(1e-4);
   });
 
   it('refuses what it does not implement, naming it', async () => {
-    expect(() => cacheOptionsFor({ ...config, rope_scaling: { rope_type: 'yarn' } }, { maxTokens: 8 })).toThrow(/yarn/);
+    expect(() =>
+      cacheOptionsFor({ ...config, rope_scaling: { rope_type: 'yarn' } }, { maxTokens: 8, ropeInJs: true }),
+    ).toThrow(/yarn/);
+    expect(() => cacheOptionsFor({ ...config, rope_scaling: { rope_type: 'dynamic' } }, { maxTokens: 8 })).toThrow(
+      /rope_type|dynamic/,
+    );
     await expect(modelFromBytes({ ...config, hidden_act: 'gelu' }, weights)).rejects.toThrow(/hidden_act/);
     await expect(modelFromBytes({ ...config, hidden_size: config.hidden_size * 2 }, weights)).rejects.toThrow(
       /model\.embed_tokens\.weight/,

@@ -6,7 +6,7 @@
 //   const model = await loadModel('examples/model/tiny');
 //   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
 //   const next = await model.generate(ids, { maxNewTokens: 64, lookup: true });
-import { attentionWeights, init, KVCache } from 'wasm-attention';
+import { attentionWeights, cacheOptionsFromConfig, init, KVCache } from 'wasm-attention';
 import { DraftPolicy, draftByLookup, lookupOptions } from './lookup.mjs';
 import { addInto, linear, rmsNorm, swiglu } from './math.mjs';
 import { llama3InverseFrequencies, Rotary } from './rope.mjs';
@@ -20,7 +20,9 @@ const CHUNK = 64;
  * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
  * @typedef {{ dtype?: 'float32' | 'int8', cacheClass?: new (options: any) => AttentionCache,
- *   threads?: number | 'auto', maxTokens?: number }} LoadOptions
+ *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean }} LoadOptions
+ *   ropeInJs: rotate q and k in JavaScript and give the cache none (the default for a `cacheClass`
+ *   other than KVCache, which may not know `rope.scaling`)
  *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
  *   on positions it was not trained for, which only timing measurements want)
  * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
@@ -76,31 +78,27 @@ async function readModelFile(dir, name) {
 }
 
 /**
- * The KVCache options a config asks for, and the RoPE the runner must apply itself because the cache's
- * `rope` option cannot express it yet. The one place that maps a Hugging Face config to the cache: plain
- * RoPE goes to the cache's `rope` option; Llama 3.1's scaled RoPE is rotated in JavaScript (`rotateInJs`:
- * the inverse frequencies) and the cache gets no `rope`. Once the package exports
- * `cacheOptionsFromConfig(config, { maxTokens, dtype })` (whose `rope.scaling` takes llama3), the body
- * becomes `return { cacheOptions: cacheOptionsFromConfig(config, { maxTokens, dtype }), rotateInJs: null }`.
+ * The KVCache options a config asks for: the one place that maps a Hugging Face config to the cache. By
+ * default the package's `cacheOptionsFromConfig` does it whole (Llama 3.1's scaled RoPE becomes the
+ * cache's `rope.scaling`). With `ropeInJs` the cache gets no `rope` and the runner rotates q and k itself
+ * with the config's inverse frequencies (`rotateInJs`): for an attention that only takes rotated inputs,
+ * such as the bench's plain-JS cache.
  * @param {Record<string, any>} config
- * @param {{ maxTokens: number, dtype?: 'float32' | 'int8' }} options
+ * @param {{ maxTokens: number, dtype?: 'float32' | 'int8', ropeInJs?: boolean }} options
  * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }}
  */
-export function cacheOptionsFor(config, { maxTokens, dtype = 'float32' }) {
+export function cacheOptionsFor(config, { maxTokens, dtype = 'float32', ropeInJs = false }) {
+  if (!ropeInJs) return { cacheOptions: cacheOptionsFromConfig(config, { maxTokens, dtype }), rotateInJs: null };
   const heads = config.num_attention_heads;
-  const headDim = config.head_dim ?? config.hidden_size / heads;
-  const { theta, type } = ropeOf(config);
   const cacheOptions = {
     layers: config.num_hidden_layers,
     heads,
     kvHeads: config.num_key_value_heads ?? heads,
-    headDim,
+    headDim: config.head_dim ?? config.hidden_size / heads,
     maxTokens,
     dtype,
     // Llama's scores are q·k / sqrt(headDim), the cache's default scale
   };
-  if (type === 'default')
-    return { cacheOptions: { ...cacheOptions, rope: { theta, dims: headDim } }, rotateInJs: null };
   return { cacheOptions, rotateInJs: inverseFrequencies(config) };
 }
 
@@ -154,6 +152,7 @@ class LlamaModel {
     this.info = info;
     this.dtype = options.dtype ?? 'float32';
     this.cacheClass = options.cacheClass ?? KVCache;
+    this.ropeInJs = options.ropeInJs ?? this.cacheClass !== KVCache;
     const vocab = config.vocab_size;
     const dim = config.hidden_size;
     const heads = config.num_attention_heads;
@@ -203,7 +202,7 @@ class LlamaModel {
       };
     });
 
-    const { rotateInJs } = cacheOptionsFor(config, { maxTokens: 1, dtype: this.dtype });
+    const { rotateInJs } = cacheOptionsFor(config, { maxTokens: 1, dtype: this.dtype, ropeInJs: this.ropeInJs });
     this.rotary = rotateInJs ? new Rotary(rotateInJs, headDim) : null;
 
     // scratch for CHUNK tokens, allocated once; views for each token count are made on first use
@@ -235,7 +234,7 @@ class LlamaModel {
    * @returns {AttentionCache}
    */
   createCache({ maxTokens = this.maxPositions } = {}) {
-    const { cacheOptions } = cacheOptionsFor(this.config, { maxTokens, dtype: this.dtype });
+    const { cacheOptions } = cacheOptionsFor(this.config, { maxTokens, dtype: this.dtype, ropeInJs: this.ropeInJs });
     return new this.cacheClass(cacheOptions);
   }
 
