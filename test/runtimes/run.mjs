@@ -783,6 +783,59 @@ await step('example-model', 'example', async () => {
   return report;
 });
 
+/**
+ * The tiny model of examples/model generating from the installed package: PyTorch's greedy continuation
+ * (reference.json) is what every runtime must give, token for token, so all of them give the same tokens.
+ */
+const MODEL_TOKENS = 32;
+const modelTokens = new Map(); // leg → the tokens it generated
+async function modelLeg(name, generate) {
+  const reference = JSON.parse(readFileSync(join(root, 'examples/model/tiny/reference.json'), 'utf8'));
+  const expected = reference.greedy.new_ids.slice(0, MODEL_TOKENS);
+  const report = await generate();
+  const tokens = Array.isArray(report?.tokens) ? report.tokens : [];
+  modelTokens.set(name, tokens);
+  const same = tokens.join() === expected.join();
+  report.checks ??= [];
+  report.checks.push({
+    name: `the ${MODEL_TOKENS} tokens of PyTorch's greedy continuation`,
+    ok: same,
+    detail: same ? tokens.join(',') : `got ${tokens.join(',')}, want ${expected.join(',')}`,
+  });
+  report.ok &&= same;
+  return report;
+}
+/** Runs test/runtimes/generate.mjs in a server-side runtime, from the scratch project. */
+const generateIn = (command, argv, env) => async () => {
+  cpSync(join(here, 'generate.mjs'), join(app, 'generate.mjs'));
+  return lastJson((await run(command, [...argv, 'generate.mjs', String(MODEL_TOKENS)], { cwd: app, env })).stdout);
+};
+const chatPage = async (browser) => importMapPage(await browser, `examples/browser/chat.html?tokens=${MODEL_TOKENS}`);
+
+await step('model-node20', 'example', () => modelLeg('model-node20', generateIn(process.execPath, [])));
+await step('model-node22', 'example', async () => {
+  const node22 = join(here, 'node22/node_modules/.bin/node'); // the node22 step's (installed here under --only)
+  if (!existsSync(node22))
+    await run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: join(here, 'node22') });
+  return modelLeg('model-node22', generateIn(node22, []));
+});
+await step('model-deno', 'example', () =>
+  modelLeg(
+    'model-deno',
+    generateIn(bin('deno'), ['run', '--allow-read'], {
+      DENO_NO_UPDATE_CHECK: '1',
+      DENO_DIR: join(work, 'deno-dir'),
+      NO_COLOR: '1',
+    }),
+  ),
+);
+await step('model-bun', 'example', () =>
+  modelLeg('model-bun', generateIn(bin('bun'), [], { BUN_INSTALL_CACHE_DIR: join(work, 'bun-cache') })),
+);
+await step('model-chromium', 'example', () => modelLeg('model-chromium', () => chatPage(chromiumBrowser())));
+await step('model-firefox', 'example', () => modelLeg('model-firefox', () => chatPage(firefoxBrowser())));
+await step('model-webkit', 'example', () => modelLeg('model-webkit', () => chatPage(webkitBrowser())));
+
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
   const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', {
@@ -846,6 +899,13 @@ console.log(
     .map((r) => `${r.name} ${r.detail.threads}`)
     .join(', ')}`,
 );
+if (modelTokens.size) {
+  const kinds = new Set([...modelTokens.values()].map((t) => t.join()));
+  console.log(
+    `model tokens: ${kinds.size === 1 ? `the same ${MODEL_TOKENS} in` : 'DIFFER across'} ${[...modelTokens.keys()].join(', ')}: ` +
+      [...kinds].map((k) => `[${k}]`).join(' vs '),
+  );
+}
 console.log(`runtime matrix: ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
 console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
 if (results.length === 0) console.log('nothing matched --only');
