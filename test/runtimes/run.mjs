@@ -262,7 +262,10 @@ async function miniflare(script, options = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: script,
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+    modulesRules: [
+      { type: 'CompiledWasm', include: ['**/*.wasm'] },
+      { type: 'Data', include: ['**/*.safetensors'] }, // the example Worker's model weights
+    ],
     modulesRoot: dirname(script),
     compatibilityDate: COMPATIBILITY_DATE,
     ...options,
@@ -878,6 +881,48 @@ await step('example-worker', 'example', async () => {
     await mf.dispose();
   }
 });
+
+// the example Worker's /generate: the tiny model, its weights in the bundle, in workerd
+await step('model-workerd', 'example', () =>
+  modelLeg('model-workerd', async () => {
+    const outdir = join(app, 'out/model-worker');
+    const { script, warnings } = await wranglerBundle(undefined, outdir, ['--config', 'examples/worker/wrangler.toml']);
+    // what Workers count against the script size limit: the upload (the script and its modules), compressed
+    const files = readdirSync(outdir).filter((f) => /\.(js|wasm|safetensors)$/.test(f));
+    const gzipped = files.reduce((n, f) => n + gzipSync(readFileSync(join(outdir, f))).length, 0);
+    const mf = await miniflare(script, {
+      durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
+    });
+    try {
+      const reference = JSON.parse(readFileSync(join(root, 'examples/model/tiny/reference.json'), 'utf8'));
+      const text = new TextDecoder().decode(Uint8Array.from(reference.greedy.prompt_ids.slice(1)));
+      const response = await mf.dispatchFetch('http://localhost/conversations/matrix/generate', {
+        method: 'POST',
+        body: JSON.stringify({ text, maxNewTokens: MODEL_TOKENS }),
+        headers: { 'content-type': 'application/json' },
+      });
+      const events = (await response.text()).split('\n\n').filter(Boolean);
+      const tokens = events.filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)).id);
+      const done = events.some((e) => e.startsWith('event: done\n'));
+      const checks = [
+        {
+          name: 'POST /conversations/:id/generate streams server-sent events to the end',
+          ok: response.status === 200 && /^text\/event-stream/.test(response.headers.get('content-type')) && done,
+          detail: `${response.status}, ${events.length} events, ${done ? 'done' : `no done event: ${events.at(-1)}`}`,
+        },
+        {
+          name: "the Worker's upload, compressed, within Workers' 10 MB script limit (paid plans; free: 3 MB)",
+          ok: gzipped <= 10 * 1024 * 1024,
+          detail: `${(gzipped / 1024 / 1024).toFixed(2)} MiB gzipped (${files.join(', ')})`,
+        },
+        noWarnings('wrangler', warnings),
+      ];
+      return { ok: checks.every((c) => c.ok), tokens, checks, build: '' };
+    } finally {
+      await mf.dispose();
+    }
+  }),
+);
 
 // ------------------------------------------------------------------------------------------- report
 
