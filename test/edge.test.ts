@@ -6,13 +6,14 @@
 // this repository's sources, the way wrangler bundles it (esbuild, conditions workerd/worker/browser,
 // .wasm imported as modules).
 
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../examples/model/index.mjs';
 import { LLAMA_3_2_1B, PAGE } from '../examples/worker/config.js';
 import { WORKER_BUNDLE } from './runtimes/bundle-options.mjs';
 import { ReferenceCache } from './support/reference.js';
@@ -65,13 +66,21 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
  * Runs `use` against workerd running the example, its Durable Object storage in `persist` (a folder, so a
  * second run on it is a restart) or in memory; workerd stops afterwards.
  */
-async function running<T>(shape: Shape, persist: string | false, use: (mf: Miniflare) => Promise<T>): Promise<T> {
+async function running<T>(
+  shape: Shape,
+  persist: string | false,
+  use: (mf: Miniflare) => Promise<T>,
+  bindings: Record<string, string> = {},
+): Promise<T> {
   const dir = join(work, 'bundle');
   const modules = [
     { type: 'ESModule' as const, path: script },
     ...readdirSync(dir)
       .filter((f) => f.endsWith('.wasm'))
       .map((f) => ({ type: 'CompiledWasm' as const, path: join(dir, f) })),
+    ...readdirSync(dir)
+      .filter((f) => f.endsWith('.safetensors'))
+      .map((f) => ({ type: 'Data' as const, path: join(dir, f) })),
   ];
   const mf = new Miniflare({
     modules,
@@ -79,7 +88,7 @@ async function running<T>(shape: Shape, persist: string | false, use: (mf: Minif
     compatibilityDate: COMPATIBILITY_DATE,
     durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
     durableObjectsPersist: persist,
-    bindings: shape === LLAMA ? {} : { CACHE_OPTIONS: JSON.stringify(shape) },
+    bindings: { ...(shape === LLAMA ? {} : { CACHE_OPTIONS: JSON.stringify(shape) }), ...bindings },
   });
   try {
     await mf.ready;
@@ -512,4 +521,155 @@ describe('edge example at real size: Llama-3.2-1B int8, a token at a time to 2,0
       );
     });
   }, 600_000); // 60–90 s on a busy 2-core machine: the suite's 120 s per test is too tight for it
+});
+
+/** A /generate answer: its status, the streamed events, and the chunks the body arrived in. */
+interface Generated {
+  status: number;
+  type: string | null;
+  ids: number[];
+  text: string;
+  done?: { tokens: number[]; length: number };
+  error?: string;
+  chunks: number;
+}
+
+async function generateText(mf: Miniflare, id: string, body: unknown): Promise<Generated> {
+  const response = await mf.dispatchFetch(`http://edge/conversations/${id}/generate`, {
+    method: 'POST',
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    headers: { 'content-type': 'application/json' },
+  });
+  const type = response.headers.get('content-type');
+  if (response.status !== 200) {
+    const { error } = (await response.json()) as { error: string };
+    return { status: response.status, type, ids: [], text: '', error, chunks: 0 };
+  }
+  let raw = '';
+  let chunks = 0;
+  const decoder = new TextDecoder();
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    raw += decoder.decode(chunk, { stream: true });
+    chunks++;
+  }
+  const answer: Generated = { status: response.status, type, ids: [], text: '', chunks };
+  for (const block of raw.split('\n\n').filter(Boolean)) {
+    const event = /^event: (.*)$/m.exec(block)?.[1];
+    const data = JSON.parse(/^data: (.*)$/m.exec(block)?.[1] ?? 'null');
+    if (event === 'done') answer.done = data;
+    else if (event === 'error') answer.error = data.error;
+    else {
+      answer.ids.push(data.id);
+      answer.text += data.text;
+    }
+  }
+  return answer;
+}
+
+describe('edge example: /generate continues a conversation with the tiny model, streamed', () => {
+  const tiny = join(root, 'examples/model/tiny');
+  const reference = JSON.parse(readFileSync(join(tiny, 'reference.json'), 'utf8'));
+  const bytes = (text: string) => Array.from(new TextEncoder().encode(text));
+  const BOS = reference.greedy.prompt_ids[0];
+
+  it("the prompt of PyTorch's reference gives its greedy tokens; concurrent turns run in arrival order; bad requests change nothing", async () => {
+    // Node's runner on the same weights is what every turn must equal: the Worker runs the same code on the
+    // same kernel build family, and the runner gives the same bits for a prefill as for token-by-token decoding.
+    const model = await loadModel(tiny);
+    await running(SMALL, false, async (mf) => {
+      const prompt = new TextDecoder().decode(Uint8Array.from(reference.greedy.prompt_ids.slice(1)));
+      let t0 = performance.now();
+      const first = await generateText(mf, 'ref', { text: prompt, maxNewTokens: 32 });
+      const firstMs = performance.now() - t0; // the isolate loads the model first
+      t0 = performance.now();
+      const again = await generateText(mf, 'again', { text: prompt, maxNewTokens: 32 });
+      const warmMs = performance.now() - t0;
+      expect(again.ids, 'another conversation, the same tokens').toEqual(first.ids);
+      expect(first.type).toMatch(/^text\/event-stream/);
+      expect(first.error).toBeUndefined();
+      expect(first.ids, "PyTorch's greedy continuation").toEqual(reference.greedy.new_ids.slice(0, 32));
+      expect(first.done).toEqual({ tokens: first.ids, length: reference.greedy.prompt_ids.length + 32 });
+      expect(first.text).toBe(reference.greedy.new_text.slice(0, 32));
+      // streamed as the tokens come: an answer sent whole (about 1.5 KB) would arrive in one chunk
+      expect(first.chunks).toBeGreaterThan(1);
+
+      // two turns sent at once: the one the object took first (the shorter conversation) is the one continued first
+      const turns = ['Fellow-Citizens of the Senate', ' and of the House'];
+      const both = await Promise.all(turns.map((text) => generateText(mf, 'two', { text, maxNewTokens: 12 })));
+      const order = both[0].done!.length < both[1].done!.length ? [0, 1] : [1, 0];
+      let ids = [BOS];
+      for (const i of order) {
+        ids = [...ids, ...bytes(turns[i])];
+        const want = await model.generate(ids, { maxNewTokens: 12, stopTokens: [257] });
+        expect(both[i].ids, `turn "${turns[i]}" (taken ${order.indexOf(i) + 1}.)`).toEqual(want);
+        ids = [...ids, ...want];
+        expect(both[i].done!.length).toBe(ids.length);
+      }
+
+      // refused: nothing changes, and the next turn continues as if they never came
+      const before = ((await info(mf, 'two')) as unknown as { textLength: number }).textLength;
+      const refused = [
+        await generateText(mf, 'two', { text: 'x', maxNewTokens: 0 }),
+        await generateText(mf, 'two', { text: 3, maxNewTokens: 4 }),
+        await generateText(mf, 'two', '{"text": '),
+        await generateText(mf, 'two', { text: 'x'.repeat(256), maxNewTokens: 4 }),
+      ];
+      expect(refused.map((r) => r.status)).toEqual([400, 400, 400, 400]);
+      expect(refused.map((r) => r.error)).toEqual([
+        '"maxNewTokens" must be an integer from 1 to 256, got 0',
+        '"text" must be a string, got 3',
+        expect.stringMatching(/^malformed JSON/),
+        expect.stringMatching(/exceed the model's context \(256 tokens\)/),
+      ]);
+      expect(((await info(mf, 'two')) as unknown as { textLength: number }).textLength).toBe(before);
+      const after = await generateText(mf, 'two', { text: ' of', maxNewTokens: 8 });
+      ids = [...ids, ...bytes(' of')];
+      expect(after.ids).toEqual(await model.generate(ids, { maxNewTokens: 8, stopTokens: [257] }));
+      const get = await mf.dispatchFetch('http://edge/conversations/two/generate');
+      expect(get.status).toBe(405);
+      await get.arrayBuffer();
+      console.log(
+        `edge example /generate: "${prompt}${first.text}" (32 tokens in ${first.chunks} chunks of the stream; ` +
+          `${firstMs.toFixed(0)} ms with the model's loading, ${warmMs.toFixed(0)} ms warm)`,
+      );
+    });
+  });
+
+  it('on a shared system prompt (SYSTEM_TEXT): conversations fork it, and a restart continues the same tokens', async () => {
+    const model = await loadModel(tiny);
+    const persist = join(work, 'generate');
+    const system = 'The President of the United States. ';
+    const bindings = { SYSTEM_TEXT: system };
+    const start = [BOS, ...bytes(system)];
+    const asks = ['We the People', ' of the United States'];
+    const want1 = await model.generate([...start, ...bytes(asks[0])], { maxNewTokens: 16, stopTokens: [257] });
+    const ids2 = [...start, ...bytes(asks[0]), ...want1, ...bytes(asks[1])];
+    const want2 = await model.generate(ids2, { maxNewTokens: 16, stopTokens: [257] });
+    await running(
+      SMALL,
+      persist,
+      async (mf) => {
+        const a = await generateText(mf, 'a', { text: asks[0], maxNewTokens: 16 });
+        const b = await generateText(mf, 'b', { text: asks[0], maxNewTokens: 16 });
+        expect(a.ids, 'a conversation begins after the system prompt').toEqual(want1);
+        expect(b.ids, 'and so does another, forked from the same prompt').toEqual(want1);
+      },
+      bindings,
+    );
+    await running(
+      SMALL,
+      persist,
+      async (mf) => {
+        expect(((await info(mf, 'a')) as unknown as { textLength: number }).textLength).toBe(start.length + 13 + 16);
+        const a = await generateText(mf, 'a', { text: asks[1], maxNewTokens: 16 });
+        expect(a.ids, 'the restarted conversation continues').toEqual(want2);
+        expect(a.done!.length).toBe(ids2.length + 16);
+        // DELETE forgets the text too: the next turn begins after the system prompt again
+        await (await mf.dispatchFetch('http://edge/conversations/b', { method: 'DELETE' })).arrayBuffer();
+        const b = await generateText(mf, 'b', { text: asks[0], maxNewTokens: 16 });
+        expect(b.ids).toEqual(want1);
+      },
+      bindings,
+    );
+  });
 });

@@ -8,6 +8,8 @@
 //   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
 //                                                              now on begin with these P tokens
 //   GET    /system-prompt                                    → its cache.save() bytes (204 when none)
+//   POST   /conversations/:id/generate  {"text", "maxNewTokens"} → text from the tiny model, streamed as
+//                                                              server-sent events (below)
 //
 // q holds [layers][T][heads][headDim] numbers, k and v the same T tokens as [layers][T][kvHeads][headDim]:
 // the tokens are appended to every layer of the conversation's cache and attended causally over all it
@@ -44,9 +46,23 @@
 // happens to the prompt later; while the prompt stays the same, a restarted conversation loads only its
 // own rows onto the isolate's prompt (`KVCache.load(pieces, { base })`) and shares its pages again.
 //
+// Text: /generate runs the tiny byte-level model of examples/model/tiny, whose weights are in the bundle
+// (wrangler.toml's Data rule). A conversation's text has its own cache of the model's shape, apart from
+// /attend's: a fork() of one cache per isolate that holds the shared system prompt (the BOS token and the
+// `SYSTEM_TEXT` variable's UTF-8 bytes), continued turn by turn: each request appends the text's bytes to
+// the conversation's tokens and generates up to maxNewTokens greedy tokens after them, streamed as they
+// come, one event per token (`data: {"id", "text"}`), then `event: done` (`data: {"tokens", "length"}`).
+// It works on a fork of the conversation's text cache, which replaces it once the whole answer was sent
+// and the tokens were stored (one row: the token ids; a restarted object feeds them again, which gives
+// the same bits as the cache it lost). Requests take their place in the same queue as /attend's, and the
+// next one starts only when a generation ended, so concurrent ones run in arrival order.
+//
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
 // imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
 import { init, KVCache } from 'wasm-attention';
+import { modelFromBytes } from '../model/index.mjs';
+import modelConfig from '../model/tiny/config.json';
+import modelWeights from '../model/tiny/model.safetensors';
 import { LLAMA_3_2_1B, PAGE } from './config.js';
 
 const json = (body, status = 200, headers = {}) => Response.json(body, { status, headers });
@@ -58,13 +74,23 @@ const objectNamed = (env, name) => env.CONVERSATIONS.get(env.CONVERSATIONS.idFro
 /** This isolate's cache of the system prompt, which conversations fork: { key, cache } (key: its save's CRC and size). */
 let sharedPrompt;
 
+/** The tiny model, loaded once per isolate (a promise). */
+let tinyModel;
+const theModel = () => (tinyModel ??= modelFromBytes(modelConfig, new Uint8Array(modelWeights)));
+/** This isolate's cache of the text system prompt, which conversations' text forks: { ids, cache }. */
+let sharedTextPrompt;
+/** A streamed answer → the promise of its end (the queue waits for it). */
+const streaming = new WeakMap();
+
 export default {
   async fetch(request, env) {
     const path = new URL(request.url).pathname;
     if (path === '/system-prompt') return objectNamed(env, SYSTEM_PROMPT).fetch(request);
-    const match = /^\/conversations\/([\w-]{1,64})(\/attend)?$/.exec(path);
-    if (!match)
-      return json({ error: 'not found: use /conversations/:id, /conversations/:id/attend or /system-prompt' }, 404);
+    const match = /^\/conversations\/([\w-]{1,64})(\/attend|\/generate)?$/.exec(path);
+    if (!match) {
+      const routes = '/conversations/:id, /conversations/:id/attend, /conversations/:id/generate or /system-prompt';
+      return json({ error: `not found: use ${routes}` }, 404);
+    }
     return objectNamed(env, match[1]).fetch(request);
   },
 };
@@ -88,6 +114,8 @@ export class Conversation {
   #env;
   /** the system prompt's object: its save(), made once per prompt */
   #promptBytes;
+  /** the conversation's text: { ids, cache } (the cache holds all the ids but the last), once used */
+  #text;
 
   constructor(state, env) {
     this.#env = env;
@@ -98,6 +126,7 @@ export class Conversation {
       await init();
       this.#sql.exec('CREATE TABLE IF NOT EXISTS pieces (start INTEGER PRIMARY KEY, bytes BLOB NOT NULL)');
       this.#sql.exec('CREATE TABLE IF NOT EXISTS prompt (key TEXT NOT NULL, length INTEGER NOT NULL)');
+      this.#sql.exec('CREATE TABLE IF NOT EXISTS text (ids TEXT NOT NULL)');
       this.#prompt = this.#sql.exec('SELECT key, length FROM prompt').toArray()[0];
       const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
       try {
@@ -127,7 +156,8 @@ export class Conversation {
     // take a place in the queue now, in arrival order; the body streams in meanwhile
     const body = request.method === 'POST' || request.method === 'PUT' ? readBody(request) : undefined;
     const turn = this.#queue.then(() => this.#handle(request, body));
-    this.#queue = turn.catch(() => {});
+    // a streamed answer holds the queue until its end
+    this.#queue = turn.then((response) => streaming.get(response)).catch(() => {});
     return turn;
   }
 
@@ -138,6 +168,10 @@ export class Conversation {
     if (!attend && request.method === 'DELETE') {
       this.#forget();
       return json({ length: 0 });
+    }
+    if (url.pathname.endsWith('/generate')) {
+      if (request.method !== 'POST') return json({ error: 'POST {"text", "maxNewTokens"} to /generate' }, 405);
+      return this.#generate(await body);
     }
     if (this.#broken) return json({ error: `the stored conversation cannot be loaded: ${this.#broken}` }, 500);
     if (!attend) {
@@ -150,6 +184,8 @@ export class Conversation {
         pieces: stored.pieces,
         storedBytes: stored.bytes,
         sharesPrompt: this.#sharesPrompt,
+        textLength:
+          this.#text?.ids.length ?? JSON.parse(this.#sql.exec('SELECT ids FROM text').toArray()[0]?.ids ?? '[]').length,
       });
     }
     if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
@@ -220,9 +256,92 @@ export class Conversation {
     this.#sharesPrompt = false;
     this.#sql.exec('DELETE FROM pieces');
     this.#sql.exec('DELETE FROM prompt');
+    this.#sql.exec('DELETE FROM text');
+    this.#text?.cache.dispose();
+    this.#text = undefined;
     this.#cache?.dispose();
     this.#cache = new KVCache(this.#options);
     this.#broken = undefined;
+  }
+
+  /**
+   * Continues the conversation's text by the request's text and up to maxNewTokens tokens of the tiny
+   * model, streamed as server-sent events; on a fork of its text cache, which becomes the conversation's
+   * only when the answer was sent whole and the tokens stored.
+   */
+  async #generate(received) {
+    const asked = generateRequest(received);
+    if (typeof asked === 'string') return badRequest(asked);
+    const model = await theModel();
+    const text = await this.#textState();
+    const ids = [...text.ids, ...new TextEncoder().encode(asked.text)];
+    const context = model.config.max_position_embeddings;
+    if (ids.length > context) {
+      return badRequest(
+        `the conversation's ${text.ids.length} tokens and the text's ${ids.length - text.ids.length} bytes exceed the model's context (${context} tokens)`,
+      );
+    }
+    const next = text.cache.fork();
+    const { readable, writable } = new TransformStream();
+    const writer = writable.getWriter();
+    const encoder = new TextEncoder();
+    const decoder = new TextDecoder();
+    const send = (event, data) =>
+      writer.write(encoder.encode(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(data)}\n\n`));
+    const end = (async () => {
+      let committed = false;
+      try {
+        const tokens = await model.generate(ids, {
+          maxNewTokens: asked.maxNewTokens,
+          cache: next,
+          stopTokens: [model.config.eos_token_id].flat(),
+          onToken: (id) =>
+            send(undefined, { id, text: id < 256 ? decoder.decode(Uint8Array.of(id), { stream: true }) : '' }),
+        });
+        const all = [...ids, ...tokens];
+        this.#storage.transactionSync(() => {
+          this.#sql.exec('DELETE FROM text');
+          this.#sql.exec('INSERT INTO text (ids) VALUES (?)', JSON.stringify(all));
+        });
+        committed = true;
+        text.cache.dispose();
+        this.#text = { ids: all, cache: next };
+        await send('done', { tokens, length: all.length });
+        await writer.close();
+      } catch (error) {
+        if (!committed) next.dispose();
+        await send('error', { error: `the generation failed and changed nothing: ${error.message}` }).catch(() => {});
+        await writer.close().catch(() => {});
+      }
+    })();
+    const response = new Response(readable, {
+      headers: { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' },
+    });
+    streaming.set(response, end);
+    return response;
+  }
+
+  /**
+   * The conversation's text, { ids, cache }: as it stands, or from its stored ids (fed to a fork of the
+   * isolate's text system prompt when they begin with it), or the system prompt alone.
+   */
+  async #textState() {
+    if (this.#text) return this.#text;
+    const model = await theModel();
+    const systemIds = [model.config.bos_token_id, ...new TextEncoder().encode(this.#env.SYSTEM_TEXT ?? '')];
+    if (sharedTextPrompt?.ids.join() !== systemIds.join()) {
+      const cache = model.createCache();
+      model.feed(cache, systemIds, 0, systemIds.length - 1, null, 0);
+      sharedTextPrompt?.cache.dispose(); // its pages stay with the conversations forked from it
+      sharedTextPrompt = { ids: systemIds, cache };
+    }
+    const row = this.#sql.exec('SELECT ids FROM text').toArray()[0];
+    const ids = row ? JSON.parse(row.ids) : systemIds;
+    const onPrompt = ids.length >= systemIds.length && systemIds.every((id, i) => ids[i] === id);
+    const cache = onPrompt ? sharedTextPrompt.cache.fork() : model.createCache();
+    model.feed(cache, ids, cache.length, ids.length - 1 - cache.length, null, 0);
+    this.#text = { ids, cache };
+    return this.#text;
   }
 
   /**
@@ -328,6 +447,23 @@ export class Conversation {
     });
     return { written, whole: Boolean(whole) };
   }
+}
+
+/** {"text", "maxNewTokens"} from a /generate body, or a message saying what is wrong with it. */
+function generateRequest({ bytes }) {
+  let body;
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    return `malformed JSON: ${error.message}`;
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body))
+    return 'the body must be a JSON object {"text", "maxNewTokens"}';
+  if (typeof body.text !== 'string') return `"text" must be a string, got ${JSON.stringify(body.text)}`;
+  const { maxNewTokens } = body;
+  if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= 256))
+    return `"maxNewTokens" must be an integer from 1 to 256, got ${JSON.stringify(maxNewTokens)}`;
+  return { text: body.text, maxNewTokens };
 }
 
 /** What identifies a saved prompt: its stored CRC-32 and its size. */

@@ -11,12 +11,15 @@ const APP_BUNDLE = { bundle: true, format: 'esm', target: 'es2022', logLevel: 'w
 /** @type {BuildOptions} */
 export const BROWSER_BUNDLE = { ...APP_BUNDLE, platform: 'browser' };
 
-/** A Worker, bundled as wrangler does: conditions workerd/worker/browser, `.wasm` kept as module imports. */
+/**
+ * A Worker, bundled as wrangler does: conditions workerd/worker/browser, `.wasm` kept as module imports (and
+ * `.safetensors`, the example's model weights, as Data modules, by its wrangler.toml's rule).
+ */
 /** @type {BuildOptions} */
 export const WORKER_BUNDLE = {
   ...APP_BUNDLE,
   platform: 'neutral',
   conditions: ['workerd', 'worker', 'browser'],
   mainFields: ['module', 'main'],
-  loader: { '.wasm': 'copy' },
+  loader: { '.wasm': 'copy', '.safetensors': 'copy' },
 };

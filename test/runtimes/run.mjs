@@ -266,7 +266,10 @@ async function miniflare(script, options = {}) {
   const mf = new Miniflare({
     modules: true,
     scriptPath: script,
-    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+    modulesRules: [
+      { type: 'CompiledWasm', include: ['**/*.wasm'] },
+      { type: 'Data', include: ['**/*.safetensors'] }, // the example Worker's model weights
+    ],
     modulesRoot: dirname(script),
     compatibilityDate: COMPATIBILITY_DATE,
     ...options,
@@ -787,6 +790,59 @@ await step('example-model', 'example', async () => {
   return report;
 });
 
+/**
+ * The tiny model of examples/model generating from the installed package: PyTorch's greedy continuation
+ * (reference.json) is what every runtime must give, token for token, so all of them give the same tokens.
+ */
+const MODEL_TOKENS = 32;
+const modelTokens = new Map(); // leg → the tokens it generated
+async function modelLeg(name, generate) {
+  const reference = JSON.parse(readFileSync(join(root, 'examples/model/tiny/reference.json'), 'utf8'));
+  const expected = reference.greedy.new_ids.slice(0, MODEL_TOKENS);
+  const report = await generate();
+  const tokens = Array.isArray(report?.tokens) ? report.tokens : [];
+  modelTokens.set(name, tokens);
+  const same = tokens.join() === expected.join();
+  report.checks ??= [];
+  report.checks.push({
+    name: `the ${MODEL_TOKENS} tokens of PyTorch's greedy continuation`,
+    ok: same,
+    detail: same ? tokens.join(',') : `got ${tokens.join(',')}, want ${expected.join(',')}`,
+  });
+  report.ok &&= same;
+  return report;
+}
+/** Runs test/runtimes/generate.mjs in a server-side runtime, from the scratch project. */
+const generateIn = (command, argv, env) => async () => {
+  cpSync(join(here, 'generate.mjs'), join(app, 'generate.mjs'));
+  return lastJson((await run(command, [...argv, 'generate.mjs', String(MODEL_TOKENS)], { cwd: app, env })).stdout);
+};
+const chatPage = async (browser) => importMapPage(await browser, `examples/browser/chat.html?tokens=${MODEL_TOKENS}`);
+
+await step('model-node20', 'example', () => modelLeg('model-node20', generateIn(process.execPath, [])));
+await step('model-node22', 'example', async () => {
+  const node22 = join(here, 'node22/node_modules/.bin/node'); // the node22 step's (installed here under --only)
+  if (!existsSync(node22))
+    await run('npm', ['ci', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: join(here, 'node22') });
+  return modelLeg('model-node22', generateIn(node22, []));
+});
+await step('model-deno', 'example', () =>
+  modelLeg(
+    'model-deno',
+    generateIn(bin('deno'), ['run', '--allow-read'], {
+      DENO_NO_UPDATE_CHECK: '1',
+      DENO_DIR: join(work, 'deno-dir'),
+      NO_COLOR: '1',
+    }),
+  ),
+);
+await step('model-bun', 'example', () =>
+  modelLeg('model-bun', generateIn(bin('bun'), [], { BUN_INSTALL_CACHE_DIR: join(work, 'bun-cache') })),
+);
+await step('model-chromium', 'example', () => modelLeg('model-chromium', () => chatPage(chromiumBrowser())));
+await step('model-firefox', 'example', () => modelLeg('model-firefox', () => chatPage(firefoxBrowser())));
+await step('model-webkit', 'example', () => modelLeg('model-webkit', () => chatPage(webkitBrowser())));
+
 await step('example-browser', 'example', async () => {
   const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
   const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', {
@@ -830,6 +886,48 @@ await step('example-worker', 'example', async () => {
   }
 });
 
+// the example Worker's /generate: the tiny model, its weights in the bundle, in workerd
+await step('model-workerd', 'example', () =>
+  modelLeg('model-workerd', async () => {
+    const outdir = join(app, 'out/model-worker');
+    const { script, warnings } = await wranglerBundle(undefined, outdir, ['--config', 'examples/worker/wrangler.toml']);
+    // what Workers count against the script size limit: the upload (the script and its modules), compressed
+    const files = readdirSync(outdir).filter((f) => /\.(js|wasm|safetensors)$/.test(f));
+    const gzipped = files.reduce((n, f) => n + gzipSync(readFileSync(join(outdir, f))).length, 0);
+    const mf = await miniflare(script, {
+      durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
+    });
+    try {
+      const reference = JSON.parse(readFileSync(join(root, 'examples/model/tiny/reference.json'), 'utf8'));
+      const text = new TextDecoder().decode(Uint8Array.from(reference.greedy.prompt_ids.slice(1)));
+      const response = await mf.dispatchFetch('http://localhost/conversations/matrix/generate', {
+        method: 'POST',
+        body: JSON.stringify({ text, maxNewTokens: MODEL_TOKENS }),
+        headers: { 'content-type': 'application/json' },
+      });
+      const events = (await response.text()).split('\n\n').filter(Boolean);
+      const tokens = events.filter((e) => e.startsWith('data: ')).map((e) => JSON.parse(e.slice(6)).id);
+      const done = events.some((e) => e.startsWith('event: done\n'));
+      const checks = [
+        {
+          name: 'POST /conversations/:id/generate streams server-sent events to the end',
+          ok: response.status === 200 && /^text\/event-stream/.test(response.headers.get('content-type')) && done,
+          detail: `${response.status}, ${events.length} events, ${done ? 'done' : `no done event: ${events.at(-1)}`}`,
+        },
+        {
+          name: "the Worker's upload, compressed, within Workers' 10 MB script limit (paid plans; free: 3 MB)",
+          ok: gzipped <= 10 * 1024 * 1024,
+          detail: `${(gzipped / 1024 / 1024).toFixed(2)} MiB gzipped (${files.join(', ')})`,
+        },
+        noWarnings('wrangler', warnings),
+      ];
+      return { ok: checks.every((c) => c.ok), tokens, checks, build: '' };
+    } finally {
+      await mf.dispose();
+    }
+  }),
+);
+
 // ------------------------------------------------------------------------------------------- report
 
 await chromium?.close();
@@ -850,6 +948,13 @@ console.log(
     .map((r) => `${r.name} ${r.detail.threads}`)
     .join(', ')}`,
 );
+if (modelTokens.size) {
+  const kinds = new Set([...modelTokens.values()].map((t) => t.join()));
+  console.log(
+    `model tokens: ${kinds.size === 1 ? `the same ${MODEL_TOKENS} in` : 'DIFFER across'} ${[...modelTokens.keys()].join(', ')}: ` +
+      [...kinds].map((k) => `[${k}]`).join(' vs '),
+  );
+}
 console.log(`runtime matrix: ${((Date.now() - started) / 1000).toFixed(0)} s in all`);
 console.log(`${results.length - failed.length} passed, ${failed.length} failed`);
 if (results.length === 0) console.log('nothing matched --only');
