@@ -491,10 +491,11 @@ await step('install', 'setup', async () => {
   );
   // Deno resolves bare imports from this node_modules folder (no `npm:` prefix needed)
   writeFileSync(join(app, 'deno.json'), JSON.stringify({ nodeModulesDir: 'manual' }, null, 2));
-  // the scenario imports the one float64 reference and RNG (test/support/): keep the repository's layout
-  cpSync(join(here, 'scenario.js'), join(app, 'runtimes/scenario.js'));
-  cpSync(join(here, '../support'), join(app, 'support'), { recursive: true, filter: (f) => !f.endsWith('.ts') });
-  writeFileSync(join(app, 'scenario.js'), "export * from './runtimes/scenario.js';\n");
+  // the scenario imports the one float64 reference and RNG (test/support/, whose RNG imports the
+  // examples' generator): keep the repository's layout
+  cpSync(join(here, 'scenario.js'), join(app, 'test/runtimes/scenario.js'));
+  cpSync(join(here, '../support'), join(app, 'test/support'), { recursive: true, filter: (f) => !f.endsWith('.ts') });
+  writeFileSync(join(app, 'scenario.js'), "export * from './test/runtimes/scenario.js';\n");
   cpSync(join(here, 'host.mjs'), join(app, 'host.mjs'));
   cpSync(join(here, 'pages'), join(app, 'pages'), { recursive: true });
   cpSync(join(root, 'examples'), join(app, 'examples'), { recursive: true });
