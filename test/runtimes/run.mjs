@@ -844,23 +844,16 @@ await step('model-chromium', 'example', () => modelLeg('model-chromium', () => c
 await step('model-firefox', 'example', () => modelLeg('model-firefox', () => chatPage(firefoxBrowser())));
 await step('model-webkit', 'example', () => modelLeg('model-webkit', () => chatPage(webkitBrowser())));
 
-await step('example-browser', 'example', async () => {
-  const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
-  const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', {
-    screenshot: shot,
-  });
+/** The browser example (examples/browser/index.html) run for 200 steps, with a screenshot of its page. */
+async function browserExample(name, browser) {
+  const shot = join(process.env.SCREENSHOT_DIR ?? work, `${name}.png`);
+  const report = await importMapPage(await browser, 'examples/browser/index.html?steps=200', { screenshot: shot });
   report.screenshot = shot;
   return report;
-});
+}
 
-await step('example-browser-webkit', 'example', async () => {
-  const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser-webkit.png');
-  const report = await importMapPage(await webkitBrowser(), 'examples/browser/index.html?steps=200', {
-    screenshot: shot,
-  });
-  report.screenshot = shot;
-  return report;
-});
+await step('example-browser', 'example', () => browserExample('example-browser', chromiumBrowser()));
+await step('example-browser-webkit', 'example', () => browserExample('example-browser-webkit', webkitBrowser()));
 
 await step('example-worker', 'example', async () => {
   const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');
