@@ -28,4 +28,18 @@ export function rangeError(name: string, expected: string, got: unknown): RangeE
   return new RangeError(`wasm-attention: ${name} must be ${expected}, got ${describe(got)}`);
 }
 
+/** `value` when it is a finite number > 0, else the error naming `name`. */
+export function positiveNumber(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw typeError(name, 'a finite number > 0', value);
+  if (!(Number.isFinite(value) && value > 0)) throw rangeError(name, 'a finite number > 0', value);
+  return value;
+}
+
+/** `value` when it is an integer >= 1, else the error naming `name`. */
+export function positiveInteger(name: string, value: unknown): number {
+  if (typeof value !== 'number') throw typeError(name, 'an integer >= 1', value);
+  if (!(Number.isInteger(value) && value >= 1)) throw rangeError(name, 'an integer >= 1', value);
+  return value;
+}
+
 export const NOT_INITIALIZED = 'wasm-attention: call await init() first';

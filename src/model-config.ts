@@ -5,7 +5,7 @@
 // something else without saying so is worse than none. What stays the caller's (q/k norms, learned sink
 // weights) is in docs/API.md.
 
-import { rangeError, typeError } from './errors.js';
+import { positiveInteger, positiveNumber, rangeError, typeError } from './errors.js';
 import { refuseUnknownKeys } from './option-keys.js';
 import type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
 import type { RopeScaling } from './rope-scaling.js';
@@ -106,18 +106,6 @@ function refuse(key: string, why: string): Error {
   return new Error(`wasm-attention: cacheOptionsFromConfig does not understand ${key}: ${why}`);
 }
 
-function positive(path: string, value: unknown): number {
-  if (typeof value !== 'number') throw typeError(path, 'a finite number > 0', value);
-  if (!(Number.isFinite(value) && value > 0)) throw rangeError(path, 'a finite number > 0', value);
-  return value;
-}
-
-function positiveInteger(path: string, value: unknown): number {
-  if (typeof value !== 'number') throw typeError(path, 'an integer >= 1', value);
-  if (!(Number.isInteger(value) && value >= 1)) throw rangeError(path, 'an integer >= 1', value);
-  return value;
-}
-
 function required(config: Json, path: string, ...keys: string[]): unknown {
   for (const key of keys) if (given(config[key])) return config[key];
   throw typeError(`${path}.${keys[0]}`, 'present (the model config gives it)', undefined);
@@ -185,20 +173,20 @@ export function cacheOptionsFromConfig(config: unknown, options: ConfigOptions):
   const out: ModelCacheOptions = { layers, heads, kvHeads, headDim, maxTokens };
   if (options.dtype !== undefined) out.dtype = options.dtype;
   if (given(c.query_pre_attn_scalar)) {
-    out.scale = 1 / Math.sqrt(positive(`${path}.query_pre_attn_scalar`, c.query_pre_attn_scalar));
+    out.scale = 1 / Math.sqrt(positiveNumber(`${path}.query_pre_attn_scalar`, c.query_pre_attn_scalar));
   }
   if (given(c.attn_logit_softcapping) && c.attn_logit_softcapping !== 0) {
-    out.softcap = positive(`${path}.attn_logit_softcapping`, c.attn_logit_softcapping);
+    out.softcap = positiveNumber(`${path}.attn_logit_softcapping`, c.attn_logit_softcapping);
   }
   if (family === 'bloom') {
     out.alibi = true;
     return out;
   }
 
-  const theta = given(c.rope_theta) ? positive(`${path}.rope_theta`, c.rope_theta) : 10000;
+  const theta = given(c.rope_theta) ? positiveNumber(`${path}.rope_theta`, c.rope_theta) : 10000;
   let dims = headDim;
   if (given(c.partial_rotary_factor)) {
-    const factor = positive(`${path}.partial_rotary_factor`, c.partial_rotary_factor);
+    const factor = positiveNumber(`${path}.partial_rotary_factor`, c.partial_rotary_factor);
     const exact = headDim * factor;
     dims = Math.abs(exact - Math.round(exact)) < 1e-9 ? Math.round(exact) : Math.floor(exact); // as int() in Python
     if (factor > 1 || dims < 2 || dims % 2 !== 0) {
@@ -242,7 +230,7 @@ export function cacheOptionsFromConfig(config: unknown, options: ConfigOptions):
   // a window no shorter than the cache changes nothing: such layers are global
   const slides = windowsOn && window < maxTokens ? sliding : sliding.map(() => false);
   const localRope = given(c.rope_local_base_freq)
-    ? { theta: positive(`${path}.rope_local_base_freq`, c.rope_local_base_freq), dims }
+    ? { theta: positiveNumber(`${path}.rope_local_base_freq`, c.rope_local_base_freq), dims }
     : undefined;
 
   if (slides.every((s) => !s)) {
@@ -281,15 +269,15 @@ function ropeOf(c: Json, path: string, theta: number, dims: number, maxTokens: n
       throw refuse(`${where}.${key}`, `not a setting of rope_type ${JSON.stringify(type)} it knows`);
     }
   }
-  const factor = () => positive(`${where}.factor`, s.factor);
+  const factor = () => positiveNumber(`${where}.factor`, s.factor);
   let scaling: RopeScaling | undefined;
   if (type === 'linear') scaling = { type, factor: factor() };
   if (type === 'llama3') {
     scaling = {
       type,
       factor: factor(),
-      lowFreqFactor: positive(`${where}.low_freq_factor`, s.low_freq_factor),
-      highFreqFactor: positive(`${where}.high_freq_factor`, s.high_freq_factor),
+      lowFreqFactor: positiveNumber(`${where}.low_freq_factor`, s.low_freq_factor),
+      highFreqFactor: positiveNumber(`${where}.high_freq_factor`, s.high_freq_factor),
       originalMaxPositions: positiveInteger(
         `${where}.original_max_position_embeddings`,
         s.original_max_position_embeddings,
@@ -304,20 +292,21 @@ function ropeOf(c: Json, path: string, theta: number, dims: number, maxTokens: n
     // without a factor, the library takes the ratio of the context lengths
     const f = given(s.factor)
       ? factor()
-      : positive(`${path}.max_position_embeddings`, c.max_position_embeddings) / original;
+      : positiveNumber(`${path}.max_position_embeddings`, c.max_position_embeddings) / original;
     const yarn: RopeScaling = { type, factor: f, originalMaxPositions: original };
-    if (given(s.beta_fast)) yarn.betaFast = positive(`${where}.beta_fast`, s.beta_fast);
-    if (given(s.beta_slow)) yarn.betaSlow = positive(`${where}.beta_slow`, s.beta_slow);
+    if (given(s.beta_fast)) yarn.betaFast = positiveNumber(`${where}.beta_fast`, s.beta_fast);
+    if (given(s.beta_slow)) yarn.betaSlow = positiveNumber(`${where}.beta_slow`, s.beta_slow);
     if (given(s.truncate)) {
       if (typeof s.truncate !== 'boolean') throw typeError(`${where}.truncate`, 'a boolean', s.truncate);
       yarn.truncate = s.truncate;
     }
-    if (given(s.attention_factor)) yarn.attentionFactor = positive(`${where}.attention_factor`, s.attention_factor);
+    if (given(s.attention_factor))
+      yarn.attentionFactor = positiveNumber(`${where}.attention_factor`, s.attention_factor);
     else if (given(s.mscale) && given(s.mscale_all_dim) && s.mscale && s.mscale_all_dim) {
       // DeepSeek's form: the ratio of two YaRN factors
       const m = (scale: number) => (f <= 1 ? 1 : 0.1 * scale * Math.log(f) + 1);
       yarn.attentionFactor =
-        m(positive(`${where}.mscale`, s.mscale)) / m(positive(`${where}.mscale_all_dim`, s.mscale_all_dim));
+        m(positiveNumber(`${where}.mscale`, s.mscale)) / m(positiveNumber(`${where}.mscale_all_dim`, s.mscale_all_dim));
     }
     scaling = yarn;
   }
@@ -350,12 +339,12 @@ function longRope(
     throw typeError(`${where}.${key}`, `an array of ${dims / 2} factors (one per rotated pair)`, factors);
   }
   const inverseFrequencies = factors.map(
-    (f, i) => 1 / (positive(`${where}.${key}[${i}]`, f) * theta ** ((2 * i) / dims)),
+    (f, i) => 1 / (positiveNumber(`${where}.${key}[${i}]`, f) * theta ** ((2 * i) / dims)),
   );
   let attentionFactor: number;
-  if (given(s.attention_factor)) attentionFactor = positive(`${where}.attention_factor`, s.attention_factor);
+  if (given(s.attention_factor)) attentionFactor = positiveNumber(`${where}.attention_factor`, s.attention_factor);
   else {
-    const ratio = positive(`${path}.max_position_embeddings`, c.max_position_embeddings) / original;
+    const ratio = positiveNumber(`${path}.max_position_embeddings`, c.max_position_embeddings) / original;
     attentionFactor = ratio <= 1 ? 1 : Math.sqrt(1 + Math.log(ratio) / Math.log(original));
   }
   return { dims, inverseFrequencies, ...(attentionFactor !== 1 ? { attentionFactor } : {}) };

@@ -1,6 +1,6 @@
 // Validation of every argument, before anything reaches the kernel or changes a cache.
 
-import { rangeError, typeError } from './errors.js';
+import { positiveNumber, rangeError, typeError } from './errors.js';
 import type { HeadShape } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
@@ -71,12 +71,6 @@ export function integerAtLeast(name: string, value: unknown, least: number, most
 
 function optionalInteger(name: string, value: unknown, least: number, fallback: number): number {
   return value === undefined ? fallback : integerAtLeast(name, value, least);
-}
-
-function positiveNumber(name: string, value: unknown): number {
-  if (typeof value !== 'number') throw typeError(name, 'a finite number > 0', value);
-  if (!(Number.isFinite(value) && value > 0)) throw rangeError(name, 'a finite number > 0', value);
-  return value;
 }
 
 /** Float32's range: the kernel multiplies by scale and divides by softcap in float32. */

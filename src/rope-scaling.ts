@@ -15,7 +15,7 @@
 //   (2 ln θ), rounded outwards to whole dimensions unless `truncate` is false (gpt-oss). The attention
 //   factor defaults to 0.1·ln(factor) + 1 (1 for factor <= 1) and multiplies both q and k.
 
-import { rangeError, typeError } from './errors.js';
+import { positiveInteger, positiveNumber, rangeError, typeError } from './errors.js';
 import { refuseUnknownKeys } from './option-keys.js';
 
 export type RopeScaling =
@@ -32,18 +32,7 @@ export type RopeScaling =
     };
 
 /** A validated scaling with every default filled in (what save() stores). */
-export type ScalingSettings =
-  | { type: 'linear'; factor: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
-  | {
-      type: 'yarn';
-      factor: number;
-      originalMaxPositions: number;
-      betaFast: number;
-      betaSlow: number;
-      truncate: boolean;
-      attentionFactor: number;
-    };
+export type ScalingSettings = Exclude<RopeScaling, { type: 'yarn' }> | Required<Extract<RopeScaling, { type: 'yarn' }>>;
 
 /** What the kernel's rope table holds when it is not plain θ^(−2i/dims). */
 export interface RopeTable {
@@ -56,18 +45,6 @@ const SCALING_KEYS = {
   llama3: ['type', 'factor', 'lowFreqFactor', 'highFreqFactor', 'originalMaxPositions'],
   yarn: ['type', 'factor', 'originalMaxPositions', 'betaFast', 'betaSlow', 'truncate', 'attentionFactor'],
 } as const;
-
-function positive(name: string, value: unknown): number {
-  if (typeof value !== 'number') throw typeError(name, 'a finite number > 0', value);
-  if (!(Number.isFinite(value) && value > 0)) throw rangeError(name, 'a finite number > 0', value);
-  return value;
-}
-
-function positiveInteger(name: string, value: unknown): number {
-  if (typeof value !== 'number') throw typeError(name, 'an integer >= 1', value);
-  if (!(Number.isInteger(value) && value >= 1)) throw rangeError(name, 'an integer >= 1', value);
-  return value;
-}
 
 /** YaRN's default attention factor for a context stretched `factor` times. */
 export function yarnAttentionFactor(factor: number): number {
@@ -85,12 +62,12 @@ export function scalingSettings(value: unknown, where: string): ScalingSettings 
     throw (typeof type === 'string' ? rangeError : typeError)(`${where}.type`, "'linear', 'llama3' or 'yarn'", type);
   }
   refuseUnknownKeys(bag, where, SCALING_KEYS[type]);
-  const factor = positive(`${where}.factor`, bag.factor);
+  const factor = positiveNumber(`${where}.factor`, bag.factor);
   if (type === 'linear') return { type, factor };
   const originalMaxPositions = positiveInteger(`${where}.originalMaxPositions`, bag.originalMaxPositions);
   if (type === 'llama3') {
-    const lowFreqFactor = positive(`${where}.lowFreqFactor`, bag.lowFreqFactor);
-    const highFreqFactor = positive(`${where}.highFreqFactor`, bag.highFreqFactor);
+    const lowFreqFactor = positiveNumber(`${where}.lowFreqFactor`, bag.lowFreqFactor);
+    const highFreqFactor = positiveNumber(`${where}.highFreqFactor`, bag.highFreqFactor);
     if (!(highFreqFactor > lowFreqFactor)) {
       throw rangeError(
         `${where}.highFreqFactor`,
@@ -100,8 +77,8 @@ export function scalingSettings(value: unknown, where: string): ScalingSettings 
     }
     return { type, factor, lowFreqFactor, highFreqFactor, originalMaxPositions };
   }
-  const betaFast = bag.betaFast === undefined ? 32 : positive(`${where}.betaFast`, bag.betaFast);
-  const betaSlow = bag.betaSlow === undefined ? 1 : positive(`${where}.betaSlow`, bag.betaSlow);
+  const betaFast = bag.betaFast === undefined ? 32 : positiveNumber(`${where}.betaFast`, bag.betaFast);
+  const betaSlow = bag.betaSlow === undefined ? 1 : positiveNumber(`${where}.betaSlow`, bag.betaSlow);
   if (!(betaFast > betaSlow)) {
     throw rangeError(
       `${where}.betaFast`,
@@ -116,7 +93,7 @@ export function scalingSettings(value: unknown, where: string): ScalingSettings 
   const attentionFactor =
     bag.attentionFactor === undefined
       ? yarnAttentionFactor(factor)
-      : positive(`${where}.attentionFactor`, bag.attentionFactor);
+      : positiveNumber(`${where}.attentionFactor`, bag.attentionFactor);
   return { type, factor, originalMaxPositions, betaFast, betaSlow, truncate, attentionFactor };
 }
 
@@ -128,7 +105,7 @@ export function explicitFrequencies(value: unknown, where: string, dims: number)
   if (list.length !== dims / 2) {
     throw rangeError(where, `dims / 2 = ${dims / 2} inverse frequencies (one per rotated pair)`, value);
   }
-  return list.map((f, i) => positive(`${where}[${i}]`, f));
+  return list.map((f, i) => positiveNumber(`${where}[${i}]`, f));
 }
 
 /** Inverse frequencies of `dims` rotated dimensions at base `theta`, scaled by `scaling`, in f64. */

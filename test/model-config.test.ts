@@ -16,32 +16,117 @@ const config = (name: string): Json =>
 const pattern = (layers: number, isLocal: (i: number) => boolean, local: object) =>
   Array.from({ length: layers }, (_, i) => (isLocal(i) ? local : null));
 
+/** The shape part of the options a config gives: layers, query and key/value heads, head size. */
+const geometry = (layers: number, heads: number, kvHeads: number, headDim: number) => ({
+  layers,
+  heads,
+  kvHeads,
+  headDim,
+});
+
 describe('cacheOptionsFromConfig', () => {
   beforeAll(async () => {
     await init({ threads: 1 });
   });
 
-  it('Llama 3.2 1B: grouped heads and llama3-scaled RoPE', () => {
-    expect(cacheOptionsFromConfig(config('llama-3.2-1b'), { maxTokens: 4096 })).toEqual({
-      layers: 16,
-      heads: 32,
-      kvHeads: 8,
-      headDim: 64,
+  // configs that give their options whole: what each model's config.json gives for a cache of maxTokens
+  const WHOLE: Array<{ title: string; model: string; maxTokens: number; want: object }> = [
+    {
+      title: 'Llama 3.2 1B: grouped heads and llama3-scaled RoPE',
+      model: 'llama-3.2-1b',
       maxTokens: 4096,
-      rope: {
-        theta: 500000,
-        dims: 64,
-        scaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+      want: {
+        ...geometry(16, 32, 8, 64),
+        rope: {
+          theta: 500000,
+          dims: 64,
+          scaling: { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 },
+        },
       },
+    },
+    {
+      title: 'Qwen 3 8B: explicit head_dim (q/k norms stay the caller’s)',
+      model: 'qwen3-8b',
+      maxTokens: 40960,
+      want: {
+        ...geometry(36, 32, 8, 128),
+        rope: { theta: 1000000, dims: 128 },
+      },
+    },
+    {
+      title: 'Gemma 2 2B: softcap 50, scale from query_pre_attn_scalar, even layers windows of 4096',
+      model: 'gemma-2-2b',
+      maxTokens: 8192,
+      want: {
+        ...geometry(26, 8, 4, 256),
+        scale: 1 / 16,
+        softcap: 50,
+        rope: { theta: 10000, dims: 256 },
+        perLayer: pattern(26, (i) => i % 2 === 0, { window: 4096 }),
+      },
+    },
+    {
+      title: 'Gemma 3 4B (multimodal config): text_config with its class defaults; global layers linear ×8',
+      model: 'gemma-3-4b-it',
+      maxTokens: 131072,
+      want: {
+        ...geometry(34, 8, 4, 256),
+        scale: 1 / 16,
+        rope: { theta: 1000000, dims: 256, scaling: { type: 'linear', factor: 8 } },
+        perLayer: pattern(34, (i) => (i + 1) % 6 !== 0, { window: 1024, rope: { theta: 10000, dims: 256 } }),
+      },
+    },
+    {
+      title: 'gpt-oss 20B: YaRN with truncate false, layer_types alternating windows of 128 (sinks are weights)',
+      model: 'gpt-oss-20b',
+      maxTokens: 131072,
+      want: {
+        ...geometry(24, 64, 8, 64),
+        rope: {
+          theta: 150000,
+          dims: 64,
+          scaling: { type: 'yarn', factor: 32, originalMaxPositions: 4096, betaFast: 32, betaSlow: 1, truncate: false },
+        },
+        perLayer: pattern(24, (i) => i % 2 === 0, { window: 128 }),
+      },
+    },
+    {
+      title: 'Phi-2: partial rotary, 0.4 of 80 = 32 dimensions',
+      model: 'phi-2',
+      maxTokens: 2048,
+      want: {
+        ...geometry(32, 32, 32, 80),
+        rope: { theta: 10000, dims: 32 },
+      },
+    },
+    {
+      title: 'SmolLM2 1.7B: a llama config with plain RoPE',
+      model: 'smollm2-1.7b',
+      maxTokens: 8192,
+      want: {
+        ...geometry(24, 32, 32, 64),
+        rope: { theta: 130000, dims: 64 },
+      },
+    },
+    {
+      title: 'BLOOM 560m: n_head and n_layer, ALiBi and no RoPE',
+      model: 'bloom-560m',
+      maxTokens: 2048,
+      want: {
+        ...geometry(24, 16, 16, 64),
+        alibi: true,
+      },
+    },
+  ];
+  for (const { title, model, maxTokens, want } of WHOLE) {
+    it(title, () => {
+      expect(cacheOptionsFromConfig(config(model), { maxTokens })).toEqual({ ...want, maxTokens });
     });
-  });
+  }
 
   it('Qwen 2.5 7B: head size from hidden_size / heads; its sliding_window is off (use_sliding_window false)', () => {
     expect(cacheOptionsFromConfig(config('qwen2.5-7b-instruct'), { maxTokens: 32768, dtype: 'int8' })).toEqual({
-      layers: 28,
-      heads: 28,
-      kvHeads: 4,
-      headDim: 128,
+      ...geometry(28, 28, 4, 128),
       maxTokens: 32768,
       dtype: 'int8',
       rope: { theta: 1000000, dims: 128 },
@@ -72,24 +157,10 @@ describe('cacheOptionsFromConfig', () => {
     expect(options.window).toBeUndefined();
   });
 
-  it('Qwen 3 8B: explicit head_dim (q/k norms stay the caller’s)', () => {
-    expect(cacheOptionsFromConfig(config('qwen3-8b'), { maxTokens: 40960 })).toEqual({
-      layers: 36,
-      heads: 32,
-      kvHeads: 8,
-      headDim: 128,
-      maxTokens: 40960,
-      rope: { theta: 1000000, dims: 128 },
-    });
-  });
-
   it('Mistral 7B v0.1: every layer a 4096-token window (a ring), none when the cache is shorter', () => {
     const long = cacheOptionsFromConfig(config('mistral-7b-v0.1'), { maxTokens: 32768 });
     expect(long).toEqual({
-      layers: 32,
-      heads: 32,
-      kvHeads: 8,
-      headDim: 128,
+      ...geometry(32, 32, 8, 128),
       maxTokens: 4096 + 255,
       window: 4096,
       rope: { theta: 10000, dims: 128 },
@@ -97,73 +168,16 @@ describe('cacheOptionsFromConfig', () => {
     expect(cacheOptionsFromConfig(config('mistral-7b-v0.1'), { maxTokens: 4096 }).window).toBeUndefined();
   });
 
-  it('Gemma 2 2B: softcap 50, scale from query_pre_attn_scalar, even layers windows of 4096', () => {
-    expect(cacheOptionsFromConfig(config('gemma-2-2b'), { maxTokens: 8192 })).toEqual({
-      layers: 26,
-      heads: 8,
-      kvHeads: 4,
-      headDim: 256,
-      maxTokens: 8192,
-      scale: 1 / 16,
-      softcap: 50,
-      rope: { theta: 10000, dims: 256 },
-      perLayer: pattern(26, (i) => i % 2 === 0, { window: 4096 }),
-    });
-  });
-
   it('Gemma 3 1B: every sixth layer global (θ 1e6), the others windows of 512 with θ 10000', () => {
     const options = cacheOptionsFromConfig(config('gemma-3-1b-it'), { maxTokens: 32768 });
     expect(options).toEqual({
-      layers: 26,
-      heads: 4,
-      kvHeads: 1,
-      headDim: 256,
+      ...geometry(26, 4, 1, 256),
       maxTokens: 32768,
       scale: 1 / 16,
       rope: { theta: 1000000, dims: 256 },
       perLayer: pattern(26, (i) => (i + 1) % 6 !== 0, { window: 512, rope: { theta: 10000, dims: 256 } }),
     });
     expect(options.perLayer?.flatMap((entry, i) => (entry ? [] : [i]))).toEqual([5, 11, 17, 23]);
-  });
-
-  it('Gemma 3 4B (multimodal config): text_config with its class defaults; global layers linear ×8', () => {
-    expect(cacheOptionsFromConfig(config('gemma-3-4b-it'), { maxTokens: 131072 })).toEqual({
-      layers: 34,
-      heads: 8,
-      kvHeads: 4,
-      headDim: 256,
-      maxTokens: 131072,
-      scale: 1 / 16,
-      rope: { theta: 1000000, dims: 256, scaling: { type: 'linear', factor: 8 } },
-      perLayer: pattern(34, (i) => (i + 1) % 6 !== 0, { window: 1024, rope: { theta: 10000, dims: 256 } }),
-    });
-  });
-
-  it('gpt-oss 20B: YaRN with truncate false, layer_types alternating windows of 128 (sinks are weights)', () => {
-    expect(cacheOptionsFromConfig(config('gpt-oss-20b'), { maxTokens: 131072 })).toEqual({
-      layers: 24,
-      heads: 64,
-      kvHeads: 8,
-      headDim: 64,
-      maxTokens: 131072,
-      rope: {
-        theta: 150000,
-        dims: 64,
-        scaling: { type: 'yarn', factor: 32, originalMaxPositions: 4096, betaFast: 32, betaSlow: 1, truncate: false },
-      },
-      perLayer: pattern(24, (i) => i % 2 === 0, { window: 128 }),
-    });
-  });
-
-  it('Phi-2: partial rotary, 0.4 of 80 = 32 dimensions', () => {
-    expect(cacheOptionsFromConfig(config('phi-2'), { maxTokens: 2048 })).toEqual({
-      layers: 32,
-      heads: 32,
-      kvHeads: 32,
-      headDim: 80,
-      maxTokens: 2048,
-      rope: { theta: 10000, dims: 32 },
-    });
   });
 
   it('Phi-4-mini: partial rotary (96 of 128) with LongRoPE, long factors past the original 4096 tokens', () => {
@@ -186,28 +200,6 @@ describe('cacheOptionsFromConfig', () => {
         expect(f * factors[i] * 10000 ** ((2 * i) / 96)).toBeCloseTo(1, 12);
       });
     }
-  });
-
-  it('SmolLM2 1.7B: a llama config with plain RoPE', () => {
-    expect(cacheOptionsFromConfig(config('smollm2-1.7b'), { maxTokens: 8192 })).toEqual({
-      layers: 24,
-      heads: 32,
-      kvHeads: 32,
-      headDim: 64,
-      maxTokens: 8192,
-      rope: { theta: 130000, dims: 64 },
-    });
-  });
-
-  it('BLOOM 560m: n_head and n_layer, ALiBi and no RoPE', () => {
-    expect(cacheOptionsFromConfig(config('bloom-560m'), { maxTokens: 2048 })).toEqual({
-      layers: 24,
-      heads: 16,
-      kvHeads: 16,
-      headDim: 64,
-      maxTokens: 2048,
-      alibi: true,
-    });
   });
 
   it('the options of the single-kind families make a KVCache as they are', () => {

@@ -6,20 +6,18 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { ReferenceCache, referenceRopeAttentionFactor } from './support/reference.js';
+import { referenceRopeAttentionFactor } from './support/reference.js';
 import {
-  cachesDisposedAfterEach,
-  expectBitIdentical,
-  expectClose,
+  expectForkAndLoadContinue,
+  expectReferenceAndChunkings,
+  expectSameBits,
   expectThrows,
-  feed,
-  feedRef,
-  forEachBuild,
   ones,
-  slice,
+  parseSave,
   stream,
   tolFor,
   type Cfg,
+  withEachBuild,
 } from './support/util.js';
 
 const LLAMA3 = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 } as const;
@@ -72,56 +70,30 @@ function tolerance(cfg: Cfg) {
   return tolFor((cfg.scale ?? 1 / Math.sqrt(cfg.headDim)) * factor * factor, cfg.headDim);
 }
 
-forEachBuild('scaled RoPE', (build) => {
-  beforeEach(async () => {
-    await init({ build, threads: 1 });
-  });
-  const make = cachesDisposedAfterEach();
-
-  for (const [i, { name, cfg }] of SCHEMES.entries()) {
-    it(`${name}: matches the float64 reference up to position 380, and prefill == chunked == decode`, () => {
-      const n = 380;
-      const s = stream(cfg, n, 900 + i);
-      const chunks = [200, 1, 1, 100, ...ones(8), 70];
-      const chunked = feed(make(cfg), cfg, s, chunks);
-      expectClose(chunked, feedRef(new ReferenceCache(cfg), cfg, s, chunks), tolerance(cfg), name, [
-        n,
-        cfg.heads,
-        cfg.headDim,
-      ]);
-      expectBitIdentical(feed(make(cfg), cfg, s), chunked, 'prefill == chunked');
-      expectBitIdentical(feed(make(cfg), cfg, s, [n - 20, ...ones(20)]), chunked, 'decode steps == chunked');
-    }, 30_000);
-  }
-
-  it('fork == fresh and save/load continues, with a yarn table', () => {
-    const cfg = SCHEMES[3].cfg;
-    const s = stream(cfg, 120, 77);
-    const whole = feed(make(cfg), cfg, s);
-    const w = cfg.heads * cfg.headDim;
-    const parent = make(cfg);
-    feed(parent, cfg, slice(cfg, s, 0, 100));
-    const child = parent.fork();
-    const loaded = KVCache.load(parent.save());
-    const rest = slice(cfg, s, 100, 120);
-    for (const [label, c] of [
-      ['fork', child],
-      ['loaded', loaded],
-      ['parent', parent],
-    ] as const) {
-      expectBitIdentical(feed(c, cfg, rest, ones(20)), whole.subarray(100 * w), `${label} continues`);
+withEachBuild(
+  'scaled RoPE',
+  (_build, make) => {
+    for (const [i, { name, cfg }] of SCHEMES.entries()) {
+      it(`${name}: matches the float64 reference up to position 380, and prefill == chunked == decode`, () => {
+        const s = stream(cfg, 380, 900 + i);
+        expectReferenceAndChunkings(make, cfg, s, [200, 1, 1, 100, ...ones(8), 70], 20, tolerance(cfg), name);
+      }, 30_000);
     }
-    child.dispose();
-    loaded.dispose();
-  });
 
-  it('a plain rope and a scaling of factor 1 are the same bits (the table path adds nothing)', () => {
-    const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 100, rope: { theta: 10000 } };
-    const scaled: Cfg = { ...plain, rope: { theta: 10000, scaling: { type: 'linear', factor: 1 } } };
-    const s = stream(plain, 100, 5);
-    expectBitIdentical(feed(make(scaled), scaled, s), feed(make(plain), plain, s), 'linear factor 1 == none');
-  });
-});
+    it('fork == fresh and save/load continues, with a yarn table', () => {
+      const cfg = SCHEMES[3].cfg;
+      expectForkAndLoadContinue(make, cfg, stream(cfg, 120, 77), 100);
+    });
+
+    it('a plain rope and a scaling of factor 1 are the same bits (the table path adds nothing)', () => {
+      const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 100, rope: { theta: 10000 } };
+      const scaled: Cfg = { ...plain, rope: { theta: 10000, scaling: { type: 'linear', factor: 1 } } };
+      const s = stream(plain, 100, 5);
+      expectSameBits(make, scaled, plain, s, 'linear factor 1 == none');
+    });
+  },
+  1,
+);
 
 describe('scaled RoPE options', () => {
   beforeEach(async () => {
@@ -133,8 +105,7 @@ describe('scaled RoPE options', () => {
   it('save() stores the scaling with its defaults filled in; load() rebuilds the same options', () => {
     const cache = new KVCache({ ...base, rope: { scaling: { type: 'yarn', factor: 4, originalMaxPositions: 32 } } });
     const bytes = cache.save();
-    const json = new TextDecoder().decode(bytes.subarray(16, 16 + new DataView(bytes.buffer).getUint32(12, true)));
-    expect(JSON.parse(json).options.rope).toEqual({
+    expect(parseSave(bytes).header.options.rope).toEqual({
       theta: 10000,
       dims: 16,
       interleaved: false,

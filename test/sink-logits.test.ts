@@ -6,20 +6,17 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
-import { ReferenceCache } from './support/reference.js';
 import {
-  cachesDisposedAfterEach,
-  expectBitIdentical,
-  expectClose,
+  expectForkAndLoadContinue,
+  expectReferenceAndChunkings,
+  expectSameBits,
   expectThrows,
-  feed,
-  feedRef,
-  forEachBuild,
   ones,
-  slice,
+  parseSave,
   stream,
   tolFor,
   type Cfg,
+  withEachBuild,
 } from './support/util.js';
 
 const gptOssLike = (heads: number) => Array.from({ length: heads }, (_, h) => ((h * 7) % 11) / 2 - 2); // −2 … 3
@@ -50,51 +47,29 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
   },
 ];
 
-forEachBuild('sink logits', (build) => {
-  beforeEach(async () => {
-    await init({ build, threads: 1 });
-  });
-  const make = cachesDisposedAfterEach();
-
-  for (const [i, { name, cfg }] of SCENARIOS.entries()) {
-    it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
-      const n = 260;
-      const s = stream(cfg, n, 40 + i);
-      const chunks = [130, 1, 1, 60, ...ones(8), 60];
-      const chunked = feed(make(cfg), cfg, s, chunks);
-      const want = feedRef(new ReferenceCache(cfg), cfg, s, chunks);
-      if (cfg.dtype === 'int8') {
+withEachBuild(
+  'sink logits',
+  (_build, make) => {
+    for (const [i, { name, cfg }] of SCENARIOS.entries()) {
+      it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
+        const s = stream(cfg, 260, 40 + i);
         // int8 rounds K and V (int8.test.ts bounds that error); the sink itself is exact arithmetic on top
-        expectClose(chunked, want, { atol: 0.05, rtol: 0 }, name);
-      } else {
-        expectClose(chunked, want, tolFor(cfg.scale, cfg.headDim), name, [n, cfg.heads, cfg.headDim]);
-      }
-      expectBitIdentical(feed(make(cfg), cfg, s), chunked, 'prefill == chunked');
-      expectBitIdentical(feed(make(cfg), cfg, s, [n - 12, ...ones(12)]), chunked, 'decode steps == chunked');
-    }, 30_000);
-  }
-
-  it('a sink far below every score changes no bit; fork == fresh; save/load continues', () => {
-    const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };
-    const low: Cfg = { ...plain, sinkLogits: [-1e4, -1e4, -1e4, -1e4] };
-    const s = stream(plain, 100, 3);
-    expectBitIdentical(feed(make(low), low, s), feed(make(plain), plain, s), 'sinks at −10⁴ == none');
-    const cfg: Cfg = { ...plain, sinkLogits: [0.5, -1, 2, 0] };
-    const whole = feed(make(cfg), cfg, s);
-    const parent = make(cfg);
-    feed(parent, cfg, slice(cfg, s, 0, 80));
-    const children = [parent.fork(), KVCache.load(parent.save())];
-    const w = cfg.heads * cfg.headDim;
-    for (const [label, c] of [
-      ['fork', children[0]],
-      ['loaded', children[1]],
-      ['parent', parent],
-    ] as const) {
-      expectBitIdentical(feed(c, cfg, slice(cfg, s, 80, 100), ones(20)), whole.subarray(80 * w), `${label} continues`);
+        const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
+        expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
+      }, 30_000);
     }
-    for (const c of children) c.dispose();
-  });
-});
+
+    it('a sink far below every score changes no bit; fork == fresh; save/load continues', () => {
+      const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };
+      const low: Cfg = { ...plain, sinkLogits: [-1e4, -1e4, -1e4, -1e4] };
+      const s = stream(plain, 100, 3);
+      expectSameBits(make, low, plain, s, 'sinks at −10⁴ == none');
+      const cfg: Cfg = { ...plain, sinkLogits: [0.5, -1, 2, 0] };
+      expectForkAndLoadContinue(make, cfg, s, 80);
+    });
+  },
+  1,
+);
 
 describe('sinkLogits option', () => {
   beforeEach(async () => {
@@ -105,8 +80,7 @@ describe('sinkLogits option', () => {
   it('save() stores the logits; load() rebuilds them', () => {
     const cache = new KVCache({ ...base, sinkLogits: new Float32Array([0.25, -3]) });
     const bytes = cache.save();
-    const json = new TextDecoder().decode(bytes.subarray(16, 16 + new DataView(bytes.buffer).getUint32(12, true)));
-    expect(JSON.parse(json).options.sinkLogits).toEqual([0.25, -3]);
+    expect(parseSave(bytes).header.options.sinkLogits).toEqual([0.25, -3]);
     KVCache.load(bytes).dispose();
     cache.dispose();
   });

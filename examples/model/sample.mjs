@@ -3,7 +3,7 @@
 
 /**
  * mulberry32: a small, well-known seeded generator of floats in [0, 1) (the examples carry their own copy
- * so they run wherever they are copied).
+ * so they run wherever they are copied; the tests' seeded Rng draws from this one).
  * @param {number} seed
  * @returns {() => number}
  */

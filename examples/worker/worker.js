@@ -449,8 +449,8 @@ export class Conversation {
   }
 }
 
-/** {"text", "maxNewTokens"} from a /generate body, or a message saying what is wrong with it. */
-function generateRequest({ bytes }) {
+/** The body parsed as a JSON object, or a message saying what is wrong with it (`fields`: what it should hold). */
+function jsonObject(bytes, fields) {
   let body;
   try {
     body = JSON.parse(new TextDecoder().decode(bytes));
@@ -458,7 +458,14 @@ function generateRequest({ bytes }) {
     return `malformed JSON: ${error.message}`;
   }
   if (body === null || typeof body !== 'object' || Array.isArray(body))
-    return 'the body must be a JSON object {"text", "maxNewTokens"}';
+    return `the body must be a JSON object ${fields}`;
+  return body;
+}
+
+/** {"text", "maxNewTokens"} from a /generate body, or a message saying what is wrong with it. */
+function generateRequest({ bytes }) {
+  const body = jsonObject(bytes, '{"text", "maxNewTokens"}');
+  if (typeof body === 'string') return body;
   if (typeof body.text !== 'string') return `"text" must be a string, got ${JSON.stringify(body.text)}`;
   const { maxNewTokens } = body;
   if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 1 && maxNewTokens <= 256))
@@ -498,14 +505,8 @@ function tensors({ binary, bytes }, options) {
     const k = all.subarray(q.length, q.length + tokens * widths.k);
     return { binary, tokens, q, k, v: all.subarray(q.length + k.length) };
   }
-  let body;
-  try {
-    body = JSON.parse(new TextDecoder().decode(bytes));
-  } catch (error) {
-    return `malformed JSON: ${error.message}`;
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body))
-    return 'the body must be a JSON object {"q", "k", "v"}';
+  const body = jsonObject(bytes, '{"q", "k", "v"}');
+  if (typeof body === 'string') return body;
   const parsed = { binary };
   for (const name of ['q', 'k', 'v']) {
     const value = body[name];

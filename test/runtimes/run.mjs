@@ -491,10 +491,11 @@ await step('install', 'setup', async () => {
   );
   // Deno resolves bare imports from this node_modules folder (no `npm:` prefix needed)
   writeFileSync(join(app, 'deno.json'), JSON.stringify({ nodeModulesDir: 'manual' }, null, 2));
-  // the scenario imports the one float64 reference and RNG (test/support/): keep the repository's layout
-  cpSync(join(here, 'scenario.js'), join(app, 'runtimes/scenario.js'));
-  cpSync(join(here, '../support'), join(app, 'support'), { recursive: true, filter: (f) => !f.endsWith('.ts') });
-  writeFileSync(join(app, 'scenario.js'), "export * from './runtimes/scenario.js';\n");
+  // the scenario imports the one float64 reference and RNG (test/support/, whose RNG imports the
+  // examples' generator): keep the repository's layout
+  cpSync(join(here, 'scenario.js'), join(app, 'test/runtimes/scenario.js'));
+  cpSync(join(here, '../support'), join(app, 'test/support'), { recursive: true, filter: (f) => !f.endsWith('.ts') });
+  writeFileSync(join(app, 'scenario.js'), "export * from './test/runtimes/scenario.js';\n");
   cpSync(join(here, 'host.mjs'), join(app, 'host.mjs'));
   cpSync(join(here, 'pages'), join(app, 'pages'), { recursive: true });
   cpSync(join(root, 'examples'), join(app, 'examples'), { recursive: true });
@@ -843,23 +844,16 @@ await step('model-chromium', 'example', () => modelLeg('model-chromium', () => c
 await step('model-firefox', 'example', () => modelLeg('model-firefox', () => chatPage(firefoxBrowser())));
 await step('model-webkit', 'example', () => modelLeg('model-webkit', () => chatPage(webkitBrowser())));
 
-await step('example-browser', 'example', async () => {
-  const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser.png');
-  const report = await importMapPage(await chromiumBrowser(), 'examples/browser/index.html?steps=200', {
-    screenshot: shot,
-  });
+/** The browser example (examples/browser/index.html) run for 200 steps, with a screenshot of its page. */
+async function browserExample(name, browser) {
+  const shot = join(process.env.SCREENSHOT_DIR ?? work, `${name}.png`);
+  const report = await importMapPage(await browser, 'examples/browser/index.html?steps=200', { screenshot: shot });
   report.screenshot = shot;
   return report;
-});
+}
 
-await step('example-browser-webkit', 'example', async () => {
-  const shot = join(process.env.SCREENSHOT_DIR ?? work, 'example-browser-webkit.png');
-  const report = await importMapPage(await webkitBrowser(), 'examples/browser/index.html?steps=200', {
-    screenshot: shot,
-  });
-  report.screenshot = shot;
-  return report;
-});
+await step('example-browser', 'example', () => browserExample('example-browser', chromiumBrowser()));
+await step('example-browser-webkit', 'example', () => browserExample('example-browser-webkit', webkitBrowser()));
 
 await step('example-worker', 'example', async () => {
   const { exerciseWorker, EXAMPLE_WORKER_SHAPE } = await import('./exercise-worker.mjs');

@@ -1,21 +1,15 @@
 // The one seeded random-number generator of the project (tests, bench, demo and the runtime matrix).
 // Plain ESM with no Node built-ins, so browsers, Deno, Bun and workerd import it unchanged.
 
+// mulberry32 itself is the one copy in the examples (which must not import from test/, being copied
+// by users); every seeded test, bench and the runtime matrix draw the same sequence from it.
+import { seededRandom } from '../../examples/model/sample.mjs';
+
 /**
  * mulberry32: a tiny, well-known 32-bit seeded generator.
- * @param {number} seed
- * @returns {() => number} floats in [0, 1)
+ * @type {(seed: number) => () => number} floats in [0, 1)
  */
-export function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const mulberry32 = seededRandom;
 
 /** Uniform, integer and standard normal numbers from one mulberry32 stream. */
 export class Rng {

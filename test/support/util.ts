@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect } from 'vitest';
 import { KVCache, type KVCacheOptions, init } from '../../src/index.js';
 import { activeInstance } from '../../src/init.js';
 import { useNodeWorkerScript } from '../../src/threads.js';
-import type { ReferenceCache, ReferenceCacheOptions } from './reference.js';
+import { ReferenceCache, type ReferenceCacheOptions } from './reference.js';
 import { Rng } from './rng.js';
 
 export { Rng, mulberry32, randn } from './rng.js';
@@ -331,14 +331,18 @@ export function forEachBuild(title: string, body: (build: Build) => void): void 
 }
 
 /**
- * forEachBuild with that build active in every test (init({ build }) before each, so a test that changes
- * the build or the threads leaves the next one as it expects) and `make(options)`: a KVCache disposed
- * after each test.
+ * forEachBuild with that build active in every test (init({ build, threads }) before each, so a test that
+ * changes the build or the threads leaves the next one as it expects) and `make(options)`: a KVCache
+ * disposed after each test. `threads` defaults to init's own default.
  */
-export function withEachBuild(title: string, body: (build: Build, make: (options: object) => KVCache) => void): void {
+export function withEachBuild(
+  title: string,
+  body: (build: Build, make: (options: object) => KVCache) => void,
+  threads?: number,
+): void {
   forEachBuild(title, (build) => {
     beforeEach(async () => {
-      await init({ build });
+      await init(threads === undefined ? { build } : { build, threads });
     });
     body(build, cachesDisposedAfterEach());
   });
@@ -426,6 +430,57 @@ export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number
     inChunks(cfg, s, chunks, (p) => ref.attend(layer, p.q, p.k, p.v)),
     Float64Array,
   );
+}
+
+/**
+ * The stream fed in `chunks` matches the float64 reference within `tol`, and feeding it in one call, in
+ * those chunks, or with its last `decodeSteps` tokens one at a time gives the same bits.
+ */
+export function expectReferenceAndChunkings(
+  make: (options: object) => KVCache,
+  cfg: Cfg,
+  s: Stream,
+  chunks: number[],
+  decodeSteps: number,
+  tol: Tolerance,
+  label: string,
+): void {
+  const chunked = feed(make(cfg), cfg, s, chunks);
+  expectClose(chunked, feedRef(new ReferenceCache(cfg), cfg, s, chunks), tol, label, [s.n, cfg.heads, cfg.headDim]);
+  expectBitIdentical(feed(make(cfg), cfg, s), chunked, 'prefill == chunked');
+  expectBitIdentical(
+    feed(make(cfg), cfg, s, [s.n - decodeSteps, ...ones(decodeSteps)]),
+    chunked,
+    'decode steps == chunked',
+  );
+}
+
+/** Two configurations that must compute the same thing give the same bits on the stream. */
+export function expectSameBits(make: (options: object) => KVCache, a: Cfg, b: Cfg, s: Stream, label: string): void {
+  expectBitIdentical(feed(make(a), a, s), feed(make(b), b, s), label);
+}
+
+/**
+ * fork == fresh and save/load continues: a cache fed the stream's first `cut` tokens, its fork and its
+ * saved-and-loaded copy each take the rest one token at a time and give the bits of the whole stream fed
+ * at once. Caches come from `make` (cachesDisposedAfterEach); the fork and the copy are disposed here.
+ */
+export function expectForkAndLoadContinue(make: (options: object) => KVCache, cfg: Cfg, s: Stream, cut: number): void {
+  const whole = feed(make(cfg), cfg, s);
+  const parent = make(cfg);
+  feed(parent, cfg, slice(cfg, s, 0, cut));
+  const fork = parent.fork();
+  const loaded = KVCache.load(parent.save());
+  const rest = slice(cfg, s, cut, s.n);
+  for (const [label, c] of [
+    ['fork', fork],
+    ['loaded', loaded],
+    ['parent', parent],
+  ] as const) {
+    expectBitIdentical(feed(c, cfg, rest, ones(rest.n)), whole.subarray(cut * qWidth(cfg)), `${label} continues`);
+  }
+  fork.dispose();
+  loaded.dispose();
 }
 
 export function cfgName(c: Cfg): string {
