@@ -12,22 +12,21 @@
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, attention, attentionWeights, init } from '../src/index.js';
-import { ReferenceCache, referenceAlibiSlopes, referenceAttention, referenceWeights } from './support/reference.js';
+import { referenceAlibiSlopes, referenceAttention, referenceWeights } from './support/reference.js';
 import {
   Rng,
-  cachesDisposedAfterEach,
-  expectBitIdentical,
   expectClose,
+  expectForkAndLoadContinue,
+  expectReferenceAndChunkings,
+  expectSameBits,
   expectThrows,
   feed,
-  feedRef,
-  forEachBuild,
   ones,
   parseSave,
-  slice,
   stream,
   tolFor,
   type Cfg,
+  withEachBuild,
 } from './support/util.js';
 
 /** The slopes of 12 heads, by hand: those of 8 heads (2^−1 … 2^−8), then the odd ones of 16 (2^−0.5, 2^−1.5, …). */
@@ -61,90 +60,61 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
   { name: 'int8', cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int8', alibi: true } },
 ];
 
-forEachBuild('alibi', (build) => {
-  beforeEach(async () => {
-    await init({ build, threads: 1 });
-  });
-  const make = cachesDisposedAfterEach();
-
-  for (const [i, { name, cfg }] of SCENARIOS.entries()) {
-    it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
-      const n = 260;
-      const s = stream(cfg, n, 70 + i);
-      const chunks = [130, 1, 1, 60, ...ones(8), 60];
-      const chunked = feed(make(cfg), cfg, s, chunks);
-      const want = feedRef(new ReferenceCache(cfg), cfg, s, chunks);
-      if (cfg.dtype === 'int8') {
+withEachBuild(
+  'alibi',
+  (_build, make) => {
+    for (const [i, { name, cfg }] of SCENARIOS.entries()) {
+      it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
+        const s = stream(cfg, 260, 70 + i);
         // int8 rounds K and V (int8.test.ts bounds that error); the bias is the same float32 arithmetic on top
-        expectClose(chunked, want, { atol: 0.05, rtol: 0 }, name);
-      } else {
-        expectClose(chunked, want, tolFor(cfg.scale, cfg.headDim), name, [n, cfg.heads, cfg.headDim]);
+        const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
+        expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
+      }, 30_000);
+    }
+
+    it('the bias changes the output (a cache without it differs); zero slopes change no bit', () => {
+      const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };
+      const s = stream(plain, 100, 5);
+      expectSameBits(make, { ...plain, alibi: [0, 0, 0, 0] }, plain, s, 'slopes of 0 == no alibi');
+      const biased: Cfg = { ...plain, alibi: true };
+      const none = feed(make(plain), plain, s);
+      const out = feed(make(biased), biased, s);
+      let moved = 0;
+      for (let x = 0; x < out.length; x++) moved = Math.max(moved, Math.abs(out[x] - none[x]));
+      expect(moved).toBeGreaterThan(0.1);
+    });
+
+    it('alibi: true for 12 heads == the slopes computed by hand, bit for bit', () => {
+      const byRule: Cfg = { heads: 12, kvHeads: 4, headDim: 16, maxTokens: 80, alibi: true };
+      const s = stream(byRule, 80, 9);
+      expectSameBits(make, byRule, { ...byRule, alibi: TWELVE_HEADS }, s, 'standard == by hand');
+    });
+
+    it('fork == fresh; save/load continues', () => {
+      const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100, alibi: [0.5, 0.25, -0.1, 0.0625] };
+      expectForkAndLoadContinue(make, cfg, stream(cfg, 100, 3), 80);
+    });
+
+    it('one-shot attention and attentionWeights (queries at S − T + t, keys at 0 … S − 1) match the reference', () => {
+      const rng = new Rng(11);
+      for (const opts of [
+        { heads: 6, kvHeads: 2, headDim: 16, alibi: true as const },
+        { heads: 4, headDim: 8, causal: false, window: 9, alibi: [0.3, -0.2, 0.05, 1] },
+      ]) {
+        const T = 20;
+        const S = 50;
+        const q = rng.randn(T * opts.heads * opts.headDim);
+        const k = rng.randn(S * (opts.kvHeads ?? opts.heads) * opts.headDim);
+        const v = rng.randn(k.length);
+        expectClose(attention(q, k, v, opts), referenceAttention(q, k, v, opts), tolFor(undefined, 16), 'attention');
+        // weights are probabilities: the same score error, relative to each weight
+        const tol = { atol: 1e-6, rtol: 1e-4 };
+        expectClose(attentionWeights(q, k, v, opts), referenceWeights(q, k, v, opts), tol, 'weights');
       }
-      expectBitIdentical(feed(make(cfg), cfg, s), chunked, 'prefill == chunked');
-      expectBitIdentical(feed(make(cfg), cfg, s, [n - 12, ...ones(12)]), chunked, 'decode steps == chunked');
-    }, 30_000);
-  }
-
-  it('the bias changes the output (a cache without it differs); zero slopes change no bit', () => {
-    const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };
-    const s = stream(plain, 100, 5);
-    const none = feed(make(plain), plain, s);
-    const zero: Cfg = { ...plain, alibi: [0, 0, 0, 0] };
-    expectBitIdentical(feed(make(zero), zero, s), none, 'slopes of 0 == no alibi');
-    const biased: Cfg = { ...plain, alibi: true };
-    const out = feed(make(biased), biased, s);
-    let moved = 0;
-    for (let x = 0; x < out.length; x++) moved = Math.max(moved, Math.abs(out[x] - none[x]));
-    expect(moved).toBeGreaterThan(0.1);
-  });
-
-  it('alibi: true for 12 heads == the slopes computed by hand, bit for bit', () => {
-    const byRule: Cfg = { heads: 12, kvHeads: 4, headDim: 16, maxTokens: 80, alibi: true };
-    const byHand: Cfg = { ...byRule, alibi: TWELVE_HEADS };
-    const s = stream(byRule, 80, 9);
-    expectBitIdentical(feed(make(byRule), byRule, s), feed(make(byHand), byHand, s), 'standard == by hand');
-  });
-
-  it('fork == fresh; save/load continues', () => {
-    const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100, alibi: [0.5, 0.25, -0.1, 0.0625] };
-    const s = stream(cfg, 100, 3);
-    const whole = feed(make(cfg), cfg, s);
-    const parent = make(cfg);
-    feed(parent, cfg, slice(cfg, s, 0, 80));
-    const children = [parent.fork(), KVCache.load(parent.save())];
-    const w = cfg.heads * cfg.headDim;
-    for (const [label, c] of [
-      ['fork', children[0]],
-      ['loaded', children[1]],
-      ['parent', parent],
-    ] as const) {
-      expectBitIdentical(feed(c, cfg, slice(cfg, s, 80, 100), ones(20)), whole.subarray(80 * w), `${label} continues`);
-    }
-    for (const c of children) c.dispose();
-  });
-
-  it('one-shot attention and attentionWeights (queries at S − T + t, keys at 0 … S − 1) match the reference', () => {
-    const rng = new Rng(11);
-    for (const opts of [
-      { heads: 6, kvHeads: 2, headDim: 16, alibi: true as const },
-      { heads: 4, headDim: 8, causal: false, window: 9, alibi: [0.3, -0.2, 0.05, 1] },
-    ]) {
-      const T = 20;
-      const S = 50;
-      const q = rng.randn(T * opts.heads * opts.headDim);
-      const k = rng.randn(S * (opts.kvHeads ?? opts.heads) * opts.headDim);
-      const v = rng.randn(k.length);
-      expectClose(attention(q, k, v, opts), referenceAttention(q, k, v, opts), tolFor(undefined, 16), 'attention');
-      // weights are probabilities: the same score error, relative to each weight
-      expectClose(
-        attentionWeights(q, k, v, opts),
-        referenceWeights(q, k, v, opts),
-        { atol: 1e-6, rtol: 1e-4 },
-        'weights',
-      );
-    }
-  });
-});
+    });
+  },
+  1,
+);
 
 describe('alibi option', () => {
   beforeEach(async () => {
