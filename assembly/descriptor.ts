@@ -25,7 +25,9 @@
 //   18    layers
 //   19    sinkLogits       address of heads f32 learned sink logits (0: none): each joins the softmax
 //                          denominator of its query head with no value (gpt-oss)
-//   20–31 reserved (0)
+//   20    alibiSlopes      address of heads f32 ALiBi slopes (0: none): query head h's score of the key at
+//                          position j from the query at position i gains slope_h · (j − i) (BLOOM)
+//   21–31 reserved (0)
 //   32 + 2·layer      address of the layer's page table
 //   33 + 2·layer      capacity: entries per (kv head, K|V) row of that table
 //
@@ -57,6 +59,7 @@ export const OUT: i32 = 16;
 export const SCRATCH: i32 = 17;
 export const LAYERS: i32 = 18;
 export const SINK_LOGITS: i32 = 19;
+export const ALIBI_SLOPES: i32 = 20;
 export const LAYER_TABLES: i32 = 32;
 
 // @ts-ignore: decorator

@@ -30,6 +30,7 @@ export const Descriptor = {
   SCRATCH: 17,
   LAYERS: 18,
   SINK_LOGITS: 19,
+  ALIBI_SLOPES: 20,
   LAYER_TABLES: 32,
 } as const;
 // </generated>

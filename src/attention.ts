@@ -1,6 +1,7 @@
 // One-shot attention: q of T tokens over k/v of S tokens, with no cache kept afterwards.
 // Internally it is a one-layer cache of exactly S slots, filled and queried once, then freed.
 
+import { alibiSlopesOf } from './alibi.js';
 import { rangeError } from './errors.js';
 import { type HeadShape, chunkTokens, oneShotGeometry, pageBytesOf, pagesPerHead } from './geometry.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
@@ -28,9 +29,10 @@ export interface AttentionOptions {
   window?: number;
   sinks?: number;
   softcap?: number;
+  alibi?: true | readonly number[] | Float32Array | Float64Array;
 }
 
-const ATTENTION_KEYS = ['heads', 'kvHeads', 'headDim', 'causal', 'scale', 'window', 'sinks', 'softcap'];
+const ATTENTION_KEYS = ['heads', 'kvHeads', 'headDim', 'causal', 'scale', 'window', 'sinks', 'softcap', 'alibi'];
 
 interface OneShot {
   shape: HeadShape;
@@ -45,6 +47,7 @@ function validate(q: unknown, k: unknown, v: unknown, options: unknown): OneShot
   refuseUnknownKeys(bag, 'options', ATTENTION_KEYS);
   const shape = headShape(bag, 'options');
   const score = scoring(bag, 'options', shape.headDim);
+  if (bag.alibi !== undefined) score.alibi = alibiSlopesOf(bag.alibi, 'options.alibi', shape.heads, false);
   const causal = optionalBoolean('options.causal', bag.causal, true);
   const queries = tokensIn('q', q, shape.heads * shape.headDim, 'heads × headDim');
   const keys = tokensIn('k', k, shape.kvHeads * shape.headDim, 'kvHeads × headDim');

@@ -17,7 +17,7 @@ import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
 
-const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, SINK_LOGITS, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
+const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, SINK_LOGITS, ALIBI_SLOPES, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
@@ -48,6 +48,8 @@ export class CacheMemory {
   readonly #ropeAt: number;
   /** where the sink logits sit in the fixed block (0: none) */
   readonly #sinkLogitsAt: number;
+  /** where the ALiBi slopes sit in the fixed block (0: none) */
+  readonly #alibiAt: number;
   readonly #tables: number[];
   readonly #capacity: number[];
   #tableBytes = 0;
@@ -75,8 +77,10 @@ export class CacheMemory {
     const descriptorBytes = align((LAYER_TABLES + 2 * layers) * 4);
     this.#ropeAt = descriptorBytes;
     const ropeBytes = rope ? align(instance.abi.ropeTableBytes(rope.dims)) : 0;
+    const sinkBytes = scoring.sinkLogits ? 4 * geometry.heads : 0;
     this.#sinkLogitsAt = scoring.sinkLogits ? descriptorBytes + ropeBytes : 0;
-    this.#fixedBytes = align(descriptorBytes + ropeBytes + (scoring.sinkLogits ? 4 * geometry.heads : 0));
+    this.#alibiAt = scoring.alibi ? descriptorBytes + ropeBytes + sinkBytes : 0;
+    this.#fixedBytes = align(descriptorBytes + ropeBytes + sinkBytes + (scoring.alibi ? 4 * geometry.heads : 0));
     this.#tables = new Array<number>(layers).fill(0);
     this.#capacity = new Array<number>(layers).fill(0);
     this.#fixed = this.#pool.takeBlock(this.#fixedBytes);
@@ -87,6 +91,7 @@ export class CacheMemory {
       w.fill(0, d + LAYER_TABLES, d + LAYER_TABLES + 2 * layers);
       if (rope) w[d + ROPE_TABLE] = this.#fixed + this.#ropeAt;
       if (this.#sinkLogitsAt) w[d + SINK_LOGITS] = this.#fixed + this.#sinkLogitsAt;
+      if (this.#alibiAt) w[d + ALIBI_SLOPES] = this.#fixed + this.#alibiAt;
       return;
     }
     const i32 = this.instance.i32();
@@ -103,6 +108,10 @@ export class CacheMemory {
     if (scoring.sinkLogits) {
       i32[d + SINK_LOGITS] = this.#fixed + this.#sinkLogitsAt;
       instance.f32().set(scoring.sinkLogits, (this.#fixed + this.#sinkLogitsAt) >>> 2);
+    }
+    if (scoring.alibi) {
+      i32[d + ALIBI_SLOPES] = this.#fixed + this.#alibiAt;
+      instance.f32().set(scoring.alibi, (this.#fixed + this.#alibiAt) >>> 2);
     }
   }
 

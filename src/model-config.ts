@@ -18,9 +18,8 @@ export interface LayerOptions {
   rope?: RopeOptions | null;
 }
 
-/** KVCache options, with the per-layer settings and ALiBi that some families need. */
+/** KVCache options, with the per-layer settings that some families need. */
 export interface ModelCacheOptions extends KVCacheOptions {
-  alibi?: true;
   perLayer?: Array<LayerOptions | null>;
 }
 

@@ -1,6 +1,7 @@
 // Validation of every argument, before anything reaches the kernel or changes a cache.
 
 import { positiveNumber, rangeError, typeError } from './errors.js';
+import { alibiSlopesOf } from './alibi.js';
 import type { HeadShape } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
@@ -28,6 +29,8 @@ export interface Scoring {
   sinks: number;
   /** a learned logit per query head joining every softmax's denominator with no value (gpt-oss) */
   sinkLogits?: number[];
+  /** ALiBi: a slope per query head; the score of key j from the query at i gains slope · (j − i) */
+  alibi?: number[];
 }
 
 export interface RopeSettings {
@@ -252,6 +255,7 @@ export interface KVCacheOptions {
   softcap?: number;
   rope?: RopeOptions;
   sinkLogits?: readonly number[] | Float32Array | Float64Array;
+  alibi?: true | readonly number[] | Float32Array | Float64Array;
 }
 
 /** Everything a cache's behaviour depends on, validated and with defaults filled in. */
@@ -277,6 +281,7 @@ const CACHE_KEYS = [
   'softcap',
   'rope',
   'sinkLogits',
+  'alibi',
 ];
 
 /** `sinkLogits`: one finite number per query head (an Array or a typed array). */
@@ -312,6 +317,7 @@ export function cacheSettings(options: unknown): CacheSettings {
   }
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
   if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
+  if (bag.alibi !== undefined) score.alibi = alibiSlopesOf(bag.alibi, 'options.alibi', shape.heads, rope !== undefined);
   return { layers, shape, scoring: score, maxTokens, dtype, rope };
 }
 
@@ -331,5 +337,7 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.softcap ? { softcap: score.softcap } : {}),
     ...(settings.rope ? { rope: ropeToOptions(settings.rope) } : {}),
     ...(score.sinkLogits ? { sinkLogits: [...score.sinkLogits] } : {}),
+    // the slopes themselves, so a saved cache keeps its numbers whatever rule made them
+    ...(score.alibi ? { alibi: [...score.alibi] } : {}),
   };
 }

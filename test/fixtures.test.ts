@@ -1,5 +1,5 @@
 // Real families' attention at real distances: PyTorch's float64 computation of each family's RoPE scheme
-// (and gpt-oss's learned sinks)
+// (and gpt-oss's learned sinks, BLOOM's ALiBi)
 // (test/fixtures/generate.py writes test/fixtures/attention; no Python is needed here) against every build,
 // for queries at positions 10,000 and 100,000, far past each scheme's original context. Each case holds
 // 16 tokens after `start` zero tokens, in a cache whose window is those 16 (generate.py says why), fed as a
@@ -11,7 +11,10 @@
 // element carries a few f32 roundings like any product the argument already counts; PyTorch's frequencies
 // and ours follow the same formulas in f64 and agree to about 1e-16 relative. What it exists to catch
 // moves outputs by far more: one pair on the wrong side of a ramp, a truncate read the wrong way or a
-// missing attention factor changes an angle at position 100,000 by radians (outputs by 0.1 to 1).
+// missing attention factor changes an angle at position 100,000 by radians (outputs by 0.1 to 1). ALiBi:
+// PyTorch adds BLOOM's slope · j (j near 100,000) in float64, the cache slope · (j − i) from an exact
+// integer, a few units for the keys that carry weight: a score error of a few u, which the same
+// tolerance covers; a flipped sign or a wrong head's slope moves outputs by far more.
 
 import { readFileSync } from 'node:fs';
 import { beforeEach, it } from 'vitest';
@@ -24,7 +27,15 @@ interface Case {
   family: string;
   start: number;
   tokens: number;
-  options: { heads: number; kvHeads: number; headDim: number; scale?: number; softcap?: number; rope: object };
+  options: {
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    scale?: number;
+    softcap?: number;
+    rope?: object;
+    alibi?: true;
+  };
 }
 
 const dir = new URL('./fixtures/attention/', import.meta.url);
@@ -59,7 +70,7 @@ forEachBuild('family fixtures (PyTorch float64)', (build) => {
         const n = Math.min(4096, c.start - at);
         cache.append(0, zeros.subarray(0, n * kvHeads * headDim), zeros.subarray(0, n * kvHeads * headDim));
       }
-      const factor = referenceRopeAttentionFactor(c.options.rope);
+      const factor = c.options.rope ? referenceRopeAttentionFactor(c.options.rope) : 1;
       const tolerance = tolFor((c.options.scale ?? 1 / Math.sqrt(headDim)) * factor * factor, headDim);
       for (const [label, chunks] of [
         ['prefill', [c.tokens]],

@@ -211,6 +211,7 @@ describe('cacheOptionsFromConfig', () => {
       'phi-2',
       'phi-4-mini-instruct',
       'smollm2-1.7b',
+      'bloom-560m',
     ]) {
       new KVCache(cacheOptionsFromConfig(config(name), { maxTokens: 2048 })).dispose();
     }

@@ -121,6 +121,16 @@ const MUTANTS = [
     'sinkLogits + (<usize>(tileGroup * group + r % group) << 2)',
     'sinkLogits + (<usize>(r % heads) << 2)',
   ]),
+  mutant('alibi-sign', 'the ALiBi bias favours far keys: every slope enters with its sign flipped', [
+    'assembly/attend/tile.ts',
+    'store<f32>(rowSlope + (<usize>r << 2), load<f32>(',
+    'store<f32>(rowSlope + (<usize>r << 2), -load<f32>(',
+  ]),
+  mutant('alibi-head-wrong', "row r takes the ALiBi slope of its kv head's first query head", [
+    'assembly/attend/tile.ts',
+    'alibiSlopes + (<usize>(g * group + h) << 2)',
+    'alibiSlopes + (<usize>(g * group) << 2)',
+  ]),
 ];
 
 const DEFAULT_TESTS = [
@@ -134,6 +144,7 @@ const DEFAULT_TESTS = [
   'test/rope-scaling.test.ts',
   'test/fixtures.test.ts',
   'test/sink-logits.test.ts',
+  'test/alibi.test.ts',
 ];
 
 const argv = process.argv.slice(2);

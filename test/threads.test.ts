@@ -67,6 +67,13 @@ const CASES: Case[] = [
     chunks: [1000, 1, 1499],
     steps: 5,
   },
+  // ALiBi (BLOOM): the bias of each lane from its key's position and the row's, whatever thread scores it
+  {
+    cfg: { heads: 12, kvHeads: 4, headDim: 64, maxTokens: 2600, alibi: true },
+    n: 2500,
+    chunks: [1000, 1, 1499],
+    steps: 5,
+  },
   // grouped-query, int8, an odd head size
   {
     cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' },

@@ -5,7 +5,7 @@
 
 import { int8ScratchBytes, setInt8Area } from '../int8';
 import {
-  HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, WINDOW,
+  ALIBI_SLOPES, HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, WINDOW,
   address, field, fieldF32, pageTable, tableCapacity,
 } from '../descriptor';
 import { scalesOf } from '../layout';
@@ -34,6 +34,7 @@ export let scale: f32 = 1;
 export let softcap: f32 = 0;          // 0: none
 export let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
 export let sinkLogits: usize = 0;     // per query head f32 learned sink logits (0: none)
+export let alibiSlopes: usize = 0;    // per query head f32 ALiBi slopes (0: none)
 
 export let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
 let pages: usize = 0;                 // the layer's page table (descriptor.ts)
@@ -47,7 +48,7 @@ export let valueScaleBlock: usize = 0;
 // For tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
 //   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) · then per row:
-//   running max, running sum (f32); query and output addresses; visible set (sinkEnd, first, last);
+//   running max, running sum (f32); query and output addresses; query position and ALiBi slope; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
 //   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
 //   [row][accStride], max, sum, and whether any chunk was folded in yet.
@@ -61,6 +62,8 @@ export let rowMax: usize = 0;
 export let rowSum: usize = 0;
 export let rowQuery: usize = 0;
 export let rowOut: usize = 0;         // attend: output row; weights: [keyCount] probability row
+export let rowPosition: usize = 0;    // the query's position (ALiBi's i)
+export let rowSlope: usize = 0;       // f32: the ALiBi slope of the row's query head
 export let rowSinkEnd: usize = 0;
 export let rowFirst: usize = 0;
 export let rowLast: usize = 0;
@@ -84,7 +87,7 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const perToken = queryHeads / kvHeads;
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
-  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 14) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) + 64;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 16) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) + 64;
 }
 
 /**
@@ -105,6 +108,7 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   scale = fieldF32(descriptor, SCALE);
   softcap = fieldF32(descriptor, SOFTCAP);
   sinkLogits = address(descriptor, SINK_LOGITS);
+  alibiSlopes = address(descriptor, ALIBI_SLOPES);
   pages = pageTable(descriptor, layer);
   headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
   keyRowBytes = <usize>dim << (int8 ? 0 : 2);
@@ -120,7 +124,9 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);
-  rowSinkEnd = rowOut + (rows << 2);
+  rowPosition = rowOut + (rows << 2);
+  rowSlope = rowPosition + (rows << 2);
+  rowSinkEnd = rowSlope + (rows << 2);
   rowFirst = rowSinkEnd + (rows << 2);
   rowLast = rowFirst + (rows << 2);
   rowFrom = rowLast + (rows << 2);

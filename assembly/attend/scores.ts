@@ -1,6 +1,6 @@
 // A block's scores for its active rows: dot products of each row's query with the block's keys (score.ts
-// for float32, int8.ts for int8), then scale, softcap and the mask of the keys the row may not see, in one
-// pass that also finds the block's maximum for the online softmax (softmax.ts).
+// for float32, int8.ts for int8), then scale, softcap, the ALiBi bias and the mask of the keys the row may
+// not see, in one pass that also finds the block's maximum for the online softmax (softmax.ts).
 //
 // Lanes are counted from the block's start and scored in groups of four whose every lane runs the same
 // operations, in the scalar build too (score.ts), so a (query, key) score never depends on the tile, the
@@ -8,8 +8,8 @@
 
 import { MASKED, softcapScalar, softcap4, horizontalMax } from '../math';
 import {
-  activeCount, activeRows, factorBase, getI32, headDim, int8, keyScaleBlock, probsOf, rowFrom, rowMax, rowOut,
-  rowQuery, rowTo, scale, softcap,
+  activeCount, activeRows, alibiSlopes, factorBase, getI32, headDim, int8, keyScaleBlock, probsOf, rowFrom, rowMax, rowOut,
+  rowPosition, rowQuery, rowSlope, rowTo, scale, softcap,
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
@@ -95,13 +95,24 @@ export function scoreBlockI8(keys: usize, n: i32): void {
   }
 }
 
+// ALiBi for the row in progress (maskScores sets them): lane j's key lies alibiOffset + j positions from the
+// row's query (an exact integer, ≤ 0 in causal attention), and its score gains alibiSlope times that. The
+// bias is added after the softcap, as a model adds its masks and position biases to the capped logits.
+let alibiSlope: f32 = 0;
+let alibiOffset: i32 = 0;
+
 /**
  * Turns row r's dot products into scores over its groups of four, lanes it may not see becoming MASKED,
  * and returns the largest score (the block maximum the online softmax needs: one pass, not two).
+ * `position`: the position of the block's lane 0.
  */
-export function maskScores(r: i32): f32 {
+export function maskScores(r: i32, position: i32): f32 {
   const row = probsOf(r);
   const from = getI32(rowFrom, r), to = getI32(rowTo, r);
+  if (alibiSlopes != 0) {
+    alibiSlope = load<f32>(rowSlope + (<usize>r << 2));
+    alibiOffset = position - getI32(rowPosition, r);
+  }
   if (ASC_FEATURE_SIMD) {
     // groups of four whose lanes are all visible need no mask (a decode step's every group but the last):
     // the masked groups are the first if it starts before `from` and the last if it ends after `to`
@@ -124,6 +135,7 @@ export function maskScores(r: i32): f32 {
       if (j >= from && j < to) {
         s = load<f32>(at) * (int8 ? load<f32>(factorBase + (<usize>j << 2)) : scale);
         if (softcap > 0) s = softcapScalar(s, softcap);
+        if (alibiSlopes != 0) s += alibiSlope * <f32>(alibiOffset + j);
       }
       store<f32>(at, s);
       m = max<f32>(m, s);
@@ -137,15 +149,20 @@ export function maskScores(r: i32): f32 {
 @inline function scoreGroup(at: usize, j: i32): v128 {
   let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
   if (softcap > 0) s = softcap4(s, softcap);
+  if (alibiSlopes != 0) {
+    // the scalar build's arithmetic lane by lane: the distance converted exactly, one multiply, one add
+    const distance = i32x4.add(i32x4.splat(alibiOffset + j), i32x4(0, 1, 2, 3));
+    s = f32x4.add(s, f32x4.mul(f32x4.splat(alibiSlope), f32x4.convert_i32x4_s(distance)));
+  }
   return s;
 }
 
 /** Scores the groups j in [from, to) of `row` in place; returns m raised to their maximum. */
 function scoreGroups(row: usize, from: i32, to: i32, m: v128): v128 {
-  // without a softcap, each case its own loop: one multiply and one max a group (with the softcap's code in
+  // without a softcap or ALiBi, each case its own loop: one multiply and one max a group (with the softcap's code in
   // the same loop, V8 spilled the running max in int8's: docs/PERFORMANCE.md)
   const last = row + (<usize>to << 2);
-  if (softcap == 0 && !int8) {
+  if (softcap == 0 && alibiSlopes == 0 && !int8) {
     const s = f32x4.splat(scale);
     for (let at = row + (<usize>from << 2); at < last; at += 16) {
       const x = f32x4.mul(v128.load(at), s);
@@ -154,7 +171,7 @@ function scoreGroups(row: usize, from: i32, to: i32, m: v128): v128 {
     }
     return m;
   }
-  if (softcap == 0) {
+  if (softcap == 0 && alibiSlopes == 0) {
     // int8: each key's own score scale
     let factor = factorBase + (<usize>from << 2);
     for (let at = row + (<usize>from << 2); at < last; at += 16) {

@@ -14,9 +14,9 @@
 // read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
 
 import {
-  BLOCK, CHUNK, accStride, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
+  BLOCK, CHUNK, accStride, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
   foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
-  rowLast, rowOut, rowQuery, rowSeen, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
+  rowLast, rowOut, rowPosition, rowQuery, rowSeen, rowSlope, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
   weightsMode, window,
 } from './call';
 import { MASKED, expScalar } from '../math';
@@ -43,6 +43,8 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
       if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       setVisible(r, firstPosition + t);
+      setI32(rowPosition, r, firstPosition + t);
+      if (alibiSlopes != 0) store<f32>(rowSlope + (<usize>r << 2), load<f32>(alibiSlopes + (<usize>(g * group + h) << 2)));
       r++;
     }
   }
@@ -168,7 +170,7 @@ function visitBlock(position: i32, n: i32): void {
   }
   for (let i = 0; i < activeCount; i++) {
     const r = getI32(activeRows, i);
-    const blockMax = maskScores(r);
+    const blockMax = maskScores(r, position);
     if (weightsMode) collectScores(r, position);
     else softmaxBlock(r, blockMax);
   }

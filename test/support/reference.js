@@ -13,6 +13,7 @@
  * @property {number} [window] default none
  * @property {number} [sinks] default 0
  * @property {number} [softcap] default none
+ * @property {true | readonly number[] | Float32Array | Float64Array} [alibi] a slope per query head (true: referenceAlibiSlopes(heads))
  */
 
 /**
@@ -51,6 +52,7 @@
  * @property {number} [softcap]
  * @property {RopeOptions} [rope]
  * @property {ArrayLike<number>} [sinkLogits] a learned logit per query head in every softmax's denominator
+ * @property {true | readonly number[] | Float32Array | Float64Array} [alibi] a slope per query head (true: referenceAlibiSlopes(heads))
  */
 
 /**
@@ -81,6 +83,8 @@ export function isVisible(j, p, causal, window, sinks) {
  * @property {number} sinks
  * @property {number | undefined} softcap
  * @property {ArrayLike<number>} [sinkLogits] per query head: joins the softmax's denominator, adds no value
+ * @property {ArrayLike<number>} [alibi] per query head: its score of key position j from query position p
+ *   gains slope · (j − p), after the softcap
  */
 
 /**
@@ -112,6 +116,7 @@ function core(q, k, v, a) {
         for (let d = 0; d < D; d++) dot += q[qOff + d] * k[kOff + d];
         let s = a.scale * dot;
         if (a.softcap !== undefined) s = a.softcap * Math.tanh(s / a.softcap);
+        if (a.alibi) s += a.alibi[h] * ((a.keyPositions ? a.keyPositions[j] : j) - p);
         scores[j] = s;
         if (s > max) max = s;
       }
@@ -164,6 +169,7 @@ function oneShotArgs(q, k, opts) {
     window: opts.window,
     sinks: opts.sinks ?? 0,
     softcap: opts.softcap,
+    alibi: opts.alibi === true ? referenceAlibiSlopes(heads) : opts.alibi,
   };
 }
 
@@ -297,7 +303,25 @@ function cacheArgs(o) {
     sinks: o.sinks ?? 0,
     softcap: o.softcap,
     sinkLogits: o.sinkLogits,
+    alibi: o.alibi === true ? referenceAlibiSlopes(o.heads) : o.alibi,
   };
+}
+
+/**
+ * ALiBi's slopes for n heads as Press et al. define them: for a power of two, the geometric sequence that
+ * starts at 2^(−8/n) with that ratio; otherwise those of the closest power of two below n, followed by
+ * every other slope (the first, third, …) of twice that power, as many as heads remain.
+ * @param {number} n @returns {number[]}
+ */
+export function referenceAlibiSlopes(n) {
+  const geometric = (/** @type {number} */ m) => {
+    const start = 2 ** (-8 / m);
+    return Array.from({ length: m }, (_, i) => start * start ** i);
+  };
+  if (Number.isInteger(Math.log2(n))) return geometric(n);
+  const closest = 2 ** Math.floor(Math.log2(n));
+  const extra = geometric(2 * closest).filter((_, i) => i % 2 === 0);
+  return [...geometric(closest), ...extra.slice(0, n - closest)];
 }
 
 /**
@@ -348,6 +372,7 @@ export class ReferenceCache {
     this.softcap = o.softcap;
     this.rope = o.rope;
     this.sinkLogits = o.sinkLogits;
+    this.alibi = o.alibi;
     /** @private @type {number[][]} per layer, [len][kvHeads][headDim] flattened, roped */
     this.k = [];
     /** @private @type {number[][]} */
