@@ -17,11 +17,10 @@ import {
   Rng,
   expectClose,
   expectForkAndLoadContinue,
-  expectReferenceAndChunkings,
+  itMatchesReferenceAndChunkings,
   expectSameBits,
   expectThrows,
   feed,
-  ones,
   parseSave,
   stream,
   tolFor,
@@ -63,14 +62,7 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
 withEachBuild(
   'alibi',
   (_build, make) => {
-    for (const [i, { name, cfg }] of SCENARIOS.entries()) {
-      it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
-        const s = stream(cfg, 260, 70 + i);
-        // int8 rounds K and V (int8.test.ts bounds that error); the bias is the same float32 arithmetic on top
-        const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
-        expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
-      }, 30_000);
-    }
+    itMatchesReferenceAndChunkings(make, SCENARIOS, 70);
 
     it('the bias changes the output (a cache without it differs); zero slopes change no bit', () => {
       const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };

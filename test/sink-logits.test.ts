@@ -8,13 +8,11 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, init } from '../src/index.js';
 import {
   expectForkAndLoadContinue,
-  expectReferenceAndChunkings,
+  itMatchesReferenceAndChunkings,
   expectSameBits,
   expectThrows,
-  ones,
   parseSave,
   stream,
-  tolFor,
   type Cfg,
   withEachBuild,
 } from './support/util.js';
@@ -50,14 +48,7 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
 withEachBuild(
   'sink logits',
   (_build, make) => {
-    for (const [i, { name, cfg }] of SCENARIOS.entries()) {
-      it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
-        const s = stream(cfg, 260, 40 + i);
-        // int8 rounds K and V (int8.test.ts bounds that error); the sink itself is exact arithmetic on top
-        const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
-        expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
-      }, 30_000);
-    }
+    itMatchesReferenceAndChunkings(make, SCENARIOS, 40);
 
     it('a sink far below every score changes no bit; fork == fresh; save/load continues', () => {
       const plain: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 100 };

@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { afterEach, beforeEach, describe, expect } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, type KVCacheOptions, init } from '../../src/index.js';
 import { activeInstance } from '../../src/init.js';
 import { useNodeWorkerScript } from '../../src/threads.js';
@@ -430,6 +430,26 @@ export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number
     inChunks(cfg, s, chunks, (p) => ref.attend(layer, p.q, p.k, p.v)),
     Float64Array,
   );
+}
+
+/**
+ * One test per scenario for an option that changes each score or each softmax (sink logits, ALiBi): 260
+ * tokens, fed in uneven chunks and with 12 decode steps, match the float64 reference and give the same bits
+ * every way. Float32 within `tolFor`: the option adds exact or one-rounding float32 arithmetic on top of the
+ * scores that bound covers. int8 within 0.05: its K and V rounding dominates (int8.test.ts bounds it).
+ */
+export function itMatchesReferenceAndChunkings(
+  make: (options: object) => KVCache,
+  scenarios: readonly { name: string; cfg: Cfg }[],
+  seed: number,
+): void {
+  for (const [i, { name, cfg }] of scenarios.entries()) {
+    it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
+      const s = stream(cfg, 260, seed + i);
+      const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
+      expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
+    }, 30_000);
+  }
 }
 
 /**
