@@ -10,7 +10,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/index.mjs';
 import { cacheOptionsFromConfig } from '../src/index.js';
 import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
+import { linear } from '../examples/model/math.mjs';
 import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
+import { expectBitIdentical, Rng } from './support/util.js';
 
 const dir = process.env.TINY_MODEL_DIR ?? fileURLToPath(new URL('../examples/model/tiny', import.meta.url));
 const reference = JSON.parse(readFileSync(`${dir}/reference.json`, 'utf8'));
@@ -77,6 +79,18 @@ describe('the runner reproduces PyTorch (float32 cache)', () => {
     expect(model.logits(heldOut, { tokensPerCall: 1 })).toEqual(prefill32);
     const start = heldOut.slice(0, 40);
     expect(model.logits(start, { tokensPerCall: 5 })).toEqual(prefill32.subarray(0, 40 * vocab));
+  });
+
+  it('any number of tokens per call gives the same bits (every blocking of the multi-token matmuls)', () => {
+    // verifying k drafts runs k + 1 tokens at once, and must see the logits greedy saw one at a time
+    const start = heldOut.slice(0, 30);
+    for (const tokensPerCall of [2, 3, 4, 7, 13]) {
+      expectBitIdentical(
+        model.logits(start, { tokensPerCall }),
+        prefill32.subarray(0, 30 * vocab),
+        `logits in calls of ${tokensPerCall} tokens`,
+      );
+    }
   });
 
   it(`greedy continuation equals PyTorch's for all ${greedyReference.length} tokens`, async () => {
@@ -157,6 +171,28 @@ describe('prompt-lookup speculative decoding', () => {
     const greedy = await int8Model.generate(prompts.list, { maxNewTokens: 48 });
     const lookup = { minNgram: 1, adaptive: false };
     expect(await int8Model.generate(prompts.list, { maxNewTokens: 48, lookup })).toEqual(greedy);
+  });
+
+  it("linear: a token's outputs have the same bits whatever the number of tokens computed with it", () => {
+    // math.mjs picks register blockings by token count (three tokens by three rows, two by four, a lone
+    // token by eight rows) and by output count (leftover rows one at a time); each must sum every output
+    // in the same order, so that a verification pass reproduces greedy decoding's logits exactly
+    const rng = new Rng(21);
+    const inDim = 37;
+    const outDim = 23; // not a multiple of 3, 4 or 8: the leftover-row paths run too
+    const W = rng.randn(outDim * inDim);
+    const bias = rng.randn(outDim);
+    for (const T of [1, 2, 3, 4, 5, 6, 7, 8, 10, 13]) {
+      const x = rng.randn(T * inDim);
+      const together = new Float32Array(T * outDim);
+      linear(x, T, W, inDim, outDim, bias, together);
+      const alone = new Float32Array(T * outDim);
+      for (let t = 0; t < T; t++) {
+        const xt = x.subarray(t * inDim, (t + 1) * inDim);
+        linear(xt, 1, W, inDim, outDim, bias, alone.subarray(t * outDim, (t + 1) * outDim));
+      }
+      expectBitIdentical(together, alone, `linear of ${T} tokens against one at a time`, [T, outDim]);
+    }
   });
 
   it('drafts what followed the latest earlier occurrence of the longest matching suffix', () => {
