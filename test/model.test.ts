@@ -214,6 +214,31 @@ describe('prompt-lookup speculative decoding', () => {
     expect(lengths.filter((n) => n > 0)).toEqual([1, 1]);
     expect(new DraftPolicy({ ...LOOKUP_DEFAULTS, adaptive: false }).length()).toBe(LOOKUP_DEFAULTS.maxDraft);
   });
+
+  it('drafts less where timed verification passes cost more, and ignores a stopped clock', () => {
+    const timed = (passMsPerToken: number) => {
+      const policy = new DraftPolicy(LOOKUP_DEFAULTS);
+      for (let i = 0; i < 5; i++) policy.update(4, 3); // acceptance rate ~0.75
+      for (let i = 0; i < 20; i++) {
+        policy.observe(1, 1); // a lone step: 1 ms
+        policy.observe(5, 5 * passMsPerToken);
+      }
+      return policy;
+    };
+    // a = 0.75: worth floor(ln c / ln a) tokens
+    expect(timed(0.7).draftCost()).toBeCloseTo(0.7, 10);
+    expect(timed(0.7).length()).toBe(1);
+    expect(timed(0.55).length()).toBe(2);
+    // a pass that costs a lone step per token (stalled threads): only the probes every 8th step
+    const stalled = timed(1.1);
+    expect(stalled.draftCost()).toBe(1);
+    expect(Array.from({ length: 16 }, () => stalled.length()).filter((n) => n > 0)).toEqual([1, 1]);
+    // a clock that does not move while code runs (Cloudflare Workers) leaves the default cost
+    const frozen = new DraftPolicy(LOOKUP_DEFAULTS);
+    frozen.observe(1, 0);
+    frozen.observe(5, 0);
+    expect(frozen.draftCost()).toBe(0.7);
+  });
 });
 
 describe('generate', () => {
