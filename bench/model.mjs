@@ -4,7 +4,8 @@
 //      plain-JS attention (test/support/plain-js.mjs), and the share of a token's time spent in attention at
 //      contexts 64, 256 and 512 (past the model's trained context of 256 the numbers are still right
 //      for timing; the text would not be);
-//   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose.
+//   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose, and the
+//      cost of a forward pass of T tokens in lone decode steps (what bounds what lookup can save).
 // Each variant of part 1 runs in its own process (a grown WebAssembly memory slows V8's typed-array code
 // in the whole process; see bench/FINDINGS.md), alternating over rounds; part 2 interleaves greedy and
 // lookup runs in one process. Medians over rounds, with min–max spreads; for part 2 also per second of the
@@ -139,7 +140,37 @@ async function runLookup() {
     }
     results[name] = r;
   }
-  return results;
+  return { ...results, passCost: passCost(model) };
+}
+
+/** Token counts of a verification pass (the next token and its drafts) whose cost part 2 reports. */
+const PASS_TOKENS = [1, 2, 3, 4, 8, 13];
+
+/**
+ * What a forward pass of T tokens costs, in µs of the process's CPU time (steadier than the clock on a busy
+ * machine), at a context of 64 (the same tokens, truncated after each pass): the bound on what verifying
+ * drafts can save. Token counts interleaved, medians of 25.
+ * @param {Awaited<ReturnType<typeof loadModel>>} model
+ * @returns {Record<number, number>}
+ */
+function passCost(model) {
+  const ids = text(64 + Math.max(...PASS_TOKENS));
+  const cache = model.createCache({ maxTokens: ids.length });
+  const logits = new Float32Array(Math.max(...PASS_TOKENS) * model.config.vocab_size);
+  model.feed(cache, ids, 0, 64, null, 0);
+  /** @type {Record<number, number[]>} */
+  const times = Object.fromEntries(PASS_TOKENS.map((T) => [T, []]));
+  for (let round = 0; round < 27; round++) {
+    for (const T of PASS_TOKENS) {
+      const cpu0 = process.cpuUsage();
+      model.feed(cache, ids, 64, T, logits, T);
+      const cpu = process.cpuUsage(cpu0);
+      if (round >= 2) times[T].push(cpu.user + cpu.system); // two rounds of warm-up
+      cache.truncate(64);
+    }
+  }
+  cache.dispose?.();
+  return Object.fromEntries(PASS_TOKENS.map((T) => [T, median(times[T])]));
 }
 
 if (opts.child) {
@@ -183,6 +214,7 @@ for (let round = 0; round < opts.rounds; round++) {
   }
 }
 process.stderr.write('\x1b[K');
+/** @type {any[]} */
 const lookupRuns = [];
 for (let round = 0; round < Math.max(1, Math.ceil(opts.rounds / 2)); round++) {
   process.stderr.write(`  lookup round ${round + 1}\r`);
@@ -249,6 +281,18 @@ for (const name of ['repetitive', 'prose']) {
     cpuRatio: median(cpuRatios),
   };
 }
+// per round the cost of a T-token pass in lone steps; its inverse per token is lookup's ceiling
+const passSteps = (/** @type {number} */ T) => lookupRuns.map((r) => r.passCost[T] / r.passCost[1]);
+out(
+  `  a forward pass of T tokens, in lone decode steps (median (min–max) over rounds): ${PASS_TOKENS.slice(1)
+    .map((T) => `T=${T} ${spread(passSteps(T), (x) => x.toFixed(2))}`)
+    .join(', ')}`,
+);
+const perToken = median(passSteps(13)) / 13;
+out(
+  `  -> a verified token costs ${perToken.toFixed(2)} of a lone step (T=13): lookup's ceiling is ${fmtX(1 / perToken)}× with every draft accepted`,
+);
+summary.passSteps = Object.fromEntries(PASS_TOKENS.map((T) => [T, median(passSteps(T))]));
 const busy = busyWarning();
 if (busy) out(`\n${busy}`);
 if (opts.json) out(JSON.stringify(summary));

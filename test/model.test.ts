@@ -10,7 +10,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/index.mjs';
 import { cacheOptionsFromConfig } from '../src/index.js';
 import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
+import { linear } from '../examples/model/math.mjs';
 import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
+import { expectBitIdentical, Rng } from './support/util.js';
 
 const dir = process.env.TINY_MODEL_DIR ?? fileURLToPath(new URL('../examples/model/tiny', import.meta.url));
 const reference = JSON.parse(readFileSync(`${dir}/reference.json`, 'utf8'));
@@ -77,6 +79,18 @@ describe('the runner reproduces PyTorch (float32 cache)', () => {
     expect(model.logits(heldOut, { tokensPerCall: 1 })).toEqual(prefill32);
     const start = heldOut.slice(0, 40);
     expect(model.logits(start, { tokensPerCall: 5 })).toEqual(prefill32.subarray(0, 40 * vocab));
+  });
+
+  it('any number of tokens per call gives the same bits (every blocking of the multi-token matmuls)', () => {
+    // verifying k drafts runs k + 1 tokens at once, and must see the logits greedy saw one at a time
+    const start = heldOut.slice(0, 30);
+    for (const tokensPerCall of [2, 3, 4, 7, 13]) {
+      expectBitIdentical(
+        model.logits(start, { tokensPerCall }),
+        prefill32.subarray(0, 30 * vocab),
+        `logits in calls of ${tokensPerCall} tokens`,
+      );
+    }
   });
 
   it(`greedy continuation equals PyTorch's for all ${greedyReference.length} tokens`, async () => {
@@ -159,6 +173,28 @@ describe('prompt-lookup speculative decoding', () => {
     expect(await int8Model.generate(prompts.list, { maxNewTokens: 48, lookup })).toEqual(greedy);
   });
 
+  it("linear: a token's outputs have the same bits whatever the number of tokens computed with it", () => {
+    // math.mjs picks register blockings by token count (three tokens by three rows, two by four, a lone
+    // token by eight rows) and by output count (leftover rows one at a time); each must sum every output
+    // in the same order, so that a verification pass reproduces greedy decoding's logits exactly
+    const rng = new Rng(21);
+    const inDim = 37;
+    const outDim = 23; // not a multiple of 3, 4 or 8: the leftover-row paths run too
+    const W = rng.randn(outDim * inDim);
+    const bias = rng.randn(outDim);
+    for (const T of [1, 2, 3, 4, 5, 6, 7, 8, 10, 13]) {
+      const x = rng.randn(T * inDim);
+      const together = new Float32Array(T * outDim);
+      linear(x, T, W, inDim, outDim, bias, together);
+      const alone = new Float32Array(T * outDim);
+      for (let t = 0; t < T; t++) {
+        const xt = x.subarray(t * inDim, (t + 1) * inDim);
+        linear(xt, 1, W, inDim, outDim, bias, alone.subarray(t * outDim, (t + 1) * outDim));
+      }
+      expectBitIdentical(together, alone, `linear of ${T} tokens against one at a time`, [T, outDim]);
+    }
+  });
+
   it('drafts what followed the latest earlier occurrence of the longest matching suffix', () => {
     const options = { ...LOOKUP_DEFAULTS, minNgram: 2 };
     expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7, 2]);
@@ -177,6 +213,31 @@ describe('prompt-lookup speculative decoding', () => {
     const lengths = Array.from({ length: 16 }, () => policy.length());
     expect(lengths.filter((n) => n > 0)).toEqual([1, 1]);
     expect(new DraftPolicy({ ...LOOKUP_DEFAULTS, adaptive: false }).length()).toBe(LOOKUP_DEFAULTS.maxDraft);
+  });
+
+  it('drafts less where timed verification passes cost more, and ignores a stopped clock', () => {
+    const timed = (passMsPerToken: number) => {
+      const policy = new DraftPolicy(LOOKUP_DEFAULTS);
+      for (let i = 0; i < 5; i++) policy.update(4, 3); // acceptance rate ~0.75
+      for (let i = 0; i < 20; i++) {
+        policy.observe(1, 1); // a lone step: 1 ms
+        policy.observe(5, 5 * passMsPerToken);
+      }
+      return policy;
+    };
+    // a = 0.75: worth floor(ln c / ln a) tokens
+    expect(timed(0.7).draftCost()).toBeCloseTo(0.7, 10);
+    expect(timed(0.7).length()).toBe(1);
+    expect(timed(0.55).length()).toBe(2);
+    // a pass that costs a lone step per token (stalled threads): only the probes every 8th step
+    const stalled = timed(1.1);
+    expect(stalled.draftCost()).toBe(1);
+    expect(Array.from({ length: 16 }, () => stalled.length()).filter((n) => n > 0)).toEqual([1, 1]);
+    // a clock that does not move while code runs (Cloudflare Workers) leaves the default cost
+    const frozen = new DraftPolicy(LOOKUP_DEFAULTS);
+    frozen.observe(1, 0);
+    frozen.observe(5, 0);
+    expect(frozen.draftCost()).toBe(0.7);
   });
 });
 

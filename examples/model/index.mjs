@@ -461,7 +461,9 @@ class LlamaModel {
         const position = cache.length; // where `next` goes
         input[0] = next;
         for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
+        const started = performance.now();
         this.feed(cache, input, 0, draft.length + 1, logits, draft.length + 1);
+        policy?.observe(draft.length + 1, performance.now() - started);
         stats.forwards++;
         stats.drafted += draft.length;
         // row i predicts the token after draft i: keep drafts while they are what the model picks there

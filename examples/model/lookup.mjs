@@ -68,12 +68,13 @@ export function draftByLookup(tokens, options, limit) {
 }
 
 /**
- * How many tokens to draft next. Checking a draft token costs about 0.7 of decoding a token alone (the
- * runner's multi-token matmuls, math.mjs), and saves a whole step only when the model agrees with it, so
- * drafting pays only where the acceptance rate is above 0.7. The policy keeps a decaying count of
- * accepted and rejected drafts; with acceptance rate a, the i-th token of a draft is worth checking while
- * a^i > 0.7, so it drafts floor(ln 0.7 / ln a) tokens, and none below 0.7 but one every 8th step, to
- * notice when the text starts repeating.
+ * How many tokens to draft next. Checking a draft token costs a share `c` of decoding a token alone (about
+ * 0.7 in the runner's multi-token matmuls, math.mjs; more where a verification pass waits for a worker
+ * thread that a busy machine descheduled), and saves a whole step only when the model agrees with it. The
+ * policy keeps a decaying count of accepted and rejected drafts; with acceptance rate a, the i-th token of
+ * a draft is worth checking while a^i > c, so it drafts floor(ln c / ln a) tokens, and none where that is
+ * 0 but one every 8th step, to notice when the text starts repeating. `c` starts at 0.7 and follows the
+ * times the runner reports (`observe`), so a machine where verifying costs more drafts less.
  */
 export class DraftPolicy {
   /** @param {LookupOptions} options */
@@ -84,13 +85,27 @@ export class DraftPolicy {
     this.accepted = 4;
     this.rejected = 1;
     this.idle = 0;
+    /** decaying ms of lone steps and of verification passes, and their token counts */
+    this.loneMs = 0;
+    this.lone = 0;
+    this.passMs = 0;
+    this.passTokens = 0;
+  }
+
+  /** What a checked draft token costs, in lone decode steps (DRAFT_COST until both kinds were timed). */
+  draftCost() {
+    if (this.lone === 0 || this.passTokens === 0) return DRAFT_COST;
+    const cost = this.passMs / this.passTokens / (this.loneMs / this.lone);
+    return Math.min(Math.max(cost, MIN_DRAFT_COST), 1);
   }
 
   /** The most tokens to draft at this step (0: decode one token alone). */
   length() {
     if (!this.adaptive) return this.maxDraft;
     const rate = this.accepted / (this.accepted + this.rejected);
-    const worth = rate >= 1 ? this.maxDraft : Math.floor(Math.log(DRAFT_COST) / Math.log(rate));
+    const cost = this.draftCost();
+    let worth = 0;
+    if (cost < 1) worth = rate >= 1 ? this.maxDraft : Math.floor(Math.log(cost) / Math.log(rate));
     if (worth >= 1) return Math.min(worth, this.maxDraft);
     if (++this.idle < PROBE_EVERY) return 0;
     this.idle = 0;
@@ -103,11 +118,30 @@ export class DraftPolicy {
     this.accepted = this.accepted * DECAY + accepted;
     this.rejected = this.rejected * DECAY + (accepted < drafted ? 1 : 0);
   }
+
+  /**
+   * The time a forward pass of `tokens` tokens took (a lone step, or a token and its drafts). Times of 0
+   * or less are ignored: runtimes that stop the clock while code runs (Cloudflare Workers) keep 0.7.
+   */
+  observe(/** @type {number} */ tokens, /** @type {number} */ ms) {
+    if (!(ms > 0)) return;
+    if (tokens === 1) {
+      this.loneMs = this.loneMs * TIME_DECAY + ms;
+      this.lone = this.lone * TIME_DECAY + 1;
+    } else {
+      this.passMs = this.passMs * TIME_DECAY + ms;
+      this.passTokens = this.passTokens * TIME_DECAY + tokens;
+    }
+  }
 }
 
-/** a checked draft token's cost, in decode steps */
+/** a checked draft token's cost, in decode steps, before any pass was timed (math.mjs: 0.69 at T >= 3) */
 const DRAFT_COST = 0.7;
+/** the least cost believed from timings (a lone step slowed by a busy machine can make passes look cheap) */
+const MIN_DRAFT_COST = 0.5;
 /** steps between single-token probes while drafting does not pay */
 const PROBE_EVERY = 8;
 /** how fast old verifications fade from the acceptance rate */
 const DECAY = 0.8;
+/** how fast old timings fade (slower: a single stalled pass should not stop drafting) */
+const TIME_DECAY = 0.95;

@@ -9,9 +9,11 @@
  * y = x Wᵀ (+ bias): a linear layer with PyTorch's weight layout, W [out][in].
  * Every output is one dot product summed in index order, whichever path computes it, so any T gives the
  * same bits. The paths differ in how loads are shared: three weight rows against three tokens at a time
- * (each number loaded once for three products); two tokens left over take four rows at a time, one token
- * (a decode step) eight rows. A token of a multi-token call (a prefill, a prompt-lookup verification)
- * thus costs about 0.7 of a token decoded alone.
+ * (each number loaded once for three products); tokens left over go by pairs, four rows at a time (T = 4,
+ * 7, 10 … end in two pairs rather than a lone token), and a lone token (a decode step) takes eight rows.
+ * A token of a multi-token call (a prefill, a prompt-lookup verification) thus costs about 0.7 of a token
+ * decoded alone: the multiply and the add of each product remain, and no register blocking that V8
+ * compiles well shares more loads (docs/PERFORMANCE.md).
  * @param {Float32Array} x [T][inDim]
  * @param {number} T
  * @param {Float32Array} W [outDim][inDim]
@@ -21,7 +23,8 @@
  * @param {Float32Array} y [T][outDim]
  */
 export function linear(x, T, W, inDim, outDim, bias, y) {
-  const triples = T - (T % 3);
+  // a lone token left after the triples would run at a decode step's cost: make it two pairs instead
+  const triples = T >= 4 && T % 3 === 1 ? T - 4 : T - (T % 3);
   if (triples > 0) {
     let j = 0;
     for (; j + 3 <= outDim; j += 3) {
@@ -31,13 +34,13 @@ export function linear(x, T, W, inDim, outDim, bias, y) {
       for (let t = 0; t < triples; t++) y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
     }
   }
-  if (T - triples === 2) {
-    const t = triples;
+  if (T - triples >= 2) {
     let j = 0;
-    for (; j + 4 <= outDim; j += 4) rows4Tokens2(x, t, W, inDim, outDim, j, bias, y);
+    for (; j + 4 <= outDim; j += 4) {
+      for (let t = triples; t < T; t += 2) rows4Tokens2(x, t, W, inDim, outDim, j, bias, y);
+    }
     for (; j < outDim; j++) {
-      y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
-      y[(t + 1) * outDim + j] = dot(x, (t + 1) * inDim, W, j * inDim, inDim, bias, j);
+      for (let t = triples; t < T; t++) y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
     }
   } else if (T - triples === 1) {
     const t = triples;
