@@ -17,8 +17,20 @@ import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
 
-const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, SINK_LOGITS, ALIBI_SLOPES, STREAM, Q, LAYERS, LAYER_TABLES, TREE, TREE_BASE } =
-  Descriptor;
+const {
+  HEADS,
+  SCALE,
+  ROPE_DIMS,
+  ROPE_TABLE,
+  SINK_LOGITS,
+  ALIBI_SLOPES,
+  STREAM,
+  Q,
+  LAYERS,
+  LAYER_TABLES,
+  TREE,
+  TREE_BASE,
+} = Descriptor;
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other

@@ -103,9 +103,7 @@ export class KVCache {
   /** attendTree: the drafts held until accept (none: undefined) */
   #drafts: PendingDrafts | undefined;
   /** fork(): the memory and state the next constructed cache adopts instead of making its own */
-  static #adopt:
-    | { memory: CacheMemory; lengths: number[]; intactFrom: number[]; drafts?: PendingDrafts }
-    | undefined;
+  static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[]; drafts?: PendingDrafts } | undefined;
   /** set by a call that constructs a cache from options of its own while it holds its instance (load) */
   static #within = false;
 
@@ -237,7 +235,11 @@ export class KVCache {
       const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
       this.#checkNewTokens(index, k, v, tokens);
       const checked = draftParents(parents, tokens);
-      const pending = this.#drafts ?? { parents: checked, depths: depthsOf(checked), bases: this.#lengths.map(() => -1) };
+      const pending = this.#drafts ?? {
+        parents: checked,
+        depths: depthsOf(checked),
+        bases: this.#lengths.map(() => -1),
+      };
       if (pending.bases[index] >= 0) {
         throw new Error(
           `wasm-attention: layer ${index} already holds the pending drafts: accept(path) keeps some of them ` +
@@ -292,7 +294,8 @@ export class KVCache {
 
   #accept(value: unknown): void {
     const pending = this.#drafts;
-    if (!pending) throw new Error('wasm-attention: accept needs pending drafts (attendTree), and this cache holds none');
+    if (!pending)
+      throw new Error('wasm-attention: accept needs pending drafts (attendTree), and this cache holds none');
     const missing = pending.bases.findIndex((b) => b < 0);
     if (missing >= 0) {
       throw new Error(
@@ -552,9 +555,11 @@ export class KVCache {
   }
 
   static #load(bytes: unknown, base: KVCache | undefined): KVCache {
-    if (base) base.#live();
-    if (base && base.#drafts) {
-      throw new Error('wasm-attention: options.base holds pending drafts (attendTree): accept(path) first');
+    if (base) {
+      base.#live();
+      if (base.#drafts) {
+        throw new Error('wasm-attention: options.base holds pending drafts (attendTree): accept(path) first');
+      }
     }
     // everything is checked before anything is allocated, so refused bytes never grow memory
     const { settings, geometry, pieces, states } = readPieces(

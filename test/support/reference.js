@@ -104,8 +104,7 @@ function core(q, k, v, a) {
   let t = 0;
   /** @param {number} j @param {number} p */
   const visible = (j, p) =>
-    (!a.mask || a.mask[t * S + j] !== 0) &&
-    isVisible(a.keyPositions ? a.keyPositions[j] : j, p, a.causal, a.window, a.sinks);
+    a.mask?.[t * S + j] !== 0 && isVisible(a.keyPositions ? a.keyPositions[j] : j, p, a.causal, a.window, a.sinks);
   for (t = 0; t < T; t++) {
     const p = a.positions[t];
     for (let h = 0; h < heads; h++) {
