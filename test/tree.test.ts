@@ -177,6 +177,58 @@ withEachBuild('attendTree', (_build, make) => {
     });
   });
 
+  it('drafts that are sinks by position (a cache shorter than its sinks), an empty cache, trees over several staging chunks', () => {
+    const rng = new Rng(300);
+    const cases: Array<{ cfg: Cfg; history: number; drafts: number }> = [
+      // a draft stands at a sink position while stored past it, and the window is shorter than the tree
+      {
+        cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 40, window: 3, sinks: 6, rope: {} },
+        history: 2,
+        drafts: 30,
+      },
+      {
+        cfg: { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 40, window: 3, sinks: 6, alibi: true },
+        history: 0,
+        drafts: 20,
+      },
+      // 8 tokens a kernel call here (the staging area's size): a tree of 21 drafts takes three calls
+      { cfg: { heads: 32, kvHeads: 32, headDim: 256, maxTokens: 64, rope: {} }, history: 5, drafts: 21 },
+    ];
+    for (const [n, { cfg, history, drafts }] of cases.entries()) {
+      const cache = make(cfg) as KVCache;
+      const ref = new ReferenceCache(cfg);
+      const h = stream(cfg, history + 1, n);
+      if (history > 0) {
+        const part = slice(cfg, h, 0, history);
+        expectClose(feed(cache, cfg, part), ref.attend(0, part.q, part.k, part.v), tolOf(cfg), `case ${n}: history`);
+      }
+      for (let round = 0; round < 4; round++) {
+        const parents = randomTree(rng, drafts);
+        const d = stream(cfg, drafts, 40 + round);
+        const label = `case ${n}, round ${round}: parents [${parents}]`;
+        expectClose(
+          cache.attendTree(0, d.q, d.k, d.v, parents),
+          ref.attendTree(0, d.q, d.k, d.v, parents),
+          tolOf(cfg),
+          label,
+        );
+        const path = round === 3 ? [] : randomPath(rng, parents);
+        cache.accept(path);
+        ref.accept(path);
+      }
+      const next = slice(cfg, h, history, history + 1);
+      expectClose(feed(cache, cfg, next), ref.attend(0, next.q, next.k, next.v), tolOf(cfg), `case ${n}: a step after`);
+    }
+    // 70 roots, all at position 0 (a sink), then a chain of 146 under the last: the chain's late drafts see
+    // only their root far below their window, stored two blocks under them (the walk must not skip it)
+    const cfg: Cfg = { heads: 2, kvHeads: 1, headDim: 8, maxTokens: 256, window: 2, sinks: 8 };
+    const parents = Array.from({ length: 216 }, (_, i) => (i < 70 ? -1 : i - 1));
+    const d = stream(cfg, parents.length, 77);
+    const ref = new ReferenceCache(cfg);
+    const got = (make(cfg) as KVCache).attendTree(0, d.q, d.k, d.v, parents);
+    expectClose(got, ref.attendTree(0, d.q, d.k, d.v, parents), tolOf(cfg), 'a root far below its chain');
+  });
+
   it('truncate and reset drop the pending drafts', () => {
     const cfg: Cfg = { heads: 2, headDim: 8, maxTokens: 100, window: 30, rope: {} };
     const history = stream(cfg, 90, 6);
@@ -293,35 +345,43 @@ describe('attendTree across threads', () => {
     await init({ threads: 1 });
   });
 
-  it('a tree of 16 drafts over 2,100 tokens: the same bits at 1 and 2 threads, calls really threaded', async () => {
-    const cfg: Cfg = { layers: 1, heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2200, rope: {} };
-    const history = stream(cfg, 2100, 21);
-    const rng = new Rng(22);
-    const parents = randomTree(rng, 16);
-    const drafts = stream(cfg, 16, 23);
-    const path = randomPath(rng, parents);
-    const next = stream(cfg, 1, 24);
-    const outputs: Float32Array[] = [];
-    for (const threads of [1, 2]) {
-      await init({ threads });
-      const pool = activeInstance().pool;
-      const before = pool?.threadedCalls ?? 0;
-      const cache = new KVCache(cfg as never);
-      const chained = new KVCache(cfg as never);
-      const plain = new KVCache(cfg as never);
-      for (const c of [cache, chained, plain]) feed(c, cfg, history);
-      const tree = cache.attendTree(0, drafts.q, drafts.k, drafts.v, parents);
-      cache.accept(path);
-      const step = feed(cache, cfg, next);
-      expectBitIdentical(
-        chained.attendTree(0, drafts.q, drafts.k, drafts.v, chain(16)),
-        plain.attend(0, drafts.q, drafts.k, drafts.v),
-        `${threads} threads: chain == chunked`,
-      );
-      if (threads > 1) expect(pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 2);
-      outputs.push(concat([tree, step]));
-      for (const c of [cache, chained, plain]) c.dispose();
-    }
-    expectBitIdentical(outputs[1], outputs[0], '2 threads == 1 thread');
-  }, 60_000);
+  // grouped-query: 4 tokens a tile, so 16 drafts are tiles across threads; one query head a kv head: 16 drafts
+  // are one tile a kv head, cut into chunks of the cache across threads (flash-decoding)
+  it.each([
+    { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2200, rope: {} },
+    { heads: 4, kvHeads: 4, headDim: 64, maxTokens: 2200, rope: {}, window: 2000, sinks: 4 },
+  ] as Cfg[])(
+    'a tree of 16 drafts over 2,100 tokens ($heads heads, $kvHeads kv): the same bits at 1 and 2 threads',
+    async (cfg) => {
+      const history = stream(cfg, 2100, 21);
+      const rng = new Rng(22);
+      const parents = randomTree(rng, 16);
+      const drafts = stream(cfg, 16, 23);
+      const path = randomPath(rng, parents);
+      const next = stream(cfg, 1, 24);
+      const outputs: Float32Array[] = [];
+      for (const threads of [1, 2]) {
+        await init({ threads });
+        const pool = activeInstance().pool;
+        const before = pool?.threadedCalls ?? 0;
+        const cache = new KVCache(cfg as never);
+        const chained = new KVCache(cfg as never);
+        const plain = new KVCache(cfg as never);
+        for (const c of [cache, chained, plain]) feed(c, cfg, history);
+        const tree = cache.attendTree(0, drafts.q, drafts.k, drafts.v, parents);
+        cache.accept(path);
+        const step = feed(cache, cfg, next);
+        expectBitIdentical(
+          chained.attendTree(0, drafts.q, drafts.k, drafts.v, chain(16)),
+          plain.attend(0, drafts.q, drafts.k, drafts.v),
+          `${threads} threads: chain == chunked`,
+        );
+        if (threads > 1) expect(pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 2);
+        outputs.push(concat([tree, step]));
+        for (const c of [cache, chained, plain]) c.dispose();
+      }
+      expectBitIdentical(outputs[1], outputs[0], '2 threads == 1 thread');
+    },
+    60_000,
+  );
 });
