@@ -109,7 +109,6 @@ let alibiOffset: i32 = 0;
 export function maskScores(r: i32, position: i32): f32 {
   const row = probsOf(r);
   const from = getI32(rowFrom, r), to = getI32(rowTo, r);
-  if (to > treeBase - position) return maskDraftScores(r, position, row, from, to);
   if (alibiSlopes != 0) {
     alibiSlope = load<f32>(rowSlope + (<usize>r << 2));
     alibiOffset = position - getI32(rowPosition, r);
@@ -223,7 +222,9 @@ export function collectScores(r: i32, position: i32): void {
  * taken from the draft's position (its depth's), not from where it is stored. For a chain of drafts both
  * are what a plain call computes, so a chain is the same bits as chunked attend.
  */
-function maskDraftScores(r: i32, position: i32, row: usize, from: i32, to: i32): f32 {
+export function maskDraftScores(r: i32, position: i32): f32 {
+  const row = probsOf(r);
+  const from = getI32(rowFrom, r), to = getI32(rowTo, r);
   const self = getI32(rowLast, r) - treeBase;
   const queryPosition = getI32(rowPosition, r);
   const slope: f32 = alibiSlopes != 0 ? load<f32>(rowSlope + (<usize>r << 2)) : 0;

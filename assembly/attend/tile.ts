@@ -24,7 +24,7 @@ import { accumulateBlock, accumulateBlockI8 } from './accumulate';
 import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
-import { collectScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
+import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
 
@@ -199,9 +199,11 @@ function visitBlock(position: i32, n: i32): void {
     scoreBlock(keys, 0, split);
     if (split < n) scoreBlock(nextKeys, split, n);
   }
+  // a block that holds drafts of a tree: their visibility and positions are the rows' bits' (scores.ts)
+  const drafts = n > treeBase - position;
   for (let i = 0; i < activeCount; i++) {
     const r = getI32(activeRows, i);
-    const blockMax = maskScores(r, position);
+    const blockMax = drafts ? maskDraftScores(r, position) : maskScores(r, position);
     if (weightsMode) collectScores(r, position);
     else softmaxBlock(r, blockMax);
   }
