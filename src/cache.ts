@@ -225,7 +225,7 @@ export class KVCache {
     q: Float32Array,
     k: Float32Array,
     v: Float32Array,
-    parents: ArrayLike<number>,
+    parents: readonly number[] | Int32Array,
     out?: Float32Array,
   ): Float32Array {
     const instance = this.#enter('KVCache.attendTree');
@@ -288,7 +288,7 @@ export class KVCache {
    * of every layer and drops the others. Their K/V rows move to those positions as they are (already
    * rotated there): nothing is recomputed.
    */
-  accept(path: ArrayLike<number>): void {
+  accept(path: readonly number[] | Int32Array): void {
     this.#guarded('KVCache.accept', () => this.#accept(path));
   }
 
