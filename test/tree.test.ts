@@ -295,6 +295,20 @@ withEachBuild('attendTree refusals', (_build, make) => {
     expectUnchanged(cache, 0);
   });
 
+  it('a getter of parents that calls the cache is refused (calls do not nest); nothing changes', () => {
+    const cache = ready();
+    const sneaky = [...parents];
+    Object.defineProperty(sneaky, 2, {
+      get: () => {
+        cache.truncate(0);
+        return 0;
+      },
+    });
+    expectThrows(() => cache.attendTree(0, q, k, v, sneaky), Error, [/KVCache.truncate/, /do not nest/]);
+    expect(cache.length).toBe(history.n);
+    expectUnchanged(cache, 0);
+  });
+
   it('a tree that a window ring cannot hold beside what it still needs: a RangeError naming parents', () => {
     const cache = ready();
     const many = stream(cfg, 46, 14); // ring 64 − window 20 + 1 = 45 at most
