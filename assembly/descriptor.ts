@@ -27,9 +27,21 @@
 //                          denominator of its query head with no value (gpt-oss)
 //   20    alibiSlopes      address of heads f32 ALiBi slopes (0: none): query head h's score of the key at
 //                          position j from the query at position i gains slope_h · (j − i) (BLOOM)
-//   21–31 reserved (0)
+//   21–23 reserved (0)
+//   24    tree             address of a tree of drafts' block (0: none; see below), set for attendTree calls only
+//   25    treeBase         position of draft 0: drafts are stored at positions treeBase … treeBase + T − 1
+//   26–31 reserved (0)
 //   32 + 2·layer      address of the layer's page table
 //   33 + 2·layer      capacity: entries per (kv head, K|V) row of that table
+//
+// A tree block (KVCache.attendTree) describes T draft tokens stored at consecutive positions from treeBase:
+//   [0]                 i32 T
+//   [4 …)               i32 position of each draft: where it would stand if accepted (treeBase + depth − 1);
+//                       its RoPE angle, ALiBi distance and window are taken there
+//   then                u32 [T][W] visibility bits, W = ⌈T / 32⌉: bit j of row i (word j >> 5, bit j & 31) is
+//                       set when draft i sees draft j (j is i or an ancestor of i, and the window keeps it)
+// A draft query sees the keys before treeBase as a query at its position would, and of the drafts only
+// those its bits name.
 //
 // A page table is [kvHead][K = 0, V = 1][capacity] u32 page addresses; entry i holds slots 64·i … 64·i + 63
 // (slot of a position: layout.ts). A page is PAGE_ROWS rows of [headDim] f32, or of [headDim] i8 followed
@@ -60,6 +72,8 @@ export const SCRATCH: i32 = 17;
 export const LAYERS: i32 = 18;
 export const SINK_LOGITS: i32 = 19;
 export const ALIBI_SLOPES: i32 = 20;
+export const TREE: i32 = 24;
+export const TREE_BASE: i32 = 25;
 export const LAYER_TABLES: i32 = 32;
 
 // @ts-ignore: decorator

@@ -27,7 +27,9 @@ import { attentionWeights } from './attend/weights';
 import { finishJob, planJob, workPieces } from './attend/work';
 import { DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, TOKENS, jobWord } from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
-import { HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, address, field } from './descriptor';
+import {
+  HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, TREE, TREE_BASE, address, field,
+} from './descriptor';
 import { exp4, expScalar } from './math';
 
 /** Which build this is: 0 scalar, 1 simd, 2 relaxed-simd (so a binary handed to init() names itself). */
@@ -59,8 +61,19 @@ export function ropeFrequencies(table: usize, dims: i32, theta: f64): void {
 function rotateRows(descriptor: usize, rows: usize, tokens: i32, rowHeads: i32, firstPosition: i32): void {
   const dims = field(descriptor, ROPE_DIMS);
   if (dims == 0) return;
-  rotate(rows, tokens, rowHeads, field(descriptor, HEAD_DIM), firstPosition, dims,
-    field(descriptor, ROPE_INTERLEAVED), address(descriptor, ROPE_TABLE));
+  const headDim = field(descriptor, HEAD_DIM), interleaved = field(descriptor, ROPE_INTERLEAVED);
+  const table = address(descriptor, ROPE_TABLE);
+  const tree = address(descriptor, TREE);
+  if (tree == 0) {
+    rotate(rows, tokens, rowHeads, headDim, firstPosition, dims, interleaved, table);
+    return;
+  }
+  // drafts of a tree (descriptor.ts): each at the position of its depth, not where it is stored
+  const positions = tree + 4 + (<usize>(firstPosition - field(descriptor, TREE_BASE)) << 2);
+  const rowBytes = <usize>(rowHeads * headDim) << 2;
+  for (let t = 0; t < tokens; t++) {
+    rotate(rows + <usize>t * rowBytes, 1, rowHeads, headDim, load<i32>(positions + (<usize>t << 2)), dims, interleaved, table);
+  }
 }
 
 /**

@@ -31,6 +31,8 @@ export const Descriptor = {
   LAYERS: 18,
   SINK_LOGITS: 19,
   ALIBI_SLOPES: 20,
+  TREE: 24,
+  TREE_BASE: 25,
   LAYER_TABLES: 32,
 } as const;
 // </generated>

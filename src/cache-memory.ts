@@ -17,7 +17,20 @@ import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
 
-const { HEADS, SCALE, ROPE_DIMS, ROPE_TABLE, SINK_LOGITS, ALIBI_SLOPES, STREAM, Q, LAYERS, LAYER_TABLES } = Descriptor;
+const {
+  HEADS,
+  SCALE,
+  ROPE_DIMS,
+  ROPE_TABLE,
+  SINK_LOGITS,
+  ALIBI_SLOPES,
+  STREAM,
+  Q,
+  LAYERS,
+  LAYER_TABLES,
+  TREE,
+  TREE_BASE,
+} = Descriptor;
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
@@ -381,6 +394,55 @@ export class CacheMemory {
       for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, PAGE_ROWS * headDim, 4);
     }
     return runs;
+  }
+
+  // ------------------------------------------------------------------------------------ trees of drafts
+
+  /** the tree block of the call in progress (0: none) and its bytes */
+  #tree = 0;
+  #treeBytes = 0;
+
+  /**
+   * Names a tree block (src/tree.ts) in the descriptor for the calls until clearTree: its words copied into
+   * a block of its own, drafts stored from `base`. A RangeError (naming `what`) when memory cannot grow.
+   */
+  setTree(what: string, block: Int32Array, base: number): void {
+    const bytes = align(block.length * 4);
+    let at: number;
+    try {
+      at = this.#pool.takeBlock(bytes);
+    } catch (cause) {
+      throw outOfMemory(what, `${bytes} bytes of WebAssembly memory for the tree of drafts`, cause);
+    }
+    this.#tree = at;
+    this.#treeBytes = bytes;
+    const w = this.instance.i32();
+    w.set(block, at >>> 2);
+    w[(this.#fixed >>> 2) + TREE] = at;
+    w[(this.#fixed >>> 2) + TREE_BASE] = base;
+  }
+
+  /** Plain calls again: the descriptor names no tree, and the block goes back. */
+  clearTree(): void {
+    if (!this.#tree) return;
+    const w = this.instance.i32();
+    w[(this.#fixed >>> 2) + TREE] = 0;
+    w[(this.#fixed >>> 2) + TREE_BASE] = 0;
+    this.#pool.dropBlock(this.#tree, this.#treeBytes);
+    this.#tree = 0;
+  }
+
+  /**
+   * Copies the K and V rows (int8: with their scales) of position `from` of `layer` to position `to`, as they
+   * are: already rotated. The pages of `to` are reserved.
+   */
+  copyRow(layer: number, from: number, to: number): void {
+    const source = this.runs(layer, [[from, from + 1]]);
+    const target = this.runs(layer, [[to, to + 1]]);
+    const u8 = this.instance.u8();
+    for (let i = 0; i < source.length; i++) {
+      u8.copyWithin(target[i].address, source[i].address, source[i].address + source[i].bytes);
+    }
   }
 
   // ------------------------------------------------------------------------------------ data path

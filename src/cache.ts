@@ -40,6 +40,15 @@ import {
 } from './persist.js';
 import { COUNT_BYTES } from './pages.js';
 import { refuseUnknownKeys } from './option-keys.js';
+import {
+  type PendingDrafts,
+  acceptedPath,
+  depthsOf,
+  describeParents,
+  draftParents,
+  sameParents,
+  treeBlock,
+} from './tree.js';
 
 export type { KVCacheDtype, KVCacheOptions, RopeOptions, RopeScaling } from './options.js';
 
@@ -91,8 +100,10 @@ export class KVCache {
   readonly #lengths: number[];
   /** windowed caches: per layer, the lowest ring position whose row has not been overwritten since */
   readonly #intactFrom: number[];
+  /** attendTree: the drafts held until accept (none: undefined) */
+  #drafts: PendingDrafts | undefined;
   /** fork(): the memory and state the next constructed cache adopts instead of making its own */
-  static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[] } | undefined;
+  static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[]; drafts?: PendingDrafts } | undefined;
   /** set by a call that constructs a cache from options of its own while it holds its instance (load) */
   static #within = false;
 
@@ -110,6 +121,7 @@ export class KVCache {
       this.#memory = adopt.memory;
       this.#lengths = adopt.lengths;
       this.#intactFrom = adopt.intactFrom;
+      this.#drafts = adopt.drafts;
     } else {
       const instance = activeInstance();
       if (!within) instance.enter('new KVCache');
@@ -169,6 +181,7 @@ export class KVCache {
   attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array {
     const instance = this.#enter('KVCache.attend');
     try {
+      this.#refuseWhileDrafts('attend');
       const index = this.#layerIndex(layer);
       const { heads, headDim } = this.#settings.shape;
       const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
@@ -188,6 +201,7 @@ export class KVCache {
   append(layer: number, k: Float32Array, v: Float32Array): void {
     const instance = this.#enter('KVCache.append');
     try {
+      this.#refuseWhileDrafts('append');
       const index = this.#layerIndex(layer);
       const { kvHeads, headDim } = this.#settings.shape;
       const tokens = tokensIn('k', k, kvHeads * headDim, 'kvHeads × headDim');
@@ -196,6 +210,135 @@ export class KVCache {
     } finally {
       instance.leave();
     }
+  }
+
+  /**
+   * Appends T draft tokens to `layer` and returns their attention ([T][heads][headDim]): `parents[i]` is −1
+   * (draft i follows the cache's last token) or the index of an earlier draft. Draft i is stored in a slot of
+   * its own, rotated at the position it would have if accepted (length + depth − 1), and sees the cache and
+   * its ancestors among the drafts (and itself). The drafts stay pending, not counted in the length, until
+   * accept(path); every layer attends the same parents before it. A chain (−1, 0, 1, …) is the same bits as
+   * attend.
+   */
+  attendTree(
+    layer: number,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    parents: readonly number[] | Int32Array,
+    out?: Float32Array,
+  ): Float32Array {
+    const instance = this.#enter('KVCache.attendTree');
+    try {
+      const index = this.#layerIndex(layer);
+      const { heads, headDim } = this.#settings.shape;
+      const tokens = tokensIn('q', q, heads * headDim, 'heads × headDim');
+      this.#checkNewTokens(index, k, v, tokens);
+      const checked = draftParents(parents, tokens);
+      const pending = this.#drafts ?? {
+        parents: checked,
+        depths: depthsOf(checked),
+        bases: this.#lengths.map(() => -1),
+      };
+      if (pending.bases[index] >= 0) {
+        throw new Error(
+          `wasm-attention: layer ${index} already holds the pending drafts: accept(path) keeps some of them ` +
+            `(accept([]) none) before the next attendTree`,
+        );
+      }
+      if (!sameParents(checked, pending.parents)) {
+        const layerDone = pending.bases.findIndex((b) => b >= 0);
+        throw rangeError(
+          'parents',
+          `the parents the pending drafts have (layer ${layerDone} attended ${describeParents(pending.parents)}): ` +
+            'every layer attends the same tree before accept',
+          describeParents(checked),
+        );
+      }
+      const { window, sinks } = this.#settings.scoring;
+      const most = this.#memory.geometry.ring - window + 1;
+      if (window > 0 && tokens > most) {
+        // more would overwrite ring slots that a query of the tree, or the continuation after accept, needs
+        throw rangeError(
+          'parents',
+          `at most ${most} drafts for a window of ${window} over a ring of ${this.#memory.geometry.ring} slots`,
+          describeParents(checked),
+        );
+      }
+      const result = outputArray(out, tokens, heads, headDim);
+      const base = this.#lengths[index];
+      this.#memory.setTree('KVCache.attendTree', treeBlock(pending, base, window, sinks), base);
+      try {
+        this.#run(index, k, v, tokens, q, result);
+      } finally {
+        this.#memory.clearTree();
+      }
+      // drafts are not tokens of the layer until accepted
+      this.#lengths[index] = base;
+      pending.bases[index] = base;
+      this.#drafts = pending;
+      return result;
+    } finally {
+      instance.leave();
+    }
+  }
+
+  /**
+   * Keeps the pending drafts of `path` (a chain from a root, in order; [] keeps none) as the next positions
+   * of every layer and drops the others. Their K/V rows move to those positions as they are (already
+   * rotated there): nothing is recomputed.
+   */
+  accept(path: readonly number[] | Int32Array): void {
+    this.#guarded('KVCache.accept', () => this.#accept(path));
+  }
+
+  #accept(value: unknown): void {
+    const pending = this.#drafts;
+    if (!pending)
+      throw new Error('wasm-attention: accept needs pending drafts (attendTree), and this cache holds none');
+    const missing = pending.bases.findIndex((b) => b < 0);
+    if (missing >= 0) {
+      throw new Error(
+        `wasm-attention: accept needs every layer to have attended the pending drafts; layer ${missing} has not ` +
+          `(attendTree it with parents ${describeParents(pending.parents)})`,
+      );
+    }
+    const path = acceptedPath(value, pending.parents);
+    // the first draft that is not already where it belongs, and so every row that moves after it
+    let moved = 0;
+    while (moved < path.length && path[moved] === moved) moved++;
+    const memory = this.#memory;
+    // every page written, on every layer, before the first write: a failure leaves the cache as it was
+    if (moved < path.length) {
+      for (let l = 0; l < pending.bases.length; l++) {
+        memory.reserve('KVCache.accept', l, pending.bases[l] + moved, path.length - moved);
+      }
+    }
+    for (let l = 0; l < pending.bases.length; l++) {
+      const base = pending.bases[l];
+      // in order: a row's target lies below every later row's source (path ascends)
+      for (let k = moved; k < path.length; k++) memory.copyRow(l, base + path[k], base + k);
+      this.#lengths[l] = base + path.length;
+    }
+    this.#dropDrafts();
+  }
+
+  /** Forgets the pending drafts and gives back the pages that held only them. */
+  #dropDrafts(): void {
+    this.#drafts = undefined;
+    const slots = this.#memory.geometry.slots;
+    for (let l = 0; l < this.#lengths.length; l++) {
+      this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], slots));
+    }
+  }
+
+  /** attend and append wait for accept while drafts are pending: their tokens would land among the drafts. */
+  #refuseWhileDrafts(what: string): void {
+    if (!this.#drafts) return;
+    throw new Error(
+      `wasm-attention: KVCache.${what} cannot run while drafts are pending (attendTree): accept(path) keeps some ` +
+        'of them, accept([]) none',
+    );
   }
 
   /** Checks that k/v hold `tokens` tokens and that the layer has room for them. */
@@ -307,6 +450,8 @@ export class KVCache {
         }
       }
     }
+    // pending drafts lie past every layer's length: truncating drops them
+    if (this.#drafts) this.#dropDrafts();
     for (let l = 0; l < this.#lengths.length; l++) {
       if (this.#lengths[l] > n) {
         this.#lengths[l] = n;
@@ -328,7 +473,8 @@ export class KVCache {
 
   #fork(): KVCache {
     const memory = this.#memory.fork(this.#settings.scoring, this.#settings.rope);
-    KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom] };
+    const drafts = this.#drafts && { ...this.#drafts, bases: [...this.#drafts.bases] };
+    KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom], drafts };
     try {
       return new KVCache(settingsToOptions(this.#settings));
     } finally {
@@ -348,6 +494,11 @@ export class KVCache {
   }
 
   #save(options: unknown): Uint8Array {
+    if (this.#drafts) {
+      throw new Error(
+        'wasm-attention: save cannot hold pending drafts (attendTree): accept(path) first (accept([]) drops them)',
+      );
+    }
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
@@ -404,7 +555,12 @@ export class KVCache {
   }
 
   static #load(bytes: unknown, base: KVCache | undefined): KVCache {
-    if (base) base.#live();
+    if (base) {
+      base.#live();
+      if (base.#drafts) {
+        throw new Error('wasm-attention: options.base holds pending drafts (attendTree): accept(path) first');
+      }
+    }
     // everything is checked before anything is allocated, so refused bytes never grow memory
     const { settings, geometry, pieces, states } = readPieces(
       bytes,

@@ -5,8 +5,8 @@
 
 import { int8ScratchBytes, setInt8Area } from '../int8';
 import {
-  ALIBI_SLOPES, HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, WINDOW,
-  address, field, fieldF32, pageTable, tableCapacity,
+  ALIBI_SLOPES, HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, TREE, TREE_BASE,
+  WINDOW, address, field, fieldF32, pageTable, tableCapacity,
 } from '../descriptor';
 import { scalesOf } from '../layout';
 
@@ -35,6 +35,11 @@ export let softcap: f32 = 0;          // 0: none
 export let weightsMode: bool = false; // attentionWeights: collect scores instead of accumulating values
 export let sinkLogits: usize = 0;     // per query head f32 learned sink logits (0: none)
 export let alibiSlopes: usize = 0;    // per query head f32 ALiBi slopes (0: none)
+// a tree of drafts (descriptor.ts): the call's queries are drafts stored from position treeBase
+export let treeBase: i32 = 0x7fffffff; // no tree: every key lies below it
+export let treePositions: usize = 0;   // 0: no tree; else i32 [T] positions of the drafts
+export let treeBits: usize = 0;        // u32 [T][treeWords] visibility bits
+export let treeWords: i32 = 0;
 
 export let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
 let pages: usize = 0;                 // the layer's page table (descriptor.ts)
@@ -109,6 +114,18 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   softcap = fieldF32(descriptor, SOFTCAP);
   sinkLogits = address(descriptor, SINK_LOGITS);
   alibiSlopes = address(descriptor, ALIBI_SLOPES);
+  const tree = address(descriptor, TREE);
+  if (tree != 0) {
+    const count = load<i32>(tree);
+    treeBase = field(descriptor, TREE_BASE);
+    treePositions = tree + 4;
+    treeWords = (count + 31) >> 5;
+    treeBits = treePositions + (<usize>count << 2);
+  } else {
+    treeBase = 0x7fffffff;
+    treePositions = 0;
+    treeBits = 0;
+  }
   pages = pageTable(descriptor, layer);
   headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
   keyRowBytes = <usize>dim << (int8 ? 0 : 2);
@@ -181,6 +198,18 @@ export function selectHead(g: i32): void {
 // @ts-ignore: decorator
 @inline export function probsOf(row: i32): usize {
   return probBase + (<usize>(row * BLOCK) << 2);
+}
+
+/** The position draft i of the call's tree stands at (its depth's). */
+// @ts-ignore: decorator
+@inline export function draftPosition(i: i32): i32 {
+  return getI32(treePositions, i);
+}
+
+/** Whether draft i of the call's tree sees draft j. */
+// @ts-ignore: decorator
+@inline export function draftSees(i: i32, j: i32): bool {
+  return ((load<u32>(treeBits + (<usize>(i * treeWords + (j >> 5)) << 2)) >>> (<u32>j & 31)) & 1) != 0;
 }
 
 /** The block in progress: no row active yet. */

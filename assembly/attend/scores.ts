@@ -8,8 +8,8 @@
 
 import { MASKED, softcapScalar, softcap4, horizontalMax } from '../math';
 import {
-  activeCount, activeRows, alibiSlopes, factorBase, getI32, headDim, int8, keyScaleBlock, probsOf, rowFrom, rowMax, rowOut,
-  rowPosition, rowQuery, rowSlope, rowTo, scale, softcap,
+  activeCount, activeRows, alibiSlopes, draftPosition, draftSees, factorBase, getI32, headDim, int8, keyScaleBlock, probsOf,
+  rowFrom, rowLast, rowMax, rowOut, rowPosition, rowQuery, rowSlope, rowTo, scale, softcap, treeBase,
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
@@ -215,3 +215,68 @@ export function collectScores(r: i32, position: i32): void {
   store<f32>(maxAt, m);
 }
 
+
+/**
+ * maskScores for a block that holds drafts of a tree (descriptor.ts): the same arithmetic lane by lane and
+ * group by group, but a draft lane is visible only if the row's bits say so, and its ALiBi distance is
+ * taken from the draft's position (its depth's), not from where it is stored. For a chain of drafts both
+ * are what a plain call computes, so a chain is the same bits as chunked attend.
+ */
+export function maskDraftScores(r: i32, position: i32): f32 {
+  const row = probsOf(r);
+  const from = getI32(rowFrom, r), to = getI32(rowTo, r);
+  const self = getI32(rowLast, r) - treeBase;
+  const queryPosition = getI32(rowPosition, r);
+  const slope: f32 = alibiSlopes != 0 ? load<f32>(rowSlope + (<usize>r << 2)) : 0;
+  const end = (to + 3) & ~3;
+  if (ASC_FEATURE_SIMD) {
+    let m = f32x4.splat(MASKED);
+    for (let j = from & ~3; j < end; j += 4) {
+      const at = row + (<usize>j << 2);
+      let s = f32x4.mul(v128.load(at), int8 ? v128.load(factorBase + (<usize>j << 2)) : f32x4.splat(scale));
+      if (softcap > 0) s = softcap4(s, softcap);
+      if (alibiSlopes != 0) {
+        let distance = f32x4.splat(0);
+        distance = f32x4.replace_lane(distance, 0, <f32>(keyPosition(position + j) - queryPosition));
+        distance = f32x4.replace_lane(distance, 1, <f32>(keyPosition(position + j + 1) - queryPosition));
+        distance = f32x4.replace_lane(distance, 2, <f32>(keyPosition(position + j + 2) - queryPosition));
+        distance = f32x4.replace_lane(distance, 3, <f32>(keyPosition(position + j + 3) - queryPosition));
+        s = f32x4.add(s, f32x4.mul(f32x4.splat(slope), distance));
+      }
+      v128.store(at, s);
+      for (let lane = 0; lane < 4; lane++) {
+        if (!laneVisible(self, position, j + lane, from, to)) store<f32>(at + (<usize>lane << 2), MASKED);
+      }
+      m = f32x4.pmax(m, v128.load(at));
+    }
+    return horizontalMax(m);
+  } else {
+    let m: f32 = MASKED;
+    for (let j = from & ~3; j < end; j++) {
+      const at = row + (<usize>j << 2);
+      let s: f32 = MASKED;
+      if (laneVisible(self, position, j, from, to)) {
+        s = load<f32>(at) * (int8 ? load<f32>(factorBase + (<usize>j << 2)) : scale);
+        if (softcap > 0) s = softcapScalar(s, softcap);
+        if (alibiSlopes != 0) s += slope * <f32>(keyPosition(position + j) - queryPosition);
+      }
+      store<f32>(at, s);
+      m = max<f32>(m, s);
+    }
+    return m;
+  }
+}
+
+/** The position of the key stored at `stored` (a draft's is its depth's). */
+// @ts-ignore: decorator
+@inline function keyPosition(stored: i32): i32 {
+  return stored < treeBase ? stored : draftPosition(stored - treeBase);
+}
+
+/** Whether lane j of the block at `position` is visible to draft `self` whose lanes [from, to) walkTile chose. */
+// @ts-ignore: decorator
+@inline function laneVisible(self: i32, position: i32, j: i32, from: i32, to: i32): bool {
+  if (j < from || j >= to) return false;
+  const stored = position + j;
+  return stored < treeBase || draftSees(self, stored - treeBase);
+}

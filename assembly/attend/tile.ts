@@ -17,14 +17,14 @@ import {
   BLOCK, CHUNK, accStride, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
   foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
   rowLast, rowOut, rowPosition, rowQuery, rowSeen, rowSlope, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
-  weightsMode, window,
+  weightsMode, window, draftPosition, draftSees, treeBase, treePositions,
 } from './call';
 import { MASKED, expScalar } from '../math';
 import { accumulateBlock, accumulateBlockI8 } from './accumulate';
 import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
-import { collectScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
+import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
 
@@ -42,8 +42,11 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
       if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
-      setVisible(r, firstPosition + t);
-      setI32(rowPosition, r, firstPosition + t);
+      // a draft of a tree is stored at firstPosition + t but stands at the position of its depth
+      const stored = firstPosition + t;
+      const position = treePositions != 0 ? draftPosition(stored - treeBase) : stored;
+      setVisible(r, position, stored);
+      setI32(rowPosition, r, position);
       if (alibiSlopes != 0) store<f32>(rowSlope + (<usize>r << 2), load<f32>(alibiSlopes + (<usize>(g * group + h) << 2)));
       r++;
     }
@@ -52,12 +55,26 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
   return r;
 }
 
-/** Records which keys the query at `position` sees: [0, sinkEnd) ∪ [first, last]. */
-function setVisible(row: i32, position: i32): void {
-  const last = causal ? min(position, keyEnd - 1) : keyEnd - 1;
-  const first = window > 0 ? max(0, position - window + 1) : 0;
+/**
+ * Records which keys the query at `position`, stored at `stored`, sees: [0, sinkEnd) ∪ [first, last]. A
+ * draft's keys among the drafts are further cut by its bits (walkTile, maskScores); `first` then also
+ * reaches down to the lowest draft it sees, which may lie below its window when it is a sink by position.
+ */
+function setVisible(row: i32, position: i32, stored: i32): void {
+  const last = causal ? min(stored, keyEnd - 1) : keyEnd - 1;
+  let first = window > 0 ? max(0, position - window + 1) : 0;
   // attention sinks: the first `sinks` keys stay visible below the window
-  setI32(rowSinkEnd, row, min(min(sinks, first), last + 1));
+  const sinkEnd = min(min(sinks, first), last + 1);
+  setI32(rowSinkEnd, row, sinkEnd);
+  if (treePositions != 0) {
+    const self = stored - treeBase;
+    for (let j = max(0, sinkEnd - treeBase); j <= self && treeBase + j < first; j++) {
+      if (draftSees(self, j)) {
+        first = treeBase + j;
+        break;
+      }
+    }
+  }
   setI32(rowFirst, row, first);
   setI32(rowLast, row, last);
 }
@@ -120,9 +137,21 @@ export function walkTile(rows: i32, lo: i32, hi: i32): void {
     for (let r = 0; r < rows; r++) {
       const sinkEnd = getI32(rowSinkEnd, r), first = getI32(rowFirst, r), last = getI32(rowLast, r);
       let from = stop, to = position;
-      if (position < sinkEnd) { from = position; to = min(stop, sinkEnd); }
-      const a = max(position, first), b = min(stop, last + 1);
-      if (a < b) { from = min(from, a); to = max(to, b); }
+      if (stop <= treeBase) {
+        if (position < sinkEnd) { from = position; to = min(stop, sinkEnd); }
+        const a = max(position, first), b = min(stop, last + 1);
+        if (a < b) { from = min(from, a); to = max(to, b); }
+      } else {
+        // a block that holds drafts of a tree: the keys below treeBase as above, the drafts by the row's bits
+        const keysEnd = min(stop, treeBase);
+        if (position < sinkEnd && position < keysEnd) { from = position; to = min(keysEnd, sinkEnd); }
+        const a = max(position, first), b = min(keysEnd, last + 1);
+        if (a < b) { from = min(from, a); to = max(to, b); }
+        const self = last - treeBase;
+        for (let p = max(position, treeBase); p < min(stop, last + 1); p++) {
+          if (draftSees(self, p - treeBase)) { from = min(from, p); to = max(to, p + 1); }
+        }
+      }
       if (from < to) {
         setI32(rowFrom, r, from - position);
         setI32(rowTo, r, to - position);
@@ -130,6 +159,8 @@ export function walkTile(rows: i32, lo: i32, hi: i32): void {
         setI32(rowSeen, r, 1);
       } else if (first >= stop && first <= last) {
         resume = min(resume, first);
+      } else if (stop > treeBase && last >= stop) {
+        resume = min(resume, stop); // a draft's keys need not be one interval: it may see more past this block
       }
     }
     if (activeCount > 0) {
@@ -168,9 +199,11 @@ function visitBlock(position: i32, n: i32): void {
     scoreBlock(keys, 0, split);
     if (split < n) scoreBlock(nextKeys, split, n);
   }
+  // a block that holds drafts of a tree: their visibility and positions are the rows' bits' (scores.ts)
+  const drafts = n > treeBase - position;
   for (let i = 0; i < activeCount; i++) {
     const r = getI32(activeRows, i);
-    const blockMax = maskScores(r, position);
+    const blockMax = drafts ? maskDraftScores(r, position) : maskScores(r, position);
     if (weightsMode) collectScores(r, position);
     else softmaxBlock(r, blockMax);
   }

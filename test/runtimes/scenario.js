@@ -1,6 +1,6 @@
 // The scenario every runtime runs against the installed package (the packed tarball): init, one-shot
 // attention and its weights, a KV-cache prefill and decode steps checked against a float64 reference,
-// and save()/load() continuing bit-identically, a RoPE cache and an int8 cache. It also returns a fingerprint
+// and save()/load() continuing bit-identically, a RoPE cache, a tree of drafts and an int8 cache. It also returns a fingerprint
 // of its outputs' bits (`bits`), which the matrix compares with Node's for the same build: one build must
 // give the same bits in every engine. Plain ESM with web APIs only, so the same file runs in
 // Node, Deno, Bun, browsers, workerd and bundles. Returns a report instead of throwing.
@@ -240,6 +240,40 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     }
     check('a RoPE cache matches float64', worstRope < TOLERANCE, `max error ${worstRope.toExponential(2)}`);
     roped.dispose();
+
+    // a tree of drafts over a RoPE cache: each draft against float64 (its ancestors only), accept, a step
+    // after it; and a chain of drafts is the same bits as a chunked attend of the same tokens
+    {
+      const treeOptions = { ...shape, maxTokens: 64, rope: {} };
+      const tree = await KVCache.create(treeOptions);
+      const plain = await KVCache.create(treeOptions);
+      const treeRef = new ReferenceCache(treeOptions);
+      const at = (i, j) => [tokens(Q, row, i, j), tokens(K, kvRow, i, j), tokens(V, kvRow, i, j)];
+      tree.attend(0, ...at(0, prompt));
+      plain.attend(0, ...at(0, prompt));
+      treeRef.attend(0, ...at(0, prompt));
+      const chained = tree.attendTree(0, ...at(prompt, prompt + 4), [-1, 0, 1, 2]);
+      const sameChain = identical(chained, plain.attend(0, ...at(prompt, prompt + 4)));
+      check('a chain of drafts is the same bits as attend', sameChain, sameChain ? 'identical bits' : 'bits differ');
+      tree.accept([]);
+      const parents = [-1, 0, 0, 1, -1, 4];
+      const drafts = at(prompt, prompt + 6);
+      const o = tree.attendTree(0, ...drafts, parents);
+      bits.add('tree', o);
+      let worstTree = maxError(o, treeRef.attendTree(0, ...drafts, parents));
+      tree.accept([0, 1, 3]);
+      treeRef.accept([0, 1, 3]);
+      const step = tree.attend(0, ...at(prompt + 5, prompt + 6));
+      bits.add('tree', step);
+      worstTree = Math.max(worstTree, maxError(step, treeRef.attend(0, ...at(prompt + 5, prompt + 6))));
+      check(
+        'a tree of drafts, accept and a step after it match float64',
+        worstTree < TOLERANCE && tree.length === prompt + 4,
+        `max error ${worstTree.toExponential(2)}, length ${tree.length}`,
+      );
+      tree.dispose();
+      plain.dispose();
+    }
 
     // scaled RoPE past a (small) original context: gpt-oss's YaRN (with its attention factor) and Llama
     // 3's scaling, prefill then decode steps, against the float64 reference's reading of each definition

@@ -85,6 +85,8 @@ export function isVisible(j, p, causal, window, sinks) {
  * @property {ArrayLike<number>} [sinkLogits] per query head: joins the softmax's denominator, adds no value
  * @property {ArrayLike<number>} [alibi] per query head: its score of key position j from query position p
  *   gains slope · (j − p), after the softcap
+ * @property {ArrayLike<number>} [mask] [T][S]: 0 where query t may not see key j whatever the positions say
+ *   (a tree of drafts: a draft sees only its ancestors among the drafts)
  */
 
 /**
@@ -99,8 +101,11 @@ function core(q, k, v, a) {
   const weights = new Float64Array(T * heads * S);
   const scores = new Float64Array(S);
   /** @param {number} j @param {number} p */
-  const visible = (j, p) => isVisible(a.keyPositions ? a.keyPositions[j] : j, p, a.causal, a.window, a.sinks);
-  for (let t = 0; t < T; t++) {
+  let t = 0;
+  /** @param {number} j @param {number} p */
+  const visible = (j, p) =>
+    a.mask?.[t * S + j] !== 0 && isVisible(a.keyPositions ? a.keyPositions[j] : j, p, a.causal, a.window, a.sinks);
+  for (t = 0; t < T; t++) {
     const p = a.positions[t];
     for (let h = 0; h < heads; h++) {
       const kh = Math.floor(h / group);
@@ -379,6 +384,8 @@ export class ReferenceCache {
     this.v = [];
     /** @private @type {number[]} */
     this.lens = [];
+    /** @private @type {Array<{ k: number[], v: number[] }> | undefined} per layer, the pending drafts (roped k) */
+    this.drafts = undefined;
     for (let l = 0; l < this.layers; l++) {
       this.k.push([]);
       this.v.push([]);
@@ -423,6 +430,61 @@ export class ReferenceCache {
     for (let i = 0; i < v.length; i++) this.v[layer].push(v[i]);
     this.lens[layer] = L + T;
     return core(qr, this.k[layer], this.v[layer], { ...cacheArgs(this), T, S: L + T, positions }).out;
+  }
+
+  /**
+   * KVCache.attendTree semantics: T draft tokens, draft i the child of draft parents[i] (−1: of the last
+   * token). Draft i stands at position len + depth − 1 (RoPE there, its window from there) and sees the
+   * history and, through an explicit mask, its ancestors and itself. The drafts wait (per layer) for accept.
+   * @param {number} layer @param {ArrayLike<number>} q @param {ArrayLike<number>} k @param {ArrayLike<number>} v
+   * @param {ArrayLike<number>} parents
+   * @returns {Float64Array<ArrayBuffer>}
+   */
+  attendTree(layer, q, k, v, parents) {
+    const D = this.headDim;
+    const T = parents.length;
+    const L = this.lens[layer];
+    /** @type {number[]} */
+    const depths = [];
+    for (let i = 0; i < T; i++) depths.push(parents[i] < 0 ? 1 : depths[parents[i]] + 1);
+    const positions = depths.map((d) => L + d - 1);
+    let qr = q;
+    let kr = k;
+    if (this.rope) {
+      qr = referenceRope(q, T, this.heads, D, positions, this.rope);
+      kr = referenceRope(k, T, this.kvHeads, D, positions, this.rope);
+    }
+    const S = L + T;
+    const mask = new Uint8Array(T * S);
+    for (let i = 0; i < T; i++) {
+      mask.fill(1, i * S, i * S + L);
+      for (let j = i; j >= 0; j = parents[j]) mask[i * S + L + j] = 1;
+    }
+    const keyPositions = [...Array.from({ length: L }, (_, j) => j), ...positions];
+    const keys = [...this.k[layer], ...Array.from(kr)];
+    const values = [...this.v[layer], ...Array.from(v)];
+    if (!this.drafts) this.drafts = [];
+    this.drafts[layer] = { k: Array.from(kr), v: Array.from(v) };
+    return core(qr, keys, values, { ...cacheArgs(this), T, S, positions, keyPositions, mask }).out;
+  }
+
+  /**
+   * KVCache.accept semantics: the drafts of `path` (indices, a chain from a root) become the next tokens of
+   * every layer, as they were rotated; the other drafts are forgotten.
+   * @param {ArrayLike<number>} path
+   */
+  accept(path) {
+    const w = this.kvHeads * this.headDim;
+    for (let l = 0; l < this.layers; l++) {
+      const drafts = this.drafts?.[l];
+      if (!drafts) throw new Error(`reference: layer ${l} holds no drafts`);
+      for (const d of Array.from(path)) {
+        this.k[l].push(...drafts.k.slice(d * w, (d + 1) * w));
+        this.v[l].push(...drafts.v.slice(d * w, (d + 1) * w));
+        this.lens[l]++;
+      }
+    }
+    this.drafts = undefined;
   }
 
   /**
