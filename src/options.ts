@@ -5,6 +5,7 @@ import { alibiSlopesOf } from './alibi.js';
 import type { HeadShape } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
+import { type LayerSettings, perLayerSettings } from './per-layer.js';
 import {
   explicitFrequencies,
   scaledFrequencies,
@@ -80,7 +81,7 @@ function optionalInteger(name: string, value: unknown, least: number, fallback: 
 const FLOAT32_RANGE = `within float32's range (${2 ** -149} to ${Math.fround(3.4028234663852886e38)}: the kernel computes in float32)`;
 
 /** A positive number the kernel keeps as a float32: one that rounds to 0 or Infinity there is refused. */
-function positiveFloat32(name: string, value: unknown): number {
+export function positiveFloat32(name: string, value: unknown): number {
   const number = positiveNumber(name, value);
   const rounded = Math.fround(number);
   if (rounded === 0 || rounded === Number.POSITIVE_INFINITY)
@@ -256,6 +257,20 @@ export interface KVCacheOptions {
   rope?: RopeOptions;
   sinkLogits?: readonly number[] | Float32Array | Float64Array;
   alibi?: true | readonly number[] | Float32Array | Float64Array;
+  perLayer?: ReadonlyArray<LayerOptions | null>;
+}
+
+/** What one layer of a cache changes from the cache-wide options (per-layer.ts). */
+export interface LayerOptions {
+  /** `null`: a global layer under a cache-wide window */
+  window?: number | null;
+  sinks?: number;
+  /** replaces the cache-wide `rope` whole; `null`: no rotary on this layer */
+  rope?: RopeOptions | null;
+  softcap?: number | null;
+  scale?: number;
+  sinkLogits?: readonly number[] | Float32Array | Float64Array | null;
+  alibi?: true | readonly number[] | Float32Array | Float64Array | null;
 }
 
 /** Everything a cache's behaviour depends on, validated and with defaults filled in. */
@@ -266,6 +281,8 @@ export interface CacheSettings {
   maxTokens: number;
   dtype: KVCacheDtype;
   rope?: RopeSettings;
+  /** with the `perLayer` option: every layer's own settings (per-layer.ts) */
+  perLayer?: LayerSettings[];
 }
 
 const CACHE_KEYS = [
@@ -282,10 +299,11 @@ const CACHE_KEYS = [
   'rope',
   'sinkLogits',
   'alibi',
+  'perLayer',
 ];
 
 /** `sinkLogits`: one finite number per query head (an Array or a typed array). */
-function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
+export function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
   const isList = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
   if (!isList) throw typeError(name, `an array of ${heads} sink logits (one per query head)`, value);
   const list = Array.from(value as ArrayLike<unknown>);
@@ -318,7 +336,9 @@ export function cacheSettings(options: unknown): CacheSettings {
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
   if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
   if (bag.alibi !== undefined) score.alibi = alibiSlopesOf(bag.alibi, 'options.alibi', shape.heads, rope !== undefined);
-  return { layers, shape, scoring: score, maxTokens, dtype, rope };
+  const settings: CacheSettings = { layers, shape, scoring: score, maxTokens, dtype, rope };
+  if (bag.perLayer !== undefined) settings.perLayer = perLayerSettings(bag.perLayer, settings);
+  return settings;
 }
 
 /** The options that reproduce `settings` (what save() stores). */
@@ -339,5 +359,6 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.sinkLogits ? { sinkLogits: [...score.sinkLogits] } : {}),
     // the slopes themselves, so a saved cache keeps its numbers whatever rule made them
     ...(score.alibi ? { alibi: [...score.alibi] } : {}),
+    ...(settings.perLayer ? { perLayer: settings.perLayer.map((layer) => layer.entry) } : {}),
   };
 }
