@@ -27,12 +27,12 @@ export class LayeredMemory {
   static create(instance: Instance, groups: LayerGroup[], layers: number): LayeredMemory {
     const group = new Array<number>(layers).fill(0);
     const local = new Array<number>(layers).fill(0);
-    groups.forEach((g, i) =>
+    groups.forEach((g, i) => {
       g.layers.forEach((l, j) => {
         group[l] = i;
         local[l] = j;
-      }),
-    );
+      });
+    });
     const made: CacheMemory[] = [];
     try {
       for (const g of groups) {
@@ -103,7 +103,9 @@ export class LayeredMemory {
   fork(groups: LayerGroup[]): LayeredMemory {
     const made: CacheMemory[] = [];
     try {
-      this.#groups.forEach((g, i) => made.push(g.fork(groups[i].scoring, groups[i].rope)));
+      this.#groups.forEach((g, i) => {
+        made.push(g.fork(groups[i].scoring, groups[i].rope));
+      });
     } catch (error) {
       for (const m of made) m.dispose();
       throw error;

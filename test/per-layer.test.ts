@@ -125,7 +125,9 @@ withEachBuild(
       const wants = Array.from({ length: cfg.layers }, (_, l) => feed(whole, cfg, s, [s.n], l));
       const cuts = [150, 120, 90, 60];
       const parent = make(cfg);
-      cuts.forEach((cut, l) => feed(parent, cfg, slice(cfg, s, 0, cut), [cut], l));
+      cuts.forEach((cut, l) => {
+        feed(parent, cfg, slice(cfg, s, 0, cut), [cut], l);
+      });
       const fork = parent.fork();
       const loaded = KVCache.load(parent.save());
       const pieces = KVCache.load([parent.save({ to: 50 }), parent.save({ from: 50 })]);
@@ -178,7 +180,7 @@ forEachBuild('perLayer across threads', (build) => {
       if (threads > 1)
         expect(activeInstance().pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 3);
       if (!first) first = outs;
-      else outs.forEach((o, l) => expectBitIdentical(o, first?.[l] as Float32Array, `${threads} threads: layer ${l}`));
+      else for (const [l, o] of outs.entries()) expectBitIdentical(o, first[l], `${threads} threads: layer ${l}`);
     }
   }, 120_000);
 });
