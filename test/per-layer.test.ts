@@ -146,6 +146,33 @@ withEachBuild(
       for (const c of [fork, loaded, pieces]) c.dispose();
     });
 
+    it("a windowed layer's save holds its ring only, and a global layer under a cache-wide window stops at maxTokens", () => {
+      const cfg = MIXED;
+      const s = stream(cfg, 330, 12);
+      const cache = make(cfg);
+      feed(cache, cfg, s, [s.n], 1);
+      feed(cache, cfg, slice(cfg, s, 0, 10), [10], 0);
+      const bytes = cache.save();
+      // layer 1: its 2 sinks, then the ring's 279 positions from 51 (24 + 255 slots)
+      expect(parseSave(bytes).header.layers.slice(0, 2)).toEqual([
+        { from: 0, to: 10, held: 0 },
+        { from: 0, to: 330, held: 51 },
+      ]);
+      const loaded = KVCache.load(bytes);
+      const next = stream(cfg, 3, 4);
+      expectBitIdentical(
+        feed(loaded, cfg, next, ones(3), 1),
+        feed(cache, cfg, next, ones(3), 1),
+        'loaded layer 1 continues',
+      );
+      expectThrows(() => loaded.truncate(40), RangeError, [/layer 1's tokens/]);
+      loaded.dispose();
+      const gemma = make(GEMMA_LIKE);
+      const long = stream(GEMMA_LIKE, 401, 6);
+      feed(gemma, GEMMA_LIKE, long, [long.n], 0); // a windowed layer runs past maxTokens
+      expectThrows(() => feed(gemma, GEMMA_LIKE, long, [long.n], 2), RangeError, [/layer 2 holds 0 of maxTokens 400/]);
+    });
+
     it('truncate rolls every layer back; a windowed layer refuses what its ring evicted', () => {
       const cfg = MIXED;
       const s = stream(cfg, 330, 5);
