@@ -1,13 +1,11 @@
 // perLayer (API.md, KVCache options): each layer of one cache with its own window, sinks, rope, softcap,
 // scale, sink logits or ALiBi. The contract: a layer computes exactly (the same bits) what a one-layer cache
 // of its own settings computes, which matches the float64 reference; every identity holds per layer
-// (prefill == decode == chunked, fork == fresh, save/load continues, any thread count, scalar == simd is
-// the builds' own tests' once a layer is such a cache); a windowed layer holds its ring only; errors name
+// (prefill == decode == chunked, fork == fresh, save/load continues; any thread count is threads.test.ts's); a windowed layer holds its ring only; errors name
 // the entry's path.
 
 import { beforeEach, describe, expect, it } from 'vitest';
 import { KVCache, cacheOptionsFromConfig, init } from '../src/index.js';
-import { activeInstance } from '../src/init.js';
 import { readFileSync } from 'node:fs';
 import {
   type Cfg,
@@ -15,7 +13,6 @@ import {
   expectClose,
   expectThrows,
   feed,
-  forEachBuild,
   feedRef,
   fill,
   ones,
@@ -192,25 +189,6 @@ withEachBuild(
   },
   1,
 );
-
-forEachBuild('perLayer across threads', (build) => {
-  it('1, 2 and 3 threads give the same bits on every layer, prefill and decode', async () => {
-    const cfg: Mixed = { ...GEMMA_LIKE, heads: 8, kvHeads: 2, maxTokens: 2000, window: 300 };
-    const s = stream(cfg, 1500, 3);
-    let first: Float32Array[] | undefined;
-    for (const threads of [1, 2, 3]) {
-      await init({ build, threads });
-      const before = activeInstance().pool?.threadedCalls ?? 0;
-      const cache = new KVCache(cfg as never);
-      const outs = Array.from({ length: cfg.layers }, (_, l) => feed(cache, cfg, s, [1400, ...ones(100)], l));
-      cache.dispose();
-      if (threads > 1)
-        expect(activeInstance().pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 3);
-      if (!first) first = outs;
-      else for (const [l, o] of outs.entries()) expectBitIdentical(o, first[l], `${threads} threads: layer ${l}`);
-    }
-  }, 120_000);
-});
 
 describe('perLayer memory', () => {
   beforeEach(async () => {
