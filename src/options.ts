@@ -2,10 +2,9 @@
 
 import { positiveNumber, rangeError, typeError } from './errors.js';
 import { alibiSlopesOf } from './alibi.js';
-import type { HeadShape } from './geometry.js';
+import { type HeadShape, ownRing } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
-import { type LayerSettings, perLayerSettings } from './per-layer.js';
 import {
   explicitFrequencies,
   scaledFrequencies,
@@ -361,4 +360,95 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.alibi ? { alibi: [...score.alibi] } : {}),
     ...(settings.perLayer ? { perLayer: settings.perLayer.map((layer) => layer.entry) } : {}),
   };
+}
+
+// ------------------------------------------------------------------------------------- perLayer
+
+const LAYER_KEYS = ['window', 'sinks', 'rope', 'softcap', 'scale', 'sinkLogits', 'alibi'];
+
+/** One layer's settings, resolved against the cache-wide ones. */
+export interface LayerSettings {
+  scoring: Scoring;
+  rope?: RopeSettings;
+  /** slots of the layer's ring after its sinks (maxTokens for a global layer) */
+  ring: number;
+  /** the entry as save() stores it: what it overrides, canonical (null: nothing) */
+  entry: Record<string, unknown> | null;
+}
+
+/** `options.perLayer`: one entry per layer, each `null`, `{}` or an object of LAYER_KEYS. */
+export function perLayerSettings(value: unknown, wide: CacheSettings): LayerSettings[] {
+  const { layers, shape, maxTokens } = wide;
+  if (!Array.isArray(value)) {
+    throw typeError(
+      'options.perLayer',
+      `an array of options.layers (${layers}) entries, each null or an object`,
+      value,
+    );
+  }
+  if (value.length !== layers) {
+    throw rangeError('options.perLayer', `one entry per layer (options.layers = ${layers})`, value);
+  }
+  const result: LayerSettings[] = [];
+  for (let i = 0; i < layers; i++) {
+    const where = `options.perLayer[${i}]`;
+    const given: unknown = value[i];
+    const bag = given === null ? {} : optionsObject(where, given);
+    refuseUnknownKeys(bag, where, LAYER_KEYS);
+    const scoring: Scoring = { ...wide.scoring };
+    const entry: Record<string, unknown> = {};
+    if (bag.window !== undefined) {
+      scoring.window =
+        bag.window === null ? 0 : integerAtLeast(`${where}.window`, bag.window, 1, Number.MAX_SAFE_INTEGER);
+      if (scoring.window > maxTokens) {
+        throw rangeError(
+          `${where}.window`,
+          `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`,
+          bag.window,
+        );
+      }
+      entry.window = scoring.window || null;
+    }
+    if (bag.sinks !== undefined) entry.sinks = scoring.sinks = integerAtLeast(`${where}.sinks`, bag.sinks, 0);
+    if (bag.scale !== undefined) entry.scale = scoring.scale = positiveFloat32(`${where}.scale`, bag.scale);
+    if (bag.softcap !== undefined) {
+      scoring.softcap =
+        bag.softcap === null || bag.softcap === 0 ? 0 : positiveFloat32(`${where}.softcap`, bag.softcap);
+      entry.softcap = scoring.softcap || null;
+    }
+    let rope = wide.rope;
+    if (bag.rope !== undefined) {
+      rope = ropeSettings(bag.rope, where, shape.headDim);
+      entry.rope = rope ? ropeToOptions(rope) : null;
+    }
+    if (bag.sinkLogits !== undefined) {
+      scoring.sinkLogits =
+        bag.sinkLogits === null ? undefined : sinkLogitsOf(bag.sinkLogits, `${where}.sinkLogits`, shape.heads);
+      entry.sinkLogits = scoring.sinkLogits ? [...scoring.sinkLogits] : null;
+    }
+    if (bag.alibi !== undefined) {
+      scoring.alibi =
+        bag.alibi === null || bag.alibi === false
+          ? undefined
+          : alibiSlopesOf(bag.alibi, `${where}.alibi`, shape.heads, false);
+      entry.alibi = scoring.alibi ? [...scoring.alibi] : null;
+    }
+    if (scoring.alibi && rope) {
+      const name = bag.alibi !== undefined ? `${where}.alibi` : `${where}.rope`;
+      throw rangeError(
+        name,
+        `left out when layer ${i} also has ${bag.alibi !== undefined ? 'a rope' : 'ALiBi'} ` +
+          `(ALiBi biases positions instead of rotating them; give ${where}.rope: null or ${where}.alibi: null)`,
+        bag.alibi !== undefined ? bag.alibi : bag.rope,
+      );
+    }
+    if (scoring.window === 0) scoring.sinks = 0; // sinks are what a window keeps: nothing without one
+    result.push({
+      scoring,
+      rope,
+      ring: ownRing(scoring.window, maxTokens),
+      entry: Object.keys(entry).length ? entry : null,
+    });
+  }
+  return result;
 }

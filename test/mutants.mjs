@@ -132,12 +132,12 @@ const MUTANTS = [
     'alibiSlopes + (<usize>(g * group) << 2)',
   ]),
   mutant('per-layer-window-ignored', "a layer's own window is validated, then the cache-wide one is used", [
-    'src/per-layer.ts',
+    'src/options.ts',
     'entry.window = scoring.window || null;',
     'entry.window = scoring.window || null;\n      scoring.window = wide.scoring.window;',
   ]),
   mutant('per-layer-ring-whole', 'a windowed layer of a perLayer cache takes a ring of maxTokens, not of its window', [
-    'src/per-layer.ts',
+    'src/options.ts',
     'ring: ownRing(scoring.window, maxTokens),',
     'ring: maxTokens,',
   ]),
