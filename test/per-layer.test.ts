@@ -80,6 +80,17 @@ const GPT_OSS_LIKE: Mixed = {
   perLayer: [{ window: 16, sinkLogits: gptOssLike(8) }, { sinkLogits: gptOssLike(8).map((x) => -x) }],
 };
 
+/** Layers that differ in their rope only (a NoPE layer among them): each must rotate by its own. */
+const ROPES_ONLY: Mixed = {
+  layers: 3,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 32,
+  maxTokens: 300,
+  rope: { theta: 1e6, scaling: { type: 'linear', factor: 8 } },
+  perLayer: [null, { rope: { theta: 10000, interleaved: true } }, { rope: null }],
+};
+
 const CHUNKS = [130, 1, 1, 60, ...ones(8), 60];
 
 withEachBuild(
@@ -89,6 +100,7 @@ withEachBuild(
       ['four kinds of layer', MIXED],
       ['Gemma-3-shaped', GEMMA_LIKE],
       ['gpt-oss-shaped', GPT_OSS_LIKE],
+      ['layers that differ in their rope only', ROPES_ONLY],
       ['int8, four kinds of layer', { ...MIXED, dtype: 'int8' } as Mixed],
     ] as const) {
       it(`${name}: each layer == a cache of its own settings == the float64 reference; prefill == chunked == decode`, () => {
