@@ -12,6 +12,8 @@ import { Rng } from '../test/support/rng.js';
 
 const opts = parseArgs(process.argv.slice(2), { builds: 'relaxed-simd,simd', rounds: 15, batchMs: 60 });
 const shape = { heads: 32, kvHeads: 8, headDim: 64 };
+const L = 2048;
+const T = 512;
 const W = 512;
 /** A window's ring in a perLayer cache (window + 255 slots); the cache-wide window is given the same. */
 const RING = W + 255;
@@ -62,8 +64,6 @@ const VARIANTS = {
 };
 const pkg = await loadPackage();
 const rng = new Rng(1);
-const L = 2048;
-const T = 512;
 const past = { k: rng.randn(L * shape.kvHeads * shape.headDim), v: rng.randn(L * shape.kvHeads * shape.headDim) };
 const one = {
   q: rng.randn(shape.heads * shape.headDim),
