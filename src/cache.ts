@@ -2,17 +2,9 @@
 // Its lifecycle and its calls; the options it is made from are options.ts's, its memory (descriptor, page
 // tables, pages) is cache-memory.ts's, the saved format is persist.ts's.
 
-import { CacheMemory } from './cache-memory.js';
+import { LayeredMemory } from './layer-memory.js';
 import { rangeError, typeError } from './errors.js';
-import {
-  type LayerGeometry,
-  cacheChunkTokens,
-  cacheGeometry,
-  pageBytesOf,
-  pagesPerHead,
-  overwrittenBelow,
-  windowStart,
-} from './geometry.js';
+import { pageBytesOf, pagesPerHead, overwrittenBelow, windowStart } from './geometry.js';
 import { MAX_MEMORY_BYTES } from './heap.js';
 import { activeInstance, init } from './init.js';
 import type { Instance } from './instance.js';
@@ -49,19 +41,23 @@ import {
   sameParents,
   treeBlock,
 } from './tree.js';
+import { type LayerGroup, layerGroups, layerSettings } from './per-layer.js';
 
-export type { KVCacheDtype, KVCacheOptions, RopeOptions, RopeScaling } from './options.js';
+export type { KVCacheDtype, KVCacheOptions, LayerOptions, RopeOptions, RopeScaling } from './options.js';
 
 /** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
 function heldSlots(length: number, intactFrom: number, slots: number): number {
   return intactFrom === 0 && length <= slots ? length : slots;
 }
 
-/** What the saved format needs of a cache's options. */
-function pieceGeometry(settings: CacheSettings): PieceGeometry {
+/** What the saved format needs of a cache's options, per layer (its ring is its `maxTokens`). */
+function pieceGeometry(settings: CacheSettings): PieceGeometry[] {
   const { kvHeads, headDim } = settings.shape;
-  const { window, sinks } = settings.scoring;
-  return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: settings.maxTokens, window, sinks };
+  return Array.from({ length: settings.layers }, (_, l) => {
+    const { scoring, ring } = layerSettings(settings, l);
+    const { window, sinks } = scoring;
+    return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: ring, window, sinks };
+  });
 }
 
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
@@ -69,20 +65,23 @@ const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.disp
 /** Frees a cache's memory if it is garbage-collected without dispose(). */
 const unreleased =
   typeof FinalizationRegistry === 'function'
-    ? new FinalizationRegistry<CacheMemory>((memory) => memory.dispose())
+    ? new FinalizationRegistry<LayeredMemory>((memory) => memory.dispose())
     : undefined;
 
-/** Bytes a cache of these settings would hold with every slot of every layer in use (pages, refcounts, tables). */
-function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
-  const pages = pagesPerHead(geometry);
-  return settings.layers * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + COUNT_BYTES + 4);
+/** Bytes a cache of these layer groups would hold with every slot of every layer in use (pages, refcounts, tables). */
+function fullBytes(settings: CacheSettings, groups: LayerGroup[]): number {
+  let bytes = 0;
+  for (const { geometry, layers } of groups) {
+    const pages = pagesPerHead(geometry);
+    bytes += layers.length * 2 * settings.shape.kvHeads * pages * (pageBytesOf(geometry) + COUNT_BYTES + 4);
+  }
+  return bytes;
 }
 
-/** The layer geometry of `settings`, or a RangeError when a cache of them could never fit once full. */
-function fittingGeometry(instance: Instance, settings: CacheSettings): LayerGeometry {
-  const { shape, dtype, maxTokens, scoring } = settings;
-  const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
-  const bytes = fullBytes(settings, geometry);
+/** The layer groups of `settings`, or a RangeError when a cache of them could never fit once full. */
+function fittingGroups(instance: Instance, settings: CacheSettings): LayerGroup[] {
+  const groups = layerGroups(settings);
+  const bytes = fullBytes(settings, groups);
   if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
     throw new RangeError(
       `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
@@ -90,12 +89,12 @@ function fittingGeometry(instance: Instance, settings: CacheSettings): LayerGeom
         `or use dtype 'int8'`,
     );
   }
-  return geometry;
+  return groups;
 }
 
 export class KVCache {
   readonly #settings: CacheSettings;
-  readonly #memory: CacheMemory;
+  readonly #memory: LayeredMemory;
   /** tokens appended to each layer (positions keep counting past what a window holds) */
   readonly #lengths: number[];
   /** windowed caches: per layer, the lowest ring position whose row has not been overwritten since */
@@ -103,7 +102,7 @@ export class KVCache {
   /** attendTree: the drafts held until accept (none: undefined) */
   #drafts: PendingDrafts | undefined;
   /** fork(): the memory and state the next constructed cache adopts instead of making its own */
-  static #adopt: { memory: CacheMemory; lengths: number[]; intactFrom: number[]; drafts?: PendingDrafts } | undefined;
+  static #adopt: { memory: LayeredMemory; lengths: number[]; intactFrom: number[]; drafts?: PendingDrafts } | undefined;
   /** set by a call that constructs a cache from options of its own while it holds its instance (load) */
   static #within = false;
 
@@ -138,10 +137,8 @@ export class KVCache {
   }
 
   /** A new cache's memory: its descriptor (and rope table); a RangeError if it could never fit once full. */
-  #allocate(instance: Instance, settings: CacheSettings): CacheMemory {
-    const geometry = fittingGeometry(instance, settings);
-    const chunk = cacheChunkTokens(geometry, settings.scoring.window);
-    return new CacheMemory(instance, geometry, settings.layers, settings.scoring, settings.rope, chunk);
+  #allocate(instance: Instance, settings: CacheSettings): LayeredMemory {
+    return LayeredMemory.create(instance, fittingGroups(instance, settings), settings.layers);
   }
 
   /** As `new KVCache(options)`, after `await init()` if no kernel is loaded yet. */
@@ -255,23 +252,24 @@ export class KVCache {
           describeParents(checked),
         );
       }
-      const { window, sinks } = this.#settings.scoring;
-      const most = this.#memory.geometry.ring - window + 1;
+      const { window, sinks } = layerSettings(this.#settings, index).scoring;
+      const ring = this.#memory.geometryOf(index).ring;
+      const most = ring - window + 1;
       if (window > 0 && tokens > most) {
         // more would overwrite ring slots that a query of the tree, or the continuation after accept, needs
         throw rangeError(
           'parents',
-          `at most ${most} drafts for a window of ${window} over a ring of ${this.#memory.geometry.ring} slots`,
+          `at most ${most} drafts for a window of ${window} over a ring of ${ring} slots`,
           describeParents(checked),
         );
       }
       const result = outputArray(out, tokens, heads, headDim);
       const base = this.#lengths[index];
-      this.#memory.setTree('KVCache.attendTree', treeBlock(pending, base, window, sinks), base);
+      this.#memory.setTree('KVCache.attendTree', index, treeBlock(pending, base, window, sinks), base);
       try {
         this.#run(index, k, v, tokens, q, result);
       } finally {
-        this.#memory.clearTree();
+        this.#memory.clearTree(index);
       }
       // drafts are not tokens of the layer until accepted
       this.#lengths[index] = base;
@@ -326,8 +324,8 @@ export class KVCache {
   /** Forgets the pending drafts and gives back the pages that held only them. */
   #dropDrafts(): void {
     this.#drafts = undefined;
-    const slots = this.#memory.geometry.slots;
     for (let l = 0; l < this.#lengths.length; l++) {
+      const slots = this.#memory.geometryOf(l).slots;
       this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], slots));
     }
   }
@@ -358,7 +356,7 @@ export class KVCache {
           `had written over ${lost}, which its next query needs. reset() the cache or load() a saved copy`,
       );
     }
-    if (this.#settings.scoring.window === 0 && length + tokens > this.#settings.maxTokens) {
+    if (layerSettings(this.#settings, index).scoring.window === 0 && length + tokens > this.#settings.maxTokens) {
       throw new RangeError(
         `wasm-attention: k must fit in the cache: layer ${index} holds ${length} of maxTokens ` +
           `${this.#settings.maxTokens} tokens, room for ${this.#settings.maxTokens - length} more, got ${tokens} tokens`,
@@ -378,7 +376,7 @@ export class KVCache {
     // every page the whole call writes, before the first write: a failure leaves the cache as it was
     memory.reserve(q ? 'attend' : 'append', index, length, tokens);
     // with a window, a chunk is small enough not to overwrite a key one of its own queries needs (cacheChunkTokens)
-    const chunk = memory.chunkTokens;
+    const chunk = memory.chunkTokensOf(index);
     let written = 0;
     try {
       for (let from = 0; from < tokens; from = written) {
@@ -389,7 +387,7 @@ export class KVCache {
       // a step failed after its keys were written (a worker thread's kernel trapped): the layer keeps its
       // length, gives back the pages past it, and no longer offers the ring slots those keys overwrote
       this.#evictOverwritten(index, length + written);
-      this.#memory.release(index, heldSlots(length, this.#intactFrom[index], memory.geometry.slots));
+      this.#memory.release(index, heldSlots(length, this.#intactFrom[index], memory.geometryOf(index).slots));
       if (error instanceof RangeError || error instanceof TypeError) throw error;
       const lost = this.#lostContinuation(index);
       const state = lost
@@ -407,7 +405,7 @@ export class KVCache {
    * only a call that failed after writing more than a ring's worth of keys past the window leaves a gap.
    */
   #lostContinuation(index: number): string {
-    const { window, sinks } = this.#settings.scoring;
+    const { window, sinks } = layerSettings(this.#settings, index).scoring;
     const needed = windowStart(this.#lengths[index], window, sinks);
     const intactFrom = this.#intactFrom[index];
     return window > 0 && intactFrom > needed ? `the keys of positions ${needed} … ${intactFrom - 1}` : '';
@@ -415,8 +413,11 @@ export class KVCache {
 
   /** With a window, keys were written up to position `end`: the ring slots they took no longer hold older ones. */
   #evictOverwritten(index: number, end: number): void {
-    if (this.#settings.scoring.window === 0) return;
-    this.#intactFrom[index] = Math.max(this.#intactFrom[index], overwrittenBelow(end, this.#memory.geometry.ring));
+    if (layerSettings(this.#settings, index).scoring.window === 0) return;
+    this.#intactFrom[index] = Math.max(
+      this.#intactFrom[index],
+      overwrittenBelow(end, this.#memory.geometryOf(index).ring),
+    );
   }
 
   /**
@@ -436,18 +437,17 @@ export class KVCache {
   #truncate(n: number): void {
     // n past a layer's length keeps all of it: "every layer keeps its first n tokens"
     integerAtLeast('n', n, 0);
-    const { window, sinks } = this.#settings.scoring;
-    if (window > 0) {
+    for (let l = 0; l < this.#lengths.length; l++) {
+      const { window, sinks } = layerSettings(this.#settings, l).scoring;
+      if (window === 0) continue;
       // the next query, at position n, needs positions from windowStart up to n − 1
       const needed = windowStart(n, window, sinks);
-      for (let l = 0; l < this.#lengths.length; l++) {
-        if (this.#lengths[l] > n && needed < n && needed < this.#intactFrom[l]) {
-          throw new RangeError(
-            `wasm-attention: n must leave the cache able to continue: truncating to ${n} needs ` +
-              `layer ${l}'s tokens from position ${needed}, but positions below ${this.#intactFrom[l]} were already ` +
-              `evicted from its ring of ${this.#settings.maxTokens} slots; got n = ${n}`,
-          );
-        }
+      if (this.#lengths[l] > n && needed < n && needed < this.#intactFrom[l]) {
+        throw new RangeError(
+          `wasm-attention: n must leave the cache able to continue: truncating to ${n} needs ` +
+            `layer ${l}'s tokens from position ${needed}, but positions below ${this.#intactFrom[l]} were already ` +
+            `evicted from its ring of ${this.#memory.geometryOf(l).ring} slots; got n = ${n}`,
+        );
       }
     }
     // pending drafts lie past every layer's length: truncating drops them
@@ -457,7 +457,7 @@ export class KVCache {
         this.#lengths[l] = n;
         this.#intactFrom[l] = Math.min(this.#intactFrom[l], n);
         // pages past what the layer still holds go back (a wrapped ring keeps them: save() writes every slot)
-        this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], this.#memory.geometry.slots));
+        this.#memory.release(l, heldSlots(this.#lengths[l], this.#intactFrom[l], this.#memory.geometryOf(l).slots));
       }
     }
   }
@@ -472,7 +472,7 @@ export class KVCache {
   }
 
   #fork(): KVCache {
-    const memory = this.#memory.fork(this.#settings.scoring, this.#settings.rope);
+    const memory = this.#memory.fork(layerGroups(this.#settings));
     const drafts = this.#drafts && { ...this.#drafts, bases: [...this.#drafts.bases] };
     KVCache.#adopt = { memory, lengths: [...this.#lengths], intactFrom: [...this.#intactFrom], drafts };
     try {
@@ -502,7 +502,7 @@ export class KVCache {
     const { from, to } = saveRange(options, this.#lengths);
     const geometry = pieceGeometry(this.#settings);
     const layers = planPiece(geometry, this.#states(), from, to);
-    const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry)));
+    const runs = layers.flatMap((layer, l) => this.#runs(l, heldRanges(layer, geometry[l])));
     const header = {
       options: settingsToOptions(this.#settings),
       build: this.#memory.instance.build,
@@ -567,7 +567,7 @@ export class KVCache {
       (options) => {
         const settings = cacheSettings(options);
         // a piece's options that no cache could hold are refused with the piece (it is never allocated)
-        fittingGeometry(base ? base.#memory.instance : activeInstance(), settings);
+        fittingGroups(base ? base.#memory.instance : activeInstance(), settings);
         return {
           settings,
           geometry: pieceGeometry(settings),
@@ -585,8 +585,8 @@ export class KVCache {
     KVCache.#within = !base;
     const cache = base ? base.#fork() : new KVCache(settingsToOptions(settings));
     try {
-      const slots = cache.#memory.geometry.slots;
       states.forEach((state, l) => {
+        const slots = cache.#memory.geometryOf(l).slots;
         const from = cache.#lengths[l];
         // the pages the pieces write: on a fork, its own copies of the pages it shares (copy on write)
         if (base) {
@@ -594,7 +594,7 @@ export class KVCache {
         } else cache.#memory.reserveSlots('KVCache.load', l, heldSlots(state.length, state.intactFrom, slots));
       });
       for (const piece of pieces) {
-        const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry)));
+        const runs = piece.layers.flatMap((layer, l) => cache.#runs(l, heldRanges(layer, geometry[l])));
         restore(piece, runs, cache.#memory.instance.u8());
       }
       states.forEach((state, l) => {

@@ -118,3 +118,14 @@ export function pagesOf(firstPosition: number, tokens: number, sinks: number, ri
   }
   return [...pages].sort((a, b) => a - b);
 }
+
+/** Slots a windowed layer of a `perLayer` cache holds past its window: one kernel call's chunk of 256 tokens. */
+export const RING_ROOM = 255;
+
+/**
+ * The ring of a windowed layer in a `perLayer` cache: its window plus room for a chunk, at most maxTokens.
+ * maxTokens is then what a global layer holds, and a windowed layer beside it costs its window only.
+ */
+export function ownRing(window: number, maxTokens: number): number {
+  return window > 0 ? Math.min(maxTokens, window + RING_ROOM) : maxTokens;
+}

@@ -7,18 +7,12 @@
 
 import { positiveInteger, positiveNumber, rangeError, typeError } from './errors.js';
 import { refuseUnknownKeys } from './option-keys.js';
-import type { KVCacheDtype, KVCacheOptions, RopeOptions } from './options.js';
+import type { KVCacheDtype, KVCacheOptions, LayerOptions, RopeOptions } from './options.js';
 import type { RopeScaling } from './rope-scaling.js';
 
-/** What one layer changes from the cache-wide options (`null`: nothing). */
-export interface LayerOptions {
-  /** `null`: a global layer under a cache-wide window */
-  window?: number | null;
-  /** replaces the cache-wide `rope` whole (Gemma 3's local layers have their own base) */
-  rope?: RopeOptions | null;
-}
+export type { LayerOptions } from './options.js';
 
-/** KVCache options, with the per-layer settings that some families need. */
+/** KVCache options, with the per-layer settings (`perLayer`) that some families need. */
 export interface ModelCacheOptions extends KVCacheOptions {
   perLayer?: Array<LayerOptions | null>;
 }

@@ -2,7 +2,7 @@
 
 import { positiveNumber, rangeError, typeError } from './errors.js';
 import { alibiSlopesOf } from './alibi.js';
-import type { HeadShape } from './geometry.js';
+import { type HeadShape, ownRing } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
 import {
@@ -80,7 +80,7 @@ function optionalInteger(name: string, value: unknown, least: number, fallback: 
 const FLOAT32_RANGE = `within float32's range (${2 ** -149} to ${Math.fround(3.4028234663852886e38)}: the kernel computes in float32)`;
 
 /** A positive number the kernel keeps as a float32: one that rounds to 0 or Infinity there is refused. */
-function positiveFloat32(name: string, value: unknown): number {
+export function positiveFloat32(name: string, value: unknown): number {
   const number = positiveNumber(name, value);
   const rounded = Math.fround(number);
   if (rounded === 0 || rounded === Number.POSITIVE_INFINITY)
@@ -256,6 +256,20 @@ export interface KVCacheOptions {
   rope?: RopeOptions;
   sinkLogits?: readonly number[] | Float32Array | Float64Array;
   alibi?: true | readonly number[] | Float32Array | Float64Array;
+  perLayer?: ReadonlyArray<LayerOptions | null>;
+}
+
+/** What one layer of a cache changes from the cache-wide options (per-layer.ts). */
+export interface LayerOptions {
+  /** `null`: a global layer under a cache-wide window */
+  window?: number | null;
+  sinks?: number;
+  /** replaces the cache-wide `rope` whole; `null`: no rotary on this layer */
+  rope?: RopeOptions | null;
+  softcap?: number | null;
+  scale?: number;
+  sinkLogits?: readonly number[] | Float32Array | Float64Array | null;
+  alibi?: true | readonly number[] | Float32Array | Float64Array | null;
 }
 
 /** Everything a cache's behaviour depends on, validated and with defaults filled in. */
@@ -266,6 +280,8 @@ export interface CacheSettings {
   maxTokens: number;
   dtype: KVCacheDtype;
   rope?: RopeSettings;
+  /** with the `perLayer` option: every layer's own settings (per-layer.ts) */
+  perLayer?: LayerSettings[];
 }
 
 const CACHE_KEYS = [
@@ -282,10 +298,11 @@ const CACHE_KEYS = [
   'rope',
   'sinkLogits',
   'alibi',
+  'perLayer',
 ];
 
 /** `sinkLogits`: one finite number per query head (an Array or a typed array). */
-function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
+export function sinkLogitsOf(value: unknown, name: string, heads: number): number[] {
   const isList = Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
   if (!isList) throw typeError(name, `an array of ${heads} sink logits (one per query head)`, value);
   const list = Array.from(value as ArrayLike<unknown>);
@@ -318,7 +335,9 @@ export function cacheSettings(options: unknown): CacheSettings {
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
   if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
   if (bag.alibi !== undefined) score.alibi = alibiSlopesOf(bag.alibi, 'options.alibi', shape.heads, rope !== undefined);
-  return { layers, shape, scoring: score, maxTokens, dtype, rope };
+  const settings: CacheSettings = { layers, shape, scoring: score, maxTokens, dtype, rope };
+  if (bag.perLayer !== undefined) settings.perLayer = perLayerSettings(bag.perLayer, settings);
+  return settings;
 }
 
 /** The options that reproduce `settings` (what save() stores). */
@@ -339,5 +358,97 @@ export function settingsToOptions(settings: CacheSettings): KVCacheOptions & Rec
     ...(score.sinkLogits ? { sinkLogits: [...score.sinkLogits] } : {}),
     // the slopes themselves, so a saved cache keeps its numbers whatever rule made them
     ...(score.alibi ? { alibi: [...score.alibi] } : {}),
+    ...(settings.perLayer ? { perLayer: settings.perLayer.map((layer) => layer.entry) } : {}),
   };
+}
+
+// ------------------------------------------------------------------------------------- perLayer
+
+const LAYER_KEYS = ['window', 'sinks', 'rope', 'softcap', 'scale', 'sinkLogits', 'alibi'];
+
+/** One layer's settings, resolved against the cache-wide ones. */
+export interface LayerSettings {
+  scoring: Scoring;
+  rope?: RopeSettings;
+  /** slots of the layer's ring after its sinks (maxTokens for a global layer) */
+  ring: number;
+  /** the entry as save() stores it: what it overrides, canonical (null: nothing) */
+  entry: Record<string, unknown> | null;
+}
+
+/** `options.perLayer`: one entry per layer, each `null`, `{}` or an object of LAYER_KEYS. */
+export function perLayerSettings(value: unknown, wide: CacheSettings): LayerSettings[] {
+  const { layers, shape, maxTokens } = wide;
+  if (!Array.isArray(value)) {
+    throw typeError(
+      'options.perLayer',
+      `an array of options.layers (${layers}) entries, each null or an object`,
+      value,
+    );
+  }
+  if (value.length !== layers) {
+    throw rangeError('options.perLayer', `one entry per layer (options.layers = ${layers})`, value);
+  }
+  const result: LayerSettings[] = [];
+  for (let i = 0; i < layers; i++) {
+    const where = `options.perLayer[${i}]`;
+    const given: unknown = value[i];
+    const bag = given === null ? {} : optionsObject(where, given);
+    refuseUnknownKeys(bag, where, LAYER_KEYS);
+    const scoring: Scoring = { ...wide.scoring };
+    const entry: Record<string, unknown> = {};
+    if (bag.window !== undefined) {
+      scoring.window =
+        bag.window === null ? 0 : integerAtLeast(`${where}.window`, bag.window, 1, Number.MAX_SAFE_INTEGER);
+      if (scoring.window > maxTokens) {
+        throw rangeError(
+          `${where}.window`,
+          `at most options.maxTokens (${maxTokens}): the ring must hold a whole window`,
+          bag.window,
+        );
+      }
+      entry.window = scoring.window || null;
+    }
+    if (bag.sinks !== undefined) entry.sinks = scoring.sinks = integerAtLeast(`${where}.sinks`, bag.sinks, 0);
+    if (bag.scale !== undefined) entry.scale = scoring.scale = positiveFloat32(`${where}.scale`, bag.scale);
+    if (bag.softcap !== undefined) {
+      scoring.softcap =
+        bag.softcap === null || bag.softcap === 0 ? 0 : positiveFloat32(`${where}.softcap`, bag.softcap);
+      entry.softcap = scoring.softcap || null;
+    }
+    let rope = wide.rope;
+    if (bag.rope !== undefined) {
+      rope = ropeSettings(bag.rope, where, shape.headDim);
+      entry.rope = rope ? ropeToOptions(rope) : null;
+    }
+    if (bag.sinkLogits !== undefined) {
+      scoring.sinkLogits =
+        bag.sinkLogits === null ? undefined : sinkLogitsOf(bag.sinkLogits, `${where}.sinkLogits`, shape.heads);
+      entry.sinkLogits = scoring.sinkLogits ? [...scoring.sinkLogits] : null;
+    }
+    if (bag.alibi !== undefined) {
+      scoring.alibi =
+        bag.alibi === null || bag.alibi === false
+          ? undefined
+          : alibiSlopesOf(bag.alibi, `${where}.alibi`, shape.heads, false);
+      entry.alibi = scoring.alibi ? [...scoring.alibi] : null;
+    }
+    if (scoring.alibi && rope) {
+      const name = bag.alibi !== undefined ? `${where}.alibi` : `${where}.rope`;
+      throw rangeError(
+        name,
+        `left out when layer ${i} also has ${bag.alibi !== undefined ? 'a rope' : 'ALiBi'} ` +
+          `(ALiBi biases positions instead of rotating them; give ${where}.rope: null or ${where}.alibi: null)`,
+        bag.alibi !== undefined ? bag.alibi : bag.rope,
+      );
+    }
+    if (scoring.window === 0) scoring.sinks = 0; // sinks are what a window keeps: nothing without one
+    result.push({
+      scoring,
+      rope,
+      ring: ownRing(scoring.window, maxTokens),
+      entry: Object.keys(entry).length ? entry : null,
+    });
+  }
+  return result;
 }

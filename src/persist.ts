@@ -10,6 +10,7 @@
 //   8       4      format version, u32 little-endian (FORMAT_VERSION)
 //   12      4      header length H, u32
 //   16      H      header: UTF-8 JSON { options, build, layers: [{ from, to, held }], continues, reaches }
+//                  (version 3: options may hold perLayer, and each layer's window and ring are its own)
 //   …       0–3    zero padding to a multiple of 4
 //   …              per layer: K rows, V rows (per kv head, the held positions in order), then for int8
 //                  the K scales and V scales (per kv head and held position, an f32)
@@ -25,7 +26,9 @@ import { MAX_POSITION } from './options.js';
 import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
 export const MAGIC = 'wattn-kv';
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+/** Version 2 is version 3 without per-layer settings in its options: its pieces read as they are. */
+const READABLE_VERSIONS = [2, FORMAT_VERSION];
 const PREFIX_BYTES = 16;
 
 /** What a piece holds of one layer: it continues the layer at `from` and leaves it at `to`. */
@@ -54,11 +57,12 @@ export interface LayerState {
   intactFrom: number;
 }
 
-/** What the format needs to know of a cache's options. */
+/** What the format needs to know of a cache's options, for one layer (a piece has one per layer). */
 export interface PieceGeometry {
   kvHeads: number;
   headDim: number;
   int8: boolean;
+  /** slots of the ring after the sinks: maxTokens, or a perLayer window's own ring */
   maxTokens: number;
   /** 0 without a window */
   window: number;
@@ -133,9 +137,14 @@ export function saveRange(options: unknown, lengths: number[]): { from: number[]
  * positions the piece would need: the row before `from` (the state it continues), or positions the state
  * at `to` still attends to.
  */
-export function planPiece(geometry: PieceGeometry, states: LayerState[], from: number[], to: number[]): PieceLayer[] {
-  const { window, sinks, maxTokens: ring } = geometry;
+export function planPiece(
+  geometries: PieceGeometry[],
+  states: LayerState[],
+  from: number[],
+  to: number[],
+): PieceLayer[] {
   return states.map(({ length, intactFrom }, l) => {
+    const { window, sinks, maxTokens: ring } = geometries[l];
     const [layerFrom, layerTo] = [from[l], to[l]];
     if (window === 0) return { from: layerFrom, to: layerTo, held: layerFrom };
     const isHeld = (p: number) => p < length && (p < sinks || p >= intactFrom);
@@ -189,7 +198,8 @@ export interface Piece {
 /** What a list of pieces restores: the options to build the cache from, the pieces, and the final state. */
 export interface Restoration<Settings> {
   settings: Settings;
-  geometry: PieceGeometry;
+  /** per layer */
+  geometry: PieceGeometry[];
   pieces: Piece[];
   states: LayerState[];
 }
@@ -197,7 +207,8 @@ export interface Restoration<Settings> {
 /** How the cache reads a piece's options: validated settings (or a throw), their geometry, and canonical options. */
 export type ReadOptions<Settings> = (options: unknown) => {
   settings: Settings;
-  geometry: PieceGeometry;
+  /** per layer */
+  geometry: PieceGeometry[];
   layers: number;
   options: Record<string, unknown>;
 };
@@ -320,7 +331,7 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
       throw refuse(`${layers.length} saved layers for options.layers ${states.length}`);
     let payload = 0;
     layers.forEach((layer, l) => {
-      if (!isPossible(layer, geometry)) {
+      if (!isPossible(layer, geometry[l])) {
         throw refuse(`layer ${l}'s saved range ${JSON.stringify(layer)} is not one a cache of these options can save`);
       }
       if (layer.from !== states[l].length) {
@@ -329,7 +340,7 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
             `that layer at ${states[l].length} (pieces missing, repeated or out of order)`,
         );
       }
-      payload += payloadBytes(geometry, heldCount(layer, geometry));
+      payload += payloadBytes(geometry[l], heldCount(layer, geometry[l]));
     });
     if (
       !Number.isInteger(header.continues) ||
@@ -347,14 +358,14 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     }
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
-    if (geometry.int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
+    if (geometry[0].int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
     // the header's per-layer ranges must be those of the payload: the checksum of the last rows they place
     // (lengths swapped between layers, say, keep the size but move every row boundary)
     let at = payloadStart;
     rows = layers.map((layer, l) => {
-      const held = heldCount(layer, geometry);
-      const row = held > 0 ? lastRow(bytes, at, held, geometry) : rows[l];
-      at += payloadBytes(geometry, held);
+      const held = heldCount(layer, geometry[l]);
+      const row = held > 0 ? lastRow(bytes, at, held, geometry[l]) : rows[l];
+      at += payloadBytes(geometry[l], held);
       return row;
     });
     if (lastRowsCrc(rows) !== header.reaches) {
@@ -364,7 +375,7 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
       );
     }
     reached = header.reaches;
-    states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry) }));
+    states = layers.map((layer, l) => ({ length: layer.to, intactFrom: intactAfter(states[l], layer, geometry[l]) }));
     pieces.push({ bytes, payloadStart, layers });
   });
   if (!first) throw new RangeError('wasm-attention: bytes must hold at least one piece, got an empty list');
@@ -380,12 +391,13 @@ function checkScales(
   bytes: Uint8Array,
   payloadStart: number,
   layers: PieceLayer[],
-  geometry: PieceGeometry,
+  geometries: PieceGeometry[],
   refuse: (why: string) => Error,
 ): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = payloadStart;
   layers.forEach((layer, l) => {
+    const geometry = geometries[l];
     const positions = heldCount(layer, geometry);
     const scales = at + 2 * geometry.kvHeads * positions * geometry.headDim;
     for (let i = 0; i < 2 * geometry.kvHeads * positions; i++) {
@@ -429,12 +441,15 @@ function decodeEnvelope(
   const version = view.getUint32(8, true);
   if (version === 1) {
     throw refuse(
-      'format version 1 (wasm-attention 0.1.0); this version reads version 2 (pieces) only: ' +
+      'format version 1 (wasm-attention 0.1.0); this version reads versions 2 and 3 (pieces) only: ' +
         'rebuild the cache from its tokens, or load these bytes with 0.1.0',
     );
   }
-  if (version !== FORMAT_VERSION) {
-    throw refuse(`format version ${version}; this version of wasm-attention reads version ${FORMAT_VERSION}`);
+  if (!READABLE_VERSIONS.includes(version)) {
+    throw refuse(
+      `format version ${version}; this version of wasm-attention reads versions ${READABLE_VERSIONS.join(' and ')} ` +
+        `(it writes ${FORMAT_VERSION})`,
+    );
   }
   const stored = view.getUint32(bytes.length - 4, true);
   if (stored !== crc32(bytes, 0, bytes.length - 4))

@@ -99,3 +99,57 @@ forEachBuild('family fixtures (PyTorch float64)', (build) => {
     }, 60_000);
   }
 });
+
+// Caches whose layers differ (perLayer): each layer's q/k/v at positions 0 … tokens − 1 against PyTorch's
+// float64 attention with that layer's window, rope and sinks, fed per layer as a prefill, as decode steps
+// and in chunks. The tolerance is the one argued above, for the layer's scale × attentionFactor².
+interface MixedCase {
+  name: string;
+  family: string;
+  tokens: number;
+  options: Case['options'] & { layers: number; perLayer: Array<{ rope?: object } | null> };
+}
+const MIXED: MixedCase[] = JSON.parse(readFileSync(new URL('mixed.json', dir), 'utf8'));
+
+forEachBuild('mixed-layer fixtures (PyTorch float64)', (build) => {
+  beforeEach(async () => {
+    await init({ build, threads: 1 });
+  });
+  const make = cachesDisposedAfterEach();
+
+  for (const c of MIXED) {
+    it(`${c.family}: every layer, prefill, decode steps and chunks`, () => {
+      const { heads, kvHeads, headDim, layers } = c.options;
+      const [qn, kn] = [c.tokens * heads * headDim, c.tokens * kvHeads * headDim];
+      const bytes = readFileSync(new URL(`${c.name}.bin`, dir));
+      const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      const layerBytes = 4 * (qn + 2 * kn) + 8 * qn;
+      for (const [label, chunks] of [
+        ['prefill', [c.tokens]],
+        ['decode steps', ones(c.tokens)],
+        ['chunks', [5, 1, c.tokens - 6]],
+      ] as const) {
+        const cache = make(c.options);
+        for (let l = 0; l < layers; l++) {
+          const at0 = l * layerBytes;
+          const q = new Float32Array(buffer, at0, qn);
+          const k = new Float32Array(buffer, at0 + 4 * qn, kn);
+          const v = new Float32Array(buffer, at0 + 4 * (qn + kn), kn);
+          const out = new Float64Array(buffer, at0 + 4 * (qn + 2 * kn), qn);
+          const rope = c.options.perLayer[l]?.rope ?? c.options.rope;
+          const factor = rope ? referenceRopeAttentionFactor(rope) : 1;
+          const tolerance = tolFor((c.options.scale ?? 1 / Math.sqrt(headDim)) * factor * factor, headDim);
+          const got = new Float32Array(qn);
+          let at = 0;
+          for (const n of chunks) {
+            const [qw, kw] = [heads * headDim, kvHeads * headDim];
+            const part = (x: Float32Array, w: number) => x.subarray(at * w, (at + n) * w);
+            got.set(cache.attend(l, part(q, qw), part(k, kw), part(v, kw)), at * qw);
+            at += n;
+          }
+          expectClose(got, out, tolerance, `${c.name}, layer ${l}, ${label}`, [c.tokens, heads, headDim]);
+        }
+      }
+    });
+  }
+});

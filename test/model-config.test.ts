@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { KVCache, cacheOptionsFromConfig, init } from '../src/index.js';
-import { expectThrows } from './support/util.js';
+import { expectThrows, parseSave } from './support/util.js';
 
 type Json = Record<string, unknown>;
 
@@ -217,6 +217,30 @@ describe('cacheOptionsFromConfig', () => {
     }
     const mistral = new KVCache(cacheOptionsFromConfig(config('mistral-7b-v0.1'), { maxTokens: 32768 }));
     mistral.dispose();
+  });
+
+  it('the options of the mixed families make a KVCache whose layers slide as the config says', () => {
+    for (const [name, maxTokens, window] of [
+      ['gemma-3-1b-it', 1024, 512],
+      ['gemma-3-4b-it', 1536, 1024],
+      ['gpt-oss-20b', 512, 128],
+    ] as const) {
+      const options = cacheOptionsFromConfig(config(name), { maxTokens });
+      const cache = new KVCache(options);
+      const { heads, headDim } = options;
+      const kvHeads = options.kvHeads ?? heads;
+      // one token past a window, into every layer: a windowed layer's ring wraps, a global one's does not
+      const n = window + 256;
+      const k = new Float32Array(n * kvHeads * headDim).fill(0.5);
+      const saved = options.perLayer?.map((entry, l) => {
+        cache.append(l, k, k);
+        return entry;
+      });
+      const layers = parseSave(cache.save()).header.layers.map((layer) => layer.held);
+      // a windowed layer's save holds its ring (window + 255 positions) from position 1, a global layer all
+      expect(layers).toEqual(saved?.map((entry) => (entry ? 1 : 0)));
+      cache.dispose();
+    }
   });
 
   it('refuses, naming the key, what would change attention and it does not understand', () => {

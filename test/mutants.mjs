@@ -131,6 +131,36 @@ const MUTANTS = [
     'alibiSlopes + (<usize>(g * group + h) << 2)',
     'alibiSlopes + (<usize>(g * group) << 2)',
   ]),
+  mutant('per-layer-window-ignored', "a layer's own window is validated, then the cache-wide one is used", [
+    'src/options.ts',
+    'entry.window = scoring.window || null;',
+    'entry.window = scoring.window || null;\n      scoring.window = wide.scoring.window;',
+  ]),
+  mutant('per-layer-ring-whole', 'a windowed layer of a perLayer cache takes a ring of maxTokens, not of its window', [
+    'src/options.ts',
+    'ring: ownRing(scoring.window, maxTokens),',
+    'ring: maxTokens,',
+  ]),
+  mutant('per-layer-rope-shared', 'layers that differ only in their rope share one descriptor (and its rope table)', [
+    'src/per-layer.ts',
+    'JSON.stringify([scoring, ring, rope ? ropeToOptions(rope) : null])',
+    'JSON.stringify([scoring, ring])',
+  ]),
+  mutant('per-layer-index-wrong', "every layer of a group writes and reads the group's first layer", [
+    'src/layer-memory.ts',
+    'local[l] = j;',
+    'local[l] = 0;',
+  ]),
+  mutant('per-layer-save-wide-window', "save() plans every layer's piece with the cache-wide window and ring", [
+    'src/cache.ts',
+    'const { scoring, ring } = layerSettings(settings, l);',
+    'const { scoring, ring } = { scoring: settings.scoring, ring: settings.maxTokens };',
+  ]),
+  mutant('per-layer-global-unbounded', 'a global layer under a cache-wide window appends past maxTokens', [
+    'src/cache.ts',
+    'if (layerSettings(this.#settings, index).scoring.window === 0 && length + tokens > this.#settings.maxTokens) {',
+    'if (this.#settings.scoring.window === 0 && length + tokens > this.#settings.maxTokens) {',
+  ]),
 ];
 
 const DEFAULT_TESTS = [
@@ -145,6 +175,7 @@ const DEFAULT_TESTS = [
   'test/fixtures.test.ts',
   'test/sink-logits.test.ts',
   'test/alibi.test.ts',
+  'test/per-layer.test.ts',
 ];
 
 const argv = process.argv.slice(2);

@@ -262,7 +262,7 @@ withEachBuild('save/load', (buildName) => {
       expectBitIdentical(feed(keep(KVCache.load(Buffer.from(bytes))), cfg, next), want, 'from a Buffer');
     });
 
-    it('the format is the documented one: magic, version 2, JSON header with options, layers and row checksums, CRC-32', () => {
+    it('the format is the documented one: magic, version 3, JSON header with options, layers and row checksums, CRC-32', () => {
       const cfg: Cfg = {
         layers: 2,
         heads: 4,
@@ -278,7 +278,7 @@ withEachBuild('save/load', (buildName) => {
       feed(a, cfg, stream(cfg, 30, 2), [30], 1);
       const bytes = a.save();
       const p = parseSave(bytes);
-      expect(p.version).toBe(2);
+      expect(p.version).toBe(3);
       expect(p.header.build).toBe(buildName);
       // the options the cache was made with, its dtype filled in (rope left out: the header holds it resolved)
       const { rope: _, ...made } = cfg;
@@ -690,14 +690,23 @@ withEachBuild('save/load', (buildName) => {
 
     it('another format version (with or without a matching checksum)', () => {
       const bytes = saved(cfg, 5);
-      for (const version of [0, 1, 3, 255, 0x100, 0xffffffff]) {
+      for (const version of [0, 1, 4, 255, 0x100, 0xffffffff]) {
         const bad = bytes.slice();
         new DataView(bad.buffer).setUint32(8, version, true);
         expectRefused(bad, `version ${version}`);
         expectRefused(rechecksum(bad), `version ${version}, re-checksummed`, [/version/]);
       }
       const p = parseSave(bytes);
-      expectRefused(envelope(p.header, p.payload, 3), 'a well-formed version 3 envelope', [/version/]);
+      expectRefused(envelope(p.header, p.payload, 4), 'a well-formed version 4 envelope', [
+        /version 4/,
+        /reads versions 2 and 3/,
+      ]);
+      // version 2 is version 3 without per-layer settings: its pieces still load
+      expectBitIdentical(
+        feed(keep(KVCache.load(envelope(p.header, p.payload, 2))), cfg, stream(cfg, 3, 9)),
+        feed(keep(KVCache.load(bytes)), cfg, stream(cfg, 3, 9)),
+        'a version-2 piece continues as the version-3 one',
+      );
       // what wasm-attention 0.1.0 saved (format version 1) is refused with what to do about it
       const v1 = envelope(
         {
@@ -713,7 +722,7 @@ withEachBuild('save/load', (buildName) => {
       );
       expectRefused(v1, 'a version-1 save of an empty cache', [
         /format version 1 \(wasm-attention 0\.1\.0\)/,
-        /reads version 2/,
+        /reads versions 2 and 3/,
       ]);
     });
 

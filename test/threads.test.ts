@@ -543,3 +543,33 @@ describe('a worker that fails never hangs a call', () => {
     cache.dispose();
   }, 60_000);
 });
+
+// perLayer: every layer of a mixed cache (its own descriptor per setting) the same bits at any thread count
+forEachBuild('perLayer across threads', (build) => {
+  it('1, 2 and 3 threads give the same bits on every layer, prefill and decode', async () => {
+    // Gemma-3-shaped: two windowed layers with their own base beside a global one with linear scaling
+    const cfg = {
+      layers: 3,
+      heads: 8,
+      kvHeads: 2,
+      headDim: 64,
+      maxTokens: 2000,
+      window: 300,
+      rope: { theta: 1e6, scaling: { type: 'linear', factor: 8 } },
+      perLayer: [{ rope: { theta: 10000 } }, { rope: { theta: 10000 } }, { window: null }],
+    } as Cfg & { layers: number };
+    const s = stream(cfg, 1500, 3);
+    let first: Float32Array[] | undefined;
+    for (const threads of [1, 2, 3]) {
+      await init({ build, threads });
+      const before = activeInstance().pool?.threadedCalls ?? 0;
+      const cache = new KVCache(cfg as never);
+      const outs = Array.from({ length: cfg.layers }, (_, l) => feed(cache, cfg, s, [1400, ...ones(100)], l));
+      cache.dispose();
+      if (threads > 1)
+        expect(activeInstance().pool?.threadedCalls ?? 0, 'calls went across threads').toBeGreaterThan(before + 3);
+      if (!first) first = outs;
+      else for (const [l, o] of outs.entries()) expectBitIdentical(o, first[l], `${threads} threads: layer ${l}`);
+    }
+  }, 120_000);
+});

@@ -1,6 +1,7 @@
 // The scenario every runtime runs against the installed package (the packed tarball): init, one-shot
 // attention and its weights, a KV-cache prefill and decode steps checked against a float64 reference,
-// and save()/load() continuing bit-identically, a RoPE cache, a tree of drafts and an int8 cache. It also returns a fingerprint
+// and save()/load() continuing bit-identically, a RoPE cache, a tree of drafts, an int8 cache, scaled RoPE
+// and caches whose layers differ (perLayer). It also returns a fingerprint
 // of its outputs' bits (`bits`), which the matrix compares with Node's for the same build: one build must
 // give the same bits in every engine. Plain ESM with web APIs only, so the same file runs in
 // Node, Deno, Bun, browsers, workerd and bundles. Returns a report instead of throwing.
@@ -298,6 +299,59 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
         `max error ${worstR.toExponential(2)}`,
       );
       scaled.dispose();
+    }
+
+    // caches whose layers differ (perLayer): Gemma-3-shaped (two windowed layers with their own rope base
+    // beside a global one with linear scaling) and gpt-oss-shaped (a window and a global layer, each with
+    // its learned sink logits, YaRN). Every layer against the float64 reference of its own settings over a
+    // prefill and decode steps; a saved and loaded copy continues with the same bits.
+    const mixedCaches = {
+      'Gemma-3-shaped': {
+        layers: 3,
+        ...shape,
+        maxTokens: 64,
+        scale: 1 / 8,
+        rope: { theta: 1000000, scaling: { type: 'linear', factor: 8 } },
+        perLayer: [{ window: 4, rope: { theta: 10000 } }, { window: 4, rope: { theta: 10000 } }, null],
+      },
+      'gpt-oss-shaped': {
+        layers: 2,
+        ...shape,
+        maxTokens: 64,
+        rope: { theta: 150000, scaling: { type: 'yarn', factor: 32, originalMaxPositions: 8, truncate: false } },
+        perLayer: [{ window: 4, sinkLogits: [-0.5, 1.25, 2.75, 0] }, { sinkLogits: [1.5, -2, 0.25, 3] }],
+      },
+    };
+    for (const [name, options] of Object.entries(mixedCaches)) {
+      const mixed = await KVCache.create(options);
+      const { perLayer, layers: _, ...wide } = options;
+      const refs = perLayer.map((entry) => new ReferenceCache({ ...wide, ...(entry ?? {}) }));
+      const at = (i, j) => [tokens(Q, row, i, j), tokens(K, kvRow, i, j), tokens(V, kvRow, i, j)];
+      let worstM = 0;
+      const step = (c, i, j, l) => {
+        const o = c.attend(l, ...at(i, j));
+        bits.add('perLayer', o);
+        return o;
+      };
+      for (let l = 0; l < options.layers; l++) {
+        worstM = Math.max(worstM, maxError(step(mixed, 0, prompt, l), refs[l].attend(0, ...at(0, prompt))));
+      }
+      const copy = KVCache.load(mixed.save());
+      let sameM = true;
+      for (let i = prompt; i < prompt + steps; i++) {
+        for (let l = 0; l < options.layers; l++) {
+          const o = step(mixed, i, i + 1, l);
+          worstM = Math.max(worstM, maxError(o, refs[l].attend(0, ...at(i, i + 1))));
+          sameM &&= identical(o, copy.attend(l, ...at(i, i + 1)));
+        }
+      }
+      check(
+        `a ${name} mixed cache matches float64 on every layer; a loaded copy continues bit-identically`,
+        worstM < TOLERANCE && sameM,
+        `max error ${worstM.toExponential(2)}, ${sameM ? 'identical bits' : 'loaded copy differs'}`,
+      );
+      mixed.dispose();
+      copy.dispose();
     }
 
     if (threads > 1) {
