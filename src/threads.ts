@@ -276,6 +276,8 @@ export class ThreadPool {
   #msPerWork = 0;
   /** Pieces the calling thread took over from workers that had not answered in time (tests, benches). */
   takenOver = 0;
+  /** Workers the pool has replaced (failed, or ended while counted) so far (tests). */
+  replacements = 0;
   /** Calls that went across threads so far (tests check that the threaded path really ran). */
   threadedCalls = 0;
 
@@ -375,6 +377,7 @@ export class ThreadPool {
    * If the fresh one cannot start, the thread number stays idle.
    */
   #replace(worker: PoolWorker): void {
+    this.replacements++;
     Atomics.compareExchange(this.#status, OWNERS + worker.thread, worker.id, 0);
     worker.terminate();
     void this.#queue(async () => {
