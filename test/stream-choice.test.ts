@@ -71,7 +71,7 @@ describe('decode steps with and without streaming', () => {
       // test tried it first) times its first steps on each path, then keeps one
       const tried = run(-1);
       expectBitIdentical(concat([tried.out]), plain.out, 'while trying both paths == not streamed');
-      const key = StreamChoice.key(plain.bytes, cfg.kvHeads, cfg.headDim);
+      const key = StreamChoice.key(plain.bytes, cfg.kvHeads ?? cfg.heads, cfg.headDim);
       expect([0, 1]).toContain(streamChoice.choice(key));
     }, 60_000);
   }
