@@ -17,7 +17,8 @@
 // Threads (the builds with shared memory): a call may instead go through a *job* (job.ts) that every
 // thread's instance reads from the shared memory: the caller writes the call's numbers into the job and
 // calls plan (append, rotate, cut the work into pieces fixed by the problem), then each thread, the caller
-// included, calls work (claiming pieces until none are left), then the caller calls finish. Outputs are
+// included, calls work (claiming pieces until none are left), the caller takes over what is left (adopt),
+// then calls finish. Outputs are
 // the same bits as attend/step on one thread (attend/chunks.ts).
 
 import { appendRows } from './layout';
@@ -25,7 +26,9 @@ import { attendQueries } from './attend';
 import { scratchBytesFor } from './attend/call';
 import { attentionWeights } from './attend/weights';
 import { finishJob, planJob, workPieces } from './attend/work';
-import { DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, TOKENS, jobWord } from './job';
+import {
+  DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, RESULT_BYTES, RESULT_NEEDED, TOKENS, jobWord, setJobWord,
+} from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
 import {
   HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, TREE, TREE_BASE, address, field,
@@ -114,19 +117,35 @@ export function jobBytes(): i32 {
 /**
  * Prepares the job's call (descriptor, layer, tokens, firstPosition, keyEnd, causal, scratch, partials
  * written by the facade): appends the staging keys and values first when `appendFirst` is 1 (a step),
- * rotates the queries, and cuts the attention into pieces. Returns the number of pieces.
+ * rotates the queries, and cuts the attention into pieces. Returns the number of pieces; −1 (and nothing
+ * done) when each thread's results area is smaller than the call's output (the job's resultNeeded).
  */
 export function plan(job: usize, appendFirst: i32): i32 {
   const descriptor = <usize>jobWord(job, DESCRIPTOR);
   const layer = jobWord(job, LAYER), tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
+  // tile mode writes a thread's output rows into its results area, laid out as the staging out
+  const outBytes = <i32>(<usize>tokens * <usize>field(descriptor, HEADS) * <usize>field(descriptor, HEAD_DIM)) << 2;
+  setJobWord(job, RESULT_NEEDED, outBytes);
+  if (outBytes > jobWord(job, RESULT_BYTES)) return -1;
   if (appendFirst != 0) append(descriptor, layer, tokens, firstPosition);
   rotateRows(descriptor, address(descriptor, Q), tokens, field(descriptor, HEADS), firstPosition);
   return planJob(job);
 }
 
-/** Runs pieces of the planned job as thread `thread` (0: the caller) until none are left; how many it ran. */
+/**
+ * Runs pieces of the planned job as thread `thread` (0: the caller) until none are left to claim; how many
+ * it published (−1: a test stopped this worker for good).
+ */
 export function work(job: usize, thread: i32): i32 {
-  return workPieces(job, thread);
+  return workPieces(job, thread, false);
+}
+
+/**
+ * The calling thread takes over and runs every piece of the job not yet published (free, or held by a
+ * worker that has not answered in time); how many. After it, every piece is published.
+ */
+export function adopt(job: usize): i32 {
+  return workPieces(job, 0, true);
 }
 
 /** Completes the job once every piece is done: the staging out then holds the attention. */

@@ -5,9 +5,10 @@
 //
 //   word  field
 //   0     open         1 while threads may join the call in progress
-//   1     next         the next piece to claim (atomic add)
-//   2     finished     pieces done (the facade adds each thread's count)
-//   3     entered      threads inside the call (the caller waits for 0 before the next call)
+//   1     next         the next piece to try (atomic add; a piece is then claimed in its state, see below)
+//   2     finished     pieces published (each publish adds one; a worker late from an older call may add
+//                      too, so the caller checks the states, never this count alone)
+//   3     reserved     (was: threads inside the call)
 //   4     generation   bumped per call: idle threads wait on it
 //   5     sleepers     threads asleep on generation (the caller notifies only when there are any)
 //   6     reserved     (which workers may join a call: the pool's own status words, src/attention-worker.ts)
@@ -22,20 +23,31 @@
 //   15    pieces
 //   16    scratch      thread i's scratch is scratch + i · scratchStride
 //   17    scratchStride
-//   18    partials     chunk mode: each piece's per-row state (partialBytes); given by the facade
-//   19    partialCapacity  bytes at partials
+//   18    results      each thread's results: thread i's at results + i · resultBytes; a piece's results
+//                      (chunk mode: its rows' states; tile mode: its output rows, laid out as the staging
+//                      out) go there, and finish reads them from the thread that published the piece
+//   19    resultBytes  bytes of one thread's results
 //   20    partialNeeded    bytes chunk mode would have needed (plan sets it; 0 in tile mode)
 //   21    chunkSinks   chunks of the sinks (chunk i < chunkSinks is chunk i)
 //   22    chunkFirst   chunk i ≥ chunkSinks is chunk chunkFirst + i − chunkSinks
 //   23    chunkCount
 //   24    rows         query rows per kv head in chunk mode
+//   25    epoch        the call's number (increases per call; the facade writes it before opening)
+//   26    states       per piece an i64: high word the epoch of the call that last claimed it, low word
+//                      CLAIMED or DONE | the thread. A piece is free for call e while its epoch is below e,
+//                      so a thread late from an older call can neither claim nor publish a piece of call e
+//   27    stateCapacity  pieces the states hold (the facade grows them before the call)
+//   28    stopTest     tests only: a worker that claims a piece while this is its thread number stops
+//                      there (the word then holds minus its number) until the word is cleared; its number
+//                      + STOP_AND_EXIT: it stops for good (its script then ends the worker)
+//   29    resultNeeded bytes one thread's results need for the call (plan sets it; when they exceed
+//                      resultBytes in tile mode, plan does nothing and returns −1: the facade makes room)
 // JOB_BYTES bytes in all.
 
 export const OPEN: i32 = 0;
 export const NEXT: i32 = 1;
 // the facade's and the workers' words (the kernel never reads them)
 export const FINISHED: i32 = 2;
-export const ENTERED: i32 = 3;
 export const GENERATION: i32 = 4;
 export const SLEEPERS: i32 = 5;
 export const DESCRIPTOR: i32 = 8;
@@ -48,13 +60,19 @@ export const MODE: i32 = 14;
 export const PIECES: i32 = 15;
 export const SCRATCH_BASE: i32 = 16;
 export const SCRATCH_STRIDE: i32 = 17;
-export const PARTIALS: i32 = 18;
-export const PARTIAL_CAPACITY: i32 = 19;
+export const RESULTS: i32 = 18;
+export const RESULT_BYTES: i32 = 19;
 export const PARTIAL_NEEDED: i32 = 20;
 export const CHUNK_SINKS: i32 = 21;
 export const CHUNK_FIRST: i32 = 22;
 export const CHUNK_COUNT: i32 = 23;
 export const ROWS: i32 = 24;
+export const EPOCH: i32 = 25;
+export const STATES: i32 = 26;
+export const STATE_CAPACITY: i32 = 27;
+export const STOP_TEST: i32 = 28;
+export const RESULT_NEEDED: i32 = 29;
+export const STOP_AND_EXIT: i32 = 256;
 export const JOB_BYTES: i32 = 128;
 
 export const TILE_MODE: i32 = 0;
@@ -62,6 +80,8 @@ export const CHUNK_MODE: i32 = 1;
 
 // @ts-ignore: decorator
 @inline export function jobWord(job: usize, word: i32): i32 {
+  // atomic in the threads builds: a worker reads the words of a call it then validates (work.ts)
+  if (ASC_FEATURE_THREADS) return atomic.load<i32>(job + (<usize>word << 2));
   return load<i32>(job + (<usize>word << 2));
 }
 
@@ -70,12 +90,79 @@ export const CHUNK_MODE: i32 = 1;
   store<i32>(job + (<usize>word << 2), value);
 }
 
-/** Claims the next piece of the job (atomically in the threads builds, where other threads claim too). */
+/** The next piece to try (atomically in the threads builds, where other threads try too). */
 // @ts-ignore: decorator
-@inline export function claim(job: usize): i32 {
+@inline export function nextPiece(job: usize): i32 {
   const at = job + (<usize>NEXT << 2);
   if (ASC_FEATURE_THREADS) return atomic.add<i32>(at, 1);
   const piece = load<i32>(at);
   store<i32>(at, piece + 1);
   return piece;
+}
+
+// A piece's state (the states word): the epoch of the call that last claimed it, then one of these | thread.
+const CLAIMED: i64 = 0x100;
+const DONE: i64 = 0x200;
+const THREAD_BITS: i64 = 0xff;
+
+// @ts-ignore: decorator
+@inline function stateAt(job: usize, piece: i32): usize {
+  return <usize>jobWord(job, STATES) + (<usize>piece << 3);
+}
+
+// @ts-ignore: decorator
+@inline function loadState(at: usize): i64 {
+  if (ASC_FEATURE_THREADS) return atomic.load<i64>(at);
+  return load<i64>(at);
+}
+
+/** Replaces the state `expected` at `at` by `to`; false when another thread changed it first. */
+// @ts-ignore: decorator
+@inline function swapState(at: usize, expected: i64, to: i64): bool {
+  if (ASC_FEATURE_THREADS) return atomic.cmpxchg<i64>(at, expected, to) == expected;
+  if (load<i64>(at) != expected) return false;
+  store<i64>(at, to);
+  return true;
+}
+
+/** Claims `piece` for `thread` in call `epoch` if no thread has claimed it in this (or a later) call. */
+export function claimFree(job: usize, piece: i32, epoch: u32, thread: i32): bool {
+  const at = stateAt(job, piece);
+  const state = loadState(at);
+  if (<u32>(state >>> 32) >= epoch) return false;
+  return swapState(at, state, (<i64>epoch << 32) | CLAIMED | thread);
+}
+
+/**
+ * The calling thread (0) takes `piece` of call `epoch` over, free or claimed by another thread that has not
+ * published it; false when it is published already.
+ */
+export function takeOver(job: usize, piece: i32, epoch: u32): bool {
+  const at = stateAt(job, piece);
+  let state: i64;
+  do {
+    state = loadState(at);
+    if (<u32>(state >>> 32) == epoch && (state & DONE) != 0) return false;
+  } while (!swapState(at, state, (<i64>epoch << 32) | CLAIMED));
+  return true;
+}
+
+/**
+ * Publishes `piece` of call `epoch` as `thread`'s, if `thread` still holds it (not taken over, not a later
+ * call's); counts it in finished and wakes the caller at the last one. False: its results are never read.
+ */
+export function publish(job: usize, piece: i32, epoch: u32, thread: i32): bool {
+  const claimed = (<i64>epoch << 32) | CLAIMED | thread;
+  if (!swapState(stateAt(job, piece), claimed, (<i64>epoch << 32) | DONE | thread)) return false;
+  if (ASC_FEATURE_THREADS) {
+    const at = job + (<usize>FINISHED << 2);
+    if (atomic.add<i32>(at, 1) + 1 == jobWord(job, PIECES)) atomic.notify(at, 1);
+  }
+  return true;
+}
+
+/** The thread whose results of `piece` were published (read once every piece is). */
+// @ts-ignore: decorator
+@inline export function publisher(job: usize, piece: i32): i32 {
+  return <i32>(loadState(stateAt(job, piece)) & THREAD_BITS);
 }

@@ -2,21 +2,42 @@
 // here): a cache made after init({ threads: 1 }) runs on the plain kernel alone, one made after
 // init({ threads: n }) on the shared kernel's pool, and both stay usable side by side, so each round times
 // one call of each, alternating which goes first. Medians of the rounds; the ratio is the median of the
-// per-round ratios. Also: init() time without threads and the time to start a pool of n.
+// per-round ratios, with their 10th–90th percentile spread. Also: init() time without threads and the time
+// to start a pool of n. `--load N` starts N child processes that each keep a core busy for the whole run
+// (a user's machine with something else running), and reports the pieces the calling thread took over.
 //
-//   node bench/threads.mjs [--threads 2] [--rounds 30] [--decode 2048,8192] [--prefill 512]
+//   node bench/threads.mjs [--threads 2] [--rounds 30] [--decode 2048,8192] [--prefill 512] [--load 0]
+//                          [--shapes gpt2,llama]
 
+import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { Rng } from '../test/support/rng.js';
-import { fmtX, loadPackage, median, parseArgs } from '../test/support/scripts.mjs';
+import { fmtX, loadPackage, median, parseArgs, quantile } from '../test/support/scripts.mjs';
 import { SHAPES } from './suite.mjs';
 
-const opts = parseArgs(process.argv.slice(2), { threads: 2, rounds: 30, decode: '2048,8192', prefill: '512' });
+const opts = parseArgs(process.argv.slice(2), {
+  threads: 2,
+  rounds: 30,
+  decode: '2048,8192',
+  prefill: '512',
+  load: 0,
+  shapes: Object.keys(SHAPES).join(','),
+});
 if (opts.help) {
-  console.log('node bench/threads.mjs [--threads N] [--rounds N] [--decode L,…] [--prefill T,…]');
+  console.log(
+    'node bench/threads.mjs [--threads N] [--rounds N] [--decode L,…] [--prefill T,…] [--load N] [--shapes a,b]',
+  );
   process.exit(0);
 }
-const list = (/** @type {string} */ s) => s.split(',').filter(Boolean).map(Number);
+// busy children: each spins on a core until this process ends
+const busy = Array.from({ length: opts.load }, () =>
+  spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }),
+);
+process.on('exit', () => {
+  for (const child of busy) child.kill();
+});
+const list = (/** @type {string} */ s, /** @type {(x: string) => any} */ as = Number) =>
+  String(s).split(',').filter(Boolean).map(as);
 
 const pkg = await loadPackage();
 const t0 = performance.now();
@@ -25,15 +46,19 @@ const initMs = performance.now() - t0;
 const t1 = performance.now();
 const many = await pkg.init({ threads: opts.threads });
 const poolMs = performance.now() - t1;
+// the pool's counters (not public API): only when measuring this checkout's dist/
+const pool = process.env.WASM_ATTENTION_ENTRY ? undefined : (await import('../dist/init.js')).activeInstance().pool;
 console.log(
   `# threads vs one thread, interleaved in one process (node ${process.version}, ${availableParallelism()} cores, build ${one.build})`,
 );
 console.log(
   `init({ threads: 1 }) ${initMs.toFixed(1)} ms (first init: reads, compiles, instantiates); init({ threads: ${many.threads} }) afterwards ${poolMs.toFixed(1)} ms (shared binary + starting ${many.threads - 1} worker${many.threads > 2 ? 's' : ''})`,
 );
-console.log(`${opts.rounds} rounds; medians\n`);
-console.log(`| shape | workload | 1 thread | ${many.threads} threads | ratio |`);
-console.log('| --- | --- | ---: | ---: | ---: |');
+console.log(
+  `${opts.rounds} rounds; medians${opts.load ? `; ${opts.load} other process${opts.load > 1 ? 'es' : ''} keeping a core busy` : ''}\n`,
+);
+console.log(`| shape | workload | 1 thread | ${many.threads} threads | ratio | ratio p10–p90 | taken over |`);
+console.log('| --- | --- | ---: | ---: | ---: | ---: | ---: |');
 
 /**
  * A cache for `shape` made under init({ threads }) (the active kernel decides where it lives).
@@ -44,7 +69,8 @@ async function cacheOn(threads, shape, maxTokens) {
   return new pkg.KVCache({ heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, maxTokens });
 }
 
-for (const [name, shape] of Object.entries(SHAPES)) {
+const shapes = list(opts.shapes, String);
+for (const [name, shape] of Object.entries(SHAPES).filter(([n]) => shapes.includes(n))) {
   const rng = new Rng(7);
   const qRow = shape.heads * shape.headDim,
     kRow = shape.kvHeads * shape.headDim;
@@ -89,9 +115,11 @@ function report(
   /** @type {(c: any) => number} */ call,
 ) {
   for (let i = 0; i < 5; i++) for (const c of caches) call(c); // warm up (and wake the workers)
+  const taken = pool?.takenOver ?? 0;
   const single = [],
-    threaded = [],
-    ratios = [];
+    threaded = [];
+  /** @type {number[]} */
+  const ratios = [];
   for (let r = 0; r < opts.rounds; r++) {
     const [a, b] = r % 2 ? [caches[1], caches[0]] : [caches[0], caches[1]];
     const ta = call(a),
@@ -101,8 +129,10 @@ function report(
     threaded.push(t);
     ratios.push(s / t);
   }
+  const at = (/** @type {number} */ f) => quantile(ratios, f);
+  const tookOver = pool ? String(pool.takenOver - taken) : '–';
   console.log(
-    `| ${shape} | ${what} | ${median(single).toFixed(3)} ms | ${median(threaded).toFixed(3)} ms | ${fmtX(median(ratios))} |`,
+    `| ${shape} | ${what} | ${median(single).toFixed(3)} ms | ${median(threaded).toFixed(3)} ms | ${fmtX(median(ratios))} | ${fmtX(at(0.1))}–${fmtX(at(0.9))} | ${tookOver} |`,
   );
   for (const c of caches) c.dispose();
 }

@@ -84,9 +84,10 @@ export interface KernelExports {
   /** the attend call's numbers, then where the probabilities go and how many keys a row of them holds */
   weights(...call: [...AttendArgs, out: number, keyCount: number]): void;
   exp(values: number, count: number): void;
-  /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → finish */
+  /** threads (assembly/job.ts): the job block's size, then plan → work on every thread → adopt → finish */
   jobBytes(): number;
   plan(job: number, appendFirst: number): number;
   work(job: number, thread: number): number;
+  adopt(job: number): number;
   finish(job: number): void;
 }

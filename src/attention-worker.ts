@@ -4,9 +4,9 @@
 // awake: ~0.3 µs instead of ~50 µs for a wake-up), then sleeps in Atomics.wait, using no CPU, until the
 // next call. Runs alike as a worker_threads worker (Node, Deno, Bun) and as a Web Worker (browsers).
 //
-// A worker whose work throws (its kernel trapped) records the failure in the pool's status words, leaves
-// the call as the protocol requires (entered − 1) and stops: the caller throws instead of waiting for the
-// pieces it held, and the pool starts fresh workers.
+// A worker whose work throws (its kernel trapped) records the failure in the pool's status words and
+// stops: the caller throws instead of waiting for the pieces it held, and the pool starts fresh workers.
+// A worker that stops answering records nothing: the caller takes its pieces over (assembly/attend/work.ts).
 
 // Self-contained (no imports): a bundler that copies this file as an asset instead of bundling it as a
 // worker entry still ships a working worker. So the job block's words are generated into it (below),
@@ -18,7 +18,6 @@ export const Job = {
   OPEN: 0,
   NEXT: 1,
   FINISHED: 2,
-  ENTERED: 3,
   GENERATION: 4,
   SLEEPERS: 5,
   DESCRIPTOR: 8,
@@ -31,13 +30,19 @@ export const Job = {
   PIECES: 15,
   SCRATCH_BASE: 16,
   SCRATCH_STRIDE: 17,
-  PARTIALS: 18,
-  PARTIAL_CAPACITY: 19,
+  RESULTS: 18,
+  RESULT_BYTES: 19,
   PARTIAL_NEEDED: 20,
   CHUNK_SINKS: 21,
   CHUNK_FIRST: 22,
   CHUNK_COUNT: 23,
   ROWS: 24,
+  EPOCH: 25,
+  STATES: 26,
+  STATE_CAPACITY: 27,
+  STOP_TEST: 28,
+  RESULT_NEEDED: 29,
+  STOP_AND_EXIT: 256,
   JOB_BYTES: 128,
   TILE_MODE: 0,
   CHUNK_MODE: 1,
@@ -51,19 +56,24 @@ export const MAX_THREADS = 64;
  * The pool's status words: an Int32Array over a SharedArrayBuffer of STATUS_WORDS, apart from wasm memory
  * (the kernel never reads them).
  *
- *   FAILED       0, or 1 + the number of the first thread whose work threw in the current call
+ *   FAILED       0, or 1 + the number of the first thread whose work threw (until the caller takes it)
  *   TRAP_TEST    tests only: the number of a worker whose next call traps in its kernel (0: none)
+ *   FAILED_EPOCH the epoch of the call (the job's epoch word) in which that thread's work threw
  *   MESSAGE      the failure's message: its length, then up to MESSAGE_CHARS UTF-16 code units
  *   OWNERS       per thread number (0 … MAX_THREADS), the id of the worker the pool counts for it (0:
  *                none): a worker joins a call only while it is counted, so one that is starting or being
  *                let go never shares a thread number (and scratch) with another
+ *   INSIDE       per thread number, the epoch of the call whose work it is running (0: none): memory a
+ *                worker may still write into is released only once no worker is inside an older call
  */
 export const FAILED = 0,
   TRAP_TEST = 1,
-  MESSAGE = 2,
+  FAILED_EPOCH = 2,
+  MESSAGE = 3,
   MESSAGE_CHARS = 200,
   OWNERS = MESSAGE + 1 + MESSAGE_CHARS,
-  STATUS_WORDS = OWNERS + MAX_THREADS + 1;
+  INSIDE = OWNERS + MAX_THREADS + 1,
+  STATUS_WORDS = INSIDE + MAX_THREADS + 1;
 
 /** What a worker is sent once: everything it needs to join calls. */
 export interface WorkerStart {
@@ -106,9 +116,10 @@ export function spinsPerInterval(ms: number): number {
   return Math.max(1, Math.round((iterations * ms) / Math.max(fastest, 1e-3)));
 }
 
-/** Records `error` as the call's failure, unless another thread's came first; wakes a waiting caller. */
-function recordFailure(status: Int32Array, words: Int32Array, thread: number, error: unknown): void {
+/** Records `error` as call `epoch`'s failure, unless another thread's came first; wakes a waiting caller. */
+function recordFailure(status: Int32Array, words: Int32Array, thread: number, epoch: number, error: unknown): void {
   if (Atomics.compareExchange(status, FAILED, 0, thread + 1) !== 0) return;
+  Atomics.store(status, FAILED_EPOCH, epoch);
   const text = String((error as Error)?.stack?.split('\n')[0] ?? error);
   const length = Math.min(text.length, MESSAGE_CHARS);
   for (let i = 0; i < length; i++) status[MESSAGE + 1 + i] = text.charCodeAt(i);
@@ -170,29 +181,30 @@ async function start(given: WorkerStart): Promise<void> {
       Atomics.sub(words, Job.SLEEPERS, 1);
     }
     seen = Atomics.load(words, Job.GENERATION);
-    Atomics.add(words, Job.ENTERED, 1);
+    const epoch = Atomics.load(words, Job.EPOCH);
+    Atomics.store(status, INSIDE + thread, epoch);
     try {
-      // only while the pool counts this worker: one it is starting (or letting go) stays out
+      // only while the pool counts this worker: one it is starting (or letting go) stays out. The kernel
+      // counts the pieces it publishes (and checks that the call is still open and its own)
       if (Atomics.load(words, Job.OPEN) === 1 && Atomics.load(status, OWNERS + thread) === id) {
-        const done = Atomics.load(status, TRAP_TEST) === thread ? trapForTest(status, words) : work(job, thread);
-        if (done > 0 && Atomics.add(words, Job.FINISHED, done) + done === Atomics.load(words, Job.PIECES)) {
-          Atomics.notify(words, Job.FINISHED);
-        }
+        if (Atomics.load(status, TRAP_TEST) === thread) work(memory.buffer.byteLength, thread);
+        else if (work(job, thread) < 0) return end(); // a test stopped it for good, as if killed mid-call
       }
     } catch (error) {
-      recordFailure(status, words, thread, error);
+      recordFailure(status, words, thread, epoch, error);
+      Atomics.compareExchange(status, TRAP_TEST, thread, 0); // a test's trap is recorded: the caller goes on
       return; // this worker is done: its instance may hold a half-written piece's state
     } finally {
-      Atomics.sub(words, Job.ENTERED, 1);
+      Atomics.store(status, INSIDE + thread, 0);
     }
   }
+}
 
-  /** Tests only: claims a piece, as the kernel does, then traps in the kernel (an access past memory's end). */
-  function trapForTest(status: Int32Array, words: Int32Array): number {
-    Atomics.store(status, TRAP_TEST, 0);
-    Atomics.add(words, Job.NEXT, 1);
-    return work(memory.buffer.byteLength, thread);
-  }
+/** Ends this worker from inside (tests: a worker killed mid-call). */
+function end(): void {
+  const process = (globalThis as { process?: { exit(code?: number): never } }).process;
+  if (port && process) process.exit(0);
+  else (globalThis as unknown as { close(): void }).close();
 }
 
 /**

@@ -16,6 +16,7 @@ import { COUNT_BYTES, type PagePool } from './pages.js';
 import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
+import { StreamChoice, streamChoice } from './stream-choice.js';
 
 const {
   HEADS,
@@ -34,9 +35,10 @@ const {
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
- * between steps) decode streams: touching K/V lines ahead of the arithmetic pays once they come from DRAM,
- * and costs a little while they fit the last-level cache. Either way the bits are the same; the
- * measurements behind the figure are in docs/PERFORMANCE.md ("Facade and threads").
+ * between steps) decode streams, until this machine has measured both paths for the cache's size class
+ * (stream-choice.ts): touching K/V lines ahead of the arithmetic pays once they come from DRAM, and costs
+ * a little while they fit the last-level cache. Either way the bits are the same; the measurements behind
+ * the figure are in docs/PERFORMANCE.md ("Facade and threads").
  */
 export const STREAM_BYTES = 20 << 20;
 
@@ -301,9 +303,18 @@ export class CacheMemory {
     this.#updateStream();
   }
 
-  /** Streaming pays once the K/V held outgrows the caches (see STREAM_BYTES). */
+  /** Streaming pays once the K/V held outgrows the caches: as this machine measured, else STREAM_BYTES. */
   #updateStream(): void {
-    this.instance.i32()[(this.#fixed >>> 2) + STREAM] = this.#pageCount * this.pageBytes > STREAM_BYTES ? 1 : 0;
+    const bytes = this.#pageCount * this.pageBytes;
+    const { kvHeads, headDim } = this.geometry;
+    this.#streamKey = StreamChoice.key(bytes, kvHeads, headDim);
+    this.#setStream(streamChoice.flag(bytes, this.#streamKey, bytes > STREAM_BYTES ? 1 : 0));
+  }
+
+  #streamKey = 0;
+
+  #setStream(flag: number): void {
+    this.instance.i32()[(this.#fixed >>> 2) + STREAM] = flag;
   }
 
   /**
@@ -550,7 +561,25 @@ export class CacheMemory {
     call[CALL.FIRST_POSITION] = firstPosition;
     call[CALL.KEY_END] = keyEnd;
     call[CALL.CAUSAL] = causal;
-    this.instance.call(entry, call, this.#layout.scratchBytes, this.#work(tokens, keyEnd));
+    const work = this.#work(tokens, keyEnd);
+    // a decode step of a size class this machine has not measured yet runs timed, on each path in turn
+    const path =
+      tokens === 1 && entry !== 'append'
+        ? streamChoice.trialPath(this.#pageCount * this.pageBytes, this.#streamKey)
+        : -1;
+    if (path < 0) {
+      this.instance.call(entry, call, this.#layout.scratchBytes, work);
+      return;
+    }
+    const key = this.#streamKey;
+    this.#setStream(path);
+    const t0 = performance.now();
+    try {
+      this.instance.call(entry, call, this.#layout.scratchBytes, work);
+    } finally {
+      this.#updateStream();
+    }
+    streamChoice.record(key, path, performance.now() - t0);
   }
 
   readonly #callWords: CallWords = new Int32Array(8);

@@ -11,6 +11,8 @@ import { CALL_WORDS, type CallWords, Job, type KernelExports } from './abi.js';
 import type { LinearHeap } from './heap.js';
 import {
   FAILED,
+  FAILED_EPOCH,
+  INSIDE,
   MAX_THREADS,
   MESSAGE,
   OWNERS,
@@ -37,8 +39,21 @@ export const SPIN_MS = 2;
  * in docs/PERFORMANCE.md, "Facade and threads").
  */
 export const MIN_THREADED_WORK = 320_000;
+/**
+ * When the calling thread has run out of pieces to claim, it waits for the workers' pieces at most this
+ * many times the time it took per piece of that size (measured on its own pieces), and at least
+ * MIN_TAKE_OVER_MS; then it runs whatever is not published itself (adopt). A worker that is running
+ * finishes its last piece within about one piece's time of the caller's last one; one that is descheduled
+ * (a busy core), stopped or killed does not, and the caller then loses at most one more piece's time.
+ * docs/PERFORMANCE.md, "Taking over pieces", has the measurements.
+ */
+export const TAKE_OVER_PIECES = 2;
+/** The least wait before the caller takes pieces over: about a sleeping worker's wake-up (~50 µs here). */
+export const MIN_TAKE_OVER_MS = 0.05;
+/** The caller times its own pieces on one threaded call in this many (performance.now() allocates). */
+const TIMED_EVERY = 32;
 
-const { OPEN, NEXT, FINISHED, ENTERED, GENERATION, SLEEPERS, PIECES } = Job;
+const { OPEN, NEXT, FINISHED, GENERATION, SLEEPERS, PIECES, EPOCH, STOP_TEST, STOP_AND_EXIT } = Job;
 
 const COOP_COEP_FIX =
   'serve the page with the headers Cross-Origin-Opener-Policy: same-origin and ' +
@@ -220,11 +235,15 @@ export function useNodeWorkerScript(url: URL): void {
  *
  * A worker whose kernel traps mid-call records it in the status words and stops; the caller, which then
  * stops waiting for the pieces it held, throws an Error naming it (the call's cache is left as it was, see
- * cache.ts) and the pool starts a fresh worker on that thread number. A worker killed outright while it
- * holds a piece cannot record anything, and the call then waits for it: nothing in the package kills a
- * worker during a call, and no wait bound could tell a killed worker from a descheduled one (a wrong guess
- * would let the late worker write into memory the next call uses). One that ends between calls claims no
- * piece; the pool replaces it when the runtime reports the exit (Node, Deno, Bun).
+ * cache.ts) and the pool starts a fresh worker on that thread number. A worker that stops answering while
+ * it holds a piece (descheduled, frozen, killed outright) records nothing: the caller waits a bound it
+ * measures (TAKE_OVER_PIECES), then takes the piece over. Pieces are claimed and published by
+ * compare-and-swap in their states, tagged with the call's epoch, and each thread writes its results into
+ * its own area (assembly/attend/work.ts), so a worker that comes back late publishes nothing and writes
+ * only where nobody reads: the same bits either way. Memory a late worker may still write into (its
+ * scratch and results) is released only once no worker is inside an older call. A worker that ends (killed
+ * between or during calls) is replaced when the runtime reports its exit (Node, Deno, Bun); one that
+ * stays frozen keeps its thread number and contributes nothing until it comes back.
  */
 export class ThreadPool {
   readonly #abi: KernelExports;
@@ -243,9 +262,22 @@ export class ThreadPool {
   /** per-thread scratch: threads × stride bytes */
   #scratch = 0;
   #scratchBytes = 0;
-  /** chunk mode's per-piece states */
-  #partials = 0;
-  #partialBytes = 0;
+  /** each thread's results area (job word results): threads × resultBytes */
+  #results = 0;
+  #resultBytes = 0;
+  /** the pieces' states (job word states): stateCapacity × 8 bytes */
+  #states = 0;
+  #stateCapacity = 0;
+  /** blocks a late worker may still write into: released once no worker is inside an older call */
+  #retired: number[] = [];
+  /** the last call's epoch (the job's epoch word) */
+  #epoch = 0;
+  /** the calling thread's milliseconds per multiply-add of its own pieces, last timed (0: not yet) */
+  #msPerWork = 0;
+  /** Pieces the calling thread took over from workers that had not answered in time (tests, benches). */
+  takenOver = 0;
+  /** Workers the pool has replaced (failed, or ended while counted) so far (tests). */
+  replacements = 0;
   /** Calls that went across threads so far (tests check that the threaded path really ran). */
   threadedCalls = 0;
 
@@ -260,9 +292,11 @@ export class ThreadPool {
     this.#words.fill(0);
   }
 
-  /** Bytes of linear memory the pool holds (job, scratch, partials): no cache's. */
+  /** Bytes of linear memory the pool holds (job, scratch, results, states): no cache's. */
   get bytes(): number {
-    return this.#abi.jobBytes() + this.#scratchBytes + this.#partialBytes;
+    return (
+      this.#abi.jobBytes() + this.#scratchBytes + this.#resultBytes * this.#resultsThreads + this.#stateCapacity * 8
+    );
   }
 
   /** Threads a call may use: the workers and the calling thread. */
@@ -311,6 +345,9 @@ export class ThreadPool {
       spinMs: SPIN_MS,
     };
     const worker = startWorker(start, () => {
+      // it writes nothing any more (unless a fresh worker already holds its thread number)
+      if (this.#workers[thread - 1] === worker || !this.#workers[thread - 1])
+        Atomics.store(this.#status, INSIDE + thread, 0);
       // a worker that ends while counted (killed from outside) is replaced; one let go or failed is not
       if (this.#counts(worker)) this.#replace(worker);
     });
@@ -340,6 +377,7 @@ export class ThreadPool {
    * If the fresh one cannot start, the thread number stays idle.
    */
   #replace(worker: PoolWorker): void {
+    this.replacements++;
     Atomics.compareExchange(this.#status, OWNERS + worker.thread, worker.id, 0);
     worker.terminate();
     void this.#queue(async () => {
@@ -368,47 +406,66 @@ export class ThreadPool {
     for (let i = 0; i < CALL_WORDS; i++) w[Job.DESCRIPTOR + i] = call[i];
     w[Job.SCRATCH_BASE] = this.#scratch;
     w[Job.SCRATCH_STRIDE] = scratchStride;
-    w[Job.PARTIALS] = this.#partials;
-    w[Job.PARTIAL_CAPACITY] = this.#partialBytes;
+    this.#writeResults();
     Atomics.store(w, NEXT, 0);
-    const pieces = abi.plan(this.job, appendFirst ? 1 : 0);
-    if (pieces > 1) this.#runAcrossThreads(pieces);
-    else abi.work(this.job, 0);
+    let pieces = abi.plan(this.job, appendFirst ? 1 : 0);
+    if (pieces < 0) {
+      // each thread's results area is smaller than this call's output: make room (nothing was done yet)
+      if (!this.#growResults(w[Job.RESULT_NEEDED])) return false;
+      pieces = abi.plan(this.job, appendFirst ? 1 : 0);
+    }
+    if (pieces > this.#stateCapacity && !this.#growStates(pieces)) {
+      throw new Error('wasm-attention: memory cannot grow to hold the states of a threaded call');
+    }
+    Atomics.store(w, EPOCH, ++this.#epoch);
+    if (pieces > 1) this.#runAcrossThreads(pieces, work);
+    else abi.adopt(this.job); // one piece: the calling thread runs it
     abi.finish(this.job);
     // chunk mode needed more room than there was (this call ran in tile mode): make it for the next call
-    if (w[Job.PARTIAL_NEEDED] > this.#partialBytes) this.#growPartials(w[Job.PARTIAL_NEEDED]);
+    if (w[Job.PARTIAL_NEEDED] > this.#resultBytes) this.#growResults(w[Job.PARTIAL_NEEDED]);
     return true;
   }
 
-  #runAcrossThreads(pieces: number): void {
+  #runAcrossThreads(pieces: number, work: number): void {
     this.threadedCalls++;
     const w = this.#words;
     const status = this.#status;
+    const epoch = this.#epoch;
     Atomics.store(w, FINISHED, 0);
     Atomics.store(w, PIECES, pieces);
     Atomics.store(w, OPEN, 1);
     Atomics.add(w, GENERATION, 1);
     if (Atomics.load(w, SLEEPERS) > 0) Atomics.notify(w, GENERATION);
+    if (Atomics.load(status, TRAP_TEST) !== 0 || Atomics.load(w, STOP_TEST) > 0) this.#awaitTestHook();
     let failure: string | undefined;
     try {
+      const timed = this.threadedCalls % TIMED_EVERY === 1;
+      const t0 = timed ? performance.now() : 0;
       const mine = this.#abi.work(this.job, 0);
-      let finished = Atomics.add(w, FINISHED, mine) + mine;
+      // a piece's share of the call's multiply-adds, and what the calling thread took for it
+      const pieceWork = work / pieces;
+      if (timed && mine > 0) this.#msPerWork = (performance.now() - t0) / (mine * pieceWork);
+      const waitMs = Math.max(MIN_TAKE_OVER_MS, TAKE_OVER_PIECES * this.#msPerWork * pieceWork);
+      const spinsPerMs = this.#spins / SPIN_MS;
+      const bound = waitMs * spinsPerMs;
       // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
-      // here, as much as a piece; only a worker held up far longer (descheduled on a busy machine) lets
-      // us sleep. A worker that failed holds its pieces for ever: stop waiting.
-      for (let spin = 0; finished < pieces && Atomics.load(status, FAILED) === 0; spin++) {
-        if (this.#mayBlock && spin > this.#spins) Atomics.wait(w, FINISHED, finished, 1);
+      // here, as much as a piece; a wait longer than SPIN_MS sleeps in steps of a millisecond. A worker
+      // that failed holds its pieces for ever: stop waiting.
+      let finished = Atomics.load(w, FINISHED);
+      for (let spin = 0; finished < pieces && spin < bound && !this.#failedIn(epoch); spin++) {
+        if (this.#mayBlock && spin > this.#spins) {
+          Atomics.wait(w, FINISHED, finished, 1);
+          spin += spinsPerMs;
+        }
         finished = Atomics.load(w, FINISHED);
       }
+      // what is not published by now, the calling thread runs itself (its workers may publish meanwhile)
+      if (!this.#failedIn(epoch)) this.takenOver += this.#abi.adopt(this.job);
     } finally {
-      // closed even when this thread's work threw, so no worker joins a job the next call rewrites
+      // closed even when this thread's work threw, so no worker joins a job the next call rewrites (one
+      // that is inside still checks the epoch before it claims or publishes anything)
       Atomics.store(w, OPEN, 0);
-      // a worker that joined late is leaving (it found no piece), a failed one has recorded why: the job
-      // may be rewritten once they have
-      while (Atomics.load(w, ENTERED) > 0) {
-        /* spin: they have nothing left to do */
-      }
-      failure = this.#takeFailure();
+      failure = this.#takeFailure(epoch);
     }
     if (failure !== undefined) {
       throw new Error(
@@ -418,19 +475,37 @@ export class ThreadPool {
     }
   }
 
-  /** The failure a worker recorded in this call ("thread n: message"), cleared, its worker replaced; or undefined. */
-  #takeFailure(): string | undefined {
+  #failedIn(epoch: number): boolean {
+    return Atomics.load(this.#status, FAILED) !== 0 && Atomics.load(this.#status, FAILED_EPOCH) === epoch;
+  }
+
+  /** Tests only: waits (at most 10 s) until the worker a test hook names has taken it in this call. */
+  #awaitTestHook(): void {
+    const w = this.#words;
+    const status = this.#status;
+    for (let i = 0; i < 10_000; i++) {
+      if (Atomics.load(status, TRAP_TEST) === 0 && Atomics.load(w, STOP_TEST) <= 0) return;
+      if (this.#mayBlock) Atomics.wait(w, STOP_TEST, Atomics.load(w, STOP_TEST), 1);
+    }
+  }
+
+  /**
+   * The failure a worker recorded in call `epoch` ("thread n: message"), cleared, its worker replaced; or
+   * undefined (a failure recorded in an older call, after the caller took its pieces over, only replaces it).
+   */
+  #takeFailure(epoch: number): string | undefined {
     const status = this.#status;
     const failed = Atomics.load(status, FAILED);
     if (failed === 0) return undefined;
     const thread = failed - 1;
+    const inThisCall = Atomics.load(status, FAILED_EPOCH) === epoch;
     const length = Atomics.load(status, MESSAGE);
     let message = '';
     for (let i = 0; i < length; i++) message += String.fromCharCode(status[MESSAGE + 1 + i]);
     Atomics.store(status, FAILED, 0);
     const worker = this.#workers[thread - 1];
     if (worker) this.#replace(worker);
-    return `thread ${thread}: ${message}`;
+    return inThisCall ? `thread ${thread}: ${message}` : undefined;
   }
 
   /** Threads that join calls now: the calling thread and the counted workers (a failed one's place is empty until replaced). */
@@ -454,8 +529,29 @@ export class ThreadPool {
   }
 
   /**
-   * Tests only: ends worker `thread` outright, as a runtime killing it between calls would (the pool is not
-   * told); settles once it has ended.
+   * Tests only: in the next call worker `thread` joins, it stops at the piece it has just claimed, as a
+   * worker descheduled for that long would, until resume(); with `exit`, it stops for good and ends, as a
+   * worker killed mid-call. The caller waits until it has stopped (so the call is really missing it).
+   */
+  stopInNextCall(thread: number, exit = false): void {
+    Atomics.store(this.#words, STOP_TEST, exit ? thread + STOP_AND_EXIT : thread);
+  }
+
+  /** Tests only: the thread number of the worker stopped by stopInNextCall, still stopped (0: none). */
+  get stopped(): number {
+    const word = Atomics.load(this.#words, STOP_TEST);
+    return word < 0 && -word < STOP_AND_EXIT ? -word : 0;
+  }
+
+  /** Tests only: lets a worker stopped by stopInNextCall go on (it comes back late to its call). */
+  resume(): void {
+    Atomics.store(this.#words, STOP_TEST, 0);
+    Atomics.notify(this.#words, STOP_TEST);
+  }
+
+  /**
+   * Tests only: ends worker `thread` outright, as a runtime killing it would (the pool is not told);
+   * settles once it has ended.
    */
   async killWorker(thread: number): Promise<void> {
     await this.#workers[thread - 1].terminate();
@@ -463,28 +559,83 @@ export class ThreadPool {
 
   /** Makes room for every thread's scratch; false when memory cannot grow (the call then runs alone). */
   #ensureScratch(stride: number): boolean {
+    if (this.#retired.length > 0) this.#releaseRetired();
     const bytes = stride * this.threads;
-    if (bytes <= this.#scratchBytes) return true;
+    if (bytes <= this.#scratchBytes) return this.#resultBytes === 0 || this.#resultsFit();
     try {
       const at = this.#heap.allocate(bytes);
-      if (this.#scratch) this.#heap.release(this.#scratch);
+      this.#release(this.#scratch);
       this.#scratch = at;
       this.#scratchBytes = bytes;
+      return this.#resultsFit();
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether the results areas cover every thread (after a resize added some): else makes them again. */
+  #resultsFit(): boolean {
+    if (this.#resultsThreads >= this.threads) return true;
+    return this.#growResults(this.#resultBytes);
+  }
+
+  #resultsThreads = 0;
+
+  #writeResults(): void {
+    this.#words[Job.RESULTS] = this.#results;
+    this.#words[Job.RESULT_BYTES] = this.#resultBytes;
+    this.#words[Job.STATES] = this.#states;
+    this.#words[Job.STATE_CAPACITY] = this.#stateCapacity;
+  }
+
+  /** Gives each thread a results area of at least `needed` bytes; false when memory cannot grow. */
+  #growResults(needed: number): boolean {
+    const bytes = Math.ceil(Math.max(needed, this.#resultBytes) / 64) * 64; // the heap's alignment
+    try {
+      const at = this.#heap.allocate(bytes * this.threads);
+      this.#release(this.#results);
+      this.#results = at;
+      this.#resultBytes = bytes;
+      this.#resultsThreads = this.threads;
+      this.#writeResults();
+      return true;
+    } catch {
+      return false; // memory cannot grow: calls run on the calling thread alone, or in tile mode
+    }
+  }
+
+  /** Makes room for `pieces` states, zeroed (epoch 0: free in every call); false when memory cannot grow. */
+  #growStates(pieces: number): boolean {
+    const capacity = Math.max(pieces, this.#stateCapacity * 2, 64);
+    try {
+      const at = this.#heap.allocate(capacity * 8);
+      new Uint8Array(this.#abi.memory.buffer, at, capacity * 8).fill(0);
+      this.#release(this.#states);
+      this.#states = at;
+      this.#stateCapacity = capacity;
+      this.#writeResults();
       return true;
     } catch {
       return false;
     }
   }
 
-  #growPartials(needed: number): void {
-    const bytes = Math.ceil(needed / 64) * 64; // the heap's alignment, so `bytes` counts what it holds
-    try {
-      const at = this.#heap.allocate(bytes);
-      if (this.#partials) this.#heap.release(this.#partials);
-      this.#partials = at;
-      this.#partialBytes = bytes;
-    } catch {
-      // memory cannot grow: calls keep running in tile mode
-    }
+  /** Whether some worker is still inside a call (it may write into its scratch and results). */
+  #workerInside(): boolean {
+    for (let thread = 1; thread <= MAX_THREADS; thread++) if (Atomics.load(this.#status, INSIDE + thread)) return true;
+    return false;
+  }
+
+  /** Releases a block no call uses any more, or keeps it until no worker that may write into it is inside. */
+  #release(at: number): void {
+    if (!at) return;
+    this.#retired.push(at);
+    this.#releaseRetired();
+  }
+
+  #releaseRetired(): void {
+    if (this.#workerInside()) return;
+    for (const at of this.#retired) this.#heap.release(at);
+    this.#retired.length = 0;
   }
 }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BLOCKS, END, begin, constantsOf, generated } from '../assembly/abi-words.mjs';
 import { CALL, CALL_WORDS, Descriptor, Job } from '../src/abi.js';
-import { MAX_THREADS, OWNERS, STATUS_WORDS } from '../src/attention-worker.js';
+import { INSIDE, MAX_THREADS, OWNERS, STATUS_WORDS } from '../src/attention-worker.js';
 import { BUILDS, SUPPORT, wasmBytes } from './support/util.js';
 
 const read = (file: string) => readFileSync(new URL(`../${file}`, import.meta.url), 'utf8');
@@ -43,8 +43,9 @@ describe('ABI word offsets', () => {
     expect(CALL_WORDS).toBe(order.length);
   });
 
-  it('the pool has an owner word for every thread number, the calling thread included', () => {
-    expect(STATUS_WORDS - OWNERS).toBe(MAX_THREADS + 1);
+  it('the pool has an owner word and an inside word for every thread number, the calling thread included', () => {
+    expect(INSIDE - OWNERS).toBe(MAX_THREADS + 1);
+    expect(STATUS_WORDS - INSIDE).toBe(MAX_THREADS + 1);
   });
 
   it.each(BUILDS.filter((b) => SUPPORT[b].ok))("the %s binary's job block is JOB_BYTES long", async (build) => {
