@@ -52,7 +52,7 @@ function heldSlots(length: number, intactFrom: number, slots: number): number {
 function pieceGeometry(settings: CacheSettings): PieceGeometry {
   const { kvHeads, headDim } = settings.shape;
   const { window, sinks } = settings.scoring;
-  return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: settings.maxTokens, window, sinks };
+  return { kvHeads, headDim, dtype: settings.dtype, maxTokens: settings.maxTokens, window, sinks };
 }
 
 const dispose: typeof Symbol.dispose = Symbol.dispose ?? Symbol.for('Symbol.dispose');
@@ -72,13 +72,13 @@ function fullBytes(settings: CacheSettings, geometry: LayerGeometry): number {
 /** The layer geometry of `settings`, or a RangeError when a cache of them could never fit once full. */
 function fittingGeometry(instance: Instance, settings: CacheSettings): LayerGeometry {
   const { shape, dtype, maxTokens, scoring } = settings;
-  const geometry = cacheGeometry(shape, dtype === 'int8', maxTokens, scoring.window, scoring.sinks);
+  const geometry = cacheGeometry(shape, dtype, maxTokens, scoring.window, scoring.sinks);
   const bytes = fullBytes(settings, geometry);
   if (bytes > MAX_MEMORY_BYTES - instance.abi.heapBase()) {
     throw new RangeError(
       `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
         `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-        `or use dtype 'int8'`,
+        `or use dtype 'int8', 'bfloat16' or 'int4'`,
     );
   }
   return geometry;

@@ -1,0 +1,69 @@
+// bfloat16 and int4 caches widen a block's rows to f32 in the call's scratch, then score and accumulate
+// them with the float32 kernels (score.ts, values.ts). Widening is exact (a shift; a nibble times its group's
+// scale, one f32 rounding that every build performs alike), so each dtype keeps every identity float32 has.
+
+import { INT4_GROUP, PAGE_ROWS, int4Groups } from './descriptor';
+
+/** Widens `rows` bfloat16 rows of `headDim` at `from` into f32 rows at `to` (`stride` bytes apart). */
+export function widenBf16(to: usize, stride: usize, from: usize, rows: i32, headDim: i32): void {
+  const rowBytes = <usize>headDim << 1;
+  for (let r = 0; r < rows; r++) {
+    const src = from + <usize>r * rowBytes, dst = to + <usize>r * stride;
+    let i = 0;
+    if (ASC_FEATURE_SIMD) {
+      for (; i + 8 <= headDim; i += 8) {
+        const halves = v128.load(src + (<usize>i << 1));
+        v128.store(dst + (<usize>i << 2), i32x4.shl(i32x4.extend_low_i16x8_u(halves), 16));
+        v128.store(dst + (<usize>i << 2), i32x4.shl(i32x4.extend_high_i16x8_u(halves), 16), 16);
+      }
+    }
+    for (; i < headDim; i++) store<u32>(dst + (<usize>i << 2), <u32>load<u16>(src + (<usize>i << 1)) << 16);
+  }
+}
+
+/**
+ * Widens `rows` int4 rows of `headDim`, starting at row `row` of the int4 page `page`, into f32 rows at `to`
+ * (`stride` bytes apart): each nibble times its group's scale.
+ */
+export function widenI4(to: usize, stride: usize, page: usize, row: i32, rows: i32, headDim: i32): void {
+  const rowBytes = <usize>((headDim + 1) >> 1);
+  const groups = int4Groups(headDim);
+  const scaleBase = page + <usize>PAGE_ROWS * rowBytes;
+  for (let r = 0; r < rows; r++) {
+    const src = page + <usize>(row + r) * rowBytes, dst = to + <usize>r * stride;
+    const scales = scaleBase + (<usize>((row + r) * groups) << 2);
+    for (let g = 0; g < groups; g++) {
+      const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
+      const s = load<f32>(scales + (<usize>g << 2));
+      let i = lo;
+      if (ASC_FEATURE_SIMD) {
+        if (hi - lo == INT4_GROUP) {
+          // 16 bytes: low nibbles are the even values, high nibbles the odd ones
+          const bytes = v128.load(src + (<usize>lo >> 1));
+          const low = i8x16.shr_s(i8x16.shl(bytes, 4), 4);
+          const high = i8x16.shr_s(bytes, 4);
+          const first = i8x16.shuffle(low, high, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+          const second = i8x16.shuffle(low, high, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+          const scale = f32x4.splat(s);
+          const at = dst + (<usize>lo << 2);
+          storeWidened(at, i16x8.extend_low_i8x16_s(first), scale);
+          storeWidened(at + 32, i16x8.extend_high_i8x16_s(first), scale);
+          storeWidened(at + 64, i16x8.extend_low_i8x16_s(second), scale);
+          storeWidened(at + 96, i16x8.extend_high_i8x16_s(second), scale);
+          i = hi;
+        }
+      }
+      for (; i < hi; i++) {
+        const nibble = (<i32>load<u8>(src + (<usize>i >> 1)) >> ((i & 1) << 2)) & 15;
+        store<f32>(dst + (<usize>i << 2), <f32>((nibble << 28) >> 28) * s);
+      }
+    }
+  }
+}
+
+/** Eight i16 values times `scale`, as f32, at `at`. */
+// @ts-ignore: decorator
+@inline function storeWidened(at: usize, values: v128, scale: v128): void {
+  v128.store(at, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(values)), scale));
+  v128.store(at, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(values)), scale), 16);
+}
