@@ -22,6 +22,7 @@ import {
   DTYPE, DTYPE_BFLOAT16, DTYPE_INT4, DTYPE_INT8, HEAD_DIM, INT4_GROUP, K, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SINKS, V,
   address, field, int4Groups, pageTable, rowBytesOf, tableCapacity,
 } from './descriptor';
+import { hadamardGroups } from './widen';
 
 // @ts-ignore: decorator
 @inline export function slotOf(position: i32, sinks: i32, ring: i32): i32 {
@@ -55,6 +56,8 @@ export function appendRows(descriptor: usize, layer: i32, tokens: i32, firstPosi
         appendBf16(keys + offset, keyPage, row, headDim);
         appendBf16(values + offset, valuePage, row, headDim);
       } else if (dtype == DTYPE_INT4) {
+        // keys rotated first (widen.ts hadamardGroups; the queries get the same rotation)
+        hadamardGroups(keys + offset, headDim, 1);
         appendI4(keys + offset, keyPage, row, headDim);
         appendI4(values + offset, valuePage, row, headDim);
       } else {

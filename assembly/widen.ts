@@ -67,3 +67,26 @@ export function widenI4(to: usize, stride: usize, page: usize, row: i32, rows: i
   v128.store(at, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(values)), scale));
   v128.store(at, f32x4.mul(f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(values)), scale), 16);
 }
+
+/**
+ * int4 keys: rotates each whole group of INT4_GROUP values at `at` in place by the (unnormalized) 32-point
+ * Walsh–Hadamard transform H, which spreads a group's outliers over all its values before they share one
+ * scale. Queries get the same H and a factor 1/32 (exact: HᵀH = 32·I), so q·k is unchanged in exact
+ * arithmetic; a short last group is left as it is in both. Plain scalar code: every build rounds alike.
+ */
+export function hadamardGroups(at: usize, headDim: i32, factor: f32): void {
+  for (let g = 0; g + INT4_GROUP <= headDim; g += INT4_GROUP) {
+    const base = at + (<usize>g << 2);
+    for (let h = 1; h < INT4_GROUP; h <<= 1) {
+      for (let i = 0; i < INT4_GROUP; i += h << 1) {
+        for (let j = i; j < i + h; j++) {
+          const a = base + (<usize>j << 2), b = base + (<usize>(j + h) << 2);
+          const x = load<f32>(a), y = load<f32>(b);
+          store<f32>(a, x + y);
+          store<f32>(b, x - y);
+        }
+      }
+    }
+    if (factor != 1) for (let i = 0; i < INT4_GROUP; i++) store<f32>(base + (<usize>i << 2), load<f32>(base + (<usize>i << 2)) * factor);
+  }
+}

@@ -9,6 +9,7 @@ import {
   BUILDS,
   Rng,
   SUPPORT,
+  quantized,
   expectBitIdentical,
   expectClose,
   expectThrows,
@@ -90,6 +91,14 @@ const POINTS: Point[] = [
     name: 'int8',
     cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8' },
     ops: [{ layer: 0, chunks: [30, 1, 1] }],
+  },
+  {
+    name: 'bfloat16, grouped heads',
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'bfloat16' },
+  },
+  {
+    name: 'int4, odd head size (a short last group), rope, window wrapped',
+    cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 40, maxTokens: 9, window: 8, sinks: 1, dtype: 'int4', rope: {} },
   },
   {
     name: 'int8, rope, window wrapped',
@@ -189,7 +198,7 @@ withEachBuild('save/load', (buildName) => {
       it(`${pt.name} (${cfgName(pt.cfg)})`, () => {
         const { cfg } = pt;
         const original = make(cfg);
-        const ref = cfg.dtype === 'int8' ? undefined : new ReferenceCache(cfg);
+        const ref = quantized(cfg) ? undefined : new ReferenceCache(cfg);
         build(original, ref, cfg, pt.ops, 1000 * i);
         const bytes = original.save();
         expect(bytes).toBeInstanceOf(Uint8Array);
@@ -262,7 +271,7 @@ withEachBuild('save/load', (buildName) => {
       expectBitIdentical(feed(keep(KVCache.load(Buffer.from(bytes))), cfg, next), want, 'from a Buffer');
     });
 
-    it('the format is the documented one: magic, version 2, JSON header with options, layers and row checksums, CRC-32', () => {
+    it('the format is the documented one: magic, version 3, JSON header with options, layers and row checksums, CRC-32', () => {
       const cfg: Cfg = {
         layers: 2,
         heads: 4,
@@ -278,7 +287,7 @@ withEachBuild('save/load', (buildName) => {
       feed(a, cfg, stream(cfg, 30, 2), [30], 1);
       const bytes = a.save();
       const p = parseSave(bytes);
-      expect(p.version).toBe(2);
+      expect(p.version).toBe(3);
       expect(p.header.build).toBe(buildName);
       // the options the cache was made with, its dtype filled in (rope left out: the header holds it resolved)
       const { rope: _, ...made } = cfg;
@@ -690,14 +699,19 @@ withEachBuild('save/load', (buildName) => {
 
     it('another format version (with or without a matching checksum)', () => {
       const bytes = saved(cfg, 5);
-      for (const version of [0, 1, 3, 255, 0x100, 0xffffffff]) {
+      for (const version of [0, 1, 2, 4, 255, 0x100, 0xffffffff]) {
         const bad = bytes.slice();
         new DataView(bad.buffer).setUint32(8, version, true);
         expectRefused(bad, `version ${version}`);
         expectRefused(rechecksum(bad), `version ${version}, re-checksummed`, [/version/]);
       }
       const p = parseSave(bytes);
-      expectRefused(envelope(p.header, p.payload, 3), 'a well-formed version 3 envelope', [/version/]);
+      expectRefused(envelope(p.header, p.payload, 4), 'a well-formed version 4 envelope', [/version/]);
+      // what the versions before the bfloat16 and int4 dtypes saved (format version 2) is refused, saying so
+      expectRefused(envelope(p.header, p.payload, 2), 'a well-formed version 2 envelope', [
+        /format version 2 \(before the bfloat16 and int4 dtypes\)/,
+        /reads version 3/,
+      ]);
       // what wasm-attention 0.1.0 saved (format version 1) is refused with what to do about it
       const v1 = envelope(
         {
@@ -713,7 +727,7 @@ withEachBuild('save/load', (buildName) => {
       );
       expectRefused(v1, 'a version-1 save of an empty cache', [
         /format version 1 \(wasm-attention 0\.1\.0\)/,
-        /reads version 2/,
+        /reads version 3/,
       ]);
     });
 
@@ -921,7 +935,7 @@ describe('KVCache.load across builds (saved under one build, loaded under anothe
                 tolFor(cfg.scale, cfg.headDim),
                 `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`,
               );
-            if (cfg.dtype !== 'int8') {
+            if (!quantized(cfg)) {
               const want = continueRef(ref, cfg, 50 + i, [1, 1, 5]);
               for (const [l, x] of b.entries())
                 expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`);

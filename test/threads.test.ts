@@ -74,6 +74,19 @@ const CASES: Case[] = [
     chunks: [1000, 1, 1499],
     steps: 5,
   },
+  // grouped-query, bfloat16 and int4 (a short last scale group: 72 = 32 + 32 + 8), a window with sinks
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2300, window: 1500, sinks: 4, dtype: 'bfloat16' },
+    n: 2200,
+    chunks: [64, 1100, 1, 1035],
+    steps: 3,
+  },
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int4', rope: {} },
+    n: 2200,
+    chunks: [64, 1100, 1, 1035],
+    steps: 3,
+  },
   // grouped-query, int8, an odd head size
   {
     cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' },

@@ -51,7 +51,8 @@ export let valueScaleBlock: usize = 0;
 // For tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
 //   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) ·
-//   bfloat16 and int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] · then per row:
+//   bfloat16 and int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] · int4: the rotated
+//   queries [row][accStride] · then per row:
 //   running max, running sum (f32); query and output addresses; query position and ALiBi slope; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
 //   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
@@ -63,6 +64,7 @@ let probBase: usize = 0;
 export let factorBase: usize = 0;
 let int8Area: usize = 0;
 export let widenBase: usize = 0;
+export let queryArea: usize = 0;      // int4: the tile's queries rotated as its keys are (widen.ts hadamardGroups)
 export let rowMax: usize = 0;
 export let rowSum: usize = 0;
 export let rowQuery: usize = 0;
@@ -93,7 +95,7 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
   return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 16) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) +
-    <usize>BLOCK * (<usize>dim << 2) + 64;
+    <usize>BLOCK * (<usize>dim << 2) + rows * stride + 64;
 }
 
 /**
@@ -131,7 +133,8 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   int8Area = factorBase + (<usize>BLOCK << 2);
   setInt8Area(int8Area, tileRows, dim, INT8_BLOCK);
   widenBase = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
-  rowMax = widenBase + <usize>BLOCK * (<usize>dim << 2);
+  queryArea = widenBase + <usize>BLOCK * (<usize>dim << 2);
+  rowMax = queryArea + rows * accStride;
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);

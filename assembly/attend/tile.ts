@@ -15,17 +15,17 @@
 // read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
 
 import {
-  BLOCK, CHUNK, accStride, bfloat16, widenBase, widened, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
+  BLOCK, CHUNK, accStride, bfloat16, int4, queryArea, widenBase, widened, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
   foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
   rowLast, rowOut, rowPosition, rowQuery, rowSeen, rowSlope, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
   weightsMode, window,
 } from './call';
 import { MASKED, expScalar } from '../math';
 import { accumulateBlock, accumulateBlockI8 } from './accumulate';
-import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
+import { INT4_GROUP, PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
-import { widenBf16, widenI4 } from '../widen';
+import { hadamardGroups, widenBf16, widenI4 } from '../widen';
 import { collectScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
@@ -43,6 +43,13 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
       const index = <usize>(t * heads + g * group + h);
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
       if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
+      if (int4) {
+        // the keys were rotated before they were quantized (layout.ts): the query gets the same rotation
+        const rotated = queryArea + <usize>r * accStride;
+        memory.copy(rotated, q + index * rowBytes, rowBytes);
+        hadamardGroups(rotated, headDim, 1.0 / <f32>INT4_GROUP);
+        setI32(rowQuery, r, <i32>rotated);
+      }
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       setVisible(r, firstPosition + t);
       setI32(rowPosition, r, firstPosition + t);
@@ -273,5 +280,6 @@ export function writeOut(rows: i32): void {
     for (let c = 0; c < headDim; c++) {
       store<f32>(outRow + (<usize>c << 2), (load<f32>(acc + (<usize>c << 2)) * kept) / sum);
     }
+
   }
 }
