@@ -105,17 +105,25 @@ function appendI4(from: usize, page: usize, row: i32, headDim: i32): void {
   memory.fill(to, 0, rowBytesOf(headDim, DTYPE_INT4));
   for (let g = 0; g < groups; g++) {
     const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
-    let largest: f32 = 0;
-    for (let i = lo; i < hi; i++) largest = max<f32>(largest, abs<f32>(load<f32>(from + (<usize>i << 2))));
-    const inverse: f32 = largest > 0 ? 7 / largest : 0;
+    let largest: f32 = -Infinity, least: f32 = Infinity;
     for (let i = lo; i < hi; i++) {
-      const x = min<f32>(7, max<f32>(-7, nearest<f32>(load<f32>(from + (<usize>i << 2)) * inverse)));
+      const x = load<f32>(from + (<usize>i << 2));
+      largest = max<f32>(largest, x);
+      least = min<f32>(least, x);
+    }
+    // the group's least value and step, each stored as bfloat16: quantize against the stored ones
+    const zeroBits = toBf16(least), zero = reinterpret<f32>(zeroBits << 16);
+    const stepBits = toBf16((largest - zero) / 15), step = reinterpret<f32>(stepBits << 16);
+    const inverse: f32 = step > 0 ? 1 / step : 0;
+    for (let i = lo; i < hi; i++) {
+      const x = min<f32>(15, max<f32>(0, nearest<f32>((load<f32>(from + (<usize>i << 2)) - zero) * inverse)));
       // as int8: a NaN group keeps scale NaN (so it dequantizes to NaN); never convert NaN to int
       const nibble = (x == x ? <i32>x : 0) & 15;
       const at = to + (<usize>i >> 1);
       store<u8>(at, load<u8>(at) | <u8>(nibble << ((i & 1) << 2)));
     }
-    store<f32>(scales + (<usize>g << 2), largest / 7);
+    store<u16>(scales + (<usize>g << 2), <u16>stepBits);
+    store<u16>(scales + (<usize>g << 2) + 2, <u16>zeroBits);
   }
 }
 
