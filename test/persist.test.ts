@@ -95,10 +95,15 @@ const POINTS: Point[] = [
   {
     name: 'bfloat16, grouped heads',
     cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'bfloat16' },
+    ops: [{ layer: 0, chunks: [30, 1, 1] }],
   },
   {
     name: 'int4, odd head size (a short last group), rope, window wrapped',
     cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 40, maxTokens: 9, window: 8, sinks: 1, dtype: 'int4', rope: {} },
+    ops: [
+      { layer: 0, chunks: [40] },
+      { layer: 1, chunks: [3] },
+    ],
   },
   {
     name: 'int8, rope, window wrapped',
