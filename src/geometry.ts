@@ -6,7 +6,9 @@
 // after them, where it overwrites the position `ring` before it.
 
 import { Descriptor } from './abi.js';
-import type { KVCacheDtype } from './options.js';
+
+/** How a cache stores K and V (options.ts re-exports it as the public KVCacheDtype). */
+export type KVCacheDtype = 'float32' | 'int8' | 'bfloat16' | 'int4';
 
 export interface HeadShape {
   heads: number;

@@ -2,7 +2,7 @@
 
 import { positiveNumber, rangeError, typeError } from './errors.js';
 import { alibiSlopesOf } from './alibi.js';
-import type { HeadShape } from './geometry.js';
+import type { HeadShape, KVCacheDtype } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
 import {
@@ -229,7 +229,7 @@ export function outputArray(value: unknown, tokens: number, heads: number, headD
 
 // ------------------------------------------------------------------------------------- cache options
 
-export type KVCacheDtype = 'float32' | 'int8' | 'bfloat16' | 'int4';
+export type { KVCacheDtype };
 
 /** The dtypes a cache stores K/V in, by their code in the descriptor (assembly/descriptor.ts DTYPE_*). */
 export const DTYPES: readonly KVCacheDtype[] = ['float32', 'int8', 'bfloat16', 'int4'];

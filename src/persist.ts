@@ -20,9 +20,9 @@
 
 import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
-import { overwrittenBelow, rowBytesOf, scaleBytesOf, windowStart } from './geometry.js';
+import { type KVCacheDtype, overwrittenBelow, rowBytesOf, scaleBytesOf, windowStart } from './geometry.js';
 import { refuseUnknownKeys } from './option-keys.js';
-import { type KVCacheDtype, MAX_POSITION } from './options.js';
+import { MAX_POSITION } from './options.js';
 import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
 export const MAGIC = 'wattn-kv';
