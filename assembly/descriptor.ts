@@ -7,7 +7,8 @@
 //   0     heads            query heads
 //   1     kvHeads
 //   2     headDim
-//   3     int8             1: pages hold int8 rows and their f32 scales
+//   3     dtype            what pages hold (DTYPE_*): 0 float32 rows; 1 int8 rows, then their f32 scales;
+//                          2 bfloat16 rows; 3 int4 rows (two values a byte), then f32 scales per group of 32
 //   4     sinks            positions that are never evicted (0 without a window)
 //   5     ring             slots of the ring after the sinks (maxTokens; slots of a one-shot call)
 //   6     window           0: none
@@ -45,7 +46,8 @@
 //
 // A page table is [kvHead][K = 0, V = 1][capacity] u32 page addresses; entry i holds slots 64·i … 64·i + 63
 // (slot of a position: layout.ts). A page is PAGE_ROWS rows of [headDim] f32, or of [headDim] i8 followed
-// by PAGE_ROWS f32 scales. Entries the facade has not filled are 0, and are never read: the facade makes
+// by PAGE_ROWS f32 scales (int8), or of headDim bfloat16, or of ⌈headDim / 2⌉ bytes of int4 followed by PAGE_ROWS ·
+// ⌈headDim / 32⌉ f32 scales (int4). Entries the facade has not filled are 0, and are never read: the facade makes
 // every page a call touches exist (and be unshared, for writes) before the call.
 
 export const PAGE_ROWS: i32 = 64;
@@ -54,7 +56,7 @@ export const PAGE_SHIFT: i32 = 6;
 export const HEADS: i32 = 0;
 export const KV_HEADS: i32 = 1;
 export const HEAD_DIM: i32 = 2;
-export const INT8: i32 = 3;
+export const DTYPE: i32 = 3;
 export const SINKS: i32 = 4;
 export const RING: i32 = 5;
 export const WINDOW: i32 = 6;
@@ -75,6 +77,13 @@ export const ALIBI_SLOPES: i32 = 20;
 export const TREE: i32 = 24;
 export const TREE_BASE: i32 = 25;
 export const LAYER_TABLES: i32 = 32;
+
+export const DTYPE_FLOAT32: i32 = 0;
+export const DTYPE_INT8: i32 = 1;
+export const DTYPE_BFLOAT16: i32 = 2;
+export const DTYPE_INT4: i32 = 3;
+/** Values of an int4 row that share one scale. */
+export const INT4_GROUP: i32 = 32;
 
 // @ts-ignore: decorator
 @inline export function field(descriptor: usize, word: i32): i32 {
@@ -103,8 +112,15 @@ export const LAYER_TABLES: i32 = 32;
   return field(descriptor, LAYER_TABLES + 2 * layer + 1);
 }
 
-/** Bytes of one page: PAGE_ROWS rows of headDim f32, or of headDim i8 plus PAGE_ROWS f32 scales. */
+/** Bytes of one row of `headDim` values of a `dtype` page (its scales apart). */
 // @ts-ignore: decorator
-@inline export function pageBytes(headDim: i32, int8: bool): usize {
-  return int8 ? (<usize>PAGE_ROWS * <usize>headDim + (<usize>PAGE_ROWS << 2)) : <usize>PAGE_ROWS * (<usize>headDim << 2);
+@inline export function rowBytesOf(headDim: i32, dtype: i32): usize {
+  const d = <usize>headDim;
+  return dtype == DTYPE_INT8 ? d : dtype == DTYPE_BFLOAT16 ? d << 1 : dtype == DTYPE_INT4 ? (d + 1) >> 1 : d << 2;
+}
+
+/** Scale groups of one int4 row. */
+// @ts-ignore: decorator
+@inline export function int4Groups(headDim: i32): i32 {
+  return (headDim + INT4_GROUP - 1) / INT4_GROUP;
 }

@@ -10,10 +10,19 @@
 //
 // int8 rows hold round(x / s) with one symmetric scale s = max|x| / 127 per (token, kv head), stored after
 // the page's rows (PAGE_ROWS f32): dequantized, a row is q · s.
+//
+// bfloat16 rows hold the top 16 bits of each f32, rounded to nearest even (a NaN stays a quiet NaN of its
+// sign; a finite value that rounds past the largest bfloat16 becomes ±Infinity, as a narrowing does).
+//
+// int4 rows hold round(x / s) in [−7, 7] as two's-complement nibbles, value 2i in the low nibble of byte i,
+// with one symmetric scale s = max|x| / 7 per group of INT4_GROUP values of the row (the row's last group may
+// be shorter), stored after the page's rows ([PAGE_ROWS][groups] f32).
 
 import {
-  HEAD_DIM, INT8, K, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SINKS, V, address, field, pageTable, tableCapacity,
+  DTYPE, DTYPE_BFLOAT16, DTYPE_INT4, DTYPE_INT8, HEAD_DIM, INT4_GROUP, K, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SINKS, V,
+  address, field, int4Groups, pageTable, rowBytesOf, tableCapacity,
 } from './descriptor';
+import { hadamardGroups } from './widen';
 
 // @ts-ignore: decorator
 @inline export function slotOf(position: i32, sinks: i32, ring: i32): i32 {
@@ -27,7 +36,7 @@ import {
 export function appendRows(descriptor: usize, layer: i32, tokens: i32, firstPosition: i32): void {
   const kvHeads = field(descriptor, KV_HEADS), headDim = field(descriptor, HEAD_DIM);
   const sinks = field(descriptor, SINKS), ring = field(descriptor, RING);
-  const int8 = field(descriptor, INT8) != 0;
+  const dtype = field(descriptor, DTYPE);
   const table = pageTable(descriptor, layer);
   const headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
   const srcRowBytes = <usize>headDim << 2;
@@ -40,9 +49,17 @@ export function appendRows(descriptor: usize, layer: i32, tokens: i32, firstPosi
       const offset = (<usize>(t * kvHeads + g)) * srcRowBytes;
       const keyPage = <usize>load<u32>(table + (<usize>(2 * g) * headTableBytes) + entry);
       const valuePage = <usize>load<u32>(table + (<usize>(2 * g + 1) * headTableBytes) + entry);
-      if (int8) {
+      if (dtype == DTYPE_INT8) {
         appendI8(keys + offset, keyPage, row, headDim);
         appendI8(values + offset, valuePage, row, headDim);
+      } else if (dtype == DTYPE_BFLOAT16) {
+        appendBf16(keys + offset, keyPage, row, headDim);
+        appendBf16(values + offset, valuePage, row, headDim);
+      } else if (dtype == DTYPE_INT4) {
+        // keys rotated first (widen.ts hadamardGroups; the queries get the same rotation)
+        hadamardGroups(keys + offset, headDim, 1);
+        appendI4(keys + offset, keyPage, row, headDim);
+        appendI4(values + offset, valuePage, row, headDim);
       } else {
         memory.copy(keyPage + <usize>row * srcRowBytes, keys + offset, srcRowBytes);
         memory.copy(valuePage + <usize>row * srcRowBytes, values + offset, srcRowBytes);
@@ -64,6 +81,56 @@ function appendI8(from: usize, page: usize, row: i32, headDim: i32): void {
     store<i8>(to + <usize>i, x == x ? <i8><i32>x : 0);
   }
   store<f32>(scalesOf(page, headDim) + (<usize>row << 2), scale);
+}
+
+/** f32 → bfloat16 bits, rounded to nearest even; a NaN keeps its sign and becomes quiet. */
+// @ts-ignore: decorator
+@inline export function toBf16(x: f32): u32 {
+  const bits = reinterpret<u32>(x);
+  if (x != x) return (bits >> 16) | 0x40;
+  return (bits + 0x7fff + ((bits >> 16) & 1)) >> 16;
+}
+
+/** Narrows one f32 row at `from` into row `row` of a bfloat16 page. */
+function appendBf16(from: usize, page: usize, row: i32, headDim: i32): void {
+  const to = page + <usize>row * (<usize>headDim << 1);
+  for (let i = 0; i < headDim; i++) store<u16>(to + (<usize>i << 1), <u16>toBf16(load<f32>(from + (<usize>i << 2))));
+}
+
+/** Quantizes one f32 row at `from` into row `row` of an int4 page, with its group scales after the page's rows. */
+function appendI4(from: usize, page: usize, row: i32, headDim: i32): void {
+  const to = page + <usize>row * rowBytesOf(headDim, DTYPE_INT4);
+  const groups = int4Groups(headDim);
+  const scales = int4ScalesOf(page, headDim) + (<usize>(row * groups) << 2);
+  memory.fill(to, 0, rowBytesOf(headDim, DTYPE_INT4));
+  for (let g = 0; g < groups; g++) {
+    const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
+    let largest: f32 = -Infinity, least: f32 = Infinity;
+    for (let i = lo; i < hi; i++) {
+      const x = load<f32>(from + (<usize>i << 2));
+      largest = max<f32>(largest, x);
+      least = min<f32>(least, x);
+    }
+    // the group's least value and step, each stored as bfloat16: quantize against the stored ones
+    const zeroBits = toBf16(least), zero = reinterpret<f32>(zeroBits << 16);
+    const stepBits = toBf16((largest - zero) / 15), step = reinterpret<f32>(stepBits << 16);
+    const inverse: f32 = step > 0 ? 1 / step : 0;
+    for (let i = lo; i < hi; i++) {
+      const x = min<f32>(15, max<f32>(0, nearest<f32>((load<f32>(from + (<usize>i << 2)) - zero) * inverse)));
+      // as int8: a NaN group keeps scale NaN (so it dequantizes to NaN); never convert NaN to int
+      const nibble = (x == x ? <i32>x : 0) & 15;
+      const at = to + (<usize>i >> 1);
+      store<u8>(at, load<u8>(at) | <u8>(nibble << ((i & 1) << 2)));
+    }
+    store<u16>(scales + (<usize>g << 2), <u16>stepBits);
+    store<u16>(scales + (<usize>g << 2) + 2, <u16>zeroBits);
+  }
+}
+
+/** Where an int4 page's scales start: after its rows. */
+// @ts-ignore: decorator
+@inline export function int4ScalesOf(page: usize, headDim: i32): usize {
+  return page + <usize>PAGE_ROWS * rowBytesOf(headDim, DTYPE_INT4);
 }
 
 /** Where an int8 page's PAGE_ROWS scales start: after its rows. */

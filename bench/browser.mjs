@@ -204,7 +204,9 @@ if (ortV)
   notes.push(
     `onnxruntime-web ${ortV} (WASM backend): one session per (op, shape, kind), inputs as CPU tensors each run (a decode run copies the past K/V into ORT's heap), fetches ['output'] only.`,
   );
-notes.push("int8 rows: wasm-attention with an int8 cache; their × columns compare with the peers' float32 times.");
+notes.push(
+  "int8, bfloat16 and int4 rows: wasm-attention with a cache of that dtype; their × columns compare with the peers' float32 times.",
+);
 notes.push('Not in the browser run: onnxruntime-node, JS-heap allocation counts.');
 if (!opts.full && opts.prefill === 'default') notes.push('prefill T=2048 is only in --full.');
 notes.push(

@@ -8,7 +8,7 @@
 //
 // The baseline is the commit the issue measured against (854e4b1, "today's kernel"), checked out by this
 // script as a git worktree in .tmp/baseline (gitignored; never committed) and built there once; or `this`,
-// this checkout itself, to compare one dtype with another (npm run bench:int8: int8 against float32).
+// this checkout itself, to compare one dtype with another (npm run bench:dtypes compares all four).
 // Also reported: the share of the relaxed-SIMD flop peak and of the streaming roofline (bench/limits/).
 
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -39,7 +39,7 @@ const HELP = `node bench/decode-vs-baseline.mjs [options]   (npm run bench:decod
   --baseline <commit>   the kernel to compare with (default ${DEFAULTS.baseline}), built in .tmp/baseline;
                         'this': this checkout (with --baseline-dtype, one dtype against another);
                         or the path of another built checkout (a worktree holding a variant)
-  --dtype <d>           the cache dtype of this checkout's rows: float32 (default) or int8
+  --dtype <d>           the cache dtype of this checkout's rows: float32 (default), int8, bfloat16 or int4
   --baseline-dtype <d>  the baseline's cache dtype (default: --dtype)
   --builds <list>       ${DEFAULTS.builds}
   --shapes <list>       ${DEFAULTS.shapes}

@@ -55,7 +55,7 @@ const HELP = `Usage: node bench/node.mjs [options]     (npm run bench -- [option
   --decode LIST   cached tokens L of the decode cases              [${DEFAULTS.decode}]
   --prefill LIST  prompt tokens T of the prefill cases             [${DEFAULT_PREFILL.join(',')}; --full: ${FULL_PREFILL.join(',')}]
   --full          the whole sweep of the issue (adds prefill T=2048: several minutes more)
-  --dtypes LIST   float32, int8 (wasm-attention's cache dtype)      [${DEFAULTS.dtypes}]
+  --dtypes LIST   float32, int8, bfloat16, int4 (the cache dtype)   [${DEFAULTS.dtypes}]
   --impls LIST    ${ALL_IMPLS.join(', ')}
                   (the limits are always measured)                 [all]
   --min-time S    seconds of timed calls per case, at least        [${DEFAULTS.minTime}]

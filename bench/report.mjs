@@ -95,7 +95,7 @@ export function targets(input) {
     return w;
   };
   const where = (/** @type {any} */ r) =>
-    `${SHAPES[/** @type {keyof typeof SHAPES} */ (r.shape)].label} ${r.kind} ${r.kind === 'decode' ? 'L' : 'T'}=${r.n}${r.dtype === 'int8' ? ' int8' : ''}`;
+    `${SHAPES[/** @type {keyof typeof SHAPES} */ (r.shape)].label} ${r.kind} ${r.kind === 'decode' ? 'L' : 'T'}=${r.n}${r.dtype === 'float32' ? '' : ` ${r.dtype}`}`;
   for (const b of builds) {
     const ours = rows.filter((r) => r.impl === b);
     const f32 = ours.filter((r) => r.dtype === 'float32');
@@ -534,16 +534,19 @@ function svgPanels(/** @type {string} */ title, /** @type {Panel[]} */ panels, /
   return out.join('\n');
 }
 
-/** How one implementation's line looks: ours thicker, int8 dashed, the roofline dotted. */
+/** Dash pattern of a dtype's lines (float32 solid). */
+const DASHES = { int8: '6,3', bfloat16: '2,2', int4: '8,2,2,2' };
+
+/** How one implementation's line looks: ours thicker, other dtypes dashed, the roofline dotted. */
 function lineStyle(/** @type {string} */ impl, /** @type {string} */ dtype) {
   return {
     color: colorOf(impl),
     width: BUILDS.includes(impl) ? 2.2 : 1.5,
-    dash: impl === 'roofline' ? '2,3' : dtype === 'int8' ? '6,3' : '',
+    dash: impl === 'roofline' ? '2,3' : (DASHES[/** @type {keyof typeof DASHES} */ (dtype)] ?? ''),
     label:
       impl === 'roofline'
         ? 'roofline (float32, measured bandwidth / peak)'
-        : `${implName(impl)}${dtype === 'int8' ? ' int8' : ''}`,
+        : `${implName(impl)}${dtype === 'float32' ? '' : ` ${dtype}`}`,
   };
 }
 

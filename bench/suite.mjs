@@ -38,7 +38,7 @@ export function ortOf(impl) {
   const m = /^ort-(web|node)-(?:(\d+)t|(auto))$/.exec(impl);
   return m ? { flavor: /** @type {'web' | 'node'} */ (m[1]), threads: m[3] ? 'auto' : Number(m[2]) } : undefined;
 }
-export const DTYPES = ['float32', 'int8'];
+export const DTYPES = ['float32', 'int8', 'bfloat16', 'int4'];
 export const DEFAULT_DECODE = [128, 512, 2048, 8192, 32768];
 export const DEFAULT_PREFILL = [128, 512];
 export const FULL_PREFILL = [128, 512, 2048];
@@ -64,7 +64,11 @@ export function bytesOf(
 ) {
   if (kind === 'decode') {
     const values = 2 * s.kvHeads * n * s.headDim;
-    return dtype === 'int8' ? values + 2 * s.kvHeads * n * 4 : values * 4;
+    if (dtype === 'int8') return values + 2 * s.kvHeads * n * 4;
+    if (dtype === 'bfloat16') return values * 2;
+    // int4: half a byte a value, and a bfloat16 step and least value (4 bytes) per group of 32
+    if (dtype === 'int4') return values / 2 + 2 * s.kvHeads * n * 4 * Math.ceil(s.headDim / 32);
+    return values * 4;
   }
   return 4 * n * (2 * s.heads + 2 * s.kvHeads) * s.headDim;
 }
@@ -204,7 +208,7 @@ export class WrongOutput extends Error {
 }
 
 /** Largest difference allowed: from the float64 reference (ours, per dtype), and between us and a peer. */
-export const LIMITS = { float32: 1e-4, int8: 0.05, peer: 1e-4 };
+export const LIMITS = { float32: 1e-4, int8: 0.05, bfloat16: 0.01, int4: 0.4, peer: 1e-4 };
 
 /**
  * Ours against the float64 reference on the last two queries of a workload (bottom-right causal

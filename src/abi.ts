@@ -13,7 +13,7 @@ export const Descriptor = {
   HEADS: 0,
   KV_HEADS: 1,
   HEAD_DIM: 2,
-  INT8: 3,
+  DTYPE: 3,
   SINKS: 4,
   RING: 5,
   WINDOW: 6,
@@ -34,6 +34,11 @@ export const Descriptor = {
   TREE: 24,
   TREE_BASE: 25,
   LAYER_TABLES: 32,
+  DTYPE_FLOAT32: 0,
+  DTYPE_INT8: 1,
+  DTYPE_BFLOAT16: 2,
+  DTYPE_INT4: 3,
+  INT4_GROUP: 32,
 } as const;
 // </generated>
 

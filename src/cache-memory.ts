@@ -9,7 +9,17 @@
 // cache exactly as it was. The kernel never allocates.
 
 import { CALL, type CallWords, Descriptor } from './abi.js';
-import { type LayerGeometry, PAGE_ROWS, pageBytesOf, pagesOf, pagesPerHead, slotOf } from './geometry.js';
+import {
+  dtypeCode,
+  type LayerGeometry,
+  PAGE_ROWS,
+  pageBytesOf,
+  pagesOf,
+  pagesPerHead,
+  rowBytesOf,
+  scaleBytesOf,
+  slotOf,
+} from './geometry.js';
 import type { Entry, Instance } from './instance.js';
 import type { RopeSettings, Scoring } from './options.js';
 import { COUNT_BYTES, type PagePool } from './pages.js';
@@ -112,9 +122,9 @@ export class CacheMemory {
     const i32 = this.instance.i32();
     const d = this.#fixed >>> 2;
     i32.fill(0, d, d + (descriptorBytes >>> 2));
-    const { int8, sinks, ring } = geometry;
+    const { dtype, sinks, ring } = geometry;
     const table = rope ? this.#fixed + this.#ropeAt : 0;
-    i32.set([heads, kvHeads, headDim, +int8, sinks, ring, scoring.window], d + HEADS);
+    i32.set([heads, kvHeads, headDim, dtypeCode(dtype), sinks, ring, scoring.window], d + HEADS);
     instance.f32().set([scoring.scale, scoring.softcap], d + SCALE);
     i32.set([rope?.dims ?? 0, +(rope?.interleaved ?? 0), table], d + ROPE_DIMS);
     i32[d + LAYERS] = layers;
@@ -372,13 +382,14 @@ export class CacheMemory {
 
   /**
    * The memory runs of `positions` ([start, end) ranges) of one layer, in saved-format order: per kv head
-   * the K rows, then per kv head the V rows, then (int8) the K scales and the V scales, each kv head's
+   * the K rows, then per kv head the V rows, then (int8, int4) the K scales and the V scales, each kv head's
    * positions in the order given. Every page of those positions' slots exists (reserveSlots, or the writes
    * that filled them).
    */
   runs(layer: number, positions: Array<[number, number]>): Run[] {
-    const { kvHeads, headDim, int8, sinks, ring } = this.geometry;
-    const rowBytes = headDim * (int8 ? 1 : 4);
+    const { kvHeads, headDim, dtype, sinks, ring } = this.geometry;
+    const rowBytes = rowBytesOf(headDim, dtype);
+    const scaleBytes = scaleBytesOf(headDim, dtype);
     // the slots of the positions, as stretches that stay within one page and do not wrap
     const stretches: Array<[number, number]> = [];
     for (let [start, end] of positions) {
@@ -401,8 +412,9 @@ export class CacheMemory {
       }
     };
     for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, 0, rowBytes);
-    if (int8) {
-      for (const kind of [0, 1]) for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, PAGE_ROWS * headDim, 4);
+    if (scaleBytes > 0) {
+      for (const kind of [0, 1])
+        for (let g = 0; g < kvHeads; g++) pagesOf(2 * g + kind, PAGE_ROWS * rowBytes, scaleBytes);
     }
     return runs;
   }

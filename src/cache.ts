@@ -56,7 +56,7 @@ function pieceGeometry(settings: CacheSettings): PieceGeometry[] {
   return Array.from({ length: settings.layers }, (_, l) => {
     const { scoring, ring } = layerSettings(settings, l);
     const { window, sinks } = scoring;
-    return { kvHeads, headDim, int8: settings.dtype === 'int8', maxTokens: ring, window, sinks };
+    return { kvHeads, headDim, dtype: settings.dtype, maxTokens: ring, window, sinks };
   });
 }
 
@@ -86,7 +86,7 @@ function fittingGroups(instance: Instance, settings: CacheSettings): LayerGroup[
     throw new RangeError(
       `wasm-attention: a KVCache with these options needs ${bytes} bytes once full, more than ` +
         `WebAssembly's 4 GiB (${MAX_MEMORY_BYTES} bytes) address space holds: lower maxTokens, layers or kvHeads, ` +
-        `or use dtype 'int8'`,
+        `or use dtype 'int8', 'bfloat16' or 'int4'`,
     );
   }
   return groups;

@@ -7,6 +7,9 @@
 
 import { Descriptor } from './abi.js';
 
+/** How a cache stores K and V (options.ts re-exports it as the public KVCacheDtype). */
+export type KVCacheDtype = 'float32' | 'int8' | 'bfloat16' | 'int4';
+
 export interface HeadShape {
   heads: number;
   kvHeads: number;
@@ -15,7 +18,7 @@ export interface HeadShape {
 
 /** Where positions live (assembly/layout.ts): sinks, then a ring; `slots` = sinks + ring. */
 export interface LayerGeometry extends HeadShape {
-  int8: boolean;
+  dtype: KVCacheDtype;
   slots: number;
   sinks: number;
   ring: number;
@@ -27,19 +30,19 @@ export const PAGE_ROWS = Descriptor.PAGE_ROWS;
 /** A cache's layers: with a window, sinks that stay plus a ring of maxTokens; else maxTokens slots. */
 export function cacheGeometry(
   shape: HeadShape,
-  int8: boolean,
+  dtype: KVCacheDtype,
   maxTokens: number,
   window: number,
   sinks: number,
 ): LayerGeometry {
   return window > 0
-    ? { ...shape, int8, slots: sinks + maxTokens, sinks, ring: maxTokens }
-    : { ...shape, int8, slots: maxTokens, sinks: 0, ring: maxTokens };
+    ? { ...shape, dtype, slots: sinks + maxTokens, sinks, ring: maxTokens }
+    : { ...shape, dtype, slots: maxTokens, sinks: 0, ring: maxTokens };
 }
 
 /** One-shot attention's one layer: exactly `keys` slots, filled once, so the ring never wraps. */
 export function oneShotGeometry(shape: HeadShape, keys: number, sinks: number): LayerGeometry {
-  return { ...shape, int8: false, slots: keys, sinks, ring: keys };
+  return { ...shape, dtype: 'float32', slots: keys, sinks, ring: keys };
 }
 
 /** The slot of a position (assembly/layout.ts). */
@@ -84,9 +87,35 @@ export function cacheChunkTokens(geometry: LayerGeometry, window: number): numbe
   return chunkTokens(geometry, window > 0 ? geometry.ring - window + 1 : geometry.ring);
 }
 
-/** Bytes of one page: 64 rows of headDim f32, or of headDim i8 followed by 64 f32 scales. */
+/** The descriptor's code of a dtype (assembly/descriptor.ts DTYPE_*). */
+export function dtypeCode(dtype: KVCacheDtype): number {
+  if (dtype === 'int8') return Descriptor.DTYPE_INT8;
+  if (dtype === 'bfloat16') return Descriptor.DTYPE_BFLOAT16;
+  if (dtype === 'int4') return Descriptor.DTYPE_INT4;
+  return Descriptor.DTYPE_FLOAT32;
+}
+
+/** Values of an int4 row that share one scale (assembly/descriptor.ts INT4_GROUP). */
+export const INT4_GROUP = Descriptor.INT4_GROUP;
+
+/** Bytes of one K or V row of `headDim` values in `dtype` (assembly/descriptor.ts rowBytesOf), scales apart. */
+export function rowBytesOf(headDim: number, dtype: KVCacheDtype): number {
+  if (dtype === 'int8') return headDim;
+  if (dtype === 'bfloat16') return 2 * headDim;
+  if (dtype === 'int4') return Math.ceil(headDim / 2);
+  return 4 * headDim;
+}
+
+/** Bytes of one row's scales: int8 one f32, int4 one f32 per group of INT4_GROUP values, else none. */
+export function scaleBytesOf(headDim: number, dtype: KVCacheDtype): number {
+  if (dtype === 'int8') return 4;
+  if (dtype === 'int4') return 4 * Math.ceil(headDim / INT4_GROUP);
+  return 0;
+}
+
+/** Bytes of one page: 64 rows, then (int8, int4) their scales. */
 export function pageBytesOf(geometry: LayerGeometry): number {
-  return geometry.int8 ? PAGE_ROWS * geometry.headDim + PAGE_ROWS * 4 : PAGE_ROWS * geometry.headDim * 4;
+  return PAGE_ROWS * (rowBytesOf(geometry.headDim, geometry.dtype) + scaleBytesOf(geometry.headDim, geometry.dtype));
 }
 
 /** Pages per (layer, kv head, K|V) when every slot is in use. */

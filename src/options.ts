@@ -2,7 +2,7 @@
 
 import { positiveNumber, rangeError, typeError } from './errors.js';
 import { alibiSlopesOf } from './alibi.js';
-import { type HeadShape, ownRing } from './geometry.js';
+import { type HeadShape, type KVCacheDtype, ownRing } from './geometry.js';
 import { floatsIn, typedArrayKind } from './typed-arrays.js';
 import { refuseUnknownKeys } from './option-keys.js';
 import {
@@ -229,7 +229,10 @@ export function outputArray(value: unknown, tokens: number, heads: number, headD
 
 // ------------------------------------------------------------------------------------- cache options
 
-export type KVCacheDtype = 'float32' | 'int8';
+export type { KVCacheDtype };
+
+/** The dtypes a cache stores K/V in, by their code in the descriptor (assembly/descriptor.ts DTYPE_*). */
+export const DTYPES: readonly KVCacheDtype[] = ['float32', 'int8', 'bfloat16', 'int4'];
 
 export interface RopeOptions {
   theta?: number;
@@ -329,13 +332,17 @@ export function cacheSettings(options: unknown): CacheSettings {
     );
   }
   const dtype = bag.dtype === undefined ? 'float32' : bag.dtype;
-  if (dtype !== 'float32' && dtype !== 'int8') {
-    throw (typeof dtype === 'string' ? rangeError : typeError)('options.dtype', "'float32' or 'int8'", dtype);
+  if (!DTYPES.includes(dtype as KVCacheDtype)) {
+    throw (typeof dtype === 'string' ? rangeError : typeError)(
+      'options.dtype',
+      "'float32', 'int8', 'bfloat16' or 'int4'",
+      dtype,
+    );
   }
   const rope = ropeSettings(bag.rope, 'options', shape.headDim);
   if (bag.sinkLogits !== undefined) score.sinkLogits = sinkLogitsOf(bag.sinkLogits, 'options.sinkLogits', shape.heads);
   if (bag.alibi !== undefined) score.alibi = alibiSlopesOf(bag.alibi, 'options.alibi', shape.heads, rope !== undefined);
-  const settings: CacheSettings = { layers, shape, scoring: score, maxTokens, dtype, rope };
+  const settings: CacheSettings = { layers, shape, scoring: score, maxTokens, dtype: dtype as KVCacheDtype, rope };
   if (bag.perLayer !== undefined) settings.perLayer = perLayerSettings(bag.perLayer, settings);
   return settings;
 }

@@ -39,7 +39,7 @@ export function layerGroups(settings: CacheSettings): LayerGroup[] {
     const key = JSON.stringify([scoring, ring, rope ? ropeToOptions(rope) : null]);
     let group = groups.get(key);
     if (!group) {
-      const geometry = cacheGeometry(settings.shape, settings.dtype === 'int8', ring, scoring.window, scoring.sinks);
+      const geometry = cacheGeometry(settings.shape, settings.dtype, ring, scoring.window, scoring.sinks);
       group = { layers: [], geometry, scoring, rope };
       groups.set(key, group);
     }

@@ -13,21 +13,22 @@
 //                  (version 3: options may hold perLayer, and each layer's window and ring are its own)
 //   …       0–3    zero padding to a multiple of 4
 //   …              per layer: K rows, V rows (per kv head, the held positions in order), then for int8
-//                  the K scales and V scales (per kv head and held position, an f32)
+//                  and int4 the K scales and V scales (per kv head and held position: int8 one f32, int4
+//                  one f32 per group of 32 values of the row)
 //   end − 4 4      CRC-32 (IEEE) of every byte before it
 //
 // The rows are the cache's own bytes, so a loaded cache continues bit-identically in the same build.
 
 import type { Build } from './abi.js';
 import { rangeError, typeError } from './errors.js';
-import { overwrittenBelow, windowStart } from './geometry.js';
+import { type KVCacheDtype, overwrittenBelow, rowBytesOf, scaleBytesOf, windowStart } from './geometry.js';
 import { refuseUnknownKeys } from './option-keys.js';
 import { MAX_POSITION } from './options.js';
 import { ownBytes, typedArrayKind } from './typed-arrays.js';
 
 export const MAGIC = 'wattn-kv';
 export const FORMAT_VERSION = 3;
-/** Version 2 is version 3 without per-layer settings in its options: its pieces read as they are. */
+/** Version 2 is version 3 without per-layer settings and the bfloat16 and int4 dtypes: its pieces read as they are. */
 const READABLE_VERSIONS = [2, FORMAT_VERSION];
 const PREFIX_BYTES = 16;
 
@@ -61,7 +62,7 @@ export interface LayerState {
 export interface PieceGeometry {
   kvHeads: number;
   headDim: number;
-  int8: boolean;
+  dtype: KVCacheDtype;
   /** slots of the ring after the sinks: maxTokens, or a perLayer window's own ring */
   maxTokens: number;
   /** 0 without a window */
@@ -92,10 +93,10 @@ function heldCount(layer: PieceLayer, geometry: PieceGeometry): number {
   return heldRanges(layer, geometry).reduce((n, [a, b]) => n + b - a, 0);
 }
 
-/** Payload bytes of `positions` positions of one layer: K and V rows, and int8 scales. */
+/** Payload bytes of `positions` positions of one layer: K and V rows, and int8/int4 scales. */
 function payloadBytes(geometry: PieceGeometry, positions: number): number {
-  const rowBytes = geometry.headDim * (geometry.int8 ? 1 : 4);
-  return 2 * geometry.kvHeads * positions * (rowBytes + (geometry.int8 ? 4 : 0));
+  const { headDim, dtype } = geometry;
+  return 2 * geometry.kvHeads * positions * (rowBytesOf(headDim, dtype) + scaleBytesOf(headDim, dtype));
 }
 
 /**
@@ -249,22 +250,23 @@ function pieceList(input: unknown): Uint8Array[] {
 
 /**
  * The bytes of the last position a piece holds of one layer (its row at `to` − 1), in the saved format's
- * order: K rows per kv head, V rows, then (int8) the K and V scales. `at`: where the layer's payload
+ * order: K rows per kv head, V rows, then (int8, int4) the K and V scales. `at`: where the layer's payload
  * starts; `held`: the positions it holds (the row at to − 1 is always the last of them).
  */
 function lastRow(bytes: Uint8Array, at: number, held: number, geometry: PieceGeometry): Uint8Array[] {
-  const { kvHeads, headDim, int8 } = geometry;
-  const rowBytes = headDim * (int8 ? 1 : 4);
+  const { kvHeads, headDim, dtype } = geometry;
+  const rowBytes = rowBytesOf(headDim, dtype);
+  const scaleBytes = scaleBytesOf(headDim, dtype);
   const parts: Uint8Array[] = [];
   for (let r = 0; r < 2 * kvHeads; r++) {
     const start = at + (r * held + held - 1) * rowBytes;
     parts.push(bytes.subarray(start, start + rowBytes));
   }
-  if (int8) {
+  if (scaleBytes > 0) {
     const scales = at + 2 * kvHeads * held * rowBytes;
     for (let r = 0; r < 2 * kvHeads; r++) {
-      const start = scales + (r * held + held - 1) * 4;
-      parts.push(bytes.subarray(start, start + 4));
+      const start = scales + (r * held + held - 1) * scaleBytes;
+      parts.push(bytes.subarray(start, start + scaleBytes));
     }
   }
   return parts;
@@ -358,7 +360,7 @@ export function readPieces<Settings>(input: unknown, read: ReadOptions<Settings>
     }
     const expected = payloadStart + payload + 4;
     if (expected !== bytes.length) throw refuse(`expected ${expected} bytes for the saved state, got ${bytes.length}`);
-    if (geometry[0].int8) checkScales(bytes, payloadStart, layers, geometry, refuse);
+    if (geometry[0].dtype === 'int8') checkScales(bytes, payloadStart, layers, geometry, refuse);
     // the header's per-layer ranges must be those of the payload: the checksum of the last rows they place
     // (lengths swapped between layers, say, keep the size but move every row boundary)
     let at = payloadStart;
@@ -466,6 +468,15 @@ function decodeEnvelope(
   }
   if (!header || typeof header !== 'object' || !header.options || !Array.isArray(header.layers)) {
     throw refuse('the header lacks options or layers');
+  }
+  const options = header.options as { perLayer?: unknown; dtype?: unknown };
+  if (
+    version === 2 &&
+    (options.perLayer !== undefined ||
+      (options.dtype !== undefined && options.dtype !== 'float32' && options.dtype !== 'int8'))
+  ) {
+    // version 2 had neither: such a header was not written by a version-2 writer
+    throw refuse('a version-2 header with perLayer or a bfloat16/int4 dtype (version 3 settings)');
   }
   return { header, payloadStart: align4(PREFIX_BYTES + headerLength) };
 }

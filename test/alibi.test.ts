@@ -57,6 +57,8 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
     cfg: { heads: 6, kvHeads: 3, headDim: 7, maxTokens: 300, softcap: 5, alibi: [-0.1, 0, 0.25, -0.02, 0.7, 0.06] },
   },
   { name: 'int8', cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int8', alibi: true } },
+  { name: 'bfloat16', cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'bfloat16', alibi: true } },
+  { name: 'int4', cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int4', alibi: true } },
 ];
 
 withEachBuild(

@@ -1,7 +1,7 @@
 // fork(): a second cache with the same options and history, sharing its pages copy-on-write. The contract
 // (API.md): parent and fork continue independently, each exactly (bit for bit) as a fresh cache fed its
 // own history; either may be disposed first; truncate on one never touches the other; save() of a fork
-// writes a complete cache; windows, sinks, rope and int8 all work through forks.
+// writes a complete cache; windows, sinks, rope, int8, bfloat16 and int4 all work through forks.
 //
 // "A fresh cache fed its own history" is the bit-level reference (prefill, decode and chunked prefill give
 // the same bits, so one append of the history reproduces any way it arrived); the float64 ReferenceCache
@@ -30,6 +30,7 @@ import {
   stream,
   type Cfg,
   type Stream,
+  quantized,
 } from './support/util.js';
 
 const CFGS: Cfg[] = [
@@ -39,6 +40,8 @@ const CFGS: Cfg[] = [
   { layers: 2, heads: 4, kvHeads: 1, headDim: 32, maxTokens: 70, window: 50, sinks: 2, rope: {} },
   { heads: 2, kvHeads: 2, headDim: 64, maxTokens: 256, dtype: 'int8', rope: { interleaved: true } },
   { heads: 3, kvHeads: 1, headDim: 8, maxTokens: 100, window: 100, dtype: 'int8' },
+  { layers: 2, heads: 4, kvHeads: 2, headDim: 24, maxTokens: 70, window: 50, sinks: 2, dtype: 'bfloat16', rope: {} },
+  { heads: 6, kvHeads: 2, headDim: 40, maxTokens: 256, dtype: 'int4', rope: { interleaved: true }, softcap: 20 },
 ];
 
 /** The history of one layer: its tokens' k and v (queries do not change a cache). */
@@ -92,7 +95,7 @@ withEachBuild('fork', (_build, make) => {
       );
       expectBitIdentical(outA, feed(freshA, cfg, a), 'parent after the fork');
       expectBitIdentical(outB, feed(freshB, cfg, b), 'fork');
-      if (cfg.dtype !== 'int8') {
+      if (!quantized(cfg)) {
         const ref = replayRef(
           cfg,
           Array.from({ length: layersOf(cfg) }, () => [h]),
@@ -284,7 +287,7 @@ withEachBuild('fork', (_build, make) => {
                 `${cfgName(cfg)}: cache ${i} layer ${layer} vs a fresh cache of its history`,
               );
               fresh.dispose();
-              if (cfg.dtype !== 'int8') {
+              if (!quantized(cfg)) {
                 expectClose(
                   got,
                   replayRef(cfg, x.histories).attend(layer, s.q, s.k, s.v),

@@ -14,6 +14,8 @@ const SHAPES = [
   { heads: 4, kvHeads: 2, headDim: 8, maxTokens: 48, layers: 2 },
   { heads: 2, kvHeads: 1, headDim: 5, maxTokens: 16, window: 12, sinks: 2, dtype: 'int8' as const },
   { heads: 3, headDim: 4, maxTokens: 40, softcap: 20 },
+  { heads: 4, kvHeads: 2, headDim: 6, maxTokens: 30, window: 20, sinks: 1, dtype: 'bfloat16' as const },
+  { heads: 2, headDim: 36, maxTokens: 24, dtype: 'int4' as const },
 ];
 type Shape = (typeof SHAPES)[number];
 const kvOf = (s: Shape) => ('kvHeads' in s && s.kvHeads ? s.kvHeads : s.heads);

@@ -27,6 +27,7 @@ import {
   stream,
   type Cfg,
   type Stream,
+  quantized,
 } from './support/util.js';
 
 function randomCfg(rng: Rng, maxTokensCap: number): Cfg {
@@ -49,7 +50,7 @@ function randomCfg(rng: Rng, maxTokensCap: number): Cfg {
     else delete cfg.rope.dims;
   }
   if (rng.next() < 0.2) cfg.softcap = rng.pick([5, 30]);
-  if (rng.next() < 0.25) cfg.dtype = 'int8';
+  if (rng.next() < 0.4) cfg.dtype = rng.pick(['int8', 'bfloat16', 'int4']);
   return cfg;
 }
 
@@ -108,7 +109,7 @@ withEachBuild('many caches and memory', (build) => {
       const out = e.cache.attend(layer, s.q, s.k, s.v);
       e.log.push({ layer, s, out });
       const want = e.ref.attend(layer, s.q, s.k, s.v);
-      if (e.cfg.dtype !== 'int8')
+      if (!quantized(e.cfg))
         expectClose(out, want, tolFor(undefined, e.cfg.headDim), `op ${op}: ${cfgName(e.cfg)}, layer ${layer}`);
       else expect(out.every(Number.isFinite)).toBe(true);
     }
@@ -207,7 +208,7 @@ withEachBuild('many caches and memory', (build) => {
         // some of them attend, and stay correct
         const s = stream(cfg, T, i);
         const out = feed(cache, cfg, s);
-        if (cfg.dtype !== 'int8')
+        if (!quantized(cfg))
           expectClose(
             out,
             feedRef(new ReferenceCache(cfg), cfg, s),

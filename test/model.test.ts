@@ -133,6 +133,61 @@ describe("dtype 'int8' cache", () => {
   });
 });
 
+describe('cache dtypes on held-out text: top-1 agreement with a float32 cache, bits per byte', () => {
+  // 36 windows of 256 bytes from the 12 held-out addresses (heldout.json, written by train/heldout.py),
+  // each teacher-forced through a fresh cache of each dtype. A flip of the top-1 token needs the dtype's
+  // logit error to bridge the gap between the two best tokens; the targets (issue 22) bound how often.
+  // Measured: int8 99.7%, bfloat16 99.9%, int4 97.1% (bits per byte +0.0002, +0.00002, +0.006).
+  const { windows } = JSON.parse(readFileSync(`${dir}/heldout.json`, 'utf8')) as { windows: { ids: number[] }[] };
+  const TARGETS = { bfloat16: 0.995, int8: 0.99, int4: 0.97 } as const;
+
+  /** Bits per byte of the next byte of `ids` under `logits` (the last position predicts nothing). */
+  const bitsPerByte = (logits: Float32Array, ids: number[]) => {
+    let bits = 0;
+    for (let t = 0; t + 1 < ids.length; t++) {
+      const row = logits.subarray(t * vocab, (t + 1) * vocab);
+      const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
+      const z = row.reduce((sum, x) => sum + Math.exp(x - max), 0);
+      bits += (Math.log(z) - (row[ids[t + 1]] - max)) / Math.LN2;
+    }
+    return bits;
+  };
+
+  it('bfloat16 ≥ 99.5%, int8 ≥ 99%, int4 ≥ 97% of positions; the bits-per-byte increase reported', async () => {
+    const models = {
+      bfloat16: await loadModel(dir, { dtype: 'bfloat16' }),
+      int8: int8Model,
+      int4: await loadModel(dir, { dtype: 'int4' }),
+    };
+    const agree = { bfloat16: 0, int8: 0, int4: 0 };
+    const bits = { float32: 0, bfloat16: 0, int8: 0, int4: 0 };
+    let positions = 0;
+    for (const { ids } of windows) {
+      const base = model.logits(ids);
+      bits.float32 += bitsPerByte(base, ids);
+      for (const dtype of ['bfloat16', 'int8', 'int4'] as const) {
+        const logits = models[dtype].logits(ids);
+        bits[dtype] += bitsPerByte(logits, ids);
+        for (let t = 0; t < ids.length; t++) if (argmaxAt(logits, t) === argmaxAt(base, t)) agree[dtype]++;
+      }
+      positions += ids.length;
+    }
+    const predicted = positions - windows.length;
+    const lines = (['bfloat16', 'int8', 'int4'] as const).map(
+      (dtype) =>
+        `  ${dtype}: top-1 agreement ${((100 * agree[dtype]) / positions).toFixed(2)}%, bits per byte ` +
+        `${(bits[dtype] / predicted).toFixed(5)} (+${((bits[dtype] - bits.float32) / predicted).toExponential(2)})`,
+    );
+    console.log(
+      `${windows.length} held-out windows, ${positions} positions; float32 bits per byte ` +
+        `${(bits.float32 / predicted).toFixed(5)}\n${lines.join('\n')}`,
+    );
+    for (const dtype of ['bfloat16', 'int8', 'int4'] as const) {
+      expect(agree[dtype] / positions, dtype).toBeGreaterThanOrEqual(TARGETS[dtype]);
+    }
+  }, 120_000);
+});
+
 describe('prompt-lookup speculative decoding', () => {
   const prompts = {
     repetitive: bytes('The Congress shall have power. The Congress shall have power. The Congress shall have power.'),

@@ -9,6 +9,7 @@ import {
   BUILDS,
   Rng,
   SUPPORT,
+  quantized,
   expectBitIdentical,
   expectClose,
   expectThrows,
@@ -90,6 +91,19 @@ const POINTS: Point[] = [
     name: 'int8',
     cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'int8' },
     ops: [{ layer: 0, chunks: [30, 1, 1] }],
+  },
+  {
+    name: 'bfloat16, grouped heads',
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 64, dtype: 'bfloat16' },
+    ops: [{ layer: 0, chunks: [30, 1, 1] }],
+  },
+  {
+    name: 'int4, odd head size (a short last group), rope, window wrapped',
+    cfg: { layers: 2, heads: 4, kvHeads: 2, headDim: 40, maxTokens: 9, window: 8, sinks: 1, dtype: 'int4', rope: {} },
+    ops: [
+      { layer: 0, chunks: [40] },
+      { layer: 1, chunks: [3] },
+    ],
   },
   {
     name: 'int8, rope, window wrapped',
@@ -189,7 +203,7 @@ withEachBuild('save/load', (buildName) => {
       it(`${pt.name} (${cfgName(pt.cfg)})`, () => {
         const { cfg } = pt;
         const original = make(cfg);
-        const ref = cfg.dtype === 'int8' ? undefined : new ReferenceCache(cfg);
+        const ref = quantized(cfg) ? undefined : new ReferenceCache(cfg);
         build(original, ref, cfg, pt.ops, 1000 * i);
         const bytes = original.save();
         expect(bytes).toBeInstanceOf(Uint8Array);
@@ -930,7 +944,7 @@ describe('KVCache.load across builds (saved under one build, loaded under anothe
                 tolFor(cfg.scale, cfg.headDim),
                 `${cfgName(cfg)}: layer ${l}, ${to} (loaded) vs ${from} (original)`,
               );
-            if (cfg.dtype !== 'int8') {
+            if (!quantized(cfg)) {
               const want = continueRef(ref, cfg, 50 + i, [1, 1, 5]);
               for (const [l, x] of b.entries())
                 expectClose(x, want[l], tolFor(cfg.scale, cfg.headDim), `layer ${l}: ${to} (loaded) vs float64`);

@@ -43,6 +43,14 @@ const SCENARIOS: Array<{ name: string; cfg: Cfg }> = [
     name: 'int8',
     cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int8', sinkLogits: gptOssLike(4) },
   },
+  {
+    name: 'bfloat16',
+    cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'bfloat16', sinkLogits: gptOssLike(4) },
+  },
+  {
+    name: 'int4',
+    cfg: { heads: 4, kvHeads: 2, headDim: 64, maxTokens: 300, dtype: 'int4', sinkLogits: gptOssLike(4) },
+  },
 ];
 
 withEachBuild(

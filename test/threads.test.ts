@@ -74,6 +74,20 @@ const CASES: Case[] = [
     chunks: [1000, 1, 1499],
     steps: 5,
   },
+  // grouped-query, bfloat16 and int4 (a short last scale group: 72 = 32 + 32 + 8), a window with sinks
+  // (1,200 tokens: a decode step over 800 or more keys of 8 heads is still past MIN_THREADED_WORK)
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 1300, window: 800, sinks: 4, dtype: 'bfloat16' },
+    n: 1200,
+    chunks: [64, 600, 1, 535],
+    steps: 3,
+  },
+  {
+    cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 1300, dtype: 'int4', rope: {} },
+    n: 1200,
+    chunks: [64, 600, 1, 535],
+    steps: 3,
+  },
   // grouped-query, int8, an odd head size
   {
     cfg: { heads: 8, kvHeads: 2, headDim: 72, maxTokens: 2300, dtype: 'int8' },

@@ -5,8 +5,8 @@
 
 import { int8ScratchBytes, setInt8Area } from '../int8';
 import {
-  ALIBI_SLOPES, HEADS, HEAD_DIM, INT8, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS, SINK_LOGITS, SOFTCAP, TREE, TREE_BASE,
-  WINDOW, address, field, fieldF32, pageTable, tableCapacity,
+  ALIBI_SLOPES, DTYPE, DTYPE_BFLOAT16, DTYPE_INT4, DTYPE_INT8, HEADS, HEAD_DIM, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS,
+  SINK_LOGITS, SOFTCAP, TREE, TREE_BASE, WINDOW, address, field, fieldF32, pageTable, rowBytesOf, tableCapacity,
 } from '../descriptor';
 import { scalesOf } from '../layout';
 
@@ -25,6 +25,9 @@ export let heads: i32 = 1;
 export let group: i32 = 1;            // query heads per kv head
 export let headDim: i32 = 1;
 export let int8: bool = false;
+export let bfloat16: bool = false;
+export let int4: bool = false;
+export let widened: bool = false;     // bfloat16 or int4: blocks are widened to f32 in scratch (widen.ts)
 export let sinks: i32 = 0;
 export let ring: i32 = 1;
 export let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
@@ -41,7 +44,7 @@ export let treePositions: usize = 0;   // 0: no tree; else i32 [T] positions of 
 export let treeBits: usize = 0;        // u32 [T][treeWords] visibility bits
 export let treeWords: i32 = 0;
 
-export let keyRowBytes: usize = 0;    // headDim · (4 for f32, 1 for int8)
+export let keyRowBytes: usize = 0;    // bytes of a page's row (descriptor.ts rowBytesOf)
 let pages: usize = 0;                 // the layer's page table (descriptor.ts)
 let headTableBytes: usize = 0;        // bytes of one (kv head, K|V) row of it
 export let keyTable: usize = 0;       // this kv head's key pages
@@ -52,7 +55,9 @@ export let valueScaleBlock: usize = 0;
 // ------------------------------------------------------------------------------------------- scratch
 // For tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
-//   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) · then per row:
+//   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) ·
+//   bfloat16 and int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] · int4: the rotated
+//   queries [row][accStride] · then per row:
 //   running max, running sum (f32); query and output addresses; query position and ALiBi slope; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
 //   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
@@ -63,6 +68,8 @@ export let accBase: usize = 0;
 let probBase: usize = 0;
 export let factorBase: usize = 0;
 let int8Area: usize = 0;
+export let widenBase: usize = 0;
+export let queryArea: usize = 0;      // int4: the tile's queries rotated as its keys are (widen.ts hadamardGroups)
 export let rowMax: usize = 0;
 export let rowSum: usize = 0;
 export let rowQuery: usize = 0;
@@ -92,7 +99,8 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const perToken = queryHeads / kvHeads;
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
-  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 16) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) + 64;
+  return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 16) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) +
+    <usize>BLOCK * (<usize>dim << 2) + rows * stride + 64;
 }
 
 /**
@@ -104,7 +112,11 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   group = heads / field(descriptor, KV_HEADS);
   headDim = field(descriptor, HEAD_DIM);
   const dim = headDim;
-  int8 = field(descriptor, INT8) != 0;
+  const dtype = field(descriptor, DTYPE);
+  int8 = dtype == DTYPE_INT8;
+  bfloat16 = dtype == DTYPE_BFLOAT16;
+  int4 = dtype == DTYPE_INT4;
+  widened = bfloat16 || int4;
   sinks = field(descriptor, SINKS);
   ring = field(descriptor, RING);
   keyEnd = end;
@@ -128,7 +140,7 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   }
   pages = pageTable(descriptor, layer);
   headTableBytes = <usize>tableCapacity(descriptor, layer) << 2;
-  keyRowBytes = <usize>dim << (int8 ? 0 : 2);
+  keyRowBytes = rowBytesOf(dim, dtype);
   tileRows = tileTokensFor(group) * group;
   const rows = <usize>tileRows;
   accStride = <usize>((dim + 3) & ~3) << 2;
@@ -137,7 +149,9 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   factorBase = probBase + (rows * <usize>BLOCK << 2);
   int8Area = factorBase + (<usize>BLOCK << 2);
   setInt8Area(int8Area, tileRows, dim, INT8_BLOCK);
-  rowMax = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
+  widenBase = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
+  queryArea = widenBase + <usize>BLOCK * (<usize>dim << 2);
+  rowMax = queryArea + rows * accStride;
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);

@@ -10,20 +10,22 @@
 // so a block is one page or a pair of pages from an even page's start, and each row processes exactly the
 // blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic
 // therefore never depends on which other rows share its tile or how tokens were batched. Two pages a
-// block instead of one halve the per-block work; int8 caches keep one-page blocks, because their kernels
+// block instead of one halve the per-block work (bfloat16 and int4 caches too: they widen a block to f32 in
+// scratch first, widen.ts); int8 caches keep one-page blocks, because their kernels
 // read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
 
 import {
-  BLOCK, CHUNK, accStride, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
+  BLOCK, CHUNK, accStride, bfloat16, int4, queryArea, widenBase, widened, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
   foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
   rowLast, rowOut, rowPosition, rowQuery, rowSeen, rowSlope, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
   weightsMode, window, draftPosition, draftSees, treeBase, treePositions,
 } from './call';
 import { MASKED, expScalar } from '../math';
 import { accumulateBlock, accumulateBlockI8 } from './accumulate';
-import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
+import { INT4_GROUP, PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
+import { hadamardGroups, widenBf16, widenI4 } from '../widen';
 import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
@@ -41,6 +43,13 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
       const index = <usize>(t * heads + g * group + h);
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
       if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
+      if (int4) {
+        // the keys were rotated before they were quantized (layout.ts): the query gets the same rotation
+        const rotated = queryArea + <usize>r * accStride;
+        memory.copy(rotated, q + index * rowBytes, rowBytes);
+        hadamardGroups(rotated, headDim, 1.0 / <f32>INT4_GROUP);
+        setI32(rowQuery, r, <i32>rotated);
+      }
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       // a draft of a tree is stored at firstPosition + t but stands at the position of its depth
       const stored = firstPosition + t;
@@ -195,6 +204,12 @@ function visitBlock(position: i32, n: i32): void {
   if (int8) {
     setBlockScales(keyPage, valuePage, row);
     scoreBlockI8(keys, n);
+  } else if (widened) {
+    // bfloat16, int4: the block's keys widened to f32 rows in scratch, then scored as float32's are
+    widenBlock(keyPage, row, split, nextKeys, n);
+    const widenedRow = <usize>headDim << 2;
+    scoreBlock(widenBase, 0, split);
+    if (split < n) scoreBlock(widenBase + <usize>split * widenedRow, split, n);
   } else {
     scoreBlock(keys, 0, split);
     if (split < n) scoreBlock(nextKeys, split, n);
@@ -210,9 +225,26 @@ function visitBlock(position: i32, n: i32): void {
   if (weightsMode) return;
   if (int8) {
     accumulateBlockI8(values, n);
+  } else if (widened) {
+    widenBlock(valuePage, row, split, nextValues, n);
+    const widenedRow = <usize>headDim << 2;
+    accumulateBlock(widenBase, 0, split);
+    if (split < n) accumulateBlock(widenBase + <usize>split * widenedRow, split, n);
   } else {
     accumulateBlock(values, 0, split);
     if (split < n) accumulateBlock(nextValues, split, n);
+  }
+}
+
+/** Widens lanes [0, split) from row `row` of `page` and lanes [split, n) from the start of `next` into widenBase. */
+function widenBlock(page: usize, row: i32, split: i32, next: usize, n: i32): void {
+  const stride = <usize>headDim << 2;
+  if (bfloat16) {
+    widenBf16(widenBase, stride, page + <usize>row * keyRowBytes, split, headDim);
+    if (split < n) widenBf16(widenBase + <usize>split * stride, stride, next, n - split, headDim);
+  } else {
+    widenI4(widenBase, stride, page, row, split, headDim);
+    if (split < n) widenI4(widenBase + <usize>split * stride, stride, next, 0, n - split, headDim);
   }
 }
 
@@ -281,5 +313,6 @@ export function writeOut(rows: i32): void {
     for (let c = 0; c < headDim; c++) {
       store<f32>(outRow + (<usize>c << 2), (load<f32>(acc + (<usize>c << 2)) * kept) / sum);
     }
+
   }
 }

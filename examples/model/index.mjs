@@ -19,7 +19,7 @@ const CHUNK = 64;
 /**
  * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
- * @typedef {{ dtype?: 'float32' | 'int8', cacheClass?: new (options: any) => AttentionCache,
+ * @typedef {{ dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4', cacheClass?: new (options: any) => AttentionCache,
  *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean }} LoadOptions
  *   ropeInJs: rotate q and k in JavaScript and give the cache none (the default for a `cacheClass`
  *   other than KVCache, which may not know `rope.scaling`)
@@ -84,7 +84,7 @@ async function readModelFile(dir, name) {
  * with the config's inverse frequencies (`rotateInJs`): for an attention that only takes rotated inputs,
  * such as the bench's plain-JS cache.
  * @param {Record<string, any>} config
- * @param {{ maxTokens: number, dtype?: 'float32' | 'int8', ropeInJs?: boolean }} options
+ * @param {{ maxTokens: number, dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4', ropeInJs?: boolean }} options
  * @returns {{ cacheOptions: import('wasm-attention').KVCacheOptions, rotateInJs: Float64Array | null }}
  */
 export function cacheOptionsFor(config, { maxTokens, dtype = 'float32', ropeInJs = false }) {

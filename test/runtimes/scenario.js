@@ -1,7 +1,7 @@
 // The scenario every runtime runs against the installed package (the packed tarball): init, one-shot
 // attention and its weights, a KV-cache prefill and decode steps checked against a float64 reference,
-// and save()/load() continuing bit-identically, a RoPE cache, a tree of drafts, an int8 cache, scaled RoPE
-// and caches whose layers differ (perLayer). It also returns a fingerprint
+// and save()/load() continuing bit-identically, a RoPE cache, a tree of drafts, int8, bfloat16 and int4
+// caches, scaled RoPE and caches whose layers differ (perLayer). It also returns a fingerprint
 // of its outputs' bits (`bits`), which the matrix compares with Node's for the same build: one build must
 // give the same bits in every engine. Plain ESM with web APIs only, so the same file runs in
 // Node, Deno, Bun, browsers, workerd and bundles. Returns a report instead of throwing.
@@ -227,6 +227,30 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
     }
     check('int8 K/V within its budget of float64', worst8 < 0.05, `max error ${worst8.toExponential(2)}`);
     int8.dispose();
+
+    // bfloat16 and int4 K/V (widened to float32 per block in this engine), prefill then decode steps, within
+    // their budgets of float64 on unit-variance data (max < 0.01 and < 0.4: test/dtypes.test.ts)
+    for (const [dtype, budget] of [
+      ['bfloat16', 0.01],
+      ['int4', 0.4],
+    ]) {
+      const narrow = await KVCache.create({ ...shape, maxTokens: 64, dtype });
+      const first = narrow.attend(
+        0,
+        tokens(Q, row, 0, prompt),
+        tokens(K, kvRow, 0, prompt),
+        tokens(V, kvRow, 0, prompt),
+      );
+      bits.add(dtype, first);
+      let worst = maxError(first, refAt(prompt, prompt));
+      for (let i = prompt; i < prompt + steps; i++) {
+        const o = narrow.attend(0, tokens(Q, row, i, i + 1), tokens(K, kvRow, i, i + 1), tokens(V, kvRow, i, i + 1));
+        bits.add(dtype, o);
+        worst = Math.max(worst, maxError(o, refAt(i + 1, 1)));
+      }
+      check(`${dtype} K/V within its budget of float64`, worst < budget, `max error ${worst.toExponential(2)}`);
+      narrow.dispose();
+    }
 
     // RoPE (the kernel's own sin/cos tables, Llama's half-split layout) over a prefill and decode steps
     const ropeOptions = { ...shape, maxTokens: 64, rope: { theta: 500000 } };

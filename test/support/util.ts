@@ -367,7 +367,24 @@ export function cachesDisposedAfterEach(): (options: object) => KVCache {
 // ---------------------------------------------------------------------------------------------
 // Token streams and feeding a cache
 
-export type Cfg = ReferenceCacheOptions & { dtype?: 'float32' | 'int8' };
+export type Cfg = ReferenceCacheOptions & { dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4' };
+
+/** Whether a cache of `cfg` stores K/V in fewer bits than float32 (so it differs from the float64 reference by their rounding). */
+export const quantized = (cfg: Cfg): boolean => cfg.dtype !== undefined && cfg.dtype !== 'float32';
+
+/**
+ * The error a cache of `cfg` keeps to against the float64 reference on unit-variance data, per output. float32:
+ * tolFor. The others are dominated by their K/V rounding (measured and argued in int8.test.ts and
+ * dtypes.test.ts): int8 max 0.02–0.05; bfloat16 (relative 2^-9 per stored value) below 0.01; int4 (a step of
+ * (max − min) / 15 ≈ 0.33 per group of 32 unit-variance values: half a step, 0.17, on a value a query sees
+ * alone, plus what its keys' rounding moves the weights) below 0.4.
+ */
+export const DTYPE_BUDGET = { int8: 0.05, bfloat16: 0.01, int4: 0.4 } as const;
+export function tolForCfg(cfg: Cfg): Tolerance {
+  return quantized(cfg)
+    ? { atol: DTYPE_BUDGET[cfg.dtype as keyof typeof DTYPE_BUDGET], rtol: 0 }
+    : tolFor(cfg.scale, cfg.headDim);
+}
 
 export interface Stream {
   q: Float32Array;
@@ -436,7 +453,7 @@ export function feedRef(ref: ReferenceCache, cfg: Cfg, s: Stream, chunks: number
  * One test per scenario for an option that changes each score or each softmax (sink logits, ALiBi): 260
  * tokens, fed in uneven chunks and with 12 decode steps, match the float64 reference and give the same bits
  * every way. Float32 within `tolFor`: the option adds exact or one-rounding float32 arithmetic on top of the
- * scores that bound covers. int8 within 0.05: its K and V rounding dominates (int8.test.ts bounds it).
+ * scores that bound covers. int8, bfloat16, int4 within DTYPE_BUDGET: their K and V rounding dominates.
  */
 export function itMatchesReferenceAndChunkings(
   make: (options: object) => KVCache,
@@ -446,7 +463,7 @@ export function itMatchesReferenceAndChunkings(
   for (const [i, { name, cfg }] of scenarios.entries()) {
     it(`${name}: matches the float64 reference; prefill == chunked == decode`, () => {
       const s = stream(cfg, 260, seed + i);
-      const tol = cfg.dtype === 'int8' ? { atol: 0.05, rtol: 0 } : tolFor(cfg.scale, cfg.headDim);
+      const tol = tolForCfg(cfg);
       expectReferenceAndChunkings(make, cfg, s, [130, 1, 1, 60, ...ones(8), 60], 12, tol, name);
     }, 30_000);
   }
@@ -533,7 +550,9 @@ export function heldBytes(instance = activeInstance()): number {
 
 /** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */
 export function pageBytesFor(cfg: Cfg): number {
-  return (cfg.dtype === 'int8' ? 64 * (cfg.headDim + 4) : 64 * cfg.headDim * 4) + 64;
+  const d = cfg.headDim;
+  const row: Record<string, number> = { int8: d + 4, bfloat16: 2 * d, int4: Math.ceil(d / 2) + 4 * Math.ceil(d / 32) };
+  return 64 * (row[cfg.dtype ?? 'float32'] ?? 4 * d) + 64;
 }
 
 /** Appends `n` tokens of one reused random chunk to `layer` (fills big caches fast). */

@@ -1,0 +1,82 @@
+// `npm run bench:dtypes` (alias bench:int8): the four cache dtypes against each other, interleaved in one
+// process. Each round times one batch of decode steps of every dtype (the order rotating round to round), so
+// machine noise falls on all of them alike; the report gives per-step medians, their spread (min–max of the
+// rounds) and ratios to float32 and int8, and each dtype's bytes per cached token (byteLength / L).
+// One thread (the issue's targets are for the kernel on one core), the relaxed-simd build unless --build.
+
+import { pathToFileURL } from 'node:url';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, median } from '../test/support/scripts.mjs';
+import { SHAPES, workloadData, filledCache } from './suite.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const DEFAULTS = { build: 'relaxed-simd', shapes: 'gpt2,llama', decode: '2048,8192', rounds: 15, batchMs: 60 };
+const DTYPES = ['float32', 'int8', 'bfloat16', 'int4'];
+const opts = parseArgs(process.argv.slice(2), DEFAULTS);
+if (opts.help) {
+  console.log(
+    `node bench/dtypes.mjs [--build relaxed-simd] [--shapes gpt2,llama] [--decode 2048,8192] [--rounds 15] [--batch-ms 60]`,
+  );
+  process.exit(0);
+}
+const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
+const pkg = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
+const { build } = await pkg.init({ build: opts.build, threads: 1 });
+
+/** Calls per batch so that a batch takes about batchMs. @param {() => void} fn */
+function callsPerBatch(fn) {
+  let n = 1;
+  for (;;) {
+    const t = performance.now();
+    for (let i = 0; i < n; i++) fn();
+    const ms = performance.now() - t;
+    if (ms > opts.batchMs / 4) return Math.max(1, Math.round((n * opts.batchMs) / ms));
+    n *= 2;
+  }
+}
+
+const lines = [];
+lines.push(`Decode steps, ${build} build, one thread, ${opts.rounds} interleaved rounds (medians; spread min–max).`);
+lines.push('');
+lines.push('| shape | L | dtype | µs/step | spread | vs float32 | vs int8 | bytes/token | vs float32 |');
+lines.push('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+for (const shape of list(opts.shapes)) {
+  const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shape)];
+  for (const L of list(opts.decode).map(Number)) {
+    const { q, k, v, pastK, pastV } = workloadData(shape, 'decode', L);
+    const out = new Float32Array(q.length);
+    const caches = DTYPES.map((dtype) =>
+      filledCache(pkg, s, dtype, L + 1, /** @type {Float32Array} */ (pastK), /** @type {Float32Array} */ (pastV), L),
+    );
+    const bytes = caches.map((c) => c.byteLength / L);
+    const steps = caches.map((cache) => () => {
+      cache.attend(0, q, k, v, out);
+      cache.truncate(L);
+    });
+    const calls = steps.map(callsPerBatch);
+    /** @type {number[][]} */
+    const times = DTYPES.map(() => []);
+    for (let round = 0; round < opts.rounds; round++) {
+      for (let j = 0; j < DTYPES.length; j++) {
+        const which = (j + round) % DTYPES.length;
+        const t = performance.now();
+        for (let i = 0; i < calls[which]; i++) steps[which]();
+        times[which].push(((performance.now() - t) * 1000) / calls[which]);
+      }
+    }
+    const med = times.map((t) => median(t));
+    DTYPES.forEach((dtype, i) => {
+      const spread = `${Math.min(...times[i]).toFixed(0)}–${Math.max(...times[i]).toFixed(0)}`;
+      lines.push(
+        `| ${s.label} | ${L} | ${dtype} | ${med[i].toFixed(1)} | ${spread} | ${(med[0] / med[i]).toFixed(2)}× | ` +
+          `${(med[1] / med[i]).toFixed(2)}× | ${bytes[i].toFixed(0)} | ${(bytes[i] / bytes[0]).toFixed(3)} |`,
+      );
+    });
+    for (const c of caches) c.dispose();
+    console.error(`  ${shape} L=${L} done`);
+  }
+}
+lines.push('');
+lines.push("vs float32 / vs int8: speed-ups (their time over this one's); bytes/token: byteLength over tokens held.");
+console.log(lines.join('\n'));
