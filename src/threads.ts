@@ -606,7 +606,8 @@ export class ThreadPool {
 
   /** Makes room for `pieces` states, zeroed (epoch 0: free in every call); false when memory cannot grow. */
   #growStates(pieces: number): boolean {
-    const capacity = Math.max(pieces, this.#stateCapacity * 2, 64);
+    // whole 64-byte blocks (8 states), as the heap hands them out, so `bytes` counts what is held
+    const capacity = Math.ceil(Math.max(pieces, this.#stateCapacity * 2, 64) / 8) * 8;
     try {
       const at = this.#heap.allocate(capacity * 8);
       new Uint8Array(this.#abi.memory.buffer, at, capacity * 8).fill(0);
