@@ -58,9 +58,12 @@
 // next one starts only when a generation ended, so concurrent ones run in arrival order.
 //
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
-// imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
+// imports the .wasm files as modules (Workers may not compile WebAssembly from bytes). The model runner's
+// matmuls (examples/model/wasm, built by `npm run build`) come the same way; without them it would
+// compute in JavaScript, the same tokens more slowly.
 import { init, KVCache } from 'wasm-attention';
 import { modelFromBytes } from '../model/index.mjs';
+import matmulModule from '../model/wasm/matmul.wasm';
 import modelConfig from '../model/tiny/config.json';
 import modelWeights from '../model/tiny/model.safetensors';
 import { LLAMA_3_2_1B, PAGE } from './config.js';
@@ -76,7 +79,8 @@ let sharedPrompt;
 
 /** The tiny model, loaded once per isolate (a promise). */
 let tinyModel;
-const theModel = () => (tinyModel ??= modelFromBytes(modelConfig, new Uint8Array(modelWeights)));
+const theModel = () =>
+  (tinyModel ??= modelFromBytes(modelConfig, new Uint8Array(modelWeights), { matmul: matmulModule }));
 /** This isolate's cache of the text system prompt, which conversations' text forks: { ids, cache }. */
 let sharedTextPrompt;
 /** A streamed answer → the promise of its end (the queue waits for it). */
@@ -306,7 +310,7 @@ export class Conversation {
         committed = true;
         text.cache.dispose();
         this.#text = { ids: all, cache: next };
-        await send('done', { tokens, length: all.length });
+        await send('done', { tokens, length: all.length, matmul: model.info.matmul });
         await writer.close();
       } catch (error) {
         if (!committed) next.dispose();
