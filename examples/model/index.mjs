@@ -1,7 +1,8 @@
 // A Llama-family model runner around wasm-attention's KVCache: loads a checkpoint in Hugging Face layout
-// (config.json + model.safetensors) and runs the forward pass in plain JavaScript (embeddings, RMSNorm,
-// q/k/v projections, attention over the cache, output projection, SwiGLU MLP, the unembedding), with
-// greedy or sampled generation and prompt-lookup speculative decoding.
+// (config.json + model.safetensors) and runs the forward pass in JavaScript (embeddings, RMSNorm,
+// q/k/v projections, attention over the cache, output projection, SwiGLU MLP, the unembedding; the
+// linear layers in WebAssembly SIMD where that loads, matmul.mjs), with greedy or sampled generation and
+// prompt-lookup speculative decoding.
 //
 //   const model = await loadModel('examples/model/tiny');
 //   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
