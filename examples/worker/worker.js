@@ -51,7 +51,8 @@
 // /attend's: a fork() of one cache per isolate that holds the shared system prompt (the BOS token and the
 // `SYSTEM_TEXT` variable's UTF-8 bytes), continued turn by turn: each request appends the text's bytes to
 // the conversation's tokens and generates up to maxNewTokens greedy tokens after them, streamed as they
-// come, one event per token (`data: {"id", "text"}`), then `event: done` (`data: {"tokens", "length"}`).
+// come, one event per token (`data: {"id", "text"}`), then `event: done` (`data: {"tokens", "length",
+// "matmul"}`, the last "wasm" or "js": what ran the runner's linear layers).
 // It works on a fork of the conversation's text cache, which replaces it once the whole answer was sent
 // and the tokens were stored (one row: the token ids; a restarted object feeds them again, which gives
 // the same bits as the cache it lost). Requests take their place in the same queue as /attend's, and the
