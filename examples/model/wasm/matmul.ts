@@ -52,7 +52,7 @@ export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, 
 }
 
 /** Rounds the sums of outputs o and o+1 of token t (lane 0, lane 1) to float32, with the bias added. */
-// @ts-expect-error: decorator
+// @ts-ignore: decorator
 @inline
 function put(s: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   const at = y + ((<usize>(t * m + o)) << 2);
@@ -65,14 +65,14 @@ function put(s: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
 }
 
 /** The f64x2 of a pair's weights at input i. */
-// @ts-expect-error: decorator
+// @ts-ignore: decorator
 @inline
 function weights(pair: usize, i: usize): v128 {
   return f64x2.promote_low_f32x4(v128.load64_zero(pair + (i << 3)));
 }
 
 /** x[i] of one token, in both lanes. */
-// @ts-expect-error: decorator
+// @ts-ignore: decorator
 @inline
 function input(xt: usize, i: usize): v128 {
   return f64x2.splat(load<f64>(xt + (i << 3)));
