@@ -14,8 +14,8 @@ export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, 
   const count = <usize>(T * n);
   for (let i: usize = 0; i < count; i++) store<f64>(xd + (i << 3), <f64>load<f32>(x + (i << 2)));
   const pairs = (m + 1) >> 1;
-  const pairBytes = <usize>n << 3;
-  const tokenBytes = <usize>n << 3;
+  const pairBytes = <usize>n << 3; // a pair of weight rows: n f32 pairs
+  const tokenBytes = <usize>n << 3; // a token's widened inputs: n f64
   // several tokens: four at a time, each pair of weight rows read once for all of them (pairs outermost,
   // so a pair's rows stay in cache over the token blocks); the rest by three or two, never one alone
   // (five ends in three and two), since a lone token reads every weight for two products only
@@ -26,18 +26,25 @@ export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, 
   let p = 0;
   for (; p + 2 <= pairs; p += 2) {
     const wp = w + <usize>p * pairBytes;
-    for (let t = 0; t < fours; t += 4) pairs2Tokens4(wp, pairBytes, xd + <usize>t * tokenBytes, tokenBytes, n, y, m, t, p << 1, bias);
-    if (threes) pairs2Tokens3(wp, pairBytes, xd + <usize>fours * tokenBytes, tokenBytes, n, y, m, fours, p << 1, bias);
+    for (let t = 0; t < fours; t += 4) {
+      pairs2Tokens4(wp, pairBytes, xd + <usize>t * tokenBytes, tokenBytes, n, y, m, t, p << 1, bias);
+    }
+    if (threes) {
+      pairs2Tokens3(wp, pairBytes, xd + <usize>fours * tokenBytes, tokenBytes, n, y, m, fours, p << 1, bias);
+    }
   }
   // a last odd pair: token by token
   for (; p < pairs; p++) {
-    for (let t = 0; t < fours + threes; t++) pairs1Token1(w + <usize>p * pairBytes, xd + <usize>t * tokenBytes, n, y, m, t, p << 1, bias);
+    const wp = w + <usize>p * pairBytes;
+    for (let t = 0; t < fours + threes; t++) pairs1Token1(wp, xd + <usize>t * tokenBytes, n, y, m, t, p << 1, bias);
   }
   const twos = left - threes === 2 ? fours + threes : -1;
   if (twos >= 0) {
     const xt = xd + <usize>twos * tokenBytes;
     p = 0;
-    for (; p + 4 <= pairs; p += 4) pairs4Tokens2(w + <usize>p * pairBytes, pairBytes, xt, tokenBytes, n, y, m, twos, p << 1, bias);
+    for (; p + 4 <= pairs; p += 4) {
+      pairs4Tokens2(w + <usize>p * pairBytes, pairBytes, xt, tokenBytes, n, y, m, twos, p << 1, bias);
+    }
     for (; p < pairs; p++) {
       pairs1Token1(w + <usize>p * pairBytes, xt, n, y, m, twos, p << 1, bias);
       pairs1Token1(w + <usize>p * pairBytes, xt + tokenBytes, n, y, m, twos + 1, p << 1, bias);
