@@ -49,15 +49,20 @@ function wasmLinear({ memory, linear: kernel }) {
   /** @type {Float32Array | null} a view of the memory, made again after every growth */
   let heap = null;
 
-  /** @param {number} bytes @returns {number} the offset of a fresh block (16-byte aligned) */
+  /**
+   * The offset of a fresh block, 16-byte aligned (offsets may pass 2^31: no 32-bit bitwise operators).
+   * @param {number} bytes
+   * @returns {number}
+   */
   const alloc = (bytes) => {
     const at = top;
-    top = (top + bytes + 15) & ~15;
-    const missing = top - memory.buffer.byteLength;
+    const end = Math.ceil((top + bytes) / 16) * 16;
+    const missing = end - memory.buffer.byteLength;
     if (missing > 0) {
-      memory.grow(Math.ceil(missing / 65536)); // a RangeError past the memory's limit
+      memory.grow(Math.ceil(missing / 65536)); // a RangeError past the memory's limit; nothing changed then
       heap = null;
     }
+    top = end;
     return at;
   };
   const view = () => {
@@ -71,7 +76,7 @@ function wasmLinear({ memory, linear: kernel }) {
     const at = alloc(pairs * n * 8);
     const f32 = view();
     for (let p = 0; p < pairs; p++) {
-      const dst = (at >> 2) + p * n * 2;
+      const dst = at / 4 + p * n * 2;
       const r0 = 2 * p * n;
       const r1 = r0 + n;
       const second = 2 * p + 1 < m;
@@ -103,7 +108,7 @@ function wasmLinear({ memory, linear: kernel }) {
         ? 0
         : offsetOf(bias, () => {
             const at = alloc(outDim * 4);
-            view().set(bias.subarray(0, outDim), at >> 2);
+            view().set(bias.subarray(0, outDim), at / 4);
             return at;
           });
     if (w < 0 || b < 0) return linearJs(x, T, W, inDim, outDim, bias, y);
@@ -116,9 +121,9 @@ function wasmLinear({ memory, linear: kernel }) {
       return linearJs(x, T, W, inDim, outDim, bias, y);
     }
     const f32 = view();
-    f32.set(x.length === T * inDim ? x : x.subarray(0, T * inDim), scratch.x >> 2);
+    f32.set(x.length === T * inDim ? x : x.subarray(0, T * inDim), scratch.x / 4);
     kernel(scratch.x, T, w, inDim, outDim, b, scratch.y, scratch.xd);
-    const start = scratch.y >> 2;
+    const start = scratch.y / 4;
     y.set(f32.subarray(start, start + T * outDim));
   };
 }
