@@ -4,8 +4,10 @@
 //      plain-JS attention (test/support/plain-js.mjs), and the share of a token's time spent in attention at
 //      contexts 64, 256 and 512 (past the model's trained context of 256 the numbers are still right
 //      for timing; the text would not be);
-//   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose, and the
-//      cost of a forward pass of T tokens in lone decode steps (what bounds what lookup can save).
+//   2. greedy decoding with the runner's WebAssembly matmuls against its JavaScript ones (matmul.mjs, the
+//      same tokens); prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on
+//      prose, and the cost of a forward pass of T tokens in lone decode steps (what bounds what lookup
+//      can save).
 // Each variant of part 1 runs in its own process (a grown WebAssembly memory slows V8's typed-array code
 // in the whole process; see bench/FINDINGS.md), alternating over rounds; part 2 interleaves greedy and
 // lookup runs in one process. Medians over rounds, with min–max spreads; for part 2 also per second of the
