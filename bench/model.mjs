@@ -4,8 +4,10 @@
 //      plain-JS attention (test/support/plain-js.mjs), and the share of a token's time spent in attention at
 //      contexts 64, 256 and 512 (past the model's trained context of 256 the numbers are still right
 //      for timing; the text would not be);
-//   2. prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on prose, and the
-//      cost of a forward pass of T tokens in lone decode steps (what bounds what lookup can save).
+//   2. greedy decoding with the runner's WebAssembly matmuls against its JavaScript ones (matmul.mjs, the
+//      same tokens); prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on
+//      prose, and the cost of a forward pass of T tokens in lone decode steps (what bounds what lookup
+//      can save).
 // Each variant of part 1 runs in its own process (a grown WebAssembly memory slows V8's typed-array code
 // in the whole process; see bench/FINDINGS.md), alternating over rounds; part 2 interleaves greedy and
 // lookup runs in one process. Medians over rounds, with min–max spreads; for part 2 also per second of the
@@ -105,6 +107,7 @@ async function runVariant(variant) {
 /** Part 2 in a child process: greedy and lookup, interleaved, on two prompts. */
 async function runLookup() {
   const model = await loadModel(dir, { threads });
+  const jsModel = await loadModel(dir, { threads, matmul: 'js' }); // the same runner, matmuls in JavaScript
   // repetitive: a passage of the held-out text three times over (the model may copy it on); prose: the
   // held-out text as it is
   const passage = heldOut.slice(1, 41);
@@ -112,11 +115,14 @@ async function runLookup() {
     repetitive: [heldOut[0], ...passage, ...passage, ...passage],
     prose: text(100),
   };
-  /** @type {Record<string, { greedy: number[], lookup: number[], greedyCpu: number[], lookupCpu: number[], accepted: number, drafted: number, forwards: number }>} */
-  const results = {};
+  /** @type {Record<string, any>} */
+  const results = { matmul: model.info.matmul };
   for (const [name, ids] of Object.entries(prompts)) {
     await decodeRate(model, ids, { lookup: true }); // warm-up
+    await decodeRate(jsModel, ids, {});
     const r = {
+      greedyJs: /** @type {number[]} */ ([]),
+      greedyJsCpu: /** @type {number[]} */ ([]),
       greedy: /** @type {number[]} */ ([]),
       lookup: /** @type {number[]} */ ([]),
       greedyCpu: /** @type {number[]} */ ([]),
@@ -126,6 +132,9 @@ async function runLookup() {
       forwards: 0,
     };
     for (let i = 0; i < 3; i++) {
+      const js = await decodeRate(jsModel, ids, {});
+      r.greedyJs.push(js.tokensPerSec);
+      r.greedyJsCpu.push(js.cpuTokensPerSec);
       const plain = await decodeRate(model, ids, {});
       r.greedy.push(plain.tokensPerSec);
       r.greedyCpu.push(plain.cpuTokensPerSec);
@@ -258,6 +267,24 @@ for (const c of CONTEXTS) {
       `   ${median(pm).toFixed(2).padStart(8)}     ${pct(median(ps)).padStart(4)} (${pct(Math.min(...ps))}–${pct(Math.max(...ps))})   ${fmtX(median(pm) / median(wm))}×`,
   );
   summary.contexts[c] = { wasmMs: median(wm), wasmShare: median(ws), plainMs: median(pm), plainShare: median(ps) };
+}
+out('');
+out(
+  `the runner's matmuls in WebAssembly SIMD (${lookupRuns[0].matmul}) vs JavaScript, greedy, the same tokens, decode tokens/s, interleaved`,
+);
+for (const name of ['repetitive', 'prose']) {
+  const js = lookupRuns.flatMap((r) => r[name].greedyJs);
+  const wasm = lookupRuns.flatMap((r) => r[name].greedy);
+  const ratios = js.map((j, i) => wasm[i] / j);
+  const cpuRatios = lookupRuns.flatMap((r) =>
+    r[name].greedyCpu.map((/** @type {number} */ g, /** @type {number} */ i) => g / r[name].greedyJsCpu[i]),
+  );
+  out(
+    `  ${name.padEnd(10)}  JavaScript ${spread(js, tok)}, wasm ${spread(wasm, tok)}: ${fmtX(median(ratios))}× ` +
+      `(${fmtX(Math.min(...ratios))}–${fmtX(Math.max(...ratios))}); per CPU second ${fmtX(median(cpuRatios))}× ` +
+      `(${fmtX(Math.min(...cpuRatios))}–${fmtX(Math.max(...cpuRatios))})`,
+  );
+  summary[`${name}Matmul`] = { js: median(js), wasm: median(wasm), ratio: median(ratios), cpuRatio: median(cpuRatios) };
 }
 out('');
 out(`prompt-lookup decoding vs greedy (same tokens), decode tokens/s, runs interleaved in one process`);

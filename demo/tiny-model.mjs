@@ -38,7 +38,7 @@ out(
     (training ? `; trained here (${training.validation_bits_per_byte.toFixed(2)} bits per byte on held-out text)` : ''),
 );
 out(
-  `  runner   examples/model: matmuls in plain JS, attention in wasm-attention's KVCache (${model.info.build}, ${model.info.threads} thread${model.info.threads > 1 ? 's' : ''}); loaded in ${loadMs.toFixed(0)} ms`,
+  `  runner   examples/model: matmuls in ${model.info.matmul === 'wasm' ? 'WebAssembly SIMD' : 'plain JS'}, attention in wasm-attention's KVCache (${model.info.build}, ${model.info.threads} thread${model.info.threads > 1 ? 's' : ''}); loaded in ${loadMs.toFixed(0)} ms`,
 );
 
 // the check: teacher-forced logits of a held-out text against PyTorch's float64 ones

@@ -588,7 +588,12 @@ describe('edge example: /generate continues a conversation with the tiny model, 
       expect(first.type).toMatch(/^text\/event-stream/);
       expect(first.error).toBeUndefined();
       expect(first.ids, "PyTorch's greedy continuation").toEqual(reference.greedy.new_ids.slice(0, 32));
-      expect(first.done).toEqual({ tokens: first.ids, length: reference.greedy.prompt_ids.length + 32 });
+      // matmul: the bundle's imported matmul module ran (workerd compiles no WebAssembly from bytes)
+      expect(first.done).toEqual({
+        tokens: first.ids,
+        length: reference.greedy.prompt_ids.length + 32,
+        matmul: 'wasm',
+      });
       expect(first.text).toBe(reference.greedy.new_text.slice(0, 32));
       // streamed as the tokens come: an answer sent whole (about 1.5 KB) would arrive in one chunk
       expect(first.chunks).toBeGreaterThan(1);

@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/index.mjs';
 import { cacheOptionsFromConfig } from '../src/index.js';
 import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
+import { linearFor } from '../examples/model/matmul.mjs';
 import { linear } from '../examples/model/math.mjs';
 import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
 import { expectBitIdentical, Rng } from './support/util.js';
@@ -293,6 +294,64 @@ describe('prompt-lookup speculative decoding', () => {
     frozen.observe(1, 0);
     frozen.observe(5, 0);
     expect(frozen.draftCost()).toBe(0.7);
+  });
+});
+
+describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
+  // The runner's matmuls run in wasm/matmul.wasm where it loads and in math.mjs's JavaScript elsewhere
+  // (a runtime that may not compile WebAssembly from bytes, a model too large for its memory). Both sum
+  // each output in float64 in index order of exact float32 products, so they must agree to the bit, or
+  // the same prompt would give different tokens in different runtimes.
+  it('loads in Node (the tests run the built module)', async () => {
+    expect(model.info.matmul).toBe('wasm');
+    expect((await linearFor('js')).kind).toBe('js');
+  });
+
+  it('gives the bits of the JavaScript linear for any shape, any token count 1 to 13, with and without bias', async () => {
+    const { linear: wasm, kind } = await linearFor(undefined);
+    expect(kind).toBe('wasm');
+    const rng = new Rng(2121);
+    for (let trial = 0; trial < 130; trial++) {
+      const T = 1 + (trial % 13);
+      const inDim = rng.int(1, 80);
+      const outDim = rng.int(1, 70); // odd counts leave a row without a partner; small ones skip the blocks
+      const W = rng.randn(outDim * inDim);
+      const bias = trial % 2 ? rng.randn(outDim) : null;
+      const x = rng.randn(T * inDim);
+      const expected = new Float32Array(T * outDim);
+      linear(x, T, W, inDim, outDim, bias, expected);
+      const got = new Float32Array(T * outDim);
+      wasm(x, T, W, inDim, outDim, bias, got);
+      expectBitIdentical(got, expected, `wasm linear, ${T} tokens of ${inDim} → ${outDim}`, [T, outDim]);
+      // the weights are now placed in wasm memory: a second call reads them there
+      wasm(x, T, W, inDim, outDim, bias, got);
+      expectBitIdentical(got, expected, `wasm linear again, ${T} tokens of ${inDim} → ${outDim}`, [T, outDim]);
+    }
+  });
+
+  it("a model computing in JavaScript gives the same logits' bits and the same tokens, with and without lookup", async () => {
+    const jsModel = await loadModel(dir, { matmul: 'js' });
+    expect(jsModel.info.matmul).toBe('js');
+    expectBitIdentical(jsModel.logits(heldOut), prefill32, 'logits, JavaScript against wasm matmuls', [
+      heldOut.length,
+      vocab,
+    ]);
+    const prompt = bytes('the people of the United States, the people of the United States, the people of');
+    const greedy = await model.generate(prompt, { maxNewTokens: 40 });
+    expect(await jsModel.generate(prompt, { maxNewTokens: 40 })).toEqual(greedy);
+    expect(await jsModel.generate(prompt, { maxNewTokens: 40, lookup: true })).toEqual(greedy);
+    expect(await model.generate(prompt, { maxNewTokens: 40, lookup: { adaptive: false } })).toEqual(greedy);
+  });
+
+  it('takes a compiled module (what a Worker bundle imports)', async () => {
+    const bytes = readFileSync(fileURLToPath(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)));
+    const module = await WebAssembly.compile(bytes);
+    const fromModule = await modelFromBytes(config, weights, { matmul: module });
+    expect(fromModule.info.matmul).toBe('wasm');
+    expectBitIdentical(fromModule.logits(heldOut.slice(0, 20)), prefill32.subarray(0, 20 * vocab), 'logits', [
+      20,
+      vocab,
+    ]);
   });
 });
 

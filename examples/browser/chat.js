@@ -170,6 +170,7 @@ if (params.has('tokens')) {
   globalThis.__result = {
     build: model.info.build,
     threads: model.info.threads,
+    matmul: model.info.matmul,
     ok: sameTokens && rowsOk && /tokens\/s/.test($('speed').textContent),
     tokens: generated,
     checks: [

@@ -1,14 +1,16 @@
 // A Llama-family model runner around wasm-attention's KVCache: loads a checkpoint in Hugging Face layout
-// (config.json + model.safetensors) and runs the forward pass in plain JavaScript (embeddings, RMSNorm,
-// q/k/v projections, attention over the cache, output projection, SwiGLU MLP, the unembedding), with
-// greedy or sampled generation and prompt-lookup speculative decoding.
+// (config.json + model.safetensors) and runs the forward pass in JavaScript (embeddings, RMSNorm,
+// q/k/v projections, attention over the cache, output projection, SwiGLU MLP, the unembedding; the
+// linear layers in WebAssembly SIMD where that loads, matmul.mjs), with greedy or sampled generation and
+// prompt-lookup speculative decoding.
 //
 //   const model = await loadModel('examples/model/tiny');
 //   const logits = model.logits(ids);                          // [ids.length][vocab], teacher-forced
 //   const next = await model.generate(ids, { maxNewTokens: 64, lookup: true });
 import { attentionWeights, cacheOptionsFromConfig, init, KVCache } from 'wasm-attention';
 import { DraftPolicy, draftByLookup, lookupOptions } from './lookup.mjs';
-import { addInto, linear, rmsNorm, swiglu } from './math.mjs';
+import { linearFor } from './matmul.mjs';
+import { addInto, rmsNorm, swiglu } from './math.mjs';
 import { llama3InverseFrequencies, Rotary } from './rope.mjs';
 import { readSafetensors } from './safetensors.mjs';
 import { TokenPicker } from './sample.mjs';
@@ -20,7 +22,10 @@ const CHUNK = 64;
  * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
  * @typedef {{ dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4', cacheClass?: new (options: any) => AttentionCache,
- *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean }} LoadOptions
+ *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean,
+ *   matmul?: 'wasm' | 'js' | WebAssembly.Module }} LoadOptions
+ *   matmul: the linear layers in WebAssembly SIMD (the default, where it loads; a Worker passes the
+ *   imported wasm/matmul.wasm) or in JavaScript; the same bits either way (matmul.mjs)
  *   ropeInJs: rotate q and k in JavaScript and give the cache none (the default for a `cacheClass`
  *   other than KVCache, which may not know `rope.scaling`)
  *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
@@ -55,7 +60,8 @@ export async function modelFromBytes(config, safetensors, options = {}) {
   const info = options.cacheClass
     ? { build: 'plain JS', threads: 1 }
     : await init({ threads: options.threads ?? 'auto' });
-  return new LlamaModel(config, readSafetensors(safetensors), options, info);
+  const { linear, kind } = await linearFor(options.matmul);
+  return new LlamaModel(config, readSafetensors(safetensors), options, { ...info, matmul: kind }, linear);
 }
 
 /**
@@ -144,12 +150,15 @@ class LlamaModel {
    * @param {Record<string, any>} config
    * @param {Map<string, { shape: number[], data: Float32Array }>} tensors
    * @param {LoadOptions} options
-   * @param {{ build: string, threads: number }} info the kernel's build and threads (from init)
+   * @param {{ build: string, threads: number, matmul: 'wasm' | 'js' }} info the kernel's build and threads
+   *   (from init), and what runs the linear layers
+   * @param {import('./matmul.mjs').Linear} linear the linear layer (matmul.mjs)
    */
-  constructor(config, tensors, options, info) {
+  constructor(config, tensors, options, info, linear) {
     checkConfig(config);
     this.config = config;
     this.info = info;
+    this.linear = linear;
     this.dtype = options.dtype ?? 'float32';
     this.cacheClass = options.cacheClass ?? KVCache;
     this.ropeInJs = options.ropeInJs ?? this.cacheClass !== KVCache;
@@ -283,9 +292,9 @@ class LlamaModel {
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
       rmsNorm(x, T, dim, w.inputNorm, this.eps, h);
-      linear(h, T, w.wq, dim, qDim, w.bq, q);
-      linear(h, T, w.wk, dim, kvDim, w.bk, k);
-      linear(h, T, w.wv, dim, kvDim, w.bv, v);
+      this.linear(h, T, w.wq, dim, qDim, w.bq, q);
+      this.linear(h, T, w.wk, dim, kvDim, w.bk, k);
+      this.linear(h, T, w.wv, dim, kvDim, w.bv, v);
       if (this.rotary) {
         this.rotary.rotate(q, heads, position, T);
         this.rotary.rotate(k, kvHeads, position, T);
@@ -300,19 +309,19 @@ class LlamaModel {
         cache.attend(l, q, k, v, attended);
         this.attentionMs += performance.now() - t0;
       } else cache.attend(l, q, k, v, attended);
-      linear(attended, T, w.wo, qDim, dim, w.bo, projected);
+      this.linear(attended, T, w.wo, qDim, dim, w.bo, projected);
       addInto(x, projected, T * dim);
       rmsNorm(x, T, dim, w.postNorm, this.eps, h);
-      linear(h, T, w.wGate, dim, hidden, w.bGate, gate);
-      linear(h, T, w.wUp, dim, hidden, w.bUp, up);
+      this.linear(h, T, w.wGate, dim, hidden, w.bGate, gate);
+      this.linear(h, T, w.wUp, dim, hidden, w.bUp, up);
       swiglu(gate, up, T * hidden);
-      linear(gate, T, w.wDown, hidden, dim, w.bDown, projected);
+      this.linear(gate, T, w.wDown, hidden, dim, w.bDown, projected);
       addInto(x, projected, T * dim);
     }
     if (logits && rows > 0) {
       const last = x.subarray((T - rows) * dim, T * dim);
       rmsNorm(last, rows, dim, this.finalNorm, this.eps, h);
-      linear(h, rows, this.lmHead, dim, vocab, null, logits.subarray(offset, offset + rows * vocab));
+      this.linear(h, rows, this.lmHead, dim, vocab, null, logits.subarray(offset, offset + rows * vocab));
     }
   }
 

@@ -69,8 +69,8 @@ export function draftByLookup(tokens, options, limit) {
 
 /**
  * How many tokens to draft next. Checking a draft token costs a share `c` of decoding a token alone (about
- * 0.7 in the runner's multi-token matmuls, math.mjs; more where a verification pass waits for a worker
- * thread that a busy machine descheduled), and saves a whole step only when the model agrees with it. The
+ * 0.55 with the runner's WebAssembly matmuls, matmul.mjs, 0.7 with its JavaScript ones, math.mjs; more
+ * where a verification pass waits for a worker thread that a busy machine descheduled), and saves a whole step only when the model agrees with it. The
  * policy keeps a decaying count of accepted and rejected drafts; with acceptance rate a, the i-th token of
  * a draft is worth checking while a^i > c, so it drafts floor(ln c / ln a) tokens, and none where that is
  * 0 but one every 8th step, to notice when the text starts repeating. `c` starts at 0.7 and follows the
@@ -135,7 +135,8 @@ export class DraftPolicy {
   }
 }
 
-/** a checked draft token's cost, in decode steps, before any pass was timed (math.mjs: 0.69 at T >= 3) */
+/** a checked draft token's cost, in decode steps, before any pass was timed (the JavaScript matmuls' 0.69 at
+ * T >= 3; the WebAssembly ones' 0.55 is learnt from the first passes) */
 const DRAFT_COST = 0.7;
 /** the least cost believed from timings (a lone step slowed by a busy machine can make passes look cheap) */
 const MIN_DRAFT_COST = 0.5;

@@ -51,16 +51,20 @@
 // /attend's: a fork() of one cache per isolate that holds the shared system prompt (the BOS token and the
 // `SYSTEM_TEXT` variable's UTF-8 bytes), continued turn by turn: each request appends the text's bytes to
 // the conversation's tokens and generates up to maxNewTokens greedy tokens after them, streamed as they
-// come, one event per token (`data: {"id", "text"}`), then `event: done` (`data: {"tokens", "length"}`).
+// come, one event per token (`data: {"id", "text"}`), then `event: done` (`data: {"tokens", "length",
+// "matmul"}`, the last "wasm" or "js": what ran the runner's linear layers).
 // It works on a fork of the conversation's text cache, which replaces it once the whole answer was sent
 // and the tokens were stored (one row: the token ids; a restarted object feeds them again, which gives
 // the same bits as the cache it lost). Requests take their place in the same queue as /attend's, and the
 // next one starts only when a generation ended, so concurrent ones run in arrival order.
 //
 // `import … from 'wasm-attention'` resolves to the package's `workerd` entry under wrangler, which
-// imports the .wasm files as modules (Workers may not compile WebAssembly from bytes).
+// imports the .wasm files as modules (Workers may not compile WebAssembly from bytes). The model runner's
+// matmuls (examples/model/wasm, built by `npm run build`) come the same way; without them it would
+// compute in JavaScript, the same tokens more slowly.
 import { init, KVCache } from 'wasm-attention';
 import { modelFromBytes } from '../model/index.mjs';
+import matmulModule from '../model/wasm/matmul.wasm';
 import modelConfig from '../model/tiny/config.json';
 import modelWeights from '../model/tiny/model.safetensors';
 import { LLAMA_3_2_1B, PAGE } from './config.js';
@@ -76,7 +80,8 @@ let sharedPrompt;
 
 /** The tiny model, loaded once per isolate (a promise). */
 let tinyModel;
-const theModel = () => (tinyModel ??= modelFromBytes(modelConfig, new Uint8Array(modelWeights)));
+const theModel = () =>
+  (tinyModel ??= modelFromBytes(modelConfig, new Uint8Array(modelWeights), { matmul: matmulModule }));
 /** This isolate's cache of the text system prompt, which conversations' text forks: { ids, cache }. */
 let sharedTextPrompt;
 /** A streamed answer → the promise of its end (the queue waits for it). */
@@ -306,7 +311,7 @@ export class Conversation {
         committed = true;
         text.cache.dispose();
         this.#text = { ids: all, cache: next };
-        await send('done', { tokens, length: all.length });
+        await send('done', { tokens, length: all.length, matmul: model.info.matmul });
         await writer.close();
       } catch (error) {
         if (!committed) next.dispose();

@@ -20,6 +20,7 @@ console.log(
     ok: same,
     build: model.info.build,
     threads: model.info.threads,
+    matmul: model.info.matmul,
     tokens,
     checks: [
       {

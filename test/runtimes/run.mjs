@@ -812,7 +812,10 @@ async function modelLeg(name, generate) {
     ok: same,
     detail: same ? tokens.join(',') : `got ${tokens.join(',')}, want ${expected.join(',')}`,
   });
-  report.ok &&= same;
+  // the runner's matmuls: WebAssembly wherever the runtime can have the module (the workerd bundle imports it)
+  const wasm = report?.matmul === 'wasm';
+  report.checks.push({ name: "the runner's matmuls in WebAssembly SIMD", ok: wasm, detail: String(report?.matmul) });
+  report.ok &&= same && wasm;
   return report;
 }
 /** Runs test/runtimes/generate.mjs in a server-side runtime, from the scratch project. */
@@ -917,7 +920,9 @@ await step('model-workerd', 'example', () =>
         },
         noWarnings('wrangler', warnings),
       ];
-      return { ok: checks.every((c) => c.ok), tokens, checks, build: '' };
+      const finished = events.find((e) => e.startsWith('event: done\n'));
+      const matmul = finished ? JSON.parse(finished.split('\ndata: ')[1]).matmul : undefined;
+      return { ok: checks.every((c) => c.ok), tokens, checks, build: '', matmul };
     } finally {
       await mf.dispose();
     }

@@ -1,0 +1,129 @@
+// The runner's linear layer in WebAssembly SIMD (wasm/matmul.ts, built by `npm run build`), with the same
+// signature and the same bits as math.mjs's `linear`: every output the same float64 sum in index order.
+// Where the module cannot be had (not built, no SIMD, a runtime that may not compile WebAssembly from
+// bytes and was given no module, a model too large for a 32-bit memory) the JavaScript `linear` runs
+// instead, and the tokens are the same.
+import { linear as linearJs } from './math.mjs';
+
+/** @typedef {typeof linearJs} Linear */
+
+/**
+ * The linear layer to run: WebAssembly's when `source` allows it, else JavaScript's.
+ * @param {'wasm' | 'js' | WebAssembly.Module | undefined} source 'js': JavaScript; a compiled
+ *   wasm/matmul.wasm (a Worker bundle imports one); 'wasm' or absent: load wasm/matmul.wasm beside this file
+ * @returns {Promise<{ linear: Linear, kind: 'wasm' | 'js' }>}
+ */
+export async function linearFor(source) {
+  if (source === 'js') return { linear: linearJs, kind: 'js' };
+  try {
+    const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(await moduleBytes());
+    const instance = await WebAssembly.instantiate(module, {});
+    return { linear: wasmLinear(/** @type {any} */ (instance.exports)), kind: 'wasm' };
+  } catch {
+    return { linear: linearJs, kind: 'js' };
+  }
+}
+
+/** The bytes of wasm/matmul.wasm: from the file system where there is one, else by fetch. */
+async function moduleBytes() {
+  const url = new URL('./wasm/matmul.wasm', import.meta.url);
+  const fs = globalThis.process?.getBuiltinModule?.('node:fs/promises');
+  if (fs && url.protocol === 'file:') return fs.readFile(url);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return response.arrayBuffer();
+}
+
+/**
+ * A `linear` over one instance of the module. Weights are copied into its memory the first time they are
+ * used (rows in pairs, the layout the kernel reads) and kept there, keyed by their Float32Array; inputs and
+ * outputs go through scratch space that grows to the largest call.
+ * @param {{ memory: WebAssembly.Memory, linear: (x: number, T: number, w: number, n: number, m: number, bias: number, y: number, xd: number) => void }} exports
+ * @returns {Linear}
+ */
+function wasmLinear({ memory, linear: kernel }) {
+  let top = 16; // bytes in use; offset 0 stays free, as the kernel reads a bias at 0 as "none"
+  /** @type {WeakMap<Float32Array, number>} weights and biases → their offset (-1: did not fit) */
+  const placed = new WeakMap();
+  const scratch = { x: 0, xd: 0, y: 0, xBytes: 0, yBytes: 0 };
+  /** @type {Float32Array | null} a view of the memory, made again after every growth */
+  let heap = null;
+
+  /**
+   * The offset of a fresh block, 16-byte aligned (offsets may pass 2^31: no 32-bit bitwise operators).
+   * @param {number} bytes
+   * @returns {number}
+   */
+  const alloc = (bytes) => {
+    const at = top;
+    const end = Math.ceil((top + bytes) / 16) * 16;
+    const missing = end - memory.buffer.byteLength;
+    if (missing > 0) {
+      memory.grow(Math.ceil(missing / 65536)); // a RangeError past the memory's limit; nothing changed then
+      heap = null;
+    }
+    top = end;
+    return at;
+  };
+  const view = () => {
+    heap ??= new Float32Array(memory.buffer);
+    return heap;
+  };
+
+  /** Copies W [m][n] in as pairs of rows interleaved. @param {Float32Array} W @param {number} n @param {number} m */
+  const placeWeights = (W, n, m) => {
+    const pairs = (m + 1) >> 1;
+    const at = alloc(pairs * n * 8);
+    const f32 = view();
+    for (let p = 0; p < pairs; p++) {
+      const dst = at / 4 + p * n * 2;
+      const r0 = 2 * p * n;
+      const r1 = r0 + n;
+      const second = 2 * p + 1 < m;
+      for (let i = 0; i < n; i++) {
+        f32[dst + 2 * i] = W[r0 + i];
+        f32[dst + 2 * i + 1] = second ? W[r1 + i] : 0;
+      }
+    }
+    return at;
+  };
+  /** @param {Float32Array} array @param {() => number} place */
+  const offsetOf = (array, place) => {
+    let at = placed.get(array);
+    if (at === undefined) {
+      try {
+        at = place();
+      } catch {
+        at = -1; // too large for this memory: JavaScript computes with it
+      }
+      placed.set(array, at);
+    }
+    return at;
+  };
+
+  return function linear(x, T, W, inDim, outDim, bias, y) {
+    const w = offsetOf(W, () => placeWeights(W, inDim, outDim));
+    const b =
+      bias === null
+        ? 0
+        : offsetOf(bias, () => {
+            const at = alloc(outDim * 4);
+            view().set(bias.subarray(0, outDim), at / 4);
+            return at;
+          });
+    if (w < 0 || b < 0) return linearJs(x, T, W, inDim, outDim, bias, y);
+    const xBytes = T * inDim * 4;
+    const yBytes = T * outDim * 4;
+    try {
+      if (xBytes > scratch.xBytes) Object.assign(scratch, { x: alloc(xBytes), xd: alloc(2 * xBytes), xBytes });
+      if (yBytes > scratch.yBytes) Object.assign(scratch, { y: alloc(yBytes), yBytes });
+    } catch {
+      return linearJs(x, T, W, inDim, outDim, bias, y);
+    }
+    const f32 = view();
+    f32.set(x.length === T * inDim ? x : x.subarray(0, T * inDim), scratch.x / 4);
+    kernel(scratch.x, T, w, inDim, outDim, b, scratch.y, scratch.xd);
+    const start = scratch.y / 4;
+    y.set(f32.subarray(start, start + T * outDim));
+  };
+}

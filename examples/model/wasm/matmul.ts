@@ -1,0 +1,271 @@
+// The model runner's linear layer in WebAssembly SIMD: y[t][o] = Σ_i x[t][i]·W[o][i] (+ bias[o]), the
+// same bits as math.mjs's `linear`. Each output is one float64 sum in index order of exact float32×float32
+// products, then rounded to float32 once; the two lanes of an f64x2 are two outputs (rows 2p and 2p+1),
+// each lane summing on its own, so no lane ever adds across i out of order and nothing is fused.
+//
+// Memory is laid out by the JavaScript side (examples/model/matmul.mjs); all pointers are byte offsets:
+//   w     rows in pairs: pair p holds, for each i, W[2p][i] then W[2p+1][i] (f32; an odd last row is
+//         paired with zeros), so one 8-byte load widens to the f64x2 of two outputs' weights at i
+//   x     [T][n] f32 inputs; xd: [T][n] f64 scratch, where they are widened once per call
+//   y     [T][m] f32 outputs; bias: [m] f32, or 0 for none
+
+/** y = x Wᵀ (+ bias) for T tokens of n inputs and m outputs. */
+export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize, xd: usize): void {
+  const count = <usize>(T * n);
+  for (let i: usize = 0; i < count; i++) store<f64>(xd + (i << 3), <f64>load<f32>(x + (i << 2)));
+  const pairs = (m + 1) >> 1;
+  const pairBytes = <usize>n << 3; // a pair of weight rows: n f32 pairs
+  const tokenBytes = <usize>n << 3; // a token's widened inputs: n f64
+  // several tokens: four at a time, each pair of weight rows read once for all of them (pairs outermost,
+  // so a pair's rows stay in cache over the token blocks); the rest by three or two, never one alone
+  // (five ends in three and two), since a lone token reads every weight for two products only
+  const rest = T & 3;
+  const fours = T >= 5 && rest === 1 ? T - 5 : T - rest;
+  const left = T - fours; // 0, 1 (T = 1), 2, 3 or 5
+  const threes = left === 3 || left === 5 ? 3 : 0;
+  let p = 0;
+  for (; p + 2 <= pairs; p += 2) {
+    const wp = w + <usize>p * pairBytes;
+    for (let t = 0; t < fours; t += 4) {
+      pairs2Tokens4(wp, pairBytes, xd + <usize>t * tokenBytes, tokenBytes, n, y, m, t, p << 1, bias);
+    }
+    if (threes) {
+      pairs2Tokens3(wp, pairBytes, xd + <usize>fours * tokenBytes, tokenBytes, n, y, m, fours, p << 1, bias);
+    }
+  }
+  // a last odd pair: token by token
+  for (; p < pairs; p++) {
+    const wp = w + <usize>p * pairBytes;
+    for (let t = 0; t < fours + threes; t++) pairs1Token1(wp, xd + <usize>t * tokenBytes, n, y, m, t, p << 1, bias);
+  }
+  const twos = left - threes === 2 ? fours + threes : -1;
+  if (twos >= 0) {
+    const xt = xd + <usize>twos * tokenBytes;
+    p = 0;
+    for (; p + 4 <= pairs; p += 4) {
+      pairs4Tokens2(w + <usize>p * pairBytes, pairBytes, xt, tokenBytes, n, y, m, twos, p << 1, bias);
+    }
+    for (; p < pairs; p++) {
+      pairs1Token1(w + <usize>p * pairBytes, xt, n, y, m, twos, p << 1, bias);
+      pairs1Token1(w + <usize>p * pairBytes, xt + tokenBytes, n, y, m, twos + 1, p << 1, bias);
+    }
+  }
+  // a decode step: eight pairs of rows at a time
+  if (T === 1) {
+    p = 0;
+    for (; p + 8 <= pairs; p += 8) pairs8Token1(w + <usize>p * pairBytes, pairBytes, xd, n, y, m, 0, p << 1, bias);
+    for (; p < pairs; p++) pairs1Token1(w + <usize>p * pairBytes, xd, n, y, m, 0, p << 1, bias);
+  }
+}
+
+/** Rounds the sums of outputs o and o+1 of token t (lane 0, lane 1) to float32, with the bias added. */
+// @ts-ignore: decorator
+@inline
+function put(s: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  const at = y + ((<usize>(t * m + o)) << 2);
+  const b0: f64 = bias ? <f64>load<f32>(bias + (<usize>o << 2)) : 0.0;
+  store<f32>(at, <f32>(f64x2.extract_lane(s, 0) + b0));
+  if (o + 1 < m) {
+    const b1: f64 = bias ? <f64>load<f32>(bias + (<usize>(o + 1) << 2)) : 0.0;
+    store<f32>(at + 4, <f32>(f64x2.extract_lane(s, 1) + b1));
+  }
+}
+
+/** The f64x2 of a pair's weights at input i. */
+// @ts-ignore: decorator
+@inline
+function weights(pair: usize, i: usize): v128 {
+  return f64x2.promote_low_f32x4(v128.load64_zero(pair + (i << 3)));
+}
+
+/** x[i] of one token, in both lanes. */
+// @ts-ignore: decorator
+@inline
+function input(xt: usize, i: usize): v128 {
+  return f64x2.splat(load<f64>(xt + (i << 3)));
+}
+
+function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  let s0 = f64x2.splat(0);
+  let s1 = f64x2.splat(0);
+  let s2 = f64x2.splat(0);
+  let s3 = f64x2.splat(0);
+  let s4 = f64x2.splat(0);
+  let s5 = f64x2.splat(0);
+  let s6 = f64x2.splat(0);
+  let s7 = f64x2.splat(0);
+  const w1 = w + pb;
+  const w2 = w1 + pb;
+  const w3 = w2 + pb;
+  const w4 = w3 + pb;
+  const w5 = w4 + pb;
+  const w6 = w5 + pb;
+  const w7 = w6 + pb;
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const a = input(xt, i);
+    s0 = f64x2.add(s0, f64x2.mul(weights(w, i), a));
+    s1 = f64x2.add(s1, f64x2.mul(weights(w1, i), a));
+    s2 = f64x2.add(s2, f64x2.mul(weights(w2, i), a));
+    s3 = f64x2.add(s3, f64x2.mul(weights(w3, i), a));
+    s4 = f64x2.add(s4, f64x2.mul(weights(w4, i), a));
+    s5 = f64x2.add(s5, f64x2.mul(weights(w5, i), a));
+    s6 = f64x2.add(s6, f64x2.mul(weights(w6, i), a));
+    s7 = f64x2.add(s7, f64x2.mul(weights(w7, i), a));
+  }
+  put(s0, y, m, t, o, bias);
+  put(s1, y, m, t, o + 2, bias);
+  put(s2, y, m, t, o + 4, bias);
+  put(s3, y, m, t, o + 6, bias);
+  put(s4, y, m, t, o + 8, bias);
+  put(s5, y, m, t, o + 10, bias);
+  put(s6, y, m, t, o + 12, bias);
+  put(s7, y, m, t, o + 14, bias);
+}
+
+function pairs1Token1(w: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  let s = f64x2.splat(0);
+  for (let i: usize = 0; i < <usize>n; i++) s = f64x2.add(s, f64x2.mul(weights(w, i), input(xt, i)));
+  put(s, y, m, t, o, bias);
+}
+
+function pairs2Tokens4(
+  w: usize,
+  pb: usize,
+  xt: usize,
+  tb: usize,
+  n: i32,
+  y: usize,
+  m: i32,
+  t: i32,
+  o: i32,
+  bias: usize,
+): void {
+  let a0 = f64x2.splat(0);
+  let a1 = f64x2.splat(0);
+  let b0 = f64x2.splat(0);
+  let b1 = f64x2.splat(0);
+  let c0 = f64x2.splat(0);
+  let c1 = f64x2.splat(0);
+  let d0 = f64x2.splat(0);
+  let d1 = f64x2.splat(0);
+  const w1 = w + pb;
+  const xb = xt + tb;
+  const xc = xb + tb;
+  const xe = xc + tb;
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const u0 = weights(w, i);
+    const u1 = weights(w1, i);
+    const p = input(xt, i);
+    a0 = f64x2.add(a0, f64x2.mul(u0, p));
+    a1 = f64x2.add(a1, f64x2.mul(u1, p));
+    const q = input(xb, i);
+    b0 = f64x2.add(b0, f64x2.mul(u0, q));
+    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    const r = input(xc, i);
+    c0 = f64x2.add(c0, f64x2.mul(u0, r));
+    c1 = f64x2.add(c1, f64x2.mul(u1, r));
+    const s = input(xe, i);
+    d0 = f64x2.add(d0, f64x2.mul(u0, s));
+    d1 = f64x2.add(d1, f64x2.mul(u1, s));
+  }
+  put(a0, y, m, t, o, bias);
+  put(a1, y, m, t, o + 2, bias);
+  put(b0, y, m, t + 1, o, bias);
+  put(b1, y, m, t + 1, o + 2, bias);
+  put(c0, y, m, t + 2, o, bias);
+  put(c1, y, m, t + 2, o + 2, bias);
+  put(d0, y, m, t + 3, o, bias);
+  put(d1, y, m, t + 3, o + 2, bias);
+}
+
+function pairs2Tokens3(
+  w: usize,
+  pb: usize,
+  xt: usize,
+  tb: usize,
+  n: i32,
+  y: usize,
+  m: i32,
+  t: i32,
+  o: i32,
+  bias: usize,
+): void {
+  let a0 = f64x2.splat(0);
+  let a1 = f64x2.splat(0);
+  let b0 = f64x2.splat(0);
+  let b1 = f64x2.splat(0);
+  let c0 = f64x2.splat(0);
+  let c1 = f64x2.splat(0);
+  const w1 = w + pb;
+  const xb = xt + tb;
+  const xc = xb + tb;
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const u0 = weights(w, i);
+    const u1 = weights(w1, i);
+    const p = input(xt, i);
+    a0 = f64x2.add(a0, f64x2.mul(u0, p));
+    a1 = f64x2.add(a1, f64x2.mul(u1, p));
+    const q = input(xb, i);
+    b0 = f64x2.add(b0, f64x2.mul(u0, q));
+    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    const r = input(xc, i);
+    c0 = f64x2.add(c0, f64x2.mul(u0, r));
+    c1 = f64x2.add(c1, f64x2.mul(u1, r));
+  }
+  put(a0, y, m, t, o, bias);
+  put(a1, y, m, t, o + 2, bias);
+  put(b0, y, m, t + 1, o, bias);
+  put(b1, y, m, t + 1, o + 2, bias);
+  put(c0, y, m, t + 2, o, bias);
+  put(c1, y, m, t + 2, o + 2, bias);
+}
+
+function pairs4Tokens2(
+  w: usize,
+  pb: usize,
+  xt: usize,
+  tb: usize,
+  n: i32,
+  y: usize,
+  m: i32,
+  t: i32,
+  o: i32,
+  bias: usize,
+): void {
+  let a0 = f64x2.splat(0);
+  let a1 = f64x2.splat(0);
+  let a2 = f64x2.splat(0);
+  let a3 = f64x2.splat(0);
+  let b0 = f64x2.splat(0);
+  let b1 = f64x2.splat(0);
+  let b2 = f64x2.splat(0);
+  let b3 = f64x2.splat(0);
+  const w1 = w + pb;
+  const w2 = w1 + pb;
+  const w3 = w2 + pb;
+  const xb = xt + tb;
+  for (let i: usize = 0; i < <usize>n; i++) {
+    const p = input(xt, i);
+    const q = input(xb, i);
+    const u0 = weights(w, i);
+    a0 = f64x2.add(a0, f64x2.mul(u0, p));
+    b0 = f64x2.add(b0, f64x2.mul(u0, q));
+    const u1 = weights(w1, i);
+    a1 = f64x2.add(a1, f64x2.mul(u1, p));
+    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    const u2 = weights(w2, i);
+    a2 = f64x2.add(a2, f64x2.mul(u2, p));
+    b2 = f64x2.add(b2, f64x2.mul(u2, q));
+    const u3 = weights(w3, i);
+    a3 = f64x2.add(a3, f64x2.mul(u3, p));
+    b3 = f64x2.add(b3, f64x2.mul(u3, q));
+  }
+  put(a0, y, m, t, o, bias);
+  put(a1, y, m, t, o + 2, bias);
+  put(a2, y, m, t, o + 4, bias);
+  put(a3, y, m, t, o + 6, bias);
+  put(b0, y, m, t + 1, o, bias);
+  put(b1, y, m, t + 1, o + 2, bias);
+  put(b2, y, m, t + 1, o + 4, bias);
+  put(b3, y, m, t + 1, o + 6, bias);
+}
