@@ -25,7 +25,11 @@ import { attendQueries } from './attend';
 import { scratchBytesFor } from './attend/call';
 import { attentionWeights } from './attend/weights';
 import { finishJob, planJob, workPieces } from './attend/work';
-import { DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, TOKENS, jobWord } from './job';
+import { itemAt, itemWord, numberPieces, runItems, workItems } from './attend/many';
+import {
+  BATCH_MODE, DESCRIPTOR, FIRST_POSITION, ITEMS, ITEM_COUNT, ITEM_DESCRIPTOR, ITEM_FIRST_POSITION, ITEM_LAYER,
+  ITEM_TOKENS, JOB_BYTES, LAYER, MODE, PIECES, TOKENS, jobWord, setJobWord,
+} from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
 import { HEADS, HEAD_DIM, KV_HEADS, OUT, Q, K, ROPE_DIMS, ROPE_INTERLEAVED, ROPE_TABLE, address, field } from './descriptor';
 import { exp4, expScalar } from './math';
@@ -113,7 +117,43 @@ export function plan(job: usize, appendFirst: i32): i32 {
 
 /** Runs pieces of the planned job as thread `thread` (0: the caller) until none are left; how many it ran. */
 export function work(job: usize, thread: i32): i32 {
+  if (jobWord(job, MODE) == BATCH_MODE) return workItems(job, thread);
   return workPieces(job, thread);
+}
+
+/**
+ * A batch (job.ts, batch mode): appends each item's staging keys and values, rotates its queries and
+ * numbers its pieces. Returns the number of pieces in all.
+ */
+function planItems(items: usize, count: i32): i32 {
+  for (let i = 0; i < count; i++) {
+    const item = itemAt(items, i);
+    const descriptor = <usize>itemWord(item, ITEM_DESCRIPTOR);
+    const tokens = itemWord(item, ITEM_TOKENS), first = itemWord(item, ITEM_FIRST_POSITION);
+    append(descriptor, itemWord(item, ITEM_LAYER), tokens, first);
+    rotateRows(descriptor, address(descriptor, Q), tokens, field(descriptor, HEADS), first);
+  }
+  return numberPieces(items, count);
+}
+
+/**
+ * One step (append, then causal attend) of each of the `count` items at `items` (job.ts: item records), on
+ * the calling thread, with the scratch at `scratch`: each item's staging out then holds its attention,
+ * the same bits as step on the item alone.
+ */
+export function stepMany(items: usize, count: i32, scratch: usize): void {
+  runItems(items, count, planItems(items, count), scratch);
+}
+
+/**
+ * stepMany across threads: plans the job's batch (its items and itemCount words, written by the facade)
+ * and returns the number of pieces; then work on every thread runs them (finish has nothing to fold).
+ */
+export function planMany(job: usize): i32 {
+  const pieces = planItems(<usize>jobWord(job, ITEMS), jobWord(job, ITEM_COUNT));
+  setJobWord(job, MODE, BATCH_MODE);
+  setJobWord(job, PIECES, pieces);
+  return pieces;
 }
 
 /** Completes the job once every piece is done: the staging out then holds the attention. */

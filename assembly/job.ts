@@ -29,7 +29,21 @@
 //   22    chunkFirst   chunk i ≥ chunkSinks is chunk chunkFirst + i − chunkSinks
 //   23    chunkCount
 //   24    rows         query rows per kv head in chunk mode
+//   25    items        batch mode: the address of the item records (below)
+//   26    itemCount    batch mode: how many
 // JOB_BYTES bytes in all.
+//
+// Batch mode (KVCache.attendMany): one step of each of several caches in one call. Item records lie one
+// after another, ITEM_WORDS i32 each:
+//   word  field
+//   0     descriptor   the item's cache (its staging words name the item's own q, k, v and out)
+//   1     layer
+//   2     tokens
+//   3     firstPosition
+//   4     firstPiece   plan writes it: the item's pieces are firstPiece … firstPiece + kvHeads · tiles − 1
+//   5     tiles        plan writes it: query tiles per kv head
+//   6–7   reserved
+// A piece is (item, kv head, query tile), run exactly as a lone call runs it on one thread (runTile).
 
 export const OPEN: i32 = 0;
 export const NEXT: i32 = 1;
@@ -55,10 +69,21 @@ export const CHUNK_SINKS: i32 = 21;
 export const CHUNK_FIRST: i32 = 22;
 export const CHUNK_COUNT: i32 = 23;
 export const ROWS: i32 = 24;
+export const ITEMS: i32 = 25;
+export const ITEM_COUNT: i32 = 26;
 export const JOB_BYTES: i32 = 128;
 
 export const TILE_MODE: i32 = 0;
 export const CHUNK_MODE: i32 = 1;
+export const BATCH_MODE: i32 = 2;
+
+export const ITEM_DESCRIPTOR: i32 = 0;
+export const ITEM_LAYER: i32 = 1;
+export const ITEM_TOKENS: i32 = 2;
+export const ITEM_FIRST_POSITION: i32 = 3;
+export const ITEM_FIRST_PIECE: i32 = 4;
+export const ITEM_TILES: i32 = 5;
+export const ITEM_WORDS: i32 = 8;
 
 // @ts-ignore: decorator
 @inline export function jobWord(job: usize, word: i32): i32 {

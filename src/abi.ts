@@ -87,4 +87,8 @@ export interface KernelExports {
   plan(job: number, appendFirst: number): number;
   work(job: number, thread: number): number;
   finish(job: number): void;
+  /** a batch (assembly/job.ts, batch mode): one step of each item record, on the calling thread */
+  stepMany(items: number, count: number, scratch: number): void;
+  /** a batch across threads: plans the job's items, returns the pieces (then work, finish as above) */
+  planMany(job: number): number;
 }

@@ -38,9 +38,19 @@ export const Job = {
   CHUNK_FIRST: 22,
   CHUNK_COUNT: 23,
   ROWS: 24,
+  ITEMS: 25,
+  ITEM_COUNT: 26,
   JOB_BYTES: 128,
   TILE_MODE: 0,
   CHUNK_MODE: 1,
+  BATCH_MODE: 2,
+  ITEM_DESCRIPTOR: 0,
+  ITEM_LAYER: 1,
+  ITEM_TOKENS: 2,
+  ITEM_FIRST_POSITION: 3,
+  ITEM_FIRST_PIECE: 4,
+  ITEM_TILES: 5,
+  ITEM_WORDS: 8,
 } as const;
 // </generated>
 

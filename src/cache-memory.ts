@@ -493,6 +493,37 @@ export class CacheMemory {
 
   readonly #callWords: CallWords = new Int32Array(8);
 
+  // ---------------------------------------------------------------------------- batches (attendMany)
+
+  /** The descriptor's address: what a batch's item record names. */
+  get descriptor(): number {
+    return this.#fixed;
+  }
+
+  /** Bytes of scratch one thread needs for this cache's calls. */
+  get scratchBytes(): number {
+    return this.#layout.scratchBytes;
+  }
+
+  /** Bytes of this cache's own staging layout (a batch keeps the area at least this big). */
+  get stagingBytes(): number {
+    return this.#layout.bytes;
+  }
+
+  /**
+   * Points the descriptor's staging words at a batch's places for this cache's q, k, v and out (and the
+   * calling thread's scratch); the cache's next call of its own writes its usual ones back.
+   */
+  stageAt(q: number, k: number, v: number, out: number, scratch: number): void {
+    this.instance.i32().set([q, k, v, out, scratch], (this.#fixed >>> 2) + Q);
+    this.#stagingGeneration = -1;
+  }
+
+  /** The multiply-adds of a step of `tokens` ending at `keyEnd` (the small-call rule of threads). */
+  stepWork(tokens: number, keyEnd: number): number {
+    return this.#work(tokens, keyEnd);
+  }
+
   /**
    * Multiply-adds of `tokens` causal queries ending at `keyEnd` (a window bounds the keys each sees), to
    * decide whether a call goes across threads.

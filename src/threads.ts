@@ -380,6 +380,25 @@ export class ThreadPool {
     return true;
   }
 
+  /**
+   * Runs a batch (`count` item records at `items`, assembly/job.ts) on every thread, with the same result
+   * as the kernel's stepMany; false (and nothing done) when it should run on the calling thread alone.
+   */
+  stepMany(items: number, count: number, scratchStride: number, work: number): boolean {
+    if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) return false;
+    const w = this.#words;
+    w[Job.ITEMS] = items;
+    w[Job.ITEM_COUNT] = count;
+    w[Job.SCRATCH_BASE] = this.#scratch;
+    w[Job.SCRATCH_STRIDE] = scratchStride;
+    Atomics.store(w, NEXT, 0);
+    const pieces = this.#abi.planMany(this.job);
+    if (pieces > 1) this.#runAcrossThreads(pieces);
+    else this.#abi.work(this.job, 0);
+    this.#abi.finish(this.job);
+    return true;
+  }
+
   #runAcrossThreads(pieces: number): void {
     this.threadedCalls++;
     const w = this.#words;
