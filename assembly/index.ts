@@ -22,7 +22,7 @@
 
 import { appendRows } from './layout';
 import { attendQueries } from './attend';
-import { scratchBytesFor } from './attend/call';
+import { scratchBytesFor, tileTokensOf } from './attend/call';
 import { attentionWeights } from './attend/weights';
 import { finishJob, planJob, workPieces } from './attend/work';
 import { itemAt, itemWord, numberPieces, runItems, workItems } from './attend/many';
@@ -47,6 +47,11 @@ export function heapBase(): usize {
 /** Bytes of scratch `attend` and `weights` need for this head geometry. */
 export function scratchBytes(heads: i32, kvHeads: i32, headDim: i32): usize {
   return scratchBytesFor(heads, kvHeads, headDim);
+}
+
+/** Query tokens one tile holds for this head geometry (a batch's cascade fits its members' rows in one). */
+export function tileTokens(heads: i32, kvHeads: i32): i32 {
+  return tileTokensOf(heads, kvHeads);
 }
 
 /** Bytes of a rope table for `dims` rotated dimensions (see rope.ts). */

@@ -42,8 +42,13 @@
 //   3     firstPosition
 //   4     firstPiece   plan writes it: the item's pieces are firstPiece … firstPiece + kvHeads · tiles − 1
 //   5     tiles        plan writes it: query tiles per kv head
-//   6–7   reserved
-// A piece is (item, kv head, query tile), run exactly as a lone call runs it on one thread (runTile).
+//   6     cascade      0: the item runs alone; n ≥ 2: it leads a cascade of itself and the n − 1 records after
+//                      it (marked −1): caches of one settings whose page tables name the same pages for
+//                      positions below sharedEnd (forks of one prefix), whose rows fit one tile
+//   7     sharedEnd    a cascade's leader: where the shared pages end (a canonical block boundary)
+// A piece is (item, kv head, query tile), run exactly as a lone call runs it on one thread (runTile); a
+// cascade's piece is (cascade, kv head): one tile of every member's rows walks the shared blocks once, then
+// each member's rows walk its own pages, chunk by chunk in position order (attend/many.ts).
 
 export const OPEN: i32 = 0;
 export const NEXT: i32 = 1;
@@ -83,6 +88,8 @@ export const ITEM_TOKENS: i32 = 2;
 export const ITEM_FIRST_POSITION: i32 = 3;
 export const ITEM_FIRST_PIECE: i32 = 4;
 export const ITEM_TILES: i32 = 5;
+export const ITEM_CASCADE: i32 = 6;
+export const ITEM_SHARED_END: i32 = 7;
 export const ITEM_WORDS: i32 = 8;
 
 // @ts-ignore: decorator

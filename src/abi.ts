@@ -91,4 +91,6 @@ export interface KernelExports {
   stepMany(items: number, count: number, scratch: number): void;
   /** a batch across threads: plans the job's items, returns the pieces (then work, finish as above) */
   planMany(job: number): number;
+  /** query tokens one tile of this head geometry holds (a batch's cascade fits its members in one) */
+  tileTokens(heads: number, kvHeads: number): number;
 }

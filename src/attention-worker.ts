@@ -50,6 +50,8 @@ export const Job = {
   ITEM_FIRST_POSITION: 3,
   ITEM_FIRST_PIECE: 4,
   ITEM_TILES: 5,
+  ITEM_CASCADE: 6,
+  ITEM_SHARED_END: 7,
   ITEM_WORDS: 8,
 } as const;
 // </generated>

@@ -519,6 +519,28 @@ export class CacheMemory {
     this.#stagingGeneration = -1;
   }
 
+  /** The page of `layer`'s first K entry of kv head 0 (0: none): caches that share it may share a prefix. */
+  firstPage(layer: number): number {
+    return this.#capacity[layer] ? this.instance.i32()[this.#tables[layer] >>> 2] >>> 0 : 0;
+  }
+
+  /** How many leading entries of `layer`'s page tables (every kv head, K and V) name the same pages as `other`'s. */
+  sharedPages(layer: number, other: CacheMemory, most: number): number {
+    const rows = 2 * this.geometry.kvHeads;
+    const a = this.#tables[layer] >>> 2,
+      b = other.#tables[layer] >>> 2;
+    const ca = this.#capacity[layer],
+      cb = other.#capacity[layer];
+    const w = this.instance.i32();
+    let e = 0;
+    for (; e < Math.min(most, ca, cb); e++) {
+      let same = true;
+      for (let r = 0; r < rows && same; r++) same = w[a + r * ca + e] !== 0 && w[a + r * ca + e] === w[b + r * cb + e];
+      if (!same) break;
+    }
+    return e;
+  }
+
   /** The multiply-adds of a step of `tokens` ending at `keyEnd` (the small-call rule of threads). */
   stepWork(tokens: number, keyEnd: number): number {
     return this.#work(tokens, keyEnd);

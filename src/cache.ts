@@ -354,10 +354,10 @@ export class KVCache {
     let count = 0;
     let work = 0;
     const places: Array<{ i: number; from: number; n: number; out: number }> = [];
-    for (let i = 0; i < caches.length; i++) {
+    const order = KVCache.#cascades(instance, caches, indices, tokens, round);
+    for (const { i, cascade, sharedEnd } of order) {
       const c = caches[i];
       const n = KVCache.#roundTokens(c, tokens[i], round);
-      if (n === 0) continue;
       const from = round * c.#memory.chunkTokens;
       const place = itemPlace(at, n, heads, kvHeads, headDim);
       at = place.end;
@@ -375,6 +375,8 @@ export class KVCache {
       w[record + Job.ITEM_LAYER] = indices[i];
       w[record + Job.ITEM_TOKENS] = n;
       w[record + Job.ITEM_FIRST_POSITION] = position;
+      w[record + Job.ITEM_CASCADE] = cascade;
+      w[record + Job.ITEM_SHARED_END] = sharedEnd;
       work += c.#memory.stepWork(n, position + n);
       places.push({ i, from, n, out: place.out });
       count++;
@@ -384,6 +386,74 @@ export class KVCache {
     for (const { i, from, n, out } of places) {
       instance.copyOut(out, outs[i], from * heads * headDim, n * heads * headDim);
     }
+  }
+
+  /** The settings of a cache as one string: caches with equal ones may run in one cascade. */
+  #settingsKey: string | undefined;
+
+  /**
+   * The items of round r in record order, with their cascades (assembly/job.ts): items whose caches have
+   * equal settings, no window, and page tables that name the same first pages (forks of one prefix), in
+   * groups whose rows fit one tile, run as one cascade over the blocks of the pages they all share.
+   */
+  static #cascades(
+    instance: Instance,
+    caches: KVCache[],
+    indices: number[],
+    tokens: number[],
+    round: number,
+  ): Array<{ i: number; cascade: number; sharedEnd: number }> {
+    const { heads, kvHeads } = caches[0].#settings.shape;
+    const fit = instance.abi.tileTokens(heads, kvHeads);
+    const families = new Map<string, number[]>();
+    const alone: number[] = [];
+    caches.forEach((c, i) => {
+      const n = KVCache.#roundTokens(c, tokens[i], round);
+      if (n === 0) return;
+      const page = c.#memory.firstPage(indices[i]);
+      if (n > fit || page === 0 || c.#settings.scoring.window !== 0 || caches.length < 2) {
+        alone.push(i);
+        return;
+      }
+      c.#settingsKey ??= JSON.stringify(settingsToOptions(c.#settings));
+      const key = `${page} ${indices[i]} ${c.#settingsKey}`;
+      const family = families.get(key);
+      if (family) family.push(i);
+      else families.set(key, [i]);
+    });
+    const order: Array<{ i: number; cascade: number; sharedEnd: number }> = [];
+    for (const family of families.values()) {
+      for (let start = 0; start < family.length; ) {
+        // as many members as fit one tile
+        let end = start;
+        let rows = 0;
+        while (
+          end < family.length &&
+          rows + KVCache.#roundTokens(caches[family[end]], tokens[family[end]], round) <= fit
+        ) {
+          rows += KVCache.#roundTokens(caches[family[end]], tokens[family[end]], round);
+          end++;
+        }
+        const group = family.slice(start, end);
+        start = end;
+        const lead = caches[group[0]].#memory;
+        const layer = indices[group[0]];
+        let pages = lead.maxPages;
+        for (const j of group.slice(1)) pages = lead.sharedPages(layer, caches[j].#memory, pages);
+        // a canonical block boundary (two pages a block in float32 caches, one in int8 ones)
+        const block = lead.geometry.int8 ? 64 : 128;
+        const sharedEnd = Math.floor((pages * 64) / block) * block;
+        if (group.length < 2 || sharedEnd === 0) {
+          alone.push(...group);
+          continue;
+        }
+        group.forEach((i, j) =>
+          order.push({ i, cascade: j === 0 ? group.length : -1, sharedEnd: j === 0 ? sharedEnd : 0 }),
+        );
+      }
+    }
+    for (const i of alone) order.push({ i, cascade: 0, sharedEnd: 0 });
+    return order;
   }
 
   /** Gives back the pages of a layer past what it holds (after a batch that reserved them did not write). */

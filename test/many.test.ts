@@ -136,6 +136,30 @@ forEachBuild('attendMany', (build) => {
     }
   }
 
+  for (const threads of [1, 2, 3]) {
+    it(`${threads} threads: forks of a prefix longer than a chunk (a cascade over shared pages) against each alone`, async () => {
+      await init({ build, threads });
+      const rng = new Rng(threads);
+      for (const cfg of [
+        { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2400 },
+        { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 2400, dtype: 'int8', rope: {} },
+        { heads: 4, headDim: 24, maxTokens: 2400, alibi: true, softcap: 20 },
+      ] as Cfg[]) {
+        // 2,100 tokens: shared pages reach past the first chunk of 1,024 positions; forks of one, two and
+        // three decode tokens after 0 to 70 tokens of their own (some past a page of their own)
+        const families: Family[] = [{ cfg, prefix: 2100, own: Array.from({ length: 19 }, () => rng.int(0, 70)) }];
+        const a = buildCaches(families, 3);
+        const b = buildCaches(families, 3);
+        live.push(...a.caches, ...b.caches);
+        for (let step = 0; step < 2; step++) {
+          const s = a.cfgs.map((c, i) => stream(c, 1 + rng.int(0, 2), 500 + 40 * step + i));
+          const got = together(a.caches, s);
+          alone(b.caches, s).forEach((w, i) => expectBitIdentical(got[i], w, `${cfgName(cfg)} step ${step} fork ${i}`));
+        }
+      }
+    }, 120_000);
+  }
+
   it('each item’s out is filled and returned; outputs come back in item order; an empty batch is []', async () => {
     await init({ build, threads: 1 });
     const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 16, maxTokens: 100 };
