@@ -447,9 +447,9 @@ export class KVCache {
           alone.push(...group);
           continue;
         }
-        group.forEach((i, j) =>
-          order.push({ i, cascade: j === 0 ? group.length : -1, sharedEnd: j === 0 ? sharedEnd : 0 }),
-        );
+        group.forEach((i, j) => {
+          order.push({ i, cascade: j === 0 ? group.length : -1, sharedEnd: j === 0 ? sharedEnd : 0 });
+        });
       }
     }
     for (const i of alone) order.push({ i, cascade: 0, sharedEnd: 0 });

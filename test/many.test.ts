@@ -4,7 +4,9 @@
 // chunk, so a batch takes several rounds); a refused call (a bad item, a failed page reservation) leaves
 // every cache as it was, which its next outputs show bit for bit against a twin that never saw the call.
 
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { loadModel } from '../examples/model/index.mjs';
 import { init, KVCache } from '../src/index.js';
 import { activeInstance } from '../src/init.js';
 import {
@@ -18,7 +20,6 @@ import {
   heap,
   pageBytesFor,
   qWidth,
-  kWidth,
   stream,
 } from './support/util.js';
 
@@ -125,9 +126,9 @@ forEachBuild('attendMany', (build) => {
             const s = steps(rng, a.cfgs, 1000 * round + 10 * step);
             const got = together(a.caches, s);
             const want = alone(b.caches, s);
-            want.forEach((w, i) =>
-              expectBitIdentical(got[i], w, `round ${round} step ${step} item ${i} (${cfgName(a.cfgs[i])})`),
-            );
+            want.forEach((w, i) => {
+              expectBitIdentical(got[i], w, `round ${round} step ${step} item ${i} (${cfgName(a.cfgs[i])})`);
+            });
             expect(a.caches.map((c) => c.length)).toEqual(b.caches.map((c) => c.length));
           }
         }
@@ -154,7 +155,9 @@ forEachBuild('attendMany', (build) => {
         for (let step = 0; step < 2; step++) {
           const s = a.cfgs.map((c, i) => stream(c, 1 + rng.int(0, 2), 500 + 40 * step + i));
           const got = together(a.caches, s);
-          alone(b.caches, s).forEach((w, i) => expectBitIdentical(got[i], w, `${cfgName(cfg)} step ${step} fork ${i}`));
+          alone(b.caches, s).forEach((w, i) => {
+            expectBitIdentical(got[i], w, `${cfgName(cfg)} step ${step} fork ${i}`);
+          });
         }
       }
     }, 120_000);
@@ -202,7 +205,9 @@ forEachBuild('attendMany', (build) => {
         77,
       );
       const got = together(a, s);
-      alone(b, s).forEach((w, i) => expectBitIdentical(got[i], w, `${label}: item ${i} continues as its twin`));
+      alone(b, s).forEach((w, i) => {
+        expectBitIdentical(got[i], w, `${label}: item ${i} continues as its twin`);
+      });
     }
 
     it('a bad item anywhere: a TypeError or RangeError naming it, and nothing written', async () => {
@@ -287,4 +292,19 @@ forEachBuild('attendMany', (build) => {
       expectUnchanged(a, b, 'after the failed reservation');
     });
   });
+});
+
+describe('the model runner decodes conversations together', () => {
+  it('generateMany (attendMany each layer) gives every prompt the tokens generate gives it alone', async () => {
+    const model = await loadModel(fileURLToPath(new URL('../examples/model/tiny', import.meta.url)));
+    const prompts = [
+      [1, 2, 3, 4, 5, 6, 7, 8],
+      [40, 41, 42],
+      [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+      [99],
+    ];
+    const alone = [];
+    for (const p of prompts) alone.push(await model.generate(p, { maxNewTokens: 24 }));
+    expect(model.generateMany(prompts, { maxNewTokens: 24 })).toEqual(alone);
+  }, 60_000);
 });

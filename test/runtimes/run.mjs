@@ -55,9 +55,10 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
  * guard that refuses nested calls and the check of pieces' last rows, issue #19, 94 → 102 KB without
  * comments; with scaled RoPE, unknown-key checks, sink logits and cacheOptionsFromConfig, issue #20,
  * model-config.js alone 12 KB; the minified bundle with both issues 53.6 KB, which tree-shakes
- * cacheOptionsFromConfig away): they are there to make growth a decision, not to forbid it.
+ * cacheOptionsFromConfig away; KVCache.attendMany and its cascades, issue #23: 141.6 KB, the bundle 60.8
+ * KB): they are there to make growth a decision, not to forbid it.
  */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 136 * 1024, facadeBundle: 56 * 1024 };
+const BUDGET = { wasm: 64 * 1024, facadeJs: 144 * 1024, facadeBundle: 62 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
