@@ -264,6 +264,11 @@ export class KVCache {
       indices.push(index);
       tokens.push(count);
     });
+    if (caches.length === 1) {
+      // one item: attend's own path (a long step there is cut into chunks that threads share)
+      first.#run(indices[0], given[0].k, given[0].v, tokens[0], given[0].q, outs[0]);
+      return outs;
+    }
     // the staging area first (it holds every item's chunk, the records and the scratch), then every page
     // every item writes: a failure anywhere leaves every cache as it was
     const rounds = Math.max(...caches.map((c, i) => Math.ceil(tokens[i] / c.#memory.chunkTokens)));

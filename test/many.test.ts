@@ -179,6 +179,22 @@ forEachBuild('attendMany', (build) => {
     expect(KVCache.attendMany(0, [])).toEqual([]);
   });
 
+  it('a batch of one item takes attend’s own path: a long step across threads, the same bits', async () => {
+    await init({ build, threads: 2 });
+    const cfg: Cfg = { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 3000 };
+    const [a, b] = [new KVCache(cfg as never), new KVCache(cfg as never)];
+    live.push(a, b);
+    const history = stream(cfg, 2500, 8);
+    feed(a, cfg, history);
+    feed(b, cfg, history);
+    const s = stream(cfg, 2, 9);
+    const before = activeInstance().pool?.threadedCalls ?? 0;
+    const [got] = KVCache.attendMany(0, [{ cache: a, q: s.q, k: s.k, v: s.v }]);
+    expect(activeInstance().pool?.threadedCalls ?? 0, 'the step went across threads').toBeGreaterThan(before);
+    expectBitIdentical(got, b.attend(0, s.q, s.k, s.v), 'one item == attend');
+    expect(a.length).toBe(2502);
+  });
+
   describe('refused calls leave every cache as it was', () => {
     const cfg: Cfg = { heads: 4, kvHeads: 2, headDim: 32, maxTokens: 400 };
 
