@@ -57,9 +57,13 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
  * model-config.js alone 12 KB; the minified bundle with both issues 53.6 KB, which tree-shakes
  * cacheOptionsFromConfig away; trees of drafts, issue #23, attendTree/accept and their checks, 54.5 → 59.0
  * KB; with perLayer, its layer groups and their memories, issue #20, 58.1 KB alone; both together XX KB,
- * so 56 → 64 KB): they are there to make growth a decision, not to forbid it.
+ * so 56 → 64 KB; KVCache.attendMany and its cascades, issue #23, 141.6 KB of facade and a 60.8 KB bundle
+ * on the older base alone; merged with trees, perLayer, the pool's take-over protocol (#19) and the
+ * bfloat16/int4 dtypes (#22): 168.4 KB of dist/*.js and a 73.3 KB minified bundle, so 136 → 172 KB and
+ * 64 → 76 KB, the sum of what those features need rather than a cut of any): they are there to make growth
+ * a decision, not to forbid it.
  */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 136 * 1024, facadeBundle: 64 * 1024 };
+const BUDGET = { wasm: 64 * 1024, facadeJs: 172 * 1024, facadeBundle: 76 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
