@@ -23,11 +23,13 @@
 
 import { appendRows } from './layout';
 import { attendQueries } from './attend';
-import { scratchBytesFor } from './attend/call';
+import { scratchBytesFor, tileTokensOf } from './attend/call';
 import { attentionWeights } from './attend/weights';
 import { finishJob, planJob, workPieces } from './attend/work';
+import { itemAt, itemWord, numberPieces, placeResults, runItems } from './attend/many';
 import {
-  DESCRIPTOR, FIRST_POSITION, JOB_BYTES, LAYER, RESULT_BYTES, RESULT_NEEDED, TOKENS, jobWord, setJobWord,
+  BATCH_MODE, DESCRIPTOR, FIRST_POSITION, ITEMS, ITEM_COUNT, ITEM_DESCRIPTOR, ITEM_FIRST_POSITION, ITEM_LAYER,
+  ITEM_TOKENS, JOB_BYTES, LAYER, MODE, PIECES, RESULT_BYTES, RESULT_NEEDED, TOKENS, jobWord, setJobWord,
 } from './job';
 import { ropeTableBytes as ropeTableSize, ropeFrequencies as fillRopeFrequencies, rope as rotate } from './rope';
 import {
@@ -48,6 +50,11 @@ export function heapBase(): usize {
 /** Bytes of scratch `attend` and `weights` need for this head geometry. */
 export function scratchBytes(heads: i32, kvHeads: i32, headDim: i32): usize {
   return scratchBytesFor(heads, kvHeads, headDim);
+}
+
+/** Query tokens one tile holds for this head geometry (a batch's cascade fits its members' rows in one). */
+export function tileTokens(heads: i32, kvHeads: i32): i32 {
+  return tileTokensOf(heads, kvHeads);
 }
 
 /** Bytes of a rope table for `dims` rotated dimensions (see rope.ts). */
@@ -146,6 +153,47 @@ export function work(job: usize, thread: i32): i32 {
  */
 export function adopt(job: usize): i32 {
   return workPieces(job, 0, true);
+}
+
+/**
+ * A batch (job.ts, batch mode): appends each item's staging keys and values, rotates its queries and
+ * numbers its pieces. Returns the number of pieces in all.
+ */
+function planItems(items: usize, count: i32): i32 {
+  for (let i = 0; i < count; i++) {
+    const item = itemAt(items, i);
+    const descriptor = <usize>itemWord(item, ITEM_DESCRIPTOR);
+    const tokens = itemWord(item, ITEM_TOKENS), first = itemWord(item, ITEM_FIRST_POSITION);
+    append(descriptor, itemWord(item, ITEM_LAYER), tokens, first);
+    rotateRows(descriptor, address(descriptor, Q), tokens, field(descriptor, HEADS), first);
+  }
+  return numberPieces(items, count);
+}
+
+/**
+ * One step (append, then causal attend) of each of the `count` items at `items` (job.ts: item records), on
+ * the calling thread, with the scratch at `scratch`: each item's staging out then holds its attention,
+ * the same bits as step on the item alone.
+ */
+export function stepMany(items: usize, count: i32, scratch: usize): void {
+  runItems(items, count, planItems(items, count), scratch);
+}
+
+/**
+ * stepMany across threads: plans the job's batch (its items and itemCount words, written by the facade)
+ * and returns the number of pieces; then work on every thread runs them and finish copies each piece's
+ * rows from its publisher's results. −1 (and nothing done) when each thread's results area is smaller
+ * than the batch's outputs (the job's resultNeeded).
+ */
+export function planMany(job: usize): i32 {
+  const items = <usize>jobWord(job, ITEMS), count = jobWord(job, ITEM_COUNT);
+  const needed = placeResults(items, count);
+  setJobWord(job, RESULT_NEEDED, <i32>min<usize>(needed, 0x7fffffff));
+  if (needed > <usize>jobWord(job, RESULT_BYTES)) return -1;
+  const pieces = planItems(items, count);
+  setJobWord(job, MODE, BATCH_MODE);
+  setJobWord(job, PIECES, pieces);
+  return pieces;
 }
 
 /** Completes the job once every piece is done: the staging out then holds the attention. */

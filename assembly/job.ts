@@ -42,7 +42,30 @@
 //                      + STOP_AND_EXIT: it stops for good (its script then ends the worker)
 //   29    resultNeeded bytes one thread's results need for the call (plan sets it; when they exceed
 //                      resultBytes in tile mode, plan does nothing and returns −1: the facade makes room)
+//   30    items        batch mode: the address of the item records (below)
+//   31    itemCount    batch mode: how many
 // JOB_BYTES bytes in all.
+//
+// Batch mode (KVCache.attendMany): one step of each of several caches in one call. Item records lie one
+// after another, ITEM_WORDS i32 each:
+//   word  field
+//   0     descriptor   the item's cache (its staging words name the item's own q, k, v and out)
+//   1     layer
+//   2     tokens
+//   3     firstPosition
+//   4     firstPiece   plan writes it: the item's pieces are firstPiece … firstPiece + kvHeads · tiles − 1
+//   5     tiles        plan writes it: query tiles per kv head
+//   6     cascade      0: the item runs alone; n ≥ 2: it leads a cascade of itself and the n − 1 records after
+//                      it (marked −1): caches of one settings whose page tables name the same pages for
+//                      positions below sharedEnd (forks of one prefix), whose rows fit one tile
+//   7     sharedEnd    a cascade's leader: where the shared pages end (a canonical block boundary)
+//   8     result       plan writes it: where the item's output rows lie in a thread's results area (bytes
+//                      from its start), laid out as the item's staging out
+// A piece is (item, kv head, query tile), run exactly as a lone call runs it on one thread (runTile); a
+// cascade's piece is (cascade, kv head): one tile of every member's rows walks the shared blocks once, then
+// each member's rows walk its own pages, chunk by chunk in position order (attend/many.ts). Pieces are
+// claimed, published and taken over as in the other modes (epochs, per-thread results): finish copies each
+// piece's rows from its publisher's results into the items' staging outs.
 
 export const OPEN: i32 = 0;
 export const NEXT: i32 = 1;
@@ -73,10 +96,24 @@ export const STATE_CAPACITY: i32 = 27;
 export const STOP_TEST: i32 = 28;
 export const RESULT_NEEDED: i32 = 29;
 export const STOP_AND_EXIT: i32 = 256;
+export const ITEMS: i32 = 30;
+export const ITEM_COUNT: i32 = 31;
 export const JOB_BYTES: i32 = 128;
 
 export const TILE_MODE: i32 = 0;
 export const CHUNK_MODE: i32 = 1;
+export const BATCH_MODE: i32 = 2;
+
+export const ITEM_DESCRIPTOR: i32 = 0;
+export const ITEM_LAYER: i32 = 1;
+export const ITEM_TOKENS: i32 = 2;
+export const ITEM_FIRST_POSITION: i32 = 3;
+export const ITEM_FIRST_PIECE: i32 = 4;
+export const ITEM_TILES: i32 = 5;
+export const ITEM_CASCADE: i32 = 6;
+export const ITEM_SHARED_END: i32 = 7;
+export const ITEM_RESULT: i32 = 8;
+export const ITEM_WORDS: i32 = 9;
 
 // @ts-ignore: decorator
 @inline export function jobWord(job: usize, word: i32): i32 {

@@ -7,7 +7,9 @@
 //   2. greedy decoding with the runner's WebAssembly matmuls against its JavaScript ones (matmul.mjs, the
 //      same tokens); prompt-lookup decoding against plain greedy decoding, on a repetitive prompt and on
 //      prose, and the cost of a forward pass of T tokens in lone decode steps (what bounds what lookup
-//      can save).
+//      can save);
+//   3. 8 conversations decoded together (generateMany: each layer's linear layers over the 8 rows at once
+//      and one KVCache.attendMany) against the same 8 decoded one after another (generate).
 // Each variant of part 1 runs in its own process (a grown WebAssembly memory slows V8's typed-array code
 // in the whole process; see bench/FINDINGS.md), alternating over rounds; part 2 interleaves greedy and
 // lookup runs in one process. Medians over rounds, with min–max spreads; for part 2 also per second of the
@@ -182,9 +184,44 @@ function passCost(model) {
   return Object.fromEntries(PASS_TOKENS.map((T) => [T, median(times[T])]));
 }
 
+/** Part 3 in a child process: 8 conversations together and one after another, interleaved. */
+async function runBatch() {
+  const model = await loadModel(dir, { threads });
+  const prompts = Array.from({ length: 8 }, (_, i) => text(64 + 8 * i).slice(8 * i));
+  const together = () => {
+    const t0 = performance.now();
+    model.generateMany(prompts, { maxNewTokens: opts.tokens });
+    return performance.now() - t0;
+  };
+  const alone = async () => {
+    const t0 = performance.now();
+    for (const p of prompts) await model.generate(p, { maxNewTokens: opts.tokens });
+    return performance.now() - t0;
+  };
+  // the same tokens either way (greedy): checked once, then timed
+  /** @type {number[][]} */
+  const want = [];
+  for (const p of prompts) want.push(await model.generate(p, { maxNewTokens: 16 }));
+  const got = model.generateMany(prompts, { maxNewTokens: 16 });
+  const same = got.every((g, i) => g.join() === want[i].join());
+  together();
+  await alone();
+  const r = { together: /** @type {number[]} */ ([]), alone: /** @type {number[]} */ ([]), same };
+  for (let i = 0; i < 3; i++) {
+    // tokens/s over the whole runs (8 prompts' prefill included on both sides)
+    r.alone.push((8 * opts.tokens * 1000) / (await alone()));
+    r.together.push((8 * opts.tokens * 1000) / together());
+  }
+  return r;
+}
+
 if (opts.child) {
   const result =
-    opts.child === 'lookup' ? await runLookup() : await runVariant(/** @type {'wasm' | 'plain'} */ (opts.child));
+    opts.child === 'lookup'
+      ? await runLookup()
+      : opts.child === 'batch'
+        ? await runBatch()
+        : await runVariant(/** @type {'wasm' | 'plain'} */ (opts.child));
   console.log(JSON.stringify(result));
   process.exit(0);
 }
@@ -228,6 +265,12 @@ const lookupRuns = [];
 for (let round = 0; round < Math.max(1, Math.ceil(opts.rounds / 2)); round++) {
   process.stderr.write(`  lookup round ${round + 1}\r`);
   lookupRuns.push(spawnChild('lookup'));
+}
+process.stderr.write('\x1b[K');
+const batchRuns = [];
+for (let round = 0; round < Math.max(1, Math.ceil(opts.rounds / 2)); round++) {
+  process.stderr.write(`  batch round ${round + 1}\r`);
+  batchRuns.push(spawnChild('batch'));
 }
 process.stderr.write('\x1b[K');
 
@@ -320,6 +363,19 @@ out(
   `  -> a verified token costs ${perToken.toFixed(2)} of a lone step (T=13): lookup's ceiling is ${fmtX(1 / perToken)}× with every draft accepted`,
 );
 summary.passSteps = Object.fromEntries(PASS_TOKENS.map((T) => [T, median(passSteps(T))]));
+{
+  const alone = batchRuns.flatMap((r) => r.alone);
+  const together = batchRuns.flatMap((r) => r.together);
+  const ratios = together.map((t, i) => t / alone[i]);
+  out('');
+  out(`8 conversations, greedy, ${opts.tokens} tokens each (tokens/s of all 8, prefill included, median (min–max))`);
+  out(
+    `  one after another ${spread(alone, tok)}, together (generateMany, attendMany) ${spread(together, tok)}: ` +
+      `${fmtX(median(ratios))}× (${fmtX(Math.min(...ratios))}–${fmtX(Math.max(...ratios))}); ` +
+      `${batchRuns.every((r) => r.same) ? 'the same tokens' : 'TOKENS DIFFER from one at a time'}`,
+  );
+  summary.batch = { alone: median(alone), together: median(together), ratio: median(ratios) };
+}
 const busy = busyWarning();
 if (busy) out(`\n${busy}`);
 if (opts.json) out(JSON.stringify(summary));

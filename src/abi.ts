@@ -95,4 +95,10 @@ export interface KernelExports {
   work(job: number, thread: number): number;
   adopt(job: number): number;
   finish(job: number): void;
+  /** a batch (assembly/job.ts, batch mode): one step of each item record, on the calling thread */
+  stepMany(items: number, count: number, scratch: number): void;
+  /** a batch across threads: plans the job's items, returns the pieces (then work, finish as above) */
+  planMany(job: number): number;
+  /** query tokens one tile of this head geometry holds (a batch's cascade fits its members in one) */
+  tileTokens(heads: number, kvHeads: number): number;
 }

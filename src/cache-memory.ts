@@ -596,6 +596,59 @@ export class CacheMemory {
 
   readonly #callWords: CallWords = new Int32Array(8);
 
+  // ---------------------------------------------------------------------------- batches (attendMany)
+
+  /** The descriptor's address: what a batch's item record names. */
+  get descriptor(): number {
+    return this.#fixed;
+  }
+
+  /** Bytes of scratch one thread needs for this cache's calls. */
+  get scratchBytes(): number {
+    return this.#layout.scratchBytes;
+  }
+
+  /** Bytes of this cache's own staging layout (a batch keeps the area at least this big). */
+  get stagingBytes(): number {
+    return this.#layout.bytes;
+  }
+
+  /**
+   * Points the descriptor's staging words at a batch's places for this cache's q, k, v and out (and the
+   * calling thread's scratch); the cache's next call of its own writes its usual ones back.
+   */
+  stageAt(q: number, k: number, v: number, out: number, scratch: number): void {
+    this.instance.i32().set([q, k, v, out, scratch], (this.#fixed >>> 2) + Q);
+    this.#stagingGeneration = -1;
+  }
+
+  /** The page of `layer`'s first K entry of kv head 0 (0: none): caches that share it may share a prefix. */
+  firstPage(layer: number): number {
+    return this.#capacity[layer] ? this.instance.i32()[this.#tables[layer] >>> 2] >>> 0 : 0;
+  }
+
+  /** How many leading entries of `layer`'s page tables (every kv head, K and V) name the same pages as `other`'s. */
+  sharedPages(layer: number, other: CacheMemory, most: number): number {
+    const rows = 2 * this.geometry.kvHeads;
+    const a = this.#tables[layer] >>> 2,
+      b = other.#tables[layer] >>> 2;
+    const ca = this.#capacity[layer],
+      cb = other.#capacity[layer];
+    const w = this.instance.i32();
+    let e = 0;
+    for (; e < Math.min(most, ca, cb); e++) {
+      let same = true;
+      for (let r = 0; r < rows && same; r++) same = w[a + r * ca + e] !== 0 && w[a + r * ca + e] === w[b + r * cb + e];
+      if (!same) break;
+    }
+    return e;
+  }
+
+  /** The multiply-adds of a step of `tokens` ending at `keyEnd` (the small-call rule of threads). */
+  stepWork(tokens: number, keyEnd: number): number {
+    return this.#work(tokens, keyEnd);
+  }
+
   /**
    * Multiply-adds of `tokens` causal queries ending at `keyEnd` (a window bounds the keys each sees), to
    * decide whether a call goes across threads.

@@ -43,7 +43,11 @@ import {
 } from './tree.js';
 import { type LayerGroup, layerGroups, layerSettings } from './per-layer.js';
 
+import { type AttendManyItem, itemBytes, itemPlace, readItems, readManyOptions, recordBytes } from './many.js';
+import { Job } from './abi.js';
+
 export type { KVCacheDtype, KVCacheOptions, LayerOptions, RopeOptions, RopeScaling } from './options.js';
+export type { AttendManyItem, AttendManyOptions } from './many.js';
 
 /** Slots of a layer that hold data: the prefix 0 … length − 1 until a window's ring has wrapped (truncate keeps their pages). */
 function heldSlots(length: number, intactFrom: number, slots: number): number {
@@ -90,6 +94,19 @@ function fittingGroups(instance: Instance, settings: CacheSettings): LayerGroup[
     );
   }
   return groups;
+}
+
+/** `out` of batch item i: the one given, checked, or a new one. */
+function itemOutput(i: number, value: unknown, tokens: number, heads: number, headDim: number): Float32Array {
+  try {
+    return outputArray(value, tokens, heads, headDim);
+  } catch (error) {
+    (error as Error).message = (error as Error).message.replace(
+      'wasm-attention: out ',
+      `wasm-attention: items[${i}].out `,
+    );
+    throw error;
+  }
 }
 
 export class KVCache {
@@ -188,6 +205,312 @@ export class KVCache {
       return result;
     } finally {
       instance.leave();
+    }
+  }
+
+  /**
+   * One attend step of each item ({ cache, q, k, v, out? }) on `layer`, in one call into the kernel: every
+   * item's output (its `out` when given), in item order, the same bits as `attend` on each item alone.
+   * The caches must be distinct, live, of one instance and one head shape. Every item is checked and every
+   * page reserved before anything is written: a refused call leaves every cache as it was.
+   */
+  static attendMany(
+    layer: number,
+    items: ReadonlyArray<AttendManyItem<KVCache>>,
+    options?: Record<string, never>,
+  ): Float32Array[] {
+    const given = readItems(items);
+    readManyOptions(options);
+    const caches = given.map((item, i) => {
+      const cache = item.cache;
+      // a brand check, as load's base: a Proxy of a cache is not one
+      if (!(typeof cache === 'object' && cache !== null && #memory in cache)) {
+        throw typeError(`items[${i}].cache`, 'a KVCache', cache);
+      }
+      return cache as KVCache;
+    });
+    if (caches.length === 0) return [];
+    const instance = caches[0].#memory.instance;
+    instance.enter('KVCache.attendMany');
+    try {
+      return KVCache.#attendMany(layer, given, caches);
+    } finally {
+      instance.leave();
+    }
+  }
+
+  static #attendMany(layer: unknown, given: AttendManyItem[], caches: KVCache[]): Float32Array[] {
+    const first = caches[0];
+    const { heads, kvHeads, headDim } = first.#settings.shape;
+    const instance = first.#memory.instance;
+    const seen = new Map<KVCache, number>();
+    const indices: number[] = [];
+    const tokens: number[] = [];
+    const outs: Float32Array[] = [];
+    caches.forEach((cache, i) => {
+      const name = `items[${i}].cache`;
+      if (cache.#memory.disposed) throw new Error(`wasm-attention: ${name} was disposed`);
+      if (cache.#drafts) {
+        // as attend: a step's tokens would land among the pending drafts
+        throw new Error(
+          `wasm-attention: ${name} has drafts pending (attendTree): KVCache.attendMany cannot run on it ` +
+            'until accept(path) keeps some of them, or accept([]) none',
+        );
+      }
+      if (cache.#memory.instance !== instance) {
+        throw typeError(name, 'a KVCache of the same instance (build and threads) as items[0].cache', cache);
+      }
+      const shape = cache.#settings.shape;
+      if (shape.heads !== heads || shape.kvHeads !== kvHeads || shape.headDim !== headDim) {
+        throw typeError(
+          name,
+          `a KVCache of items[0].cache's head shape (heads ${heads}, kvHeads ${kvHeads}, headDim ${headDim}) ` +
+            `(it has heads ${shape.heads}, kvHeads ${shape.kvHeads}, headDim ${shape.headDim})`,
+          cache,
+        );
+      }
+      const before = seen.get(cache);
+      if (before !== undefined) {
+        throw typeError(name, `a KVCache not already in the batch (items[${before}].cache is the same cache)`, cache);
+      }
+      seen.set(cache, i);
+      const index = cache.#layerIndex(layer);
+      const item = given[i];
+      const count = tokensIn(`items[${i}].q`, item.q, heads * headDim, 'heads × headDim');
+      cache.#checkItemTokens(i, index, item.k, item.v, count);
+      outs.push(itemOutput(i, item.out, count, heads, headDim));
+      indices.push(index);
+      tokens.push(count);
+    });
+    if (caches.length === 1) {
+      // one item: attend's own path (a long step there is cut into chunks that threads share)
+      first.#run(indices[0], given[0].k, given[0].v, tokens[0], given[0].q, outs[0]);
+      return outs;
+    }
+    // the staging area first (it holds every item's chunk, the records and the scratch), then every page
+    // every item writes: a failure anywhere leaves every cache as it was
+    const rounds = Math.max(...caches.map((c, i) => Math.ceil(tokens[i] / c.#memory.chunkTokensOf(indices[i]))));
+    let itemArea = 0;
+    for (let r = 0; r < rounds; r++) {
+      let bytes = 0;
+      caches.forEach((c, i) => {
+        const n = KVCache.#roundTokens(c, indices[i], tokens[i], r);
+        if (n > 0) bytes += itemBytes(n, heads, kvHeads, headDim);
+      });
+      itemArea = Math.max(itemArea, bytes);
+    }
+    const scratchBytes = first.#memory.groupOf(indices[0]).memory.scratchBytes;
+    const bytes = Math.max(
+      recordBytes(caches.length) + scratchBytes + itemArea,
+      ...caches.map((c, i) => c.#memory.groupOf(indices[i]).memory.stagingBytes),
+    );
+    try {
+      instance.staging.ensure(bytes);
+    } catch (cause) {
+      throw new RangeError(
+        `wasm-attention: KVCache.attendMany needs ${bytes} bytes of WebAssembly memory for the staging area of ` +
+          `its batch, and memory could not grow: ${(cause as Error).message}`,
+      );
+    }
+    let reserved = 0;
+    try {
+      for (; reserved < caches.length; reserved++) {
+        const c = caches[reserved];
+        const index = indices[reserved];
+        c.#memory.reserve('KVCache.attendMany', index, c.#lengths[index], tokens[reserved]);
+      }
+    } catch (error) {
+      for (let i = 0; i < reserved; i++) caches[i].#giveBackUnheld(indices[i]);
+      throw error;
+    }
+    const lengths = caches.map((c, i) => c.#lengths[indices[i]]);
+    let round = 0;
+    try {
+      for (; round < rounds; round++)
+        KVCache.#stepRound(instance, caches, given, indices, tokens, lengths, outs, round);
+    } catch (error) {
+      // a worker thread's kernel trapped: as #run, each layer keeps its length and gives back its new pages
+      const lost: string[] = [];
+      caches.forEach((c, i) => {
+        const index = indices[i];
+        const written = Math.min(tokens[i], (round + 1) * c.#memory.chunkTokensOf(index));
+        c.#evictOverwritten(index, lengths[i] + written);
+        c.#giveBackUnheld(index);
+        const gap = c.#lostContinuation(index);
+        if (gap) lost.push(`items[${i}].cache (layer ${index}: ${gap})`);
+      });
+      if (error instanceof RangeError || error instanceof TypeError) throw error;
+      const state = lost.length
+        ? `; these windowed caches cannot continue, the call had already written over keys they need: ${lost.join(', ')}. reset() them or load() saved copies`
+        : '; every cache is as it was before the call';
+      throw new Error(`${(error as Error).message}${state}`, { cause: error });
+    }
+    caches.forEach((c, i) => {
+      c.#lengths[indices[i]] = lengths[i] + tokens[i];
+      c.#evictOverwritten(indices[i], lengths[i] + tokens[i]);
+    });
+    return outs;
+  }
+
+  /** Tokens of round r of an item of `tokens` on layer `index` of cache c (a round takes each item's next chunk). */
+  static #roundTokens(c: KVCache, index: number, tokens: number, r: number): number {
+    const chunk = c.#memory.chunkTokensOf(index);
+    return Math.max(0, Math.min(chunk, tokens - r * chunk));
+  }
+
+  /** One kernel call of a batch: the chunk `round` of every item that has one. */
+  static #stepRound(
+    instance: Instance,
+    caches: KVCache[],
+    given: AttendManyItem[],
+    indices: number[],
+    tokens: number[],
+    lengths: number[],
+    outs: Float32Array[],
+    round: number,
+  ): void {
+    const { heads, kvHeads, headDim } = caches[0].#settings.shape;
+    const staging = instance.staging.address;
+    const scratch = staging;
+    const scratchStride = caches[0].#memory.groupOf(indices[0]).memory.scratchBytes;
+    const records = scratch + scratchStride;
+    let at = records + recordBytes(caches.length);
+    let count = 0;
+    let work = 0;
+    const places: Array<{ i: number; from: number; n: number; out: number }> = [];
+    const order = KVCache.#cascades(instance, caches, indices, tokens, round);
+    for (const { i, cascade, sharedEnd } of order) {
+      const c = caches[i];
+      const { memory, local } = c.#memory.groupOf(indices[i]);
+      const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
+      const from = round * memory.chunkTokens;
+      const place = itemPlace(at, n, heads, kvHeads, headDim);
+      at = place.end;
+      const { q, k, v } = given[i];
+      const row = kvHeads * headDim;
+      instance.copyIn(place.k, k, from * row, n * row);
+      instance.copyIn(place.v, v, from * row, n * row);
+      instance.copyIn(place.q, q, from * heads * headDim, n * heads * headDim);
+      memory.stageAt(place.q, place.k, place.v, place.out, scratch);
+      const position = lengths[i] + from;
+      const w = instance.i32();
+      const record = (records >>> 2) + count * Job.ITEM_WORDS;
+      w.fill(0, record, record + Job.ITEM_WORDS);
+      w[record + Job.ITEM_DESCRIPTOR] = memory.descriptor;
+      w[record + Job.ITEM_LAYER] = local;
+      w[record + Job.ITEM_TOKENS] = n;
+      w[record + Job.ITEM_FIRST_POSITION] = position;
+      w[record + Job.ITEM_CASCADE] = cascade;
+      w[record + Job.ITEM_SHARED_END] = sharedEnd;
+      work += memory.stepWork(n, position + n);
+      places.push({ i, from, n, out: place.out });
+      count++;
+    }
+    if (!instance.pool?.stepMany(records, count, scratchStride, work)) instance.abi.stepMany(records, count, scratch);
+    for (const { i, from, n, out } of places) {
+      instance.copyOut(out, outs[i], from * heads * headDim, n * heads * headDim);
+    }
+  }
+
+  /** The settings of a cache as one string: caches with equal ones may run in one cascade. */
+  #settingsKey: string | undefined;
+
+  /**
+   * The items of round r in record order, with their cascades (assembly/job.ts): items whose caches have
+   * equal settings, no window, and page tables that name the same first pages (forks of one prefix), in
+   * groups whose rows fit one tile, run as one cascade over the blocks of the pages they all share.
+   */
+  static #cascades(
+    instance: Instance,
+    caches: KVCache[],
+    indices: number[],
+    tokens: number[],
+    round: number,
+  ): Array<{ i: number; cascade: number; sharedEnd: number }> {
+    const { heads, kvHeads } = caches[0].#settings.shape;
+    const fit = instance.abi.tileTokens(heads, kvHeads);
+    const families = new Map<string, number[]>();
+    const alone: number[] = [];
+    caches.forEach((c, i) => {
+      const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
+      if (n === 0) return;
+      const { memory, local } = c.#memory.groupOf(indices[i]);
+      const page = memory.firstPage(local);
+      const window = layerSettings(c.#settings, indices[i]).scoring.window;
+      if (n > fit || page === 0 || window !== 0 || caches.length < 2) {
+        alone.push(i);
+        return;
+      }
+      c.#settingsKey ??= JSON.stringify(settingsToOptions(c.#settings));
+      const key = `${page} ${indices[i]} ${c.#settingsKey}`;
+      const family = families.get(key);
+      if (family) family.push(i);
+      else families.set(key, [i]);
+    });
+    const order: Array<{ i: number; cascade: number; sharedEnd: number }> = [];
+    for (const family of families.values()) {
+      for (let start = 0; start < family.length; ) {
+        // as many members as fit one tile
+        let end = start;
+        let rows = 0;
+        while (
+          end < family.length &&
+          rows + KVCache.#roundTokens(caches[family[end]], indices[family[end]], tokens[family[end]], round) <= fit
+        ) {
+          rows += KVCache.#roundTokens(caches[family[end]], indices[family[end]], tokens[family[end]], round);
+          end++;
+        }
+        const group = family.slice(start, end);
+        start = end;
+        // the members are forks of one cache (their first pages are the same): the same group and local layer
+        const { memory: lead, local: layer } = caches[group[0]].#memory.groupOf(indices[group[0]]);
+        let pages = lead.maxPages;
+        for (const j of group.slice(1)) {
+          pages = lead.sharedPages(layer, caches[j].#memory.groupOf(indices[j]).memory, pages);
+        }
+        // a canonical block boundary (two pages a block, widened dtypes included; one in int8 caches)
+        const block = lead.geometry.dtype === 'int8' ? 64 : 128;
+        const sharedEnd = Math.floor((pages * 64) / block) * block;
+        if (group.length < 2 || sharedEnd === 0) {
+          alone.push(...group);
+          continue;
+        }
+        group.forEach((i, j) => {
+          order.push({ i, cascade: j === 0 ? group.length : -1, sharedEnd: j === 0 ? sharedEnd : 0 });
+        });
+      }
+    }
+    for (const i of alone) order.push({ i, cascade: 0, sharedEnd: 0 });
+    return order;
+  }
+
+  /** Gives back the pages of a layer past what it holds (after a batch that reserved them did not write). */
+  #giveBackUnheld(index: number): void {
+    this.#memory.release(
+      index,
+      heldSlots(this.#lengths[index], this.#intactFrom[index], this.#memory.geometryOf(index).slots),
+    );
+  }
+
+  /** #checkNewTokens for item i of a batch: errors name items[i].k and items[i].v. */
+  #checkItemTokens(i: number, index: number, k: unknown, v: unknown, tokens: number): void {
+    const { kvHeads, headDim } = this.#settings.shape;
+    const keyTokens = tokensIn(`items[${i}].k`, k, kvHeads * headDim, 'kvHeads × headDim');
+    if (keyTokens !== tokens) {
+      throw rangeError(
+        `items[${i}].k`,
+        `the same ${tokens} tokens as items[${i}].q (${tokens * kvHeads * headDim} floats)`,
+        k,
+      );
+    }
+    tokensIn(`items[${i}].v`, v, kvHeads * headDim, 'kvHeads × headDim');
+    sameLength(`items[${i}].v`, v as Float32Array, `items[${i}].k`, k as Float32Array);
+    try {
+      this.#checkNewTokens(index, k, v, tokens);
+    } catch (error) {
+      // the same checks as attend, with the item named
+      (error as Error).message = (error as Error).message.replace('wasm-attention: ', `wasm-attention: items[${i}]: `);
+      throw error;
     }
   }
 

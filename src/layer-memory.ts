@@ -50,6 +50,11 @@ export class LayeredMemory {
     return this.#groups[this.#group[layer]];
   }
 
+  /** The memory of `layer`'s group and the layer's index in it (what a batch's item record names). */
+  groupOf(layer: number): { memory: CacheMemory; local: number } {
+    return { memory: this.#of(layer), local: this.#local[layer] };
+  }
+
   /** Where `layer`'s positions live. */
   geometryOf(layer: number): LayerGeometry {
     return this.#of(layer).geometry;

@@ -426,6 +426,37 @@ export class ThreadPool {
     return true;
   }
 
+  /**
+   * Runs a batch (`count` item records at `items`, assembly/job.ts) on every thread, with the same result
+   * as the kernel's stepMany; false (and nothing done) when it should run on the calling thread alone. Its
+   * pieces are claimed, published and taken over as attend's are.
+   */
+  stepMany(items: number, count: number, scratchStride: number, work: number): boolean {
+    if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) return false;
+    const abi = this.#abi;
+    const w = this.#words;
+    w[Job.ITEMS] = items;
+    w[Job.ITEM_COUNT] = count;
+    w[Job.SCRATCH_BASE] = this.#scratch;
+    w[Job.SCRATCH_STRIDE] = scratchStride;
+    this.#writeResults();
+    Atomics.store(w, NEXT, 0);
+    let pieces = abi.planMany(this.job);
+    if (pieces < 0) {
+      // each thread's results area is smaller than the batch's outputs: make room (nothing was done yet)
+      if (!this.#growResults(w[Job.RESULT_NEEDED])) return false;
+      pieces = abi.planMany(this.job);
+    }
+    if (pieces > this.#stateCapacity && !this.#growStates(pieces)) {
+      throw new Error('wasm-attention: memory cannot grow to hold the states of a threaded call');
+    }
+    Atomics.store(w, EPOCH, ++this.#epoch);
+    if (pieces > 1) this.#runAcrossThreads(pieces, work);
+    else abi.adopt(this.job); // one piece: the calling thread runs it
+    abi.finish(this.job);
+    return true;
+  }
+
   #runAcrossThreads(pieces: number, work: number): void {
     this.threadedCalls++;
     const w = this.#words;

@@ -94,6 +94,11 @@ export let foldSeen: usize = 0;
   return max(1, TILE_ROWS / rowsPerToken);
 }
 
+/** Query tokens per tile for this head geometry. */
+export function tileTokensOf(queryHeads: i32, kvHeads: i32): i32 {
+  return tileTokensFor(queryHeads / kvHeads);
+}
+
 /** Bytes of scratch one attend/weights call needs. */
 export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize {
   const perToken = queryHeads / kvHeads;

@@ -35,9 +35,21 @@ let tileGroup: i32 = 0;
 
 /** Sets up the rows of tokens [t0, t0 + count) × the group of kv head g. */
 export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32, firstPosition: i32, g: i32): i32 {
+  const rows = addRows(0, q, out, outRowBytes, t0, count, firstPosition, g);
+  resetChunk(rows);
+  return rows;
+}
+
+/**
+ * Sets up rows from r0 on: tokens [t0, t0 + count) × the group of kv head g (no reset); returns the row
+ * after the last. A batch's cascade (many.ts) puts several caches' rows in one tile this way.
+ */
+export function addRows(
+  r0: i32, q: usize, out: usize, outRowBytes: usize, t0: i32, count: i32, firstPosition: i32, g: i32,
+): i32 {
   const rowBytes = <usize>headDim << 2;
   tileGroup = g;
-  let r = 0;
+  let r = r0;
   for (let t = t0; t < t0 + count; t++) {
     for (let h = 0; h < group; h++) {
       const index = <usize>(t * heads + g * group + h);
@@ -60,7 +72,6 @@ export function setupRows(q: usize, out: usize, outRowBytes: usize, t0: i32, cou
       r++;
     }
   }
-  resetChunk(r);
   return r;
 }
 
@@ -129,8 +140,14 @@ function setVisible(row: i32, position: i32, stored: i32): void {
  * them may see (a block that begins before lo is cut there: chunks cut blocks too).
  */
 export function walkTile(rows: i32, lo: i32, hi: i32): void {
+  walkRows(0, rows, lo, hi);
+}
+
+/** walkTile for rows r0 … r1 − 1 of the tile only (the others keep their state). */
+export function walkRows(r0: i32, r1: i32, lo: i32, hi: i32): void {
+  const rows = r1;
   let start = 0x7fffffff, end = 0;
-  for (let r = 0; r < rows; r++) {
+  for (let r = r0; r < rows; r++) {
     start = min(start, getI32(rowSinkEnd, r) > 0 ? 0 : getI32(rowFirst, r));
     end = max(end, getI32(rowLast, r) + 1);
   }
@@ -143,7 +160,7 @@ export function walkTile(rows: i32, lo: i32, hi: i32): void {
     // each row's visible keys in [position, stop): one interval (blocks never straddle the sinks' end)
     clearActiveRows();
     let resume = 0x7fffffff;
-    for (let r = 0; r < rows; r++) {
+    for (let r = r0; r < rows; r++) {
       const sinkEnd = getI32(rowSinkEnd, r), first = getI32(rowFirst, r), last = getI32(rowLast, r);
       let from = stop, to = position;
       if (stop <= treeBase) {

@@ -15,11 +15,12 @@ import {
 } from './call';
 import { OUT, Q, STREAM, address, field } from '../descriptor';
 import {
-  CAUSAL, CHUNK_COUNT, CHUNK_FIRST, CHUNK_MODE, CHUNK_SINKS, DESCRIPTOR, EPOCH, FIRST_POSITION, KEY_END, LAYER,
+  BATCH_MODE, CAUSAL, CHUNK_COUNT, CHUNK_FIRST, CHUNK_MODE, CHUNK_SINKS, DESCRIPTOR, EPOCH, FIRST_POSITION, KEY_END, LAYER,
   MODE, OPEN, PARTIAL_NEEDED, PIECES, RESULTS, RESULT_BYTES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, STOP_AND_EXIT,
   STOP_TEST, RESULT_NEEDED, TILE_MODE, TOKENS, claimFree, jobWord, nextPiece, publish, publisher, setJobWord, takeOver,
 } from '../job';
 import { setStreaming } from './stream';
+import { finishItems, workItems } from './many';
 import { foldRow, planChunks, runTile } from './chunks';
 import {
   chunkCount, chunkFirst, chunkSinks, setChunkCount, setChunkFirst, setChunkSinks, setupRows, walkChunk, writeOut,
@@ -74,13 +75,13 @@ export function planJob(job: usize): i32 {
 
 /** Thread `thread`'s results area. */
 // @ts-ignore: decorator
-@inline function resultsOf(job: usize, thread: i32): usize {
+@inline export function resultsOf(job: usize, thread: i32): usize {
   return <usize>jobWord(job, RESULTS) + <usize>thread * <usize>jobWord(job, RESULT_BYTES);
 }
 
 /** Whether call `epoch` is still open (a worker checks before and after reading the call's words). */
 // @ts-ignore: decorator
-@inline function stillOpen(job: usize, epoch: u32): bool {
+@inline export function stillOpen(job: usize, epoch: u32): bool {
   return jobWord(job, OPEN) == 1 && <u32>jobWord(job, EPOCH) == epoch;
 }
 
@@ -92,6 +93,10 @@ export function planJob(job: usize): i32 {
 export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   const epoch = <u32>jobWord(job, EPOCH);
   if (thread != 0 && !stillOpen(job, epoch)) return 0;
+  // the mode read between two checks of the epoch is the mode of that call (plan writes it before opening)
+  const batch = jobWord(job, MODE) == BATCH_MODE;
+  if (thread != 0 && !stillOpen(job, epoch)) return 0;
+  if (batch) return workItems(job, thread, adopt, epoch);
   const descriptor = <usize>jobWord(job, DESCRIPTOR);
   const tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
   const pieces = jobWord(job, PIECES);
@@ -162,7 +167,7 @@ function runPiece(job: usize, piece: i32, q: usize, results: usize, tokens: i32,
  * number): it then waits there until the word is cleared, as a worker descheduled for that long would;
  * with STOP_AND_EXIT it stops for good and its script ends the worker, as one killed mid-call.
  */
-function stopsHere(job: usize, thread: i32): bool {
+export function stopsHere(job: usize, thread: i32): bool {
   if (!ASC_FEATURE_THREADS) return false;
   const at = job + (<usize>STOP_TEST << 2);
   const word = atomic.load<i32>(at);
@@ -183,6 +188,10 @@ function stopsHere(job: usize, thread: i32): bool {
  * each row's chunk states in position order into out; tile mode copies each tile's output rows.
  */
 export function finishJob(job: usize): void {
+  if (jobWord(job, MODE) == BATCH_MODE) {
+    finishItems(job);
+    return;
+  }
   const descriptor = <usize>jobWord(job, DESCRIPTOR);
   beginJob(job, descriptor, <usize>jobWord(job, SCRATCH_BASE));
   const q = address(descriptor, Q), out = address(descriptor, OUT);

@@ -499,4 +499,100 @@ class LlamaModel {
     }
     return generated;
   }
+
+  /**
+   * One token for each of several caches (each at its own position) through every layer: the linear
+   * layers take the batch as one matrix of B rows, so each weight is read once for all of them, and each
+   * layer's attention is one KVCache.attendMany call (the same bits as each cache alone). Writes the
+   * logits of every row into `logits` ([B][vocab]).
+   * @param {KVCache[]} caches at most 64
+   * @param {ArrayLike<number>} ids one token per cache
+   * @param {Float32Array} logits
+   */
+  forwardMany(caches, ids, logits) {
+    const { vocab, dim, heads, kvHeads, headDim, hidden } = this.shape;
+    const B = caches.length;
+    if (B > CHUNK) throw new RangeError(`forwardMany: at most ${CHUNK} caches, got ${B}`);
+    const { x, h, projected, gate, up } = this.buffers;
+    const { q, k, v, attended } = this.viewsFor(B);
+    const qDim = heads * headDim;
+    const kvDim = kvHeads * headDim;
+    const positions = caches.map((c) => c.length);
+    for (let b = 0; b < B; b++) {
+      const id = ids[b];
+      if (!(Number.isInteger(id) && id >= 0 && id < vocab)) {
+        throw new RangeError(`forwardMany: ids[${b}] must be an integer from 0 to ${vocab - 1}, got ${id}`);
+      }
+      x.set(this.embedding.subarray(id * dim, (id + 1) * dim), b * dim);
+    }
+    const items = caches.map((cache, b) => ({
+      cache,
+      q: q.subarray(b * qDim, (b + 1) * qDim),
+      k: k.subarray(b * kvDim, (b + 1) * kvDim),
+      v: v.subarray(b * kvDim, (b + 1) * kvDim),
+      out: attended.subarray(b * qDim, (b + 1) * qDim),
+    }));
+    for (let l = 0; l < this.layers.length; l++) {
+      const w = this.layers[l];
+      rmsNorm(x, B, dim, w.inputNorm, this.eps, h);
+      linear(h, B, w.wq, dim, qDim, w.bq, q);
+      linear(h, B, w.wk, dim, kvDim, w.bk, k);
+      linear(h, B, w.wv, dim, kvDim, w.bv, v);
+      if (this.rotary) {
+        for (let b = 0; b < B; b++) {
+          this.rotary.rotate(items[b].q, heads, positions[b], 1);
+          this.rotary.rotate(items[b].k, kvHeads, positions[b], 1);
+        }
+      }
+      KVCache.attendMany(l, items);
+      linear(attended, B, w.wo, qDim, dim, w.bo, projected);
+      addInto(x, projected, B * dim);
+      rmsNorm(x, B, dim, w.postNorm, this.eps, h);
+      linear(h, B, w.wGate, dim, hidden, w.bGate, gate);
+      linear(h, B, w.wUp, dim, hidden, w.bUp, up);
+      swiglu(gate, up, B * hidden);
+      linear(gate, B, w.wDown, hidden, dim, w.bDown, projected);
+      addInto(x, projected, B * dim);
+    }
+    rmsNorm(x, B, dim, this.finalNorm, this.eps, h);
+    linear(h, B, this.lmHead, dim, vocab, null, logits.subarray(0, B * vocab));
+  }
+
+  /**
+   * Greedy generation for several prompts at once: each prompt is prefilled on its own cache, then every
+   * decode step runs all of them through forwardMany together. The new ids of each prompt, the same as
+   * `generate` gives it alone (greedy, no lookup).
+   * @param {Array<ArrayLike<number>>} prompts at most 64
+   * @param {{ maxNewTokens: number, onStep?: () => void }} options onStep: after each batched step
+   * @returns {number[][]}
+   */
+  generateMany(prompts, { maxNewTokens, onStep }) {
+    if (this.cacheClass !== KVCache) throw new TypeError('generateMany: needs the KVCache of wasm-attention');
+    const { vocab } = this.shape;
+    const picker = new TokenPicker(vocab, {});
+    const caches = /** @type {KVCache[]} */ (
+      prompts.map((p) => this.createCache({ maxTokens: Math.min(this.maxPositions, p.length + maxNewTokens) }))
+    );
+    const logits = new Float32Array(prompts.length * vocab);
+    /** @type {number[][]} */
+    const generated = prompts.map(() => []);
+    try {
+      prompts.forEach((p, b) => {
+        this.feed(caches[b], p, 0, p.length, logits.subarray(b * vocab), 1);
+      });
+      const next = new Int32Array(prompts.length);
+      for (let step = 0; step < maxNewTokens; step++) {
+        for (let b = 0; b < prompts.length; b++) {
+          next[b] = picker.pick(logits, b * vocab);
+          generated[b].push(next[b]);
+        }
+        if (step === maxNewTokens - 1) break;
+        this.forwardMany(caches, next, logits);
+        onStep?.();
+      }
+    } finally {
+      for (const c of caches) c.dispose();
+    }
+    return generated;
+  }
 }

@@ -56,12 +56,13 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
  * comments; with scaled RoPE, unknown-key checks, sink logits and cacheOptionsFromConfig, issue #20,
  * model-config.js alone 12 KB; the minified bundle with both issues 53.6 KB, which tree-shakes
  * cacheOptionsFromConfig away; trees of drafts, issue #23, attendTree/accept and their checks, 54.5 → 59.0
- * KB; with perLayer, its layer groups and their memories, issue #20, 58.1 KB alone; with those two, the
- * bfloat16 and int4 dtypes (issue #22) and the thread pool's take-over of late pieces and timed streaming
- * choice (issue #19), dist/*.js 152.3 KB and the bundle 66.2 KB, so 136 → 168 KB and 56 → 72 KB, leaving
- * room for attendMany (issue #23)): they are there to make growth a decision, not to forbid it.
+ * KB; with perLayer, its layer groups and their memories, issue #20, 58.1 KB alone; KVCache.attendMany
+ * and its cascades, issue #23, 141.6 KB of facade and a 60.8 KB bundle on the older base alone; all of
+ * them with the pool's take-over protocol (#19) and the bfloat16/int4 dtypes (#22): 168.4 KB of
+ * dist/*.js and a 73.3 KB minified bundle, so 136 → 172 KB and 56 → 76 KB, the sum of what those features
+ * need rather than a cut of any): they are there to make growth a decision, not to forbid it.
  */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 168 * 1024, facadeBundle: 72 * 1024 };
+const BUDGET = { wasm: 64 * 1024, facadeJs: 172 * 1024, facadeBundle: 76 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();

@@ -378,6 +378,33 @@ export async function scenario({ build: forced, threads: expectedThreads } = {})
       copy.dispose();
     }
 
+    // a batch (KVCache.attendMany): three forks of one 140-token prefix (their shared pages read once)
+    // and a stranger, one step each, against the same steps on twin caches one at a time
+    {
+      const make = () => {
+        const base = new KVCache({ ...shape, maxTokens: 200 });
+        base.attend(0, random(10, 140 * row), random(11, 140 * kvRow), random(12, 140 * kvRow));
+        const stranger = new KVCache({ ...shape, maxTokens: 200, dtype: 'int8' });
+        stranger.attend(0, random(13, 30 * row), random(14, 30 * kvRow), random(15, 30 * kvRow));
+        return [base.fork(), base.fork(), base, stranger];
+      };
+      const [batch, lone] = [make(), make()];
+      const stepsOf = (i) => ({
+        q: random(20 + i, (1 + i) * row),
+        k: random(30 + i, (1 + i) * kvRow),
+        v: random(40 + i, (1 + i) * kvRow),
+      });
+      const got = KVCache.attendMany(
+        0,
+        batch.map((cache, i) => ({ cache, ...stepsOf(i) })),
+      );
+      const want = lone.map((cache, i) => cache.attend(0, stepsOf(i).q, stepsOf(i).k, stepsOf(i).v));
+      for (const o of got) bits.add('many', o);
+      const alike = got.every((o, i) => identical(o, want[i]));
+      check('attendMany gives each cache the bits of attend alone', alike, alike ? 'identical bits' : 'bits differ');
+      for (const c of [...batch, ...lone]) c.dispose();
+    }
+
     if (threads > 1) {
       // a decode step over 4,096 keys runs across the threads: float64-close, and the same bits as one thread
       const o = { heads: 8, kvHeads: 2, headDim: 64 };
