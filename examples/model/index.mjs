@@ -535,9 +535,9 @@ class LlamaModel {
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
       rmsNorm(x, B, dim, w.inputNorm, this.eps, h);
-      linear(h, B, w.wq, dim, qDim, w.bq, q);
-      linear(h, B, w.wk, dim, kvDim, w.bk, k);
-      linear(h, B, w.wv, dim, kvDim, w.bv, v);
+      this.linear(h, B, w.wq, dim, qDim, w.bq, q);
+      this.linear(h, B, w.wk, dim, kvDim, w.bk, k);
+      this.linear(h, B, w.wv, dim, kvDim, w.bv, v);
       if (this.rotary) {
         for (let b = 0; b < B; b++) {
           this.rotary.rotate(items[b].q, heads, positions[b], 1);
@@ -545,17 +545,17 @@ class LlamaModel {
         }
       }
       KVCache.attendMany(l, items);
-      linear(attended, B, w.wo, qDim, dim, w.bo, projected);
+      this.linear(attended, B, w.wo, qDim, dim, w.bo, projected);
       addInto(x, projected, B * dim);
       rmsNorm(x, B, dim, w.postNorm, this.eps, h);
-      linear(h, B, w.wGate, dim, hidden, w.bGate, gate);
-      linear(h, B, w.wUp, dim, hidden, w.bUp, up);
+      this.linear(h, B, w.wGate, dim, hidden, w.bGate, gate);
+      this.linear(h, B, w.wUp, dim, hidden, w.bUp, up);
       swiglu(gate, up, B * hidden);
-      linear(gate, B, w.wDown, hidden, dim, w.bDown, projected);
+      this.linear(gate, B, w.wDown, hidden, dim, w.bDown, projected);
       addInto(x, projected, B * dim);
     }
     rmsNorm(x, B, dim, this.finalNorm, this.eps, h);
-    linear(h, B, this.lmHead, dim, vocab, null, logits.subarray(0, B * vocab));
+    this.linear(h, B, this.lmHead, dim, vocab, null, logits.subarray(0, B * vocab));
   }
 
   /**
