@@ -13,6 +13,7 @@ import {
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
+import { dot2x4Bf16, dot4Bf16, dot8Bf16, dotScalarBf16 } from '../bf16';
 
 /** The row of lane j of a block's page (`keys`: lane lo's row), clamped to its last lane (`last`). */
 // @ts-ignore: decorator
@@ -24,9 +25,12 @@ import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score
  * probs[r][j] = q_r · k_j for every active row r and the lanes j in [lo, hi) of the groups of four that
  * cover its visible keys (lanes counted from the block's start; `keys`: lane lo's row). A block that spans
  * two pages is scored a page at a time (lo = 0, then PAGE_ROWS: a group never straddles the pages).
+ * K: the keys' element type, f32 or u16 (bfloat16 keys, widened as they load by bf16.ts's twins of the
+ * float32 kernels, lane for lane the same arithmetic).
  */
-export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
-  const rowBytes = <usize>headDim << 2;
+export function scoreBlock<K>(keys: usize, lo: i32, hi: i32): void {
+  const bf16 = sizeof<K>() == 2;
+  const rowBytes = <usize>headDim * sizeof<K>();
   const last = hi - 1; // lanes past it read the page's last key (maskScores masks them)
   let i = 0;
   if (ASC_FEATURE_SIMD) {
@@ -37,7 +41,7 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       const from = max(min(getI32(rowFrom, ra), getI32(rowFrom, rb)), lo) & ~3;
       const to = min(max(getI32(rowTo, ra), getI32(rowTo, rb)), hi);
       let j = from;
-      if (headDim == 64) {
+      if (!bf16 && headDim == 64) {
         for (; j < to && j + 4 <= hi; j += 4) {
           dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
         }
@@ -46,7 +50,8 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
         const k0 = keys + <usize>(j - lo) * rowBytes;
         const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
         const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
-        dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        if (bf16) dot2x4Bf16(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        else dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
       }
     }
     if (i < activeCount) {
@@ -56,13 +61,14 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       const to = min(getI32(rowTo, r), hi);
       // eight keys at a time while all eight exist, then four (clamped to the page's last key)
       for (; j + 8 <= hi && j < to; j += 8) {
-        dot8F32(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+        if (bf16) dot8Bf16(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+        else dot8F32(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
       }
       for (; j < to; j += 4) {
         const k0 = keys + <usize>(j - lo) * rowBytes;
         const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
         const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
-        v128.store(probsOf(r) + (<usize>j << 2), dot4F32(q, k0, k1, k2, k3, headDim));
+        v128.store(probsOf(r) + (<usize>j << 2), bf16 ? dot4Bf16(q, k0, k1, k2, k3, headDim) : dot4F32(q, k0, k1, k2, k3, headDim));
       }
     }
   } else {
@@ -71,7 +77,8 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       const q = <usize>getI32(rowQuery, r);
       const to = min(getI32(rowTo, r), hi);
       for (let j = max(getI32(rowFrom, r), lo); j < to; j++) {
-        store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>(j - lo) * rowBytes, headDim));
+        const k = keys + <usize>(j - lo) * rowBytes;
+        store<f32>(probsOf(r) + (<usize>j << 2), bf16 ? dotScalarBf16(q, k, headDim) : dotScalarF32(q, k, headDim));
       }
     }
   }
