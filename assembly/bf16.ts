@@ -7,10 +7,21 @@
 
 import { madd, transposeSum } from './math';
 
-/** Four bfloat16 at `p` as f32 lanes. */
+// Where the engine has relaxed SIMD, the four halves are loaded into a register's low 8 bytes and moved
+// into the high halves of its lanes by one byte shuffle (zero below: x64's pshufb, off the multiply-add
+// ports); elsewhere zero-extended as they load and shifted left by 16. Both are exact: the same f32 lanes.
+const SPREAD = memory.data<u8>([128, 128, 0, 1, 128, 128, 2, 3, 128, 128, 4, 5, 128, 128, 6, 7], 16);
+
+/** The shuffle's indices (a kernel holds them in a register), or nothing where the shift is used. */
 // @ts-ignore: decorator
-@inline function widen4(p: usize): v128 {
-  return i32x4.shl(v128.load_ext<u16>(p), 16);
+@inline function spreadMask(): v128 {
+  return ASC_FEATURE_RELAXED_SIMD ? v128.load(SPREAD) : i32x4.splat(0);
+}
+
+/** Four bfloat16 at `p` as f32 lanes (`m`: spreadMask()). */
+// @ts-ignore: decorator
+@inline function widen4(p: usize, m: v128): v128 {
+  return ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(p), m) : i32x4.shl(v128.load_ext<u16>(p), 16);
 }
 
 /** The bfloat16 at `p` as f32. */
@@ -39,6 +50,7 @@ import { madd, transposeSum } from './math';
 /** dot4F32 (score.ts) over bfloat16 keys. */
 // @ts-ignore: decorator
 @inline export function dot4Bf16(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32): v128 {
+  const m = spreadMask();
   let a0 = f32x4.splat(0);
   let a1 = a0, a2 = a0, a3 = a0;
   let pq = q, p0 = k0, p1 = k1, p2 = k2, p3 = k3;
@@ -46,8 +58,8 @@ import { madd, transposeSum } from './math';
   let i = 0;
   for (; i < body; i += 4) {
     const x = v128.load(pq);
-    a0 = madd(x, widen4(p0), a0); a1 = madd(x, widen4(p1), a1);
-    a2 = madd(x, widen4(p2), a2); a3 = madd(x, widen4(p3), a3);
+    a0 = madd(x, widen4(p0, m), a0); a1 = madd(x, widen4(p1, m), a1);
+    a2 = madd(x, widen4(p2, m), a2); a3 = madd(x, widen4(p3, m), a3);
     pq += 16; p0 += 8; p1 += 8; p2 += 8; p3 += 8;
   }
   let s = transposeSum(a0, a1, a2, a3);
@@ -60,6 +72,7 @@ import { madd, transposeSum } from './math';
 @inline export function dot2x4Bf16(
   qa: usize, qb: usize, k0: usize, k1: usize, k2: usize, k3: usize, headDim: i32, outA: usize, outB: usize,
 ): void {
+  const m = spreadMask();
   let a0 = f32x4.splat(0);
   let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   let pa = qa, pb = qb, p0 = k0, p1 = k1, p2 = k2, p3 = k3;
@@ -67,10 +80,10 @@ import { madd, transposeSum } from './math';
   let i = 0;
   for (; i < body; i += 4) {
     const x = v128.load(pa), y = v128.load(pb);
-    let c = widen4(p0); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
-    c = widen4(p1); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
-    c = widen4(p2); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
-    c = widen4(p3); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
+    let c = widen4(p0, m); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
+    c = widen4(p1, m); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
+    c = widen4(p2, m); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
+    c = widen4(p3, m); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
     pa += 16; pb += 16; p0 += 8; p1 += 8; p2 += 8; p3 += 8;
   }
   let sa = transposeSum(a0, a1, a2, a3);
@@ -83,9 +96,33 @@ import { madd, transposeSum } from './math';
   v128.store(outB, sb);
 }
 
+/**
+ * dot2x4Dim64 (score.ts) over four consecutive bfloat16 keys of 64 values (k0, k0 + 128, …): one running key
+ * pointer with immediate offsets.
+ */
+// @ts-ignore: decorator
+@inline export function dot2x4Bf16Dim64(qa: usize, qb: usize, k0: usize, outA: usize, outB: usize): void {
+  const m = spreadMask();
+  let a0 = f32x4.splat(0);
+  let a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  let pa = qa, pb = qb, pk = k0;
+  const end = qa + 256;
+  for (; pa < end; pa += 16) {
+    const x = v128.load(pa), y = v128.load(pb);
+    let c = widen4(pk, m); a0 = madd(x, c, a0); b0 = madd(y, c, b0);
+    c = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(pk, 128), m) : i32x4.shl(v128.load_ext<u16>(pk, 128), 16)); a1 = madd(x, c, a1); b1 = madd(y, c, b1);
+    c = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(pk, 256), m) : i32x4.shl(v128.load_ext<u16>(pk, 256), 16)); a2 = madd(x, c, a2); b2 = madd(y, c, b2);
+    c = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(pk, 384), m) : i32x4.shl(v128.load_ext<u16>(pk, 384), 16)); a3 = madd(x, c, a3); b3 = madd(y, c, b3);
+    pb += 16; pk += 8;
+  }
+  v128.store(outA, transposeSum(a0, a1, a2, a3));
+  v128.store(outB, transposeSum(b0, b1, b2, b3));
+}
+
 /** dot8F32 (score.ts) over bfloat16 keys `stride` bytes apart, pipelined as it is. */
 // @ts-ignore: decorator
 @inline export function dot8Bf16(q: usize, k0: usize, stride: usize, headDim: i32, out: usize): void {
+  const m = spreadMask();
   let a0 = f32x4.splat(0);
   let a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   const body = headDim & ~3;
@@ -94,17 +131,17 @@ import { madd, transposeSum } from './math';
     let pq = q, p0 = k0, p1 = k0 + stride, p2 = p1 + stride, p3 = p2 + stride;
     let p4 = p3 + stride, p5 = p4 + stride, p6 = p5 + stride, p7 = p6 + stride;
     let x = v128.load(pq);
-    a0 = madd(x, widen4(p0), a0); a1 = madd(x, widen4(p1), a1);
-    a2 = madd(x, widen4(p2), a2); a3 = madd(x, widen4(p3), a3);
+    a0 = madd(x, widen4(p0, m), a0); a1 = madd(x, widen4(p1, m), a1);
+    a2 = madd(x, widen4(p2, m), a2); a3 = madd(x, widen4(p3, m), a3);
     for (;;) {
-      a4 = madd(x, widen4(p4), a4); a5 = madd(x, widen4(p5), a5);
-      a6 = madd(x, widen4(p6), a6); a7 = madd(x, widen4(p7), a7);
+      a4 = madd(x, widen4(p4, m), a4); a5 = madd(x, widen4(p5, m), a5);
+      a6 = madd(x, widen4(p6, m), a6); a7 = madd(x, widen4(p7, m), a7);
       i += 4;
       if (i >= body) break;
       pq += 16; p0 += 8; p1 += 8; p2 += 8; p3 += 8; p4 += 8; p5 += 8; p6 += 8; p7 += 8;
       x = v128.load(pq);
-      a0 = madd(x, widen4(p0), a0); a1 = madd(x, widen4(p1), a1);
-      a2 = madd(x, widen4(p2), a2); a3 = madd(x, widen4(p3), a3);
+      a0 = madd(x, widen4(p0, m), a0); a1 = madd(x, widen4(p1, m), a1);
+      a2 = madd(x, widen4(p2, m), a2); a3 = madd(x, widen4(p3, m), a3);
     }
   }
   let lo = transposeSum(a0, a1, a2, a3);
@@ -144,6 +181,7 @@ import { madd, transposeSum } from './math';
 export function accumulate1Bf16(acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, headDim: i32): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
+    const m = spreadMask();
     const firstRow = values + <usize>from * rowBytes;
     const firstProb = probs + (<usize>from << 2);
     const lastProb = probs + (<usize>to << 2);
@@ -156,23 +194,23 @@ export function accumulate1Bf16(acc: usize, probs: usize, values: usize, rowByte
         let v = firstRow + (<usize>c << 1);
         let p = firstProb;
         let w = v128.load32_splat(p);
-        a0 = madd(w, i32x4.shl(v128.load_ext<u16>(v), 16), a0);
-        a1 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 8), 16), a1);
-        a2 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 16), 16), a2);
-        a3 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 24), 16), a3);
+        a0 = madd(w, widen4(v, m), a0);
+        a1 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 8), m) : i32x4.shl(v128.load_ext<u16>(v, 8), 16)), a1);
+        a2 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 16), m) : i32x4.shl(v128.load_ext<u16>(v, 16), 16)), a2);
+        a3 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 24), m) : i32x4.shl(v128.load_ext<u16>(v, 24), 16)), a3);
         for (;;) {
-          a4 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 32), 16), a4);
-          a5 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 40), 16), a5);
-          a6 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 48), 16), a6);
-          a7 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 56), 16), a7);
+          a4 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 32), m) : i32x4.shl(v128.load_ext<u16>(v, 32), 16)), a4);
+          a5 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 40), m) : i32x4.shl(v128.load_ext<u16>(v, 40), 16)), a5);
+          a6 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 48), m) : i32x4.shl(v128.load_ext<u16>(v, 48), 16)), a6);
+          a7 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 56), m) : i32x4.shl(v128.load_ext<u16>(v, 56), 16)), a7);
           p += 4;
           if (p >= lastProb) break;
           v += rowBytes;
           w = v128.load32_splat(p);
-          a0 = madd(w, i32x4.shl(v128.load_ext<u16>(v), 16), a0);
-          a1 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 8), 16), a1);
-          a2 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 16), 16), a2);
-          a3 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 24), 16), a3);
+          a0 = madd(w, widen4(v, m), a0);
+          a1 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 8), m) : i32x4.shl(v128.load_ext<u16>(v, 8), 16)), a1);
+          a2 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 16), m) : i32x4.shl(v128.load_ext<u16>(v, 16), 16)), a2);
+          a3 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 24), m) : i32x4.shl(v128.load_ext<u16>(v, 24), 16)), a3);
           if (v >= rowsEnd) break; // never (keeps the two halves apart when V8 unrolls: values.ts)
         }
         v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
@@ -185,10 +223,10 @@ export function accumulate1Bf16(acc: usize, probs: usize, values: usize, rowByte
       let v = firstRow + (<usize>c << 1);
       for (let p = firstProb; p < lastProb; p += 4) {
         const w = v128.load32_splat(p);
-        a0 = madd(w, i32x4.shl(v128.load_ext<u16>(v), 16), a0);
-        a1 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 8), 16), a1);
-        a2 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 16), 16), a2);
-        a3 = madd(w, i32x4.shl(v128.load_ext<u16>(v, 24), 16), a3);
+        a0 = madd(w, widen4(v, m), a0);
+        a1 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 8), m) : i32x4.shl(v128.load_ext<u16>(v, 8), 16)), a1);
+        a2 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 16), m) : i32x4.shl(v128.load_ext<u16>(v, 16), 16)), a2);
+        a3 = madd(w, (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 24), m) : i32x4.shl(v128.load_ext<u16>(v, 24), 16)), a3);
         v += rowBytes;
       }
       v128.store(at, a0); v128.store(at, a1, 16); v128.store(at, a2, 32); v128.store(at, a3, 48);
@@ -198,7 +236,7 @@ export function accumulate1Bf16(acc: usize, probs: usize, values: usize, rowByte
       let a = v128.load(at);
       let v = firstRow + (<usize>c << 1);
       for (let p = firstProb; p < lastProb; p += 4) {
-        a = madd(v128.load32_splat(p), widen4(v), a);
+        a = madd(v128.load32_splat(p), widen4(v, m), a);
         v += rowBytes;
       }
       v128.store(at, a);
@@ -214,6 +252,7 @@ export function accumulate2Bf16(
 ): void {
   let c = 0;
   if (ASC_FEATURE_SIMD) {
+    const m = spreadMask();
     const firstRow = values + <usize>from * rowBytes;
     const firstA = probsA + (<usize>from << 2);
     const lastA = probsA + (<usize>to << 2);
@@ -225,13 +264,13 @@ export function accumulate2Bf16(
       let v = firstRow + (<usize>c << 1);
       for (let p = firstA; p < lastA; p += 4) {
         const wa = v128.load32_splat(p), wb = v128.load32_splat(p + distance);
-        let u = widen4(v);
+        let u = widen4(v, m);
         a0 = madd(wa, u, a0); b0 = madd(wb, u, b0);
-        u = i32x4.shl(v128.load_ext<u16>(v, 8), 16);
+        u = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 8), m) : i32x4.shl(v128.load_ext<u16>(v, 8), 16));
         a1 = madd(wa, u, a1); b1 = madd(wb, u, b1);
-        u = i32x4.shl(v128.load_ext<u16>(v, 16), 16);
+        u = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 16), m) : i32x4.shl(v128.load_ext<u16>(v, 16), 16));
         a2 = madd(wa, u, a2); b2 = madd(wb, u, b2);
-        u = i32x4.shl(v128.load_ext<u16>(v, 24), 16);
+        u = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 24), m) : i32x4.shl(v128.load_ext<u16>(v, 24), 16));
         a3 = madd(wa, u, a3); b3 = madd(wb, u, b3);
         v += rowBytes;
       }
@@ -243,7 +282,7 @@ export function accumulate2Bf16(
       let a = v128.load(atA), b = v128.load(atB);
       let v = firstRow + (<usize>c << 1);
       for (let p = firstA; p < lastA; p += 4) {
-        const u = widen4(v);
+        const u = widen4(v, m);
         a = madd(v128.load32_splat(p), u, a);
         b = madd(v128.load32_splat(p + distance), u, b);
         v += rowBytes;
@@ -254,6 +293,58 @@ export function accumulate2Bf16(
   }
   scalarTailBf16(accA, probsA, values, rowBytes, from, to, c, headDim);
   scalarTailBf16(accB, probsB, values, rowBytes, from, to, c, headDim);
+}
+
+/**
+ * accumulate1Bf16 for four rows over the same keys (accumulators acc0…acc3, weights p0…p3): each widened
+ * value chunk serves four rows, eight floats at a time (8 accumulators, 4 weights and 2 value chunks fit
+ * the registers). Per element the operations of accumulate1, in the same order.
+ */
+export function accumulate4Bf16(
+  acc0: usize, p0: usize, acc1: usize, p1: usize, acc2: usize, p2: usize, acc3: usize, p3: usize,
+  values: usize, rowBytes: usize, from: i32, to: i32, headDim: i32,
+): void {
+  let c = 0;
+  if (ASC_FEATURE_SIMD) {
+    const m = spreadMask();
+    const firstRow = values + <usize>from * rowBytes;
+    const first = p0 + (<usize>from << 2), last = p0 + (<usize>to << 2);
+    const d1 = p1 - p0, d2 = p2 - p0, d3 = p3 - p0;
+    for (; c + 8 <= headDim; c += 8) {
+      const o = <usize>c << 2;
+      let a0 = v128.load(acc0 + o), a1 = v128.load(acc0 + o, 16), b0 = v128.load(acc1 + o), b1 = v128.load(acc1 + o, 16);
+      let e0 = v128.load(acc2 + o), e1 = v128.load(acc2 + o, 16), f0 = v128.load(acc3 + o), f1 = v128.load(acc3 + o, 16);
+      let v = firstRow + (<usize>c << 1);
+      for (let p = first; p < last; p += 4) {
+        const u = widen4(v, m), x = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(v, 8), m) : i32x4.shl(v128.load_ext<u16>(v, 8), 16));
+        let w = v128.load32_splat(p); a0 = madd(w, u, a0); a1 = madd(w, x, a1);
+        w = v128.load32_splat(p + d1); b0 = madd(w, u, b0); b1 = madd(w, x, b1);
+        w = v128.load32_splat(p + d2); e0 = madd(w, u, e0); e1 = madd(w, x, e1);
+        w = v128.load32_splat(p + d3); f0 = madd(w, u, f0); f1 = madd(w, x, f1);
+        v += rowBytes;
+      }
+      v128.store(acc0 + o, a0); v128.store(acc0 + o, a1, 16); v128.store(acc1 + o, b0); v128.store(acc1 + o, b1, 16);
+      v128.store(acc2 + o, e0); v128.store(acc2 + o, e1, 16); v128.store(acc3 + o, f0); v128.store(acc3 + o, f1, 16);
+    }
+    for (; c + 4 <= headDim; c += 4) {
+      const o = <usize>c << 2;
+      let a = v128.load(acc0 + o), b = v128.load(acc1 + o), e = v128.load(acc2 + o), f = v128.load(acc3 + o);
+      let v = firstRow + (<usize>c << 1);
+      for (let p = first; p < last; p += 4) {
+        const u = widen4(v, m);
+        a = madd(v128.load32_splat(p), u, a);
+        b = madd(v128.load32_splat(p + d1), u, b);
+        e = madd(v128.load32_splat(p + d2), u, e);
+        f = madd(v128.load32_splat(p + d3), u, f);
+        v += rowBytes;
+      }
+      v128.store(acc0 + o, a); v128.store(acc1 + o, b); v128.store(acc2 + o, e); v128.store(acc3 + o, f);
+    }
+  }
+  scalarTailBf16(acc0, p0, values, rowBytes, from, to, c, headDim);
+  scalarTailBf16(acc1, p1, values, rowBytes, from, to, c, headDim);
+  scalarTailBf16(acc2, p2, values, rowBytes, from, to, c, headDim);
+  scalarTailBf16(acc3, p3, values, rowBytes, from, to, c, headDim);
 }
 
 /** Elements c … headDim − 1 (all of them in the scalar build). */

@@ -4,7 +4,7 @@
 import { accOf, accStride, activeCount, activeRows, getI32, headDim, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
 import { accumulateI8, accumulateI8x2, accumulateI8x4, quantizeWeights } from '../int8';
 import { accumulate1, accumulate2 } from '../values';
-import { accumulate1Bf16, accumulate2Bf16 } from '../bf16';
+import { accumulate1Bf16, accumulate2Bf16, accumulate4Bf16 } from '../bf16';
 
 /** accumulate1 over f32 values, or bf16.ts's twin over bfloat16 (u16) values. */
 // @ts-ignore: decorator
@@ -21,6 +21,18 @@ export function accumulateBlock<K>(values: usize, lo: i32, hi: i32): void {
   const rowBytes = <usize>headDim * sizeof<K>();
   const lanes = <usize>lo << 2; // the rows' weights from lane lo on
   let i = 0;
+  // bfloat16: four rows share each widened value chunk where they share their keys (a decode step's group)
+  if (sizeof<K>() == 2 && ASC_FEATURE_SIMD) {
+    for (; i + 3 < activeCount; i += 4) {
+      const r0 = getI32(activeRows, i), r1 = getI32(activeRows, i + 1), r2 = getI32(activeRows, i + 2), r3 = getI32(activeRows, i + 3);
+      const f = max(getI32(rowFrom, r0), lo), t = min(getI32(rowTo, r0), hi);
+      if (f >= t || !sameKeys(r1, f, t, lo, hi) || !sameKeys(r2, f, t, lo, hi) || !sameKeys(r3, f, t, lo, hi)) break;
+      accumulate4Bf16(
+        accOf(r0), probsOf(r0) + lanes, accOf(r1), probsOf(r1) + lanes, accOf(r2), probsOf(r2) + lanes,
+        accOf(r3), probsOf(r3) + lanes, values, rowBytes, f - lo, t - lo, headDim,
+      );
+    }
+  }
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
     const fa = max(getI32(rowFrom, ra), lo) - lo, ta = min(getI32(rowTo, ra), hi) - lo;
@@ -45,6 +57,12 @@ export function accumulateBlock<K>(values: usize, lo: i32, hi: i32): void {
     const f = max(getI32(rowFrom, r), lo) - lo, t = min(getI32(rowTo, r), hi) - lo;
     if (f < t) one<K>(accOf(r), probsOf(r) + lanes, values, rowBytes, f, t, headDim);
   }
+}
+
+/** Whether row r's lanes within [lo, hi) are exactly [f, t). */
+// @ts-ignore: decorator
+@inline function sameKeys(r: i32, f: i32, t: i32, lo: i32, hi: i32): bool {
+  return max(getI32(rowFrom, r), lo) == f && min(getI32(rowTo, r), hi) == t;
 }
 
 /** accumulateBlock over int8 values (int8.ts): each row's weights (scaled by the value rows' scales) as int16, rows two at a time. */

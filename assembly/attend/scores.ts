@@ -13,7 +13,7 @@ import {
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
-import { dot2x4Bf16, dot4Bf16, dot8Bf16, dotScalarBf16 } from '../bf16';
+import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot8Bf16, dotScalarBf16 } from '../bf16';
 
 /** The row of lane j of a block's page (`keys`: lane lo's row), clamped to its last lane (`last`). */
 // @ts-ignore: decorator
@@ -41,9 +41,10 @@ export function scoreBlock<K>(keys: usize, lo: i32, hi: i32): void {
       const from = max(min(getI32(rowFrom, ra), getI32(rowFrom, rb)), lo) & ~3;
       const to = min(max(getI32(rowTo, ra), getI32(rowTo, rb)), hi);
       let j = from;
-      if (!bf16 && headDim == 64) {
+      if (headDim == 64) {
         for (; j < to && j + 4 <= hi; j += 4) {
-          dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+          if (bf16) dot2x4Bf16Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+          else dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
         }
       }
       for (; j < to; j += 4) {
