@@ -119,6 +119,35 @@ const SPREAD = memory.data<u8>([128, 128, 0, 1, 128, 128, 2, 3, 128, 128, 4, 5, 
   v128.store(outB, transposeSum(b0, b1, b2, b3));
 }
 
+/**
+ * Four query rows (q0…q3, 64 values) against two consecutive bfloat16 keys of 64 values (k0, k0 + 128):
+ * each widened key chunk serves four rows (8 accumulators, 4 query chunks, the key and the shuffle's
+ * indices fit the registers). Stores two lanes at each of out0…out3. Per lane exactly dot2x4F32's
+ * operations: transposeSum's lane i sums only its argument i.
+ */
+// @ts-ignore: decorator
+@inline export function dot4x2Bf16Dim64(q0: usize, q1: usize, q2: usize, q3: usize, k0: usize, out0: usize, out1: usize, out2: usize, out3: usize): void {
+  const m = spreadMask();
+  let a0 = f32x4.splat(0);
+  let a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
+  let p0 = q0, pk = k0;
+  const d10 = q1 - q0, d20 = q2 - q0, d30 = q3 - q0;
+  const end = q0 + 256;
+  for (; p0 < end; p0 += 16) {
+    const w = v128.load(p0), x = v128.load(p0 + d10), y = v128.load(p0 + d20), z = v128.load(p0 + d30);
+    let k = widen4(pk, m);
+    a0 = madd(w, k, a0); b0 = madd(x, k, b0); c0 = madd(y, k, c0); d0 = madd(z, k, d0);
+    k = (ASC_FEATURE_RELAXED_SIMD ? i8x16.relaxed_swizzle(v128.load64_zero(pk, 128), m) : i32x4.shl(v128.load_ext<u16>(pk, 128), 16));
+    a1 = madd(w, k, a1); b1 = madd(x, k, b1); c1 = madd(y, k, c1); d1 = madd(z, k, d1);
+    pk += 8;
+  }
+  const ab = transposeSum(a0, a1, b0, b1), cd = transposeSum(c0, c1, d0, d1);
+  v128.store64_lane(out0, ab, 0);
+  v128.store64_lane(out1, ab, 1);
+  v128.store64_lane(out2, cd, 0);
+  v128.store64_lane(out3, cd, 1);
+}
+
 /** dot8F32 (score.ts) over bfloat16 keys `stride` bytes apart, pipelined as it is. */
 // @ts-ignore: decorator
 @inline export function dot8Bf16(q: usize, k0: usize, stride: usize, headDim: i32, out: usize): void {

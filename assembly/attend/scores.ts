@@ -13,7 +13,7 @@ import {
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
-import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot8Bf16, dotScalarBf16 } from '../bf16';
+import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot4x2Bf16Dim64, dot8Bf16, dotScalarBf16 } from '../bf16';
 
 /** The row of lane j of a block's page (`keys`: lane lo's row), clamped to its last lane (`last`). */
 // @ts-ignore: decorator
@@ -34,6 +34,38 @@ export function scoreBlock<K>(keys: usize, lo: i32, hi: i32): void {
   const last = hi - 1; // lanes past it read the page's last key (maskScores masks them)
   let i = 0;
   if (ASC_FEATURE_SIMD) {
+    // bfloat16 keys of 64 values: rows four at a time (a decode step's query group), keys two at a time, so
+    // each key is widened once for four rows; the lanes of a page's last group, if cut, as pairs do below
+    if (bf16 && headDim == 64) {
+      for (; i + 3 < activeCount; i += 4) {
+        const r0 = getI32(activeRows, i), r1 = getI32(activeRows, i + 1);
+        const r2 = getI32(activeRows, i + 2), r3 = getI32(activeRows, i + 3);
+        let from = getI32(rowFrom, r0), to = getI32(rowTo, r0);
+        for (let k = 1; k < 4; k++) {
+          const r = getI32(activeRows, i + k);
+          from = min(from, getI32(rowFrom, r));
+          to = max(to, getI32(rowTo, r));
+        }
+        from = max(from, lo) & ~3;
+        to = min(to, hi);
+        const q0 = <usize>getI32(rowQuery, r0), q1 = <usize>getI32(rowQuery, r1);
+        const q2 = <usize>getI32(rowQuery, r2), q3 = <usize>getI32(rowQuery, r3);
+        const o0 = probsOf(r0), o1 = probsOf(r1), o2 = probsOf(r2), o3 = probsOf(r3);
+        let j = from;
+        for (; j < to && j + 4 <= hi; j += 4) {
+          const at = <usize>j << 2, k = keys + <usize>(j - lo) * rowBytes;
+          dot4x2Bf16Dim64(q0, q1, q2, q3, k, o0 + at, o1 + at, o2 + at, o3 + at);
+          dot4x2Bf16Dim64(q0, q1, q2, q3, k + 2 * rowBytes, o0 + at + 8, o1 + at + 8, o2 + at + 8, o3 + at + 8);
+        }
+        for (; j < to; j += 4) {
+          const k0 = keys + <usize>(j - lo) * rowBytes;
+          const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
+          const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
+          dot2x4Bf16(q0, q1, k0, k1, k2, k3, headDim, o0 + (<usize>j << 2), o1 + (<usize>j << 2));
+          dot2x4Bf16(q2, q3, k0, k1, k2, k3, headDim, o2 + (<usize>j << 2), o3 + (<usize>j << 2));
+        }
+      }
+    }
     // rows two at a time, keys four at a time
     for (; i + 1 < activeCount; i += 2) {
       const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
