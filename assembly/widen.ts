@@ -1,25 +1,9 @@
-// bfloat16 and int4 caches widen a block's rows to f32 in the call's scratch, then score and accumulate
-// them with the float32 kernels (score.ts, values.ts). Widening is exact (a shift; a nibble times its group's
-// scale, one f32 rounding that every build performs alike), so each dtype keeps every identity float32 has.
+// int4 caches widen a block's rows to f32 in the call's scratch, then score and accumulate them with the
+// float32 kernels (score.ts, values.ts). Widening is exact up to one f32 rounding (a nibble times its group's
+// scale, plus its zero) that every build performs alike, so int4 keeps every identity float32 has.
+// (bfloat16 rows widen as they load, inside the kernels: bf16.ts.)
 
 import { INT4_GROUP, PAGE_ROWS, int4Groups } from './descriptor';
-
-/** Widens `rows` bfloat16 rows of `headDim` at `from` into f32 rows at `to` (`stride` bytes apart). */
-export function widenBf16(to: usize, stride: usize, from: usize, rows: i32, headDim: i32): void {
-  const rowBytes = <usize>headDim << 1;
-  for (let r = 0; r < rows; r++) {
-    const src = from + <usize>r * rowBytes, dst = to + <usize>r * stride;
-    let i = 0;
-    if (ASC_FEATURE_SIMD) {
-      for (; i + 8 <= headDim; i += 8) {
-        const halves = v128.load(src + (<usize>i << 1));
-        v128.store(dst + (<usize>i << 2), i32x4.shl(i32x4.extend_low_i16x8_u(halves), 16));
-        v128.store(dst + (<usize>i << 2), i32x4.shl(i32x4.extend_high_i16x8_u(halves), 16), 16);
-      }
-    }
-    for (; i < headDim; i++) store<u32>(dst + (<usize>i << 2), <u32>load<u16>(src + (<usize>i << 1)) << 16);
-  }
-}
 
 /**
  * Widens `rows` int4 rows of `headDim`, starting at row `row` of the int4 page `page`, into f32 rows at `to`

@@ -4,15 +4,35 @@
 import { accOf, accStride, activeCount, activeRows, getI32, headDim, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
 import { accumulateI8, accumulateI8x2, accumulateI8x4, quantizeWeights } from '../int8';
 import { accumulate1, accumulate2 } from '../values';
+import { accumulate1Bf16, accumulate2Bf16, accumulate4Bf16 } from '../bf16';
+
+/** accumulate1 over f32 values, or bf16.ts's twin over bfloat16 (u16) values. */
+// @ts-ignore: decorator
+@inline function one<K>(acc: usize, probs: usize, values: usize, rowBytes: usize, from: i32, to: i32, headDim: i32): void {
+  if (sizeof<K>() == 2) accumulate1Bf16(acc, probs, values, rowBytes, from, to, headDim);
+  else accumulate1(acc, probs, values, rowBytes, from, to, headDim);
+}
 
 /**
  * Adds Σ p · v over the lanes [lo, hi) of the block for every active row (`values`: lane lo's row): pairs
- * share value loads over their common keys.
+ * share value loads over their common keys. K: the values' element type, f32 or u16 (bfloat16).
  */
-export function accumulateBlock(values: usize, lo: i32, hi: i32): void {
-  const rowBytes = <usize>headDim << 2;
+export function accumulateBlock<K>(values: usize, lo: i32, hi: i32): void {
+  const rowBytes = <usize>headDim * sizeof<K>();
   const lanes = <usize>lo << 2; // the rows' weights from lane lo on
   let i = 0;
+  // bfloat16: four rows share each widened value chunk where they share their keys (a decode step's group)
+  if (sizeof<K>() == 2 && ASC_FEATURE_SIMD) {
+    for (; i + 3 < activeCount; i += 4) {
+      const r0 = getI32(activeRows, i), r1 = getI32(activeRows, i + 1), r2 = getI32(activeRows, i + 2), r3 = getI32(activeRows, i + 3);
+      const f = max(getI32(rowFrom, r0), lo), t = min(getI32(rowTo, r0), hi);
+      if (f >= t || !sameKeys(r1, f, t, lo, hi) || !sameKeys(r2, f, t, lo, hi) || !sameKeys(r3, f, t, lo, hi)) break;
+      accumulate4Bf16(
+        accOf(r0), probsOf(r0) + lanes, accOf(r1), probsOf(r1) + lanes, accOf(r2), probsOf(r2) + lanes,
+        accOf(r3), probsOf(r3) + lanes, values, rowBytes, f - lo, t - lo, headDim,
+      );
+    }
+  }
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
     const fa = max(getI32(rowFrom, ra), lo) - lo, ta = min(getI32(rowTo, ra), hi) - lo;
@@ -20,22 +40,29 @@ export function accumulateBlock(values: usize, lo: i32, hi: i32): void {
     const pa = probsOf(ra) + lanes, pb = probsOf(rb) + lanes;
     const from = max(fa, fb), to = min(ta, tb);
     if (from >= to) {
-      if (fa < ta) accumulate1(accOf(ra), pa, values, rowBytes, fa, ta, headDim);
-      if (fb < tb) accumulate1(accOf(rb), pb, values, rowBytes, fb, tb, headDim);
+      if (fa < ta) one<K>(accOf(ra), pa, values, rowBytes, fa, ta, headDim);
+      if (fb < tb) one<K>(accOf(rb), pb, values, rowBytes, fb, tb, headDim);
       continue;
     }
     // each row's keys stay in ascending order: its own head, the shared middle, its own tail
-    if (fa < from) accumulate1(accOf(ra), pa, values, rowBytes, fa, from, headDim);
-    if (fb < from) accumulate1(accOf(rb), pb, values, rowBytes, fb, from, headDim);
-    accumulate2(accOf(ra), pa, accOf(rb), pb, values, rowBytes, from, to, headDim);
-    if (to < ta) accumulate1(accOf(ra), pa, values, rowBytes, to, ta, headDim);
-    if (to < tb) accumulate1(accOf(rb), pb, values, rowBytes, to, tb, headDim);
+    if (fa < from) one<K>(accOf(ra), pa, values, rowBytes, fa, from, headDim);
+    if (fb < from) one<K>(accOf(rb), pb, values, rowBytes, fb, from, headDim);
+    if (sizeof<K>() == 2) accumulate2Bf16(accOf(ra), pa, accOf(rb), pb, values, rowBytes, from, to, headDim);
+    else accumulate2(accOf(ra), pa, accOf(rb), pb, values, rowBytes, from, to, headDim);
+    if (to < ta) one<K>(accOf(ra), pa, values, rowBytes, to, ta, headDim);
+    if (to < tb) one<K>(accOf(rb), pb, values, rowBytes, to, tb, headDim);
   }
   if (i < activeCount) {
     const r = getI32(activeRows, i);
     const f = max(getI32(rowFrom, r), lo) - lo, t = min(getI32(rowTo, r), hi) - lo;
-    if (f < t) accumulate1(accOf(r), probsOf(r) + lanes, values, rowBytes, f, t, headDim);
+    if (f < t) one<K>(accOf(r), probsOf(r) + lanes, values, rowBytes, f, t, headDim);
   }
+}
+
+/** Whether row r's lanes within [lo, hi) are exactly [f, t). */
+// @ts-ignore: decorator
+@inline function sameKeys(r: i32, f: i32, t: i32, lo: i32, hi: i32): bool {
+  return max(getI32(rowFrom, r), lo) == f && min(getI32(rowTo, r), hi) == t;
 }
 
 /** accumulateBlock over int8 values (int8.ts): each row's weights (scaled by the value rows' scales) as int16, rows two at a time. */

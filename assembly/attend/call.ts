@@ -27,7 +27,7 @@ export let headDim: i32 = 1;
 export let int8: bool = false;
 export let bfloat16: bool = false;
 export let int4: bool = false;
-export let widened: bool = false;     // bfloat16 or int4: blocks are widened to f32 in scratch (widen.ts)
+export let widened: bool = false;     // int4: blocks are widened to f32 in scratch (widen.ts; bfloat16 widens as it loads)
 export let sinks: i32 = 0;
 export let ring: i32 = 1;
 export let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
@@ -56,7 +56,7 @@ export let valueScaleBlock: usize = 0;
 // For tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
 //   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) ·
-//   bfloat16 and int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] · int4: the rotated
+//   int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] (reserved for every dtype), the rotated
 //   queries [row][accStride] · then per row:
 //   running max, running sum (f32); query and output addresses; query position and ALiBi slope; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
@@ -121,7 +121,7 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   int8 = dtype == DTYPE_INT8;
   bfloat16 = dtype == DTYPE_BFLOAT16;
   int4 = dtype == DTYPE_INT4;
-  widened = bfloat16 || int4;
+  widened = int4;
   sinks = field(descriptor, SINKS);
   ring = field(descriptor, RING);
   keyEnd = end;

@@ -13,6 +13,7 @@ import {
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
+import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot4x2Bf16Dim64, dot8Bf16, dotScalarBf16 } from '../bf16';
 
 /** The row of lane j of a block's page (`keys`: lane lo's row), clamped to its last lane (`last`). */
 // @ts-ignore: decorator
@@ -24,12 +25,47 @@ import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score
  * probs[r][j] = q_r · k_j for every active row r and the lanes j in [lo, hi) of the groups of four that
  * cover its visible keys (lanes counted from the block's start; `keys`: lane lo's row). A block that spans
  * two pages is scored a page at a time (lo = 0, then PAGE_ROWS: a group never straddles the pages).
+ * K: the keys' element type, f32 or u16 (bfloat16 keys, widened as they load by bf16.ts's twins of the
+ * float32 kernels, lane for lane the same arithmetic).
  */
-export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
-  const rowBytes = <usize>headDim << 2;
+export function scoreBlock<K>(keys: usize, lo: i32, hi: i32): void {
+  const bf16 = sizeof<K>() == 2;
+  const rowBytes = <usize>headDim * sizeof<K>();
   const last = hi - 1; // lanes past it read the page's last key (maskScores masks them)
   let i = 0;
   if (ASC_FEATURE_SIMD) {
+    // bfloat16 keys of 64 values: rows four at a time (a decode step's query group), keys two at a time, so
+    // each key is widened once for four rows; the lanes of a page's last group, if cut, as pairs do below
+    if (bf16 && headDim == 64) {
+      for (; i + 3 < activeCount; i += 4) {
+        const r0 = getI32(activeRows, i), r1 = getI32(activeRows, i + 1);
+        const r2 = getI32(activeRows, i + 2), r3 = getI32(activeRows, i + 3);
+        let from = getI32(rowFrom, r0), to = getI32(rowTo, r0);
+        for (let k = 1; k < 4; k++) {
+          const r = getI32(activeRows, i + k);
+          from = min(from, getI32(rowFrom, r));
+          to = max(to, getI32(rowTo, r));
+        }
+        from = max(from, lo) & ~3;
+        to = min(to, hi);
+        const q0 = <usize>getI32(rowQuery, r0), q1 = <usize>getI32(rowQuery, r1);
+        const q2 = <usize>getI32(rowQuery, r2), q3 = <usize>getI32(rowQuery, r3);
+        const o0 = probsOf(r0), o1 = probsOf(r1), o2 = probsOf(r2), o3 = probsOf(r3);
+        let j = from;
+        for (; j < to && j + 4 <= hi; j += 4) {
+          const at = <usize>j << 2, k = keys + <usize>(j - lo) * rowBytes;
+          dot4x2Bf16Dim64(q0, q1, q2, q3, k, o0 + at, o1 + at, o2 + at, o3 + at);
+          dot4x2Bf16Dim64(q0, q1, q2, q3, k + 2 * rowBytes, o0 + at + 8, o1 + at + 8, o2 + at + 8, o3 + at + 8);
+        }
+        for (; j < to; j += 4) {
+          const k0 = keys + <usize>(j - lo) * rowBytes;
+          const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
+          const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
+          dot2x4Bf16(q0, q1, k0, k1, k2, k3, headDim, o0 + (<usize>j << 2), o1 + (<usize>j << 2));
+          dot2x4Bf16(q2, q3, k0, k1, k2, k3, headDim, o2 + (<usize>j << 2), o3 + (<usize>j << 2));
+        }
+      }
+    }
     // rows two at a time, keys four at a time
     for (; i + 1 < activeCount; i += 2) {
       const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
@@ -39,14 +75,16 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       let j = from;
       if (headDim == 64) {
         for (; j < to && j + 4 <= hi; j += 4) {
-          dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+          if (bf16) dot2x4Bf16Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+          else dot2x4Dim64(qa, qb, keys + <usize>(j - lo) * rowBytes, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
         }
       }
       for (; j < to; j += 4) {
         const k0 = keys + <usize>(j - lo) * rowBytes;
         const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
         const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
-        dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        if (bf16) dot2x4Bf16(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
+        else dot2x4F32(qa, qb, k0, k1, k2, k3, headDim, probsOf(ra) + (<usize>j << 2), probsOf(rb) + (<usize>j << 2));
       }
     }
     if (i < activeCount) {
@@ -56,13 +94,14 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       const to = min(getI32(rowTo, r), hi);
       // eight keys at a time while all eight exist, then four (clamped to the page's last key)
       for (; j + 8 <= hi && j < to; j += 8) {
-        dot8F32(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+        if (bf16) dot8Bf16(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
+        else dot8F32(q, keys + <usize>(j - lo) * rowBytes, rowBytes, headDim, probsOf(r) + (<usize>j << 2));
       }
       for (; j < to; j += 4) {
         const k0 = keys + <usize>(j - lo) * rowBytes;
         const k1 = keyAt(keys, j + 1, lo, last, rowBytes), k2 = keyAt(keys, j + 2, lo, last, rowBytes);
         const k3 = keyAt(keys, j + 3, lo, last, rowBytes);
-        v128.store(probsOf(r) + (<usize>j << 2), dot4F32(q, k0, k1, k2, k3, headDim));
+        v128.store(probsOf(r) + (<usize>j << 2), bf16 ? dot4Bf16(q, k0, k1, k2, k3, headDim) : dot4F32(q, k0, k1, k2, k3, headDim));
       }
     }
   } else {
@@ -71,7 +110,8 @@ export function scoreBlock(keys: usize, lo: i32, hi: i32): void {
       const q = <usize>getI32(rowQuery, r);
       const to = min(getI32(rowTo, r), hi);
       for (let j = max(getI32(rowFrom, r), lo); j < to; j++) {
-        store<f32>(probsOf(r) + (<usize>j << 2), dotScalarF32(q, keys + <usize>(j - lo) * rowBytes, headDim));
+        const k = keys + <usize>(j - lo) * rowBytes;
+        store<f32>(probsOf(r) + (<usize>j << 2), bf16 ? dotScalarBf16(q, k, headDim) : dotScalarF32(q, k, headDim));
       }
     }
   }

@@ -10,8 +10,8 @@
 // so a block is one page or a pair of pages from an even page's start, and each row processes exactly the
 // blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic
 // therefore never depends on which other rows share its tile or how tokens were batched. Two pages a
-// block instead of one halve the per-block work (bfloat16 and int4 caches too: they widen a block to f32 in
-// scratch first, widen.ts); int8 caches keep one-page blocks, because their kernels
+// block instead of one halve the per-block work (bfloat16 caches too, widened as they load: bf16.ts; and
+// int4, which widens a block to f32 in scratch first: widen.ts); int8 caches keep one-page blocks, because their kernels
 // read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
 
 import {
@@ -25,7 +25,7 @@ import { accumulateBlock, accumulateBlockI8 } from './accumulate';
 import { INT4_GROUP, PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
-import { hadamardGroups, widenBf16, widenI4 } from '../widen';
+import { hadamardGroups, widenI4 } from '../widen';
 import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
@@ -221,15 +221,19 @@ function visitBlock(position: i32, n: i32): void {
   if (int8) {
     setBlockScales(keyPage, valuePage, row);
     scoreBlockI8(keys, n);
+  } else if (bfloat16) {
+    // bfloat16: widened as they load, inside the dot products (bf16.ts)
+    scoreBlock<u16>(keys, 0, split);
+    if (split < n) scoreBlock<u16>(nextKeys, split, n);
   } else if (widened) {
-    // bfloat16, int4: the block's keys widened to f32 rows in scratch, then scored as float32's are
+    // int4: the block's keys widened to f32 rows in scratch, then scored as float32's are
     widenBlock(keyPage, row, split, nextKeys, n);
     const widenedRow = <usize>headDim << 2;
-    scoreBlock(widenBase, 0, split);
-    if (split < n) scoreBlock(widenBase + <usize>split * widenedRow, split, n);
+    scoreBlock<f32>(widenBase, 0, split);
+    if (split < n) scoreBlock<f32>(widenBase + <usize>split * widenedRow, split, n);
   } else {
-    scoreBlock(keys, 0, split);
-    if (split < n) scoreBlock(nextKeys, split, n);
+    scoreBlock<f32>(keys, 0, split);
+    if (split < n) scoreBlock<f32>(nextKeys, split, n);
   }
   // a block that holds drafts of a tree: their visibility and positions are the rows' bits' (scores.ts)
   const drafts = n > treeBase - position;
@@ -242,27 +246,25 @@ function visitBlock(position: i32, n: i32): void {
   if (weightsMode) return;
   if (int8) {
     accumulateBlockI8(values, n);
+  } else if (bfloat16) {
+    accumulateBlock<u16>(values, 0, split);
+    if (split < n) accumulateBlock<u16>(nextValues, split, n);
   } else if (widened) {
     widenBlock(valuePage, row, split, nextValues, n);
     const widenedRow = <usize>headDim << 2;
-    accumulateBlock(widenBase, 0, split);
-    if (split < n) accumulateBlock(widenBase + <usize>split * widenedRow, split, n);
+    accumulateBlock<f32>(widenBase, 0, split);
+    if (split < n) accumulateBlock<f32>(widenBase + <usize>split * widenedRow, split, n);
   } else {
-    accumulateBlock(values, 0, split);
-    if (split < n) accumulateBlock(nextValues, split, n);
+    accumulateBlock<f32>(values, 0, split);
+    if (split < n) accumulateBlock<f32>(nextValues, split, n);
   }
 }
 
-/** Widens lanes [0, split) from row `row` of `page` and lanes [split, n) from the start of `next` into widenBase. */
+/** Widens int4 lanes [0, split) from row `row` of `page` and lanes [split, n) from the start of `next` into widenBase. */
 function widenBlock(page: usize, row: i32, split: i32, next: usize, n: i32): void {
   const stride = <usize>headDim << 2;
-  if (bfloat16) {
-    widenBf16(widenBase, stride, page + <usize>row * keyRowBytes, split, headDim);
-    if (split < n) widenBf16(widenBase + <usize>split * stride, stride, next, n - split, headDim);
-  } else {
-    widenI4(widenBase, stride, page, row, split, headDim);
-    if (split < n) widenI4(widenBase + <usize>split * stride, stride, next, 0, n - split, headDim);
-  }
+  widenI4(widenBase, stride, page, row, split, headDim);
+  if (split < n) widenI4(widenBase + <usize>split * stride, stride, next, 0, n - split, headDim);
 }
 
 // The chunks a tile's rows see: those of the sinks, then those from the lowest window key to the highest
