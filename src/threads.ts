@@ -477,8 +477,10 @@ export class ThreadPool {
       const pieceWork = work / pieces;
       if (timed && mine > 0) this.#msPerWork = (performance.now() - t0) / (mine * pieceWork);
       const waitMs = Math.max(MIN_TAKE_OVER_MS, TAKE_OVER_PIECES * this.#msPerWork * pieceWork);
-      const spinsPerMs = this.#spins / SPIN_MS;
-      const bound = waitMs * spinsPerMs;
+      // whole numbers: a spin count that turned fractional would box a heap number per spin in V8's
+      // unoptimized tiers, and a decode step allocates nothing (threads.test.ts)
+      const spinsPerMs = Math.ceil(this.#spins / SPIN_MS) | 0;
+      const bound = Math.min(Math.ceil(waitMs * spinsPerMs), 0x3fffffff) | 0;
       // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
       // here, as much as a piece; a wait longer than SPIN_MS sleeps in steps of a millisecond. A worker
       // that failed holds its pieces for ever: stop waiting.
