@@ -3,7 +3,10 @@
 // page by page, so a restarted (evicted) object continues exactly where it stood.
 //
 //   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
-//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "sharesPrompt"}
+//   POST   /conversations/:id/append   k, v of T tokens      → {"length"}: stored without attending (a prefill
+//                                                              computed elsewhere; 8,192 tokens in seconds)
+//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "largestRowBytes",
+//                                                              "cacheBytes", "sharesPrompt", "textLength"}
 //   DELETE /conversations/:id                                → {"length": 0}
 //   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
 //                                                              now on begin with these P tokens
@@ -31,7 +34,8 @@
 // to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
 // fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
 // tokens, whatever the conversation's length. On start the object loads the rows in order
-// (`KVCache.load(pieces)`), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
+// (`KVCache.load(pieces)`, about 8 MB of rows at a time onto the previous batch's cache, so the rows of a
+// full conversation never sit in memory beside it), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
 // request longer than the ring has room for may overwrite positions a page's row needs before it is
 // stored: that page keeps its rows and the request's row covers the rest, or, when even the request's
 // first positions are gone, one row of the whole cache (`save()`: the ring, at most maxTokens positions)
