@@ -1,3 +1,4 @@
+// @ts-nocheck: a measuring script over untyped inspector messages and /proc text; its numbers are printed, not returned
 // The example Worker's memory at its default, measured in workerd (through Miniflare): one conversation of
 // Llama-3.2-1B's attention in int4 filled to its 8,192 tokens (through /append in pages of 64 tokens, the
 // last page through /attend), then the object restarted and its rows loaded again. Reports the kernel's
@@ -32,7 +33,7 @@ await esbuild.build({
   ...WORKER_BUNDLE,
   entryPoints: [join(root, 'bench/edge/measured-worker.js')],
   outdir,
-  alias: { 'wasm-attention': join(root, 'src/workerd.ts') },
+  alias: { 'wasm-attention': join(root, 'src/workerd.ts'), 'example-worker': join(root, 'examples/worker/worker.js') },
   ignoreAnnotations: true, // as test/edge.test.ts: keep src/workerd.ts's registration of the wasm sources
   logLevel: 'error',
 });

@@ -1,9 +1,10 @@
+// @ts-nocheck: wraps the example, which is plain JavaScript (examples/ is not type-checked)
 // The example Worker with one route more, for bench/edge-memory.mjs: GET /__memory answers the bytes of every
 // WebAssembly memory the isolate instantiated (the kernel's linear memory), which the package does not expose.
 // The example's objects run in this isolate, so these are the memories their caches live in.
-import worker from '../../examples/worker/worker.js';
+import worker from 'example-worker'; // examples/worker/worker.js (an alias of bench/edge-memory.mjs's bundle)
 
-export { Conversation } from '../../examples/worker/worker.js';
+export { Conversation } from 'example-worker';
 
 const memories = new Set();
 const instantiate = WebAssembly.instantiate;
