@@ -1,8 +1,9 @@
 // The Cloudflare Worker example (examples/worker/) under workerd, through Miniflare, with its SQLite-backed
 // Durable Object: concurrent requests to one conversation are applied one at a time (none lost), a
 // restart on the same storage continues bit for bit (windowed caches too), a request that fails at any point
-// (refused, or a storage write that fails) changes nothing, and a conversation of Llama-3.2-1B's real shape runs
-// a token at a time to its 2,048-token limit with bounded writes per request. The Worker is bundled from
+// (refused, or a storage write that fails) changes nothing, and a conversation of Llama-3.2-1B's real shape
+// (int4, the example's default) fills its 8,192 tokens through /append, attends at the end of them, and
+// survives a restart there without losing a token, its rows under the 2 MB value limit. The Worker is bundled from
 // this repository's sources, the way wrangler bundles it (esbuild, conditions workerd/worker/browser,
 // .wasm imported as modules).
 
@@ -14,10 +15,11 @@ import * as esbuild from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../examples/model/index.mjs';
+import { KVCache, init } from '../src/index.js';
 import { LLAMA_3_2_1B, PAGE } from '../examples/worker/config.js';
 import { WORKER_BUNDLE } from './runtimes/bundle-options.mjs';
 import { ReferenceCache } from './support/reference.js';
-import { Rng, expectBitIdentical, expectClose, tolFor } from './support/util.js';
+import { DTYPE_BUDGET, Rng, expectBitIdentical, expectClose, tolFor } from './support/util.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'wasm-attention-edge-'));
@@ -29,7 +31,7 @@ interface Shape {
   kvHeads: number;
   headDim: number;
   maxTokens: number;
-  dtype?: 'int8';
+  dtype?: 'int8' | 'int4';
   rope?: {
     theta: number;
     scaling?: {
@@ -44,7 +46,10 @@ interface Shape {
 }
 /** A small float32 shape, checked against float64 within the float32 tolerance (util.ts). */
 const SMALL: Shape = { layers: 2, heads: 4, kvHeads: 2, headDim: 16, maxTokens: 256, rope: { theta: 10000 } };
+/** The example's default: Llama-3.2-1B's attention, int4 K/V, 8,192 tokens. */
 const LLAMA: Shape = LLAMA_3_2_1B;
+/** The example's former default, selected by CACHE_OPTIONS: int8 K/V, 2,048 tokens. */
+const LLAMA_INT8: Shape = { ...LLAMA_3_2_1B, dtype: 'int8', maxTokens: 2048 };
 
 let script: string;
 beforeAll(async () => {
@@ -178,15 +183,14 @@ function referenceOutputs(shape: Shape, steps: Step[]): Float64Array[] {
 
 // int8 K/V against the float64 reference: test/int8.test.ts measures max abs errors of 0.017–0.028 on
 // unit-variance data and holds the kernel to < 0.05; a token placed in the wrong order changes which keys
-// (and rope angles) a query sees, an error of order 1, so this bound still tells the orders apart.
-const INT8_MAX_ERROR = 0.05;
-
+// (and rope angles) a query sees, an error of order 1, so this bound still tells the orders apart. int4's
+// budget (0.4, argued in test/support/util.ts) is too loose for that, so the ordering tests run int8.
 function expectMatchesReference(shape: Shape, got: Float32Array, want: Float64Array, label: string): void {
-  if (shape.dtype === 'int8') {
+  if (shape.dtype) {
     let worst = 0;
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
     expect(got.length, label).toBe(want.length);
-    expect(worst, `${label}: max abs error against float64`).toBeLessThan(INT8_MAX_ERROR);
+    expect(worst, `${label}: max abs error against float64`).toBeLessThan(DTYPE_BUDGET[shape.dtype]);
   } else {
     expectClose(got, want, tolFor(undefined, shape.headDim), label);
   }
@@ -195,11 +199,11 @@ function expectMatchesReference(shape: Shape, got: Float32Array, want: Float64Ar
 describe('edge example: requests to one conversation are applied one at a time, in arrival order', () => {
   for (const [name, shape, binary] of [
     ['small float32 shape, JSON bodies', SMALL, false],
-    ['Llama-3.2-1B int8, binary bodies', LLAMA, true],
+    ['Llama-3.2-1B int8, binary bodies', LLAMA_INT8, true],
   ] as const) {
     it(`30 concurrent requests: 30 distinct lengths, 30 tokens held, outputs = float64 fed the acknowledged order (${name})`, async () => {
       await running(shape, false, async (mf) => {
-        const rng = new Rng(shape === LLAMA ? 1 : 2);
+        const rng = new Rng(shape === LLAMA_INT8 ? 1 : 2);
         const steps = Array.from({ length: 30 }, () => randomStep(shape, rng));
         const answers = await Promise.all(steps.map((s) => attend(mf, 'hot', s, binary)));
         expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
@@ -222,13 +226,17 @@ describe('edge example: requests to one conversation are applied one at a time, 
 });
 
 describe('edge example: a restart (evicted object) continues bit for bit from storage', () => {
-  it('Llama-3.2-1B int8: two conversations, one restarted before its last token, give the same bits; bad requests change nothing', async () => {
+  it('Llama-3.2-1B int4 (the default): two conversations, one restarted before its last token, give the same bits; bad requests change nothing', async () => {
     const persist = join(work, 'restart');
     const rng = new Rng(3);
     const steps = [randomStep(LLAMA, rng, 40), ...Array.from({ length: 30 }, () => randomStep(LLAMA, rng))];
     let last: Answer;
     await running(LLAMA, persist, async (mf) => {
-      for (const s of steps) last = await attend(mf, 'kept', s);
+      const want = referenceOutputs(LLAMA, steps);
+      for (const [i, s] of steps.entries()) {
+        last = await attend(mf, 'kept', s);
+        expectMatchesReference(LLAMA, last.out!, want[i], `kept, step ${i}`);
+      }
       for (const s of steps.slice(0, -1)) expect((await attend(mf, 'evicted', s)).status).toBe(200);
       // bad requests in between: answered 400, nothing stored
       const wrongSize = await attend(mf, 'evicted', {
@@ -463,64 +471,117 @@ describe('edge example: a request that fails at any point changes nothing, in me
   });
 });
 
-describe('edge example at real size: Llama-3.2-1B int8, a token at a time to 2,048 tokens', () => {
-  it('bytes written per request do not grow with the conversation; time per request and restore time reported', async () => {
+/** POSTs k, v of T tokens (binary) to /append: stored without attending. */
+async function append(mf: Miniflare, id: string, step: Step): Promise<Answer> {
+  const body = new Uint8Array(
+    Buffer.concat([step.k, step.v].map((x) => Buffer.from(x.buffer, x.byteOffset, x.byteLength))),
+  );
+  const t0 = performance.now();
+  const response = await mf.dispatchFetch(`http://edge/conversations/${id}/append`, {
+    method: 'POST',
+    body,
+    headers: { 'content-type': 'application/octet-stream' },
+  });
+  const { length, error } = (await response.json()) as { length: number; error?: string };
+  return {
+    status: response.status,
+    length,
+    error,
+    written: Number(response.headers.get('x-written-bytes')),
+    ms: performance.now() - t0,
+  };
+}
+
+describe('edge example at real size: Llama-3.2-1B int4, filled to its 8,192 tokens', () => {
+  it('filled by /append, attended at its end, restarted before its last token without losing it; rows under 2 MB', async () => {
     const persist = join(work, 'long');
     const rng = new Rng(4);
-    const { maxTokens } = LLAMA;
-    // one random step reused: the cost of a request does not depend on the numbers (the attention is checked above)
-    const step = randomStep(LLAMA, rng);
-    const answers: Answer[] = [];
+    const { maxTokens, layers } = LLAMA;
+    const APPEND = PAGE; // tokens per /append: bodies of 4 MiB
+    // four random blocks cycled for the first 8,128 tokens, a page per request (a causal prefill of 8,192 tokens is minutes of
+    // arithmetic on this machine; /append stores K/V computed elsewhere); the last page by /attend: 32
+    // tokens at once, then one at a time
+    const blocks = Array.from({ length: 4 }, () => randomStep(LLAMA, rng, APPEND));
+    const appends = (maxTokens - PAGE) / APPEND;
+    const tail = [randomStep(LLAMA, rng, 32), ...Array.from({ length: PAGE - 32 }, () => randomStep(LLAMA, rng))];
+
+    // the package in Node fed the same, never restarted: what every /attend must answer. Node may run
+    // another build than workerd (simd, relaxed-simd): the same int4 codes, outputs apart by float rounding
+    // of sums over 8,192 positions (measured: none, the same bits here), far below int4's own error (DTYPE_BUDGET)
+    await init({ threads: 1 });
+    const twin = new KVCache(LLAMA);
+    const twinOut = (s: Step, tokens: number) => {
+      const out = new Float32Array(tokens * layers * LLAMA.heads * LLAMA.headDim);
+      for (let l = 0; l < layers; l++)
+        twin.attend(l, layerOf(s.q, LLAMA, l), layerOf(s.k, LLAMA, l), layerOf(s.v, LLAMA, l), layerOf(out, LLAMA, l));
+      return out;
+    };
+    let worst = 0;
     const t0 = performance.now();
+    const fills: Answer[] = [];
+    let last: Answer | undefined;
+    let tailMs = 0;
     await running(LLAMA, persist, async (mf) => {
-      for (let t = 0; t < maxTokens; t++) {
-        const a = await attend(mf, 'long', step);
-        expect(a.status, `request ${t}: ${a.error}`).toBe(200);
-        answers.push({ ...a, out: undefined });
+      for (let i = 0; i < appends; i++) {
+        const block = blocks[i % blocks.length];
+        for (let l = 0; l < layers; l++) twin.append(l, layerOf(block.k, LLAMA, l), layerOf(block.v, LLAMA, l));
+        for (const id of ['kept', 'evicted']) {
+          const a = await append(mf, id, block);
+          expect([a.status, a.error, a.length]).toEqual([200, undefined, (i + 1) * APPEND]);
+          if (id === 'kept') fills.push(a);
+        }
       }
-      const full = await attend(mf, 'long', step);
+      const t1 = performance.now();
+      for (const [i, s] of tail.entries()) {
+        const tokens = s.q.length / (layers * LLAMA.heads * LLAMA.headDim);
+        const want = twinOut(s, tokens);
+        last = await attend(mf, 'kept', s);
+        expect(last.status, last.error).toBe(200);
+        for (let j = 0; j < want.length; j++) worst = Math.max(worst, Math.abs(last.out![j] - want[j]));
+        if (i < tail.length - 1) expect((await attend(mf, 'evicted', s)).status).toBe(200);
+      }
+      tailMs = performance.now() - t1;
+      expect(last!.length).toBe(maxTokens);
+      const full = await append(mf, 'kept', randomStep(LLAMA, rng));
       expect([full.status, full.error]).toEqual([400, expect.stringMatching(/maxTokens/)]);
     });
-    const total = (performance.now() - t0) / 1000;
+    const filled = (performance.now() - t0) / 1000;
+    expect(worst, 'the Worker against the package in Node, at 8,128–8,192 tokens').toBeLessThan(1e-4);
+
     const restarted = performance.now();
     await running(LLAMA, persist, async (mf) => {
       const ready = performance.now();
-      const first = await mf.dispatchFetch('http://edge/conversations/long');
+      const stored = (await info(mf, 'evicted')) as Awaited<ReturnType<typeof info>> & {
+        cacheBytes: number;
+        largestRowBytes: number;
+      };
       const restoredMs = performance.now() - ready;
-      const stored = (await first.json()) as { length: number; pieces: number; storedBytes: number };
-      const warm = performance.now();
-      await info(mf, 'long');
-      const warmMs = performance.now() - warm;
-      expect(stored).toMatchObject({ length: maxTokens, pieces: maxTokens / PAGE });
-
-      // the bytes a request writes: its own token's piece, or (every 64th) the page it completes
-      const pages = answers.filter((_, t) => (t + 1) % PAGE === 0).map((a) => a.written);
-      const others = answers.filter((_, t) => (t + 1) % PAGE !== 0).map((a) => a.written);
-      // the same payload every time; only the header's numbers (positions, checksums) gain digits
-      const payload = { token: 16 * 2 * 8 * (64 + 4), page: PAGE * 16 * 2 * 8 * (64 + 4) };
-      for (const w of others)
-        expect(w - payload.token, 'a one-token request writes one token and a header').toBeGreaterThan(0);
-      for (const w of others)
-        expect(w - payload.token, 'a one-token request writes one token and a header').toBeLessThan(1024);
-      for (const w of pages)
-        expect(w - payload.page, 'a page-completing request writes its page and a header').toBeGreaterThan(0);
-      for (const w of pages)
-        expect(w - payload.page, 'a page-completing request writes its page and a header').toBeLessThan(1024);
-      expect(Math.max(...pages)).toBeLessThan(2_000_000); // a SQLite-backed object's value limit (2 MB)
+      // 127 pages, then the 32-token request's row and one row per token after it
+      expect(stored).toMatchObject({ length: maxTokens - 1, pieces: maxTokens / PAGE - 1 + 1 + 31 });
+      const next = await attend(mf, 'evicted', tail.at(-1)!);
+      expect(next.length, 'not a token lost').toBe(maxTokens);
+      expectBitIdentical(next.out!, last!.out!, 'the restarted conversation vs the one never restarted');
+      const after = (await info(mf, 'evicted')) as typeof stored;
+      expect(after).toMatchObject({ length: maxTokens, pieces: maxTokens / PAGE, cacheBytes: twin.byteLength });
+      // a row holds a page: 64 positions × 16 layers × 8 kv heads × (K and V: 32 bytes of codes + 4 of step and least per 32 values)
+      const pageBytes = PAGE * layers * LLAMA.kvHeads * 2 * (LLAMA.headDim / 2 + (LLAMA.headDim / 32) * 4);
+      expect(after.largestRowBytes - pageBytes, 'a page and its header').toBeGreaterThan(0);
+      expect(after.largestRowBytes - pageBytes, 'a page and its header').toBeLessThan(1024);
+      expect(after.largestRowBytes).toBeLessThan(2_000_000); // a SQLite-backed object's value limit (2 MB)
       const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-      const ms = (from: number, to: number) => median(answers.slice(from, to).map((a) => a.ms)).toFixed(1);
-      const spread = (xs: number[]) => `${Math.min(...xs)}–${Math.max(...xs)}`;
       console.log(
-        `edge example, Llama-3.2-1B int8, ${maxTokens} requests of one token (binary bodies of ` +
-          `${(step.q.length + step.k.length + step.v.length) * 4} bytes): ${total.toFixed(1)} s in all\n` +
-          `  bytes written per request: ${spread(others)} (one token), ${spread(pages)} every ${PAGE}th (its page); ` +
-          `mean ${(answers.reduce((n, a) => n + a.written, 0) / answers.length).toFixed(0)}; stored ${stored.storedBytes} bytes in ${stored.pieces} rows\n` +
-          `  ms per request (median): tokens 1-64 ${ms(0, 64)}, 961-1024 ${ms(960, 1024)}, 1985-2048 ${ms(1984, 2048)}\n` +
+        `edge example, Llama-3.2-1B int4 to ${maxTokens} tokens, two conversations: ${filled.toFixed(1)} s in all ` +
+          `(${appends} /append requests of ${APPEND} tokens each, ${(APPEND * (blocks[0].k.length / APPEND) * 8) / 2 ** 20} MiB bodies, ` +
+          `median ${median(fills.map((a) => a.ms)).toFixed(0)} ms, writing ${median(fills.map((a) => a.written))} bytes; ` +
+          `the last page by /attend: ${(tailMs / 1000).toFixed(1)} s)\n` +
+          `  stored: ${after.storedBytes} bytes in ${after.pieces} rows, the largest ${after.largestRowBytes} bytes; ` +
+          `cache ${after.cacheBytes} bytes; the Worker vs Node's package: max diff ${worst.toExponential(1)}\n` +
           `  restart: workerd up in ${(ready - restarted).toFixed(0)} ms; first request (object start + load of ` +
-          `${stored.storedBytes} bytes) ${restoredMs.toFixed(0)} ms, a warm request ${warmMs.toFixed(1)} ms`,
+          `${stored.storedBytes} bytes in ${stored.pieces} rows) ${restoredMs.toFixed(0)} ms`,
       );
     });
-  }, 600_000); // 60–90 s on a busy 2-core machine: the suite's 120 s per test is too tight for it
+    twin.dispose();
+  }, 300_000);
 });
 
 /** A /generate answer: its status, the streamed events, and the chunks the body arrived in. */

@@ -5,7 +5,7 @@ export declare const LLAMA_3_2_1B: {
   kvHeads: number;
   headDim: number;
   maxTokens: number;
-  dtype: 'int8';
+  dtype: 'int4';
   rope: {
     theta: number;
     scaling: {
@@ -18,3 +18,4 @@ export declare const LLAMA_3_2_1B: {
   };
 };
 export declare const PAGE: number;
+export declare const LOAD_BATCH_BYTES: number;

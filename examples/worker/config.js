@@ -1,13 +1,17 @@
 // The example's settings, apart from worker.js because a Worker's main module may export only handlers.
 
-/** The attention of Llama-3.2-1B, int8 K/V: 2,048 tokens take 34 MiB, within an isolate's 128 MB. */
+/**
+ * The attention of Llama-3.2-1B, int4 K/V: 8,192 tokens take 82.1 MiB (86,115,136 bytes), within an
+ * isolate's 128 MB with room for the code and a request. int8 (`"dtype": "int8"`, 17,680 bytes a token)
+ * or float32 stay a `CACHE_OPTIONS` away (wrangler.toml); at int8, 2,048 tokens take 34 MiB.
+ */
 export const LLAMA_3_2_1B = {
   layers: 16,
   heads: 32,
   kvHeads: 8,
   headDim: 64,
-  maxTokens: 2048,
-  dtype: 'int8',
+  maxTokens: 8192,
+  dtype: 'int4',
   // Llama 3.2's own RoPE: base 500,000 with the llama3 scaling of its config.json (cacheOptionsFromConfig
   // reads it from there)
   rope: {
@@ -16,5 +20,12 @@ export const LLAMA_3_2_1B = {
   },
 };
 
-/** Positions per storage row: a page of the default shape is 64 × 17,408 bytes (1.06 MiB), under the 2 MB value limit. */
+/**
+ * Positions per storage row: a page of the default shape is 64 × 10,240 bytes of int4 K/V and their steps
+ * (640 KiB; 1.06 MiB at int8), under the 2 MB value limit. (float32 at this shape needs 4 MiB a page: use a
+ * smaller shape.)
+ */
 export const PAGE = 64;
+
+/** Stored rows read per `KVCache.load` on restart (about 8 MB): a restore never holds every row at once. */
+export const LOAD_BATCH_BYTES = 8 * 2 ** 20;

@@ -3,7 +3,10 @@
 // page by page, so a restarted (evicted) object continues exactly where it stood.
 //
 //   POST   /conversations/:id/attend   q, k, v of T tokens   → the attention output and the new length
-//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "sharesPrompt"}
+//   POST   /conversations/:id/append   k, v of T tokens      → {"length"}: stored without attending (a prefill
+//                                                              computed elsewhere; 8,192 tokens in seconds)
+//   GET    /conversations/:id                                → {"length", "pieces", "storedBytes", "largestRowBytes",
+//                                                              "cacheBytes", "sharesPrompt", "textLength"}
 //   DELETE /conversations/:id                                → {"length": 0}
 //   PUT    /system-prompt              q, k, v of P tokens   → {"length": P}: conversations started from
 //                                                              now on begin with these P tokens
@@ -31,7 +34,8 @@
 // to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
 // fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
 // tokens, whatever the conversation's length. On start the object loads the rows in order
-// (`KVCache.load(pieces)`), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
+// (`KVCache.load(pieces)`, about 8 MB of rows at a time onto the previous batch's cache, so the rows of a
+// full conversation never sit in memory beside it), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
 // request longer than the ring has room for may overwrite positions a page's row needs before it is
 // stored: that page keeps its rows and the request's row covers the rest, or, when even the request's
 // first positions are gone, one row of the whole cache (`save()`: the ring, at most maxTokens positions)
@@ -67,7 +71,7 @@ import { modelFromBytes } from '../model/index.mjs';
 import matmulModule from '../model/wasm/matmul.wasm';
 import modelConfig from '../model/tiny/config.json';
 import modelWeights from '../model/tiny/model.safetensors';
-import { LLAMA_3_2_1B, PAGE } from './config.js';
+import { LLAMA_3_2_1B, LOAD_BATCH_BYTES, PAGE } from './config.js';
 
 const json = (body, status = 200, headers = {}) => Response.json(body, { status, headers });
 const badRequest = (message) => json({ error: message }, 400);
@@ -91,9 +95,10 @@ export default {
   async fetch(request, env) {
     const path = new URL(request.url).pathname;
     if (path === '/system-prompt') return objectNamed(env, SYSTEM_PROMPT).fetch(request);
-    const match = /^\/conversations\/([\w-]{1,64})(\/attend|\/generate)?$/.exec(path);
+    const match = /^\/conversations\/([\w-]{1,64})(\/attend|\/append|\/generate)?$/.exec(path);
     if (!match) {
-      const routes = '/conversations/:id, /conversations/:id/attend, /conversations/:id/generate or /system-prompt';
+      const routes =
+        '/conversations/:id, /conversations/:id/attend, /conversations/:id/append, /conversations/:id/generate or /system-prompt';
       return json({ error: `not found: use ${routes}` }, 404);
     }
     return objectNamed(env, match[1]).fetch(request);
@@ -133,28 +138,55 @@ export class Conversation {
       this.#sql.exec('CREATE TABLE IF NOT EXISTS prompt (key TEXT NOT NULL, length INTEGER NOT NULL)');
       this.#sql.exec('CREATE TABLE IF NOT EXISTS text (ids TEXT NOT NULL)');
       this.#prompt = this.#sql.exec('SELECT key, length FROM prompt').toArray()[0];
-      const rows = this.#sql.exec('SELECT start, bytes FROM pieces ORDER BY start').toArray();
+      const rowsFrom = (start) => this.#sql.exec('SELECT count(*) AS n FROM pieces WHERE start >= ?', start).one().n;
       try {
         // on the isolate's copy of the prompt it began with, if that is still the prompt: only its own rows
-        const own = rows
-          .filter((row) => row.start >= (this.#prompt?.length ?? Infinity))
-          .map((row) => new Uint8Array(row.bytes));
-        const prompt = own.length ? await this.#forkOfPrompt().catch(() => undefined) : undefined;
+        const own = this.#prompt ? rowsFrom(this.#prompt.length) : 0;
+        const prompt = own ? await this.#forkOfPrompt().catch(() => undefined) : undefined;
         if (prompt?.key === this.#prompt?.key) {
           try {
-            this.#cache = KVCache.load(own, { base: prompt.cache });
+            this.#cache = this.#loadRows(this.#prompt.length, prompt.cache);
             this.#sharesPrompt = true;
           } catch {
             // (rows that do not continue the prompt: the whole history from the rows, below)
           }
         }
         prompt?.cache.dispose();
-        const pieces = rows.map((row) => new Uint8Array(row.bytes));
-        this.#cache ??= pieces.length ? KVCache.load(pieces) : new KVCache(this.#options);
+        this.#cache ??= rowsFrom(0) ? this.#loadRows(0) : new KVCache(this.#options);
       } catch (error) {
         this.#broken = error.message;
       }
     });
+  }
+
+  /**
+   * A cache of the stored rows from position `start` on (onto `base`, which stays as it was, when given),
+   * read a few at a time and loaded batch by batch onto the previous batch's cache: a full conversation's
+   * rows (82 MiB at the default shape) never sit in memory beside the cache they fill.
+   */
+  #loadRows(start, base) {
+    let cache = base;
+    let batch = [];
+    let batchBytes = 0;
+    const flush = () => {
+      const loaded = KVCache.load(batch, cache ? { base: cache } : undefined);
+      if (cache !== base) cache.dispose();
+      cache = loaded;
+      batch = [];
+      batchBytes = 0;
+    };
+    try {
+      for (const row of this.#sql.exec('SELECT bytes FROM pieces WHERE start >= ? ORDER BY start', start)) {
+        batch.push(new Uint8Array(row.bytes));
+        batchBytes += row.bytes.byteLength;
+        if (batchBytes >= LOAD_BATCH_BYTES) flush();
+      }
+      if (batch.length) flush();
+    } catch (error) {
+      if (cache !== base) cache?.dispose();
+      throw error;
+    }
+    return cache;
   }
 
   fetch(request) {
@@ -169,7 +201,8 @@ export class Conversation {
   async #handle(request, body) {
     const url = new URL(request.url);
     if (url.pathname === '/system-prompt') return this.#systemPrompt(request, body, url.searchParams.get('known'));
-    const attend = url.pathname.endsWith('/attend');
+    const append = url.pathname.endsWith('/append');
+    const attend = append || url.pathname.endsWith('/attend');
     if (!attend && request.method === 'DELETE') {
       this.#forget();
       return json({ length: 0 });
@@ -182,20 +215,27 @@ export class Conversation {
     if (!attend) {
       if (request.method !== 'GET') return json({ error: `method ${request.method} not allowed here` }, 405);
       const stored = this.#sql
-        .exec('SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes FROM pieces')
+        .exec(
+          'SELECT count(*) AS pieces, coalesce(sum(length(bytes)), 0) AS bytes, coalesce(max(length(bytes)), 0) AS largest FROM pieces',
+        )
         .one();
       return json({
         length: this.#cache.length,
         pieces: stored.pieces,
         storedBytes: stored.bytes,
+        largestRowBytes: stored.largest,
         sharesPrompt: this.#sharesPrompt,
+        cacheBytes: this.#cache.byteLength,
         textLength:
           this.#text?.ids.length ?? JSON.parse(this.#sql.exec('SELECT ids FROM text').toArray()[0]?.ids ?? '[]').length,
       });
     }
-    if (request.method !== 'POST') return json({ error: 'POST q, k, v (JSON or binary float32) to /attend' }, 405);
+    if (request.method !== 'POST') {
+      const what = append ? 'k, v (JSON or binary float32) to /append' : 'q, k, v (JSON or binary float32) to /attend';
+      return json({ error: `POST ${what}` }, 405);
+    }
 
-    const parsed = tensors(await body, this.#options);
+    const parsed = tensors(await body, this.#options, append ? ['k', 'v'] : ['q', 'k', 'v']);
     if (typeof parsed === 'string') return badRequest(parsed);
     // an empty conversation begins with the system prompt, if there is one
     const prompt = this.#cache.length === 0 ? await this.#forkOfPrompt() : undefined;
@@ -215,7 +255,8 @@ export class Conversation {
     const { layers, heads, headDim } = { layers: 1, ...this.#options };
     const next = start?.cache ?? this.#cache.fork();
     const before = next.length;
-    const out = new Float32Array(parsed.tokens * layers * heads * headDim);
+    // an append (no q) only stores the tokens' K/V: no output
+    const out = parsed.q && new Float32Array(parsed.tokens * layers * heads * headDim);
     let stored; // { written, whole } once storage committed the request's rows
     try {
       // the prompt's rows first, before the request's tokens can push its first positions out of a window's ring
@@ -223,7 +264,8 @@ export class Conversation {
       try {
         for (let l = 0; l < layers; l++) {
           const at = (tensor) => tensor.subarray((l * tensor.length) / layers, ((l + 1) * tensor.length) / layers);
-          next.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
+          if (out) next.attend(l, at(parsed.q), at(parsed.k), at(parsed.v), at(out));
+          else next.append(l, at(parsed.k), at(parsed.v));
         }
       } catch (error) {
         // the package's TypeError/RangeError (e.g. the cache is full) name what was wrong with the request
@@ -246,6 +288,7 @@ export class Conversation {
     // rows below the prompt's length hold the prompt, unless one row of the whole cache replaced them all
     if (start || stored.whole) this.#prompt = stored.whole ? undefined : start.prompt;
     const headers = { 'x-length': String(next.length), 'x-written-bytes': String(stored.written) };
+    if (!out) return json({ length: next.length }, 200, headers);
     if (parsed.binary) {
       return new Response(littleEndianBytes(out), {
         headers: { ...headers, 'content-type': 'application/octet-stream' },
@@ -489,31 +532,40 @@ async function readBody(request) {
   return { binary: type.startsWith('application/octet-stream'), bytes: await request.arrayBuffer() };
 }
 
-/** q, k, v as Float32Arrays of T tokens for every layer, or a message saying what is wrong with the body. */
-function tensors({ binary, bytes }, options) {
+/**
+ * The tensors `names` (q, k, v for /attend; k, v for /append) as Float32Arrays of T tokens for every layer,
+ * or a message saying what is wrong with the body.
+ */
+function tensors({ binary, bytes }, options, names = ['q', 'k', 'v']) {
   const { layers = 1, heads, kvHeads = heads, headDim } = options;
   const widths = { q: layers * heads * headDim, k: layers * kvHeads * headDim, v: layers * kvHeads * headDim };
-  const perToken = widths.q + widths.k + widths.v;
+  const [first] = names;
+  const perToken = names.reduce((n, name) => n + widths[name], 0);
   if (binary) {
     const floats = bytes.byteLength / 4;
     const tokens = floats / perToken;
     if (!Number.isInteger(tokens) || tokens < 1) {
+      const rowHeads = names.length === 3 ? `heads=${heads} + 2 × kvHeads=${kvHeads}` : `2 × kvHeads=${kvHeads}`;
       return (
-        `a binary body must hold q, k and v of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
-        `([layers=${layers}] × [heads=${heads} + 2 × kvHeads=${kvHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`
+        `a binary body must hold ${names.join(', ').replace(/, (\w)$/, ' and $1')} of T tokens as little-endian float32: T × ${perToken * 4} bytes ` +
+        `([layers=${layers}] × [${rowHeads}] × [headDim=${headDim}] × 4), got ${bytes.byteLength} bytes`
       );
     }
     const all = floats32(bytes);
     for (let i = 0; i < all.length; i++)
       if (!Number.isFinite(all[i])) return `the binary body holds a non-finite number at float ${i}`;
-    const q = all.subarray(0, tokens * widths.q);
-    const k = all.subarray(q.length, q.length + tokens * widths.k);
-    return { binary, tokens, q, k, v: all.subarray(q.length + k.length) };
+    const parsed = { binary, tokens };
+    let at = 0;
+    for (const name of names) {
+      parsed[name] = all.subarray(at, at + tokens * widths[name]);
+      at += tokens * widths[name];
+    }
+    return parsed;
   }
-  const body = jsonObject(bytes, '{"q", "k", "v"}');
+  const body = jsonObject(bytes, `{${names.map((name) => `"${name}"`).join(', ')}}`);
   if (typeof body === 'string') return body;
   const parsed = { binary };
-  for (const name of ['q', 'k', 'v']) {
+  for (const name of names) {
     const value = body[name];
     if (!Array.isArray(value) || !value.every((x) => typeof x === 'number'))
       return `"${name}" must be an array of finite numbers`;
@@ -523,15 +575,16 @@ function tensors({ binary, bytes }, options) {
     if (bad >= 0)
       return `"${name}" must be an array of finite numbers: ${value[bad]} at index ${bad} is beyond float32's range (±3.4e38)`;
   }
-  parsed.tokens = parsed.q.length / widths.q;
+  parsed.tokens = parsed[first].length / widths[first];
   if (!Number.isInteger(parsed.tokens) || parsed.tokens < 1) {
-    return `"q" must hold [layers=${layers}][T][heads=${heads}][headDim=${headDim}] numbers (a multiple of ${widths.q}), got ${parsed.q.length}`;
+    const dims = first === 'q' ? `[heads=${heads}]` : `[kvHeads=${kvHeads}]`;
+    return `"${first}" must hold [layers=${layers}][T]${dims}[headDim=${headDim}] numbers (a multiple of ${widths[first]}), got ${parsed[first].length}`;
   }
-  for (const name of ['k', 'v']) {
-    if (parsed[name].length !== parsed.tokens * widths.k) {
+  for (const name of names.slice(1)) {
+    if (parsed[name].length !== parsed.tokens * widths[name]) {
       return (
         `"${name}" must hold the same ${parsed.tokens} tokens as [layers=${layers}][T=${parsed.tokens}][kvHeads=${kvHeads}]` +
-        `[headDim=${headDim}] numbers (${parsed.tokens * widths.k}), got ${parsed[name].length}`
+        `[headDim=${headDim}] numbers (${parsed.tokens * widths[name]}), got ${parsed[name].length}`
       );
     }
   }
