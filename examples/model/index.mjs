@@ -265,6 +265,36 @@ class LlamaModel {
   }
 
   /**
+   * Layer `w`'s q, k and v (into `q`, `k`, `v`) of the first `rows` rows of the residual stream.
+   * @param {any} w @param {number} rows @param {Float32Array} q @param {Float32Array} k @param {Float32Array} v
+   */
+  projectQkv(w, rows, q, k, v) {
+    const { dim, heads, kvHeads, headDim } = this.shape;
+    const { x, h } = this.buffers;
+    rmsNorm(x, rows, dim, w.inputNorm, this.eps, h);
+    this.linear(h, rows, w.wq, dim, heads * headDim, w.bq, q);
+    this.linear(h, rows, w.wk, dim, kvHeads * headDim, w.bk, k);
+    this.linear(h, rows, w.wv, dim, kvHeads * headDim, w.bv, v);
+  }
+
+  /**
+   * Layer `w`'s output projection of `attended`, then its MLP, each added into the residual stream.
+   * @param {any} w @param {number} rows @param {Float32Array} attended
+   */
+  finishLayer(w, rows, attended) {
+    const { dim, heads, headDim, hidden } = this.shape;
+    const { x, h, projected, gate, up } = this.buffers;
+    this.linear(attended, rows, w.wo, heads * headDim, dim, w.bo, projected);
+    addInto(x, projected, rows * dim);
+    rmsNorm(x, rows, dim, w.postNorm, this.eps, h);
+    this.linear(h, rows, w.wGate, dim, hidden, w.bGate, gate);
+    this.linear(h, rows, w.wUp, dim, hidden, w.bUp, up);
+    swiglu(gate, up, rows * hidden);
+    this.linear(gate, rows, w.wDown, hidden, dim, w.bDown, projected);
+    addInto(x, projected, rows * dim);
+  }
+
+  /**
    * Runs T ≤ CHUNK tokens through every layer, appending them to `cache` at its current length, and writes
    * the logits of the last `rows` of them into `logits` from `offset` on.
    * @param {AttentionCache} cache
@@ -276,8 +306,8 @@ class LlamaModel {
    * @param {number} offset
    */
   forwardChunk(cache, ids, from, T, logits, rows, offset) {
-    const { vocab, dim, heads, kvHeads, headDim, hidden } = this.shape;
-    const { x, h, projected, gate, up } = this.buffers;
+    const { vocab, dim, heads, kvHeads, headDim } = this.shape;
+    const { x, h } = this.buffers;
     const { q, k, v, attended } = this.viewsFor(T);
     const position = cache.length;
     const qDim = heads * headDim;
@@ -291,10 +321,7 @@ class LlamaModel {
     }
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
-      rmsNorm(x, T, dim, w.inputNorm, this.eps, h);
-      this.linear(h, T, w.wq, dim, qDim, w.bq, q);
-      this.linear(h, T, w.wk, dim, kvDim, w.bk, k);
-      this.linear(h, T, w.wv, dim, kvDim, w.bv, v);
+      this.projectQkv(w, T, q, k, v);
       if (this.rotary) {
         this.rotary.rotate(q, heads, position, T);
         this.rotary.rotate(k, kvHeads, position, T);
@@ -309,14 +336,7 @@ class LlamaModel {
         cache.attend(l, q, k, v, attended);
         this.attentionMs += performance.now() - t0;
       } else cache.attend(l, q, k, v, attended);
-      this.linear(attended, T, w.wo, qDim, dim, w.bo, projected);
-      addInto(x, projected, T * dim);
-      rmsNorm(x, T, dim, w.postNorm, this.eps, h);
-      this.linear(h, T, w.wGate, dim, hidden, w.bGate, gate);
-      this.linear(h, T, w.wUp, dim, hidden, w.bUp, up);
-      swiglu(gate, up, T * hidden);
-      this.linear(gate, T, w.wDown, hidden, dim, w.bDown, projected);
-      addInto(x, projected, T * dim);
+      this.finishLayer(w, T, attended);
     }
     if (logits && rows > 0) {
       const last = x.subarray((T - rows) * dim, T * dim);
@@ -510,10 +530,10 @@ class LlamaModel {
    * @param {Float32Array} logits
    */
   forwardMany(caches, ids, logits) {
-    const { vocab, dim, heads, kvHeads, headDim, hidden } = this.shape;
+    const { vocab, dim, heads, kvHeads, headDim } = this.shape;
     const B = caches.length;
     if (B > CHUNK) throw new RangeError(`forwardMany: at most ${CHUNK} caches, got ${B}`);
-    const { x, h, projected, gate, up } = this.buffers;
+    const { x, h } = this.buffers;
     const { q, k, v, attended } = this.viewsFor(B);
     const qDim = heads * headDim;
     const kvDim = kvHeads * headDim;
@@ -534,10 +554,7 @@ class LlamaModel {
     }));
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
-      rmsNorm(x, B, dim, w.inputNorm, this.eps, h);
-      this.linear(h, B, w.wq, dim, qDim, w.bq, q);
-      this.linear(h, B, w.wk, dim, kvDim, w.bk, k);
-      this.linear(h, B, w.wv, dim, kvDim, w.bv, v);
+      this.projectQkv(w, B, q, k, v);
       if (this.rotary) {
         for (let b = 0; b < B; b++) {
           this.rotary.rotate(items[b].q, heads, positions[b], 1);
@@ -545,14 +562,7 @@ class LlamaModel {
         }
       }
       KVCache.attendMany(l, items);
-      this.linear(attended, B, w.wo, qDim, dim, w.bo, projected);
-      addInto(x, projected, B * dim);
-      rmsNorm(x, B, dim, w.postNorm, this.eps, h);
-      this.linear(h, B, w.wGate, dim, hidden, w.bGate, gate);
-      this.linear(h, B, w.wUp, dim, hidden, w.bUp, up);
-      swiglu(gate, up, B * hidden);
-      this.linear(gate, B, w.wDown, hidden, dim, w.bDown, projected);
-      addInto(x, projected, B * dim);
+      this.finishLayer(w, B, attended);
     }
     rmsNorm(x, B, dim, this.finalNorm, this.eps, h);
     this.linear(h, B, this.lmHead, dim, vocab, null, logits.subarray(0, B * vocab));
