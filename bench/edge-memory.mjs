@@ -16,27 +16,61 @@ import { parseArgs } from 'node:util';
 import * as esbuild from 'esbuild';
 import { Miniflare } from 'miniflare';
 import WebSocket from 'ws';
-import { LLAMA_3_2_1B as SHAPE, PAGE } from '../examples/worker/config.js';
+import { LOAD_BATCH_BYTES, PAGE, LLAMA_3_2_1B as SHAPE } from '../examples/worker/config.js';
 import { WORKER_BUNDLE } from '../test/runtimes/bundle-options.mjs';
 import { Rng } from '../test/support/rng.js';
 
-const { values } = parseArgs({ options: { 'append-tokens': { type: 'string', default: String(PAGE) } } });
+const { values } = parseArgs({
+  options: {
+    'append-tokens': { type: 'string', default: String(PAGE) },
+    restarts: { type: 'string', default: '3' },
+    'batch-bytes': { type: 'string' },
+  },
+});
 const APPEND = Number(values['append-tokens']);
+const RESTARTS = Number(values.restarts);
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'wasm-attention-edge-memory-'));
 const MiB = 2 ** 20;
-const LIMIT = 128 * 1e6;
-const INSPECTOR_PORT = 9311; // an isolate's memory limit (Cloudflare says 128 MB)
+const INSPECTOR_PORT = 9311;
 
-const outdir = join(work, 'bundle');
-await esbuild.build({
-  ...WORKER_BUNDLE,
-  entryPoints: [join(root, 'bench/edge/measured-worker.js')],
-  outdir,
-  alias: { 'wasm-attention': join(root, 'src/workerd.ts'), 'example-worker': join(root, 'examples/worker/worker.js') },
-  ignoreAnnotations: true, // as test/edge.test.ts: keep src/workerd.ts's registration of the wasm sources
-  logLevel: 'error',
-});
+/** The restart's load batches compared (--batch-bytes 655360,2097152,…), else the example's LOAD_BATCH_BYTES. */
+const BATCHES = values['batch-bytes']?.split(',').map(Number) ?? [LOAD_BATCH_BYTES];
+
+/**
+ * The measured Worker bundled into `outdir`, its LOAD_BATCH_BYTES replaced by `batchBytes` (config.js as
+ * written when that is its own value).
+ */
+async function bundle(outdir, batchBytes) {
+  const config = join(root, 'examples/worker/config.js');
+  const withBatch = {
+    name: 'load-batch-bytes',
+    setup(build) {
+      build.onLoad({ filter: /[\\/]examples[\\/]worker[\\/]config\.js$/ }, () => {
+        const text = readFileSync(config, 'utf8');
+        const replaced = text.replace(/LOAD_BATCH_BYTES = [^;]+;/, `LOAD_BATCH_BYTES = ${batchBytes};`);
+        if (replaced === text && batchBytes !== LOAD_BATCH_BYTES)
+          throw new Error('LOAD_BATCH_BYTES not found in config.js');
+        return { contents: replaced, loader: 'js' };
+      });
+    },
+  };
+  await esbuild.build({
+    ...WORKER_BUNDLE,
+    entryPoints: [join(root, 'bench/edge/measured-worker.js')],
+    outdir,
+    alias: {
+      'wasm-attention': join(root, 'src/workerd.ts'),
+      'example-worker': join(root, 'examples/worker/worker.js'),
+    },
+    ignoreAnnotations: true, // as test/edge.test.ts: keep src/workerd.ts's registration of the wasm sources
+    plugins: [withBatch],
+    logLevel: 'error',
+  });
+  return outdir;
+}
+const outdir = await bundle(join(work, 'bundle'), LOAD_BATCH_BYTES);
+const batchOutdirs = await Promise.all(BATCHES.map((b) => bundle(join(work, `bundle-${b}`), b)));
 
 /** workerd's processes under this one: their resident (VmRSS) and peak resident (VmHWM) bytes. */
 function workerdMemory() {
@@ -62,15 +96,15 @@ function descends(pid) {
   return false;
 }
 
-async function running(persist, use) {
+async function running(persist, use, dir = outdir) {
   const mf = new Miniflare({
     modules: [
-      { type: 'ESModule', path: join(outdir, 'measured-worker.js') },
-      ...readdirSync(outdir)
+      { type: 'ESModule', path: join(dir, 'measured-worker.js') },
+      ...readdirSync(dir)
         .filter((f) => /\.(wasm|safetensors)$/.test(f))
-        .map((f) => ({ type: f.endsWith('.wasm') ? 'CompiledWasm' : 'Data', path: join(outdir, f) })),
+        .map((f) => ({ type: f.endsWith('.wasm') ? 'CompiledWasm' : 'Data', path: join(dir, f) })),
     ],
-    modulesRoot: outdir,
+    modulesRoot: dir,
     compatibilityDate: '2026-04-01',
     durableObjects: { CONVERSATIONS: { className: 'Conversation', useSQLite: true } },
     durableObjectsPersist: persist,
@@ -84,27 +118,78 @@ async function running(persist, use) {
   }
 }
 
-/**
- * The isolate's V8 heap through the inspector (Runtime.getHeapUsage): usedSize and totalSize (JS objects), and
- * backingStorageSize (array buffers' bytes outside the heap, the wasm memory among them).
- */
-async function isolateHeap() {
+/** A connection to the isolate's inspector: call(method, params) → its result; onEvent(message) for events. */
+async function inspector() {
   const targets = await (await fetch(`http://127.0.0.1:${INSPECTOR_PORT}/json`)).json();
   const socket = new WebSocket(targets.find((t) => t.id.startsWith('core:user')).webSocketDebuggerUrl);
   await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
   let id = 0;
-  const call = (method) =>
-    new Promise((resolve) => {
-      const mine = ++id;
-      socket.on('message', (data) => {
-        const message = JSON.parse(String(data));
-        if (message.id === mine) resolve(message.result);
-      });
-      socket.send(JSON.stringify({ id: mine, method }));
-    });
-  const usage = await call('Runtime.getHeapUsage');
-  socket.close();
+  const pending = new Map();
+  const connection = {
+    onEvent: () => {},
+    call: (method, params = {}) =>
+      new Promise((resolve, reject) => {
+        const mine = ++id;
+        pending.set(mine, { resolve, reject });
+        socket.send(JSON.stringify({ id: mine, method, params }));
+      }),
+    close: () => socket.close(),
+  };
+  socket.on('message', (data) => {
+    const message = JSON.parse(String(data));
+    const waiting = pending.get(message.id);
+    if (!waiting) return connection.onEvent(message);
+    pending.delete(message.id);
+    if (message.error) waiting.reject(new Error(`${message.error.message}`));
+    else waiting.resolve(message.result);
+  });
+  return connection;
+}
+
+/**
+ * The isolate's V8 heap (Runtime.getHeapUsage): usedSize and totalSize (JS objects), and backingStorageSize
+ * (array buffers' bytes outside the heap; the wasm memory is not among them, see /__memory).
+ */
+async function isolateHeap() {
+  const connection = await inspector();
+  const usage = await connection.call('Runtime.getHeapUsage');
+  connection.close();
   return usage;
+}
+
+/**
+ * Runs `use` with a debugger on the isolate: paused at each probe of bench/edge/measured-worker.js (after each
+ * stored row the object handles, after each KVCache.load), it samples the V8 heap and the wasm memory, then
+ * resumes. Returns the samples: { usedSize, totalSize, backingStorageSize, wasm }. Nothing is collected for them.
+ */
+async function sampled(use) {
+  const connection = await inspector();
+  const samples = [];
+  let failed;
+  connection.onEvent = async (message) => {
+    if (message.method !== 'Debugger.paused') return;
+    try {
+      const heap = await connection.call('Runtime.getHeapUsage');
+      const { result } = await connection.call('Debugger.evaluateOnCallFrame', {
+        callFrameId: message.params.callFrames[0].callFrameId,
+        expression: 'globalThis.__wasmBytes()',
+        returnByValue: true,
+      });
+      samples.push({ ...heap, wasm: result.value });
+    } catch (error) {
+      failed = error;
+    }
+    await connection.call('Debugger.resume');
+  };
+  await connection.call('Debugger.enable');
+  try {
+    await use();
+  } finally {
+    await connection.call('Debugger.disable');
+    connection.close();
+  }
+  if (failed) throw failed;
+  return samples;
 }
 
 const get = async (mf, path, init) => {
@@ -140,29 +225,67 @@ const fill = await running(persist, async (mf) => {
   Object.assign(rows, await get(mf, '/conversations/c'));
   return { idle, full: { ...workerdMemory(), wasm: await wasm(mf), heap: await isolateHeap() }, appendSeconds };
 });
-const restore = await running(persist, async (mf) => {
-  const idle = workerdMemory();
-  const t0 = performance.now();
-  const state = await get(mf, '/conversations/c');
-  const ms = performance.now() - t0;
-  if (state.length !== maxTokens) throw new Error(`restored ${state.length} tokens`);
-  return { idle, full: { ...workerdMemory(), wasm: await wasm(mf), heap: await isolateHeap() }, ms };
-});
+/**
+ * A restart on the stored rows (the Worker of `dir`): workerd started, then the first request (object start,
+ * the rows read and loaded); with `probe`, paused at every row and load for samples (its time is then not
+ * the load's).
+ */
+const restart = (dir, probe) =>
+  running(
+    persist,
+    async (mf) => {
+      const idle = workerdMemory();
+      let ms;
+      const samples = await (probe ? sampled : (f) => f())(async () => {
+        const t0 = performance.now();
+        const state = await get(mf, '/conversations/c');
+        ms = performance.now() - t0;
+        if (state.length !== maxTokens) throw new Error(`restored ${state.length} tokens`);
+      });
+      return { idle, full: { ...workerdMemory(), wasm: await wasm(mf), heap: await isolateHeap() }, ms, samples };
+    },
+    dir,
+  );
+// the batch sizes interleaved, round by round, so that a busy machine slows each alike
+const restores = BATCHES.map(() => []);
+for (let round = 0; round < RESTARTS; round++)
+  for (const [i, dir] of batchOutdirs.entries()) restores[i].push(await restart(dir, false));
+const probed = [];
+for (const dir of batchOutdirs) probed.push(await restart(dir, true));
 rmSync(work, { recursive: true, force: true });
 
 const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
-const heap = (h) => `${mb(h.usedSize)} of ${mb(h.totalSize)}, buffers ${mb(h.backingStorageSize)}`;
 const sum = (xs) => xs.reduce((n, x) => n + x, 0);
+/** The whole isolate as its memory limit counts it: the wasm memory, the JS heap's objects, the array buffers. */
+const isolate = (wasmBytes, h) => wasmBytes + h.usedSize + h.backingStorageSize;
+const parts = (wasmBytes, h) =>
+  `${mb(isolate(wasmBytes, h))} (wasm ${mb(wasmBytes)}, JS ${mb(h.usedSize)} of ${mb(h.totalSize)}, buffers ${mb(h.backingStorageSize)})`;
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+const restartLines = BATCHES.map((batch, i) => {
+  const { samples } = probed[i];
+  const peak = samples.reduce((top, s) => (isolate(s.wasm, s) > isolate(top.wasm, top) ? s : top));
+  const after = restores[i][0].full;
+  return (
+    `    LOAD_BATCH_BYTES ${batch}${batch === LOAD_BATCH_BYTES ? ' (the default)' : ''}: ${restores[i].map((r) => r.ms.toFixed(0)).join(', ')} ms ` +
+    `(median ${median(restores[i].map((r) => r.ms)).toFixed(0)} ms); after it ${parts(sum(after.wasm), after.heap)};\n` +
+    `      through it, at each of ${samples.length} probes: peak ${parts(peak.wasm, peak)} at probe ${samples.indexOf(peak) + 1}`
+  );
+});
+const restore = restores[0][0];
 console.log(
   `Worker example, ${JSON.stringify({ layers, heads, kvHeads, headDim, maxTokens, dtype: SHAPE.dtype })}, in workerd:\n` +
     `  filled to ${rows.length} tokens (/append of ${APPEND} tokens per request, ${fill.appendSeconds.toFixed(1)} s; the last page by /attend)\n` +
     `  cache.byteLength ${rows.cacheBytes} (${(rows.cacheBytes / MiB).toFixed(1)} MiB); the largest row ${rows.largestRowBytes} bytes ` +
     `of ${rows.pieces} (${((100 * rows.largestRowBytes) / 2e6).toFixed(0)}% of the 2 MB value limit)\n` +
-    `  WebAssembly memory (its peak): ${mb(sum(fill.full.wasm))} full [${fill.full.wasm}] (idle ${mb(sum(fill.idle.wasm))}), ` +
-    `${mb(sum(restore.full.wasm))} after a restart's load [${restore.full.wasm}]; ${((100 * sum(fill.full.wasm)) / LIMIT).toFixed(0)}% of 128 MB\n` +
-    `  the isolate's V8 heap (JS objects used of total; array buffers outside it, garbage not yet collected included):\n` +
-    `    full: ${heap(fill.full.heap)}; after the restart's load: ${heap(restore.full.heap)}\n` +
+    `  WebAssembly memory (only grows): ${mb(sum(fill.full.wasm))} full [${fill.full.wasm}] (idle ${mb(sum(fill.idle.wasm))}), ` +
+    `${mb(sum(restore.full.wasm))} after a restart's load [${restore.full.wasm}]\n` +
+    `  the isolate (wasm memory + JS objects used of the heap's total + array buffers; garbage not yet collected ` +
+    `included; limit 128 MB):\n` +
+    `    full: ${parts(sum(fill.full.wasm), fill.full.heap)}\n` +
+    `  a restart (its first request: object start, rows read and loaded), ${RESTARTS} each, interleaved; then ` +
+    `one paused by a debugger after each row read and each KVCache.load:\n` +
+    `${restartLines.join('\n')}\n` +
     `  workerd resident: idle ${mb(fill.idle.rss)}; peak while filling ${mb(fill.full.hwm)} (+${mb(fill.full.hwm - fill.idle.rss)}), ` +
     `now ${mb(fill.full.rss)}; restart: idle ${mb(restore.idle.rss)}, peak through the load ${mb(restore.full.hwm)} ` +
-    `(+${mb(restore.full.hwm - restore.idle.rss)}, ${restore.ms.toFixed(0)} ms)`,
+    `(+${mb(restore.full.hwm - restore.idle.rss)})`,
 );

@@ -34,12 +34,12 @@
 // to })`), plus one row per token of the last, incomplete page (`cache.save({ from })`); when a page
 // fills, its row replaces its per-token rows. A request thus writes its own tokens, and one page every 64
 // tokens, whatever the conversation's length. On start the object loads the rows in order
-// (`KVCache.load(pieces)`, about 8 MB of rows at a time onto the previous batch's cache, so the rows of a
-// full conversation never sit in memory beside it), which checks that they form one history. With a window (`CACHE_OPTIONS`), a
-// request longer than the ring has room for may overwrite positions a page's row needs before it is
-// stored: that page keeps its rows and the request's row covers the rest, or, when even the request's
-// first positions are gone, one row of the whole cache (`save()`: the ring, at most maxTokens positions)
-// replaces every row.
+// (`KVCache.load(pieces)`, about 2 MB of rows at a time onto the previous batch's cache, each row's bytes
+// freed once loaded, so the rows of a full conversation never sit in memory beside it), which checks that
+// they form one history. With a window (`CACHE_OPTIONS`), a request longer than the ring has room for may
+// overwrite positions a page's row needs before it is stored: that page keeps its rows and the request's
+// row covers the rest, or, when even the request's first positions are gone, one row of the whole cache
+// (`save()`: the ring, at most maxTokens positions) replaces every row.
 //
 // A system prompt is prefilled once, by its own object (named ~system-prompt, which no conversation id can
 // be), and each new conversation starts from it: the first request of an empty conversation fetches the
@@ -162,7 +162,9 @@ export class Conversation {
   /**
    * A cache of the stored rows from position `start` on (onto `base`, which stays as it was, when given),
    * read a few at a time and loaded batch by batch onto the previous batch's cache: a full conversation's
-   * rows (82 MiB at the default shape) never sit in memory beside the cache they fill.
+   * rows (82 MiB at the default shape) never sit in memory beside the cache they fill. Each row's bytes are
+   * freed as soon as they are loaded (its buffer detached): garbage waiting for a collection counts against
+   * the isolate's memory limit, and V8 left tens of MB of loaded rows uncollected.
    */
   #loadRows(start, base) {
     let cache = base;
@@ -172,6 +174,7 @@ export class Conversation {
       const loaded = KVCache.load(batch, cache ? { base: cache } : undefined);
       if (cache !== base) cache.dispose();
       cache = loaded;
+      for (const row of batch) row.buffer.transfer(0);
       batch = [];
       batchBytes = 0;
     };
@@ -430,6 +433,7 @@ export class Conversation {
       const bytes = new Uint8Array(await response.arrayBuffer());
       const replaced = sharedPrompt;
       sharedPrompt = { key: promptKey(bytes), cache: KVCache.load(bytes) };
+      bytes.buffer.transfer(0); // freed now rather than by a later collection, as #loadRows frees its rows
       replaced?.cache.dispose(); // its pages stay with the conversations forked from it
     } else if (response.status !== 304) {
       throw new Error(`the system prompt could not be fetched: ${response.status} ${await response.text()}`);
