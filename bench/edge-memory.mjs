@@ -1,12 +1,15 @@
 // @ts-nocheck: a measuring script over untyped inspector messages and /proc text; its numbers are printed, not returned
 // The example Worker's memory at its default, measured in workerd (through Miniflare): one conversation of
 // Llama-3.2-1B's attention in int4 filled to its 8,192 tokens (through /append in pages of 64 tokens, the
-// last page through /attend), then the object restarted and its rows loaded again. Reports the kernel's
-// WebAssembly memory (which only grows, so what it holds at the end is its peak), workerd's resident memory
-// (peak and idle, from /proc: the isolate's heap, the wasm memory and workerd itself), and the largest
-// storage row, against Cloudflare's 128 MB per isolate and 2 MB per value.
+// last page through /attend), then the object restarted and its rows loaded again. Reports the whole isolate
+// as its memory limit counts it (the kernel's WebAssembly memory, which only grows; the V8 heap's JS objects;
+// the array buffers outside it, garbage not yet collected included), full and through a restart's load
+// (sampled at every row read and every KVCache.load, paused by a debugger: nothing is collected for the
+// samples), the restart's time, workerd's resident memory (from /proc: the isolate, its SQLite storage and
+// workerd itself), and the largest storage row, against Cloudflare's 128 MB per isolate and 2 MB per value.
+// --batch-bytes compares restarts at other LOAD_BATCH_BYTES (the Worker bundled once per value), interleaved.
 //
-//   node bench/edge-memory.mjs [--append-tokens 64]
+//   node bench/edge-memory.mjs [--append-tokens 64] [--restarts 3] [--batch-bytes 1,2097152,8388608]
 
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
