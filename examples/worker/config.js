@@ -28,8 +28,8 @@ export const LLAMA_3_2_1B = {
 export const PAGE = 64;
 
 /**
- * Stored rows read per `KVCache.load` on restart (about 2 MB, three rows at the default): a restore holds
- * only these beside the cache. Smaller batches lower the peak a little more and cost time (each load forks
- * the cache so far): docs/PERFORMANCE.md, "The Worker's restart".
+ * Stored rows read per `KVCache.load` on restart: a batch ends once it reaches 2 MiB (four rows, 2.6 MB, at
+ * the default), and a restore holds only these beside the cache. Smaller batches lower the peak a little
+ * more and cost time (each load forks the cache so far): docs/PERFORMANCE.md, "The Worker's restart".
  */
 export const LOAD_BATCH_BYTES = 2 * 2 ** 20;
