@@ -14,6 +14,9 @@ import { Staging } from './staging.js';
 import { ThreadPool } from './threads.js';
 import { float32Range } from './typed-arrays.js';
 
+/** Floats up to which copyIn and copyOut loop instead of making a view (docs/PERFORMANCE.md, "Staging copies"). */
+const SMALL_COPY = 32;
+
 /** The kernel calls of a cache: attend the staged queries, append the staged keys and values, both (step), or weights. */
 export type Entry = 'append' | 'attend' | 'step' | 'weights';
 
@@ -133,7 +136,8 @@ export class Instance {
 
   // Copies between a caller's Float32Array (checked: a genuine one, from … from + count within its bytes)
   // and memory use indexed access or our own view of its buffer, never its methods, which may be
-  // overridden. Small copies loop instead of making a view.
+  // overridden. Only copies of a few floats loop: past SMALL_COPY floats a view and one `set` (a memcpy)
+  // cost less than the loop, whose indexed accesses run at a few nanoseconds a float.
 
   /** Copies src[from … from + count) to the f32 at byte address `at`. */
   copyIn(at: number, src: Float32Array, from: number, count: number): void {
@@ -141,7 +145,7 @@ export class Instance {
     const start = at >>> 2;
     // never `heap.set(src)`: a length-tracking array over a growable SharedArrayBuffer may have grown on
     // another thread since it was checked, and set would copy what it holds now
-    if (count <= 4096) {
+    if (count <= SMALL_COPY) {
       for (let i = 0; i < count; i++) heap[start + i] = src[from + i];
     } else {
       heap.set(float32Range(src, from, count), start);
@@ -152,7 +156,7 @@ export class Instance {
   copyOut(at: number, dst: Float32Array, from: number, count: number): void {
     const heap = this.f32();
     const start = at >>> 2;
-    if (count <= 4096) {
+    if (count <= SMALL_COPY) {
       for (let i = 0; i < count; i++) dst[from + i] = heap[start + i];
     } else {
       float32Range(dst, from, count).set(heap.subarray(start, start + count));
