@@ -3,8 +3,10 @@
 // second, for 32 lone attend calls and for one attendMany, at 1 and 2 threads, next to the machine's own
 // streaming read bandwidth over a working set of the same size (bench/limits: one thread over all of it,
 // and two threads over half of it each, at once). Every variant of a round (lone and batch, 1 and 2
-// threads) runs interleaved in one process, in a rotating order; each timed step is followed (untimed) by
-// truncating every cache back. Reported: medians and p10–p90 of the rounds; a ratio is the median of the
+// threads) runs interleaved in one process, in a fresh shuffled order each round; each timed step is
+// followed (untimed) by truncating every cache back. A 2-thread step is timed right after an untimed one
+// (its worker awake, as between a model's layers) and followed by a 5 ms sleep, so the worker, which
+// spins a while after a call, is asleep before the next variant runs. Reported: medians and p10–p90 of the rounds; a ratio is the median of the
 // per-round ratios (lone time / batch time: > 1 means the batch is faster).
 //
 //   node bench/many-bandwidth.mjs [--rounds 30] [--shapes gpt2,llama] [--dtypes float32,bfloat16,int8]
@@ -24,7 +26,7 @@ const opts = parseArgs(process.argv.slice(2), {
   dtypes: 'float32,bfloat16,int8',
   lengths: '256,64',
   count: 32,
-  streamRounds: 9,
+  streamRounds: 100,
   cpu: false,
 });
 // --cpu: one thread only, each step timed by this process's CPU time (user + system) instead of the wall
@@ -97,21 +99,39 @@ async function streamer(maxBytes) {
 async function machineBandwidth(bytes) {
   const size = Math.ceil(bytes / 256) * 256;
   const [a, b] = [await streamer(size), await streamer(size)];
-  // about 40 ms a timing
-  let reps = 1;
-  while ((await a.run(size, reps)) < 10) reps *= 2;
-  reps *= 4;
+  // single passes, many of them: on a loaded machine the best ones are the machine's, the median what
+  // other processes left of it at the time
   const one = [],
     two = [];
   for (let r = 0; r < opts.streamRounds; r++) {
-    one.push((size * reps) / (await a.run(size, reps)) / 1e6);
-    const [x, y] = await Promise.all([a.run(size / 2, reps), b.run(size / 2, reps)]);
-    two.push((size * reps) / Math.max(x, y) / 1e6);
+    one.push(size / (await a.run(size, 1)) / 1e6);
+    const [x, y] = await Promise.all([a.run(size / 2, 1), b.run(size / 2, 1)]);
+    two.push(size / Math.max(x, y) / 1e6);
   }
   await a.stop();
   await b.stop();
   return { one, two };
 }
+
+/** The limits module on this thread, its buffer grown to what the largest pass reads. */
+const inline = (() => {
+  const ex = /** @type {any} */ (new WebAssembly.Instance(new WebAssembly.Module(limitsWasm), {}).exports);
+  const BASE = 65536;
+  let filled = 0;
+  return {
+    ex,
+    BASE,
+    /** @param {number} bytes */
+    ensure(bytes) {
+      if (bytes <= filled) return;
+      const memory = /** @type {WebAssembly.Memory} */ (ex.memory);
+      const need = Math.ceil((BASE + bytes) / 65536) - memory.buffer.byteLength / 65536;
+      if (need > 0) memory.grow(need);
+      new Float32Array(memory.buffer, BASE, bytes / 4).fill(1e-3);
+      filled = bytes;
+    },
+  };
+})();
 
 // ---------------------------------------------------------------------------------------------- attention
 
@@ -141,6 +161,8 @@ console.log(
 );
 
 const rows = [];
+const shuffle = new Rng(5);
+const nap = new Int32Array(new SharedArrayBuffer(4));
 for (const shapeName of list(opts.shapes)) {
   const shape = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
   const qRow = shape.heads * shape.headDim,
@@ -208,17 +230,42 @@ for (const shapeName of list(opts.shapes)) {
         sets.push({ threads, caches, lone, batch, hot });
       }
       const variants = sets.flatMap((s) => [
-        { name: `lone ${s.threads}t`, run: s.lone },
-        { name: `batch ${s.threads}t`, run: s.batch },
-        ...(s.threads === 1 ? [{ name: 'hot 1t', run: s.hot }] : []),
+        { name: `lone ${s.threads}t`, run: s.lone, threads: s.threads },
+        { name: `batch ${s.threads}t`, run: s.batch, threads: s.threads },
+        ...(s.threads === 1 ? [{ name: 'hot 1t', run: s.hot, threads: 1 }] : []),
       ]);
+      // one streaming pass over the same bytes on this thread, among the rounds: the machine's read rate
+      // at the same moments as the steps (a loaded machine slows both alike)
+      const passBytes = Math.ceil(bytes / 256) * 256;
+      inline.ensure(passBytes);
+      variants.push({
+        name: 'stream 1t',
+        run: () => {
+          const t = now();
+          inline.ex.streamSum(inline.BASE, passBytes, 1);
+          return now() - t;
+        },
+        threads: 1,
+      });
       for (let i = 0; i < 3; i++) for (const v of variants) v.run();
       /** @type {Record<string, number[]>} */
       const times = Object.fromEntries(variants.map((v) => [v.name, []]));
+      const order = variants.map((_, j) => j);
       for (let r = 0; r < opts.rounds; r++) {
-        for (let j = 0; j < variants.length; j++) {
-          const v = variants[(r + j) % variants.length];
+        // a fresh order each round, so no variant always follows the same one
+        for (let j = order.length - 1; j > 0; j--) {
+          const x = Math.floor(shuffle.next() * (j + 1));
+          [order[j], order[x]] = [order[x], order[j]];
+        }
+        for (const j of order) {
+          const v = variants[j];
+          // a 2-thread step runs right after an untimed one, as a model's layers follow one another: its
+          // worker is awake and spinning, as in a decode loop, not asleep after the nap below
+          if (v.threads > 1) v.run();
           times[v.name].push(v.run());
+          // a 2-thread call leaves its worker spinning a while (SPIN_MS) for the next call: let it fall
+          // asleep before the next variant, which it would otherwise slow on a 2-core machine
+          if (v.threads > 1) Atomics.wait(nap, 0, 0, 5);
         }
       }
       for (const s of sets) for (const c of s.caches) c.dispose();
@@ -264,16 +311,23 @@ for (const r of rows) {
 }
 console.log("\n## K/V read bandwidth (GB/s) against the machine's streaming read over the same bytes\n");
 console.log(
-  '| shape | tokens | dtype | K/V MB | machine 1t | machine 2t | machine best 1t / 2t | lone, one cache (in cache) | lone 1t | attendMany 1t | lone 2t | attendMany 2t | lone 1t / machine 1t | attendMany 2t / machine 2t |',
+  'Median (p10–p90). The machine: single streaming passes over the bytes, 100 of them before the steps (on 1 ' +
+    'and on 2 threads at once) and one per round among the steps (1 thread); its best is what other processes ' +
+    'left of it at their quietest. The last columns: the best round of each against the best pass.\n',
 );
-console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log(
+  '| shape | tokens | dtype | K/V MB | machine 1t | machine 2t | machine best 1t / 2t | stream 1t, interleaved | lone, one cache (in cache) | lone 1t | attendMany 1t | lone 2t | attendMany 2t | best: lone 1t / machine 1t | best: attendMany 1t / machine 1t | best: attendMany 2t / machine 2t |',
+);
+console.log(
+  '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+);
 for (const r of rows) {
-  const m1 = quantile(r.machine.one, 0.5),
-    m2 = quantile(r.machine.two, 0.5);
+  const m1 = Math.max(...r.machine.one, ...r.gb['stream 1t']),
+    m2 = Math.max(...r.machine.two);
   console.log(
     `| ${r.shape} | ${r.length} | ${r.dtype} | ${r.mb.toFixed(1)} | ${spreadGB(r.machine.one)} | ${spreadGB(r.machine.two)} | ` +
-      `${Math.max(...r.machine.one).toFixed(1)} / ${Math.max(...r.machine.two).toFixed(1)} | ${spreadGB(r.gb['hot 1t'])} | ${spreadGB(r.gb['lone 1t'])} | ${spreadGB(r.gb['batch 1t'])} | ${spreadGB(r.gb['lone 2t'])} | ${spreadGB(r.gb['batch 2t'])} | ` +
-      `${((100 * quantile(r.gb['lone 1t'], 0.5)) / m1).toFixed(0)}% | ${r.gb['batch 2t'] ? `${((100 * quantile(r.gb['batch 2t'], 0.5)) / m2).toFixed(0)}%` : '–'} |`,
+      `${Math.max(...r.machine.one).toFixed(1)} / ${Math.max(...r.machine.two).toFixed(1)} | ${spreadGB(r.gb['stream 1t'])} | ${spreadGB(r.gb['hot 1t'])} | ${spreadGB(r.gb['lone 1t'])} | ${spreadGB(r.gb['batch 1t'])} | ${spreadGB(r.gb['lone 2t'])} | ${spreadGB(r.gb['batch 2t'])} | ` +
+      `${((100 * Math.max(...r.gb['lone 1t'])) / m1).toFixed(0)}% | ${((100 * Math.max(...r.gb['batch 1t'])) / m1).toFixed(0)}% | ${r.gb['batch 2t'] ? `${((100 * Math.max(...r.gb['batch 2t'])) / m2).toFixed(0)}%` : '–'} |`,
   );
 }
 console.log(

@@ -43,7 +43,15 @@ import {
 } from './tree.js';
 import { type LayerGroup, layerGroups, layerSettings } from './per-layer.js';
 
-import { type AttendManyItem, itemBytes, itemPlace, readItems, readManyOptions, recordBytes } from './many.js';
+import {
+  type AttendManyItem,
+  itemBytes,
+  itemName,
+  itemPlace,
+  readItems,
+  readManyOptions,
+  recordBytes,
+} from './many.js';
 import { Job } from './abi.js';
 
 export type { KVCacheDtype, KVCacheOptions, LayerOptions, RopeOptions, RopeScaling } from './options.js';
@@ -285,7 +293,7 @@ export class KVCache {
       seen.set(cache, i);
       const index = cache.#layerIndex(layer);
       const item = given[i];
-      const count = tokensIn(`items[${i}].q`, item.q, heads * headDim, 'heads × headDim');
+      const count = tokensIn(itemName(i, 'q'), item.q, heads * headDim, 'heads × headDim');
       cache.#checkItemTokens(i, index, item.k, item.v, count);
       outs.push(itemOutput(i, item.out, count, heads, headDim));
       indices.push(index);
@@ -302,7 +310,7 @@ export class KVCache {
     let rounds = 1;
     let ownStaging = 0;
     for (let i = 0; i < caches.length; i++) {
-      const { memory } = caches[i].#memory.groupOf(indices[i]);
+      const memory = caches[i].#memory.memoryOf(indices[i]);
       rounds = Math.max(rounds, Math.ceil(tokens[i] / memory.chunkTokens));
       ownStaging = Math.max(ownStaging, memory.stagingBytes);
     }
@@ -396,7 +404,8 @@ export class KVCache {
     const order = KVCache.#cascades(instance, caches, indices, tokens, round);
     for (const { i, cascade, sharedEnd } of order) {
       const c = caches[i];
-      const { memory, local } = c.#memory.groupOf(indices[i]);
+      const memory = c.#memory.memoryOf(indices[i]);
+      const local = c.#memory.localOf(indices[i]);
       const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
       const from = round * memory.chunkTokens;
       const place = itemPlace(at, n, heads, kvHeads, headDim);
@@ -450,12 +459,24 @@ export class KVCache {
     // alone, without the family key below (strangers, the common batch, pay one lookup each)
     const firstPages: number[] = [];
     const pageCount = new Map<number, number>();
+    let shared = false;
     for (let i = 0; i < caches.length; i++) {
-      const c = caches[i];
-      const { memory, local } = c.#memory.groupOf(indices[i]);
-      const page = memory.firstPage(local);
+      const layers = caches[i].#memory;
+      const page = layers.memoryOf(indices[i]).firstPage(layers.localOf(indices[i]));
       firstPages.push(page);
-      if (page !== 0) pageCount.set(page, (pageCount.get(page) ?? 0) + 1);
+      if (page === 0) continue;
+      const count = (pageCount.get(page) ?? 0) + 1;
+      pageCount.set(page, count);
+      if (count > 1) shared = true;
+    }
+    if (!shared) {
+      // no forks in the batch: every item with tokens in this round runs alone, in item order
+      const order: Array<{ i: number; cascade: number; sharedEnd: number }> = [];
+      for (let i = 0; i < caches.length; i++) {
+        if (KVCache.#roundTokens(caches[i], indices[i], tokens[i], round) > 0)
+          order.push({ i, cascade: 0, sharedEnd: 0 });
+      }
+      return order;
     }
     caches.forEach((c, i) => {
       const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
@@ -524,7 +545,7 @@ export class KVCache {
   /** #checkNewTokens for item i of a batch: errors name items[i].k and items[i].v. */
   #checkItemTokens(i: number, index: number, k: unknown, v: unknown, tokens: number): void {
     const { kvHeads, headDim } = this.#settings.shape;
-    const keyTokens = tokensIn(`items[${i}].k`, k, kvHeads * headDim, 'kvHeads × headDim');
+    const keyTokens = tokensIn(itemName(i, 'k'), k, kvHeads * headDim, 'kvHeads × headDim');
     if (keyTokens !== tokens) {
       throw rangeError(
         `items[${i}].k`,
@@ -532,8 +553,8 @@ export class KVCache {
         k,
       );
     }
-    tokensIn(`items[${i}].v`, v, kvHeads * headDim, 'kvHeads × headDim');
-    sameLength(`items[${i}].v`, v as Float32Array, `items[${i}].k`, k as Float32Array);
+    tokensIn(itemName(i, 'v'), v, kvHeads * headDim, 'kvHeads × headDim');
+    sameLength(itemName(i, 'v'), v as Float32Array, itemName(i, 'k'), k as Float32Array);
     try {
       this.#checkNewTokens(index, k, v, tokens);
     } catch (error) {

@@ -59,6 +59,21 @@ export function readItems(items: unknown): Array<AttendManyItem> {
   return read;
 }
 
+const itemNames = { q: [] as string[], k: [] as string[], v: [] as string[] };
+/** Item indices whose names are kept (beyond, made per call). */
+const KEPT_NAMES = 1024;
+
+/**
+ * `items[i].q` (or k, v), made once per index and kept: a batch's checks name every item's tensors, and
+ * making the strings anew cost a batch of decode steps more than its checks.
+ */
+export function itemName(i: number, key: 'q' | 'k' | 'v'): string {
+  if (i >= KEPT_NAMES) return `items[${i}].${key}`;
+  const names = itemNames[key];
+  for (let j = names.length; j <= i; j++) names.push(`items[${j}].${key}`);
+  return names[i];
+}
+
 /** Refuses every key of attendMany's options: it takes none yet. */
 export function readManyOptions(options: unknown): void {
   if (options === undefined) return;
