@@ -618,7 +618,14 @@ export class CacheMemory {
    * calling thread's scratch); the cache's next call of its own writes its usual ones back.
    */
   stageAt(q: number, k: number, v: number, out: number, scratch: number): void {
-    this.instance.i32().set([q, k, v, out, scratch], (this.#fixed >>> 2) + Q);
+    const w = this.instance.i32();
+    const at = (this.#fixed >>> 2) + Q;
+    // the words Q, K, V, OUT and SCRATCH follow one another (descriptor.ts); no array made per item
+    w[at] = q;
+    w[at + 1] = k;
+    w[at + 2] = v;
+    w[at + 3] = out;
+    w[at + 4] = scratch;
     this.#stagingGeneration = -1;
   }
 

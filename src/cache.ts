@@ -43,7 +43,15 @@ import {
 } from './tree.js';
 import { type LayerGroup, layerGroups, layerSettings } from './per-layer.js';
 
-import { type AttendManyItem, itemBytes, itemPlace, readItems, readManyOptions, recordBytes } from './many.js';
+import {
+  type AttendManyItem,
+  itemBytes,
+  itemName,
+  itemPlace,
+  readItems,
+  readManyOptions,
+  recordBytes,
+} from './many.js';
 import { Job } from './abi.js';
 
 export type { KVCacheDtype, KVCacheOptions, LayerOptions, RopeOptions, RopeScaling } from './options.js';
@@ -247,23 +255,28 @@ export class KVCache {
     const indices: number[] = [];
     const tokens: number[] = [];
     const outs: Float32Array[] = [];
-    caches.forEach((cache, i) => {
-      const name = `items[${i}].cache`;
-      if (cache.#memory.disposed) throw new Error(`wasm-attention: ${name} was disposed`);
+    for (let i = 0; i < caches.length; i++) {
+      const cache = caches[i];
+      // the name only where an error needs it: a batch of decode steps pays this loop per item
+      if (cache.#memory.disposed) throw new Error(`wasm-attention: items[${i}].cache was disposed`);
       if (cache.#drafts) {
         // as attend: a step's tokens would land among the pending drafts
         throw new Error(
-          `wasm-attention: ${name} has drafts pending (attendTree): KVCache.attendMany cannot run on it ` +
+          `wasm-attention: items[${i}].cache has drafts pending (attendTree): KVCache.attendMany cannot run on it ` +
             'until accept(path) keeps some of them, or accept([]) none',
         );
       }
       if (cache.#memory.instance !== instance) {
-        throw typeError(name, 'a KVCache of the same instance (build and threads) as items[0].cache', cache);
+        throw typeError(
+          `items[${i}].cache`,
+          'a KVCache of the same instance (build and threads) as items[0].cache',
+          cache,
+        );
       }
       const shape = cache.#settings.shape;
       if (shape.heads !== heads || shape.kvHeads !== kvHeads || shape.headDim !== headDim) {
         throw typeError(
-          name,
+          `items[${i}].cache`,
           `a KVCache of items[0].cache's head shape (heads ${heads}, kvHeads ${kvHeads}, headDim ${headDim}) ` +
             `(it has heads ${shape.heads}, kvHeads ${shape.kvHeads}, headDim ${shape.headDim})`,
           cache,
@@ -271,17 +284,21 @@ export class KVCache {
       }
       const before = seen.get(cache);
       if (before !== undefined) {
-        throw typeError(name, `a KVCache not already in the batch (items[${before}].cache is the same cache)`, cache);
+        throw typeError(
+          `items[${i}].cache`,
+          `a KVCache not already in the batch (items[${before}].cache is the same cache)`,
+          cache,
+        );
       }
       seen.set(cache, i);
       const index = cache.#layerIndex(layer);
       const item = given[i];
-      const count = tokensIn(`items[${i}].q`, item.q, heads * headDim, 'heads × headDim');
+      const count = tokensIn(itemName(i, 'q'), item.q, heads * headDim, 'heads × headDim');
       cache.#checkItemTokens(i, index, item.k, item.v, count);
       outs.push(itemOutput(i, item.out, count, heads, headDim));
       indices.push(index);
       tokens.push(count);
-    });
+    }
     if (caches.length === 1) {
       // one item: attend's own path (a long step there is cut into chunks that threads share)
       first.#run(indices[0], given[0].k, given[0].v, tokens[0], given[0].q, outs[0]);
@@ -289,21 +306,25 @@ export class KVCache {
     }
     // the staging area first (it holds every item's chunk, the records and the scratch), then every page
     // every item writes: a failure anywhere leaves every cache as it was
-    const rounds = Math.max(...caches.map((c, i) => Math.ceil(tokens[i] / c.#memory.chunkTokensOf(indices[i]))));
+    // plain loops, no closures: a batch of decode steps pays this per item
+    let rounds = 1;
+    let ownStaging = 0;
+    for (let i = 0; i < caches.length; i++) {
+      const memory = caches[i].#memory.memoryOf(indices[i]);
+      rounds = Math.max(rounds, Math.ceil(tokens[i] / memory.chunkTokens));
+      ownStaging = Math.max(ownStaging, memory.stagingBytes);
+    }
     let itemArea = 0;
     for (let r = 0; r < rounds; r++) {
       let bytes = 0;
-      caches.forEach((c, i) => {
-        const n = KVCache.#roundTokens(c, indices[i], tokens[i], r);
+      for (let i = 0; i < caches.length; i++) {
+        const n = KVCache.#roundTokens(caches[i], indices[i], tokens[i], r);
         if (n > 0) bytes += itemBytes(n, heads, kvHeads, headDim);
-      });
+      }
       itemArea = Math.max(itemArea, bytes);
     }
     const scratchBytes = first.#memory.groupOf(indices[0]).memory.scratchBytes;
-    const bytes = Math.max(
-      recordBytes(caches.length) + scratchBytes + itemArea,
-      ...caches.map((c, i) => c.#memory.groupOf(indices[i]).memory.stagingBytes),
-    );
+    const bytes = Math.max(recordBytes(caches.length) + scratchBytes + itemArea, ownStaging);
     try {
       instance.staging.ensure(bytes);
     } catch (cause) {
@@ -323,7 +344,8 @@ export class KVCache {
       for (let i = 0; i < reserved; i++) caches[i].#giveBackUnheld(indices[i]);
       throw error;
     }
-    const lengths = caches.map((c, i) => c.#lengths[indices[i]]);
+    const lengths: number[] = [];
+    for (let i = 0; i < caches.length; i++) lengths.push(caches[i].#lengths[indices[i]]);
     let round = 0;
     try {
       for (; round < rounds; round++)
@@ -345,10 +367,11 @@ export class KVCache {
         : '; every cache is as it was before the call';
       throw new Error(`${(error as Error).message}${state}`, { cause: error });
     }
-    caches.forEach((c, i) => {
+    for (let i = 0; i < caches.length; i++) {
+      const c = caches[i];
       c.#lengths[indices[i]] = lengths[i] + tokens[i];
       c.#evictOverwritten(indices[i], lengths[i] + tokens[i]);
-    });
+    }
     return outs;
   }
 
@@ -381,7 +404,8 @@ export class KVCache {
     const order = KVCache.#cascades(instance, caches, indices, tokens, round);
     for (const { i, cascade, sharedEnd } of order) {
       const c = caches[i];
-      const { memory, local } = c.#memory.groupOf(indices[i]);
+      const memory = c.#memory.memoryOf(indices[i]);
+      const local = c.#memory.localOf(indices[i]);
       const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
       const from = round * memory.chunkTokens;
       const place = itemPlace(at, n, heads, kvHeads, headDim);
@@ -431,13 +455,39 @@ export class KVCache {
     const fit = instance.abi.tileTokens(heads, kvHeads);
     const families = new Map<string, number[]>();
     const alone: number[] = [];
+    // forks of one prefix name the same first page: a cache whose first page no other item names runs
+    // alone, without the family key below (strangers, the common batch, pay one lookup each)
+    const firstPages: number[] = [];
+    const pageCount = new Map<number, number>();
+    let shared = false;
+    for (let i = 0; i < caches.length; i++) {
+      const layers = caches[i].#memory;
+      const page = layers.memoryOf(indices[i]).firstPage(layers.localOf(indices[i]));
+      firstPages.push(page);
+      if (page === 0) continue;
+      const count = (pageCount.get(page) ?? 0) + 1;
+      pageCount.set(page, count);
+      if (count > 1) shared = true;
+    }
+    if (!shared) {
+      // no forks in the batch: every item with tokens in this round runs alone, in item order
+      const order: Array<{ i: number; cascade: number; sharedEnd: number }> = [];
+      for (let i = 0; i < caches.length; i++) {
+        if (KVCache.#roundTokens(caches[i], indices[i], tokens[i], round) > 0)
+          order.push({ i, cascade: 0, sharedEnd: 0 });
+      }
+      return order;
+    }
     caches.forEach((c, i) => {
       const n = KVCache.#roundTokens(c, indices[i], tokens[i], round);
       if (n === 0) return;
-      const { memory, local } = c.#memory.groupOf(indices[i]);
-      const page = memory.firstPage(local);
+      const page = firstPages[i];
+      if (n > fit || page === 0 || (pageCount.get(page) ?? 0) < 2) {
+        alone.push(i);
+        return;
+      }
       const window = layerSettings(c.#settings, indices[i]).scoring.window;
-      if (n > fit || page === 0 || window !== 0 || caches.length < 2) {
+      if (window !== 0) {
         alone.push(i);
         return;
       }
@@ -495,7 +545,7 @@ export class KVCache {
   /** #checkNewTokens for item i of a batch: errors name items[i].k and items[i].v. */
   #checkItemTokens(i: number, index: number, k: unknown, v: unknown, tokens: number): void {
     const { kvHeads, headDim } = this.#settings.shape;
-    const keyTokens = tokensIn(`items[${i}].k`, k, kvHeads * headDim, 'kvHeads × headDim');
+    const keyTokens = tokensIn(itemName(i, 'k'), k, kvHeads * headDim, 'kvHeads × headDim');
     if (keyTokens !== tokens) {
       throw rangeError(
         `items[${i}].k`,
@@ -503,8 +553,8 @@ export class KVCache {
         k,
       );
     }
-    tokensIn(`items[${i}].v`, v, kvHeads * headDim, 'kvHeads × headDim');
-    sameLength(`items[${i}].v`, v as Float32Array, `items[${i}].k`, k as Float32Array);
+    tokensIn(itemName(i, 'v'), v, kvHeads * headDim, 'kvHeads × headDim');
+    sameLength(itemName(i, 'v'), v as Float32Array, itemName(i, 'k'), k as Float32Array);
     try {
       this.#checkNewTokens(index, k, v, tokens);
     } catch (error) {

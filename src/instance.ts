@@ -12,7 +12,12 @@ import { LinearHeap } from './heap.js';
 import { PagePool } from './pages.js';
 import { Staging } from './staging.js';
 import { ThreadPool } from './threads.js';
-import { float32Range } from './typed-arrays.js';
+import { float32Range, setFloats, wholeUnshared } from './typed-arrays.js';
+
+/** Floats up to which copyIn loops even over a whole unshared array (a set costs more below). */
+const SMALL_COPY = 32;
+/** Floats up to which a copy loops rather than make a view (a view is an object on the JavaScript heap). */
+const LOOP_COPY = 4096;
 
 /** The kernel calls of a cache: attend the staged queries, append the staged keys and values, both (step), or weights. */
 export type Entry = 'append' | 'attend' | 'step' | 'weights';
@@ -133,15 +138,21 @@ export class Instance {
 
   // Copies between a caller's Float32Array (checked: a genuine one, from … from + count within its bytes)
   // and memory use indexed access or our own view of its buffer, never its methods, which may be
-  // overridden. Small copies loop instead of making a view.
+  // overridden, and make no object on the JavaScript heap for a decode step's arrays. Indexed access
+  // costs a few nanoseconds a float, so a whole array of an unshared buffer goes in by one `set` (a
+  // memcpy; docs/PERFORMANCE.md, "Staging copies").
 
   /** Copies src[from … from + count) to the f32 at byte address `at`. */
   copyIn(at: number, src: Float32Array, from: number, count: number): void {
     const heap = this.f32();
     const start = at >>> 2;
-    // never `heap.set(src)`: a length-tracking array over a growable SharedArrayBuffer may have grown on
-    // another thread since it was checked, and set would copy what it holds now
-    if (count <= 4096) {
+    if (count > SMALL_COPY && from === 0 && wholeUnshared(src, count)) {
+      // no other thread can resize an unshared buffer, and no caller code runs before set reads it:
+      // src holds exactly the count floats checked
+      heap.set(src, start);
+    } else if (count <= LOOP_COPY) {
+      // never `heap.set(src)` here: a length-tracking array over a growable SharedArrayBuffer may have
+      // grown on another thread since it was checked, and set would copy what it holds now
       for (let i = 0; i < count; i++) heap[start + i] = src[from + i];
     } else {
       heap.set(float32Range(src, from, count), start);
@@ -152,10 +163,32 @@ export class Instance {
   copyOut(at: number, dst: Float32Array, from: number, count: number): void {
     const heap = this.f32();
     const start = at >>> 2;
-    if (count <= 4096) {
+    if (count <= SMALL_COPY) {
       for (let i = 0; i < count; i++) dst[from + i] = heap[start + i];
     } else {
-      float32Range(dst, from, count).set(heap.subarray(start, start + count));
+      // dst was checked to hold from … from + count; only caller code could shrink it, and none runs here
+      setFloats(dst, this.#heapRange(heap, start, count), from);
     }
+  }
+
+  #range: Float32Array | undefined;
+  #rangeOf: Float32Array | undefined;
+  #rangeStart = -1;
+  #rangeCount = -1;
+
+  /**
+   * A view of `count` floats of memory from float `start`: the last one made while it still fits (a decode
+   * loop copies out of the same staging place every step, and so makes no object).
+   */
+  #heapRange(heap: Float32Array, start: number, count: number): Float32Array {
+    // the view over memory as it is now (f32() renews it when memory grew)
+    if (this.#range && this.#rangeOf === heap && this.#rangeStart === start && this.#rangeCount === count) {
+      return this.#range;
+    }
+    this.#rangeOf = heap;
+    this.#rangeStart = start;
+    this.#rangeCount = count;
+    this.#range = heap.subarray(start, start + count);
+    return this.#range;
   }
 }

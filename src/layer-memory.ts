@@ -55,6 +55,16 @@ export class LayeredMemory {
     return { memory: this.#of(layer), local: this.#local[layer] };
   }
 
+  /** The memory of `layer`'s group (groupOf without the object: a batch asks this per item). */
+  memoryOf(layer: number): CacheMemory {
+    return this.#of(layer);
+  }
+
+  /** `layer`'s index in its group's memory. */
+  localOf(layer: number): number {
+    return this.#local[layer];
+  }
+
   /** Where `layer`'s positions live. */
   geometryOf(layer: number): LayerGeometry {
     return this.#of(layer).geometry;

@@ -30,17 +30,48 @@ export function readItems(items: unknown): Array<AttendManyItem> {
   const count = items.length;
   const read: Array<AttendManyItem> = [];
   for (let i = 0; i < count; i++) {
-    const bag = optionsObject(`items[${i}]`, items[i]);
-    refuseUnknownKeys(bag, `items[${i}]`, ITEM_KEYS);
-    read.push({
-      cache: bag.cache,
-      q: bag.q as Float32Array,
-      k: bag.k as Float32Array,
-      v: bag.v as Float32Array,
-      out: bag.out as Float32Array | undefined,
-    });
+    const value = items[i];
+    // as optionsObject then refuseUnknownKeys, without the copy of the bag: each key enumerated and read once
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw typeError(`items[${i}]`, 'an object', value);
+    }
+    // every key present (undefined when not given, as read from the bag), so items share one shape
+    const item = {
+      cache: undefined,
+      q: undefined,
+      k: undefined,
+      v: undefined,
+      out: undefined,
+    } as unknown as AttendManyItem;
+    let unknown: Record<string, unknown> | undefined;
+    for (const key in value) {
+      const x = (value as Record<string, unknown>)[key];
+      if (key === 'cache') item.cache = x;
+      else if (key === 'q') item.q = x as Float32Array;
+      else if (key === 'k') item.k = x as Float32Array;
+      else if (key === 'v') item.v = x as Float32Array;
+      else if (key === 'out') item.out = x as Float32Array | undefined;
+      else unknown ??= { [key]: x };
+    }
+    if (unknown) refuseUnknownKeys(unknown, `items[${i}]`, ITEM_KEYS);
+    read.push(item);
   }
   return read;
+}
+
+const itemNames = { q: [] as string[], k: [] as string[], v: [] as string[] };
+/** Item indices whose names are kept (beyond, made per call). */
+const KEPT_NAMES = 1024;
+
+/**
+ * `items[i].q` (or k, v), made once per index and kept: a batch's checks name every item's tensors, and
+ * making the strings anew cost a batch of decode steps more than its checks.
+ */
+export function itemName(i: number, key: 'q' | 'k' | 'v'): string {
+  if (i >= KEPT_NAMES) return `items[${i}].${key}`;
+  const names = itemNames[key];
+  for (let j = names.length; j <= i; j++) names.push(`items[${j}].${key}`);
+  return names[i];
 }
 
 /** Refuses every key of attendMany's options: it takes none yet. */

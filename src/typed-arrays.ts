@@ -43,6 +43,24 @@ export function float32Range(array: Float32Array, from: number, count: number): 
   return new Float32(buffer, (byteOffsetOf.call(array) as number) + from * 4, count);
 }
 
+const typedArraySet = (TypedArrayPrototype as Float32Array).set;
+
+/**
+ * Writes `source` (our own view) into a genuine Float32Array from element `offset` on, by the intrinsic
+ * %TypedArray%.prototype.set (not the array's own `set`, which may be overridden): a memcpy, no object made.
+ */
+export function setFloats(array: Float32Array, source: Float32Array, offset: number): void {
+  typedArraySet.call(array, source, offset);
+}
+
+/**
+ * Whether a genuine Float32Array holds exactly `count` floats of an ArrayBuffer (not a SharedArrayBuffer,
+ * which another thread may grow): then `set` from it copies those floats and no more. Makes no object.
+ */
+export function wholeUnshared(array: Float32Array, count: number): boolean {
+  return floatsIn(array) === count && isArrayBuffer(bufferOf.call(array) as ArrayBufferLike);
+}
+
 /**
  * Our own view of a genuine Uint8Array's bytes; a private copy when they live in a SharedArrayBuffer,
  * where another thread could change them between their checks and their use.

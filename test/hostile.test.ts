@@ -101,6 +101,73 @@ describe('a typed array is what its buffer range holds', () => {
   });
 });
 
+describe('arrays of more than 32 floats, which a call copies by one memcpy', () => {
+  // Past 32 floats, q, k and v of a whole unshared buffer go into memory by one set and out comes out by
+  // one: the same bits whatever buffer holds them, no method of theirs called, and a growable buffer
+  // copied by the range that was checked.
+  const wide = { heads: 8, kvHeads: 4, headDim: 16, maxTokens: 8 };
+  const qw = rng.randn(2 * 8 * 16);
+  const kw = rng.randn(2 * 4 * 16);
+  const vw = rng.randn(2 * 4 * 16);
+  let expected: Float32Array;
+  beforeAll(() => {
+    const plain = new KVCache(wide);
+    expected = plain.attend(0, qw, kw, vw);
+    plain.dispose();
+  });
+  /** `values` in a fresh buffer made by `make`, at a float offset of 3 when `offset`. */
+  const placed = (values: Float32Array, make: (bytes: number) => ArrayBufferLike, offset: boolean) => {
+    const at = offset ? 3 : 0;
+    const array = new Float32Array(make((values.length + at) * 4), at * 4, values.length);
+    for (let i = 0; i < values.length; i++) array[i] = values[i];
+    return array;
+  };
+  // resizable and growable buffers (ES2024), typed here since the project's lib predates them
+  type Sized<B> = new (bytes: number, options?: { maxByteLength: number }) => B;
+  const Resizable = ArrayBuffer as Sized<ArrayBuffer>;
+  const Growable = SharedArrayBuffer as Sized<SharedArrayBuffer>;
+  const buffers: Array<[string, (bytes: number) => ArrayBufferLike]> = [
+    ['ArrayBuffer', (bytes) => new ArrayBuffer(bytes)],
+    ['SharedArrayBuffer', (bytes) => new SharedArrayBuffer(bytes)],
+    ['resizable ArrayBuffer', (bytes) => new Resizable(bytes, { maxByteLength: 4 * bytes })],
+    ['growable SharedArrayBuffer', (bytes) => new Growable(bytes, { maxByteLength: 4 * bytes })],
+  ];
+  for (const [kind, make] of buffers) {
+    for (const offset of [false, true]) {
+      it(`q, k, v and out in a ${kind}${offset ? ', 3 floats in' : ''}: the bits of plain arrays`, () => {
+        const cache = new KVCache(wide);
+        try {
+          const [q, k, v] = [qw, kw, vw].map((x) => placed(x, make, offset));
+          const out = placed(new Float32Array(qw.length), make, offset);
+          const calls: string[] = [];
+          for (const array of [q, k, v, out]) {
+            for (const method of ['set', 'subarray']) {
+              Object.defineProperty(array, method, { value: () => calls.push(method) });
+            }
+          }
+          expect(cache.attend(0, q, k, v, out)).toBe(out);
+          expect(calls).toEqual([]);
+          expectBitIdentical(out, expected, `${kind} out`);
+        } finally {
+          cache.dispose();
+        }
+      });
+    }
+  }
+
+  it('a length-tracking q over a resizable buffer is copied as it holds when checked', () => {
+    const cache = new KVCache(wide);
+    try {
+      const buffer = new Resizable(qw.length * 4, { maxByteLength: 8 * qw.length * 4 });
+      const q = new Float32Array(buffer); // length-tracking: no length given
+      q.set(qw);
+      expectBitIdentical(cache.attend(0, q, kw, vw), expected, 'out');
+    } finally {
+      cache.dispose();
+    }
+  });
+});
+
 describe('calls do not nest', () => {
   it('disposing the cache inside out.length is refused, and the outer call completes', () => {
     withTwin((cache, twin) => {
