@@ -253,12 +253,17 @@ describe('prompt-lookup speculative decoding', () => {
 
   it('drafts what followed the latest earlier occurrence of the longest matching suffix', () => {
     const options = { ...LOOKUP_DEFAULTS, minNgram: 2 };
-    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7, 2]);
-    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 0, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
     expect(draftByLookup([1, 2, 3, 4], options, 3)).toEqual([]);
+    // no more tokens than the match holds: the suffix [2, 3] matched alone drafts 2, [1, 2, 3] drafts 3,
+    // and a match that reaches back further than the n-gram (here to 8, 1) counts all of it
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7]);
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 5)).toEqual([4, 9, 2]);
+    const longer = [8, 1, 2, 3, 4, 9, 6, 6, 8, 1, 2, 3];
+    expect(draftByLookup(longer, { ...options, maxNgram: 2 }, 5)).toEqual([4, 9, 6, 6]);
     // a copy that runs into the suffix continues the pattern by its period
-    expect(draftByLookup([5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6, 5]);
-    expect(draftByLookup([7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
+    expect(draftByLookup([5, 6, 5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6]);
+    expect(draftByLookup([7, 7, 7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
   });
 
   it('drafts long while drafts are accepted, and only a probe every 8th step once they are not', () => {
@@ -352,6 +357,75 @@ describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
       20,
       vocab,
     ]);
+  });
+});
+
+describe('the JavaScript fallback of the linear layers', () => {
+  // Where the WebAssembly matmul cannot run, the runner computes in JavaScript without a word: a module
+  // that is missing, or a memory that refuses to grow (the module's memory is imported, so
+  // `matmulMaxBytes` gives it a real maximum and the engine's grow fails as it would at 4 GiB). Both paths
+  // sum each output in the same order, so every token must be the same; `matmulUsage` shows which path
+  // each call took, so these cases cannot pass by never leaving WebAssembly.
+  const prompt = bytes('the people of the United States, the people of the United States, the people of');
+  let greedy: number[];
+  beforeAll(async () => {
+    greedy = await model.generate(prompt, { maxNewTokens: 40 });
+  });
+  /** The model's greedy tokens, with and without lookup, must be the wasm model's. */
+  const expectSameTokens = async (other: Model) => {
+    expect(await other.generate(prompt, { maxNewTokens: 40 })).toEqual(greedy);
+    expect(await other.generate(prompt, { maxNewTokens: 40, lookup: true })).toEqual(greedy);
+    expect(await other.generate(prompt, { maxNewTokens: 40, lookup: { minNgram: 1, adaptive: false } })).toEqual(
+      greedy,
+    );
+  };
+
+  it('a module that is not there: JavaScript runs every call, the same logits and tokens', async () => {
+    const missing = new URL('./no-such-folder/matmul.wasm', import.meta.url);
+    const fallback = await modelFromBytes(config, weights, { matmul: missing });
+    expect(fallback.info.matmul).toBe('js');
+    expectBitIdentical(fallback.logits(heldOut), prefill32, 'logits without the module', [heldOut.length, vocab]);
+    await expectSameTokens(fallback);
+    expect(fallback.matmulUsage).toEqual({ wasm: 0, js: 0, memoryBytes: 0 });
+  });
+
+  it('a memory that may not grow at all, or only to part of the weights: the same logits and tokens', async () => {
+    const full = await modelFromBytes(config, weights, {});
+    full.logits(heldOut);
+    const needed = full.matmulUsage.memoryBytes; // the weights and the scratch of a 64-token chunk
+    for (const maxBytes of [65536, Math.floor(needed / 2)]) {
+      const capped = await modelFromBytes(config, weights, { matmulMaxBytes: maxBytes });
+      expect(capped.info.matmul).toBe('wasm');
+      expectBitIdentical(capped.logits(heldOut), prefill32, `logits, memory at most ${maxBytes} bytes`, [
+        heldOut.length,
+        vocab,
+      ]);
+      await expectSameTokens(capped);
+      const { wasm, js, memoryBytes } = capped.matmulUsage;
+      expect(memoryBytes).toBeLessThanOrEqual(maxBytes);
+      expect(js).toBeGreaterThan(0); // calls with weights that did not fit
+      expect(wasm).toBeGreaterThan(0); // and the small ones that did (k and v of layer 0 fit in one page)
+    }
+  });
+
+  it('a memory that holds the weights but cannot grow the scratch of a longer call: that call in JavaScript', async () => {
+    // short calls first place every weight and the scratch of 4 tokens; capped there, the 64-token chunks
+    // of a prefill need more scratch than the memory may grow to
+    const short = async (m: Model) => m.generate(prompt.slice(0, 4), { maxNewTokens: 4 });
+    const sized = await modelFromBytes(config, weights, {});
+    const tokens = await short(sized);
+    const capped = await modelFromBytes(config, weights, { matmulMaxBytes: sized.matmulUsage.memoryBytes });
+    expect(await short(capped)).toEqual(tokens);
+    expect(capped.matmulUsage.js).toBe(0);
+    expectBitIdentical(capped.logits(heldOut), prefill32, 'logits, scratch refused', [heldOut.length, vocab]);
+    expect(capped.matmulUsage.js).toBeGreaterThan(0);
+    await expectSameTokens(capped);
+  });
+
+  it('names a maximum that is not one', async () => {
+    await expect(modelFromBytes(config, weights, { matmulMaxBytes: 1000 })).rejects.toThrow(
+      /options\.matmulMaxBytes must be a number >= 65536, got 1000/,
+    );
   });
 });
 

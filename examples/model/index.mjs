@@ -23,9 +23,12 @@ const CHUNK = 64;
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
  * @typedef {{ dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4', cacheClass?: new (options: any) => AttentionCache,
  *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean,
- *   matmul?: 'wasm' | 'js' | WebAssembly.Module }} LoadOptions
+ *   matmul?: 'wasm' | 'js' | WebAssembly.Module | URL, matmulMaxBytes?: number }} LoadOptions
  *   matmul: the linear layers in WebAssembly SIMD (the default, where it loads; a Worker passes the
- *   imported wasm/matmul.wasm) or in JavaScript; the same bits either way (matmul.mjs)
+ *   imported wasm/matmul.wasm; a URL says where the module is) or in JavaScript; the same bits either way,
+ *   and JavaScript wherever the module cannot be loaded (matmul.mjs)
+ *   matmulMaxBytes: the most bytes the module's memory may grow to (it holds a copy of the weights);
+ *   weights and scratch that do not fit are computed with in JavaScript (`model.matmulUsage` counts the calls)
  *   ropeInJs: rotate q and k in JavaScript and give the cache none (the default for a `cacheClass`
  *   other than KVCache, which may not know `rope.scaling`)
  *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
@@ -60,8 +63,10 @@ export async function modelFromBytes(config, safetensors, options = {}) {
   const info = options.cacheClass
     ? { build: 'plain JS', threads: 1 }
     : await init({ threads: options.threads ?? 'auto' });
-  const { linear, kind } = await linearFor(options.matmul);
-  return new LlamaModel(config, readSafetensors(safetensors), options, { ...info, matmul: kind }, linear);
+  const { linear, kind, usage } = await linearFor(options.matmul, { maxBytes: options.matmulMaxBytes });
+  const model = new LlamaModel(config, readSafetensors(safetensors), options, { ...info, matmul: kind }, linear);
+  model.matmulUsage = usage;
+  return model;
 }
 
 /**
@@ -235,6 +240,8 @@ class LlamaModel {
     /** time spent inside attend (ms), for the bench's share of attention */
     this.attentionMs = 0;
     this.timeAttention = false;
+    /** @type {import('./matmul.mjs').MatmulUsage} where the linear layers ran (set by modelFromBytes) */
+    this.matmulUsage = { wasm: 0, js: 0, memoryBytes: 0 };
   }
 
   /**

@@ -9,7 +9,7 @@
  */
 
 /** @type {LookupOptions} */
-export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12, adaptive: true };
+export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 12, maxDraft: 12, adaptive: true };
 
 /**
  * @param {true | Partial<LookupOptions>} value the `lookup` option of generate
@@ -35,8 +35,11 @@ export function lookupOptions(value) {
 }
 
 /**
- * `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
+ * Up to `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
  * minNgram) that occurred before, at its most recent earlier occurrence, and the tokens that followed it.
+ * The draft is no longer than the match (the n tokens, and as many before them as agree too): a match of
+ * 3 tokens is weak evidence for what the next 12 are, and its rejected drafts cost a verification share
+ * each (docs/PERFORMANCE.md).
  * @param {number[]} tokens the context so far
  * @param {LookupOptions} options
  * @param {number} limit the most draft tokens wanted
@@ -56,11 +59,21 @@ export function draftByLookup(tokens, options, limit) {
         }
       }
       if (!match) continue;
+      // how far the match reaches back, up to `limit`
+      let matched = n;
+      while (
+        matched < limit &&
+        start + n - matched > 0 &&
+        tokens[start + n - matched - 1] === tokens[length - matched - 1]
+      ) {
+        matched++;
+      }
       // what followed; where that runs into the suffix itself, the copy continues from the draft, so a
       // repeating pattern extends by its period (as an LZ77 copy may overlap its own output)
       /** @type {number[]} */
       const draft = [];
-      for (let i = start + n; draft.length < limit; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
+      const count = Math.min(matched, limit);
+      for (let i = start + n; draft.length < count; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
       return draft;
     }
   }

@@ -3,7 +3,8 @@
 // products, then rounded to float32 once; the two lanes of an f64x2 are two outputs (rows 2p and 2p+1),
 // each lane summing on its own, so no lane ever adds across i out of order and nothing is fused.
 //
-// Memory is laid out by the JavaScript side (examples/model/matmul.mjs); all pointers are byte offsets:
+// Memory (imported, so the JavaScript side can give it a maximum) is laid out by the JavaScript side
+// (examples/model/matmul.mjs); all pointers are byte offsets:
 //   w     rows in pairs: pair p holds, for each i, W[2p][i] then W[2p+1][i] (f32; an odd last row is
 //         paired with zeros), so one 8-byte load widens to the f64x2 of two outputs' weights at i
 //   x     [T][n] f32 inputs; xd: [T][n] f64 scratch, where they are widened once per call
