@@ -276,24 +276,37 @@ describe('prompt-lookup speculative decoding', () => {
     expect(new DraftPolicy({ ...LOOKUP_DEFAULTS, adaptive: false }).length()).toBe(LOOKUP_DEFAULTS.maxDraft);
   });
 
-  it('drafts less where timed verification passes cost more, and ignores a stopped clock', () => {
-    const timed = (passMsPerToken: number) => {
+  it('drafts less where timed verification passes cost more, not where a few were descheduled; ignores a stopped clock', () => {
+    // a draft costs what its pass takes beyond the lone step it replaces, per draft, in lone steps
+    /** A lone step of 1 ms, then a pass of the next token and 4 drafts costing `draftCost` each. */
+    const timeOne = (policy: DraftPolicy, draftCost: number) => {
+      policy.observe(1, 1);
+      policy.observe(5, 1 + 4 * draftCost);
+    };
+    const timed = (draftCost: number, passes = 20) => {
       const policy = new DraftPolicy(LOOKUP_DEFAULTS);
       for (let i = 0; i < 5; i++) policy.update(4, 3); // acceptance rate ~0.75
-      for (let i = 0; i < 20; i++) {
-        policy.observe(1, 1); // a lone step: 1 ms
-        policy.observe(5, 5 * passMsPerToken);
-      }
+      for (let i = 0; i < passes; i++) timeOne(policy, draftCost);
       return policy;
     };
+    expect(new DraftPolicy(LOOKUP_DEFAULTS).draftCost()).toBe(0.7); // before any pass was timed
     // a = 0.75: worth floor(ln c / ln a) tokens
-    expect(timed(0.7).draftCost()).toBeCloseTo(0.7, 10);
-    expect(timed(0.7).length()).toBe(1);
-    expect(timed(0.55).length()).toBe(2);
-    // a pass that costs a lone step per token (stalled threads): only the probes every 8th step
-    const stalled = timed(1.1);
+    expect(timed(0.6).draftCost()).toBeCloseTo(0.6, 10);
+    expect(timed(0.6).length()).toBe(1);
+    expect(timed(0.5).length()).toBe(2);
+    // no cheaper than 0.5 is believed (a lone step slowed by a busy machine makes passes look cheap)
+    expect(timed(0.2).draftCost()).toBe(0.5);
+    // passes that cost a lone step per draft and more (stalled threads): only the probes every 8th step
+    const stalled = timed(1.5, 60);
     expect(stalled.draftCost()).toBe(1);
     expect(Array.from({ length: 16 }, () => stalled.length()).filter((n) => n > 0)).toEqual([1, 1]);
+    // a busy machine only adds time: passes descheduled for a time slice (10 lone steps more) now and then
+    // must not stop the drafting, and nor must the first timed pass being one of them
+    const busy = new DraftPolicy(LOOKUP_DEFAULTS);
+    for (let i = 0; i < 5; i++) busy.update(4, 3);
+    for (let i = 0; i < 20; i++) timeOne(busy, i % 5 === 0 ? 2.5 : 0.5);
+    expect(busy.draftCost()).toBeLessThan(0.6);
+    expect(busy.length()).toBe(2);
     // a clock that does not move while code runs (Cloudflare Workers) leaves the default cost
     const frozen = new DraftPolicy(LOOKUP_DEFAULTS);
     frozen.observe(1, 0);

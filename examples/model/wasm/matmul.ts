@@ -79,11 +79,11 @@ function weights(pair: usize, i: usize): v128 {
   return f64x2.promote_low_f32x4(v128.load64_zero(pair + (i << 3)));
 }
 
-/** x[i] of one token, in both lanes. */
+/** x[i] of one token, in both lanes (one load that splats: no shuffle on the arithmetic's ports). */
 // @ts-ignore: decorator
 @inline
 function input(xt: usize, i: usize): v128 {
-  return f64x2.splat(load<f64>(xt + (i << 3)));
+  return v128.load64_splat(xt + (i << 3));
 }
 
 function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
