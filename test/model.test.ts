@@ -361,6 +361,37 @@ describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
     expect(await model.generate(prompt, { maxNewTokens: 40, lookup: { adaptive: false } })).toEqual(greedy);
   });
 
+  it('both builds, relaxed SIMD (fused multiply-adds) and SIMD, give the JavaScript bits over wide magnitudes', async () => {
+    // The suite runs with relaxed SIMD on (vitest.config.ts), so the runner loads matmul-relaxed.wasm;
+    // matmul.wasm is what runtimes without it load. Fusing a multiply-add changes no bit only because
+    // every product of two float32 numbers is exact in float64: inputs from 1e-20 to 1e20 (products
+    // from 1e-40 to 1e40, sums that cancel) hold the relaxed build to that claim.
+    expect(model.info.matmulBuild).toBe('relaxed-simd');
+    const builds = {
+      'relaxed-simd': await linearFor(undefined),
+      simd: await linearFor(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)),
+    };
+    expect(builds['relaxed-simd'].build).toBe('relaxed-simd');
+    expect(builds.simd.kind).toBe('wasm');
+    const rng = new Rng(2122);
+    const wide = (n: number) => Float32Array.from({ length: n }, () => rng.normal() * 10 ** rng.int(-20, 20));
+    for (let trial = 0; trial < 130; trial++) {
+      const T = 1 + (trial % 13);
+      const inDim = rng.int(1, 80);
+      const outDim = rng.int(1, 70);
+      const W = wide(outDim * inDim);
+      const x = wide(T * inDim);
+      const bias = trial % 2 ? wide(outDim) : null;
+      const expected = new Float32Array(T * outDim);
+      linear(x, T, W, inDim, outDim, bias, expected);
+      for (const [name, { linear: wasm }] of Object.entries(builds)) {
+        const got = new Float32Array(T * outDim);
+        wasm(x, T, W, inDim, outDim, bias, got);
+        expectBitIdentical(got, expected, `${name} linear, ${T} tokens of ${inDim} → ${outDim}`, [T, outDim]);
+      }
+    }
+  });
+
   it('takes a compiled module (what a Worker bundle imports)', async () => {
     const bytes = readFileSync(fileURLToPath(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)));
     const module = await WebAssembly.compile(bytes);

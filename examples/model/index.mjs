@@ -50,7 +50,9 @@ const passClock = (() => {
  *   on positions it was not trained for, which only timing measurements want)
  * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
  *   onToken?: (id: number) => void | Promise<void>, stopTokens?: number[], lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
- *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number } }} GenerateOptions
+ *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number, passes?: number[] } }} GenerateOptions
+ *   stats: counts of forward passes (the prompt's included), drafted and accepted tokens; `passes`, if
+ *   given, gets the token count of each pass after the prompt's (1: a lone step)
  */
 
 /**
@@ -78,8 +80,14 @@ export async function modelFromBytes(config, safetensors, options = {}) {
   const info = options.cacheClass
     ? { build: 'plain JS', threads: 1 }
     : await init({ threads: options.threads ?? 'auto' });
-  const { linear, kind, usage } = await linearFor(options.matmul, { maxBytes: options.matmulMaxBytes });
-  const model = new LlamaModel(config, readSafetensors(safetensors), options, { ...info, matmul: kind }, linear);
+  const { linear, kind, usage, build } = await linearFor(options.matmul, { maxBytes: options.matmulMaxBytes });
+  const model = new LlamaModel(
+    config,
+    readSafetensors(safetensors),
+    options,
+    { ...info, matmul: kind, matmulBuild: build },
+    linear,
+  );
   model.matmulUsage = usage;
   return model;
 }
@@ -170,8 +178,8 @@ class LlamaModel {
    * @param {Record<string, any>} config
    * @param {Map<string, { shape: number[], data: Float32Array }>} tensors
    * @param {LoadOptions} options
-   * @param {{ build: string, threads: number, matmul: 'wasm' | 'js' }} info the kernel's build and threads
-   *   (from init), and what runs the linear layers
+   * @param {{ build: string, threads: number, matmul: 'wasm' | 'js', matmulBuild: string }} info the kernel's
+   *   build and threads (from init), and what runs the linear layers (matmulBuild: which module, matmul.mjs)
    * @param {import('./matmul.mjs').Linear} linear the linear layer (matmul.mjs)
    */
   constructor(config, tensors, options, info, linear) {
@@ -516,6 +524,7 @@ class LlamaModel {
         this.feed(cache, input, 0, draft.length + 1, logits, draft.length + 1);
         policy?.observe(draft.length + 1, passClock() - started);
         stats.forwards++;
+        stats.passes?.push(draft.length + 1);
         stats.drafted += draft.length;
         // row i predicts the token after draft i: keep drafts while they are what the model picks there
         let accepted = 0;

@@ -19,35 +19,53 @@ const PAGE = 65536;
  * The linear layer to run: WebAssembly's when `source` allows it, else JavaScript's.
  * @param {'wasm' | 'js' | WebAssembly.Module | URL | undefined} source 'js': JavaScript; a compiled
  *   wasm/matmul.wasm (a Worker bundle imports one); a URL: load the module from there; 'wasm' or absent:
- *   load wasm/matmul.wasm beside this file
+ *   load wasm/matmul-relaxed.wasm beside this file (fused multiply-adds, the same bits) where the runtime
+ *   has relaxed SIMD, else wasm/matmul.wasm
  * @param {{ maxBytes?: number }} [options] maxBytes: the most bytes the module's memory may grow to (whole
  *   64 KiB pages, at least one); what does not fit is computed in JavaScript
- * @returns {Promise<{ linear: Linear, kind: 'wasm' | 'js', usage: MatmulUsage }>}
+ * @returns {Promise<{ linear: Linear, kind: 'wasm' | 'js', usage: MatmulUsage, build: string }>} build: the
+ *   module's ('relaxed-simd', 'simd'; 'module' or 'url' for one given, '' for JavaScript)
  */
 export async function linearFor(source, { maxBytes } = {}) {
   const usage = { wasm: 0, js: 0, memoryBytes: 0 };
   if (maxBytes !== undefined && !(Number.isFinite(maxBytes) && maxBytes >= PAGE)) {
     throw new RangeError(`loadModel: options.matmulMaxBytes must be a number >= ${PAGE}, got ${maxBytes}`);
   }
-  if (source === 'js') return { linear: linearJs, kind: 'js', usage };
+  if (source === 'js') return { linear: linearJs, kind: 'js', usage, build: '' };
   try {
-    const module = source instanceof WebAssembly.Module ? source : await WebAssembly.compile(await moduleBytes(source));
+    const { module, build } =
+      source instanceof WebAssembly.Module ? { module: source, build: 'module' } : await compileFrom(source);
     const maximum = maxBytes === undefined ? undefined : Math.floor(maxBytes / PAGE);
     const memory = new WebAssembly.Memory({ initial: 1, ...(maximum ? { maximum } : {}) });
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
     const { linear: kernel } = /** @type {{ linear: WasmKernel }} */ (/** @type {unknown} */ (instance.exports));
-    return { linear: wasmLinear(memory, kernel, usage), kind: 'wasm', usage };
+    return { linear: wasmLinear(memory, kernel, usage), kind: 'wasm', usage, build };
   } catch {
-    return { linear: linearJs, kind: 'js', usage };
+    return { linear: linearJs, kind: 'js', usage, build: '' };
   }
 }
 
 /**
- * The bytes of the module: from the file system where there is one, else by fetch.
- * @param {URL | 'wasm' | undefined} source a URL, or the default: wasm/matmul.wasm beside this file
+ * The module from a URL, or by default the relaxed-SIMD build beside this file where it compiles (a
+ * runtime without relaxed SIMD refuses it), else the SIMD one.
+ * @param {URL | 'wasm' | undefined} source
  */
-async function moduleBytes(source) {
-  const url = source instanceof URL ? source : new URL('./wasm/matmul.wasm', import.meta.url);
+async function compileFrom(source) {
+  if (source instanceof URL) return { module: await WebAssembly.compile(await moduleBytes(source)), build: 'url' };
+  try {
+    const bytes = await moduleBytes(new URL('./wasm/matmul-relaxed.wasm', import.meta.url));
+    return { module: await WebAssembly.compile(bytes), build: 'relaxed-simd' };
+  } catch {
+    const bytes = await moduleBytes(new URL('./wasm/matmul.wasm', import.meta.url));
+    return { module: await WebAssembly.compile(bytes), build: 'simd' };
+  }
+}
+
+/**
+ * The bytes of a module: from the file system where there is one, else by fetch.
+ * @param {URL} url
+ */
+async function moduleBytes(url) {
   const fs = globalThis.process?.getBuiltinModule?.('node:fs/promises');
   if (fs && url.protocol === 'file:') return fs.readFile(url);
   const response = await fetch(url);
