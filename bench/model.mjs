@@ -57,7 +57,7 @@ async function decodeRate(
   let first = 0;
   let firstCpu = process.cpuUsage();
   let count = 0;
-  const stats = { forwards: 0, drafted: 0, accepted: 0 };
+  const stats = { forwards: 0, drafted: 0, accepted: 0, passes: /** @type {number[]} */ ([]) };
   await model.generate(ids, {
     maxNewTokens: opts.tokens,
     ...options,
@@ -132,6 +132,7 @@ async function runLookup() {
       accepted: 0,
       drafted: 0,
       forwards: 0,
+      passes: /** @type {number[][]} */ ([]),
     };
     for (let i = 0; i < 3; i++) {
       const js = await decodeRate(jsModel, ids, {});
@@ -148,14 +149,22 @@ async function runLookup() {
         drafted: looked.stats.drafted,
         forwards: looked.stats.forwards,
       });
+      r.passes.push(looked.stats.passes);
     }
     results[name] = r;
   }
-  return { ...results, passCost: passCost(model) };
+  const cost = passCost(model);
+  for (const name of Object.keys(prompts)) {
+    results[name].priced = results[name].passes.map((/** @type {number[]} */ p) => pricedRatio(p, cost));
+    results[name].passes = results[name].passes.at(-1);
+  }
+  return { ...results, passCost: cost };
 }
 
 /** Token counts of a verification pass (the next token and its drafts) whose cost part 2 reports. */
 const PASS_TOKENS = [1, 2, 3, 4, 8, 13];
+/** Every token count a lookup pass may have (the default maxDraft of 12, plus the next token), timed too. */
+const ALL_PASS_TOKENS = Array.from({ length: 13 }, (_, i) => i + 1);
 
 /**
  * What a forward pass of T tokens costs, in µs of the process's CPU time (steadier than the clock on a busy
@@ -165,14 +174,14 @@ const PASS_TOKENS = [1, 2, 3, 4, 8, 13];
  * @returns {Record<number, number>}
  */
 function passCost(model) {
-  const ids = text(64 + Math.max(...PASS_TOKENS));
+  const ids = text(64 + Math.max(...ALL_PASS_TOKENS));
   const cache = model.createCache({ maxTokens: ids.length });
-  const logits = new Float32Array(Math.max(...PASS_TOKENS) * model.config.vocab_size);
+  const logits = new Float32Array(Math.max(...ALL_PASS_TOKENS) * model.config.vocab_size);
   model.feed(cache, ids, 0, 64, null, 0);
   /** @type {Record<number, number[]>} */
-  const times = Object.fromEntries(PASS_TOKENS.map((T) => [T, []]));
+  const times = Object.fromEntries(ALL_PASS_TOKENS.map((T) => [T, []]));
   for (let round = 0; round < 27; round++) {
-    for (const T of PASS_TOKENS) {
+    for (const T of ALL_PASS_TOKENS) {
       const cpu0 = process.cpuUsage();
       model.feed(cache, ids, 64, T, logits, T);
       const cpu = process.cpuUsage(cpu0);
@@ -181,7 +190,19 @@ function passCost(model) {
     }
   }
   cache.dispose?.();
-  return Object.fromEntries(PASS_TOKENS.map((T) => [T, median(times[T])]));
+  return Object.fromEntries(ALL_PASS_TOKENS.map((T) => [T, median(times[T])]));
+}
+
+/**
+ * Lookup against greedy as the passes a lookup run made, priced at the pass costs measured (`passCost`,
+ * in lone steps): greedy's tokens − 1 lone steps over the sum of the passes' costs. The clock of a busy
+ * machine scatters a run's ratio widely; this one moves only with the drafting and the pass costs.
+ * @param {number[]} passes token counts of a lookup run's passes after the prompt's
+ * @param {Record<number, number>} cost µs of a pass of T tokens
+ */
+function pricedRatio(passes, cost) {
+  const steps = passes.reduce((sum, T) => sum + cost[T] / cost[1], 0);
+  return (opts.tokens - 1) / steps;
 }
 
 /** Part 3 in a child process: 8 conversations together and one after another, interleaved. */
@@ -344,11 +365,17 @@ for (const name of ['repetitive', 'prose']) {
       `(${fmtX(Math.min(...ratios))}–${fmtX(Math.max(...ratios))}); per CPU second ${fmtX(median(cpuRatios))}× ` +
       `(${fmtX(Math.min(...cpuRatios))}–${fmtX(Math.max(...cpuRatios))}); ${last.accepted} of ${last.drafted} drafts accepted, ${last.forwards} forward passes for ${opts.tokens} tokens`,
   );
+  const priced = lookupRuns.flatMap((r) => r[name].priced);
+  out(
+    `  ${''.padEnd(10)}  its passes priced at the measured pass costs (below): ${fmtX(median(priced))}× ` +
+      `(${fmtX(Math.min(...priced))}–${fmtX(Math.max(...priced))}); the last run's passes: ${last.passes.join(' ')}`,
+  );
   summary[name] = {
     greedy: median(greedy),
     lookup: median(lookup),
     ratio: median(ratios),
     cpuRatio: median(cpuRatios),
+    pricedRatio: median(priced),
   };
 }
 // per round the cost of a T-token pass in lone steps; its inverse per token is lookup's ceiling

@@ -253,12 +253,17 @@ describe('prompt-lookup speculative decoding', () => {
 
   it('drafts what followed the latest earlier occurrence of the longest matching suffix', () => {
     const options = { ...LOOKUP_DEFAULTS, minNgram: 2 };
-    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7, 2]);
-    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 0, 1, 2, 3], options, 3)).toEqual([4, 9, 2]);
     expect(draftByLookup([1, 2, 3, 4], options, 3)).toEqual([]);
+    // no more tokens than the match holds: the suffix [2, 3] matched alone drafts 2, [1, 2, 3] drafts 3,
+    // and a match that reaches back further than the n-gram (here to 8, 1) counts all of it
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 2, 3], options, 3)).toEqual([5, 7]);
+    expect(draftByLookup([1, 2, 3, 4, 9, 2, 3, 5, 7, 1, 2, 3], options, 5)).toEqual([4, 9, 2]);
+    const longer = [8, 1, 2, 3, 4, 9, 6, 6, 8, 1, 2, 3];
+    expect(draftByLookup(longer, { ...options, maxNgram: 2 }, 5)).toEqual([4, 9, 6, 6]);
     // a copy that runs into the suffix continues the pattern by its period
-    expect(draftByLookup([5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6, 5]);
-    expect(draftByLookup([7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
+    expect(draftByLookup([5, 6, 5, 6, 5, 6], options, 5)).toEqual([5, 6, 5, 6]);
+    expect(draftByLookup([7, 7, 7, 7, 7], options, 4)).toEqual([7, 7, 7, 7]);
   });
 
   it('drafts long while drafts are accepted, and only a probe every 8th step once they are not', () => {
@@ -271,24 +276,37 @@ describe('prompt-lookup speculative decoding', () => {
     expect(new DraftPolicy({ ...LOOKUP_DEFAULTS, adaptive: false }).length()).toBe(LOOKUP_DEFAULTS.maxDraft);
   });
 
-  it('drafts less where timed verification passes cost more, and ignores a stopped clock', () => {
-    const timed = (passMsPerToken: number) => {
+  it('drafts less where timed verification passes cost more, not where a few were descheduled; ignores a stopped clock', () => {
+    // a draft costs what its pass takes beyond the lone step it replaces, per draft, in lone steps
+    /** A lone step of 1 ms, then a pass of the next token and 4 drafts costing `draftCost` each. */
+    const timeOne = (policy: DraftPolicy, draftCost: number) => {
+      policy.observe(1, 1);
+      policy.observe(5, 1 + 4 * draftCost);
+    };
+    const timed = (draftCost: number, passes = 20) => {
       const policy = new DraftPolicy(LOOKUP_DEFAULTS);
       for (let i = 0; i < 5; i++) policy.update(4, 3); // acceptance rate ~0.75
-      for (let i = 0; i < 20; i++) {
-        policy.observe(1, 1); // a lone step: 1 ms
-        policy.observe(5, 5 * passMsPerToken);
-      }
+      for (let i = 0; i < passes; i++) timeOne(policy, draftCost);
       return policy;
     };
+    expect(new DraftPolicy(LOOKUP_DEFAULTS).draftCost()).toBe(0.7); // before any pass was timed
     // a = 0.75: worth floor(ln c / ln a) tokens
-    expect(timed(0.7).draftCost()).toBeCloseTo(0.7, 10);
-    expect(timed(0.7).length()).toBe(1);
-    expect(timed(0.55).length()).toBe(2);
-    // a pass that costs a lone step per token (stalled threads): only the probes every 8th step
-    const stalled = timed(1.1);
+    expect(timed(0.6).draftCost()).toBeCloseTo(0.6, 10);
+    expect(timed(0.6).length()).toBe(1);
+    expect(timed(0.5).length()).toBe(2);
+    // no cheaper than 0.5 is believed (a lone step slowed by a busy machine makes passes look cheap)
+    expect(timed(0.2).draftCost()).toBe(0.5);
+    // passes that cost a lone step per draft and more (stalled threads): only the probes every 8th step
+    const stalled = timed(1.5, 60);
     expect(stalled.draftCost()).toBe(1);
     expect(Array.from({ length: 16 }, () => stalled.length()).filter((n) => n > 0)).toEqual([1, 1]);
+    // a busy machine only adds time: passes descheduled for a time slice (10 lone steps more) now and then
+    // must not stop the drafting, and nor must the first timed pass being one of them
+    const busy = new DraftPolicy(LOOKUP_DEFAULTS);
+    for (let i = 0; i < 5; i++) busy.update(4, 3);
+    for (let i = 0; i < 20; i++) timeOne(busy, i % 5 === 0 ? 2.5 : 0.5);
+    expect(busy.draftCost()).toBeLessThan(0.6);
+    expect(busy.length()).toBe(2);
     // a clock that does not move while code runs (Cloudflare Workers) leaves the default cost
     const frozen = new DraftPolicy(LOOKUP_DEFAULTS);
     frozen.observe(1, 0);
@@ -343,6 +361,37 @@ describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
     expect(await model.generate(prompt, { maxNewTokens: 40, lookup: { adaptive: false } })).toEqual(greedy);
   });
 
+  it('both builds, relaxed SIMD (fused multiply-adds) and SIMD, give the JavaScript bits over wide magnitudes', async () => {
+    // The suite runs with relaxed SIMD on (vitest.config.ts), so the runner loads matmul-relaxed.wasm;
+    // matmul.wasm is what runtimes without it load. Fusing a multiply-add changes no bit only because
+    // every product of two float32 numbers is exact in float64: inputs from 1e-20 to 1e20 (products
+    // from 1e-40 to 1e40, sums that cancel) hold the relaxed build to that claim.
+    expect(model.info.matmulBuild).toBe('relaxed-simd');
+    const builds = {
+      'relaxed-simd': await linearFor(undefined),
+      simd: await linearFor(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)),
+    };
+    expect(builds['relaxed-simd'].build).toBe('relaxed-simd');
+    expect(builds.simd.kind).toBe('wasm');
+    const rng = new Rng(2122);
+    const wide = (n: number) => Float32Array.from({ length: n }, () => rng.normal() * 10 ** rng.int(-20, 20));
+    for (let trial = 0; trial < 130; trial++) {
+      const T = 1 + (trial % 13);
+      const inDim = rng.int(1, 80);
+      const outDim = rng.int(1, 70);
+      const W = wide(outDim * inDim);
+      const x = wide(T * inDim);
+      const bias = trial % 2 ? wide(outDim) : null;
+      const expected = new Float32Array(T * outDim);
+      linear(x, T, W, inDim, outDim, bias, expected);
+      for (const [name, { linear: wasm }] of Object.entries(builds)) {
+        const got = new Float32Array(T * outDim);
+        wasm(x, T, W, inDim, outDim, bias, got);
+        expectBitIdentical(got, expected, `${name} linear, ${T} tokens of ${inDim} → ${outDim}`, [T, outDim]);
+      }
+    }
+  });
+
   it('takes a compiled module (what a Worker bundle imports)', async () => {
     const bytes = readFileSync(fileURLToPath(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)));
     const module = await WebAssembly.compile(bytes);
@@ -352,6 +401,75 @@ describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
       20,
       vocab,
     ]);
+  });
+});
+
+describe('the JavaScript fallback of the linear layers', () => {
+  // Where the WebAssembly matmul cannot run, the runner computes in JavaScript without a word: a module
+  // that is missing, or a memory that refuses to grow (the module's memory is imported, so
+  // `matmulMaxBytes` gives it a real maximum and the engine's grow fails as it would at 4 GiB). Both paths
+  // sum each output in the same order, so every token must be the same; `matmulUsage` shows which path
+  // each call took, so these cases cannot pass by never leaving WebAssembly.
+  const prompt = bytes('the people of the United States, the people of the United States, the people of');
+  let greedy: number[];
+  beforeAll(async () => {
+    greedy = await model.generate(prompt, { maxNewTokens: 40 });
+  });
+  /** The model's greedy tokens, with and without lookup, must be the wasm model's. */
+  const expectSameTokens = async (other: Model) => {
+    expect(await other.generate(prompt, { maxNewTokens: 40 })).toEqual(greedy);
+    expect(await other.generate(prompt, { maxNewTokens: 40, lookup: true })).toEqual(greedy);
+    expect(await other.generate(prompt, { maxNewTokens: 40, lookup: { minNgram: 1, adaptive: false } })).toEqual(
+      greedy,
+    );
+  };
+
+  it('a module that is not there: JavaScript runs every call, the same logits and tokens', async () => {
+    const missing = new URL('./no-such-folder/matmul.wasm', import.meta.url);
+    const fallback = await modelFromBytes(config, weights, { matmul: missing });
+    expect(fallback.info.matmul).toBe('js');
+    expectBitIdentical(fallback.logits(heldOut), prefill32, 'logits without the module', [heldOut.length, vocab]);
+    await expectSameTokens(fallback);
+    expect(fallback.matmulUsage).toEqual({ wasm: 0, js: 0, memoryBytes: 0 });
+  });
+
+  it('a memory that may not grow at all, or only to part of the weights: the same logits and tokens', async () => {
+    const full = await modelFromBytes(config, weights, {});
+    full.logits(heldOut);
+    const needed = full.matmulUsage.memoryBytes; // the weights and the scratch of a 64-token chunk
+    for (const maxBytes of [65536, Math.floor(needed / 2)]) {
+      const capped = await modelFromBytes(config, weights, { matmulMaxBytes: maxBytes });
+      expect(capped.info.matmul).toBe('wasm');
+      expectBitIdentical(capped.logits(heldOut), prefill32, `logits, memory at most ${maxBytes} bytes`, [
+        heldOut.length,
+        vocab,
+      ]);
+      await expectSameTokens(capped);
+      const { wasm, js, memoryBytes } = capped.matmulUsage;
+      expect(memoryBytes).toBeLessThanOrEqual(maxBytes);
+      expect(js).toBeGreaterThan(0); // calls with weights that did not fit
+      expect(wasm).toBeGreaterThan(0); // and the small ones that did (k and v of layer 0 fit in one page)
+    }
+  });
+
+  it('a memory that holds the weights but cannot grow the scratch of a longer call: that call in JavaScript', async () => {
+    // short calls first place every weight and the scratch of 4 tokens; capped there, the 64-token chunks
+    // of a prefill need more scratch than the memory may grow to
+    const short = async (m: Model) => m.generate(prompt.slice(0, 4), { maxNewTokens: 4 });
+    const sized = await modelFromBytes(config, weights, {});
+    const tokens = await short(sized);
+    const capped = await modelFromBytes(config, weights, { matmulMaxBytes: sized.matmulUsage.memoryBytes });
+    expect(await short(capped)).toEqual(tokens);
+    expect(capped.matmulUsage.js).toBe(0);
+    expectBitIdentical(capped.logits(heldOut), prefill32, 'logits, scratch refused', [heldOut.length, vocab]);
+    expect(capped.matmulUsage.js).toBeGreaterThan(0);
+    await expectSameTokens(capped);
+  });
+
+  it('names a maximum that is not one', async () => {
+    await expect(modelFromBytes(config, weights, { matmulMaxBytes: 1000 })).rejects.toThrow(
+      /options\.matmulMaxBytes must be a number >= 65536, got 1000/,
+    );
   });
 });
 

@@ -19,20 +19,40 @@ import { TokenPicker } from './sample.mjs';
 const CHUNK = 64;
 
 /**
+ * The clock that times forward passes for prompt lookup's DraftPolicy, in ms: the process's CPU time where
+ * the runtime gives it (Node, Bun, Deno), else the wall clock. On a busy machine the wall clock of a pass
+ * includes the time slices other processes took, and their rhythm can fall on the same kind of pass every
+ * time (a probe every 8th step took 4 lone steps by the clock, 1.3 in CPU time).
+ */
+const passClock = (() => {
+  const cpuUsage = globalThis.process?.cpuUsage;
+  if (typeof cpuUsage !== 'function') return () => performance.now();
+  return () => {
+    const { user, system } = cpuUsage.call(globalThis.process);
+    return (user + system) / 1000;
+  };
+})();
+
+/**
  * @typedef {{ attend(layer: number, q: Float32Array, k: Float32Array, v: Float32Array, out?: Float32Array): Float32Array,
  *   truncate(n: number): void, dispose?(): void, readonly length: number }} AttentionCache
  * @typedef {{ dtype?: 'float32' | 'int8' | 'bfloat16' | 'int4', cacheClass?: new (options: any) => AttentionCache,
  *   threads?: number | 'auto', maxTokens?: number, ropeInJs?: boolean,
- *   matmul?: 'wasm' | 'js' | WebAssembly.Module }} LoadOptions
+ *   matmul?: 'wasm' | 'js' | WebAssembly.Module | URL, matmulMaxBytes?: number }} LoadOptions
  *   matmul: the linear layers in WebAssembly SIMD (the default, where it loads; a Worker passes the
- *   imported wasm/matmul.wasm) or in JavaScript; the same bits either way (matmul.mjs)
+ *   imported wasm/matmul.wasm; a URL says where the module is) or in JavaScript; the same bits either way,
+ *   and JavaScript wherever the module cannot be loaded (matmul.mjs)
+ *   matmulMaxBytes: the most bytes the module's memory may grow to (it holds a copy of the weights);
+ *   weights and scratch that do not fit are computed with in JavaScript (`model.matmulUsage` counts the calls)
  *   ropeInJs: rotate q and k in JavaScript and give the cache none (the default for a `cacheClass`
  *   other than KVCache, which may not know `rope.scaling`)
  *   maxTokens: the longest context (default config.max_position_embeddings; past it the model runs
  *   on positions it was not trained for, which only timing measurements want)
  * @typedef {{ maxNewTokens: number, temperature?: number, topK?: number, seed?: number,
  *   onToken?: (id: number) => void | Promise<void>, stopTokens?: number[], lookup?: boolean | Partial<import('./lookup.mjs').LookupOptions>,
- *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number } }} GenerateOptions
+ *   cache?: AttentionCache, stats?: { forwards: number, drafted: number, accepted: number, passes?: number[] } }} GenerateOptions
+ *   stats: counts of forward passes (the prompt's included), drafted and accepted tokens; `passes`, if
+ *   given, gets the token count of each pass after the prompt's (1: a lone step)
  */
 
 /**
@@ -60,8 +80,16 @@ export async function modelFromBytes(config, safetensors, options = {}) {
   const info = options.cacheClass
     ? { build: 'plain JS', threads: 1 }
     : await init({ threads: options.threads ?? 'auto' });
-  const { linear, kind } = await linearFor(options.matmul);
-  return new LlamaModel(config, readSafetensors(safetensors), options, { ...info, matmul: kind }, linear);
+  const { linear, kind, usage, build } = await linearFor(options.matmul, { maxBytes: options.matmulMaxBytes });
+  const model = new LlamaModel(
+    config,
+    readSafetensors(safetensors),
+    options,
+    { ...info, matmul: kind, matmulBuild: build },
+    linear,
+  );
+  model.matmulUsage = usage;
+  return model;
 }
 
 /**
@@ -150,8 +178,8 @@ class LlamaModel {
    * @param {Record<string, any>} config
    * @param {Map<string, { shape: number[], data: Float32Array }>} tensors
    * @param {LoadOptions} options
-   * @param {{ build: string, threads: number, matmul: 'wasm' | 'js' }} info the kernel's build and threads
-   *   (from init), and what runs the linear layers
+   * @param {{ build: string, threads: number, matmul: 'wasm' | 'js', matmulBuild: string }} info the kernel's
+   *   build and threads (from init), and what runs the linear layers (matmulBuild: which module, matmul.mjs)
    * @param {import('./matmul.mjs').Linear} linear the linear layer (matmul.mjs)
    */
   constructor(config, tensors, options, info, linear) {
@@ -235,6 +263,8 @@ class LlamaModel {
     /** time spent inside attend (ms), for the bench's share of attention */
     this.attentionMs = 0;
     this.timeAttention = false;
+    /** @type {import('./matmul.mjs').MatmulUsage} where the linear layers ran (set by modelFromBytes) */
+    this.matmulUsage = { wasm: 0, js: 0, memoryBytes: 0 };
   }
 
   /**
@@ -490,10 +520,11 @@ class LlamaModel {
         const position = cache.length; // where `next` goes
         input[0] = next;
         for (let i = 0; i < draft.length; i++) input[i + 1] = draft[i];
-        const started = performance.now();
+        const started = policy ? passClock() : 0;
         this.feed(cache, input, 0, draft.length + 1, logits, draft.length + 1);
-        policy?.observe(draft.length + 1, performance.now() - started);
+        policy?.observe(draft.length + 1, passClock() - started);
         stats.forwards++;
+        stats.passes?.push(draft.length + 1);
         stats.drafted += draft.length;
         // row i predicts the token after draft i: keep drafts while they are what the model picks there
         let accepted = 0;

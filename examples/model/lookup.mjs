@@ -9,7 +9,7 @@
  */
 
 /** @type {LookupOptions} */
-export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 8, maxDraft: 12, adaptive: true };
+export const LOOKUP_DEFAULTS = { minNgram: 3, maxNgram: 12, maxDraft: 12, adaptive: true };
 
 /**
  * @param {true | Partial<LookupOptions>} value the `lookup` option of generate
@@ -35,8 +35,11 @@ export function lookupOptions(value) {
 }
 
 /**
- * `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
+ * Up to `limit` draft tokens continuing `tokens` (or none): the longest suffix of n tokens (maxNgram down to
  * minNgram) that occurred before, at its most recent earlier occurrence, and the tokens that followed it.
+ * The draft is no longer than the match (the n tokens, and as many before them as agree too): a match of
+ * 3 tokens is weak evidence for what the next 12 are, and its rejected drafts cost a verification share
+ * each (docs/PERFORMANCE.md).
  * @param {number[]} tokens the context so far
  * @param {LookupOptions} options
  * @param {number} limit the most draft tokens wanted
@@ -56,11 +59,21 @@ export function draftByLookup(tokens, options, limit) {
         }
       }
       if (!match) continue;
+      // how far the match reaches back, up to `limit`
+      let matched = n;
+      while (
+        matched < limit &&
+        start + n - matched > 0 &&
+        tokens[start + n - matched - 1] === tokens[length - matched - 1]
+      ) {
+        matched++;
+      }
       // what followed; where that runs into the suffix itself, the copy continues from the draft, so a
       // repeating pattern extends by its period (as an LZ77 copy may overlap its own output)
       /** @type {number[]} */
       const draft = [];
-      for (let i = start + n; draft.length < limit; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
+      const count = Math.min(matched, limit);
+      for (let i = start + n; draft.length < count; i++) draft.push(i < length ? tokens[i] : draft[i - length]);
       return draft;
     }
   }
@@ -68,13 +81,15 @@ export function draftByLookup(tokens, options, limit) {
 }
 
 /**
- * How many tokens to draft next. Checking a draft token costs a share `c` of decoding a token alone (about
- * 0.55 with the runner's WebAssembly matmuls, matmul.mjs, 0.7 with its JavaScript ones, math.mjs; more
- * where a verification pass waits for a worker thread that a busy machine descheduled), and saves a whole step only when the model agrees with it. The
- * policy keeps a decaying count of accepted and rejected drafts; with acceptance rate a, the i-th token of
- * a draft is worth checking while a^i > c, so it drafts floor(ln c / ln a) tokens, and none where that is
- * 0 but one every 8th step, to notice when the text starts repeating. `c` starts at 0.7 and follows the
- * times the runner reports (`observe`), so a machine where verifying costs more drafts less.
+ * How many tokens to draft next. Checking a draft token costs a share `c` of decoding a token alone: what
+ * a pass of the next token and its drafts takes beyond the lone step it replaces, per draft (about 0.45
+ * with the runner's WebAssembly matmuls, matmul.mjs, 0.65 with its JavaScript ones, math.mjs; more where a
+ * verification pass waits for a worker thread that a busy machine descheduled); it saves a whole step only
+ * when the model agrees with it. The policy keeps a decaying count of accepted and rejected
+ * drafts; with acceptance rate a, the i-th token of a draft is worth checking while a^i > c, so it drafts
+ * floor(ln c / ln a) tokens, and none where that is 0 but one every 8th step, to notice when the text
+ * starts repeating. `c` starts at 0.7 and follows the times the runner reports (`observe`), so a machine
+ * where verifying costs more drafts less.
  */
 export class DraftPolicy {
   /** @param {LookupOptions} options */
@@ -85,18 +100,15 @@ export class DraftPolicy {
     this.accepted = 4;
     this.rejected = 1;
     this.idle = 0;
-    /** decaying ms of lone steps and of verification passes, and their token counts */
+    /** ms of a lone step, as its floor (`follow`); 0: none yet */
     this.loneMs = 0;
-    this.lone = 0;
-    this.passMs = 0;
-    this.passTokens = 0;
+    /** a checked draft's cost in lone steps, as its floor from DRAFT_COST on (`follow`) */
+    this.cost = DRAFT_COST;
   }
 
-  /** What a checked draft token costs, in lone decode steps (DRAFT_COST until both kinds were timed). */
+  /** What a checked draft token costs, in lone decode steps (DRAFT_COST until passes were timed). */
   draftCost() {
-    if (this.lone === 0 || this.passTokens === 0) return DRAFT_COST;
-    const cost = this.passMs / this.passTokens / (this.loneMs / this.lone);
-    return Math.min(Math.max(cost, MIN_DRAFT_COST), 1);
+    return Math.min(this.cost, 1);
   }
 
   /** The most tokens to draft at this step (0: decode one token alone). */
@@ -125,18 +137,28 @@ export class DraftPolicy {
    */
   observe(/** @type {number} */ tokens, /** @type {number} */ ms) {
     if (!(ms > 0)) return;
-    if (tokens === 1) {
-      this.loneMs = this.loneMs * TIME_DECAY + ms;
-      this.lone = this.lone * TIME_DECAY + 1;
-    } else {
-      this.passMs = this.passMs * TIME_DECAY + ms;
-      this.passTokens = this.passTokens * TIME_DECAY + tokens;
+    if (tokens === 1) this.loneMs = follow(this.loneMs, ms);
+    else if (this.loneMs > 0) {
+      const cost = (ms - this.loneMs) / (tokens - 1) / this.loneMs;
+      this.cost = follow(this.cost, Math.max(cost, MIN_DRAFT_COST));
     }
   }
 }
 
-/** a checked draft token's cost, in decode steps, before any pass was timed (the JavaScript matmuls' 0.69 at
- * T >= 3; the WebAssembly ones' 0.55 is learnt from the first passes) */
+/**
+ * A running floor: down at once to a lower value, up by a share of a higher one. A busy machine only ever
+ * adds time (a pass descheduled for a time slice can take 10 lone steps), and a few such passes inflating
+ * an average made the policy stop drafting where drafts paid; a cost that really rose still wins within a
+ * few dozen passes.
+ * @param {number} floor 0: none yet
+ * @param {number} value
+ */
+function follow(floor, value) {
+  return floor === 0 || value < floor ? value : floor + (value - floor) * RISE;
+}
+
+/** a checked draft token's cost, in decode steps, before any pass was timed (about the JavaScript matmuls';
+ * the WebAssembly ones' 0.45 is learnt from the first passes) */
 const DRAFT_COST = 0.7;
 /** the least cost believed from timings (a lone step slowed by a busy machine can make passes look cheap) */
 const MIN_DRAFT_COST = 0.5;
@@ -144,5 +166,5 @@ const MIN_DRAFT_COST = 0.5;
 const PROBE_EVERY = 8;
 /** how fast old verifications fade from the acceptance rate */
 const DECAY = 0.8;
-/** how fast old timings fade (slower: a single stalled pass should not stop drafting) */
-const TIME_DECAY = 0.95;
+/** how far a time's floor moves towards a slower time */
+const RISE = 0.05;

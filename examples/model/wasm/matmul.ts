@@ -1,9 +1,11 @@
 // The model runner's linear layer in WebAssembly SIMD: y[t][o] = Σ_i x[t][i]·W[o][i] (+ bias[o]), the
 // same bits as math.mjs's `linear`. Each output is one float64 sum in index order of exact float32×float32
 // products, then rounded to float32 once; the two lanes of an f64x2 are two outputs (rows 2p and 2p+1),
-// each lane summing on its own, so no lane ever adds across i out of order and nothing is fused.
+// each lane summing on its own, so no lane ever adds across i out of order; nothing is fused but in the
+// relaxed-SIMD build's multiply-adds, where fusing changes no bit (madd).
 //
-// Memory is laid out by the JavaScript side (examples/model/matmul.mjs); all pointers are byte offsets:
+// Memory (imported, so the JavaScript side can give it a maximum) is laid out by the JavaScript side
+// (examples/model/matmul.mjs); all pointers are byte offsets:
 //   w     rows in pairs: pair p holds, for each i, W[2p][i] then W[2p+1][i] (f32; an odd last row is
 //         paired with zeros), so one 8-byte load widens to the f64x2 of two outputs' weights at i
 //   x     [T][n] f32 inputs; xd: [T][n] f64 scratch, where they are widened once per call
@@ -71,6 +73,19 @@ function put(s: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   }
 }
 
+/**
+ * s + a·b in each lane. With relaxed SIMD (the matmul-relaxed.wasm build) a fused multiply-add where the
+ * machine has one: the same bits as the separate multiply and add, since a product of two float32 numbers
+ * is exact in float64 (48 significant bits, and no float32 product leaves float64's range), so fusing skips
+ * no rounding; and one instruction for two (a verification pass is bound by them).
+ */
+// @ts-ignore: decorator
+@inline
+function madd(s: v128, a: v128, b: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f64x2.relaxed_madd(a, b, s);
+  return f64x2.add(s, f64x2.mul(a, b));
+}
+
 /** The f64x2 of a pair's weights at input i. */
 // @ts-ignore: decorator
 @inline
@@ -78,11 +93,11 @@ function weights(pair: usize, i: usize): v128 {
   return f64x2.promote_low_f32x4(v128.load64_zero(pair + (i << 3)));
 }
 
-/** x[i] of one token, in both lanes. */
+/** x[i] of one token, in both lanes (one load that splats: no shuffle on the arithmetic's ports). */
 // @ts-ignore: decorator
 @inline
 function input(xt: usize, i: usize): v128 {
-  return f64x2.splat(load<f64>(xt + (i << 3)));
+  return v128.load64_splat(xt + (i << 3));
 }
 
 function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
@@ -103,14 +118,14 @@ function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, 
   const w7 = w6 + pb;
   for (let i: usize = 0; i < <usize>n; i++) {
     const a = input(xt, i);
-    s0 = f64x2.add(s0, f64x2.mul(weights(w, i), a));
-    s1 = f64x2.add(s1, f64x2.mul(weights(w1, i), a));
-    s2 = f64x2.add(s2, f64x2.mul(weights(w2, i), a));
-    s3 = f64x2.add(s3, f64x2.mul(weights(w3, i), a));
-    s4 = f64x2.add(s4, f64x2.mul(weights(w4, i), a));
-    s5 = f64x2.add(s5, f64x2.mul(weights(w5, i), a));
-    s6 = f64x2.add(s6, f64x2.mul(weights(w6, i), a));
-    s7 = f64x2.add(s7, f64x2.mul(weights(w7, i), a));
+    s0 = madd(s0, weights(w, i), a);
+    s1 = madd(s1, weights(w1, i), a);
+    s2 = madd(s2, weights(w2, i), a);
+    s3 = madd(s3, weights(w3, i), a);
+    s4 = madd(s4, weights(w4, i), a);
+    s5 = madd(s5, weights(w5, i), a);
+    s6 = madd(s6, weights(w6, i), a);
+    s7 = madd(s7, weights(w7, i), a);
   }
   put(s0, y, m, t, o, bias);
   put(s1, y, m, t, o + 2, bias);
@@ -124,7 +139,7 @@ function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, 
 
 function pairs1Token1(w: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   let s = f64x2.splat(0);
-  for (let i: usize = 0; i < <usize>n; i++) s = f64x2.add(s, f64x2.mul(weights(w, i), input(xt, i)));
+  for (let i: usize = 0; i < <usize>n; i++) s = madd(s, weights(w, i), input(xt, i));
   put(s, y, m, t, o, bias);
 }
 
@@ -156,17 +171,17 @@ function pairs2Tokens4(
     const u0 = weights(w, i);
     const u1 = weights(w1, i);
     const p = input(xt, i);
-    a0 = f64x2.add(a0, f64x2.mul(u0, p));
-    a1 = f64x2.add(a1, f64x2.mul(u1, p));
+    a0 = madd(a0, u0, p);
+    a1 = madd(a1, u1, p);
     const q = input(xb, i);
-    b0 = f64x2.add(b0, f64x2.mul(u0, q));
-    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    b0 = madd(b0, u0, q);
+    b1 = madd(b1, u1, q);
     const r = input(xc, i);
-    c0 = f64x2.add(c0, f64x2.mul(u0, r));
-    c1 = f64x2.add(c1, f64x2.mul(u1, r));
+    c0 = madd(c0, u0, r);
+    c1 = madd(c1, u1, r);
     const s = input(xe, i);
-    d0 = f64x2.add(d0, f64x2.mul(u0, s));
-    d1 = f64x2.add(d1, f64x2.mul(u1, s));
+    d0 = madd(d0, u0, s);
+    d1 = madd(d1, u1, s);
   }
   put(a0, y, m, t, o, bias);
   put(a1, y, m, t, o + 2, bias);
@@ -203,14 +218,14 @@ function pairs2Tokens3(
     const u0 = weights(w, i);
     const u1 = weights(w1, i);
     const p = input(xt, i);
-    a0 = f64x2.add(a0, f64x2.mul(u0, p));
-    a1 = f64x2.add(a1, f64x2.mul(u1, p));
+    a0 = madd(a0, u0, p);
+    a1 = madd(a1, u1, p);
     const q = input(xb, i);
-    b0 = f64x2.add(b0, f64x2.mul(u0, q));
-    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    b0 = madd(b0, u0, q);
+    b1 = madd(b1, u1, q);
     const r = input(xc, i);
-    c0 = f64x2.add(c0, f64x2.mul(u0, r));
-    c1 = f64x2.add(c1, f64x2.mul(u1, r));
+    c0 = madd(c0, u0, r);
+    c1 = madd(c1, u1, r);
   }
   put(a0, y, m, t, o, bias);
   put(a1, y, m, t, o + 2, bias);
@@ -248,17 +263,17 @@ function pairs4Tokens2(
     const p = input(xt, i);
     const q = input(xb, i);
     const u0 = weights(w, i);
-    a0 = f64x2.add(a0, f64x2.mul(u0, p));
-    b0 = f64x2.add(b0, f64x2.mul(u0, q));
+    a0 = madd(a0, u0, p);
+    b0 = madd(b0, u0, q);
     const u1 = weights(w1, i);
-    a1 = f64x2.add(a1, f64x2.mul(u1, p));
-    b1 = f64x2.add(b1, f64x2.mul(u1, q));
+    a1 = madd(a1, u1, p);
+    b1 = madd(b1, u1, q);
     const u2 = weights(w2, i);
-    a2 = f64x2.add(a2, f64x2.mul(u2, p));
-    b2 = f64x2.add(b2, f64x2.mul(u2, q));
+    a2 = madd(a2, u2, p);
+    b2 = madd(b2, u2, q);
     const u3 = weights(w3, i);
-    a3 = f64x2.add(a3, f64x2.mul(u3, p));
-    b3 = f64x2.add(b3, f64x2.mul(u3, q));
+    a3 = madd(a3, u3, p);
+    b3 = madd(b3, u3, q);
   }
   put(a0, y, m, t, o, bias);
   put(a1, y, m, t, o + 2, bias);
