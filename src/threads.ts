@@ -51,7 +51,9 @@ export const TAKE_OVER_PIECES = 2;
 /** The least wait before the caller takes pieces over: about a sleeping worker's wake-up (~50 µs here). */
 export const MIN_TAKE_OVER_MS = 0.05;
 /** The caller times its own pieces on one threaded call in this many (performance.now() allocates). */
-const TIMED_EVERY = 32;
+const TIMED_EVERY = 128;
+/** The longest wait in spins (a small integer on every engine). */
+const MAX_WAIT_SPINS = 0x3fffffff;
 
 const { OPEN, NEXT, FINISHED, GENERATION, SLEEPERS, PIECES, EPOCH, STOP_TEST, STOP_AND_EXIT } = Job;
 
@@ -257,6 +259,9 @@ export class ThreadPool {
   readonly #mayBlock = mayBlock();
   /** iterations of the caller's spin before it sleeps: SPIN_MS on this thread */
   readonly #spins = spinsPerInterval(SPIN_MS);
+  /** the caller's spins in a millisecond, and in MIN_TAKE_OVER_MS (whole numbers) */
+  readonly #spinsPerMs = Math.ceil(this.#spins / SPIN_MS) | 0;
+  readonly #minWaitSpins = Math.ceil(MIN_TAKE_OVER_MS * this.#spinsPerMs) | 0;
   #workers: PoolWorker[] = [];
   #nextId = 1;
   /** per-thread scratch: threads × stride bytes */
@@ -272,8 +277,14 @@ export class ThreadPool {
   #retired: number[] = [];
   /** the last call's epoch (the job's epoch word) */
   #epoch = 0;
-  /** the calling thread's milliseconds per multiply-add of its own pieces, last timed (0: not yet) */
-  #msPerWork = 0;
+  /**
+   * The caller's wait for the workers' last pieces, in spins per 2^20 multiply-adds of a piece:
+   * TAKE_OVER_PIECES times what its own pieces took, last timed (0: not yet, the wait is MIN_TAKE_OVER_MS).
+   * A whole number, as is every figure a call computes from it (#waitSpins).
+   */
+  #waitSpinsPerMega = 0;
+  /** pieces of this many multiply-adds or more wait MAX_WAIT_SPINS (the wait's product stays a small integer) */
+  #waitCapWork = MAX_WAIT_SPINS;
   /** Pieces the calling thread took over from workers that had not answered in time (tests, benches). */
   takenOver = 0;
   /** Workers the pool has replaced (failed, or ended while counted) so far (tests). */
@@ -470,28 +481,14 @@ export class ThreadPool {
     if (Atomics.load(status, TRAP_TEST) !== 0 || Atomics.load(w, STOP_TEST) > 0) this.#awaitTestHook();
     let failure: string | undefined;
     try {
+      // No fraction is computed per call (only on a timed one): V8 boxes every fractional number in its
+      // unoptimized tiers, where this function runs again after a deopt, and a decode step allocates
+      // nothing (threads.test.ts)
       const timed = this.threadedCalls % TIMED_EVERY === 1;
       const t0 = timed ? performance.now() : 0;
       const mine = this.#abi.work(this.job, 0);
-      // a piece's share of the call's multiply-adds, and what the calling thread took for it
-      const pieceWork = work / pieces;
-      if (timed && mine > 0) this.#msPerWork = (performance.now() - t0) / (mine * pieceWork);
-      const waitMs = Math.max(MIN_TAKE_OVER_MS, TAKE_OVER_PIECES * this.#msPerWork * pieceWork);
-      // whole numbers: a spin count that turned fractional would box a heap number per spin in V8's
-      // unoptimized tiers, and a decode step allocates nothing (threads.test.ts)
-      const spinsPerMs = Math.ceil(this.#spins / SPIN_MS) | 0;
-      const bound = Math.min(Math.ceil(waitMs * spinsPerMs), 0x3fffffff) | 0;
-      // The workers' last pieces (one each at most): spin, since waking from Atomics.wait costs ~50 µs
-      // here, as much as a piece; a wait longer than SPIN_MS sleeps in steps of a millisecond. A worker
-      // that failed holds its pieces for ever: stop waiting.
-      let finished = Atomics.load(w, FINISHED);
-      for (let spin = 0; finished < pieces && spin < bound && !this.#failedIn(epoch); spin++) {
-        if (this.#mayBlock && spin > this.#spins) {
-          Atomics.wait(w, FINISHED, finished, 1);
-          spin += spinsPerMs;
-        }
-        finished = Atomics.load(w, FINISHED);
-      }
+      if (timed && mine > 0) this.#timeOwnPieces(performance.now() - t0, mine, work / pieces);
+      this.#awaitPieces(pieces, epoch, this.#waitSpins(work, pieces));
       // what is not published by now, the calling thread runs itself (its workers may publish meanwhile)
       if (!this.#failedIn(epoch)) this.takenOver += this.#abi.adopt(this.job);
     } finally {
@@ -505,6 +502,42 @@ export class ThreadPool {
         `wasm-attention: a worker thread failed during this call (${failure}); the call was abandoned. ` +
           'The pool starts a fresh worker in its place; calls meanwhile run on the other threads',
       );
+    }
+  }
+
+  /** Records what the calling thread took for `mine` pieces of `pieceWork` multiply-adds each: the wait's rate. */
+  #timeOwnPieces(ms: number, mine: number, pieceWork: number): void {
+    const spinsPerWork = (TAKE_OVER_PIECES * ms * this.#spinsPerMs) / (mine * pieceWork);
+    const rate = Math.max(1, Math.min(Math.ceil(spinsPerWork * 2 ** 20), MAX_WAIT_SPINS)) | 0;
+    this.#waitSpinsPerMega = rate;
+    this.#waitCapWork = Math.min(Math.floor(MAX_WAIT_SPINS / rate) * 1024, MAX_WAIT_SPINS) | 0;
+  }
+
+  /**
+   * How long the caller waits for the workers' pieces of a call (`work` multiply-adds in `pieces`) before it
+   * takes them over, in spins: at least MIN_TAKE_OVER_MS. Small integers only, so it allocates in no tier.
+   */
+  #waitSpins(work: number, pieces: number): number {
+    const pieceWork = (work - (work % pieces)) / pieces; // an exact quotient: no fraction
+    if (pieceWork >= this.#waitCapWork) return MAX_WAIT_SPINS;
+    return Math.max(this.#minWaitSpins, ((pieceWork >> 10) * this.#waitSpinsPerMega) >> 10);
+  }
+
+  /**
+   * Waits until the call's `pieces` are published, `bound` spins have passed, or a worker failed in it: a
+   * spin, since waking from Atomics.wait costs ~50 µs here (as much as a piece); a wait longer than SPIN_MS
+   * sleeps in steps of a millisecond. A method of its own, of small integers only: when V8 enters it
+   * mid-loop or runs it unoptimized, nothing is boxed.
+   */
+  #awaitPieces(pieces: number, epoch: number, bound: number): void {
+    const w = this.#words;
+    let finished = Atomics.load(w, FINISHED);
+    for (let spin = 0; finished < pieces && spin < bound && !this.#failedIn(epoch); spin++) {
+      if (this.#mayBlock && spin > this.#spins) {
+        Atomics.wait(w, FINISHED, finished, 1);
+        spin += this.#spinsPerMs;
+      }
+      finished = Atomics.load(w, FINISHED);
     }
   }
 

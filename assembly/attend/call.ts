@@ -114,7 +114,10 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
  */
 export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32, scratch: usize): void {
   heads = field(descriptor, HEADS);
-  group = heads / field(descriptor, KV_HEADS);
+  // a worker late from a closed call may read a freed descriptor here before it checks (work.ts): nothing
+  // it reads may trap (the divisions, the tree's count below); it then uses none of it
+  const kvHeads = field(descriptor, KV_HEADS);
+  group = kvHeads > 0 && heads >= kvHeads ? heads / kvHeads : 1;
   headDim = field(descriptor, HEAD_DIM);
   const dim = headDim;
   const dtype = field(descriptor, DTYPE);
@@ -132,7 +135,7 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   sinkLogits = address(descriptor, SINK_LOGITS);
   alibiSlopes = address(descriptor, ALIBI_SLOPES);
   const tree = address(descriptor, TREE);
-  if (tree != 0) {
+  if (tree != 0 && <u64>tree + 4 <= (<u64>memory.size() << 16)) {
     const count = load<i32>(tree);
     treeBase = field(descriptor, TREE_BASE);
     treePositions = tree + 4;

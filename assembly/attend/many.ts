@@ -21,7 +21,7 @@ import {
   ITEM_SHARED_END, ITEM_TILES, ITEM_TOKENS, ITEM_WORDS, PIECES, SCRATCH_BASE, SCRATCH_STRIDE, claimFree, jobWord,
   nextPiece, publish, publisher, takeOver,
 } from '../job';
-import { resultsOf, stillOpen, stopsHere } from './work';
+import { callClosed, resultsOf, stillOpen, stopsHere } from './work';
 
 /** Address of item i's record. */
 // @ts-ignore: decorator
@@ -90,7 +90,7 @@ export function itemOfPiece(items: usize, count: i32, piece: i32, from: i32): i3
   let i = from;
   while (i + 1 < count && itemWord(itemAt(items, i + 1), ITEM_FIRST_PIECE) <= piece) i++;
   while (i > 0 && itemWord(itemAt(items, i), ITEM_FIRST_PIECE) > piece) i--;
-  while (itemWord(itemAt(items, i), ITEM_CASCADE) < 0) i--; // a cascade's pieces are its leader's
+  while (i > 0 && itemWord(itemAt(items, i), ITEM_CASCADE) < 0) i--; // a cascade's pieces are its leader's
   return i;
 }
 
@@ -108,24 +108,29 @@ export function itemOfPiece(items: usize, count: i32, piece: i32, from: i32): i3
 export function runItemPiece(items: usize, i: i32, piece: i32, scratch: usize, results: usize, begin: bool): void {
   const item = itemAt(items, i);
   const cascade = itemWord(item, ITEM_CASCADE);
+  const local = piece - itemWord(item, ITEM_FIRST_PIECE);
+  if (callClosed()) return; // a late worker: the record may be a later call's (work.ts)
   if (cascade > 0) {
-    runCascade(items, i, cascade, piece - itemWord(item, ITEM_FIRST_PIECE), scratch, results);
+    runCascade(items, i, cascade, local, scratch, results);
     return;
   }
   const descriptor = <usize>itemWord(item, ITEM_DESCRIPTOR);
   const tokens = itemWord(item, ITEM_TOKENS), first = itemWord(item, ITEM_FIRST_POSITION);
+  const tiles = itemWord(item, ITEM_TILES), out = outOf(item, results);
+  if (callClosed()) return;
   if (begin) {
     beginCall(descriptor, itemWord(item, ITEM_LAYER), first + tokens, 1, scratch);
     setWeightsMode(false);
   }
   const tileTokens = tokensPerTile();
-  setStreaming(field(descriptor, STREAM) != 0 && tokens <= tileTokens);
+  const streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
+  const q = address(descriptor, Q);
+  if (callClosed()) return; // the descriptor read may be a freed one's
+  setStreaming(streaming);
   const kvHeads = kvHeadCount();
-  const local = piece - itemWord(item, ITEM_FIRST_PIECE);
-  const tiles = itemWord(item, ITEM_TILES);
   // the last tiles first, as work.ts hands them out (the bits do not depend on the order)
   const t0 = (tiles - 1 - local / kvHeads) * tileTokens, g = local % kvHeads;
-  runTile(address(descriptor, Q), outOf(item, results), t0, min(tileTokens, tokens - t0), first, g);
+  runTile(q, out, t0, min(tileTokens, tokens - t0), first, g);
 }
 
 /**
@@ -145,6 +150,7 @@ export function workItems(job: usize, thread: i32, adopt: bool, epoch: u32): i32
   for (; piece < pieces; piece = adopt ? piece + 1 : nextPiece(job)) {
     if (adopt ? !takeOver(job, piece, epoch) : !claimFree(job, piece, epoch, thread)) continue;
     if (thread != 0 && stopsHere(job, thread)) return -1;
+    if (callClosed()) return done; // late (a stall since the claim): the caller has run this piece itself
     const i = itemOfPiece(items, count, piece, max(current, 0));
     runItemPiece(items, i, piece, scratch, results, i != current);
     current = itemWord(itemAt(items, i), ITEM_CASCADE) > 0 ? -1 : i; // a cascade leaves another item's call set up
@@ -228,8 +234,10 @@ function runCascade(items: usize, i: i32, n: i32, g: i32, scratch: usize, result
   for (let j = 0; j < n; j++) {
     const item = beginMember(items, i, j, scratch);
     const d = <usize>itemWord(item, ITEM_DESCRIPTOR);
-    rows = addRows(rows, address(d, Q), outOf(item, results), <usize>headDim << 2, 0, itemWord(item, ITEM_TOKENS),
-      itemWord(item, ITEM_FIRST_POSITION), g);
+    const q = address(d, Q), out = outOf(item, results);
+    const tokens = itemWord(item, ITEM_TOKENS), first = itemWord(item, ITEM_FIRST_POSITION);
+    if (callClosed()) return; // a late worker: what it read may be a later call's (work.ts)
+    rows = addRows(rows, q, out, <usize>headDim << 2, 0, tokens, first, g);
   }
   setWeightsMode(false);
   setStreaming(false);
@@ -242,6 +250,7 @@ function runCascade(items: usize, i: i32, n: i32, g: i32, scratch: usize, result
     resetChunk(rows);
     if (lo < shared) {
       beginMember(items, i, 0, scratch);
+      if (callClosed()) return;
       selectHead(g);
       walkRows(0, rows, lo, min(hi, shared));
     }
@@ -249,8 +258,9 @@ function runCascade(items: usize, i: i32, n: i32, g: i32, scratch: usize, result
       let r0 = 0;
       for (let j = 0; j < n; j++) {
         const item = beginMember(items, i, j, scratch);
-        selectHead(g);
         const r1 = r0 + itemWord(item, ITEM_TOKENS) * group;
+        if (callClosed()) return;
+        selectHead(g);
         walkRows(r0, r1, max(lo, shared), hi);
         r0 = r1;
       }

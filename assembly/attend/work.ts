@@ -85,6 +85,23 @@ export function planJob(job: usize): i32 {
   return jobWord(job, OPEN) == 1 && <u32>jobWord(job, EPOCH) == epoch;
 }
 
+// A worker late from a closed call must use nothing it read of it: the caller rewrites the job's words, the
+// item records and the caches' descriptors once the call has closed. So a worker reads first, then checks
+// that its call is still open (callClosed), and only then uses what it read: every address it writes to and
+// every size it writes comes from values read before a check that passed, i.e. while the call was its own.
+// Reads may still meet memory the caller has reused since (a page table, a page); they are only read, and
+// a piece computed from them is never published.
+
+/** The job and epoch a worker is in (job 0: the calling thread, whose call never closes under it). */
+let lateJob: usize = 0;
+let lateEpoch: u32 = 0;
+
+/** Whether this thread is a worker whose call has closed: what it read since its last check may be garbage. */
+// @ts-ignore: decorator
+@inline export function callClosed(): bool {
+  return lateJob != 0 && !stillOpen(lateJob, lateEpoch);
+}
+
 /**
  * Claims and runs pieces of the job until none are left, as thread `thread`; returns how many it published
  * (−1: a test stopped it for good). `adopt` (the calling thread, after waiting): takes over every piece not
@@ -92,10 +109,12 @@ export function planJob(job: usize): i32 {
  */
 export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   const epoch = <u32>jobWord(job, EPOCH);
-  if (thread != 0 && !stillOpen(job, epoch)) return 0;
+  lateJob = thread != 0 ? job : 0;
+  lateEpoch = epoch;
+  if (callClosed()) return 0;
   // the mode read between two checks of the epoch is the mode of that call (plan writes it before opening)
   const batch = jobWord(job, MODE) == BATCH_MODE;
-  if (thread != 0 && !stillOpen(job, epoch)) return 0;
+  if (callClosed()) return 0;
   if (batch) return workItems(job, thread, adopt, epoch);
   const descriptor = <usize>jobWord(job, DESCRIPTOR);
   const tokens = jobWord(job, TOKENS), firstPosition = jobWord(job, FIRST_POSITION);
@@ -105,12 +124,16 @@ export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   const sinks = jobWord(job, CHUNK_SINKS), first = jobWord(job, CHUNK_FIRST), count = jobWord(job, CHUNK_COUNT);
   const results = resultsOf(job, thread);
   // the words read may be a later call's, half rewritten: then the call has closed, and this thread leaves
-  if (thread != 0 && !stillOpen(job, epoch)) return 0;
+  // (before it reads the descriptor they name)
+  if (callClosed()) return 0;
   beginJob(job, descriptor, scratch);
   setWeightsMode(false);
   const q = address(descriptor, Q);
   const tileTokens = tokensPerTile();
-  setStreaming(field(descriptor, STREAM) != 0 && tokens <= tileTokens);
+  const streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
+  // the descriptor read may be a freed one's: the geometry that sizes this thread's writes is checked too
+  if (callClosed()) return 0;
+  setStreaming(streaming);
   if (chunkMode) {
     setChunkSinks(sinks);
     setChunkFirst(first);
@@ -121,14 +144,15 @@ export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   for (; piece < pieces; piece = adopt ? piece + 1 : nextPiece(job)) {
     if (adopt ? !takeOver(job, piece, epoch) : !claimFree(job, piece, epoch, thread)) continue;
     if (thread != 0 && stopsHere(job, thread)) return -1;
-    runPiece(job, piece, q, results, tokens, firstPosition, chunkMode);
+    if (callClosed()) return done; // late (a stall since the claim): the caller has run this piece itself
+    runPiece(piece, q, results, tokens, firstPosition, chunkMode);
     if (publish(job, piece, epoch, thread)) done++;
   }
   return done;
 }
 
 /** Runs `piece` into `results` (a thread's results area). */
-function runPiece(job: usize, piece: i32, q: usize, results: usize, tokens: i32, firstPosition: i32, chunkMode: bool): void {
+function runPiece(piece: i32, q: usize, results: usize, tokens: i32, firstPosition: i32, chunkMode: bool): void {
   if (chunkMode) {
     const g = piece / chunkCount, i = piece % chunkCount;
     selectHead(g);
@@ -144,7 +168,7 @@ function runPiece(job: usize, piece: i32, q: usize, results: usize, tokens: i32,
     }
   } else {
     const tileTokens = tokensPerTile();
-    const g = tileHead(piece), t0 = tileStart(job, piece, tileTokens);
+    const g = tileHead(piece), t0 = tileStart(tokens, piece, tileTokens);
     runTile(q, results, t0, min(tileTokens, tokens - t0), firstPosition, g);
   }
 }
@@ -157,8 +181,8 @@ function runPiece(job: usize, piece: i32, q: usize, results: usize, tokens: i32,
 }
 
 // @ts-ignore: decorator
-@inline function tileStart(job: usize, piece: i32, tileTokens: i32): i32 {
-  const tiles = (jobWord(job, TOKENS) + tileTokens - 1) / tileTokens;
+@inline function tileStart(tokens: i32, piece: i32, tileTokens: i32): i32 {
+  const tiles = (tokens + tileTokens - 1) / tileTokens;
   return (tiles - 1 - piece / kvHeadCount()) * tileTokens;
 }
 
@@ -202,7 +226,7 @@ export function finishJob(job: usize): void {
     const bytes = <usize>(group * headDim) << 2;
     for (let piece = 0, pieces = jobWord(job, PIECES); piece < pieces; piece++) {
       const from = resultsOf(job, publisher(job, piece));
-      const g = tileHead(piece), t0 = tileStart(job, piece, tileTokens);
+      const g = tileHead(piece), t0 = tileStart(tokens, piece, tileTokens);
       for (let t = t0, end = min(t0 + tileTokens, tokens); t < end; t++) {
         const at = (<usize>(t * heads + g * group) * <usize>headDim) << 2;
         memory.copy(out + at, from + at, bytes);
