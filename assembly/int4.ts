@@ -49,7 +49,6 @@ const BOOST: f32 = 18446744073709551616.0; // 2^64
 //   each · the block's weight scale of each group [groups] f32
 let queries: usize = 0;
 let querySums: usize = 0;
-let queryScales: usize = 0;
 let steps: usize = 0;
 let leasts: usize = 0;
 let rotated: usize = 0;
@@ -68,7 +67,7 @@ let fullGroups: i32 = 0; // groups of INT4_GROUP values
 /** Bytes of the working area for `rows` query rows of `dim`. */
 export function int4ScratchBytes(rows: usize, dim: i32): usize {
   const g = <usize>int4Groups(dim);
-  return rows * (g << 5) + align16(rows * g << 2) + align16(rows << 2) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
+  return rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
     rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + align16(g << 2);
 }
 
@@ -79,8 +78,7 @@ export function setInt4Area(at: usize, rows: i32, dim: i32): void {
   const g = <usize>groups;
   queries = at;
   querySums = queries + (<usize>rows * g << 5);
-  queryScales = querySums + align16(<usize>rows * g << 2);
-  steps = queryScales + align16(<usize>rows << 2);
+  steps = querySums + (<usize>rows * g << 3);
   leasts = steps + (g * <usize>PAGE_ROWS << 2);
   rotated = leasts + (g * <usize>PAGE_ROWS << 2);
   weights = rotated + (<usize>((dim + 3) & ~3) << 2);
@@ -112,7 +110,7 @@ export function setInt4Area(at: usize, rows: i32, dim: i32): void {
 
 // @ts-ignore: decorator
 @inline function sumsOf(r: i32): usize {
-  return querySums + (<usize>(r * groups) << 2);
+  return querySums + (<usize>(r * groups) << 3);
 }
 
 /** The block's steps of group g, lane by lane. */
@@ -150,20 +148,21 @@ export function hadamardGroups(at: usize, headDim: i32, factor: f32): void {
 }
 
 /**
- * Rotates query row r (headDim f32 at q) as the keys were, rounds it to int8 with its own scale (the values
- * of each whole group in nibble order: even, then odd) and keeps each group's sum of the rounded values.
+ * Rotates query row r (headDim f32 at q) as the keys were and rounds each group to int8 with its own scale
+ * (a whole group's values in nibble order: even, then odd); keeps each group's sum of the rounded values
+ * and its scale, the pair (S, scale) at sumsOf(r) + 8g.
  */
 export function quantizeQueryI4(r: i32, q: usize, headDim: i32): void {
   memory.copy(rotated, q, <usize>headDim << 2);
   hadamardGroups(rotated, headDim, 1.0 / <f32>INT4_GROUP);
-  let largest: f32 = 0;
-  for (let i = 0; i < headDim; i++) largest = max<f32>(largest, abs<f32>(load<f32>(rotated + (<usize>i << 2))));
-  // a row below 2^-64 is lifted by 2^64 first (exact), so LEVELS / largest stays finite
-  const boost: f32 = largest < TINY ? BOOST : 1;
-  const inverse: f32 = largest > 0 ? LEVELS / (largest * boost) : 0;
   const to = queryOf(r), sums = sumsOf(r);
   for (let g = 0; g < groups; g++) {
     const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
+    let largest: f32 = 0;
+    for (let i = lo; i < hi; i++) largest = max<f32>(largest, abs<f32>(load<f32>(rotated + (<usize>i << 2))));
+    // a group below 2^-64 is lifted by 2^64 first (exact), so LEVELS / largest stays finite
+    const boost: f32 = largest < TINY ? BOOST : 1;
+    const inverse: f32 = largest > 0 ? LEVELS / (largest * boost) : 0;
     const whole = hi - lo == INT4_GROUP;
     let sum = 0;
     for (let i = lo; i < hi; i++) {
@@ -174,9 +173,9 @@ export function quantizeQueryI4(r: i32, q: usize, headDim: i32): void {
       store<i8>(to + (<usize>lo + <usize>(whole ? ((k & 1) << 4) + (k >> 1) : k)), <i8>level);
       sum += level;
     }
-    store<f32>(sums + (<usize>g << 2), <f32>sum);
+    store<f32>(sums + (<usize>g << 3), <f32>sum);
+    store<f32>(sums + (<usize>g << 3), largest * boost / LEVELS / boost, 4);
   }
-  store<f32>(queryScales + (<usize>r << 2), largest * boost / LEVELS / boost);
 }
 
 /**
@@ -290,9 +289,10 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
   for (let g = 0; g < groups; g++) {
     const c = g < fullGroups ? wholeSum(q + (<usize>g << 5), k + (<usize>g << 4)) : shortSum(q + (<usize>g << 5), k + (<usize>g << 4), headDim - g * INT4_GROUP);
     const at = <usize>(g * PAGE_ROWS + j) << 2;
-    t = t + (<f32>c * load<f32>(steps + at) + load<f32>(sums + (<usize>g << 2)) * load<f32>(leasts + at));
+    const sg = sums + (<usize>g << 3);
+    t = t + (<f32>c * load<f32>(steps + at) + load<f32>(sg) * load<f32>(leasts + at)) * load<f32>(sg, 4);
   }
-  return t * load<f32>(queryScales + (<usize>r << 2));
+  return t;
 }
 
 /** Σ Q·c of one whole group of a key, as an i32x4 whose lanes sum to it (q: the group's query, b: its 16 bytes). */
@@ -313,11 +313,12 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
   return i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(shortSum(q, k0 + at, count)), 1, shortSum(q, k1 + at, count)), 2, shortSum(q, k2 + at, count)), 3, shortSum(q, k3 + at, count));
 }
 
-/** t + (f32(C) · s + S · z) for the four lanes at j of group g. */
+/** t + (f32(C) · s + S · z) · scale for the four lanes at j of group g (sums: the row's (S, scale) pairs). */
 // @ts-ignore: decorator
-@inline function addGroup(t: v128, c: v128, g: i32, j: i32, sum: v128): v128 {
-  const at = <usize>(g * PAGE_ROWS + j) << 2;
-  return f32x4.add(t, f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c), v128.load(steps + at)), f32x4.mul(sum, v128.load(leasts + at))));
+@inline function addGroup(t: v128, c: v128, g: i32, j: i32, sums: usize): v128 {
+  const at = <usize>(g * PAGE_ROWS + j) << 2, sg = sums + (<usize>g << 3);
+  const x = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c), v128.load(steps + at)), f32x4.mul(v128.load32_splat(sg), v128.load(leasts + at)));
+  return f32x4.add(t, f32x4.mul(x, v128.load32_splat(sg, 4)));
 }
 
 /**
@@ -345,16 +346,16 @@ function dot2x4I4<Rows>(ra: i32, rb: i32, k0: usize, k1: usize, k2: usize, k3: u
     b = v128.load(k3 + at);
     const a3 = groupLanes(ea, oa, qga, b);
     const b3 = two ? groupLanes(eb, ob, qgb, b) : a3;
-    ta = addGroup(ta, transposeSumI32(a0, a1, a2, a3), g, j, v128.load32_splat(sa + (<usize>g << 2)));
-    if (two) tb = addGroup(tb, transposeSumI32(b0, b1, b2, b3), g, j, v128.load32_splat(sb + (<usize>g << 2)));
+    ta = addGroup(ta, transposeSumI32(a0, a1, a2, a3), g, j, sa);
+    if (two) tb = addGroup(tb, transposeSumI32(b0, b1, b2, b3), g, j, sb);
   }
   if (fullGroups < groups) {
     const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
-    ta = addGroup(ta, shortLanes(qa + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, v128.load32_splat(sa + (<usize>g << 2)));
-    if (two) tb = addGroup(tb, shortLanes(qb + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, v128.load32_splat(sb + (<usize>g << 2)));
+    ta = addGroup(ta, shortLanes(qa + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sa);
+    if (two) tb = addGroup(tb, shortLanes(qb + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sb);
   }
-  v128.store(outA, f32x4.mul(ta, v128.load32_splat(queryScales + (<usize>ra << 2))));
-  if (two) v128.store(outB, f32x4.mul(tb, v128.load32_splat(queryScales + (<usize>rb << 2))));
+  v128.store(outA, ta);
+  if (two) v128.store(outB, tb);
 }
 
 /**
