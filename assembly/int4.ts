@@ -4,11 +4,12 @@
 // (bfloat16 each). Keys were rotated by the 32-point Walsh–Hadamard transform H per whole group; queries get
 // H/32 here, so q·k is unchanged in exact arithmetic.
 //
-// Scores. Each rotated query row is rounded once per call to int8 with its own scale, Q = round(q · 127 /
-// max|q|) (per row, as int8 caches round theirs to int16: a row's numbers never depend on its tile), and per
-// group its sum S = Σ Q is kept. Over a group, Q·x = s · Σ Q·c + z · S, where C = Σ Q·c is an exact integer
-// (|C| <= 32 · 127 · 15 < 2^17). The float part is the same operations, in the same order, in every build:
-//   t = 0;  for each group: t = t + (f32(C) · s + S · z);  dot = t · qScale
+// Scores. Each rotated query row is rounded once per call to int8, each group of 32 against its own largest,
+// Q = round(q · 127 / max|q|) (per row, as int8 caches round theirs to int16: a row's numbers never depend
+// on its tile), and per group its sum S = Σ Q and scale are kept. Over a group, Q·x = s · Σ Q·c + z · S,
+// where C = Σ Q·c is an exact integer (|C| <= 32 · 127 · 15 < 2^17). The float part is the same
+// operations, in the same order, in every build:
+//   t = 0;  for each group: t = t + (f32(C) · s + S · z) · qScale;  dot = t
 // The SIMD builds put a group's 32 query values in the order of its 16 bytes' nibbles (the even values,
 // then the odd ones), so a byte's low nibbles meet the first 16 and its high nibbles the last 16 without a
 // shuffle. The relaxed-simd build multiplies them with i16x8.relaxed_dot_i8x16_i7x16_s: its result is only
@@ -18,19 +19,21 @@
 // returns wrong sums for it, its optimizing compiler right ones.) A group shorter than 32 (the row's last)
 // is summed one value at a time in every build.
 //
-// Int8 queries cost accuracy that int16 queries would not (docs/PERFORMANCE.md, "int4"): measured on the
-// tiny model's held-out text, the agreement with float32 is what the int4 cache gives either way, and the
-// int8 queries let a relaxed-simd build sum 16 codes in one instruction without widening them.
+// Why 8-bit queries (docs/PERFORMANCE.md, "Cache dtypes"): on the tiny model's held-out text they flip 7
+// of 9,216 top-1 tokens more than float32 queries do, and they let one relaxed-simd instruction multiply
+// 16 codes without widening them (int16 queries need four widenings and four dot_i16x8_s a group).
 //
 // Values. Per group, the weights w_j = p_j · s_j are rounded to int16 against the block's largest step
-// (p_j <= 1: e^(score − running max)), so one pass a row and one scale a group serve every row; pairs of value rows share one dot_i16x8_s (their bytes
-// interleaved, each byte's low and high nibbles giving the even and odd columns), and the least values add
-// Z = Σ_j p_j · z_j (in j order, in f32) to every column of the group:
+// (p_j <= 1: e^(score − running max)), so one pass a row and one scale a group serve every row; pairs of
+// value rows share one dot_i16x8_s (their bytes interleaved, each byte's low and high nibbles giving the
+// even and odd columns), and the least values add Z = Σ_j p_j · z_j (four partial sums, in every build
+// alike) to every column of the group:
 //   acc[c] = acc[c] + (f32(Σ_j W_j · c_j[c]) · wScale + Z)
 // Σ W·c is exact in i32 (|Σ| <= 64 · 32767 · 15 < 2^31), so again every build gets the same bits.
 //
-// Rounding costs: the query's 8 bits move a score by about scale · max|q|/254 · |Σ ε_i k_i|, the ε_i
-// independent and uniform in ±1/2 (measured in test/dtypes.test.ts); the weights' 16 bits as int8's.
+// Rounding costs: the query's 8 bits move a score by about max|q|/254 times a sum of 32 key values with
+// independent signs per group; the weights' 16 bits move a block's sum by at most 2^-16 of its largest
+// weight per key, as int8's do (test/dtypes.test.ts).
 
 import { INT4_GROUP, PAGE_ROWS, int4Groups } from './descriptor';
 import { pairCount, pairFirst, pairsFull, planPairs, transposeSumI32 } from './int8';
