@@ -23,9 +23,8 @@
 // of 9,216 top-1 tokens more than float32 queries do, and they let one relaxed-simd instruction multiply
 // 16 codes without widening them (int16 queries need four widenings and four dot_i16x8_s a group).
 //
-// Values. Per group, the weights w_j = p_j · s_j are rounded to int16 against the block's largest step
-// (p_j <= 1: e^(score − running max)), so one pass a row and one scale a group serve every row; pairs of
-// value rows share one dot_i16x8_s (their bytes interleaved, each byte's low and high nibbles giving the
+// Values. Per group, the weights w_j = p_j · s_j are rounded to int16 against the row's largest, as int8
+// caches round theirs (int8.ts quantizeWeights, the same operations); pairs of value rows share one dot_i16x8_s (their bytes interleaved, each byte's low and high nibbles giving the
 // even and odd columns), and the least values add Z = Σ_j p_j · z_j (four partial sums, in every build
 // alike) to every column of the group:
 //   acc[c] = acc[c] + (f32(Σ_j W_j · c_j[c]) · wScale + Z)
@@ -49,7 +48,7 @@ const BOOST: f32 = 18446744073709551616.0; // 2^64
 //   queries [row][groups · 32] i8 · their group sums [row][groups] f32 · query scales [row] f32 ·
 //   the block's steps and least values [groups][PAGE_ROWS] f32 each · one f32 row for a query's rotation ·
 //   the block's weights [row][groups][PAGE_ROWS] i16 · their scales and least-value sums [row][groups] f32
-//   each · the block's weight scale of each group [groups] f32
+//   each · the products of a row's weights [PAGE_ROWS] f32
 let queries: usize = 0;
 let querySums: usize = 0;
 let steps: usize = 0;
@@ -58,7 +57,7 @@ let rotated: usize = 0;
 let weights: usize = 0;
 let weightScales: usize = 0;
 let leastSums: usize = 0;
-let groupWeightScales: usize = 0;
+let products: usize = 0;
 let groups: i32 = 0;     // groups of a row, the last possibly short
 let fullGroups: i32 = 0; // groups of INT4_GROUP values
 
@@ -71,7 +70,7 @@ let fullGroups: i32 = 0; // groups of INT4_GROUP values
 export function int4ScratchBytes(rows: usize, dim: i32): usize {
   const g = <usize>int4Groups(dim);
   return rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
-    rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + align16(g << 2);
+    rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + (<usize>PAGE_ROWS << 2);
 }
 
 /** Places the working area at `at` (16-byte aligned; int4ScratchBytes bytes). */
@@ -87,7 +86,7 @@ export function setInt4Area(at: usize, rows: i32, dim: i32): void {
   weights = rotated + (<usize>((dim + 3) & ~3) << 2);
   weightScales = weights + (<usize>rows * g * <usize>PAGE_ROWS << 1);
   leastSums = weightScales + align16(<usize>rows * g << 2);
-  groupWeightScales = leastSums + align16(<usize>rows * g << 2);
+  products = leastSums + align16(<usize>rows * g << 2);
 }
 
 /** Row r's rounded weights of group g ([PAGE_ROWS] i16). */
@@ -184,10 +183,9 @@ export function quantizeQueryI4(r: i32, q: usize, headDim: i32): void {
 /**
  * Reads the steps and least values of the block's lanes [0, n) (their groups' words from `scales`, lane 0's)
  * into the block's tables as f32, and lanes up to the next multiple of four as lane n − 1's (lanes the
- * SIMD kernels compute and maskScores masks). For values, each group's steps then become the factors
- * σ_j = s_j · WEIGHT_LEVELS / max|s| that round weights (quantizeWeightsI4), max|s| over the finite steps.
+ * SIMD kernels compute and maskScores masks).
  */
-export function loadGroupScales(scales: usize, n: i32, values: bool): void {
+export function loadGroupScales(scales: usize, n: i32): void {
   const stride = <usize>groups << 2;
   const end = (n + 3) & ~3;
   let j = 0;
@@ -229,39 +227,7 @@ export function loadGroupScales(scales: usize, n: i32, values: bool): void {
       store<u32>(s + (<usize>k << 2), word << 16);
       store<u32>(z + (<usize>k << 2), word & 0xffff0000);
     }
-    if (values) stepFactors(s, end, g);
   }
-}
-
-/** Turns group g's steps at s (lanes [0, end)) into weight factors, and records the group's weight scale. */
-// @ts-ignore: decorator
-@inline function stepFactors(s: usize, end: i32, g: i32): void {
-  // the largest finite |step| (every step of a group is a finite bfloat16 unless its values were not)
-  let largest: f32 = 0;
-  if (ASC_FEATURE_SIMD) {
-    const infinity = f32x4.splat(Infinity);
-    let m = f32x4.splat(0);
-    for (let j = 0; j < end; j += 4) {
-      const x = f32x4.abs(v128.load(s + (<usize>j << 2)));
-      m = f32x4.pmax(m, v128.and(x, f32x4.lt(x, infinity)));
-    }
-    largest = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-  } else {
-    for (let j = 0; j < end; j++) {
-      const x = abs<f32>(load<f32>(s + (<usize>j << 2)));
-      if (x < Infinity && largest < x) largest = x;
-    }
-  }
-  // a group below 2^-64 is lifted by 2^64 first (exact), so WEIGHT_LEVELS / largest stays finite
-  const boost: f32 = largest < TINY ? BOOST : 1;
-  const factor: f32 = largest > 0 ? WEIGHT_LEVELS / (largest * boost) : 0;
-  if (ASC_FEATURE_SIMD) {
-    const lift = f32x4.splat(boost), f = f32x4.splat(factor);
-    for (let j = 0; j < end; j += 4) v128.store(s + (<usize>j << 2), f32x4.mul(f32x4.mul(v128.load(s + (<usize>j << 2)), lift), f));
-  } else {
-    for (let j = 0; j < end; j++) store<f32>(s + (<usize>j << 2), load<f32>(s + (<usize>j << 2)) * boost * factor);
-  }
-  store<f32>(groupWeightScales + (<usize>g << 2), largest > 0 ? largest * boost / WEIGHT_LEVELS / boost : 0);
 }
 
 // ---------------------------------------------------------------------------------------------- scores
@@ -396,29 +362,29 @@ export function scoresI4<Rows>(
 
 // ---------------------------------------------------------------------------------------------- values
 
-const MAGIC = memory.data<f32>([ROUNDING_MAGIC], 16);
+// Splatted by one load each where used (as int8.ts's: V8 rebuilt a splatted constant on every iteration).
+const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
 
 /**
  * For each group g: rounds row r's block weights w_j = p_j · s_j (j in [from, to), every other weight 0)
- * to integers W_j = round(p_j · σ_j) (loadGroupScales's factors: |W| <= WEIGHT_LEVELS, since p_j <= 1 and
- * |σ_j| <= WEIGHT_LEVELS), whose scale back is the group's max|s| / WEIGHT_LEVELS, the same for every row;
- * a row whose product is not finite gets scale NaN and weights 0 (the NaN reaches its output, as float32
- * would give). And sums Z = Σ_j p_j · z_j in four partial sums over the groups of four that cover
+ * to int16 against their largest and records the scale that turns them back, exactly as int8.ts
+ * quantizeWeights rounds int8's (NaN: the weights 0 and the scale NaN). The largest is the row's own over
+ * the lanes it sees, so a row's weights never depend on which keys exist beyond them (a chunk's last block
+ * holds fewer). And sums Z = Σ_j p_j · z_j in four partial sums over the groups of four that cover
  * [from, to) (the lanes outside adding +0), then (z0 + z1) + (z2 + z3), in every build.
  */
 export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): void {
   const first = from & ~3, end = (to + 3) & ~3;
   for (let g = 0; g < groups; g++) {
     const w = weightsOf(r, g), s = stepsOf(g), z = leastsOf(g);
-    let least: f32 = 0;
-    let bad = false;
+    let largest: f32 = 0, least: f32 = 0;
+    let nan = false;
     if (ASC_FEATURE_SIMD) {
       const zero = i32x4.splat(0);
       // the pair kernels read the weights of the lanes around [from, to) too: those are 0
       for (let at = w; at < w + (<usize>PAGE_ROWS << 1); at += 16) v128.store(at, zero);
       const lo = i32x4.splat(from), hi = i32x4.splat(to);
-      const magic = v128.load32_splat(MAGIC);
-      let unordered = zero, sum = zero;
+      let m = zero, unordered = zero, sum = zero;
       for (let j = first; j < end; j += 4) {
         const at = <usize>j << 2;
         const p = v128.load(probs + at);
@@ -429,13 +395,13 @@ export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): voi
           x = v128.and(x, inside);
           y = v128.and(y, inside);
         }
-        const d = f32x4.sub(x, x); // NaN exactly where x is not finite
-        unordered = v128.or(unordered, f32x4.ne(d, d));
+        v128.store(products + at, x);
+        m = f32x4.pmax(m, x);
+        unordered = v128.or(unordered, f32x4.ne(x, x));
         sum = f32x4.add(sum, y);
-        const n = i32x4.sub(f32x4.add(x, magic), magic); // round(x), as an integer
-        v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
       }
-      bad = v128.any_true(unordered);
+      largest = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+      nan = v128.any_true(unordered);
       least = (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1)) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3));
     } else {
       memory.fill(w, 0, <usize>PAGE_ROWS << 1);
@@ -446,9 +412,9 @@ export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): voi
         const p = load<f32>(probs + at);
         const x: f32 = inside ? p * load<f32>(s + at) : 0;
         const y: f32 = inside ? p * load<f32>(z + at) : 0;
-        const d = x - x;
-        bad = bad || d != d;
-        if (d == d) store<i16>(w + (<usize>j << 1), <i16><i32>nearest<f32>(x));
+        store<f32>(products + at, x);
+        largest = largest < x ? x : largest; // pmax: NaN is counted apart
+        nan = nan || x != x;
         const k = j & 3;
         if (k == 0) z0 += y;
         else if (k == 1) z1 += y;
@@ -459,12 +425,30 @@ export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): voi
     }
     const at = <usize>(r * groups + g) << 2;
     store<f32>(leastSums + at, least);
-    if (bad) {
-      memory.fill(w, 0, <usize>PAGE_ROWS << 1);
+    if (nan) {
+      // the weights stay the zeros written above
       store<f32>(weightScales + at, NaN);
-    } else {
-      store<f32>(weightScales + at, load<f32>(groupWeightScales + (<usize>g << 2)));
+      continue;
     }
+    const boost: f32 = largest < TINY ? BOOST : 1;
+    const inverse: f32 = largest > 0 ? WEIGHT_LEVELS / (largest * boost) : 0;
+    if (ASC_FEATURE_SIMD) {
+      const sv = f32x4.splat(inverse), lift = f32x4.splat(boost);
+      const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
+      const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
+      for (let j = first; j < end; j += 4) {
+        const t = f32x4.pmin(f32x4.pmax(f32x4.mul(f32x4.mul(v128.load(products + (<usize>j << 2)), lift), sv), bottom), top);
+        const n = i32x4.sub(f32x4.add(t, magic), magic); // round(t), as an integer
+        v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
+      }
+    } else {
+      for (let j = from; j < to; j++) {
+        const y = min<f32>(WEIGHT_LEVELS, max<f32>(-WEIGHT_LEVELS, nearest<f32>(load<f32>(products + (<usize>j << 2)) * boost * inverse)));
+        store<i16>(w + (<usize>j << 1), <i16>(y == y ? <i32>y : 0));
+      }
+    }
+    // a block with no weight (all underflowed) adds +0 in every build
+    store<f32>(weightScales + at, largest > 0 ? largest * boost / WEIGHT_LEVELS / boost : 0);
   }
 }
 

@@ -101,7 +101,7 @@ export function accumulateBlockI8(values: usize, n: i32): void {
  * then a group of columns at a time, rows two at a time. `scales`: lane 0's group scales.
  */
 export function accumulateBlockI4(values: usize, scales: usize, n: i32): void {
-  loadGroupScales(scales, n, true);
+  loadGroupScales(scales, n);
   for (let i = 0; i < activeCount; i++) {
     const r = getI32(activeRows, i);
     quantizeWeightsI4(r, probsOf(r), getI32(rowFrom, r), getI32(rowTo, r));

@@ -138,7 +138,7 @@ export function scoreBlockI8(keys: usize, n: i32): void {
 
 /** scoreBlock's dot products over int4 keys (int4.ts), rows two at a time. `scales`: lane 0's group scales. */
 export function scoreBlockI4(keys: usize, scales: usize, n: i32): void {
-  loadGroupScales(scales, n, false);
+  loadGroupScales(scales, n);
   let i = 0;
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
