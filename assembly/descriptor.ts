@@ -8,7 +8,8 @@
 //   1     kvHeads
 //   2     headDim
 //   3     dtype            what pages hold (DTYPE_*): 0 float32 rows; 1 int8 rows, then their f32 scales;
-//                          2 bfloat16 rows; 3 int4 rows (two values a byte), then f32 scales per group of 32
+//                          2 bfloat16 rows; 3 int4 rows (two values a byte), then per group of 32 a step
+//                          and a least value (bfloat16 each)
 //   4     sinks            positions that are never evicted (0 without a window)
 //   5     ring             slots of the ring after the sinks (maxTokens; slots of a one-shot call)
 //   6     window           0: none
@@ -47,7 +48,7 @@
 // A page table is [kvHead][K = 0, V = 1][capacity] u32 page addresses; entry i holds slots 64·i … 64·i + 63
 // (slot of a position: layout.ts). A page is PAGE_ROWS rows of [headDim] f32, or of [headDim] i8 followed
 // by PAGE_ROWS f32 scales (int8), or of headDim bfloat16, or of ⌈headDim / 2⌉ bytes of int4 followed by PAGE_ROWS ·
-// ⌈headDim / 32⌉ f32 scales (int4). Entries the facade has not filled are 0, and are never read: the facade makes
+// ⌈headDim / 32⌉ pairs of bfloat16 step and least value (int4, layout.ts). Entries the facade has not filled are 0, and are never read: the facade makes
 // every page a call touches exist (and be unshared, for writes) before the call.
 
 export const PAGE_ROWS: i32 = 64;
@@ -82,7 +83,7 @@ export const DTYPE_FLOAT32: i32 = 0;
 export const DTYPE_INT8: i32 = 1;
 export const DTYPE_BFLOAT16: i32 = 2;
 export const DTYPE_INT4: i32 = 3;
-/** Values of an int4 row that share one scale. */
+/** Values of an int4 row that share one step and least value. */
 export const INT4_GROUP: i32 = 32;
 
 // @ts-ignore: decorator

@@ -109,7 +109,7 @@ export function quantizeQuery(r: i32, q: usize, headDim: i32): void {
  * costs three each there (pshufd, pshufd, pblendw: --print-wasm-code).
  */
 // @ts-ignore: decorator
-@inline function transposeSumI32(a: v128, b: v128, c: v128, d: v128): v128 {
+@inline export function transposeSumI32(a: v128, b: v128, c: v128, d: v128): v128 {
   const ab = i32x4.add(i32x4.shuffle(a, b, 0, 4, 1, 5), i32x4.shuffle(a, b, 2, 6, 3, 7));
   const cd = i32x4.add(i32x4.shuffle(c, d, 0, 4, 1, 5), i32x4.shuffle(c, d, 2, 6, 3, 7));
   return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
@@ -343,11 +343,11 @@ export function quantizeWeights(r: i32, probs: usize, scales: usize, from: i32, 
 // The pairs of keys (j, j + 1) a value kernel walks over keys [from, to): from pairFirst = from & ~1 (the
 // weights outside [from, to) are 0), pairCount of them, the first pairsFull with both rows in the block;
 // a last pair whose second row lies past the block (`last`) reads its first row twice (the weight is 0).
-let pairFirst: i32 = 0;
-let pairCount: i32 = 0;
-let pairsFull: i32 = 0;
+export let pairFirst: i32 = 0;
+export let pairCount: i32 = 0;
+export let pairsFull: i32 = 0;
 
-function planPairs(from: i32, to: i32, last: i32): void {
+export function planPairs(from: i32, to: i32, last: i32): void {
   pairFirst = from & ~1;
   pairCount = ((to + 1) & ~1) - pairFirst >> 1;
   pairsFull = pairFirst + 2 * pairCount - 1 > last ? pairCount - 1 : pairCount;

@@ -14,15 +14,17 @@
 // bfloat16 rows hold the top 16 bits of each f32, rounded to nearest even (a NaN stays a quiet NaN of its
 // sign; a finite value that rounds past the largest bfloat16 becomes ±Infinity, as a narrowing does).
 //
-// int4 rows hold round(x / s) in [−7, 7] as two's-complement nibbles, value 2i in the low nibble of byte i,
-// with one symmetric scale s = max|x| / 7 per group of INT4_GROUP values of the row (the row's last group may
-// be shorter), stored after the page's rows ([PAGE_ROWS][groups] f32).
+// int4 rows hold codes c = round((x − z) / s) in 0…15, value 2i in the low nibble of byte i and value 2i + 1
+// in the high one, per group of INT4_GROUP values of the row (the row's last group may be shorter) with its
+// least value z and step s = (max − z) / 15, each stored as bfloat16 after the page's rows ([PAGE_ROWS]
+// [groups] pairs of u16, step then least value): dequantized, a value is s · c + z. Keys are rotated first
+// (int4.ts hadamardGroups).
 
 import {
   DTYPE, DTYPE_BFLOAT16, DTYPE_INT4, DTYPE_INT8, HEAD_DIM, INT4_GROUP, K, KV_HEADS, PAGE_ROWS, PAGE_SHIFT, RING, SINKS, V,
   address, field, int4Groups, pageTable, rowBytesOf, tableCapacity,
 } from './descriptor';
-import { hadamardGroups } from './widen';
+import { hadamardGroups } from './int4';
 
 // @ts-ignore: decorator
 @inline export function slotOf(position: i32, sinks: i32, ring: i32): i32 {
@@ -56,7 +58,7 @@ export function appendRows(descriptor: usize, layer: i32, tokens: i32, firstPosi
         appendBf16(keys + offset, keyPage, row, headDim);
         appendBf16(values + offset, valuePage, row, headDim);
       } else if (dtype == DTYPE_INT4) {
-        // keys rotated first (widen.ts hadamardGroups; the queries get the same rotation)
+        // keys rotated first (int4.ts hadamardGroups; the queries get the same rotation)
         hadamardGroups(keys + offset, headDim, 1);
         appendI4(keys + offset, keyPage, row, headDim);
         appendI4(values + offset, valuePage, row, headDim);

@@ -1,7 +1,9 @@
 // `npm run bench:dtypes` (alias bench:int8): the four cache dtypes against each other, interleaved in one
 // process. Each round times one batch of decode steps of every dtype (the order rotating round to round), so
 // machine noise falls on all of them alike; the report gives per-step medians, their spread (min–max of the
-// rounds) and ratios to float32 and int8, and each dtype's bytes per cached token (byteLength / L).
+// rounds) and ratios to float32 and int8, and each dtype's bytes per cached token (byteLength / L). The ratios
+// are also given in CPU time (process.cpuUsage: on a machine other processes load, the time this process ran,
+// not the time it waited for a core).
 // One thread (the issue's targets are for the kernel on one core), the relaxed-simd build unless --build.
 
 import { pathToFileURL } from 'node:url';
@@ -39,8 +41,10 @@ function callsPerBatch(fn) {
 const lines = [];
 lines.push(`Decode steps, ${build} build, one thread, ${opts.rounds} interleaved rounds (medians; spread min–max).`);
 lines.push('');
-lines.push('| shape | L | dtype | µs/step | spread | vs float32 | vs int8 | bytes/token | vs float32 |');
-lines.push('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+lines.push(
+  '| shape | L | dtype | µs/step | spread | vs float32 | vs int8 | CPU µs/step | CPU vs float32 | CPU vs int8 | bytes/token | vs float32 |',
+);
+lines.push('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const shape of list(opts.shapes)) {
   const s = SHAPES[/** @type {keyof typeof SHAPES} */ (shape)];
   for (const L of list(opts.decode).map(Number)) {
@@ -57,20 +61,27 @@ for (const shape of list(opts.shapes)) {
     const calls = steps.map(callsPerBatch);
     /** @type {number[][]} */
     const times = DTYPES.map(() => []);
+    /** @type {number[][]} */
+    const cpu = DTYPES.map(() => []);
     for (let round = 0; round < opts.rounds; round++) {
       for (let j = 0; j < DTYPES.length; j++) {
         const which = (j + round) % DTYPES.length;
         const t = performance.now();
+        const c = process.cpuUsage();
         for (let i = 0; i < calls[which]; i++) steps[which]();
         times[which].push(((performance.now() - t) * 1000) / calls[which]);
+        const used = process.cpuUsage(c);
+        cpu[which].push((used.user + used.system) / calls[which]);
       }
     }
     const med = times.map((t) => median(t));
+    const medCpu = cpu.map((t) => median(t));
     DTYPES.forEach((dtype, i) => {
       const spread = `${Math.min(...times[i]).toFixed(0)}–${Math.max(...times[i]).toFixed(0)}`;
       lines.push(
         `| ${s.label} | ${L} | ${dtype} | ${med[i].toFixed(1)} | ${spread} | ${(med[0] / med[i]).toFixed(2)}× | ` +
-          `${(med[1] / med[i]).toFixed(2)}× | ${bytes[i].toFixed(0)} | ${(bytes[i] / bytes[0]).toFixed(3)} |`,
+          `${(med[1] / med[i]).toFixed(2)}× | ${medCpu[i].toFixed(1)} | ${(medCpu[0] / medCpu[i]).toFixed(2)}× | ` +
+          `${(medCpu[1] / medCpu[i]).toFixed(2)}× | ${bytes[i].toFixed(0)} | ${(bytes[i] / bytes[0]).toFixed(3)} |`,
       );
     });
     for (const c of caches) c.dispose();

@@ -141,8 +141,13 @@ withEachBuild('bfloat16 and int4', (build, make) => {
         lines.push(`  ${cfgName(cfg)}: max ${max.toExponential(2)}, mean ${mean.toExponential(2)}`);
         expect(max, `${cfgName(cfg)}: max`).toBeLessThan(DTYPE_BUDGET[dtype]);
         // bfloat16 rounds each K and V value by at most 2^-9 of itself (measured: max 6e-3–8e-3, mean 3e-4).
-        // int4 (DTYPE_BUDGET argues its max; measured 0.11–0.29): a quarter step, 0.08, on average for a value
+        // int4 (DTYPE_BUDGET argues its max; measured 0.11–0.28): a quarter step, 0.08, on average for a value
         // seen alone, shrinking as a query averages more keys' independent roundings (measured 0.009–0.016).
+        // The kernel's own roundings add little to either: the query, rotated, to 8 bits per group moves a
+        // score by about max|q|/254 times a sum of 32 keys' values with independent signs (≈ 0.01 of the
+        // score's scale against int4's step of ≈ 0.3 on each key value), and the weights to 16 bits as int8's
+        // (2^-16 of the largest). Measured the same before and after they were added (max 0.20–0.29, mean
+        // 0.009–0.016 with the keys widened to f32 instead).
         expect(mean, `${cfgName(cfg)}: mean`).toBeLessThan(dtype === 'bfloat16' ? 5e-4 : INT4_MEAN);
       }
     }
@@ -171,8 +176,9 @@ withEachBuild('bfloat16 and int4', (build, make) => {
 const INT4_MEAN = 0.025;
 
 describe('bfloat16 and int4: the scalar and simd builds give the same bits', () => {
-  // Widening is exact or one f32 multiply-add done as a multiply then an add in every build, then the float32
-  // kernels run, which keep scalar == simd (relaxed-simd differs only where its exp fuses).
+  // bfloat16 widens exactly as it loads and runs the float32 kernels' twins; int4 sums exact integers (codes
+  // times int8 queries, int16 weights times codes) and then does the same float operations in every build.
+  // Both keep scalar == simd (relaxed-simd differs only where its exp fuses).
   const make = cachesDisposedAfterEach();
   it('GQA, odd head sizes, a window that wraps with sinks, rope, softcap: prefill then decode steps', async () => {
     for (const dtype of ['bfloat16', 'int4'] as const) {

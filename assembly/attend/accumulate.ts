@@ -1,8 +1,11 @@
 // The values of a block for its active rows: acc += Σ e^(s − m) · v over the lanes each row sees, with the
-// kernels of values.ts (float32: pairs of rows share their value loads) or int8.ts (int8 values in integers).
+// kernels of values.ts (float32: pairs of rows share their value loads), int8.ts (int8 values in integers)
+// or int4.ts (int4 values in integers, a group of 32 columns at a time).
 
-import { accOf, accStride, activeCount, activeRows, getI32, headDim, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
+import { accOf, accStride, activeCount, activeRows, getI32, headDim, keyRowBytes, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
 import { accumulateI8, accumulateI8x2, accumulateI8x4, quantizeWeights } from '../int8';
+import { accumulateI4, loadGroupScales, quantizeWeightsI4 } from '../int4';
+import { int4Groups } from '../descriptor';
 import { accumulate1, accumulate2 } from '../values';
 import { accumulate1Bf16, accumulate2Bf16, accumulate4Bf16 } from '../bf16';
 
@@ -90,5 +93,30 @@ export function accumulateBlockI8(values: usize, n: i32): void {
   if (i < activeCount) {
     const r = getI32(activeRows, i);
     accumulateI8(r, accOf(r), values, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1);
+  }
+}
+
+/**
+ * accumulateBlock over int4 values (int4.ts): each row's weights times each group's steps rounded to int16,
+ * then a group of columns at a time, rows two at a time. `scales`: lane 0's group scales.
+ */
+export function accumulateBlockI4(values: usize, scales: usize, n: i32): void {
+  loadGroupScales(scales, n);
+  for (let i = 0; i < activeCount; i++) {
+    const r = getI32(activeRows, i);
+    quantizeWeightsI4(r, probsOf(r), getI32(rowFrom, r), getI32(rowTo, r));
+  }
+  const groups = int4Groups(headDim);
+  for (let g = 0; g < groups; g++) {
+    let i = 0;
+    for (; i + 1 < activeCount; i += 2) {
+      const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+      const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+      accumulateI4<u64>(ra, accOf(ra), rb, accOf(rb), values, keyRowBytes, g, headDim, from, to, n - 1);
+    }
+    if (i < activeCount) {
+      const r = getI32(activeRows, i);
+      accumulateI4<u32>(r, accOf(r), r, accOf(r), values, keyRowBytes, g, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1);
+    }
   }
 }

@@ -4,15 +4,16 @@
 // what it set, through the accessors below.
 
 import { int8ScratchBytes, setInt8Area } from '../int8';
+import { int4ScratchBytes, setInt4Area } from '../int4';
 import {
   ALIBI_SLOPES, DTYPE, DTYPE_BFLOAT16, DTYPE_INT4, DTYPE_INT8, HEADS, HEAD_DIM, KV_HEADS, PAGE_ROWS, RING, SCALE, SINKS,
-  SINK_LOGITS, SOFTCAP, TREE, TREE_BASE, WINDOW, address, field, fieldF32, pageTable, rowBytesOf, tableCapacity,
+  SINK_LOGITS, SOFTCAP, TREE, TREE_BASE, WINDOW, address, field, fieldF32, int4Groups, pageTable, rowBytesOf, tableCapacity,
 } from '../descriptor';
-import { scalesOf } from '../layout';
+import { int4ScalesOf, scalesOf } from '../layout';
 
-/** A canonical block is at most two pages of the cache (float32 caches; int8 blocks stay within one page). */
+/** A canonical block is at most two pages of the cache (float32 and bfloat16 caches; int8 and int4 blocks stay within one page). */
 export const BLOCK: i32 = 2 * PAGE_ROWS;
-/** The most keys of an int8 block: the integer kernels' weights per row (int8.ts). */
+/** The most keys of an int8 or int4 block: the integer kernels' weights per row (int8.ts). */
 const INT8_BLOCK: i32 = PAGE_ROWS;
 /** Query rows per tile: enough to reuse each key many times, few enough that a tile's state stays in L1/L2. */
 const TILE_ROWS: i32 = 16;
@@ -27,7 +28,6 @@ export let headDim: i32 = 1;
 export let int8: bool = false;
 export let bfloat16: bool = false;
 export let int4: bool = false;
-export let widened: bool = false;     // int4: blocks are widened to f32 in scratch (widen.ts; bfloat16 widens as it loads)
 export let sinks: i32 = 0;
 export let ring: i32 = 1;
 export let keyEnd: i32 = 0;           // keys exist at positions < keyEnd
@@ -49,15 +49,14 @@ let pages: usize = 0;                 // the layer's page table (descriptor.ts)
 let headTableBytes: usize = 0;        // bytes of one (kv head, K|V) row of it
 export let keyTable: usize = 0;       // this kv head's key pages
 export let valueTable: usize = 0;
-export let keyScaleBlock: usize = 0;  // int8: the block in progress's key scales (the walk sets them)
+export let keyScaleBlock: usize = 0;  // int8, int4: the block in progress's key scales (the walk sets them)
 export let valueScaleBlock: usize = 0;
 
 // ------------------------------------------------------------------------------------------- scratch
 // For tileRows rows (see scratchBytesFor):
 //   acc [row][accStride] f32 · probs [row][BLOCK] f32 · factors [BLOCK] f32 ·
-//   int8 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) ·
-//   int4 caches: a block's keys or values widened to f32, [BLOCK][headDim] (reserved for every dtype), the rotated
-//   queries [row][accStride] · then per row:
+//   int8 and int4 caches: the integer kernels' working area (int8.ts: queries and block weights as int16) ·
+//   int4 caches: theirs (int4.ts: queries as int8, the block's group scales as f32) · then per row:
 //   running max, running sum (f32); query and output addresses; query position and ALiBi slope; visible set (sinkEnd, first, last);
 //   visible lanes of the current block (from, to); the list of rows active in the block; whether the row
 //   saw a key in the current chunk; then the state folded over the chunks so far: accumulator
@@ -68,8 +67,6 @@ export let accBase: usize = 0;
 let probBase: usize = 0;
 export let factorBase: usize = 0;
 let int8Area: usize = 0;
-export let widenBase: usize = 0;
-export let queryArea: usize = 0;      // int4: the tile's queries rotated as its keys are (widen.ts hadamardGroups)
 export let rowMax: usize = 0;
 export let rowSum: usize = 0;
 export let rowQuery: usize = 0;
@@ -105,7 +102,7 @@ export function scratchBytesFor(queryHeads: i32, kvHeads: i32, dim: i32): usize 
   const rows = <usize>(tileTokensFor(perToken) * perToken);
   const stride = <usize>((dim + 3) & ~3) << 2;
   return rows * (2 * stride + (<usize>BLOCK << 2) + 4 * 16) + (<usize>BLOCK << 2) + int8ScratchBytes(rows, dim, INT8_BLOCK) +
-    <usize>BLOCK * (<usize>dim << 2) + rows * stride + 64;
+    int4ScratchBytes(rows, dim) + 80;
 }
 
 /**
@@ -124,7 +121,6 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   int8 = dtype == DTYPE_INT8;
   bfloat16 = dtype == DTYPE_BFLOAT16;
   int4 = dtype == DTYPE_INT4;
-  widened = int4;
   sinks = field(descriptor, SINKS);
   ring = field(descriptor, RING);
   keyEnd = end;
@@ -157,9 +153,9 @@ export function beginCall(descriptor: usize, layer: i32, end: i32, isCausal: i32
   factorBase = probBase + (rows * <usize>BLOCK << 2);
   int8Area = factorBase + (<usize>BLOCK << 2);
   setInt8Area(int8Area, tileRows, dim, INT8_BLOCK);
-  widenBase = int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK);
-  queryArea = widenBase + <usize>BLOCK * (<usize>dim << 2);
-  rowMax = queryArea + rows * accStride;
+  const int4Area = (int8Area + int8ScratchBytes(rows, dim, INT8_BLOCK) + 15) & ~15;
+  setInt4Area(int4Area, tileRows, dim);
+  rowMax = int4Area + int4ScratchBytes(rows, dim);
   rowSum = rowMax + (rows << 2);
   rowQuery = rowSum + (rows << 2);
   rowOut = rowQuery + (rows << 2);
@@ -246,9 +242,15 @@ export function selectHead(g: i32): void {
   setI32(activeRows, activeCount++, r);
 }
 
-/** The block in progress (int8): its row scales, from lane `row` of the key and value pages. */
+/** The block in progress (int8, int4): its row scales, from lane `row` of the key and value pages. */
 // @ts-ignore: decorator
 @inline export function setBlockScales(keyPage: usize, valuePage: usize, row: i32): void {
-  keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
-  valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
+  if (int4) {
+    const rowScaleBytes = <usize>int4Groups(headDim) << 2;
+    keyScaleBlock = int4ScalesOf(keyPage, headDim) + <usize>row * rowScaleBytes;
+    valueScaleBlock = int4ScalesOf(valuePage, headDim) + <usize>row * rowScaleBytes;
+  } else {
+    keyScaleBlock = scalesOf(keyPage, headDim) + (<usize>row << 2);
+    valueScaleBlock = scalesOf(valuePage, headDim) + (<usize>row << 2);
+  }
 }

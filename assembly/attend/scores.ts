@@ -1,5 +1,5 @@
 // A block's scores for its active rows: dot products of each row's query with the block's keys (score.ts
-// for float32, int8.ts for int8), then scale, softcap, the ALiBi bias and the mask of the keys the row may
+// for float32, int8.ts for int8, int4.ts for int4), then scale, softcap, the ALiBi bias and the mask of the keys the row may
 // not see, in one pass that also finds the block's maximum for the online softmax (softmax.ts).
 //
 // Lanes are counted from the block's start and scored in groups of four whose every lane runs the same
@@ -8,10 +8,11 @@
 
 import { MASKED, softcapScalar, softcap4, horizontalMax } from '../math';
 import {
-  activeCount, activeRows, alibiSlopes, draftPosition, draftSees, factorBase, getI32, headDim, int8, keyScaleBlock, probsOf,
-  rowFrom, rowLast, rowMax, rowOut, rowPosition, rowQuery, rowSlope, rowTo, scale, softcap, treeBase,
+  activeCount, activeRows, alibiSlopes, draftPosition, draftSees, factorBase, getI32, headDim, int8, keyRowBytes, keyScaleBlock,
+  probsOf, rowFrom, rowLast, rowMax, rowOut, rowPosition, rowQuery, rowSlope, rowTo, scale, softcap, treeBase,
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
+import { loadGroupScales, scoresI4 } from '../int4';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
 import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot4x2Bf16Dim64, dot8Bf16, dotScalarBf16 } from '../bf16';
 
@@ -132,6 +133,21 @@ export function scoreBlockI8(keys: usize, n: i32): void {
   if (i < activeCount) {
     const r = getI32(activeRows, i);
     scoresI8(r, keys, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1, probsOf(r));
+  }
+}
+
+/** scoreBlock's dot products over int4 keys (int4.ts), rows two at a time. `scales`: lane 0's group scales. */
+export function scoreBlockI4(keys: usize, scales: usize, n: i32): void {
+  loadGroupScales(scales, n);
+  let i = 0;
+  for (; i + 1 < activeCount; i += 2) {
+    const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
+    const from = min(getI32(rowFrom, ra), getI32(rowFrom, rb)), to = max(getI32(rowTo, ra), getI32(rowTo, rb));
+    scoresI4<u64>(ra, rb, keys, keyRowBytes, headDim, from, to, n - 1, probsOf(ra), probsOf(rb));
+  }
+  if (i < activeCount) {
+    const r = getI32(activeRows, i);
+    scoresI4<u32>(r, r, keys, keyRowBytes, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1, probsOf(r), probsOf(r));
   }
 }
 

@@ -10,23 +10,23 @@
 // so a block is one page or a pair of pages from an even page's start, and each row processes exactly the
 // blocks that hold keys it may see, with lanes counted from the block's start. A row's arithmetic
 // therefore never depends on which other rows share its tile or how tokens were batched. Two pages a
-// block instead of one halve the per-block work (bfloat16 caches too, widened as they load: bf16.ts; and
-// int4, which widens a block to f32 in scratch first: widen.ts); int8 caches keep one-page blocks, because their kernels
-// read each page's row scales beside its rows (docs/PERFORMANCE.md, "Kernel").
+// block instead of one halve the per-block work (bfloat16 caches too, widened as they load: bf16.ts); int8
+// and int4 caches keep one-page blocks, because their kernels read each page's scales beside its rows and
+// round a block's weights against one largest (docs/PERFORMANCE.md, "Kernel").
 
 import {
-  BLOCK, CHUNK, accStride, bfloat16, int4, queryArea, widenBase, widened, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
+  BLOCK, CHUNK, accStride, bfloat16, int4, keyScaleBlock, valueScaleBlock, alibiSlopes, activeCount, activeRows, addActiveRow, causal, clearActiveRows, foldAcc, foldMax,
   foldSeen, foldSum, getI32, group, headDim, heads, int8, keyEnd, keyRowBytes, keyTable, ring, rowFirst, rowFrom,
   rowLast, rowOut, rowPosition, rowQuery, rowSeen, rowSlope, rowSinkEnd, rowTo, setBlockScales, setI32, sinkLogits, sinks, valueTable,
   weightsMode, window, draftPosition, draftSees, treeBase, treePositions,
 } from './call';
 import { MASKED, expScalar } from '../math';
-import { accumulateBlock, accumulateBlockI8 } from './accumulate';
-import { INT4_GROUP, PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
+import { accumulateBlock, accumulateBlockI4, accumulateBlockI8 } from './accumulate';
+import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
+import { quantizeQueryI4 } from '../int4';
 import { quantizeQuery } from '../int8';
 import { slotOf } from '../layout';
-import { hadamardGroups, widenI4 } from '../widen';
-import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI8 } from './scores';
+import { collectScores, maskDraftScores, maskScores, scoreBlock, scoreBlockI4, scoreBlockI8 } from './scores';
 import { resetChunk, softmaxBlock } from './softmax';
 import { startTouches, streaming, touchAhead, touchedEnd } from './stream';
 
@@ -55,13 +55,8 @@ export function addRows(
       const index = <usize>(t * heads + g * group + h);
       setI32(rowQuery, r, <i32>(q + index * rowBytes));
       if (int8) quantizeQuery(r, q + index * rowBytes, headDim);
-      if (int4) {
-        // the keys were rotated before they were quantized (layout.ts): the query gets the same rotation
-        const rotated = queryArea + <usize>r * accStride;
-        memory.copy(rotated, q + index * rowBytes, rowBytes);
-        hadamardGroups(rotated, headDim, 1.0 / <f32>INT4_GROUP);
-        setI32(rowQuery, r, <i32>rotated);
-      }
+      // int4: the keys were rotated before they were quantized (layout.ts), the query gets the same rotation
+      if (int4) quantizeQueryI4(r, q + index * rowBytes, headDim);
       setI32(rowOut, r, <i32>(out + index * outRowBytes));
       // a draft of a tree is stored at firstPosition + t but stands at the position of its depth
       const stored = firstPosition + t;
@@ -103,12 +98,12 @@ function setVisible(row: i32, position: i32, stored: i32): void {
  * The slot where the canonical block holding `slot` starts. Cuts: the start of every even page (a slot that
  * is a multiple of BLOCK), the end of the sinks and the ring's wrap; and a page's start wherever the block
  * before it began inside the page pair (the ring's first block, which begins at the end of the sinks). So a
- * block spans two pages only from the start of an even page. int8 caches cut at every page.
+ * block spans two pages only from the start of an even page. int8 and int4 caches cut at every page.
  */
 // @ts-ignore: decorator
 @inline function blockStartSlot(slot: i32): i32 {
   const page = slot - slot % PAGE_ROWS;
-  if (int8) return slot < sinks ? page : max(page, sinks); // int8: one page a block
+  if (int8 || int4) return slot < sinks ? page : max(page, sinks); // one page a block
   const pair = slot - slot % BLOCK;
   if (slot < sinks) return pair;
   return max(max(pair, sinks), sinks > pair ? page : pair);
@@ -128,7 +123,7 @@ function setVisible(row: i32, position: i32, stored: i32): void {
 // @ts-ignore: decorator
 @inline function blockEnd(position: i32): i32 {
   const slot = slotOf(position, sinks, ring);
-  const span = !int8 && slot % BLOCK == 0 ? BLOCK : PAGE_ROWS;
+  const span = !int8 && !int4 && slot % BLOCK == 0 ? BLOCK : PAGE_ROWS;
   const limit = slot - slot % PAGE_ROWS + span;
   const rows = (position < sinks ? min(limit, sinks) : min(limit, sinks + ring)) - slot;
   // saturate rather than wrap past the last i32 position (callers take min(blockEnd, end) anyway)
@@ -217,20 +212,18 @@ function visitBlock(position: i32, n: i32): void {
     nextValues = weightsMode ? nextKeys : <usize>load<u32>(valueTable + entry + 4);
   }
   if (streaming && !weightsMode && position + n > touchedEnd) touchAhead(max(position, touchedEnd));
-  // int8: the rows stay int8 (int8.ts computes on them in integers); their scales lie after the page's rows
+  // int8 and int4: the rows stay as they are (int8.ts, int4.ts compute on them in integers); their scales lie
+  // after the page's rows
   if (int8) {
     setBlockScales(keyPage, valuePage, row);
     scoreBlockI8(keys, n);
+  } else if (int4) {
+    setBlockScales(keyPage, valuePage, row);
+    scoreBlockI4(keys, keyScaleBlock, n);
   } else if (bfloat16) {
     // bfloat16: widened as they load, inside the dot products (bf16.ts)
     scoreBlock<u16>(keys, 0, split);
     if (split < n) scoreBlock<u16>(nextKeys, split, n);
-  } else if (widened) {
-    // int4: the block's keys widened to f32 rows in scratch, then scored as float32's are
-    widenBlock(keyPage, row, split, nextKeys, n);
-    const widenedRow = <usize>headDim << 2;
-    scoreBlock<f32>(widenBase, 0, split);
-    if (split < n) scoreBlock<f32>(widenBase + <usize>split * widenedRow, split, n);
   } else {
     scoreBlock<f32>(keys, 0, split);
     if (split < n) scoreBlock<f32>(nextKeys, split, n);
@@ -246,25 +239,15 @@ function visitBlock(position: i32, n: i32): void {
   if (weightsMode) return;
   if (int8) {
     accumulateBlockI8(values, n);
+  } else if (int4) {
+    accumulateBlockI4(values, valueScaleBlock, n);
   } else if (bfloat16) {
     accumulateBlock<u16>(values, 0, split);
     if (split < n) accumulateBlock<u16>(nextValues, split, n);
-  } else if (widened) {
-    widenBlock(valuePage, row, split, nextValues, n);
-    const widenedRow = <usize>headDim << 2;
-    accumulateBlock<f32>(widenBase, 0, split);
-    if (split < n) accumulateBlock<f32>(widenBase + <usize>split * widenedRow, split, n);
   } else {
     accumulateBlock<f32>(values, 0, split);
     if (split < n) accumulateBlock<f32>(nextValues, split, n);
   }
-}
-
-/** Widens int4 lanes [0, split) from row `row` of `page` and lanes [split, n) from the start of `next` into widenBase. */
-function widenBlock(page: usize, row: i32, split: i32, next: usize, n: i32): void {
-  const stride = <usize>headDim << 2;
-  widenI4(widenBase, stride, page, row, split, headDim);
-  if (split < n) widenI4(widenBase + <usize>split * stride, stride, next, 0, n - split, headDim);
 }
 
 // The chunks a tile's rows see: those of the sinks, then those from the lowest window key to the highest

@@ -1,0 +1,532 @@
+// int4 caches in integer arithmetic: q·k and Σ w·v over the 4-bit codes as they lie in the pages.
+//
+// A stored group (layout.ts) dequantizes to x_i = s·c_i + z, c_i in 0…15, with its step s and least value z
+// (bfloat16 each). Keys were rotated by the 32-point Walsh–Hadamard transform H per whole group; queries get
+// H/32 here, so q·k is unchanged in exact arithmetic.
+//
+// Scores. Each rotated query row is rounded once per call to int8, each group of 32 against its own largest,
+// Q = round(q · 127 / max|q|) (per row, as int8 caches round theirs to int16: a row's numbers never depend
+// on its tile), and per group its sum S = Σ Q and scale are kept. Over a group, Q·x = s · Σ Q·c + z · S,
+// where C = Σ Q·c is an exact integer (|C| <= 32 · 127 · 15 < 2^17). The float part is the same
+// operations, in the same order, in every build:
+//   t = 0;  for each group: t = t + (f32(C) · s + S · z) · qScale;  dot = t
+// The SIMD builds put a group's 32 query values in the order of its 16 bytes' nibbles (the even values,
+// then the odd ones), so a byte's low nibbles meet the first 16 and its high nibbles the last 16 without a
+// shuffle. The relaxed-simd build multiplies them with i16x8.relaxed_dot_i8x16_i7x16_s: its result is only
+// implementation-defined when the second operand has its top bit set, and codes 0…15 never do; its i16
+// pairs of products stay within ±2 · 127 · 15, so it is exact, the same integer as the simd build's
+// dot_i16x8_s and the scalar loop. (Not i32x4.relaxed_dot_i8x16_i7x16_add_s: Node 20's baseline compiler
+// returns wrong sums for it, its optimizing compiler right ones.) A group shorter than 32 (the row's last)
+// is summed one value at a time in every build.
+//
+// Why 8-bit queries (docs/PERFORMANCE.md, "Cache dtypes"): on the tiny model's held-out text they flip 8
+// of 9,216 top-1 tokens more than float32 queries do (97.01%: exactly the 97% bar), and they let one
+// relaxed-simd instruction multiply 16 codes without widening them (int16 queries need four widenings and
+// four dot_i16x8_s a group).
+//
+// Values. Per group, the weights w_j = p_j · s_j are rounded to int16 against the row's largest, as int8
+// caches round theirs (int8.ts quantizeWeights, the same operations); pairs of value rows share one dot_i16x8_s (their bytes interleaved, each byte's low and high nibbles giving the
+// even and odd columns), and the least values add Z = Σ_j p_j · z_j (four partial sums, in every build
+// alike) to every column of the group:
+//   acc[c] = acc[c] + (f32(Σ_j W_j · c_j[c]) · wScale + Z)
+// Σ W·c is exact in i32 (|Σ| <= 64 · 32767 · 15 < 2^31), so again every build gets the same bits.
+//
+// Rounding costs: the query's 8 bits move a score by about max|q|/254 times a sum of 32 key values with
+// independent signs per group; the weights' 16 bits move a block's sum by at most 2^-16 of its largest
+// weight per key, as int8's do (test/dtypes.test.ts).
+
+import { INT4_GROUP, PAGE_ROWS, int4Groups } from './descriptor';
+import { pairCount, pairFirst, pairsFull, planPairs, transposeSumI32 } from './int8';
+import { ROUNDING_MAGIC } from './math';
+
+/** Query rows are rounded to ±LEVELS (int8), a block's weights to ±WEIGHT_LEVELS (int16, as int8.ts's). */
+const LEVELS: f32 = 127;
+const WEIGHT_LEVELS: f32 = 32767;
+const TINY: f32 = 5.421010862427522e-20;   // 2^-64
+const BOOST: f32 = 18446744073709551616.0; // 2^64
+
+// The working area (in the thread's scratch, attend/call.ts), for `rows` query rows:
+//   queries [row][groups · 32] i8 · their group sums [row][groups] f32 · query scales [row] f32 ·
+//   the block's steps and least values [groups][PAGE_ROWS] f32 each · one f32 row for a query's rotation ·
+//   the block's weights [row][groups][PAGE_ROWS] i16 · their scales and least-value sums [row][groups] f32
+//   each · the products of a row's weights [PAGE_ROWS] f32
+let queries: usize = 0;
+let querySums: usize = 0;
+let steps: usize = 0;
+let leasts: usize = 0;
+let rotated: usize = 0;
+let weights: usize = 0;
+let weightScales: usize = 0;
+let leastSums: usize = 0;
+let products: usize = 0;
+let groups: i32 = 0;     // groups of a row, the last possibly short
+let fullGroups: i32 = 0; // groups of INT4_GROUP values
+
+// @ts-ignore: decorator
+@inline function align16(bytes: usize): usize {
+  return (bytes + 15) & ~15;
+}
+
+/** Bytes of the working area for `rows` query rows of `dim`. */
+export function int4ScratchBytes(rows: usize, dim: i32): usize {
+  const g = <usize>int4Groups(dim);
+  return rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
+    rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + (<usize>PAGE_ROWS << 2);
+}
+
+/** Places the working area at `at` (16-byte aligned; int4ScratchBytes bytes). */
+export function setInt4Area(at: usize, rows: i32, dim: i32): void {
+  groups = int4Groups(dim);
+  fullGroups = dim / INT4_GROUP;
+  const g = <usize>groups;
+  queries = at;
+  querySums = queries + (<usize>rows * g << 5);
+  steps = querySums + (<usize>rows * g << 3);
+  leasts = steps + (g * <usize>PAGE_ROWS << 2);
+  rotated = leasts + (g * <usize>PAGE_ROWS << 2);
+  weights = rotated + (<usize>((dim + 3) & ~3) << 2);
+  weightScales = weights + (<usize>rows * g * <usize>PAGE_ROWS << 1);
+  leastSums = weightScales + align16(<usize>rows * g << 2);
+  products = leastSums + align16(<usize>rows * g << 2);
+}
+
+/** Row r's rounded weights of group g ([PAGE_ROWS] i16). */
+// @ts-ignore: decorator
+@inline function weightsOf(r: i32, g: i32): usize {
+  return weights + (<usize>((r * groups + g) * PAGE_ROWS) << 1);
+}
+
+// @ts-ignore: decorator
+@inline function weightScaleOf(r: i32, g: i32): f32 {
+  return load<f32>(weightScales + (<usize>(r * groups + g) << 2));
+}
+
+// @ts-ignore: decorator
+@inline function leastSumOf(r: i32, g: i32): f32 {
+  return load<f32>(leastSums + (<usize>(r * groups + g) << 2));
+}
+
+// @ts-ignore: decorator
+@inline function queryOf(r: i32): usize {
+  return queries + (<usize>(r * groups) << 5);
+}
+
+// @ts-ignore: decorator
+@inline function sumsOf(r: i32): usize {
+  return querySums + (<usize>(r * groups) << 3);
+}
+
+/** The block's steps of group g, lane by lane. */
+// @ts-ignore: decorator
+@inline function stepsOf(g: i32): usize {
+  return steps + (<usize>(g * PAGE_ROWS) << 2);
+}
+
+// @ts-ignore: decorator
+@inline function leastsOf(g: i32): usize {
+  return leasts + (<usize>(g * PAGE_ROWS) << 2);
+}
+
+/**
+ * Rotates each whole group of INT4_GROUP values at `at` in place by the (unnormalized) 32-point
+ * Walsh–Hadamard transform H, which spreads a group's outliers over all its values before they share one
+ * step. Queries get the same H and a factor 1/32 (exact: HᵀH = 32·I), so q·k is unchanged in exact
+ * arithmetic; a short last group is left as it is in both. Plain scalar code: every build rounds alike.
+ */
+export function hadamardGroups(at: usize, headDim: i32, factor: f32): void {
+  for (let g = 0; g + INT4_GROUP <= headDim; g += INT4_GROUP) {
+    const base = at + (<usize>g << 2);
+    for (let h = 1; h < INT4_GROUP; h <<= 1) {
+      for (let i = 0; i < INT4_GROUP; i += h << 1) {
+        for (let j = i; j < i + h; j++) {
+          const a = base + (<usize>j << 2), b = base + (<usize>(j + h) << 2);
+          const x = load<f32>(a), y = load<f32>(b);
+          store<f32>(a, x + y);
+          store<f32>(b, x - y);
+        }
+      }
+    }
+    if (factor != 1) for (let i = 0; i < INT4_GROUP; i++) store<f32>(base + (<usize>i << 2), load<f32>(base + (<usize>i << 2)) * factor);
+  }
+}
+
+/**
+ * Rotates query row r (headDim f32 at q) as the keys were and rounds each group to int8 with its own scale
+ * (a whole group's values in nibble order: even, then odd); keeps each group's sum of the rounded values
+ * and its scale, the pair (S, scale) at sumsOf(r) + 8g.
+ */
+export function quantizeQueryI4(r: i32, q: usize, headDim: i32): void {
+  memory.copy(rotated, q, <usize>headDim << 2);
+  hadamardGroups(rotated, headDim, 1.0 / <f32>INT4_GROUP);
+  const to = queryOf(r), sums = sumsOf(r);
+  for (let g = 0; g < groups; g++) {
+    const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
+    let largest: f32 = 0;
+    for (let i = lo; i < hi; i++) largest = max<f32>(largest, abs<f32>(load<f32>(rotated + (<usize>i << 2))));
+    // a group below 2^-64 is lifted by 2^64 first (exact), so LEVELS / largest stays finite
+    const boost: f32 = largest < TINY ? BOOST : 1;
+    const inverse: f32 = largest > 0 ? LEVELS / (largest * boost) : 0;
+    const whole = hi - lo == INT4_GROUP;
+    let sum = 0;
+    for (let i = lo; i < hi; i++) {
+      const y = min<f32>(LEVELS, max<f32>(-LEVELS, nearest<f32>(load<f32>(rotated + (<usize>i << 2)) * boost * inverse)));
+      // NaN is never converted (it would trap): it reaches the scores through the scale instead
+      const level = y == y ? <i32>y : 0;
+      const k = i - lo;
+      store<i8>(to + (<usize>lo + <usize>(whole ? ((k & 1) << 4) + (k >> 1) : k)), <i8>level);
+      sum += level;
+    }
+    store<f32>(sums + (<usize>g << 3), <f32>sum);
+    store<f32>(sums + (<usize>g << 3), largest * boost / LEVELS / boost, 4);
+  }
+}
+
+/**
+ * Reads the steps and least values of the block's lanes [0, n) (their groups' words from `scales`, lane 0's)
+ * into the block's tables as f32, and lanes up to the next multiple of four as lane n − 1's (lanes the
+ * SIMD kernels compute and maskScores masks).
+ */
+export function loadGroupScales(scales: usize, n: i32): void {
+  const stride = <usize>groups << 2;
+  const end = (n + 3) & ~3;
+  let j = 0;
+  if (ASC_FEATURE_SIMD) {
+    const high = i32x4.splat(0xffff0000);
+    if (groups == 2) {
+      // a head of 64 values: four keys' words in two loads, then group 0's and group 1's apart
+      const s0 = stepsOf(0), z0 = leastsOf(0), s1 = stepsOf(1), z1 = leastsOf(1);
+      for (; j + 4 <= n; j += 4) {
+        const a = v128.load(scales + (<usize>j << 3)), b = v128.load(scales + (<usize>j << 3), 16);
+        const w0 = i32x4.shuffle(a, b, 0, 2, 4, 6), w1 = i32x4.shuffle(a, b, 1, 3, 5, 7);
+        const at = <usize>j << 2;
+        v128.store(s0 + at, i32x4.shl(w0, 16));
+        v128.store(z0 + at, v128.and(w0, high));
+        v128.store(s1 + at, i32x4.shl(w1, 16));
+        v128.store(z1 + at, v128.and(w1, high));
+      }
+    } else {
+      for (let g = 0; g < groups; g++) {
+        const s = stepsOf(g), z = leastsOf(g);
+        let p = scales + (<usize>g << 2);
+        for (let k = 0; k + 4 <= n; k += 4) {
+          let w = v128.load32_zero(p);
+          w = v128.load32_lane(p + stride, w, 1);
+          w = v128.load32_lane(p + 2 * stride, w, 2);
+          w = v128.load32_lane(p + 3 * stride, w, 3);
+          v128.store(s + (<usize>k << 2), i32x4.shl(w, 16));
+          v128.store(z + (<usize>k << 2), v128.and(w, high));
+          p += stride << 2;
+        }
+      }
+      j = n & ~3;
+    }
+  }
+  for (let g = 0; g < groups; g++) {
+    const s = stepsOf(g), z = leastsOf(g);
+    for (let k = j; k < end; k++) {
+      const word = load<u32>(scales + <usize>min(k, n - 1) * stride + (<usize>g << 2));
+      store<u32>(s + (<usize>k << 2), word << 16);
+      store<u32>(z + (<usize>k << 2), word & 0xffff0000);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- scores
+
+/** C of a short group (`count` values from q, natural order) with the key's codes from byte `k`. */
+// @ts-ignore: decorator
+@inline function shortSum(q: usize, k: usize, count: i32): i32 {
+  let c = 0;
+  for (let i = 0; i < count; i++) c += <i32>load<i8>(q + <usize>i) * ((<i32>load<u8>(k + (<usize>i >> 1)) >> ((i & 1) << 2)) & 15);
+  return c;
+}
+
+/** C of a whole group: the query's 32 values at q (nibble order) with the key's 16 bytes at k. */
+// @ts-ignore: decorator
+@inline function wholeSum(q: usize, k: usize): i32 {
+  let c = 0;
+  for (let b = 0; b < 16; b++) {
+    const byte = <i32>load<u8>(k + <usize>b);
+    c += <i32>load<i8>(q + <usize>b) * (byte & 15) + <i32>load<i8>(q + <usize>b, 16) * (byte >> 4);
+  }
+  return c;
+}
+
+/** Row r's dot product with the int4 key at `k` (lane j of the block), as the scalar build computes it. */
+function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
+  const q = queryOf(r), sums = sumsOf(r);
+  let t: f32 = 0;
+  for (let g = 0; g < groups; g++) {
+    const c = g < fullGroups ? wholeSum(q + (<usize>g << 5), k + (<usize>g << 4)) : shortSum(q + (<usize>g << 5), k + (<usize>g << 4), headDim - g * INT4_GROUP);
+    const at = <usize>(g * PAGE_ROWS + j) << 2;
+    const sg = sums + (<usize>g << 3);
+    t = t + (<f32>c * load<f32>(steps + at) + load<f32>(sg) * load<f32>(leasts + at)) * load<f32>(sg, 4);
+  }
+  return t;
+}
+
+/** Σ Q·c of one whole group of a key, as an i32x4 whose lanes sum to it (q: the group's query, b: its 16 bytes). */
+// @ts-ignore: decorator
+@inline function groupLanes(qe: v128, qo: v128, q: usize, b: v128): v128 {
+  const lo = v128.and(b, i8x16.splat(15)), hi = i8x16.shr_u(b, 4);
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // pairs of products in i16 (|·| <= 2 · 127 · 15), both halves' added (<= 7,620), then widened in pairs
+    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(qe, lo), i16x8.relaxed_dot_i8x16_i7x16_s(qo, hi)));
+  }
+  const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load8x8_s(q)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load8x8_s(q, 8)));
+  return i32x4.add(a, i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), v128.load8x8_s(q, 16)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), v128.load8x8_s(q, 24))));
+}
+
+/** The short last group's C for four keys, as lanes (scalar sums: every build adds the same integers). */
+// @ts-ignore: decorator
+@inline function shortLanes(q: usize, k0: usize, k1: usize, k2: usize, k3: usize, at: usize, count: i32): v128 {
+  return i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(shortSum(q, k0 + at, count)), 1, shortSum(q, k1 + at, count)), 2, shortSum(q, k2 + at, count)), 3, shortSum(q, k3 + at, count));
+}
+
+/** t + (f32(C) · s + S · z) · scale for the four lanes at j of group g (sums: the row's (S, scale) pairs). */
+// @ts-ignore: decorator
+@inline function addGroup(t: v128, c: v128, g: i32, j: i32, sums: usize): v128 {
+  const at = <usize>(g * PAGE_ROWS + j) << 2, sg = sums + (<usize>g << 3);
+  const x = f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(c), v128.load(steps + at)), f32x4.mul(v128.load32_splat(sg), v128.load(leasts + at)));
+  return f32x4.add(t, f32x4.mul(x, v128.load32_splat(sg, 4)));
+}
+
+/**
+ * Rows ra and rb against four keys (lane j of the block on), stored at outA and outB; Rows: u64 for two
+ * rows, u32 for ra alone (a type, so each case is compiled apart and keeps its registers).
+ */
+function dot2x4I4<Rows>(ra: i32, rb: i32, k0: usize, k1: usize, k2: usize, k3: usize, j: i32, headDim: i32, outA: usize, outB: usize): void {
+  const two = sizeof<Rows>() == 8;
+  const qa = queryOf(ra), qb = queryOf(rb), sa = sumsOf(ra), sb = sumsOf(rb);
+  let ta = f32x4.splat(0);
+  let tb = ta;
+  for (let g = 0; g < fullGroups; g++) {
+    const qga = qa + (<usize>g << 5), qgb = qb + (<usize>g << 5), at = <usize>g << 4;
+    const ea = v128.load(qga), oa = v128.load(qga, 16);
+    const eb = v128.load(qgb), ob = v128.load(qgb, 16);
+    let b = v128.load(k0 + at);
+    const a0 = groupLanes(ea, oa, qga, b);
+    const b0 = two ? groupLanes(eb, ob, qgb, b) : a0;
+    b = v128.load(k1 + at);
+    const a1 = groupLanes(ea, oa, qga, b);
+    const b1 = two ? groupLanes(eb, ob, qgb, b) : a1;
+    b = v128.load(k2 + at);
+    const a2 = groupLanes(ea, oa, qga, b);
+    const b2 = two ? groupLanes(eb, ob, qgb, b) : a2;
+    b = v128.load(k3 + at);
+    const a3 = groupLanes(ea, oa, qga, b);
+    const b3 = two ? groupLanes(eb, ob, qgb, b) : a3;
+    ta = addGroup(ta, transposeSumI32(a0, a1, a2, a3), g, j, sa);
+    if (two) tb = addGroup(tb, transposeSumI32(b0, b1, b2, b3), g, j, sb);
+  }
+  if (fullGroups < groups) {
+    const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
+    ta = addGroup(ta, shortLanes(qa + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sa);
+    if (two) tb = addGroup(tb, shortLanes(qb + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sb);
+  }
+  v128.store(outA, ta);
+  if (two) v128.store(outB, tb);
+}
+
+/**
+ * out[j] = q_r · k_j (before the call's scale) for rows ra and rb (Rows: u64; u32: ra alone) and the keys j in
+ * [from, to) of the block (int4 rows `rowBytes` apart from `keys`, its last key `last`; the block's scales
+ * in the tables of loadGroupScales). The SIMD builds fill whole groups of four from from & ~3, keys past
+ * `last` read as `last` (maskScores masks those lanes).
+ */
+export function scoresI4<Rows>(
+  ra: i32, rb: i32, keys: usize, rowBytes: usize, headDim: i32, from: i32, to: i32, last: i32, outA: usize, outB: usize,
+): void {
+  const two = sizeof<Rows>() == 8;
+  if (!ASC_FEATURE_SIMD) {
+    for (let j = from; j < to; j++) {
+      const k = keys + <usize>j * rowBytes;
+      store<f32>(outA + (<usize>j << 2), dotScalarI4(ra, k, j, headDim));
+      if (two) store<f32>(outB + (<usize>j << 2), dotScalarI4(rb, k, j, headDim));
+    }
+    return;
+  }
+  let j = from & ~3;
+  let k = keys + <usize>j * rowBytes;
+  for (; j < to && j + 3 <= last; j += 4) {
+    const at = <usize>j << 2;
+    dot2x4I4<Rows>(ra, rb, k, k + rowBytes, k + 2 * rowBytes, k + 3 * rowBytes, j, headDim, outA + at, outB + at);
+    k += rowBytes << 2;
+  }
+  if (j < to) {
+    const k1 = keys + <usize>min(j + 1, last) * rowBytes;
+    const k2 = keys + <usize>min(j + 2, last) * rowBytes;
+    const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+    dot2x4I4<Rows>(ra, rb, k, k1, k2, k3, j, headDim, outA + (<usize>j << 2), outB + (<usize>j << 2));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- values
+
+// Splatted by one load each where used (as int8.ts's: V8 rebuilt a splatted constant on every iteration).
+const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
+
+/**
+ * For each group g: rounds row r's block weights w_j = p_j · s_j (j in [from, to), every other weight 0)
+ * to int16 against their largest and records the scale that turns them back, exactly as int8.ts
+ * quantizeWeights rounds int8's (NaN: the weights 0 and the scale NaN). The largest is the row's own over
+ * the lanes it sees, so a row's weights never depend on which keys exist beyond them (a chunk's last block
+ * holds fewer). And sums Z = Σ_j p_j · z_j in four partial sums over the groups of four that cover
+ * [from, to) (the lanes outside adding +0), then (z0 + z1) + (z2 + z3), in every build.
+ */
+export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): void {
+  const first = from & ~3, end = (to + 3) & ~3;
+  for (let g = 0; g < groups; g++) {
+    const w = weightsOf(r, g), s = stepsOf(g), z = leastsOf(g);
+    let largest: f32 = 0, least: f32 = 0;
+    let nan = false;
+    if (ASC_FEATURE_SIMD) {
+      const zero = i32x4.splat(0);
+      // the pair kernels read the weights of the lanes around [from, to) too: those are 0
+      for (let at = w; at < w + (<usize>PAGE_ROWS << 1); at += 16) v128.store(at, zero);
+      const lo = i32x4.splat(from), hi = i32x4.splat(to);
+      let m = zero, unordered = zero, sum = zero;
+      for (let j = first; j < end; j += 4) {
+        const at = <usize>j << 2;
+        const p = v128.load(probs + at);
+        let x = f32x4.mul(p, v128.load(s + at)), y = f32x4.mul(p, v128.load(z + at));
+        if (j < from || j + 4 > to) {
+          const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
+          const inside = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
+          x = v128.and(x, inside);
+          y = v128.and(y, inside);
+        }
+        v128.store(products + at, x);
+        m = f32x4.pmax(m, x);
+        unordered = v128.or(unordered, f32x4.ne(x, x));
+        sum = f32x4.add(sum, y);
+      }
+      largest = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+      nan = v128.any_true(unordered);
+      least = (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1)) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3));
+    } else {
+      memory.fill(w, 0, <usize>PAGE_ROWS << 1);
+      let z0: f32 = 0, z1: f32 = 0, z2: f32 = 0, z3: f32 = 0;
+      for (let j = first; j < end; j++) {
+        const at = <usize>j << 2;
+        const inside = j >= from && j < to;
+        const p = load<f32>(probs + at);
+        const x: f32 = inside ? p * load<f32>(s + at) : 0;
+        const y: f32 = inside ? p * load<f32>(z + at) : 0;
+        store<f32>(products + at, x);
+        largest = largest < x ? x : largest; // pmax: NaN is counted apart
+        nan = nan || x != x;
+        const k = j & 3;
+        if (k == 0) z0 += y;
+        else if (k == 1) z1 += y;
+        else if (k == 2) z2 += y;
+        else z3 += y;
+      }
+      least = (z0 + z1) + (z2 + z3);
+    }
+    const at = <usize>(r * groups + g) << 2;
+    store<f32>(leastSums + at, least);
+    if (nan) {
+      // the weights stay the zeros written above
+      store<f32>(weightScales + at, NaN);
+      continue;
+    }
+    const boost: f32 = largest < TINY ? BOOST : 1;
+    const inverse: f32 = largest > 0 ? WEIGHT_LEVELS / (largest * boost) : 0;
+    if (ASC_FEATURE_SIMD) {
+      const sv = f32x4.splat(inverse), lift = f32x4.splat(boost);
+      const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
+      const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
+      for (let j = first; j < end; j += 4) {
+        const t = f32x4.pmin(f32x4.pmax(f32x4.mul(f32x4.mul(v128.load(products + (<usize>j << 2)), lift), sv), bottom), top);
+        const n = i32x4.sub(f32x4.add(t, magic), magic); // round(t), as an integer
+        v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
+      }
+    } else {
+      for (let j = from; j < to; j++) {
+        const y = min<f32>(WEIGHT_LEVELS, max<f32>(-WEIGHT_LEVELS, nearest<f32>(load<f32>(products + (<usize>j << 2)) * boost * inverse)));
+        store<i16>(w + (<usize>j << 1), <i16>(y == y ? <i32>y : 0));
+      }
+    }
+    // a block with no weight (all underflowed) adds +0 in every build
+    store<f32>(weightScales + at, largest > 0 ? largest * boost / WEIGHT_LEVELS / boost : 0);
+  }
+}
+
+/** acc[c] = acc[c] + (f32(sums) · scale + least) for the four columns at `at`. */
+// @ts-ignore: decorator
+@inline function addColumns(at: usize, sums: v128, scale: v128, least: v128): void {
+  v128.store(at, f32x4.add(v128.load(at), f32x4.add(f32x4.mul(f32x4.convert_i32x4_s(sums), scale), least)));
+}
+
+/** The columns [lo, hi) of a group one at a time (scalar build; the short group everywhere). */
+function columnsI4(acc: usize, w: usize, scale: f32, least: f32, values: usize, rowBytes: usize, from: i32, to: i32, lo: i32, hi: i32): void {
+  for (let c = lo; c < hi; c++) {
+    const byte = <usize>c >> 1, shift = (c & 1) << 2;
+    let s = 0;
+    for (let j = from; j < to; j++) s += <i32>load<i16>(w + (<usize>j << 1)) * ((<i32>load<u8>(values + <usize>j * rowBytes + byte) >> shift) & 15);
+    const at = acc + (<usize>c << 2);
+    store<f32>(at, load<f32>(at) + (<f32>s * scale + least));
+  }
+}
+
+/**
+ * acc += Σ_j w_j · v_j over group g's columns for rows ra and rb (Rows: u64; u32: ra alone), keys [from, to) of
+ * the block (int4 value rows `rowBytes` apart from `values`, its last `last`), with each row's weights and
+ * least-value sums of quantizeWeightsI4 (its weights 0 outside its own keys).
+ */
+export function accumulateI4<Rows>(
+  ra: i32, accA: usize, rb: i32, accB: usize, values: usize, rowBytes: usize,
+  g: i32, headDim: i32, from: i32, to: i32, last: i32,
+): void {
+  const two = sizeof<Rows>() == 8;
+  const lo = g * INT4_GROUP, hi = min(headDim, lo + INT4_GROUP);
+  if (!ASC_FEATURE_SIMD || hi - lo < INT4_GROUP) {
+    columnsI4(accA, weightsOf(ra, g), weightScaleOf(ra, g), leastSumOf(ra, g), values, rowBytes, from, to, lo, hi);
+    if (two) columnsI4(accB, weightsOf(rb, g), weightScaleOf(rb, g), leastSumOf(rb, g), values, rowBytes, from, to, lo, hi);
+    return;
+  }
+  planPairs(from, to, last);
+  const first = pairFirst, pairs = pairCount, full = pairsFull, lastStep = full < pairs ? <usize>0 : rowBytes;
+  const wa = weightsOf(ra, g), distance = weightsOf(rb, g) - wa;
+  const sa = f32x4.splat(weightScaleOf(ra, g)), sb = f32x4.splat(weightScaleOf(rb, g));
+  const la = f32x4.splat(leastSumOf(ra, g)), lb = f32x4.splat(leastSumOf(rb, g));
+  // a half group (8 bytes, 16 columns) a pass: 4 accumulators a row, the pair's bytes interleaved and split
+  // into low and high nibbles, and the rows' weights (at most 14 live v128 for two rows)
+  for (let half = 0; half < 2; half++) {
+    let e0 = i32x4.splat(0);
+    let e1 = e0, o0 = e0, o1 = e0, f0 = e0, f1 = e0, p0 = e0, p1 = e0;
+    let v = values + <usize>first * rowBytes + (<usize>g << 4) + (<usize>half << 3);
+    let p = wa + (<usize>first << 1);
+    for (let i = 0; i < pairs; i++) {
+      const step = i < full ? rowBytes : lastStep;
+      const x = i8x16.shuffle(v128.load64_zero(v), v128.load64_zero(v + step), 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const even = v128.and(x, i8x16.splat(15)), odd = i8x16.shr_u(x, 4);
+      const el = i16x8.extend_low_i8x16_u(even), eh = i16x8.extend_high_i8x16_u(even);
+      const ol = i16x8.extend_low_i8x16_u(odd), oh = i16x8.extend_high_i8x16_u(odd);
+      let w = v128.load32_splat(p);
+      e0 = i32x4.add(e0, i32x4.dot_i16x8_s(el, w)); e1 = i32x4.add(e1, i32x4.dot_i16x8_s(eh, w));
+      o0 = i32x4.add(o0, i32x4.dot_i16x8_s(ol, w)); o1 = i32x4.add(o1, i32x4.dot_i16x8_s(oh, w));
+      if (two) {
+        w = v128.load32_splat(p + distance);
+        f0 = i32x4.add(f0, i32x4.dot_i16x8_s(el, w)); f1 = i32x4.add(f1, i32x4.dot_i16x8_s(eh, w));
+        p0 = i32x4.add(p0, i32x4.dot_i16x8_s(ol, w)); p1 = i32x4.add(p1, i32x4.dot_i16x8_s(oh, w));
+      }
+      v += rowBytes << 1;
+      p += 4;
+    }
+    // e: columns 0, 2, 4, 6 and 8 … 14 of the half; o: 1, 3, 5, 7 and 9 … 15: interleaved back into order
+    const at = accA + (<usize>(lo + (half << 4)) << 2);
+    addColumns(at, i32x4.shuffle(e0, o0, 0, 4, 1, 5), sa, la);
+    addColumns(at + 16, i32x4.shuffle(e0, o0, 2, 6, 3, 7), sa, la);
+    addColumns(at + 32, i32x4.shuffle(e1, o1, 0, 4, 1, 5), sa, la);
+    addColumns(at + 48, i32x4.shuffle(e1, o1, 2, 6, 3, 7), sa, la);
+    if (two) {
+      const bt = accB + (<usize>(lo + (half << 4)) << 2);
+      addColumns(bt, i32x4.shuffle(f0, p0, 0, 4, 1, 5), sb, lb);
+      addColumns(bt + 16, i32x4.shuffle(f0, p0, 2, 6, 3, 7), sb, lb);
+      addColumns(bt + 32, i32x4.shuffle(f1, p1, 0, 4, 1, 5), sb, lb);
+      addColumns(bt + 48, i32x4.shuffle(f1, p1, 2, 6, 3, 7), sb, lb);
+    }
+  }
+}
