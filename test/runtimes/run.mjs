@@ -60,9 +60,11 @@ const COMPATIBILITY_DATE = '2026-04-01'; // workerd 1.20260426 supports dates up
  * and its cascades, issue #23, 141.6 KB of facade and a 60.8 KB bundle on the older base alone; all of
  * them with the pool's take-over protocol (#19) and the bfloat16/int4 dtypes (#22): 168.4 KB of
  * dist/*.js and a 73.3 KB minified bundle, so 136 → 172 KB and 56 → 76 KB, the sum of what those features
- * need rather than a cut of any): they are there to make growth a decision, not to forbid it.
+ * need rather than a cut of any); staging copies that make no object per step and attendMany's per-item
+ * loops without closures (#23), and the pool's wait in small integers (#19): 172.5 KB, so 172 → 180 KB.
+ * They are there to make growth a decision, not to forbid it.
  */
-const BUDGET = { wasm: 64 * 1024, facadeJs: 172 * 1024, facadeBundle: 76 * 1024 };
+const BUDGET = { wasm: 64 * 1024, facadeJs: 180 * 1024, facadeBundle: 76 * 1024 };
 
 const results = []; // { name, kind, build, ok, seconds, detail }
 const started = Date.now();
