@@ -411,27 +411,12 @@ export class ThreadPool {
    */
   attend(appendFirst: boolean, scratchStride: number, work: number, call: CallWords): boolean {
     if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) return false;
-    const abi = this.#abi;
     const w = this.#words;
     // word by word: no array is made per call (a decode step allocates nothing on the JS heap)
     for (let i = 0; i < CALL_WORDS; i++) w[Job.DESCRIPTOR + i] = call[i];
     w[Job.SCRATCH_BASE] = this.#scratch;
     w[Job.SCRATCH_STRIDE] = scratchStride;
-    this.#writeResults();
-    Atomics.store(w, NEXT, 0);
-    let pieces = abi.plan(this.job, appendFirst ? 1 : 0);
-    if (pieces < 0) {
-      // each thread's results area is smaller than this call's output: make room (nothing was done yet)
-      if (!this.#growResults(w[Job.RESULT_NEEDED])) return false;
-      pieces = abi.plan(this.job, appendFirst ? 1 : 0);
-    }
-    if (pieces > this.#stateCapacity && !this.#growStates(pieces)) {
-      throw new Error('wasm-attention: memory cannot grow to hold the states of a threaded call');
-    }
-    Atomics.store(w, EPOCH, ++this.#epoch);
-    if (pieces > 1) this.#runAcrossThreads(pieces, work);
-    else abi.adopt(this.job); // one piece: the calling thread runs it
-    abi.finish(this.job);
+    if (!this.#planAndRun(false, appendFirst, work)) return false;
     // chunk mode needed more room than there was (this call ran in tile mode): make it for the next call
     if (w[Job.PARTIAL_NEEDED] > this.#resultBytes) this.#growResults(w[Job.PARTIAL_NEEDED]);
     return true;
@@ -444,19 +429,29 @@ export class ThreadPool {
    */
   stepMany(items: number, count: number, scratchStride: number, work: number): boolean {
     if (this.#workers.length === 0 || work < MIN_THREADED_WORK || !this.#ensureScratch(scratchStride)) return false;
-    const abi = this.#abi;
     const w = this.#words;
     w[Job.ITEMS] = items;
     w[Job.ITEM_COUNT] = count;
     w[Job.SCRATCH_BASE] = this.#scratch;
     w[Job.SCRATCH_STRIDE] = scratchStride;
+    return this.#planAndRun(true, false, work);
+  }
+
+  /**
+   * Plans the job's words (a batch's items, or one call's), claims states for its pieces, runs them across
+   * the threads and finishes; false (nothing done) when the results area cannot grow. A flag rather than a
+   * plan callback, so a decode step makes no closure.
+   */
+  #planAndRun(batch: boolean, appendFirst: boolean, work: number): boolean {
+    const abi = this.#abi;
+    const w = this.#words;
     this.#writeResults();
     Atomics.store(w, NEXT, 0);
-    let pieces = abi.planMany(this.job);
+    let pieces = batch ? abi.planMany(this.job) : abi.plan(this.job, appendFirst ? 1 : 0);
     if (pieces < 0) {
-      // each thread's results area is smaller than the batch's outputs: make room (nothing was done yet)
+      // each thread's results area is smaller than the outputs: make room (nothing was done yet)
       if (!this.#growResults(w[Job.RESULT_NEEDED])) return false;
-      pieces = abi.planMany(this.job);
+      pieces = batch ? abi.planMany(this.job) : abi.plan(this.job, appendFirst ? 1 : 0);
     }
     if (pieces > this.#stateCapacity && !this.#growStates(pieces)) {
       throw new Error('wasm-attention: memory cannot grow to hold the states of a threaded call');
