@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import { Rng } from '../test/support/rng.js';
 import { fmtMs, fmtX, loadPackage, parseArgs, quantile } from '../test/support/scripts.mjs';
 import { buildLimits } from './limits/build.mjs';
-import { SHAPES } from './suite.mjs';
+import { SHAPES, batchData, batchRunners } from './suite.mjs';
 
 const opts = parseArgs(process.argv.slice(2), {
   rounds: 30,
@@ -165,19 +165,8 @@ const shuffle = new Rng(5);
 const nap = new Int32Array(new SharedArrayBuffer(4));
 for (const shapeName of list(opts.shapes)) {
   const shape = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
-  const qRow = shape.heads * shape.headDim,
-    kRow = shape.kvHeads * shape.headDim;
   for (const length of list(opts.lengths).map(Number)) {
-    const rng = new Rng(11);
-    const history = Array.from({ length: opts.count }, () => ({
-      k: rng.randn(length * kRow),
-      v: rng.randn(length * kRow),
-    }));
-    const steps = Array.from({ length: opts.count }, () => ({
-      q: rng.randn(qRow),
-      k: rng.randn(kRow),
-      v: rng.randn(kRow),
-    }));
+    const data = batchData(shape, { count: opts.count, length });
     for (const dtype of list(opts.dtypes)) {
       const bytes = opts.count * kvBytes(shape, length + 1, dtype);
       const machine = await machineBandwidth(bytes);
@@ -185,37 +174,7 @@ for (const shapeName of list(opts.shapes)) {
       const sets = [];
       for (const threads of opts.cpu ? [1] : [1, 2]) {
         await pkg.init({ threads });
-        const options = {
-          heads: shape.heads,
-          kvHeads: shape.kvHeads,
-          headDim: shape.headDim,
-          maxTokens: length + 1,
-          dtype,
-        };
-        const caches = history.map((h) => {
-          const c = new pkg.KVCache(options);
-          c.append(0, h.k, h.v);
-          return c;
-        });
-        const outs = steps.map(() => new Float32Array(qRow));
-        const items = caches.map((cache, i) => ({ cache, ...steps[i], out: outs[i] }));
-        const back = () => {
-          for (const c of caches) c.truncate(length);
-        };
-        const lone = () => {
-          const t = now();
-          for (let i = 0; i < caches.length; i++) caches[i].attend(0, steps[i].q, steps[i].k, steps[i].v, outs[i]);
-          const ms = now() - t;
-          back();
-          return ms;
-        };
-        const batch = () => {
-          const t = now();
-          pkg.KVCache.attendMany(0, items);
-          const ms = now() - t;
-          back();
-          return ms;
-        };
+        const { caches, steps, outs, lone, batch } = batchRunners(pkg, shape, data, { length, dtype, clock: now });
         // the same count of lone calls on one cache: its K/V (1/count of the batch's) stays in the core's cache
         const hot = () => {
           let ms = 0;

@@ -10,9 +10,8 @@
 //   node bench/many.mjs [--rounds 40] [--threads 1,2] [--shapes gpt2,llama]
 
 import { availableParallelism } from 'node:os';
-import { Rng } from '../test/support/rng.js';
 import { busyWarning, fmtMs, fmtX, loadPackage, median, parseArgs } from '../test/support/scripts.mjs';
-import { SHAPES } from './suite.mjs';
+import { SHAPES, batchData, batchRunners } from './suite.mjs';
 
 const opts = parseArgs(process.argv.slice(2), { rounds: 40, threads: '1,2', shapes: 'gpt2,llama' });
 if (opts.help) {
@@ -38,55 +37,11 @@ console.log('| --- | --- | ---: | ---: | ---: | ---: |');
 
 for (const shapeName of list(opts.shapes)) {
   const shape = SHAPES[/** @type {keyof typeof SHAPES} */ (shapeName)];
-  const qRow = shape.heads * shape.headDim,
-    kRow = shape.kvHeads * shape.headDim;
   for (const w of WORKLOADS) {
-    const rng = new Rng(11);
-    const history = Array.from({ length: w.forks ? 1 : w.count }, () => ({
-      k: rng.randn(w.length * kRow),
-      v: rng.randn(w.length * kRow),
-    }));
-    const steps = Array.from({ length: w.count }, () => ({
-      q: rng.randn(qRow),
-      k: rng.randn(kRow),
-      v: rng.randn(kRow),
-    }));
+    const data = batchData(shape, w);
     for (const threads of list(opts.threads).map(Number)) {
       await pkg.init({ threads });
-      const options = { heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, maxTokens: w.length + 1 };
-      /** @type {any[]} */
-      let caches;
-      if (w.forks) {
-        const base = new pkg.KVCache(options);
-        base.append(0, history[0].k, history[0].v);
-        caches = Array.from({ length: w.count }, () => base.fork());
-        base.dispose();
-      } else {
-        caches = history.map((h) => {
-          const c = new pkg.KVCache(options);
-          c.append(0, h.k, h.v);
-          return c;
-        });
-      }
-      const outs = steps.map(() => new Float32Array(qRow));
-      const items = caches.map((cache, i) => ({ cache, ...steps[i], out: outs[i] }));
-      const back = () => {
-        for (const c of caches) c.truncate(w.length);
-      };
-      const lone = () => {
-        const t = performance.now();
-        for (let i = 0; i < caches.length; i++) caches[i].attend(0, steps[i].q, steps[i].k, steps[i].v, outs[i]);
-        const ms = performance.now() - t;
-        back();
-        return ms;
-      };
-      const batch = () => {
-        const t = performance.now();
-        pkg.KVCache.attendMany(0, items);
-        const ms = performance.now() - t;
-        back();
-        return ms;
-      };
+      const { caches, lone, batch } = batchRunners(pkg, shape, data, w);
       for (let i = 0; i < 3; i++) {
         lone();
         batch();

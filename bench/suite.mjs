@@ -195,6 +195,74 @@ function tokenMajor(s, src, L) {
   return out;
 }
 
+/**
+ * A batch of `count` conversations of `length` random tokens (strangers, or forks of one with `forks`) and
+ * one random decode token each: the histories (one when forked) and the steps' q, k, v.
+ * @param {Shape} shape @param {{ count: number, length: number, forks?: boolean }} w
+ */
+export function batchData(shape, { count, length, forks = false }) {
+  const rng = new Rng(11);
+  const kRow = shape.kvHeads * shape.headDim;
+  const history = Array.from({ length: forks ? 1 : count }, () => ({
+    k: rng.randn(length * kRow),
+    v: rng.randn(length * kRow),
+  }));
+  const steps = Array.from({ length: count }, () => ({
+    q: rng.randn(shape.heads * shape.headDim),
+    k: rng.randn(kRow),
+    v: rng.randn(kRow),
+  }));
+  return { history, steps };
+}
+
+/**
+ * The caches of `batchData` on the kernel `init` gave last, and the two ways to run the decode step on all of
+ * them, each returning its milliseconds by `clock` and taking the caches back to `length`: `lone` (one
+ * attend per cache) and `batch` (one KVCache.attendMany).
+ * @param {any} pkg @param {Shape} shape @param {ReturnType<typeof batchData>} data
+ * @param {{ length: number, forks?: boolean, dtype?: string, clock?: () => number }} w
+ */
+export function batchRunners(
+  pkg,
+  shape,
+  { history, steps },
+  { length, forks = false, dtype = 'float32', clock = () => performance.now() },
+) {
+  const options = { heads: shape.heads, kvHeads: shape.kvHeads, headDim: shape.headDim, maxTokens: length + 1, dtype };
+  const made = (/** @type {{ k: Float32Array, v: Float32Array }} */ h) => {
+    const c = new pkg.KVCache(options);
+    c.append(0, h.k, h.v);
+    return c;
+  };
+  /** @type {any[]} */
+  let caches;
+  if (forks) {
+    const base = made(history[0]);
+    caches = steps.map(() => base.fork());
+    base.dispose();
+  } else caches = history.map(made);
+  const outs = steps.map(() => new Float32Array(shape.heads * shape.headDim));
+  const items = caches.map((cache, i) => ({ cache, ...steps[i], out: outs[i] }));
+  const back = () => {
+    for (const c of caches) c.truncate(length);
+  };
+  const lone = () => {
+    const t = clock();
+    for (let i = 0; i < caches.length; i++) caches[i].attend(0, steps[i].q, steps[i].k, steps[i].v, outs[i]);
+    const ms = clock() - t;
+    back();
+    return ms;
+  };
+  const batch = () => {
+    const t = clock();
+    pkg.KVCache.attendMany(0, items);
+    const ms = clock() - t;
+    back();
+    return ms;
+  };
+  return { caches, steps, outs, lone, batch };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checks that gate: a wrong answer is never timed and ranked
 

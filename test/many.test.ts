@@ -14,12 +14,14 @@ import {
   type Cfg,
   cfgName,
   expectBitIdentical,
+  exhaustHeap,
   expectThrows,
   feed,
   forEachBuild,
   heap,
   pageBytesFor,
   qWidth,
+  refuseGrowth,
   stream,
 } from './support/util.js';
 
@@ -413,30 +415,15 @@ forEachBuild('attendMany', (build) => {
       // room for exactly one page: the first item that needs one gets it, the next one cannot
       const page = pageBytesFor(cfg) + 64;
       const spare = heap().allocate(page);
-      const blocks: number[] = [];
-      for (let size = 1 << 20; size >= 64; size >>= 1) {
-        for (;;) {
-          try {
-            blocks.push(heap().allocate(size));
-          } catch {
-            break;
-          }
-        }
-      }
+      const blocks = exhaustHeap();
       heap().release(spare);
-      const memory = activeInstance().abi.memory;
-      Object.defineProperty(memory, 'grow', {
-        configurable: true,
-        value: () => {
-          throw new RangeError('Maximum memory size exceeded');
-        },
-      });
+      const restore = refuseGrowth();
       try {
         // 64 tokens each: every item needs new pages
         const s = a.map((_, i) => stream(cfg, 64, 40 + i));
         expectThrows(() => together(a, s), RangeError, [/KVCache\.attendMany/, /memory could not grow/]);
       } finally {
-        delete (memory as { grow?: unknown }).grow;
+        restore();
         for (const x of blocks) heap().release(x);
       }
       expectUnchanged(a, b, 'after the failed reservation');

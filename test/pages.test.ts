@@ -4,10 +4,11 @@
 // and the cache is unchanged.
 
 import { afterEach, expect, it } from 'vitest';
-import { activeInstance } from '../src/init.js';
 import {
+  exhaustHeap,
   expectBitIdentical,
   expectThrows,
+  refuseGrowth,
   withEachBuild,
   cfgName,
   feed,
@@ -20,37 +21,6 @@ import {
 } from './support/util.js';
 
 const LLAMA_LAYER: Cfg = { heads: 32, kvHeads: 8, headDim: 64, maxTokens: 32768 };
-
-/** Makes the engine refuse to grow this kernel's memory (the failure a page allocation meets at 4 GiB). */
-function refuseGrowth(): () => void {
-  const memory = activeInstance().abi.memory;
-  const grow = Object.getOwnPropertyDescriptor(memory, 'grow');
-  Object.defineProperty(memory, 'grow', {
-    configurable: true,
-    value: () => {
-      throw new RangeError('WebAssembly.Memory.grow(): Maximum memory size exceeded');
-    },
-  });
-  return () => {
-    if (grow) Object.defineProperty(memory, 'grow', grow);
-    else delete (memory as { grow?: unknown }).grow;
-  };
-}
-
-/** Takes every free byte the heap has without growing (so the next page needs growth); returns the blocks. */
-function exhaustHeap(): number[] {
-  const blocks: number[] = [];
-  for (let size = 1 << 20; size >= 64; size >>= 1) {
-    for (;;) {
-      try {
-        blocks.push(heap().allocate(size));
-      } catch {
-        break;
-      }
-    }
-  }
-  return blocks;
-}
 
 withEachBuild('pages', (build, make) => {
   let restore: (() => void) | undefined;

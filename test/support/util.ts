@@ -548,6 +548,37 @@ export function heldBytes(instance = activeInstance()): number {
   return instance.heap.allocatedBytes - instance.overheadBytes;
 }
 
+/** Makes the engine refuse to grow this kernel's memory (the failure a page allocation meets at 4 GiB). */
+export function refuseGrowth(): () => void {
+  const memory = activeInstance().abi.memory;
+  const grow = Object.getOwnPropertyDescriptor(memory, 'grow');
+  Object.defineProperty(memory, 'grow', {
+    configurable: true,
+    value: () => {
+      throw new RangeError('WebAssembly.Memory.grow(): Maximum memory size exceeded');
+    },
+  });
+  return () => {
+    if (grow) Object.defineProperty(memory, 'grow', grow);
+    else delete (memory as { grow?: unknown }).grow;
+  };
+}
+
+/** Takes every free byte the heap has without growing (so the next page needs growth); returns the blocks. */
+export function exhaustHeap(): number[] {
+  const blocks: number[] = [];
+  for (let size = 1 << 20; size >= 64; size >>= 1) {
+    for (;;) {
+      try {
+        blocks.push(heap().allocate(size));
+      } catch {
+        break;
+      }
+    }
+  }
+  return blocks;
+}
+
 /** Bytes one page of a cache of `cfg` takes: 64 positions of one layer's K or V for one kv head, and 64 for its refcount. */
 export function pageBytesFor(cfg: Cfg): number {
   const d = cfg.headDim;
