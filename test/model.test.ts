@@ -11,7 +11,7 @@ import { cacheOptionsFor, loadModel, modelFromBytes } from '../examples/model/in
 import { cacheOptionsFromConfig } from '../src/index.js';
 import { DraftPolicy, draftByLookup, LOOKUP_DEFAULTS } from '../examples/model/lookup.mjs';
 import { linearFor } from '../examples/model/matmul.mjs';
-import { linear } from '../examples/model/math.mjs';
+import { exp, linear, mlpOf } from '../examples/model/math.mjs';
 import { halfToFloat, readSafetensors } from '../examples/model/safetensors.mjs';
 import { expectBitIdentical, Rng } from './support/util.js';
 
@@ -388,6 +388,85 @@ describe('the linear layers in WebAssembly SIMD (matmul.mjs)', () => {
         const got = new Float32Array(T * outDim);
         wasm(x, T, W, inDim, outDim, bias, got);
         expectBitIdentical(got, expected, `${name} linear, ${T} tokens of ${inDim} → ${outDim}`, [T, outDim]);
+      }
+    }
+  });
+
+  it("SwiGLU's exp (math.mjs, the same operations in wasm/matmul.ts) is within 2 ulp of Math.exp", () => {
+    // The runner's own exp: Math.exp may differ between engines, and the WebAssembly SwiGLU has none to
+    // call. Math.exp is V8's fdlibm port, itself within an ulp of e^z, so 2 ulp (2^-51 relative) holds ours
+    // to about 3 of the true value: invisible once silu(g) · up is rounded to float32 (2^-24). The sweep
+    // covers every result that is a normal float64; beyond, 0 and +Infinity as Math.exp gives them.
+    let worst = 0;
+    const steps = 400_000;
+    for (let i = 0; i <= steps; i++) {
+      const z = -708 + (1417.7 * i) / steps + (i % 7) * 1e-9;
+      const want = Math.exp(z);
+      worst = Math.max(worst, Math.abs(exp(z) - want) / want);
+    }
+    for (const z of [0, 1e-300, -1e-300, 0.5 * Math.LN2, -0.5 * Math.LN2, 1, -1, 88.7, -87.3, 709.7]) {
+      worst = Math.max(worst, Math.abs(exp(z) - Math.exp(z)) / Math.exp(z));
+    }
+    console.log(`exp: worst relative error against Math.exp ${(worst / 2 ** -52).toFixed(2)} ulp (2^-52)`);
+    expect(worst).toBeLessThan(2 * 2 ** -52);
+    expect(exp(0)).toBe(1);
+    for (const z of [-746, -1e6, Number.NEGATIVE_INFINITY]) expect(exp(z)).toBe(0);
+    for (const z of [710, 1e6, Number.POSITIVE_INFINITY]) expect(exp(z)).toBe(Number.POSITIVE_INFINITY);
+    expect(exp(Number.NaN)).toBeNaN();
+  });
+
+  it("wasm/matmul.ts's exp gives math.mjs's bits, in both builds, two lanes and one", async () => {
+    const rng = new Rng(2124);
+    const zs = Float64Array.from({ length: 20_001 }, (_, i) =>
+      i < 20_000 ? -760 + (1480 * i) / 20_000 + rng.normal() * 1e-3 : 0.1,
+    );
+    zs.set([0, -0, 1e-300, -746, 710, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN], 0);
+    const expected = zs.map(exp);
+    for (const file of ['matmul.wasm', 'matmul-relaxed.wasm']) {
+      const memory = new WebAssembly.Memory({ initial: 4 });
+      const bytes = readFileSync(fileURLToPath(new URL(`../examples/model/wasm/${file}`, import.meta.url)));
+      const { instance } = await WebAssembly.instantiate(bytes, { env: { memory } });
+      const kernel = instance.exports.exp as (at: number, n: number) => void;
+      new Float64Array(memory.buffer, 0, zs.length).set(zs); // an odd count: the last one alone
+      kernel(0, zs.length);
+      expectBitIdentical(new Float64Array(memory.buffer, 0, zs.length), expected, `${file} exp`);
+    }
+  });
+
+  it('the MLP in one call of either build gives the bits of linear, swiglu, linear in JavaScript', async () => {
+    // wasm/matmul.ts's `mlp` keeps the gate and up values in its memory and runs SwiGLU there, with an
+    // exp of the same operations as math.mjs's; gate values from 1e-20 to 1e20 in magnitude drive that exp
+    // through its whole range (0, +Infinity and the numbers between), odd sizes through its one-lane tail.
+    const mlpJs = mlpOf(linear);
+    const builds = {
+      'relaxed-simd': await linearFor(undefined),
+      simd: await linearFor(new URL('../examples/model/wasm/matmul.wasm', import.meta.url)),
+    };
+    const rng = new Rng(2123);
+    const wide = (n: number) => Float32Array.from({ length: n }, () => rng.normal() * 10 ** rng.int(-10, 10));
+    for (let trial = 0; trial < 52; trial++) {
+      const T = 1 + (trial % 13);
+      const dim = rng.int(1, 40);
+      const hidden = rng.int(1, 60);
+      const withBias = trial % 2 === 1;
+      const w = {
+        wGate: wide(hidden * dim),
+        wUp: rng.randn(hidden * dim),
+        wDown: rng.randn(dim * hidden),
+        bGate: withBias ? wide(hidden) : null,
+        bUp: withBias ? rng.randn(hidden) : null,
+        bDown: withBias ? rng.randn(dim) : null,
+      };
+      const x = wide(T * dim);
+      const scratch = () => ({ gate: new Float32Array(T * hidden), up: new Float32Array(T * hidden) });
+      const expected = new Float32Array(T * dim);
+      mlpJs(x, T, w, dim, hidden, expected, scratch());
+      for (const [name, { mlp, usage }] of Object.entries(builds)) {
+        const before = usage.wasm;
+        const got = new Float32Array(T * dim);
+        mlp(x, T, w, dim, hidden, got, scratch());
+        expectBitIdentical(got, expected, `${name} mlp, ${T} tokens, ${dim} → ${hidden} → ${dim}`, [T, dim]);
+        expect(usage.wasm - before).toBe(3);
       }
     }
   });

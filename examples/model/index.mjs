@@ -10,7 +10,7 @@
 import { attentionWeights, cacheOptionsFromConfig, init, KVCache } from 'wasm-attention';
 import { DraftPolicy, draftByLookup, lookupOptions } from './lookup.mjs';
 import { linearFor } from './matmul.mjs';
-import { addInto, rmsNorm, swiglu } from './math.mjs';
+import { addInto, rmsNorm } from './math.mjs';
 import { llama3InverseFrequencies, Rotary } from './rope.mjs';
 import { readSafetensors } from './safetensors.mjs';
 import { TokenPicker } from './sample.mjs';
@@ -80,13 +80,15 @@ export async function modelFromBytes(config, safetensors, options = {}) {
   const info = options.cacheClass
     ? { build: 'plain JS', threads: 1 }
     : await init({ threads: options.threads ?? 'auto' });
-  const { linear, kind, usage, build } = await linearFor(options.matmul, { maxBytes: options.matmulMaxBytes });
+  const { linear, mlp, kind, usage, build } = await linearFor(options.matmul, {
+    maxBytes: options.matmulMaxBytes,
+  });
   const model = new LlamaModel(
     config,
     readSafetensors(safetensors),
     options,
     { ...info, matmul: kind, matmulBuild: build },
-    linear,
+    { linear, mlp },
   );
   model.matmulUsage = usage;
   return model;
@@ -180,13 +182,15 @@ class LlamaModel {
    * @param {LoadOptions} options
    * @param {{ build: string, threads: number, matmul: 'wasm' | 'js', matmulBuild: string }} info the kernel's
    *   build and threads (from init), and what runs the linear layers (matmulBuild: which module, matmul.mjs)
-   * @param {import('./matmul.mjs').Linear} linear the linear layer (matmul.mjs)
+   * @param {{ linear: import('./matmul.mjs').Linear, mlp: import('./matmul.mjs').Mlp }} kernels the linear
+   *   layer and the SwiGLU MLP (matmul.mjs)
    */
-  constructor(config, tensors, options, info, linear) {
+  constructor(config, tensors, options, info, { linear, mlp }) {
     checkConfig(config);
     this.config = config;
     this.info = info;
     this.linear = linear;
+    this.mlp = mlp;
     this.dtype = options.dtype ?? 'float32';
     this.cacheClass = options.cacheClass ?? KVCache;
     this.ropeInJs = options.ropeInJs ?? this.cacheClass !== KVCache;
@@ -313,14 +317,11 @@ class LlamaModel {
    */
   finishLayer(w, rows, attended) {
     const { dim, heads, headDim, hidden } = this.shape;
-    const { x, h, projected, gate, up } = this.buffers;
+    const { x, h, projected } = this.buffers;
     this.linear(attended, rows, w.wo, heads * headDim, dim, w.bo, projected);
     addInto(x, projected, rows * dim);
     rmsNorm(x, rows, dim, w.postNorm, this.eps, h);
-    this.linear(h, rows, w.wGate, dim, hidden, w.bGate, gate);
-    this.linear(h, rows, w.wUp, dim, hidden, w.bUp, up);
-    swiglu(gate, up, rows * hidden);
-    this.linear(gate, rows, w.wDown, hidden, dim, w.bDown, projected);
+    this.mlp(h, rows, w, dim, hidden, projected, this.buffers);
     addInto(x, projected, rows * dim);
   }
 

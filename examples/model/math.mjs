@@ -253,7 +253,31 @@ export function rmsNorm(x, T, dim, weight, eps, y) {
 }
 
 /**
- * gate = silu(gate) * up, elementwise over the first n numbers (SwiGLU).
+ * @typedef {{ wGate: Float32Array, bGate: Float32Array | null, wUp: Float32Array, bUp: Float32Array | null,
+ *   wDown: Float32Array, bDown: Float32Array | null }} MlpWeights a layer's SwiGLU MLP: gate and up
+ *   [hidden][dim], down [dim][hidden]
+ * @typedef {(x: Float32Array, T: number, w: MlpWeights, dim: number, hidden: number, y: Float32Array,
+ *   scratch: { gate: Float32Array, up: Float32Array }) => void} Mlp y = down(silu(gate(x)) · up(x)) for T
+ *   tokens (x, y: [T][dim]); scratch: at least T · hidden numbers each, overwritten
+ */
+
+/**
+ * The MLP computed by three calls of `linear` and `swiglu`.
+ * @param {typeof linear} linearOf the linear layer to use
+ * @returns {Mlp}
+ */
+export function mlpOf(linearOf) {
+  return (x, T, w, dim, hidden, y, { gate, up }) => {
+    linearOf(x, T, w.wGate, dim, hidden, w.bGate, gate);
+    linearOf(x, T, w.wUp, dim, hidden, w.bUp, up);
+    swiglu(gate, up, T * hidden);
+    linearOf(gate, T, w.wDown, hidden, dim, w.bDown, y);
+  };
+}
+
+/**
+ * gate = silu(gate) * up, elementwise over the first n numbers (SwiGLU), in float64 and rounded to float32
+ * once; with this module's `exp`, so wasm/matmul.ts's SwiGLU gives the same bits.
  * @param {Float32Array} gate
  * @param {Float32Array} up
  * @param {number} n
@@ -261,8 +285,69 @@ export function rmsNorm(x, T, dim, weight, eps, y) {
 export function swiglu(gate, up, n) {
   for (let i = 0; i < n; i++) {
     const g = gate[i];
-    gate[i] = (g / (1 + Math.exp(-g))) * up[i];
+    gate[i] = (g / (1 + exp(-g))) * up[i];
   }
+}
+
+// e^z of our own, for SwiGLU: Math.exp may differ between engines (the language leaves its accuracy to
+// them), and the WebAssembly SwiGLU (wasm/matmul.ts) has no exp to call. Basic operations only, each
+// rounded as IEEE 754 says and none fused, in the order wasm/matmul.ts has them: z = k ln 2 + r with
+// |r| <= ln 2 / 2 (k · LN2_HI exact), e^r by its Taylor polynomial to degree 12 (the next term is below
+// 2^-52 of it), times 2^k as two exact powers of two (each a normal number, whatever k). Relative error
+// against Math.exp measured in test/model.test.ts.
+const EXP_LO = -746; // e^z is 0 in float64 below about -745.13
+const EXP_HI = 710; // and +Infinity above about 709.78
+const LOG2E = Math.LOG2E; // 1.4426950408889634, as wasm/matmul.ts writes it
+const LN2_HI = 0.6931471803691238; // ln 2's first 32 bits: k · LN2_HI is exact for |k| < 2^21
+const LN2_LO = 1.9082149292705877e-10;
+const ROUND = 6755399441055744; // 1.5 · 2^52: adding it rounds to an integer
+const C2 = 0.5;
+const C3 = 0.16666666666666666;
+const C4 = 0.041666666666666664;
+const C5 = 0.008333333333333333;
+const C6 = 0.001388888888888889;
+const C7 = 0.0001984126984126984;
+const C8 = 0.0000248015873015873;
+const C9 = 0.0000027557319223985893;
+const C10 = 2.755731922398589e-7;
+const C11 = 2.505210838544172e-8;
+const C12 = 2.08767569878681e-9;
+/** 2^j for j from -600 to 600 at index j + 600, exact (doubling and halving): exp's scaling. */
+const POW2 = (() => {
+  const table = new Float64Array(1201);
+  table[600] = 1;
+  for (let j = 1; j <= 600; j++) {
+    table[600 + j] = table[599 + j] * 2;
+    table[600 - j] = table[601 - j] / 2;
+  }
+  return table;
+})();
+
+/**
+ * e^z in float64 (0 below about -745, +Infinity above about 709.8, NaN for NaN).
+ * @param {number} z
+ */
+export function exp(z) {
+  const c = Math.max(Math.min(z, EXP_HI), EXP_LO);
+  const t = c * LOG2E + ROUND;
+  const kf = t - ROUND; // the integer nearest c · log2 e (ties to even)
+  const r = c - kf * LN2_HI - kf * LN2_LO;
+  let p = C12;
+  p = p * r + C11;
+  p = p * r + C10;
+  p = p * r + C9;
+  p = p * r + C8;
+  p = p * r + C7;
+  p = p * r + C6;
+  p = p * r + C5;
+  p = p * r + C4;
+  p = p * r + C3;
+  p = p * r + C2;
+  p = p * r + 1;
+  p = p * r + 1;
+  const k = kf | 0; // NaN: 0, and p is NaN
+  const k1 = k >> 1;
+  return p * POW2[k1 + 600] * POW2[k - k1 + 600];
 }
 
 /**

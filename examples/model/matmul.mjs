@@ -4,9 +4,12 @@
 // bytes and was given no module) the JavaScript `linear` runs instead, and the tokens are the same; so it
 // does, call by call, for weights or scratch its memory cannot grow to hold (a model too large for a
 // 32-bit memory, or past `maxBytes`).
-import { linear as linearJs } from './math.mjs';
+import { linear as linearJs, mlpOf } from './math.mjs';
+
+const mlpJs = mlpOf(linearJs);
 
 /** @typedef {typeof linearJs} Linear */
+/** @typedef {import('./math.mjs').Mlp} Mlp */
 /**
  * @typedef {{ wasm: number, js: number, memoryBytes: number }} MatmulUsage calls of the WebAssembly
  *   linear that ran in WebAssembly and that fell back to JavaScript (weights or scratch that did not fit),
@@ -23,25 +26,27 @@ const PAGE = 65536;
  *   has relaxed SIMD, else wasm/matmul.wasm
  * @param {{ maxBytes?: number }} [options] maxBytes: the most bytes the module's memory may grow to (whole
  *   64 KiB pages, at least one); what does not fit is computed in JavaScript
- * @returns {Promise<{ linear: Linear, kind: 'wasm' | 'js', usage: MatmulUsage, build: string }>} build: the
- *   module's ('relaxed-simd', 'simd'; 'module' or 'url' for one given, '' for JavaScript)
+ * @returns {Promise<{ linear: Linear, mlp: Mlp, kind: 'wasm' | 'js', usage: MatmulUsage, build: string }>}
+ *   mlp: a layer's SwiGLU MLP, in one call of the module where it has `mlp` (its three linear calls
+ *   counted in `usage`); build: the module's ('relaxed-simd', 'simd'; 'module' or 'url' for one given, ''
+ *   for JavaScript)
  */
 export async function linearFor(source, { maxBytes } = {}) {
   const usage = { wasm: 0, js: 0, memoryBytes: 0 };
   if (maxBytes !== undefined && !(Number.isFinite(maxBytes) && maxBytes >= PAGE)) {
     throw new RangeError(`loadModel: options.matmulMaxBytes must be a number >= ${PAGE}, got ${maxBytes}`);
   }
-  if (source === 'js') return { linear: linearJs, kind: 'js', usage, build: '' };
+  if (source === 'js') return { linear: linearJs, mlp: mlpJs, kind: 'js', usage, build: '' };
   try {
     const { module, build } =
       source instanceof WebAssembly.Module ? { module: source, build: 'module' } : await compileFrom(source);
     const maximum = maxBytes === undefined ? undefined : Math.floor(maxBytes / PAGE);
     const memory = new WebAssembly.Memory({ initial: 1, ...(maximum ? { maximum } : {}) });
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
-    const { linear: kernel } = /** @type {{ linear: WasmKernel }} */ (/** @type {unknown} */ (instance.exports));
-    return { linear: wasmLinear(memory, kernel, usage), kind: 'wasm', usage, build };
+    const kernels = /** @type {WasmKernels} */ (/** @type {unknown} */ (instance.exports));
+    return { ...wasmKernels(memory, kernels, usage), kind: 'wasm', usage, build };
   } catch {
-    return { linear: linearJs, kind: 'js', usage, build: '' };
+    return { linear: linearJs, mlp: mlpJs, kind: 'js', usage, build: '' };
   }
 }
 
@@ -73,23 +78,29 @@ async function moduleBytes(url) {
   return response.arrayBuffer();
 }
 
-/** @typedef {(x: number, T: number, w: number, n: number, m: number, bias: number, y: number, xd: number) => void} WasmKernel */
+/**
+ * @typedef {{ linear(x: number, T: number, w: number, n: number, m: number, bias: number, y: number, xd: number): void,
+ *   mlp?(x: number, T: number, wg: number, wu: number, wd: number, n: number, hidden: number, bg: number,
+ *   bu: number, bd: number, y: number, xd: number, g: number, u: number): void }} WasmKernels the module's
+ *   exports (`mlp` is missing from a module built before it had one)
+ */
 
 /**
- * A `linear` over one instance of the module. Weights are copied into its memory the first time they are
- * used (rows in pairs, the layout the kernel reads) and kept there, keyed by their Float32Array; inputs and
- * outputs go through scratch space that grows to the largest call.
+ * The linear layer and the MLP over one instance of the module. Weights are copied into its memory the
+ * first time they are used (rows in pairs, the layout the kernel reads) and kept there, keyed by their
+ * Float32Array; inputs and outputs go through scratch space that grows to the largest call.
  * @param {WebAssembly.Memory} memory the module's (imported) memory
- * @param {WasmKernel} kernel its `linear`
+ * @param {WasmKernels} kernels its exports
  * @param {MatmulUsage} usage counted here
- * @returns {Linear}
+ * @returns {{ linear: Linear, mlp: Mlp }}
  */
-function wasmLinear(memory, kernel, usage) {
+function wasmKernels(memory, kernels, usage) {
   let top = 16; // bytes in use; offset 0 stays free, as the kernel reads a bias at 0 as "none"
   usage.memoryBytes = memory.buffer.byteLength;
   /** @type {WeakMap<Float32Array, number>} weights and biases → their offset (-1: did not fit) */
   const placed = new WeakMap();
-  const scratch = { x: 0, xd: 0, y: 0, xBytes: 0, yBytes: 0 };
+  /** @type {Map<string, { at: number, bytes: number }>} scratch blocks by use, each grown to the largest call */
+  const scratch = new Map();
   /** @type {Float32Array | null} a view of the memory, made again after every growth */
   let heap = null;
 
@@ -113,6 +124,18 @@ function wasmLinear(memory, kernel, usage) {
   const view = () => {
     heap ??= new Float32Array(memory.buffer);
     return heap;
+  };
+  /**
+   * A scratch block of at least `bytes` (a RangeError where the memory cannot grow to it).
+   * @param {string} name @param {number} bytes
+   */
+  const scratchOf = (name, bytes) => {
+    let block = scratch.get(name);
+    if (!block || block.bytes < bytes) {
+      block = { at: alloc(bytes), bytes };
+      scratch.set(name, block);
+    }
+    return block.at;
   };
 
   /** Copies W [m][n] in as pairs of rows interleaved. @param {Float32Array} W @param {number} n @param {number} m */
@@ -145,6 +168,21 @@ function wasmLinear(memory, kernel, usage) {
     }
     return at;
   };
+  /** The offset of W [m][n], or -1. @param {Float32Array} W @param {number} n @param {number} m */
+  const weightsAt = (W, n, m) => offsetOf(W, () => placeWeights(W, n, m));
+  /** The offset of a bias of m numbers, 0 for none, or -1. @param {Float32Array | null} bias @param {number} m */
+  const biasAt = (bias, m) =>
+    bias === null
+      ? 0
+      : offsetOf(bias, () => {
+          const at = alloc(m * 4);
+          view().set(bias.subarray(0, m), at / 4);
+          return at;
+        });
+  /** Copies the first `count` numbers of `x` to `at`. @param {Float32Array} x @param {number} count @param {number} at */
+  const copyIn = (x, count, at) => view().set(x.length === count ? x : x.subarray(0, count), at / 4);
+  /** Copies `count` numbers from `at` to `y`. @param {number} at @param {number} count @param {Float32Array} y */
+  const copyOut = (at, count, y) => y.set(view().subarray(at / 4, at / 4 + count));
 
   /** @type {Linear} */
   const javaScript = (x, T, W, inDim, outDim, bias, y) => {
@@ -152,30 +190,53 @@ function wasmLinear(memory, kernel, usage) {
     linearJs(x, T, W, inDim, outDim, bias, y);
   };
 
-  return function linear(x, T, W, inDim, outDim, bias, y) {
-    const w = offsetOf(W, () => placeWeights(W, inDim, outDim));
-    const b =
-      bias === null
-        ? 0
-        : offsetOf(bias, () => {
-            const at = alloc(outDim * 4);
-            view().set(bias.subarray(0, outDim), at / 4);
-            return at;
-          });
+  /** @type {Linear} */
+  const linear = (x, T, W, inDim, outDim, bias, y) => {
+    const w = weightsAt(W, inDim, outDim);
+    const b = biasAt(bias, outDim);
     if (w < 0 || b < 0) return javaScript(x, T, W, inDim, outDim, bias, y);
-    const xBytes = T * inDim * 4;
-    const yBytes = T * outDim * 4;
+    let at;
     try {
-      if (xBytes > scratch.xBytes) Object.assign(scratch, { x: alloc(xBytes), xd: alloc(2 * xBytes), xBytes });
-      if (yBytes > scratch.yBytes) Object.assign(scratch, { y: alloc(yBytes), yBytes });
+      at = { x: scratchOf('x', T * inDim * 4), xd: scratchOf('xd', T * inDim * 8), y: scratchOf('y', T * outDim * 4) };
     } catch {
       return javaScript(x, T, W, inDim, outDim, bias, y);
     }
     usage.wasm++;
-    const f32 = view();
-    f32.set(x.length === T * inDim ? x : x.subarray(0, T * inDim), scratch.x / 4);
-    kernel(scratch.x, T, w, inDim, outDim, b, scratch.y, scratch.xd);
-    const start = scratch.y / 4;
-    y.set(f32.subarray(start, start + T * outDim));
+    copyIn(x, T * inDim, at.x);
+    kernels.linear(at.x, T, w, inDim, outDim, b, at.y, at.xd);
+    copyOut(at.y, T * outDim, y);
   };
+
+  /** Where the module or its memory cannot take the whole MLP: linear by linear (each where it fits). */
+  const mlpByParts = mlpOf(linear);
+  /** @type {Mlp} */
+  const mlp = (x, T, w, dim, hidden, y, parts) => {
+    const offsets = [
+      weightsAt(w.wGate, dim, hidden),
+      weightsAt(w.wUp, dim, hidden),
+      weightsAt(w.wDown, hidden, dim),
+      biasAt(w.bGate, hidden),
+      biasAt(w.bUp, hidden),
+      biasAt(w.bDown, dim),
+    ];
+    if (!kernels.mlp || offsets.some((at) => at < 0)) return mlpByParts(x, T, w, dim, hidden, y, parts);
+    const [wg, wu, wd, bg, bu, bd] = offsets;
+    let at;
+    try {
+      at = {
+        x: scratchOf('x', T * dim * 4),
+        xd: scratchOf('xd', T * Math.max(dim, hidden) * 8),
+        y: scratchOf('y', T * dim * 4),
+        g: scratchOf('gate', T * hidden * 4),
+        u: scratchOf('up', T * hidden * 4),
+      };
+    } catch {
+      return mlpByParts(x, T, w, dim, hidden, y, parts);
+    }
+    usage.wasm += 3;
+    copyIn(x, T * dim, at.x);
+    kernels.mlp(at.x, T, wg, wu, wd, dim, hidden, bg, bu, bd, at.y, at.xd, at.g, at.u);
+    copyOut(at.y, T * dim, y);
+  };
+  return { linear, mlp };
 }

@@ -13,8 +13,47 @@
 
 /** y = x Wᵀ (+ bias) for T tokens of n inputs and m outputs. */
 export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize, xd: usize): void {
-  const count = <usize>(T * n);
-  for (let i: usize = 0; i < count; i++) store<f64>(xd + (i << 3), <f64>load<f32>(x + (i << 2)));
+  widen(x, T * n, xd);
+  product(xd, T, w, n, m, bias, y);
+}
+
+/**
+ * A SwiGLU MLP of T tokens, the same bits as the calls it replaces (linear, linear, swiglu, linear):
+ * y = down(silu(gate(x)) · up(x)) (+ the biases). x: [T][n] f32; wg, wu: hidden × n, wd: n × hidden, in
+ * pairs of rows; g, u: [T][hidden] f32 scratch; xd: [T][max(n, hidden)] f64 scratch; y: [T][n] f32.
+ * One call instead of four, with the gate and up values staying in this memory.
+ */
+export function mlp(
+  x: usize,
+  T: i32,
+  wg: usize,
+  wu: usize,
+  wd: usize,
+  n: i32,
+  hidden: i32,
+  bg: usize,
+  bu: usize,
+  bd: usize,
+  y: usize,
+  xd: usize,
+  g: usize,
+  u: usize,
+): void {
+  widen(x, T * n, xd);
+  product(xd, T, wg, n, hidden, bg, g);
+  product(xd, T, wu, n, hidden, bu, u);
+  swiglu(g, u, T * hidden);
+  widen(g, T * hidden, xd);
+  product(xd, T, wd, hidden, n, bd, y);
+}
+
+/** xd[i] = x[i] as float64, for `count` numbers. */
+function widen(x: usize, count: i32, xd: usize): void {
+  for (let i: usize = 0; i < <usize>count; i++) store<f64>(xd + (i << 3), <f64>load<f32>(x + (i << 2)));
+}
+
+/** y = x Wᵀ (+ bias) from inputs already widened (xd: [T][n] f64). */
+function product(xd: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize): void {
   const pairs = (m + 1) >> 1;
   const pairBytes = <usize>n << 3; // a pair of weight rows: n f32 pairs
   const tokenBytes = <usize>n << 3; // a token's widened inputs: n f64
@@ -283,4 +322,106 @@ function pairs4Tokens2(
   put(b1, y, m, t + 1, o + 2, bias);
   put(b2, y, m, t + 1, o + 4, bias);
   put(b3, y, m, t + 1, o + 6, bias);
+}
+
+// SwiGLU: g[i] = silu(g[i]) · u[i] = g / (1 + e^−g) · u in float64, rounded to float32 once; the exp is
+// math.mjs's `exp`, operation for operation (a range reduction by ln 2, a degree-12 polynomial, a scaling
+// by two exact powers of two), so JavaScript gives the same bits. Only basic operations, each rounded as
+// IEEE 754 says, and nothing fused: every engine computes the same numbers.
+const EXP_LO: f64 = -746; // e^z is 0 in float64 below about -745.13, and the sigmoid's 1 + e^z is 1 far earlier
+const EXP_HI: f64 = 710; // and +Infinity above about 709.78
+const LOG2E: f64 = 1.4426950408889634;
+const LN2_HI: f64 = 0.6931471803691238; // ln 2's first 32 bits: k · LN2_HI is exact for |k| < 2^21
+const LN2_LO: f64 = 1.9082149292705877e-10;
+const ROUND: f64 = 6755399441055744; // 1.5 · 2^52: adding it rounds to an integer, kept in the low bits
+const C2: f64 = 0.5;
+const C3: f64 = 0.16666666666666666;
+const C4: f64 = 0.041666666666666664;
+const C5: f64 = 0.008333333333333333;
+const C6: f64 = 0.001388888888888889;
+const C7: f64 = 0.0001984126984126984;
+const C8: f64 = 0.0000248015873015873;
+const C9: f64 = 0.0000027557319223985893;
+const C10: f64 = 2.755731922398589e-7;
+const C11: f64 = 2.505210838544172e-8;
+const C12: f64 = 2.08767569878681e-9;
+
+/** e^x of n float64 numbers at x, in place, two at a time and an odd last one alone: for tests. */
+export function exp(x: usize, n: i32): void {
+  let i: usize = 0;
+  for (; i + 2 <= <usize>n; i += 2) v128.store(x + (i << 3), exp2Lanes(v128.load(x + (i << 3))));
+  if (i < <usize>n) store<f64>(x + (i << 3), expScalar(load<f64>(x + (i << 3))));
+}
+
+/** gate = silu(gate) · up over n float32 numbers, two at a time. */
+function swiglu(g: usize, u: usize, n: i32): void {
+  let i: usize = 0;
+  const pairs = <usize>(n & ~1);
+  for (; i < pairs; i += 2) {
+    const at = i << 2;
+    const x = f64x2.promote_low_f32x4(v128.load64_zero(g + at));
+    const up = f64x2.promote_low_f32x4(v128.load64_zero(u + at));
+    const e = exp2Lanes(f64x2.neg(x));
+    const s = f64x2.mul(f64x2.div(x, f64x2.add(f64x2.splat(1), e)), up);
+    v128.store64_lane(g + at, f32x4.demote_f64x2_zero(s), 0);
+  }
+  for (; i < <usize>n; i++) {
+    const at = i << 2;
+    const x = <f64>load<f32>(g + at);
+    store<f32>(g + at, <f32>((x / (1 + expScalar(-x))) * <f64>load<f32>(u + at)));
+  }
+}
+
+/** e^z in each lane (math.mjs's `exp`). */
+// @ts-ignore: decorator
+@inline
+function exp2Lanes(z: v128): v128 {
+  const c = f64x2.max(f64x2.min(z, f64x2.splat(EXP_HI)), f64x2.splat(EXP_LO));
+  const t = f64x2.add(f64x2.mul(c, f64x2.splat(LOG2E)), f64x2.splat(ROUND));
+  const kf = f64x2.sub(t, f64x2.splat(ROUND));
+  const r = f64x2.sub(f64x2.sub(c, f64x2.mul(kf, f64x2.splat(LN2_HI))), f64x2.mul(kf, f64x2.splat(LN2_LO)));
+  let p = f64x2.splat(C12);
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C11));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C10));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C9));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C8));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C7));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C6));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C5));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C4));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C3));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(C2));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1));
+  p = f64x2.add(f64x2.mul(p, r), f64x2.splat(1));
+  // k sits in t's low bits (t − ROUND is exact): 2^k as 2^k1 · 2^k2, each a normal number
+  const k = i64x2.sub(t, f64x2.splat(ROUND));
+  const k1 = i64x2.shr_s(k, 1);
+  const k2 = i64x2.sub(k, k1);
+  const bias = i64x2.splat(1023);
+  return f64x2.mul(f64x2.mul(p, i64x2.shl(i64x2.add(k1, bias), 52)), i64x2.shl(i64x2.add(k2, bias), 52));
+}
+
+/** The same, one number. */
+function expScalar(z: f64): f64 {
+  const c = max(min(z, EXP_HI), EXP_LO);
+  const t = c * LOG2E + ROUND;
+  const kf = t - ROUND;
+  const r = c - kf * LN2_HI - kf * LN2_LO;
+  let p = C12;
+  p = p * r + C11;
+  p = p * r + C10;
+  p = p * r + C9;
+  p = p * r + C8;
+  p = p * r + C7;
+  p = p * r + C6;
+  p = p * r + C5;
+  p = p * r + C4;
+  p = p * r + C3;
+  p = p * r + C2;
+  p = p * r + 1;
+  p = p * r + 1;
+  const k = reinterpret<i64>(t) - reinterpret<i64>(ROUND);
+  const k1 = k >> 1;
+  const k2 = k - k1;
+  return p * reinterpret<f64>((k1 + 1023) << 52) * reinterpret<f64>((k2 + 1023) << 52);
 }
