@@ -7,8 +7,8 @@
 // each round, so noise falls on all alike) give medians of wall and CPU time per step (process.cpuUsage: on
 // a loaded machine, the time this process ran rather than waited for a core) and each candidate's ratio to
 // 512 KiB (median of the per-round ratios, with the 10th–90th percentile). `--trials N` replays the trial's
-// rule N more times on fresh StreamChoice instances (the same round-robin and medians, timing the facade's
-// calls) to show how often it picks the same. Every candidate's output is checked bit-identical first.
+// rule N more times on fresh StreamChoice instances (the same round-robin, clock and medians, timing the
+// facade's calls) to show how often it picks the same. Every candidate's output is checked bit-identical first.
 //
 //   node bench/stream-spans.mjs [--shapes gpt2,llama] [--decode 8192] [--rounds 15] [--batch-ms 60]
 //                               [--threads 1] [--trials 5] [--warmup 10]
@@ -38,7 +38,7 @@ const list = (/** @type {string} */ s) => String(s).split(',').filter(Boolean);
 
 // this checkout's dist/: the trial's state is not public API
 const pkg = await import('../dist/index.js');
-const { CANDIDATES, StreamChoice, TRIAL_STEPS, streamChoice } = await import('../dist/stream-choice.js');
+const { CANDIDATES, StreamChoice, TRIAL_STEPS, streamChoice, trialClock } = await import('../dist/stream-choice.js');
 const FIXED = 512;
 const got = await pkg.init({ threads: opts.threads });
 const load0 = loadavg();
@@ -109,9 +109,9 @@ for (const shapeName of list(opts.shapes)) {
       for (let i = 0; i < trialSteps; i++) {
         const word = replay.trialPath(bytes, key);
         streamChoice.force(word);
-        const a = performance.now();
+        const a = trialClock();
         step();
-        replay.record(key, word, performance.now() - a);
+        replay.record(key, word, trialClock() - a);
       }
       picks.push(replay.choice(key));
     }
@@ -139,7 +139,7 @@ for (const shapeName of list(opts.shapes)) {
     notes.push(
       `${s.label} L = ${L}: the trial picked ${name(pick)} in ${trialSteps} steps (${trialMs.toFixed(0)} ms), ` +
         `≈ ${(extra / bestMs).toFixed(1)} steps' time more than ${trialSteps} on the fastest (${name(CANDIDATES[best])}); ` +
-        `the pick then runs at ${fmtX(bestMs / median(wall[CANDIDATES.indexOf(pick)]))}× the fastest's speed and ` +
+        `the pick then runs at ${fmtX(median(wall[CANDIDATES.indexOf(pick)].map((ms, r) => wall[best][r] / ms)))}× the fastest's speed and ` +
         `${fmtX(median(wall[fixed].map((ms, r) => ms / wall[CANDIDATES.indexOf(pick)][r])))}× 512 KiB's; ` +
         `${opts.trials} replays of the rule picked ${counts.join(', ')}`,
     );

@@ -26,7 +26,7 @@ import { COUNT_BYTES, type PagePool } from './pages.js';
 import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
-import { DEFAULT_SPAN_KIB, StreamChoice, streamChoice } from './stream-choice.js';
+import { DEFAULT_SPAN_KIB, StreamChoice, streamChoice, trialClock } from './stream-choice.js';
 
 const {
   HEADS,
@@ -586,13 +586,13 @@ export class CacheMemory {
     }
     const key = this.#streamKey;
     this.#setStream(path);
-    const t0 = performance.now();
+    const t0 = trialClock();
     try {
       this.instance.call(entry, call, this.#layout.scratchBytes, work);
     } finally {
       this.#updateStream();
     }
-    streamChoice.record(key, path, performance.now() - t0);
+    streamChoice.record(key, path, trialClock() - t0);
   }
 
   readonly #callWords: CallWords = new Int32Array(8);

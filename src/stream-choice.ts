@@ -3,9 +3,9 @@
 // fitted to one machine's caches.
 //
 // Per kind of cache (head geometry) and size class (the K/V it holds, every layer, rounded down to a power
-// of two), the first decode steps go round-robin over the CANDIDATES, TRIAL_STEPS each, and are timed; the
-// class then keeps the candidate whose median was lowest. Every candidate gives the same bits, so a trial
-// changes nothing but time. Below MIN_TRIAL_BYTES nothing streams (K/V that small stays in the caches of
+// of two), the first decode steps go round-robin over the CANDIDATES, TRIAL_STEPS each, and are timed
+// (trialClock); the class then keeps the candidate whose median was lowest. Every candidate gives the same
+// bits, so a trial changes nothing but time. Below MIN_TRIAL_BYTES nothing streams (K/V that small stays in the caches of
 // any machine, where the touches only cost). Until a class has decided, the caller's default rule decides.
 
 /**
@@ -94,6 +94,39 @@ export class StreamChoice {
   force(word: number): void {
     this.#forced = word;
   }
+}
+
+type CpuUsage = () => { user: number; system: number };
+let cpuUsage: CpuUsage | null | undefined;
+
+/**
+ * Milliseconds for timing a trial step: this process's CPU time where the runtime reports it finely
+ * (Node, Bun, Deno), since time spent waiting for a core while other processes run is the same for every
+ * candidate and only adds noise; the wall clock elsewhere (browsers, or a coarse CPU clock).
+ */
+export function trialClock(): number {
+  if (cpuUsage === undefined) cpuUsage = fineCpuUsage();
+  if (!cpuUsage) return performance.now();
+  const { user, system } = cpuUsage();
+  return (user + system) / 1000;
+}
+
+/** process.cpuUsage if it exists and ticks in steps of 50 µs or less (Windows' ticks 15.6 ms), else null. */
+function fineCpuUsage(): CpuUsage | null {
+  try {
+    const usage = (globalThis as { process?: { cpuUsage?: CpuUsage } }).process?.cpuUsage;
+    if (typeof usage !== 'function') return null;
+    const read = () => {
+      const { user, system } = usage();
+      return user + system;
+    };
+    const first = read();
+    for (let i = 0; i < 2000; i++) {
+      const now = read();
+      if (now !== first) return now - first <= 50 && now > first ? usage : null;
+    }
+  } catch {}
+  return null;
 }
 
 function medianOf(xs: Float64Array): number {

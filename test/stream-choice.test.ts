@@ -5,7 +5,14 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import { init, KVCache } from '../src/index.js';
-import { CANDIDATES, MIN_TRIAL_BYTES, StreamChoice, streamChoice, TRIAL_STEPS } from '../src/stream-choice.js';
+import {
+  CANDIDATES,
+  MIN_TRIAL_BYTES,
+  StreamChoice,
+  streamChoice,
+  TRIAL_STEPS,
+  trialClock,
+} from '../src/stream-choice.js';
 import { type Cfg, expectBitIdentical, feed, ones, slice, stream } from './support/util.js';
 
 const TRIAL = CANDIDATES.length * TRIAL_STEPS;
@@ -49,6 +56,18 @@ describe('StreamChoice: the first decode steps of a size class go round the cand
       expect(choice.trialPath(bytes, StreamChoice.key(bytes, 4, 128))).toBe(CANDIDATES[0]);
     });
   }
+
+  it("times steps by this process's CPU time in Node, in milliseconds", () => {
+    const cpu0 = trialClock();
+    const wall0 = performance.now();
+    while (performance.now() - wall0 < 20) {}
+    const cpu = trialClock() - cpu0;
+    const wall = performance.now() - wall0;
+    // one thread spinning: at most the wall time, less when other processes took the core; V8's own
+    // background threads may add a little, hence the slack (a clock in µs would read 1,000× more)
+    expect(cpu).toBeGreaterThan(0);
+    expect(cpu).toBeLessThan(1.5 * wall + 2);
+  });
 
   it('K/V below MIN_TRIAL_BYTES never streams and is never tried', () => {
     const choice = new StreamChoice();
