@@ -40,7 +40,7 @@ export function attendQueries(
   setWeightsMode(false);
   const tileTokens = tokensPerTile();
   const kvHeads = kvHeadCount();
-  setStreaming(field(descriptor, STREAM) != 0 && tokens <= tileTokens);
+  setStreaming(tokens <= tileTokens ? field(descriptor, STREAM) : 0);
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) runTile(q, out, t0, count, firstPosition, g);

@@ -18,7 +18,8 @@
 //   9     ropeDims         0: no rotary
 //   10    ropeInterleaved  1: pairwise (GPT-J), 0: half-split (NeoX/Llama)
 //   11    ropeTable        address of the rope table (rope.ts)
-//   12    stream           1: decode-like calls touch their K/V lines ahead of the arithmetic (attend.ts)
+//   12    stream           0: none; n > 0: decode-like calls touch their K/V lines ahead of the arithmetic
+//                          in spans of n KiB of K and V together (attend/stream.ts)
 //   13    q                staging: [tokens][heads][headDim] f32 queries (rotated in place)
 //   14    k                staging: [tokens][kvHeads][headDim] f32 new keys (rotated in place)
 //   15    v                staging: new values, same shape

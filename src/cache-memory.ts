@@ -26,7 +26,7 @@ import { COUNT_BYTES, type PagePool } from './pages.js';
 import type { Run } from './persist.js';
 import { writeRopeTable } from './rope-scaling.js';
 import { type StagingLayout, stagingLayout } from './staging.js';
-import { StreamChoice, streamChoice } from './stream-choice.js';
+import { DEFAULT_SPAN_KIB, StreamChoice, streamChoice, trialClock } from './stream-choice.js';
 
 const {
   HEADS,
@@ -45,8 +45,8 @@ const {
 
 /**
  * Beyond this many bytes of K/V held (a whole cache's, every layer: a model's layers evict each other
- * between steps) decode streams, until this machine has measured both paths for the cache's size class
- * (stream-choice.ts): touching K/V lines ahead of the arithmetic pays once they come from DRAM, and costs
+ * between steps) decode streams in spans of DEFAULT_SPAN_KIB, until this machine has timed each candidate
+ * (no streaming and a few spans) for the cache's size class (stream-choice.ts): touching K/V lines ahead of the arithmetic pays once they come from DRAM, and costs
  * a little while they fit the last-level cache. Either way the bits are the same; the measurements behind
  * the figure are in docs/PERFORMANCE.md ("Facade and threads").
  */
@@ -318,13 +318,14 @@ export class CacheMemory {
     const bytes = this.#pageCount * this.pageBytes;
     const { kvHeads, headDim } = this.geometry;
     this.#streamKey = StreamChoice.key(bytes, kvHeads, headDim);
-    this.#setStream(streamChoice.flag(bytes, this.#streamKey, bytes > STREAM_BYTES ? 1 : 0));
+    this.#setStream(streamChoice.flag(bytes, this.#streamKey, bytes > STREAM_BYTES ? DEFAULT_SPAN_KIB : 0));
   }
 
   #streamKey = 0;
 
-  #setStream(flag: number): void {
-    this.instance.i32()[(this.#fixed >>> 2) + STREAM] = flag;
+  /** The descriptor's stream word: 0, or the touch-ahead span in KiB (workers read the same word). */
+  #setStream(word: number): void {
+    this.instance.i32()[(this.#fixed >>> 2) + STREAM] = word;
   }
 
   /**
@@ -574,7 +575,7 @@ export class CacheMemory {
     call[CALL.KEY_END] = keyEnd;
     call[CALL.CAUSAL] = causal;
     const work = this.#work(tokens, keyEnd);
-    // a decode step of a size class this machine has not measured yet runs timed, on each path in turn
+    // a decode step of a size class this machine has not measured yet runs timed, on each candidate in turn
     const path =
       tokens === 1 && entry !== 'append'
         ? streamChoice.trialPath(this.#pageCount * this.pageBytes, this.#streamKey)
@@ -585,13 +586,13 @@ export class CacheMemory {
     }
     const key = this.#streamKey;
     this.#setStream(path);
-    const t0 = performance.now();
+    const t0 = trialClock();
     try {
       this.instance.call(entry, call, this.#layout.scratchBytes, work);
     } finally {
       this.#updateStream();
     }
-    streamChoice.record(key, path, performance.now() - t0);
+    streamChoice.record(key, path, trialClock() - t0);
   }
 
   readonly #callWords: CallWords = new Int32Array(8);

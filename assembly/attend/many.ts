@@ -123,10 +123,10 @@ export function runItemPiece(items: usize, i: i32, piece: i32, scratch: usize, r
     setWeightsMode(false);
   }
   const tileTokens = tokensPerTile();
-  const streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
+  const span = tokens <= tileTokens ? field(descriptor, STREAM) : 0;
   const q = address(descriptor, Q);
   if (callClosed()) return; // the descriptor read may be a freed one's
-  setStreaming(streaming);
+  setStreaming(span);
   const kvHeads = kvHeadCount();
   // the last tiles first, as work.ts hands them out (the bits do not depend on the order)
   const t0 = (tiles - 1 - local / kvHeads) * tileTokens, g = local % kvHeads;
@@ -240,7 +240,7 @@ function runCascade(items: usize, i: i32, n: i32, g: i32, scratch: usize, result
     rows = addRows(rows, q, out, <usize>headDim << 2, 0, tokens, first, g);
   }
   setWeightsMode(false);
-  setStreaming(false);
+  setStreaming(0);
   resetChunk(rows);
   memory.fill(foldSeen, 0, <usize>rows << 2);
   planChunks(rows);

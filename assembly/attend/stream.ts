@@ -3,8 +3,9 @@
 // A decode step reads every cached K/V row once, with enough arithmetic per row that the loop keeps few
 // cache misses in flight. Touching each 64-byte line before computing on it issues those misses back to
 // back (wasm has no prefetch instruction), and touching in long spans of K then V lets the hardware
-// prefetchers follow. It pays only for K/V that does not stay cached, so the caller decides (the descriptor's
-// `stream` flag: it knows the cache's size), and only calls with one tile of queries per kv head use it
+// prefetchers follow. It pays only for K/V that does not stay cached, and how long a span pays depends on the
+// machine's caches, so the caller decides both (the descriptor's `stream` word: 0, or the span in KiB, which
+// the facade times on this machine), and only calls with one tile of queries per kv head use it
 // (decode-like: nothing is reused across tiles). What was measured, and what was tried and not kept:
 // docs/PERFORMANCE.md, "Kernel".
 
@@ -13,17 +14,18 @@ import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
 import { slotOf } from '../layout';
 
 export let streaming: bool = false;
+let touchBytes: i32 = 0; // K and V touched ahead in one span
 let touched: i32 = 0; // keeps the touching loads alive
 
 let walkEnd: i32 = 0;       // the walk in progress (walkTile) ends here,
 let walkSinkEnd: i32 = 0;   // its rows' sinks end here where a gap follows (never touched), else 0,
 export let touchedEnd: i32 = 0; // and its keys and values below this position are touched
-const TOUCH_BYTES: i32 = 512 << 10;
 
-/** Whether the call streams (the entry points decide). */
+/** The call's touch-ahead span in KiB, 0: it does not stream (the entry points decide). */
 // @ts-ignore: decorator
-@inline export function setStreaming(on: bool): void {
-  streaming = on;
+@inline export function setStreaming(spanKiB: i32): void {
+  streaming = spanKiB > 0;
+  touchBytes = min(spanKiB, 1 << 20) << 10; // at most 1 GiB: no i32 overflow from any word
 }
 
 /** A streaming walk of the tile's rows to `end` begins: nothing touched yet. */
@@ -41,11 +43,11 @@ const TOUCH_BYTES: i32 = 512 << 10;
 }
 
 /**
- * Touches the K rows, then the V rows, of the positions from `position` on, TOUCH_BYTES of K and V (at least a
+ * Touches the K rows, then the V rows, of the positions from `position` on, touchBytes of K and V (at least a
  * block), up to the end of the walk (or of its sinks, from inside them).
  */
 export function touchAhead(position: i32): void {
-  const span = max(BLOCK, (TOUCH_BYTES / (2 * <i32>keyRowBytes)) & ~(PAGE_ROWS - 1));
+  const span = max(BLOCK, (touchBytes / (2 * <i32>keyRowBytes)) & ~(PAGE_ROWS - 1));
   let stop = walkEnd - position <= span ? walkEnd : position + span; // no i32 overflow near the last position
   if (position < walkSinkEnd) stop = min(stop, walkSinkEnd);
   for (let kind = 0; kind < 2; kind++) {

@@ -18,7 +18,7 @@ export function attentionWeights(
 ): void {
   beginCall(descriptor, layer, end, isCausal, address(descriptor, SCRATCH));
   setWeightsMode(true);
-  setStreaming(false);
+  setStreaming(0);
   const tileTokens = tokensPerTile();
   const kvHeads = kvHeadCount();
   const weightRowBytes = <usize>keyCount << 2;

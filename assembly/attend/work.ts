@@ -130,10 +130,10 @@ export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   setWeightsMode(false);
   const q = address(descriptor, Q);
   const tileTokens = tokensPerTile();
-  const streaming = field(descriptor, STREAM) != 0 && tokens <= tileTokens;
+  const span = tokens <= tileTokens ? field(descriptor, STREAM) : 0;
   // the descriptor read may be a freed one's: the geometry that sizes this thread's writes is checked too
   if (callClosed()) return 0;
-  setStreaming(streaming);
+  setStreaming(span);
   if (chunkMode) {
     setChunkSinks(sinks);
     setChunkFirst(first);
