@@ -106,6 +106,8 @@ for (const [name, shape] of Object.entries(SHAPES).filter(([n]) => shapes.includ
     report(name, `prefill T=${T}`, caches, prefill);
   }
 }
+// the busy children would keep this process alive (they never end by themselves)
+for (const child of busy) child.kill();
 
 /** Times `call` on both caches, alternating which goes first; prints medians and the median ratio. */
 function report(
