@@ -231,6 +231,11 @@ export function loadGroupScales(scales: usize, n: i32): void {
   }
 }
 
+// Constants loaded where used (as int8.ts's): written as splats of immediates, V8 rebuilt each one on every
+// iteration of a loop (three instructions a mask, --print-wasm-code); a load folds into the instruction.
+const NIBBLES = memory.data<u8>([15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15], 16);
+const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
+
 // ---------------------------------------------------------------------------------------------- scores
 
 /** C of a short group (`count` values from q, natural order) with the key's codes from byte `k`. */
@@ -272,7 +277,9 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
  */
 // @ts-ignore: decorator
 @inline function groupLanes(qe: v128, qo: v128, q: usize, b: v128): v128 {
-  const lo = v128.and(b, i8x16.splat(15)), hi = i8x16.shr_u(b, 4);
+  // the high nibbles by a 16-bit shift and the mask: the bits a byte's shift would clear are masked anyway
+  const mask = v128.load(NIBBLES);
+  const lo = v128.and(b, mask), hi = v128.and(i16x8.shr_u(b, 4), mask);
   if (ASC_FEATURE_RELAXED_SIMD) {
     // pairs of products in i16 (|·| <= 2 · 127 · 15), both halves' added
     return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(qe, lo), i16x8.relaxed_dot_i8x16_i7x16_s(qo, hi));
@@ -297,11 +304,6 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
 @inline function quadSums(ab: v128, cd: v128): v128 {
   const x = i32x4.shuffle(ab, cd, 0, 1, 4, 5), y = i32x4.shuffle(ab, cd, 2, 3, 6, 7);
   return ASC_FEATURE_RELAXED_SIMD ? i32x4.extadd_pairwise_i16x8_s(i16x8.add(x, y)) : i32x4.add(x, y);
-}
-
-// @ts-ignore: decorator
-@inline function keySums(a: v128, b: v128, c: v128, d: v128): v128 {
-  return quadSums(pairSums(a, b), pairSums(c, d));
 }
 
 /** The short last group's C for four keys, as lanes (scalar sums: every build adds the same integers). */
@@ -338,20 +340,17 @@ function dots4I4<Rows>(ra: i32, rb: i32, keys: usize, rowBytes: usize, j: i32, t
       const qga = qa + (<usize>g << 5), qgb = qb + (<usize>g << 5), at = <usize>g << 4;
       const ea = v128.load(qga), oa = v128.load(qga, 16);
       const eb = v128.load(qgb), ob = v128.load(qgb, 16);
+      // keys 0 and 1, then 2 and 3, summed in pairs (each key's nibbles split once for both rows)
       let b = v128.load(k0 + at);
-      const a0 = groupLanes(ea, oa, qga, b);
-      const b0 = two ? groupLanes(eb, ob, qgb, b) : a0;
-      b = v128.load(k1 + at);
-      const a1 = groupLanes(ea, oa, qga, b);
-      const b1 = two ? groupLanes(eb, ob, qgb, b) : a1;
+      let c = v128.load(k1 + at);
+      const a01 = pairSums(groupLanes(ea, oa, qga, b), groupLanes(ea, oa, qga, c));
+      const b01 = two ? pairSums(groupLanes(eb, ob, qgb, b), groupLanes(eb, ob, qgb, c)) : a01;
       b = v128.load(k2 + at);
-      const a2 = groupLanes(ea, oa, qga, b);
-      const b2 = two ? groupLanes(eb, ob, qgb, b) : a2;
-      b = v128.load(k3 + at);
-      const a3 = groupLanes(ea, oa, qga, b);
-      const b3 = two ? groupLanes(eb, ob, qgb, b) : a3;
-      ta = addGroup(ta, keySums(a0, a1, a2, a3), g, j, sa);
-      if (two) tb = addGroup(tb, keySums(b0, b1, b2, b3), g, j, sb);
+      c = v128.load(k3 + at);
+      const a23 = pairSums(groupLanes(ea, oa, qga, b), groupLanes(ea, oa, qga, c));
+      const b23 = two ? pairSums(groupLanes(eb, ob, qgb, b), groupLanes(eb, ob, qgb, c)) : a23;
+      ta = addGroup(ta, quadSums(a01, a23), g, j, sa);
+      if (two) tb = addGroup(tb, quadSums(b01, b23), g, j, sb);
     }
     if (fullGroups < groups) {
       const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
@@ -385,9 +384,6 @@ export function scoresI4<Rows>(
 }
 
 // ---------------------------------------------------------------------------------------------- values
-
-// Splatted by one load each where used (as int8.ts's: V8 rebuilt a splatted constant on every iteration).
-const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
 
 /**
  * For each group g: rounds row r's block weights w_j = p_j · s_j (j in [from, to), every other weight 0)
@@ -583,7 +579,7 @@ export function accumulateI4<Rows>(
       // low nibble is an even column, its high one the odd column after it
       const x = v128.load8x8_u(v), y = v128.load8x8_u(v + step);
       const lo = i16x8.shuffle(x, y, 0, 8, 1, 9, 2, 10, 3, 11), hi = i16x8.shuffle(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
-      const nibble = i16x8.splat(15);
+      const nibble = v128.load(NIBBLES); // 15 in each byte: the high byte of a lane is 0 already
       const el = v128.and(lo, nibble), eh = v128.and(hi, nibble);
       const ol = i16x8.shr_u(lo, 4), oh = i16x8.shr_u(hi, 4);
       let w = v128.load32_splat(p);
