@@ -36,7 +36,7 @@
 // weight per key, as int8's do (test/dtypes.test.ts).
 
 import { INT4_GROUP, PAGE_ROWS, int4Groups } from './descriptor';
-import { pairCount, pairFirst, pairsFull, planPairs, transposeSumI32 } from './int8';
+import { pairCount, pairFirst, pairsFull, planPairs } from './int8';
 import { ROUNDING_MAGIC } from './math';
 
 /** Query rows are rounded to ±LEVELS (int8), a block's weights to ±WEIGHT_LEVELS (int16, as int8.ts's). */
@@ -49,7 +49,7 @@ const BOOST: f32 = 18446744073709551616.0; // 2^64
 //   queries [row][groups · 32] i8 · their group sums [row][groups] f32 · query scales [row] f32 ·
 //   the block's steps and least values [groups][PAGE_ROWS] f32 each · one f32 row for a query's rotation ·
 //   the block's weights [row][groups][PAGE_ROWS] i16 · their scales and least-value sums [row][groups] f32
-//   each · the products of a row's weights [PAGE_ROWS] f32
+//   each · the products of a row's weights [2][PAGE_ROWS] f32 (two groups)
 let queries: usize = 0;
 let querySums: usize = 0;
 let steps: usize = 0;
@@ -71,7 +71,7 @@ let fullGroups: i32 = 0; // groups of INT4_GROUP values
 export function int4ScratchBytes(rows: usize, dim: i32): usize {
   const g = <usize>int4Groups(dim);
   return rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
-    rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + (<usize>PAGE_ROWS << 2);
+    rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + (<usize>PAGE_ROWS << 3);
 }
 
 /** Places the working area at `at` (16-byte aligned; int4ScratchBytes bytes). */
@@ -231,6 +231,11 @@ export function loadGroupScales(scales: usize, n: i32): void {
   }
 }
 
+// Constants loaded where used (as int8.ts's): written as splats of immediates, V8 rebuilt each one on every
+// iteration of a loop (three instructions a mask, --print-wasm-code); a load folds into the instruction.
+const NIBBLES = memory.data<u8>([15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15], 16);
+const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
+
 // ---------------------------------------------------------------------------------------------- scores
 
 /** C of a short group (`count` values from q, natural order) with the key's codes from byte `k`. */
@@ -265,16 +270,40 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
   return t;
 }
 
-/** Σ Q·c of one whole group of a key, as an i32x4 whose lanes sum to it (q: the group's query, b: its 16 bytes). */
+/**
+ * Σ Q·c of one whole group of a key as lanes that sum to it (q: the group's query, b: its 16 bytes): on the
+ * relaxed-simd build eight i16 lanes (|·| <= 4 · 127 · 15 = 7,620, so four of them still add in i16), on the
+ * simd build four i32 lanes.
+ */
 // @ts-ignore: decorator
 @inline function groupLanes(qe: v128, qo: v128, q: usize, b: v128): v128 {
-  const lo = v128.and(b, i8x16.splat(15)), hi = i8x16.shr_u(b, 4);
+  // the high nibbles by a 16-bit shift and the mask: the bits a byte's shift would clear are masked anyway
+  const mask = v128.load(NIBBLES);
+  const lo = v128.and(b, mask), hi = v128.and(i16x8.shr_u(b, 4), mask);
   if (ASC_FEATURE_RELAXED_SIMD) {
-    // pairs of products in i16 (|·| <= 2 · 127 · 15), both halves' added (<= 7,620), then widened in pairs
-    return i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(qe, lo), i16x8.relaxed_dot_i8x16_i7x16_s(qo, hi)));
+    // pairs of products in i16 (|·| <= 2 · 127 · 15), both halves' added
+    return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(qe, lo), i16x8.relaxed_dot_i8x16_i7x16_s(qo, hi));
   }
   const a = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo), v128.load8x8_s(q)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo), v128.load8x8_s(q, 8)));
   return i32x4.add(a, i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi), v128.load8x8_s(q, 16)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi), v128.load8x8_s(q, 24))));
+}
+
+/**
+ * Lane i of the result: the sum of argument i's lanes of groupLanes, in two steps (pairSums of a, b and of
+ * c, d; then quadSums of the two), the unpacks of int8.ts transposeSumI32. The relaxed-simd build adds its
+ * i16 lanes four at a time in i16 (<= 4 · 7,620 = 30,480: exact) and widens once, instead of widening each
+ * key's lanes first.
+ */
+// @ts-ignore: decorator
+@inline function pairSums(a: v128, b: v128): v128 {
+  const x = i32x4.shuffle(a, b, 0, 4, 1, 5), y = i32x4.shuffle(a, b, 2, 6, 3, 7);
+  return ASC_FEATURE_RELAXED_SIMD ? i16x8.add(x, y) : i32x4.add(x, y);
+}
+
+// @ts-ignore: decorator
+@inline function quadSums(ab: v128, cd: v128): v128 {
+  const x = i32x4.shuffle(ab, cd, 0, 1, 4, 5), y = i32x4.shuffle(ab, cd, 2, 3, 6, 7);
+  return ASC_FEATURE_RELAXED_SIMD ? i32x4.extadd_pairwise_i16x8_s(i16x8.add(x, y)) : i32x4.add(x, y);
 }
 
 /** The short last group's C for four keys, as lanes (scalar sums: every build adds the same integers). */
@@ -292,40 +321,45 @@ function dotScalarI4(r: i32, k: usize, j: i32, headDim: i32): f32 {
 }
 
 /**
- * Rows ra and rb against four keys (lane j of the block on), stored at outA and outB; Rows: u64 for two
- * rows, u32 for ra alone (a type, so each case is compiled apart and keeps its registers).
+ * Rows ra and rb against the keys from lane j on, four at a time up to `to` (keys past `last` read as
+ * `last`), stored at outA and outB from lane j; Rows: u64 for two rows, u32 for ra alone (a type, so each
+ * case is compiled apart and keeps its registers). One call walks the block: a call per four keys cost
+ * its arguments and the reloading of the rows' addresses each time.
  */
-function dot2x4I4<Rows>(ra: i32, rb: i32, k0: usize, k1: usize, k2: usize, k3: usize, j: i32, headDim: i32, outA: usize, outB: usize): void {
+function dots4I4<Rows>(ra: i32, rb: i32, keys: usize, rowBytes: usize, j: i32, to: i32, last: i32, headDim: i32, outA: usize, outB: usize): void {
   const two = sizeof<Rows>() == 8;
   const qa = queryOf(ra), qb = queryOf(rb), sa = sumsOf(ra), sb = sumsOf(rb);
-  let ta = f32x4.splat(0);
-  let tb = ta;
-  for (let g = 0; g < fullGroups; g++) {
-    const qga = qa + (<usize>g << 5), qgb = qb + (<usize>g << 5), at = <usize>g << 4;
-    const ea = v128.load(qga), oa = v128.load(qga, 16);
-    const eb = v128.load(qgb), ob = v128.load(qgb, 16);
-    let b = v128.load(k0 + at);
-    const a0 = groupLanes(ea, oa, qga, b);
-    const b0 = two ? groupLanes(eb, ob, qgb, b) : a0;
-    b = v128.load(k1 + at);
-    const a1 = groupLanes(ea, oa, qga, b);
-    const b1 = two ? groupLanes(eb, ob, qgb, b) : a1;
-    b = v128.load(k2 + at);
-    const a2 = groupLanes(ea, oa, qga, b);
-    const b2 = two ? groupLanes(eb, ob, qgb, b) : a2;
-    b = v128.load(k3 + at);
-    const a3 = groupLanes(ea, oa, qga, b);
-    const b3 = two ? groupLanes(eb, ob, qgb, b) : a3;
-    ta = addGroup(ta, transposeSumI32(a0, a1, a2, a3), g, j, sa);
-    if (two) tb = addGroup(tb, transposeSumI32(b0, b1, b2, b3), g, j, sb);
+  for (; j < to; j += 4) {
+    const k0 = keys + <usize>j * rowBytes;
+    const k1 = keys + <usize>min(j + 1, last) * rowBytes;
+    const k2 = keys + <usize>min(j + 2, last) * rowBytes;
+    const k3 = keys + <usize>min(j + 3, last) * rowBytes;
+    let ta = f32x4.splat(0);
+    let tb = ta;
+    for (let g = 0; g < fullGroups; g++) {
+      const qga = qa + (<usize>g << 5), qgb = qb + (<usize>g << 5), at = <usize>g << 4;
+      const ea = v128.load(qga), oa = v128.load(qga, 16);
+      const eb = v128.load(qgb), ob = v128.load(qgb, 16);
+      // keys 0 and 1, then 2 and 3, summed in pairs (each key's nibbles split once for both rows)
+      let b = v128.load(k0 + at);
+      let c = v128.load(k1 + at);
+      const a01 = pairSums(groupLanes(ea, oa, qga, b), groupLanes(ea, oa, qga, c));
+      const b01 = two ? pairSums(groupLanes(eb, ob, qgb, b), groupLanes(eb, ob, qgb, c)) : a01;
+      b = v128.load(k2 + at);
+      c = v128.load(k3 + at);
+      const a23 = pairSums(groupLanes(ea, oa, qga, b), groupLanes(ea, oa, qga, c));
+      const b23 = two ? pairSums(groupLanes(eb, ob, qgb, b), groupLanes(eb, ob, qgb, c)) : a23;
+      ta = addGroup(ta, quadSums(a01, a23), g, j, sa);
+      if (two) tb = addGroup(tb, quadSums(b01, b23), g, j, sb);
+    }
+    if (fullGroups < groups) {
+      const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
+      ta = addGroup(ta, shortLanes(qa + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sa);
+      if (two) tb = addGroup(tb, shortLanes(qb + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sb);
+    }
+    v128.store(outA + (<usize>j << 2), ta);
+    if (two) v128.store(outB + (<usize>j << 2), tb);
   }
-  if (fullGroups < groups) {
-    const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
-    ta = addGroup(ta, shortLanes(qa + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sa);
-    if (two) tb = addGroup(tb, shortLanes(qb + (<usize>g << 5), k0, k1, k2, k3, at, count), g, j, sb);
-  }
-  v128.store(outA, ta);
-  if (two) v128.store(outB, tb);
 }
 
 /**
@@ -346,25 +380,10 @@ export function scoresI4<Rows>(
     }
     return;
   }
-  let j = from & ~3;
-  let k = keys + <usize>j * rowBytes;
-  for (; j < to && j + 3 <= last; j += 4) {
-    const at = <usize>j << 2;
-    dot2x4I4<Rows>(ra, rb, k, k + rowBytes, k + 2 * rowBytes, k + 3 * rowBytes, j, headDim, outA + at, outB + at);
-    k += rowBytes << 2;
-  }
-  if (j < to) {
-    const k1 = keys + <usize>min(j + 1, last) * rowBytes;
-    const k2 = keys + <usize>min(j + 2, last) * rowBytes;
-    const k3 = keys + <usize>min(j + 3, last) * rowBytes;
-    dot2x4I4<Rows>(ra, rb, k, k1, k2, k3, j, headDim, outA + (<usize>j << 2), outB + (<usize>j << 2));
-  }
+  dots4I4<Rows>(ra, rb, keys, rowBytes, from & ~3, to, last, headDim, outA, outB);
 }
 
 // ---------------------------------------------------------------------------------------------- values
-
-// Splatted by one load each where used (as int8.ts's: V8 rebuilt a splatted constant on every iteration).
-const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUNDING_MAGIC], 16);
 
 /**
  * For each group g: rounds row r's block weights w_j = p_j · s_j (j in [from, to), every other weight 0)
@@ -372,85 +391,141 @@ const ROUNDING_CONSTANTS = memory.data<f32>([WEIGHT_LEVELS, -WEIGHT_LEVELS, ROUN
  * quantizeWeights rounds int8's (NaN: the weights 0 and the scale NaN). The largest is the row's own over
  * the lanes it sees, so a row's weights never depend on which keys exist beyond them (a chunk's last block
  * holds fewer). And sums Z = Σ_j p_j · z_j in four partial sums over the groups of four that cover
- * [from, to) (the lanes outside adding +0), then (z0 + z1) + (z2 + z3), in every build.
+ * [from, to) (the lanes outside adding +0), then (z0 + z1) + (z2 + z3), in every build. The SIMD builds
+ * take two groups a pass (one load of the probabilities for both).
  */
 export function quantizeWeightsI4(r: i32, probs: usize, from: i32, to: i32): void {
+  if (ASC_FEATURE_SIMD) {
+    let g = 0;
+    for (; g + 1 < groups; g += 2) weighGroups<u64>(r, probs, from, to, g);
+    if (g < groups) weighGroups<u32>(r, probs, from, to, g);
+    return;
+  }
   const first = from & ~3, end = (to + 3) & ~3;
   for (let g = 0; g < groups; g++) {
-    const w = weightsOf(r, g), s = stepsOf(g), z = leastsOf(g);
-    let largest: f32 = 0, least: f32 = 0;
+    const s = stepsOf(g), z = leastsOf(g);
+    let largest: f32 = 0;
     let nan = false;
-    if (ASC_FEATURE_SIMD) {
-      const zero = i32x4.splat(0);
-      // the pair kernels read the weights of the lanes around [from, to) too: those are 0
-      for (let at = w; at < w + (<usize>PAGE_ROWS << 1); at += 16) v128.store(at, zero);
-      const lo = i32x4.splat(from), hi = i32x4.splat(to);
-      let m = zero, unordered = zero, sum = zero;
-      for (let j = first; j < end; j += 4) {
-        const at = <usize>j << 2;
-        const p = v128.load(probs + at);
-        let x = f32x4.mul(p, v128.load(s + at)), y = f32x4.mul(p, v128.load(z + at));
-        if (j < from || j + 4 > to) {
-          const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
-          const inside = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
-          x = v128.and(x, inside);
-          y = v128.and(y, inside);
-        }
-        v128.store(products + at, x);
-        m = f32x4.pmax(m, x);
-        unordered = v128.or(unordered, f32x4.ne(x, x));
-        sum = f32x4.add(sum, y);
-      }
-      largest = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-      nan = v128.any_true(unordered);
-      least = (f32x4.extract_lane(sum, 0) + f32x4.extract_lane(sum, 1)) + (f32x4.extract_lane(sum, 2) + f32x4.extract_lane(sum, 3));
-    } else {
-      memory.fill(w, 0, <usize>PAGE_ROWS << 1);
-      let z0: f32 = 0, z1: f32 = 0, z2: f32 = 0, z3: f32 = 0;
-      for (let j = first; j < end; j++) {
-        const at = <usize>j << 2;
-        const inside = j >= from && j < to;
-        const p = load<f32>(probs + at);
-        const x: f32 = inside ? p * load<f32>(s + at) : 0;
-        const y: f32 = inside ? p * load<f32>(z + at) : 0;
-        store<f32>(products + at, x);
-        largest = largest < x ? x : largest; // pmax: NaN is counted apart
-        nan = nan || x != x;
-        const k = j & 3;
-        if (k == 0) z0 += y;
-        else if (k == 1) z1 += y;
-        else if (k == 2) z2 += y;
-        else z3 += y;
-      }
-      least = (z0 + z1) + (z2 + z3);
+    let z0: f32 = 0, z1: f32 = 0, z2: f32 = 0, z3: f32 = 0;
+    for (let j = first; j < end; j++) {
+      const at = <usize>j << 2;
+      const inside = j >= from && j < to;
+      const p = load<f32>(probs + at);
+      const x: f32 = inside ? p * load<f32>(s + at) : 0;
+      const y: f32 = inside ? p * load<f32>(z + at) : 0;
+      store<f32>(products + at, x);
+      largest = largest < x ? x : largest; // pmax: NaN is counted apart
+      nan = nan || x != x;
+      const k = j & 3;
+      if (k == 0) z0 += y;
+      else if (k == 1) z1 += y;
+      else if (k == 2) z2 += y;
+      else z3 += y;
     }
-    const at = <usize>(r * groups + g) << 2;
-    store<f32>(leastSums + at, least);
-    if (nan) {
-      // the weights stay the zeros written above
-      store<f32>(weightScales + at, NaN);
-      continue;
+    roundWeights(r, g, products, largest, nan, (z0 + z1) + (z2 + z3), from, to);
+  }
+}
+
+/** The SIMD builds' first pass of quantizeWeightsI4 for groups g and g + 1 (Two: u64; u32: g alone). */
+function weighGroups<Two>(r: i32, probs: usize, from: i32, to: i32, g: i32): void {
+  const two = sizeof<Two>() == 8;
+  const first = from & ~3, end = (to + 3) & ~3;
+  const s0 = stepsOf(g), z0 = leastsOf(g), s1 = stepsOf(g + 1), z1 = leastsOf(g + 1);
+  const x1s = products + (<usize>PAGE_ROWS << 2);
+  const zero = i32x4.splat(0);
+  const lo = i32x4.splat(from), hi = i32x4.splat(to);
+  let m0 = zero, u0 = zero, sum0 = zero, m1 = zero, u1 = zero, sum1 = zero;
+  for (let j = first; j < end; j += 4) {
+    const at = <usize>j << 2;
+    const p = v128.load(probs + at);
+    let x0 = f32x4.mul(p, v128.load(s0 + at)), y0 = f32x4.mul(p, v128.load(z0 + at));
+    let x1 = x0, y1 = y0;
+    if (two) {
+      x1 = f32x4.mul(p, v128.load(s1 + at));
+      y1 = f32x4.mul(p, v128.load(z1 + at));
     }
-    const boost: f32 = largest < TINY ? BOOST : 1;
-    const inverse: f32 = largest > 0 ? WEIGHT_LEVELS / (largest * boost) : 0;
-    if (ASC_FEATURE_SIMD) {
-      const sv = f32x4.splat(inverse), lift = f32x4.splat(boost);
-      const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
-      const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
+    if (j < from || j + 4 > to) {
+      const lane = i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3));
+      const inside = v128.and(i32x4.ge_s(lane, lo), i32x4.lt_s(lane, hi));
+      x0 = v128.and(x0, inside);
+      y0 = v128.and(y0, inside);
+      x1 = v128.and(x1, inside);
+      y1 = v128.and(y1, inside);
+    }
+    v128.store(products + at, x0);
+    m0 = f32x4.pmax(m0, x0);
+    u0 = v128.or(u0, f32x4.ne(x0, x0));
+    sum0 = f32x4.add(sum0, y0);
+    if (two) {
+      v128.store(x1s + at, x1);
+      m1 = f32x4.pmax(m1, x1);
+      u1 = v128.or(u1, f32x4.ne(x1, x1));
+      sum1 = f32x4.add(sum1, y1);
+    }
+  }
+  roundWeights(r, g, products, largestOf(m0), v128.any_true(u0), laneSum(sum0), from, to);
+  if (two) roundWeights(r, g + 1, x1s, largestOf(m1), v128.any_true(u1), laneSum(sum1), from, to);
+}
+
+// @ts-ignore: decorator
+@inline function largestOf(m: v128): f32 {
+  return max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+}
+
+// @ts-ignore: decorator
+@inline function laneSum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/**
+ * Row r's weights of group g from its products w_j (at `x`, lanes [from & ~3, (to + 3) & ~3), 0 outside
+ * [from, to)), their largest, whether one is NaN, and Z: the int16 weights, their scale and Z recorded.
+ */
+function roundWeights(r: i32, g: i32, x: usize, largest: f32, nan: bool, least: f32, from: i32, to: i32): void {
+  const first = from & ~3, end = (to + 3) & ~3;
+  const w = weightsOf(r, g);
+  const at = <usize>(r * groups + g) << 2;
+  store<f32>(leastSums + at, least);
+  // the pair kernels read the weights of the lanes around [from, to) too: those are 0
+  if (ASC_FEATURE_SIMD) {
+    for (let j = 0; j < first; j += 4) store<u64>(w + (<usize>j << 1), 0);
+    for (let j = end; j < PAGE_ROWS; j += 4) store<u64>(w + (<usize>j << 1), 0);
+  } else {
+    memory.fill(w, 0, <usize>PAGE_ROWS << 1);
+  }
+  if (nan) {
+    if (ASC_FEATURE_SIMD) for (let j = first; j < end; j += 4) store<u64>(w + (<usize>j << 1), 0);
+    store<f32>(weightScales + at, NaN);
+    return;
+  }
+  const boost: f32 = largest < TINY ? BOOST : 1;
+  const inverse: f32 = largest > 0 ? WEIGHT_LEVELS / (largest * boost) : 0;
+  if (ASC_FEATURE_SIMD) {
+    const sv = f32x4.splat(inverse), lift = f32x4.splat(boost);
+    const top = v128.load32_splat(ROUNDING_CONSTANTS), bottom = v128.load32_splat(ROUNDING_CONSTANTS, 4);
+    const magic = v128.load32_splat(ROUNDING_CONSTANTS, 8);
+    // x · 1 is x: the lift is multiplied in only when it is not 1 (the same bits either way)
+    if (boost == 1) {
       for (let j = first; j < end; j += 4) {
-        const t = f32x4.pmin(f32x4.pmax(f32x4.mul(f32x4.mul(v128.load(products + (<usize>j << 2)), lift), sv), bottom), top);
+        const t = f32x4.pmin(f32x4.pmax(f32x4.mul(v128.load(x + (<usize>j << 2)), sv), bottom), top);
         const n = i32x4.sub(f32x4.add(t, magic), magic); // round(t), as an integer
         v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
       }
     } else {
-      for (let j = from; j < to; j++) {
-        const y = min<f32>(WEIGHT_LEVELS, max<f32>(-WEIGHT_LEVELS, nearest<f32>(load<f32>(products + (<usize>j << 2)) * boost * inverse)));
-        store<i16>(w + (<usize>j << 1), <i16>(y == y ? <i32>y : 0));
+      for (let j = first; j < end; j += 4) {
+        const t = f32x4.pmin(f32x4.pmax(f32x4.mul(f32x4.mul(v128.load(x + (<usize>j << 2)), lift), sv), bottom), top);
+        const n = i32x4.sub(f32x4.add(t, magic), magic);
+        v128.store64_lane(w + (<usize>j << 1), i16x8.narrow_i32x4_s(n, n), 0);
       }
     }
-    // a block with no weight (all underflowed) adds +0 in every build
-    store<f32>(weightScales + at, largest > 0 ? largest * boost / WEIGHT_LEVELS / boost : 0);
+  } else {
+    for (let j = from; j < to; j++) {
+      const y = min<f32>(WEIGHT_LEVELS, max<f32>(-WEIGHT_LEVELS, nearest<f32>(load<f32>(x + (<usize>j << 2)) * boost * inverse)));
+      store<i16>(w + (<usize>j << 1), <i16>(y == y ? <i32>y : 0));
+    }
   }
+  // a block with no weight (all underflowed) adds +0 in every build
+  store<f32>(weightScales + at, largest > 0 ? largest * boost / WEIGHT_LEVELS / boost : 0);
 }
 
 /** acc[c] = acc[c] + (f32(sums) · scale + least) for the four columns at `at`. */
@@ -500,10 +575,13 @@ export function accumulateI4<Rows>(
     let p = wa + (<usize>first << 1);
     for (let i = 0; i < pairs; i++) {
       const step = i < full ? rowBytes : lastStep;
-      const x = i8x16.shuffle(v128.load64_zero(v), v128.load64_zero(v + step), 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-      const even = v128.and(x, i8x16.splat(15)), odd = i8x16.shr_u(x, 4);
-      const el = i16x8.extend_low_i8x16_u(even), eh = i16x8.extend_high_i8x16_u(even);
-      const ol = i16x8.extend_low_i8x16_u(odd), oh = i16x8.extend_high_i8x16_u(odd);
+      // the pair's bytes widened to i16 and interleaved (lanes: byte k of row j, of row j + 1); a byte's
+      // low nibble is an even column, its high one the odd column after it
+      const x = v128.load8x8_u(v), y = v128.load8x8_u(v + step);
+      const lo = i16x8.shuffle(x, y, 0, 8, 1, 9, 2, 10, 3, 11), hi = i16x8.shuffle(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
+      const nibble = v128.load(NIBBLES); // 15 in each byte: the high byte of a lane is 0 already
+      const el = v128.and(lo, nibble), eh = v128.and(hi, nibble);
+      const ol = i16x8.shr_u(lo, 4), oh = i16x8.shr_u(hi, 4);
       let w = v128.load32_splat(p);
       e0 = i32x4.add(e0, i32x4.dot_i16x8_s(el, w)); e1 = i32x4.add(e1, i32x4.dot_i16x8_s(eh, w));
       o0 = i32x4.add(o0, i32x4.dot_i16x8_s(ol, w)); o1 = i32x4.add(o1, i32x4.dot_i16x8_s(oh, w));

@@ -175,11 +175,14 @@ export async function timeIt(fn, before, o) {
  * A KVCache holding the given past K/V, head-major [kvHeads][L][headDim] (ORT's BNSH layout), stored with
  * KVCache.append (which takes token-major rows), so a decode benchmark needs no O(L²) prefill.
  * @param {any} pkg @param {Shape} s @param {string} dtype @param {number} maxTokens
- * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L
+ * @param {Float32Array} pastK @param {Float32Array} pastV @param {number} L @param {number} [layers] layers of the cache, each filled alike
  */
-export function filledCache(pkg, s, dtype, maxTokens, pastK, pastV, L) {
-  const cache = new pkg.KVCache({ heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype });
-  cache.append(0, tokenMajor(s, pastK, L), tokenMajor(s, pastV, L));
+export function filledCache(pkg, s, dtype, maxTokens, pastK, pastV, L, layers = 1) {
+  const cache = new pkg.KVCache({ layers, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, maxTokens, dtype });
+  const k = tokenMajor(s, pastK, L),
+    v = tokenMajor(s, pastV, L);
+  // every layer its own pages (the same rows: what a step reads is where they lie, not what they hold)
+  for (let layer = 0; layer < layers; layer++) cache.append(layer, k, v);
   return cache;
 }
 
