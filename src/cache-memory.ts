@@ -587,12 +587,15 @@ export class CacheMemory {
     const key = this.#streamKey;
     this.#setStream(path);
     const t0 = trialClock();
+    let ran = false;
     try {
       this.instance.call(entry, call, this.#layout.scratchBytes, work);
+      ran = true;
     } finally {
+      // recorded first, so the step that decides leaves this cache on the class's choice
+      if (ran) streamChoice.record(key, path, trialClock() - t0);
       this.#updateStream();
     }
-    streamChoice.record(key, path, trialClock() - t0);
   }
 
   readonly #callWords: CallWords = new Int32Array(8);

@@ -20,6 +20,12 @@ export const CANDIDATES: readonly number[] = [0, 128, 512, 2048];
 export const DEFAULT_SPAN_KIB = 512;
 /** Timed decode steps per candidate before a size class decides (CANDIDATES.length × this in all). */
 export const TRIAL_STEPS = 5;
+/**
+ * Untimed decode steps of a decided class before it is tried again: what is fastest moves with what else
+ * the machine runs (a trial under a passing load can pick a span that costs 10–20% once it is gone), and a
+ * trial costs a few steps' time, so trying again every this many steps costs well under 1%.
+ */
+export const RETRY_STEPS = 4096;
 /** K/V held below this never streams and is never tried. */
 export const MIN_TRIAL_BYTES = 4 << 20;
 
@@ -31,6 +37,10 @@ interface Trial {
   steps: number;
   /** −1 while trying; then the stream word kept */
   choice: number;
+  /** the word of the trial before (−1 before the first): what runs untimed while the class tries again */
+  before: number;
+  /** untimed steps since the class decided */
+  since: number;
 }
 
 /** The stream word of each (geometry, size class), found by timing the candidates on its first decode steps. */
@@ -51,7 +61,9 @@ export class StreamChoice {
     if (this.#forced >= 0) return this.#forced;
     if (bytes < MIN_TRIAL_BYTES) return 0;
     const trial = this.#trials.get(key);
-    return trial && trial.choice >= 0 ? trial.choice : fallback;
+    if (!trial) return fallback;
+    if (trial.choice >= 0) return trial.choice;
+    return trial.before >= 0 ? trial.before : fallback;
   }
 
   /**
@@ -63,10 +75,26 @@ export class StreamChoice {
     let trial = this.#trials.get(key);
     if (!trial) {
       const n = CANDIDATES.length;
-      trial = { times: new Float64Array(n * TRIAL_STEPS), counts: new Int32Array(n), steps: 0, choice: -1 };
+      trial = {
+        times: new Float64Array(n * TRIAL_STEPS),
+        counts: new Int32Array(n),
+        steps: 0,
+        choice: -1,
+        before: -1,
+        since: 0,
+      };
       this.#trials.set(key, trial);
     }
-    return trial.choice >= 0 ? -1 : CANDIDATES[trial.steps % CANDIDATES.length];
+    if (trial.choice >= 0) {
+      if (++trial.since < RETRY_STEPS) return -1;
+      // try the candidates again, the choice still running untimed meanwhile
+      trial.before = trial.choice;
+      trial.choice = -1;
+      trial.steps = 0;
+      trial.since = 0;
+      trial.counts.fill(0);
+    }
+    return CANDIDATES[trial.steps % CANDIDATES.length];
   }
 
   /** Records a timed step of class `key` with stream word `path`; the class decides after TRIAL_STEPS of each. */

@@ -8,6 +8,7 @@ import { init, KVCache } from '../src/index.js';
 import {
   CANDIDATES,
   MIN_TRIAL_BYTES,
+  RETRY_STEPS,
   StreamChoice,
   streamChoice,
   TRIAL_STEPS,
@@ -56,6 +57,29 @@ describe('StreamChoice: the first decode steps of a size class go round the cand
       expect(choice.trialPath(bytes, StreamChoice.key(bytes, 4, 128))).toBe(CANDIDATES[0]);
     });
   }
+
+  it('tries again after RETRY_STEPS untimed steps, running its choice meanwhile, and may then change it', () => {
+    const choice = new StreamChoice();
+    /** `steps` timed steps of a trial in which `fastest` has the lowest times. */
+    const trial = (fastest: number, steps = TRIAL) => {
+      for (let i = 0; i < steps; i++) {
+        const path = choice.trialPath(bytes, key);
+        expect(path, 'a timed step').toBeGreaterThanOrEqual(0);
+        choice.record(key, path, path === fastest ? 1 : 2);
+      }
+    };
+    trial(128);
+    expect(choice.choice(key)).toBe(128);
+    for (let i = 1; i < RETRY_STEPS; i++) expect(choice.trialPath(bytes, key), 'untimed while decided').toBe(-1);
+    // the machine changed: the next step begins a new trial, round-robin from the first candidate again
+    expect(choice.trialPath(bytes, key)).toBe(CANDIDATES[0]);
+    expect(choice.choice(key), 'trying again').toBe(-1);
+    expect(choice.flag(bytes, key, 512), 'the old choice where a step is not timed').toBe(128);
+    choice.record(key, CANDIDATES[0], 1);
+    trial(0, TRIAL - 1); // the rest of the new trial: no streaming now the fastest
+    expect(choice.choice(key)).toBe(0);
+    expect(choice.flag(bytes, key, 512)).toBe(0);
+  });
 
   it("times steps by this process's CPU time in Node, in milliseconds", () => {
     const cpu0 = trialClock();
