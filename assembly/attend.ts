@@ -26,8 +26,8 @@
 
 import { beginCall, kvHeadCount, setWeightsMode, tokensPerTile } from './attend/call';
 import { runTile } from './attend/chunks';
-import { setStreaming } from './attend/stream';
-import { SCRATCH, STREAM, address, field } from './descriptor';
+import { setStreaming, spanOf } from './attend/stream';
+import { SCRATCH, address } from './descriptor';
 
 /**
  * Attention of `tokens` queries (at positions firstPosition …) over the keys of one layer, on the calling
@@ -40,7 +40,7 @@ export function attendQueries(
   setWeightsMode(false);
   const tileTokens = tokensPerTile();
   const kvHeads = kvHeadCount();
-  setStreaming(tokens <= tileTokens ? field(descriptor, STREAM) : 0);
+  setStreaming(spanOf(descriptor, tokens));
   for (let t0 = 0; t0 < tokens; t0 += tileTokens) {
     const count = min(tileTokens, tokens - t0);
     for (let g = 0; g < kvHeads; g++) runTile(q, out, t0, count, firstPosition, g);

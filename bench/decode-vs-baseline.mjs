@@ -17,7 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs, median } from '../test/support/scripts.mjs';
 import { Rng } from '../test/support/rng.js';
-import { SHAPES, workloadData, filledCache, flopsOf, bytesOf } from './suite.mjs';
+import { SHAPES, workloadData, filledCache, flopsOf, bytesOf, interleave } from './suite.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { measureLimits, bestLimits } from './limits/limits.mjs';
 
@@ -205,7 +205,14 @@ async function runChild(/** @type {string} */ build) {
           cache.truncate(L);
         };
       });
-      rows.push({ build, shape, kind: 'decode', n: L, ...interleave(steps), identical: sameBits(steps, q.length) });
+      rows.push({
+        build,
+        shape,
+        kind: 'decode',
+        n: L,
+        ...baseAgainstThis(steps),
+        identical: sameBits(steps, q.length),
+      });
     }
     for (const L of list(opts.inCache).map(Number)) {
       const one = { ...s, heads: s.heads / s.kvHeads, kvHeads: 1 };
@@ -226,7 +233,14 @@ async function runChild(/** @type {string} */ build) {
           cache.truncate(L);
         };
       });
-      rows.push({ build, shape, kind: 'in-cache', n: L, ...interleave(steps), identical: sameBits(steps, q.length) });
+      rows.push({
+        build,
+        shape,
+        kind: 'in-cache',
+        n: L,
+        ...baseAgainstThis(steps),
+        identical: sameBits(steps, q.length),
+      });
     }
     for (const T of list(opts.prefill).map(Number)) {
       const { q, k, v } = workloadData(shape, 'prefill', T);
@@ -245,7 +259,14 @@ async function runChild(/** @type {string} */ build) {
           cache.truncate(0);
         };
       });
-      rows.push({ build, shape, kind: 'prefill', n: T, ...interleave(steps), identical: sameBits(steps, q.length) });
+      rows.push({
+        build,
+        shape,
+        kind: 'prefill',
+        n: T,
+        ...baseAgainstThis(steps),
+        identical: sameBits(steps, q.length),
+      });
     }
     console.error(`  ${build} ${shape} done`);
   }
@@ -266,32 +287,11 @@ function sameBitsOf(steps, length) {
 }
 
 /**
- * Rounds of [baseline batch, this batch] (order alternating), each batch `calls` calls sized to take
- * about opts.batchMs; returns the median over rounds of each variant's per-call time.
+ * The baseline's step against this checkout's, interleaved (suite.mjs); medians over rounds of each one's
+ * per-call time.
  * @param {((out?: Float32Array) => void)[]} steps baseline, this
  */
-function interleave(steps) {
-  const calls = steps.map((step) => {
-    for (let i = 0; i < 3; i++) step();
-    const t0 = performance.now();
-    step();
-    return Math.max(1, Math.round(opts.batchMs / Math.max(performance.now() - t0, 1e-3)));
-  });
-  const n = Math.max(...calls);
-  /** @type {number[][]} */
-  const wall = [[], []];
-  /** @type {number[][]} */
-  const cpu = [[], []];
-  for (let round = 0; round < opts.rounds; round++) {
-    const order = round % 2 ? [1, 0] : [0, 1];
-    for (const which of order) {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) steps[which]();
-      wall[which].push((performance.now() - t0) / n);
-      const c = process.cpuUsage(c0);
-      cpu[which].push((c.user + c.system) / 1000 / n);
-    }
-  }
+function baseAgainstThis(steps) {
+  const { wall, cpu } = interleave(steps, { rounds: opts.rounds, batchMs: opts.batchMs });
   return { baseMs: median(wall[0]), thisMs: median(wall[1]), baseCpuMs: median(cpu[0]), thisCpuMs: median(cpu[1]) };
 }

@@ -17,7 +17,7 @@
 
 import { availableParallelism, loadavg } from 'node:os';
 import { fmtX, median, parseArgs, quantile } from '../test/support/scripts.mjs';
-import { filledCache, SHAPES, workloadData } from './suite.mjs';
+import { filledCache, interleave, SHAPES, workloadData } from './suite.mjs';
 
 const opts = parseArgs(process.argv.slice(2), {
   shapes: 'gpt2,llama',
@@ -116,7 +116,10 @@ for (const shapeName of list(opts.shapes)) {
       picks.push(replay.choice(key));
     }
 
-    const { wall, cpu } = interleave(step, CANDIDATES);
+    const { wall, cpu } = interleave(
+      CANDIDATES.map(() => step),
+      { rounds: opts.rounds, batchMs: opts.batchMs, enter: (i) => streamChoice.force(CANDIDATES[i]) },
+    );
     streamChoice.force(-1);
     cache.dispose();
     const fixed = CANDIDATES.indexOf(FIXED);
@@ -152,34 +155,3 @@ console.log(
     .map((x) => x.toFixed(2))
     .join(' ')}`,
 );
-
-/**
- * Rounds of one batch per stream word (order rotating), each batch sized to take about opts.batchMs; per
- * word the per-call wall and CPU time of each round.
- * @param {() => void} step @param {readonly number[]} words
- */
-function interleave(step, words) {
-  const calls = words.map((word) => {
-    streamChoice.force(word);
-    for (let i = 0; i < 2; i++) step();
-    const t0 = performance.now();
-    step();
-    return Math.max(1, Math.round(opts.batchMs / Math.max(performance.now() - t0, 1e-3)));
-  });
-  const n = Math.max(...calls);
-  const wall = words.map(() => /** @type {number[]} */ ([]));
-  const cpu = words.map(() => /** @type {number[]} */ ([]));
-  for (let round = 0; round < opts.rounds; round++) {
-    for (let j = 0; j < words.length; j++) {
-      const i = (round + j) % words.length;
-      streamChoice.force(words[i]);
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      for (let c = 0; c < n; c++) step();
-      wall[i].push((performance.now() - t0) / n);
-      const c = process.cpuUsage(c0);
-      cpu[i].push((c.user + c.system) / 1000 / n);
-    }
-  }
-  return { wall, cpu };
-}

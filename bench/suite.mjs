@@ -168,6 +168,41 @@ export async function timeIt(fn, before, o) {
   return { medianMs: median(times), minMs: Math.min(...times), reps: times.length };
 }
 
+/**
+ * Variants timed against each other in one process: rounds of one batch of each, the order rotating every
+ * round, so that a busy machine slows each alike. A batch is as many calls as the slowest variant makes in
+ * about `batchMs` (the same count for all); `enter(i)` runs untimed before variant i's calls (warm-up and
+ * batches). Returns each variant's per-call times, one per round, by the wall clock and by the process's
+ * CPU time, in ms.
+ * @param {(() => void)[]} steps one call of each variant
+ * @param {{ rounds: number, batchMs: number, enter?: (variant: number) => void }} o
+ */
+export function interleave(steps, { rounds, batchMs, enter = () => {} }) {
+  const calls = steps.map((step, i) => {
+    enter(i);
+    for (let w = 0; w < 3; w++) step();
+    const t0 = performance.now();
+    step();
+    return Math.max(1, Math.round(batchMs / Math.max(performance.now() - t0, 1e-3)));
+  });
+  const n = Math.max(...calls);
+  const wall = steps.map(() => /** @type {number[]} */ ([]));
+  const cpu = steps.map(() => /** @type {number[]} */ ([]));
+  for (let round = 0; round < rounds; round++) {
+    for (let j = 0; j < steps.length; j++) {
+      const i = (round + j) % steps.length;
+      enter(i);
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      for (let c = 0; c < n; c++) steps[i]();
+      wall[i].push((performance.now() - t0) / n);
+      const c = process.cpuUsage(c0);
+      cpu[i].push((c.user + c.system) / 1000 / n);
+    }
+  }
+  return { wall, cpu };
+}
+
 // ---------------------------------------------------------------------------------------------
 // wasm-attention: a cache holding L tokens without attending them in (KVCache.append)
 

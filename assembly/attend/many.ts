@@ -13,9 +13,9 @@ import {
 } from './call';
 import { foldRow, planChunks, runTile } from './chunks';
 import { resetChunk } from './softmax';
-import { setStreaming } from './stream';
+import { setStreaming, spanOf } from './stream';
 import { addRows, chunkCount, chunkFirst, chunkSinks, walkRows, writeOut } from './tile';
-import { HEADS, HEAD_DIM, OUT, Q, STREAM, address, field } from '../descriptor';
+import { HEADS, HEAD_DIM, OUT, Q, address, field } from '../descriptor';
 import {
   ITEMS, ITEM_CASCADE, ITEM_COUNT, ITEM_DESCRIPTOR, ITEM_FIRST_PIECE, ITEM_FIRST_POSITION, ITEM_LAYER, ITEM_RESULT,
   ITEM_SHARED_END, ITEM_TILES, ITEM_TOKENS, ITEM_WORDS, PIECES, SCRATCH_BASE, SCRATCH_STRIDE, claimFree, jobWord,
@@ -123,7 +123,7 @@ export function runItemPiece(items: usize, i: i32, piece: i32, scratch: usize, r
     setWeightsMode(false);
   }
   const tileTokens = tokensPerTile();
-  const span = tokens <= tileTokens ? field(descriptor, STREAM) : 0;
+  const span = spanOf(descriptor, tokens);
   const q = address(descriptor, Q);
   if (callClosed()) return; // the descriptor read may be a freed one's
   setStreaming(span);

@@ -9,8 +9,20 @@
 // (decode-like: nothing is reused across tiles). What was measured, and what was tried and not kept:
 // docs/PERFORMANCE.md, "Kernel".
 
-import { BLOCK, getI32, keyRowBytes, keyTable, ring, rowFirst, rowLast, rowSinkEnd, sinks, valueTable } from './call';
-import { PAGE_ROWS, PAGE_SHIFT } from '../descriptor';
+import {
+  BLOCK,
+  getI32,
+  keyRowBytes,
+  keyTable,
+  ring,
+  rowFirst,
+  rowLast,
+  rowSinkEnd,
+  sinks,
+  tokensPerTile,
+  valueTable,
+} from './call';
+import { PAGE_ROWS, PAGE_SHIFT, STREAM, field } from '../descriptor';
 import { slotOf } from '../layout';
 
 export let streaming: bool = false;
@@ -21,7 +33,16 @@ let walkEnd: i32 = 0;       // the walk in progress (walkTile) ends here,
 let walkSinkEnd: i32 = 0;   // its rows' sinks end here where a gap follows (never touched), else 0,
 export let touchedEnd: i32 = 0; // and its keys and values below this position are touched
 
-/** The call's touch-ahead span in KiB, 0: it does not stream (the entry points decide). */
+/**
+ * The touch-ahead span in KiB for a call of `tokens` tokens, after beginCall: the descriptor's `stream` word
+ * when the call has one tile of queries per kv head (decode-like), else 0.
+ */
+// @ts-ignore: decorator
+@inline export function spanOf(descriptor: usize, tokens: i32): i32 {
+  return tokens <= tokensPerTile() ? field(descriptor, STREAM) : 0;
+}
+
+/** The call's touch-ahead span in KiB, 0: it does not stream (spanOf gives the entry points' value). */
 // @ts-ignore: decorator
 @inline export function setStreaming(spanKiB: i32): void {
   streaming = spanKiB > 0;

@@ -13,13 +13,13 @@ import {
   accOf, accStride, beginCall, getI32, group, headDim, heads, kvHeadCount, rowMax, rowSeen, rowSum, selectHead, foldSeen,
   setWeightsMode, tokensPerTile,
 } from './call';
-import { OUT, Q, STREAM, address, field } from '../descriptor';
+import { OUT, Q, address } from '../descriptor';
 import {
   BATCH_MODE, CAUSAL, CHUNK_COUNT, CHUNK_FIRST, CHUNK_MODE, CHUNK_SINKS, DESCRIPTOR, EPOCH, FIRST_POSITION, KEY_END, LAYER,
   MODE, OPEN, PARTIAL_NEEDED, PIECES, RESULTS, RESULT_BYTES, ROWS, SCRATCH_BASE, SCRATCH_STRIDE, STOP_AND_EXIT,
   STOP_TEST, RESULT_NEEDED, TILE_MODE, TOKENS, claimFree, jobWord, nextPiece, publish, publisher, setJobWord, takeOver,
 } from '../job';
-import { setStreaming } from './stream';
+import { setStreaming, spanOf } from './stream';
 import { finishItems, workItems } from './many';
 import { foldRow, planChunks, runTile } from './chunks';
 import {
@@ -129,8 +129,7 @@ export function workPieces(job: usize, thread: i32, adopt: bool): i32 {
   beginJob(job, descriptor, scratch);
   setWeightsMode(false);
   const q = address(descriptor, Q);
-  const tileTokens = tokensPerTile();
-  const span = tokens <= tileTokens ? field(descriptor, STREAM) : 0;
+  const span = spanOf(descriptor, tokens);
   // the descriptor read may be a freed one's: the geometry that sizes this thread's writes is checked too
   if (callClosed()) return 0;
   setStreaming(span);
