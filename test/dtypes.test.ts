@@ -175,13 +175,14 @@ withEachBuild('bfloat16 and int4', (build, make) => {
 /** int4's mean error budget on unit-variance data (the test argues it). */
 const INT4_MEAN = 0.025;
 
-describe('bfloat16 and int4: the scalar and simd builds give the same bits', () => {
-  // bfloat16 widens exactly as it loads and runs the float32 kernels' twins; int4 sums exact integers (codes
-  // times int8 queries, int16 weights times codes) and then does the same float operations in every build.
-  // Both keep scalar == simd (relaxed-simd differs only where its exp fuses).
+describe('int8, bfloat16 and int4: the scalar and simd builds give the same bits', () => {
+  // int8 and int4 sum exact integers (codes times int8 queries, int16 weights times codes), so the scalar
+  // build's plain loops and the simd build's lanes, pairs of keys and pairs of rows reach the same integers,
+  // and the float steps after them are the same operations in every build; bfloat16 widens exactly as it
+  // loads and runs the float32 kernels' twins. (relaxed-simd differs only where its exp fuses.)
   const make = cachesDisposedAfterEach();
   it('GQA, odd head sizes, a window that wraps with sinks, rope, softcap: prefill then decode steps', async () => {
-    for (const dtype of ['bfloat16', 'int4'] as const) {
+    for (const dtype of ['int8', 'bfloat16', 'int4'] as const) {
       for (const cfg of [
         { heads: 8, kvHeads: 2, headDim: 64, maxTokens: 200, dtype },
         { heads: 3, kvHeads: 1, headDim: 13, maxTokens: 100, dtype, softcap: 4 },
