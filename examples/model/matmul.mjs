@@ -135,15 +135,20 @@ function wasmKernels(memory, kernels, usage) {
   };
 
   /**
-   * Copies W [m][n] in row by row, each row padded with zeros to a multiple of 4 numbers.
+   * Copies W [m][n] in as the kernel reads it: rows in groups of four, interleaved by fours of inputs
+   * (wasm/matmul.ts), inputs padded with zeros to a multiple of 4 and the last group with rows of zeros.
    * @param {Float32Array} W @param {number} n @param {number} m
    */
   const placeWeights = (W, n, m) => {
     const n4 = roundUp4(n);
-    const at = alloc(m * n4 * 4);
+    const at = alloc(roundUp4(m) * n4 * 4);
     const f32 = view();
-    if (n4 === n) f32.set(W.subarray(0, m * n), at / 4);
-    else for (let o = 0; o < m; o++) f32.set(W.subarray(o * n, o * n + n), at / 4 + o * n4);
+    f32.fill(0, at / 4, at / 4 + roundUp4(m) * n4);
+    for (let o = 0; o < m; o++) {
+      // row o is row o % 4 of group o >> 2: its quad q at 16 numbers per quad, 4 numbers per row
+      const base = at / 4 + (o >> 2) * 4 * n4 + (o % 4) * 4;
+      for (let i = 0; i < n; i++) f32[base + (i >> 2) * 16 + (i & 3)] = W[o * n + i];
+    }
     return at;
   };
   /** @param {Float32Array} array @param {() => number} place */

@@ -7,11 +7,14 @@
 //
 // Memory (imported, so the JavaScript side can give it a maximum) is laid out by the JavaScript side
 // (examples/model/matmul.mjs); all pointers are byte offsets:
-//   w     [m][n4] f32 row-major, each row padded with zeros to n4 (n rounded up to a multiple of 4)
+//   w     rows in groups of four, interleaved by fours of inputs: group g holds, for each quad q of
+//         inputs, W[4g][4q … 4q+3], W[4g+1][…], W[4g+2][…], W[4g+3][…] (64 bytes), so one pointer and
+//         constant offsets reach a group's four rows; inputs are padded with zeros to n4 (n rounded up to
+//         a multiple of 4), and a last group of fewer than four rows with rows of zeros
 //   x     [T][n] f32 inputs; xp: [T][n4] f32 scratch, where they are copied with zero padding when n is
 //         not a multiple of 4 (a padding product is 0·0 = +0, and a lane, starting at +0, is never −0, so
 //         adding it changes no bit: the JavaScript side, which has no padding, gives the same sums)
-//   y     [T][m] f32 outputs; bias: [m] f32, or 0 for none
+//   y     [T][m] f32 outputs; bias: [m] f32 (read in fours: its block is padded to 16 bytes), or 0
 
 /** y = x Wᵀ (+ bias) for T tokens of n inputs and m outputs. */
 export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize, xp: usize): void {
@@ -62,31 +65,29 @@ function padded(x: usize, T: i32, n: i32, xp: usize): usize {
 
 /** y = x Wᵀ (+ bias) from inputs already padded (x: [T][n4] f32). */
 function product(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize): void {
-  const rowBytes = <usize>((n + 3) & ~3) << 2; // a weight row and a token's inputs alike
-  let o = 0;
+  const rowBytes = <usize>((n + 3) & ~3) << 2; // a token's inputs, and a row's weights
+  const groupBytes = rowBytes << 2; // four rows
+  const groups = (m + 3) >> 2;
+  let g = 0;
   if (T === 1) {
-    // a decode step: eight rows at a time, eight sums in flight
-    for (; o + 8 <= m; o += 8) rows8Token1(w + <usize>o * rowBytes, rowBytes, x, y, m, o, bias);
-  } else {
-    // several tokens: four rows outermost, so their weights stay in cache over the tokens, read once for
-    // two tokens at a time (and for three where T is odd, never one alone)
-    const three = T & 1 ? 3 : 0;
-    for (; o + 4 <= m; o += 4) {
-      const wo = w + <usize>o * rowBytes;
-      if (three) rows4Tokens3(wo, rowBytes, x, y, m, 0, o, bias);
-      for (let t = three; t < T; t += 2) rows4Tokens2(wo, rowBytes, x + <usize>t * rowBytes, y, m, t, o, bias);
-    }
+    // a decode step: two groups at a time, eight sums in flight
+    for (; g + 2 <= groups; g += 2) groups2Token1(w + <usize>g * groupBytes, groupBytes, x, rowBytes, y, m, g << 2, bias);
+    if (g < groups) group1Tokens1(w + <usize>g * groupBytes, x, rowBytes, y, m, 0, g << 2, bias);
+    return;
   }
-  for (; o + 4 <= m; o += 4) rows4Tokens1(w + <usize>o * rowBytes, rowBytes, x, y, m, 0, o, bias);
-  // the last rows (fewer than four), one at a time
-  for (; o < m; o++) {
-    for (let t = 0; t < T; t++) row1Token1(w + <usize>o * rowBytes, rowBytes, x + <usize>t * rowBytes, y, m, t, o, bias);
+  // several tokens: a group of rows outermost, so its weights stay in cache over the tokens, read once for
+  // two tokens at a time (and for three where T is odd, never one alone)
+  const three = T & 1 ? 3 : 0;
+  for (; g < groups; g++) {
+    const wg = w + <usize>g * groupBytes;
+    if (three) group1Tokens3(wg, x, rowBytes, y, m, 0, g << 2, bias);
+    for (let t = three; t < T; t += 2) group1Tokens2(wg, x + <usize>t * rowBytes, rowBytes, y, m, t, g << 2, bias);
   }
 }
 
 /**
  * Outputs o … o+3 of token t from their four lane sums a, b, c, d: (l0 + l1) + (l2 + l3) in each, the
- * bias added, stored as one f32x4.
+ * bias added, stored as one f32x4 (only those below m, in a last group of fewer rows).
  */
 // @ts-ignore: decorator
 @inline
@@ -96,15 +97,14 @@ function put4(a: v128, b: v128, c: v128, d: v128, y: usize, m: i32, t: i32, o: i
   const cd = f32x4.add(f32x4.shuffle(c, d, 0, 4, 2, 6), f32x4.shuffle(c, d, 1, 5, 3, 7));
   let s = f32x4.add(f32x4.shuffle(ab, cd, 0, 1, 4, 5), f32x4.shuffle(ab, cd, 2, 3, 6, 7));
   if (bias) s = f32x4.add(s, v128.load(bias + (<usize>o << 2)));
-  v128.store(y + (<usize>(t * m + o) << 2), s);
-}
-
-/** Output o of token t from its four lane sums, as put4 does it. */
-// @ts-ignore: decorator
-@inline
-function put1(a: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
-  const s = f32x4.extract_lane(a, 0) + f32x4.extract_lane(a, 1) + (f32x4.extract_lane(a, 2) + f32x4.extract_lane(a, 3));
-  store<f32>(y + (<usize>(t * m + o) << 2), bias ? s + load<f32>(bias + (<usize>o << 2)) : s);
+  const at = y + (<usize>(t * m + o) << 2);
+  if (o + 4 <= m) {
+    v128.store(at, s);
+    return;
+  }
+  store<f32>(at, f32x4.extract_lane(s, 0));
+  if (o + 1 < m) store<f32>(at + 4, f32x4.extract_lane(s, 1));
+  if (o + 2 < m) store<f32>(at + 8, f32x4.extract_lane(s, 2));
 }
 
 /** s + a·b in each lane, rounded twice: never fused (a fused multiply-add would skip the product's rounding). */
@@ -114,7 +114,7 @@ function mad(s: v128, a: v128, b: v128): v128 {
   return f32x4.add(s, f32x4.mul(a, b));
 }
 
-function rows8Token1(w: usize, rb: usize, xt: usize, y: usize, m: i32, o: i32, bias: usize): void {
+function groups2Token1(w: usize, gb: usize, xt: usize, rb: usize, y: usize, m: i32, o: i32, bias: usize): void {
   let s0 = f32x4.splat(0);
   let s1 = f32x4.splat(0);
   let s2 = f32x4.splat(0);
@@ -123,53 +123,40 @@ function rows8Token1(w: usize, rb: usize, xt: usize, y: usize, m: i32, o: i32, b
   let s5 = f32x4.splat(0);
   let s6 = f32x4.splat(0);
   let s7 = f32x4.splat(0);
-  const w1 = w + rb;
-  const w2 = w1 + rb;
-  const w3 = w2 + rb;
-  const w4 = w3 + rb;
-  const w5 = w4 + rb;
-  const w6 = w5 + rb;
-  const w7 = w6 + rb;
-  for (let i: usize = 0; i < rb; i += 16) {
-    const a = v128.load(xt + i);
-    s0 = mad(s0, v128.load(w + i), a);
-    s1 = mad(s1, v128.load(w1 + i), a);
-    s2 = mad(s2, v128.load(w2 + i), a);
-    s3 = mad(s3, v128.load(w3 + i), a);
-    s4 = mad(s4, v128.load(w4 + i), a);
-    s5 = mad(s5, v128.load(w5 + i), a);
-    s6 = mad(s6, v128.load(w6 + i), a);
-    s7 = mad(s7, v128.load(w7 + i), a);
+  const end = xt + rb;
+  let v = w + gb;
+  for (let u = w, xq = xt; xq < end; u += 64, v += 64, xq += 16) {
+    const a = v128.load(xq);
+    s0 = mad(s0, v128.load(u), a);
+    s1 = mad(s1, v128.load(u, 16), a);
+    s2 = mad(s2, v128.load(u, 32), a);
+    s3 = mad(s3, v128.load(u, 48), a);
+    s4 = mad(s4, v128.load(v), a);
+    s5 = mad(s5, v128.load(v, 16), a);
+    s6 = mad(s6, v128.load(v, 32), a);
+    s7 = mad(s7, v128.load(v, 48), a);
   }
   put4(s0, s1, s2, s3, y, m, 0, o, bias);
   put4(s4, s5, s6, s7, y, m, 0, o + 4, bias);
 }
 
-function rows4Tokens1(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+function group1Tokens1(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   let s0 = f32x4.splat(0);
   let s1 = f32x4.splat(0);
   let s2 = f32x4.splat(0);
   let s3 = f32x4.splat(0);
-  const w1 = w + rb;
-  const w2 = w1 + rb;
-  const w3 = w2 + rb;
-  for (let i: usize = 0; i < rb; i += 16) {
-    const a = v128.load(xt + i);
-    s0 = mad(s0, v128.load(w + i), a);
-    s1 = mad(s1, v128.load(w1 + i), a);
-    s2 = mad(s2, v128.load(w2 + i), a);
-    s3 = mad(s3, v128.load(w3 + i), a);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const a = v128.load(xq);
+    s0 = mad(s0, v128.load(u), a);
+    s1 = mad(s1, v128.load(u, 16), a);
+    s2 = mad(s2, v128.load(u, 32), a);
+    s3 = mad(s3, v128.load(u, 48), a);
   }
   put4(s0, s1, s2, s3, y, m, t, o, bias);
 }
 
-function row1Token1(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
-  let s = f32x4.splat(0);
-  for (let i: usize = 0; i < rb; i += 16) s = mad(s, v128.load(w + i), v128.load(xt + i));
-  put1(s, y, m, t, o, bias);
-}
-
-function rows4Tokens2(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+function group1Tokens2(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   let a0 = f32x4.splat(0);
   let a1 = f32x4.splat(0);
   let a2 = f32x4.splat(0);
@@ -178,23 +165,20 @@ function rows4Tokens2(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, 
   let b1 = f32x4.splat(0);
   let b2 = f32x4.splat(0);
   let b3 = f32x4.splat(0);
-  const w1 = w + rb;
-  const w2 = w1 + rb;
-  const w3 = w2 + rb;
-  const xb = xt + rb;
-  for (let i: usize = 0; i < rb; i += 16) {
-    const p = v128.load(xt + i);
-    const q = v128.load(xb + i);
-    const u0 = v128.load(w + i);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const p = v128.load(xq);
+    const q = v128.load(xq + rb);
+    const u0 = v128.load(u);
     a0 = mad(a0, u0, p);
     b0 = mad(b0, u0, q);
-    const u1 = v128.load(w1 + i);
+    const u1 = v128.load(u, 16);
     a1 = mad(a1, u1, p);
     b1 = mad(b1, u1, q);
-    const u2 = v128.load(w2 + i);
+    const u2 = v128.load(u, 32);
     a2 = mad(a2, u2, p);
     b2 = mad(b2, u2, q);
-    const u3 = v128.load(w3 + i);
+    const u3 = v128.load(u, 48);
     a3 = mad(a3, u3, p);
     b3 = mad(b3, u3, q);
   }
@@ -202,7 +186,7 @@ function rows4Tokens2(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, 
   put4(b0, b1, b2, b3, y, m, t + 1, o, bias);
 }
 
-function rows4Tokens3(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+function group1Tokens3(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
   let a0 = f32x4.splat(0);
   let a1 = f32x4.splat(0);
   let a2 = f32x4.splat(0);
@@ -215,28 +199,24 @@ function rows4Tokens3(w: usize, rb: usize, xt: usize, y: usize, m: i32, t: i32, 
   let c1 = f32x4.splat(0);
   let c2 = f32x4.splat(0);
   let c3 = f32x4.splat(0);
-  const w1 = w + rb;
-  const w2 = w1 + rb;
-  const w3 = w2 + rb;
-  const xb = xt + rb;
-  const xc = xb + rb;
-  for (let i: usize = 0; i < rb; i += 16) {
-    const p = v128.load(xt + i);
-    const q = v128.load(xb + i);
-    const r = v128.load(xc + i);
-    const u0 = v128.load(w + i);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const p = v128.load(xq);
+    const q = v128.load(xq + rb);
+    const r = v128.load(xq + (rb << 1));
+    const u0 = v128.load(u);
     a0 = mad(a0, u0, p);
     b0 = mad(b0, u0, q);
     c0 = mad(c0, u0, r);
-    const u1 = v128.load(w1 + i);
+    const u1 = v128.load(u, 16);
     a1 = mad(a1, u1, p);
     b1 = mad(b1, u1, q);
     c1 = mad(c1, u1, r);
-    const u2 = v128.load(w2 + i);
+    const u2 = v128.load(u, 32);
     a2 = mad(a2, u2, p);
     b2 = mad(b2, u2, q);
     c2 = mad(c2, u2, r);
-    const u3 = v128.load(w3 + i);
+    const u3 = v128.load(u, 48);
     a3 = mad(a3, u3, p);
     b3 = mad(b3, u3, q);
     c3 = mad(c3, u3, r);
