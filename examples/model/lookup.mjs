@@ -82,13 +82,13 @@ export function draftByLookup(tokens, options, limit) {
 
 /**
  * How many tokens to draft next. Checking a draft token costs a share `c` of decoding a token alone: what
- * a pass of the next token and its drafts takes beyond the lone step it replaces, per draft (about 0.45
- * with the runner's WebAssembly matmuls, matmul.mjs, 0.65 with its JavaScript ones, math.mjs; more where a
- * verification pass waits for a worker thread that a busy machine descheduled); it saves a whole step only
- * when the model agrees with it. The policy keeps a decaying count of accepted and rejected
- * drafts; with acceptance rate a, the i-th token of a draft is worth checking while a^i > c, so it drafts
- * floor(ln c / ln a) tokens, and none where that is 0 but one every 8th step, to notice when the text
- * starts repeating. `c` starts at 0.7 and follows the times the runner reports (`observe`), so a machine
+ * a pass of the next token and its drafts takes beyond the lone step it replaces, per draft (about
+ * 0.45–0.55 with the runner's WebAssembly matmuls, matmul.mjs, about 1 with its JavaScript ones, math.mjs;
+ * more where a verification pass waits for a worker thread that a busy machine descheduled); it saves a
+ * whole step only when the model agrees with it. The policy keeps a decaying count of accepted and
+ * rejected drafts; with acceptance rate a, the i-th token of a draft is worth checking while a^i > c, so
+ * it drafts floor(ln c / ln a) tokens, and none where that is 0 but one every 8th step, to notice when the
+ * text starts repeating. `c` starts at 0.7 and follows the times the runner reports (`observe`), so a machine
  * where verifying costs more drafts less.
  */
 export class DraftPolicy {
@@ -157,8 +157,8 @@ function follow(floor, value) {
   return floor === 0 || value < floor ? value : floor + (value - floor) * RISE;
 }
 
-/** a checked draft token's cost, in decode steps, before any pass was timed (about the JavaScript matmuls';
- * the WebAssembly ones' 0.45 is learnt from the first passes) */
+/** a checked draft token's cost, in decode steps, before any pass was timed (the WebAssembly matmuls'
+ * 0.45–0.55 and the JavaScript ones' 1 are learnt from the first passes) */
 const DRAFT_COST = 0.7;
 /** the least cost believed from timings (a lone step slowed by a busy machine can make passes look cheap) */
 const MIN_DRAFT_COST = 0.5;

@@ -5,15 +5,17 @@
 // at a time or several at once gives the same bits. Prompt-lookup decoding relies on it: verifying drafts
 // in one call reproduces the logits plain greedy decoding would have seen.
 
+const f32 = Math.fround;
+
 /**
  * y = x Wᵀ (+ bias): a linear layer with PyTorch's weight layout, W [out][in].
- * Every output is one dot product summed in index order, whichever path computes it, so any T gives the
- * same bits. The paths differ in how loads are shared: three weight rows against three tokens at a time
- * (each number loaded once for three products); tokens left over go by pairs, four rows at a time (T = 4,
- * 7, 10 … end in two pairs rather than a lone token), and a lone token (a decode step) takes eight rows.
- * A token of a multi-token call (a prefill, a prompt-lookup verification) thus costs about 0.7 of a token
- * decoded alone: the multiply and the add of each product remain, and no register blocking that V8
- * compiles well shares more loads (docs/PERFORMANCE.md).
+ * Every output is summed in float32 in four lanes, lane j taking the products of inputs i ≡ j (mod 4) in
+ * index order, each product and each sum rounded to float32 (Math.fround of a float64 product or sum of
+ * float32 numbers is the float32 operation's result: the product is exact in float64, and a sum rounded
+ * twice, to float64 and then to float32, rounds as once); then (l0 + l1) + (l2 + l3), then the bias. That is
+ * wasm/matmul.ts's order, one f32x4 step per four inputs, so both give the same bits, and any T too: the
+ * paths below differ only in how loads are shared (two tokens at a time against one row; a lone token, a
+ * decode step, two rows at a time).
  * @param {Float32Array} x [T][inDim]
  * @param {number} T
  * @param {Float32Array} W [outDim][inDim]
@@ -23,113 +25,64 @@
  * @param {Float32Array} y [T][outDim]
  */
 export function linear(x, T, W, inDim, outDim, bias, y) {
-  // a lone token left after the triples would run at a decode step's cost: make it two pairs instead
-  const triples = T >= 4 && T % 3 === 1 ? T - 4 : T - (T % 3);
-  if (triples > 0) {
+  if (T === 1) {
     let j = 0;
-    for (; j + 3 <= outDim; j += 3) {
-      for (let t = 0; t < triples; t += 3) rows3Tokens3(x, t, W, inDim, outDim, j, bias, y);
-    }
-    for (; j < outDim; j++) {
-      for (let t = 0; t < triples; t++) y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
-    }
+    for (; j + 2 <= outDim; j += 2) row2Token1(x, W, j * inDim, inDim, j, bias, y);
+    if (j < outDim) y[j] = withBias(dot(x, 0, W, j * inDim, inDim), bias, j);
+    return;
   }
-  if (T - triples >= 2) {
-    let j = 0;
-    for (; j + 4 <= outDim; j += 4) {
-      for (let t = triples; t < T; t += 2) rows4Tokens2(x, t, W, inDim, outDim, j, bias, y);
-    }
-    for (; j < outDim; j++) {
-      for (let t = triples; t < T; t++) y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
-    }
-  } else if (T - triples === 1) {
-    const t = triples;
-    let j = 0;
-    for (; j + 8 <= outDim; j += 8) rows8(x, t, W, inDim, outDim, j, bias, y);
-    for (; j < outDim; j++) y[t * outDim + j] = dot(x, t * inDim, W, j * inDim, inDim, bias, j);
+  // rows outermost, so a row's weights stay in cache over the tokens
+  const pairs = T & ~1;
+  for (let j = 0; j < outDim; j++) {
+    const w0 = j * inDim;
+    for (let t = 0; t < pairs; t += 2) row1Tokens2(x, t, W, w0, inDim, outDim, j, bias, y);
+    if (pairs < T) y[pairs * outDim + j] = withBias(dot(x, pairs * inDim, W, w0, inDim), bias, j);
   }
 }
 
-/** One output: x[x0 …] · W[w0 …] + bias[j], summed in index order. */
+/** A sum with output j's bias added, or the sum itself without one (as wasm/matmul.ts does). */
+function withBias(/** @type {number} */ s, /** @type {Float32Array | null} */ bias, /** @type {number} */ j) {
+  return bias === null ? s : f32(s + bias[j]);
+}
+
+/** One output: x[x0 …] · W[w0 …] in the four lanes, combined. */
 function dot(
   /** @type {Float32Array} */ x,
   /** @type {number} */ x0,
   /** @type {Float32Array} */ W,
   /** @type {number} */ w0,
   /** @type {number} */ n,
-  /** @type {Float32Array | null} */ bias,
-  /** @type {number} */ j,
 ) {
-  let s = 0;
-  for (let i = 0; i < n; i++) s += W[w0 + i] * x[x0 + i];
-  return s + (bias === null ? 0 : bias[j]);
-}
-
-/** Outputs j … j+7 of token t. */
-function rows8(
-  /** @type {Float32Array} */ x,
-  /** @type {number} */ t,
-  /** @type {Float32Array} */ W,
-  /** @type {number} */ n,
-  /** @type {number} */ m,
-  /** @type {number} */ j,
-  /** @type {Float32Array | null} */ bias,
-  /** @type {Float32Array} */ y,
-) {
-  const x0 = t * n;
-  const w0 = j * n;
-  const w1 = w0 + n;
-  const w2 = w1 + n;
-  const w3 = w2 + n;
-  const w4 = w3 + n;
-  const w5 = w4 + n;
-  const w6 = w5 + n;
-  const w7 = w6 + n;
   let s0 = 0;
   let s1 = 0;
   let s2 = 0;
   let s3 = 0;
-  let s4 = 0;
-  let s5 = 0;
-  let s6 = 0;
-  let s7 = 0;
-  for (let i = 0; i < n; i++) {
-    const a = x[x0 + i];
-    s0 += W[w0 + i] * a;
-    s1 += W[w1 + i] * a;
-    s2 += W[w2 + i] * a;
-    s3 += W[w3 + i] * a;
-    s4 += W[w4 + i] * a;
-    s5 += W[w5 + i] * a;
-    s6 += W[w6 + i] * a;
-    s7 += W[w7 + i] * a;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 = f32(s0 + f32(W[w0 + i] * x[x0 + i]));
+    s1 = f32(s1 + f32(W[w0 + i + 1] * x[x0 + i + 1]));
+    s2 = f32(s2 + f32(W[w0 + i + 2] * x[x0 + i + 2]));
+    s3 = f32(s3 + f32(W[w0 + i + 3] * x[x0 + i + 3]));
   }
-  const o = t * m + j;
-  y[o] = s0 + (bias === null ? 0 : bias[j]);
-  y[o + 1] = s1 + (bias === null ? 0 : bias[j + 1]);
-  y[o + 2] = s2 + (bias === null ? 0 : bias[j + 2]);
-  y[o + 3] = s3 + (bias === null ? 0 : bias[j + 3]);
-  y[o + 4] = s4 + (bias === null ? 0 : bias[j + 4]);
-  y[o + 5] = s5 + (bias === null ? 0 : bias[j + 5]);
-  y[o + 6] = s6 + (bias === null ? 0 : bias[j + 6]);
-  y[o + 7] = s7 + (bias === null ? 0 : bias[j + 7]);
+  // the last inputs (fewer than four) to the first lanes
+  if (i < n) s0 = f32(s0 + f32(W[w0 + i] * x[x0 + i]));
+  if (i + 1 < n) s1 = f32(s1 + f32(W[w0 + i + 1] * x[x0 + i + 1]));
+  if (i + 2 < n) s2 = f32(s2 + f32(W[w0 + i + 2] * x[x0 + i + 2]));
+  return f32(f32(s0 + s1) + f32(s2 + s3));
 }
 
-/** Outputs j … j+3 of tokens t and t+1. */
-function rows4Tokens2(
+/** Output j of tokens t and t+1, as `dot` sums each. */
+function row1Tokens2(
   /** @type {Float32Array} */ x,
   /** @type {number} */ t,
   /** @type {Float32Array} */ W,
+  /** @type {number} */ w0,
   /** @type {number} */ n,
   /** @type {number} */ m,
   /** @type {number} */ j,
   /** @type {Float32Array | null} */ bias,
   /** @type {Float32Array} */ y,
 ) {
-  const w0 = j * n;
-  const w1 = w0 + n;
-  const w2 = w1 + n;
-  const w3 = w2 + n;
   const xa = t * n;
   const xb = xa + n;
   let a0 = 0;
@@ -140,96 +93,89 @@ function rows4Tokens2(
   let b1 = 0;
   let b2 = 0;
   let b3 = 0;
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
     const u0 = W[w0 + i];
-    const u1 = W[w1 + i];
-    const u2 = W[w2 + i];
-    const u3 = W[w3 + i];
-    const p = x[xa + i];
-    const q = x[xb + i];
-    a0 += u0 * p;
-    a1 += u1 * p;
-    a2 += u2 * p;
-    a3 += u3 * p;
-    b0 += u0 * q;
-    b1 += u1 * q;
-    b2 += u2 * q;
-    b3 += u3 * q;
+    const u1 = W[w0 + i + 1];
+    const u2 = W[w0 + i + 2];
+    const u3 = W[w0 + i + 3];
+    a0 = f32(a0 + f32(u0 * x[xa + i]));
+    a1 = f32(a1 + f32(u1 * x[xa + i + 1]));
+    a2 = f32(a2 + f32(u2 * x[xa + i + 2]));
+    a3 = f32(a3 + f32(u3 * x[xa + i + 3]));
+    b0 = f32(b0 + f32(u0 * x[xb + i]));
+    b1 = f32(b1 + f32(u1 * x[xb + i + 1]));
+    b2 = f32(b2 + f32(u2 * x[xb + i + 2]));
+    b3 = f32(b3 + f32(u3 * x[xb + i + 3]));
   }
-  const d0 = bias === null ? 0 : bias[j];
-  const d1 = bias === null ? 0 : bias[j + 1];
-  const d2 = bias === null ? 0 : bias[j + 2];
-  const d3 = bias === null ? 0 : bias[j + 3];
-  const ya = t * m + j;
-  const yb = ya + m;
-  y[ya] = a0 + d0;
-  y[ya + 1] = a1 + d1;
-  y[ya + 2] = a2 + d2;
-  y[ya + 3] = a3 + d3;
-  y[yb] = b0 + d0;
-  y[yb + 1] = b1 + d1;
-  y[yb + 2] = b2 + d2;
-  y[yb + 3] = b3 + d3;
+  if (i < n) {
+    a0 = f32(a0 + f32(W[w0 + i] * x[xa + i]));
+    b0 = f32(b0 + f32(W[w0 + i] * x[xb + i]));
+  }
+  if (i + 1 < n) {
+    a1 = f32(a1 + f32(W[w0 + i + 1] * x[xa + i + 1]));
+    b1 = f32(b1 + f32(W[w0 + i + 1] * x[xb + i + 1]));
+  }
+  if (i + 2 < n) {
+    a2 = f32(a2 + f32(W[w0 + i + 2] * x[xa + i + 2]));
+    b2 = f32(b2 + f32(W[w0 + i + 2] * x[xb + i + 2]));
+  }
+  const sa = f32(f32(a0 + a1) + f32(a2 + a3));
+  const sb = f32(f32(b0 + b1) + f32(b2 + b3));
+  y[t * m + j] = withBias(sa, bias, j);
+  y[(t + 1) * m + j] = withBias(sb, bias, j);
 }
 
-/** Outputs j … j+2 of tokens t … t+2. */
-function rows3Tokens3(
+/** Outputs j and j+1 of a lone token (a decode step), as `dot` sums each. */
+function row2Token1(
   /** @type {Float32Array} */ x,
-  /** @type {number} */ t,
   /** @type {Float32Array} */ W,
+  /** @type {number} */ w0,
   /** @type {number} */ n,
-  /** @type {number} */ m,
   /** @type {number} */ j,
   /** @type {Float32Array | null} */ bias,
   /** @type {Float32Array} */ y,
 ) {
-  const w0 = j * n;
   const w1 = w0 + n;
-  const w2 = w1 + n;
-  const xa = t * n;
-  const xb = xa + n;
-  const xc = xb + n;
   let a0 = 0;
   let a1 = 0;
   let a2 = 0;
+  let a3 = 0;
   let b0 = 0;
   let b1 = 0;
   let b2 = 0;
-  let c0 = 0;
-  let c1 = 0;
-  let c2 = 0;
-  for (let i = 0; i < n; i++) {
-    const u0 = W[w0 + i];
-    const u1 = W[w1 + i];
-    const u2 = W[w2 + i];
-    const p = x[xa + i];
-    const q = x[xb + i];
-    const r = x[xc + i];
-    a0 += u0 * p;
-    a1 += u1 * p;
-    a2 += u2 * p;
-    b0 += u0 * q;
-    b1 += u1 * q;
-    b2 += u2 * q;
-    c0 += u0 * r;
-    c1 += u1 * r;
-    c2 += u2 * r;
+  let b3 = 0;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p0 = x[i];
+    const p1 = x[i + 1];
+    const p2 = x[i + 2];
+    const p3 = x[i + 3];
+    a0 = f32(a0 + f32(W[w0 + i] * p0));
+    a1 = f32(a1 + f32(W[w0 + i + 1] * p1));
+    a2 = f32(a2 + f32(W[w0 + i + 2] * p2));
+    a3 = f32(a3 + f32(W[w0 + i + 3] * p3));
+    b0 = f32(b0 + f32(W[w1 + i] * p0));
+    b1 = f32(b1 + f32(W[w1 + i + 1] * p1));
+    b2 = f32(b2 + f32(W[w1 + i + 2] * p2));
+    b3 = f32(b3 + f32(W[w1 + i + 3] * p3));
   }
-  const d0 = bias === null ? 0 : bias[j];
-  const d1 = bias === null ? 0 : bias[j + 1];
-  const d2 = bias === null ? 0 : bias[j + 2];
-  const ya = t * m + j;
-  const yb = ya + m;
-  const yc = yb + m;
-  y[ya] = a0 + d0;
-  y[ya + 1] = a1 + d1;
-  y[ya + 2] = a2 + d2;
-  y[yb] = b0 + d0;
-  y[yb + 1] = b1 + d1;
-  y[yb + 2] = b2 + d2;
-  y[yc] = c0 + d0;
-  y[yc + 1] = c1 + d1;
-  y[yc + 2] = c2 + d2;
+  if (i < n) {
+    a0 = f32(a0 + f32(W[w0 + i] * x[i]));
+    b0 = f32(b0 + f32(W[w1 + i] * x[i]));
+  }
+  if (i + 1 < n) {
+    a1 = f32(a1 + f32(W[w0 + i + 1] * x[i + 1]));
+    b1 = f32(b1 + f32(W[w1 + i + 1] * x[i + 1]));
+  }
+  if (i + 2 < n) {
+    a2 = f32(a2 + f32(W[w0 + i + 2] * x[i + 2]));
+    b2 = f32(b2 + f32(W[w1 + i + 2] * x[i + 2]));
+  }
+  const sa = f32(f32(a0 + a1) + f32(a2 + a3));
+  const sb = f32(f32(b0 + b1) + f32(b2 + b3));
+  y[j] = withBias(sa, bias, j);
+  y[j + 1] = withBias(sb, bias, j + 1);
 }
 
 /**

@@ -1,5 +1,5 @@
 // The runner's linear layer in WebAssembly SIMD (wasm/matmul.ts, built by `npm run build`), with the same
-// signature and the same bits as math.mjs's `linear`: every output the same float64 sum in index order.
+// signature and the same bits as math.mjs's `linear`: every output the same float32 sums in the same order.
 // Where the module cannot be had (not built, no SIMD, a runtime that may not compile WebAssembly from
 // bytes and was given no module) the JavaScript `linear` runs instead, and the tokens are the same; so it
 // does, call by call, for weights or scratch its memory cannot grow to hold (a model too large for a
@@ -18,18 +18,20 @@ const mlpJs = mlpOf(linearJs);
 
 const PAGE = 65536;
 
+/** n rounded up to a multiple of 4: a placed weight row's length. @param {number} n */
+const roundUp4 = (n) => Math.ceil(n / 4) * 4;
+
 /**
  * The linear layer to run: WebAssembly's when `source` allows it, else JavaScript's.
  * @param {'wasm' | 'js' | WebAssembly.Module | URL | undefined} source 'js': JavaScript; a compiled
  *   wasm/matmul.wasm (a Worker bundle imports one); a URL: load the module from there; 'wasm' or absent:
- *   load wasm/matmul-relaxed.wasm beside this file (fused multiply-adds, the same bits) where the runtime
- *   has relaxed SIMD, else wasm/matmul.wasm
+ *   load wasm/matmul.wasm beside this file
  * @param {{ maxBytes?: number }} [options] maxBytes: the most bytes the module's memory may grow to (whole
  *   64 KiB pages, at least one); what does not fit is computed in JavaScript
  * @returns {Promise<{ linear: Linear, mlp: Mlp, kind: 'wasm' | 'js', usage: MatmulUsage, build: string }>}
  *   mlp: a layer's SwiGLU MLP, in one call of the module where it has `mlp` (its three linear calls
- *   counted in `usage`); build: the module's ('relaxed-simd', 'simd'; 'module' or 'url' for one given, ''
- *   for JavaScript)
+ *   counted in `usage`); build: the module's ('simd'; 'module' or 'url' for one given, '' for
+ *   JavaScript)
  */
 export async function linearFor(source, { maxBytes } = {}) {
   const usage = { wasm: 0, js: 0, memoryBytes: 0 };
@@ -51,19 +53,13 @@ export async function linearFor(source, { maxBytes } = {}) {
 }
 
 /**
- * The module from a URL, or by default the relaxed-SIMD build beside this file where it compiles (a
- * runtime without relaxed SIMD refuses it), else the SIMD one.
+ * The module from a URL, or by default the one beside this file. (There is no relaxed-SIMD build: the
+ * kernel's float32 sums may not fuse a multiply-add, and nothing else in it would use relaxed SIMD.)
  * @param {URL | 'wasm' | undefined} source
  */
 async function compileFrom(source) {
-  if (source instanceof URL) return { module: await WebAssembly.compile(await moduleBytes(source)), build: 'url' };
-  try {
-    const bytes = await moduleBytes(new URL('./wasm/matmul-relaxed.wasm', import.meta.url));
-    return { module: await WebAssembly.compile(bytes), build: 'relaxed-simd' };
-  } catch {
-    const bytes = await moduleBytes(new URL('./wasm/matmul.wasm', import.meta.url));
-    return { module: await WebAssembly.compile(bytes), build: 'simd' };
-  }
+  const url = source instanceof URL ? source : new URL('./wasm/matmul.wasm', import.meta.url);
+  return { module: await WebAssembly.compile(await moduleBytes(url)), build: source instanceof URL ? 'url' : 'simd' };
 }
 
 /**
@@ -79,15 +75,15 @@ async function moduleBytes(url) {
 }
 
 /**
- * @typedef {{ linear(x: number, T: number, w: number, n: number, m: number, bias: number, y: number, xd: number): void,
+ * @typedef {{ linear(x: number, T: number, w: number, n: number, m: number, bias: number, y: number, xp: number): void,
  *   mlp?(x: number, T: number, wg: number, wu: number, wd: number, n: number, hidden: number, bg: number,
- *   bu: number, bd: number, y: number, xd: number, g: number, u: number): void }} WasmKernels the module's
+ *   bu: number, bd: number, y: number, xp: number, g: number, u: number): void }} WasmKernels the module's
  *   exports (`mlp` is missing from a module built before it had one)
  */
 
 /**
  * The linear layer and the MLP over one instance of the module. Weights are copied into its memory the
- * first time they are used (rows in pairs, the layout the kernel reads) and kept there, keyed by their
+ * first time they are used (rows padded to a multiple of 4 numbers, the layout the kernel reads) and kept there, keyed by their
  * Float32Array; inputs and outputs go through scratch space that grows to the largest call.
  * @param {WebAssembly.Memory} memory the module's (imported) memory
  * @param {WasmKernels} kernels its exports
@@ -138,20 +134,20 @@ function wasmKernels(memory, kernels, usage) {
     return block.at;
   };
 
-  /** Copies W [m][n] in as pairs of rows interleaved. @param {Float32Array} W @param {number} n @param {number} m */
+  /**
+   * Copies W [m][n] in as the kernel reads it: rows in groups of four, interleaved by fours of inputs
+   * (wasm/matmul.ts), inputs padded with zeros to a multiple of 4 and the last group with rows of zeros.
+   * @param {Float32Array} W @param {number} n @param {number} m
+   */
   const placeWeights = (W, n, m) => {
-    const pairs = (m + 1) >> 1;
-    const at = alloc(pairs * n * 8);
+    const n4 = roundUp4(n);
+    const at = alloc(roundUp4(m) * n4 * 4);
     const f32 = view();
-    for (let p = 0; p < pairs; p++) {
-      const dst = at / 4 + p * n * 2;
-      const r0 = 2 * p * n;
-      const r1 = r0 + n;
-      const second = 2 * p + 1 < m;
-      for (let i = 0; i < n; i++) {
-        f32[dst + 2 * i] = W[r0 + i];
-        f32[dst + 2 * i + 1] = second ? W[r1 + i] : 0;
-      }
+    f32.fill(0, at / 4, at / 4 + roundUp4(m) * n4);
+    for (let o = 0; o < m; o++) {
+      // row o is row o % 4 of group o >> 2: its quad q at 16 numbers per quad, 4 numbers per row
+      const base = at / 4 + (o >> 2) * 4 * n4 + (o % 4) * 4;
+      for (let i = 0; i < n; i++) f32[base + (i >> 2) * 16 + (i & 3)] = W[o * n + i];
     }
     return at;
   };
@@ -197,13 +193,17 @@ function wasmKernels(memory, kernels, usage) {
     if (w < 0 || b < 0) return javaScript(x, T, W, inDim, outDim, bias, y);
     let at;
     try {
-      at = { x: scratchOf('x', T * inDim * 4), xd: scratchOf('xd', T * inDim * 8), y: scratchOf('y', T * outDim * 4) };
+      at = {
+        x: scratchOf('x', T * inDim * 4),
+        xp: scratchOf('xp', T * roundUp4(inDim) * 4),
+        y: scratchOf('y', T * outDim * 4),
+      };
     } catch {
       return javaScript(x, T, W, inDim, outDim, bias, y);
     }
     usage.wasm++;
     copyIn(x, T * inDim, at.x);
-    kernels.linear(at.x, T, w, inDim, outDim, b, at.y, at.xd);
+    kernels.linear(at.x, T, w, inDim, outDim, b, at.y, at.xp);
     copyOut(at.y, T * outDim, y);
   };
 
@@ -225,7 +225,7 @@ function wasmKernels(memory, kernels, usage) {
     try {
       at = {
         x: scratchOf('x', T * dim * 4),
-        xd: scratchOf('xd', T * Math.max(dim, hidden) * 8),
+        xp: scratchOf('xp', T * roundUp4(Math.max(dim, hidden)) * 4),
         y: scratchOf('y', T * dim * 4),
         g: scratchOf('gate', T * hidden * 4),
         u: scratchOf('up', T * hidden * 4),
@@ -235,7 +235,7 @@ function wasmKernels(memory, kernels, usage) {
     }
     usage.wasm += 3;
     copyIn(x, T * dim, at.x);
-    kernels.mlp(at.x, T, wg, wu, wd, dim, hidden, bg, bu, bd, at.y, at.xd, at.g, at.u);
+    kernels.mlp(at.x, T, wg, wu, wd, dim, hidden, bg, bu, bd, at.y, at.xp, at.g, at.u);
     copyOut(at.y, T * dim, y);
   };
   return { linear, mlp };

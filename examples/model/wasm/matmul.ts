@@ -1,27 +1,31 @@
 // The model runner's linear layer in WebAssembly SIMD: y[t][o] = Σ_i x[t][i]·W[o][i] (+ bias[o]), the
-// same bits as math.mjs's `linear`. Each output is one float64 sum in index order of exact float32×float32
-// products, then rounded to float32 once; the two lanes of an f64x2 are two outputs (rows 2p and 2p+1),
-// each lane summing on its own, so no lane ever adds across i out of order; nothing is fused but in the
-// relaxed-SIMD build's multiply-adds, where fusing changes no bit (madd).
+// same bits as math.mjs's `linear`. Each output is summed in float32 in four lanes, lane j taking the
+// products of the inputs i ≡ j (mod 4) in index order, each product and each sum rounded to float32 and
+// none fused; then the lanes are combined as (l0 + l1) + (l2 + l3), then the bias is added. An f32x4 of
+// one row's four consecutive weights times the token's four inputs is exactly one step of the four lanes,
+// so the order is the same whatever the number of tokens and however they are blocked.
 //
 // Memory (imported, so the JavaScript side can give it a maximum) is laid out by the JavaScript side
 // (examples/model/matmul.mjs); all pointers are byte offsets:
-//   w     rows in pairs: pair p holds, for each i, W[2p][i] then W[2p+1][i] (f32; an odd last row is
-//         paired with zeros), so one 8-byte load widens to the f64x2 of two outputs' weights at i
-//   x     [T][n] f32 inputs; xd: [T][n] f64 scratch, where they are widened once per call
-//   y     [T][m] f32 outputs; bias: [m] f32, or 0 for none
+//   w     rows in groups of four, interleaved by fours of inputs: group g holds, for each quad q of
+//         inputs, W[4g][4q … 4q+3], W[4g+1][…], W[4g+2][…], W[4g+3][…] (64 bytes), so one pointer and
+//         constant offsets reach a group's four rows; inputs are padded with zeros to n4 (n rounded up to
+//         a multiple of 4), and a last group of fewer than four rows with rows of zeros
+//   x     [T][n] f32 inputs; xp: [T][n4] f32 scratch, where they are copied with zero padding when n is
+//         not a multiple of 4 (a padding product is 0·0 = +0, and a lane, starting at +0, is never −0, so
+//         adding it changes no bit: the JavaScript side, which has no padding, gives the same sums)
+//   y     [T][m] f32 outputs; bias: [m] f32 (read in fours: its block is padded to 16 bytes), or 0
 
 /** y = x Wᵀ (+ bias) for T tokens of n inputs and m outputs. */
-export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize, xd: usize): void {
-  widen(x, T * n, xd);
-  product(xd, T, w, n, m, bias, y);
+export function linear(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize, xp: usize): void {
+  product(padded(x, T, n, xp), T, w, n, m, bias, y);
 }
 
 /**
  * A SwiGLU MLP of T tokens, the same bits as the calls it replaces (linear, linear, swiglu, linear):
- * y = down(silu(gate(x)) · up(x)) (+ the biases). x: [T][n] f32; wg, wu: hidden × n, wd: n × hidden, in
- * pairs of rows; g, u: [T][hidden] f32 scratch; xd: [T][max(n, hidden)] f64 scratch; y: [T][n] f32.
- * One call instead of four, with the gate and up values staying in this memory.
+ * y = down(silu(gate(x)) · up(x)) (+ the biases). x: [T][n] f32; wg, wu: hidden × n, wd: n × hidden, as
+ * `linear` lays them out; g, u: [T][hidden] f32 scratch; xp: [T][max(n, hidden) rounded up to a multiple
+ * of 4] f32 scratch; y: [T][n] f32. One call instead of four, with the gate and up values staying here.
  */
 export function mlp(
   x: usize,
@@ -35,293 +39,191 @@ export function mlp(
   bu: usize,
   bd: usize,
   y: usize,
-  xd: usize,
+  xp: usize,
   g: usize,
   u: usize,
 ): void {
-  widen(x, T * n, xd);
-  product(xd, T, wg, n, hidden, bg, g);
-  product(xd, T, wu, n, hidden, bu, u);
+  const xq = padded(x, T, n, xp);
+  product(xq, T, wg, n, hidden, bg, g);
+  product(xq, T, wu, n, hidden, bu, u);
   swiglu(g, u, T * hidden);
-  widen(g, T * hidden, xd);
-  product(xd, T, wd, hidden, n, bd, y);
+  product(padded(g, T, hidden, xp), T, wd, hidden, n, bd, y);
 }
 
-/** xd[i] = x[i] as float64, for `count` numbers. */
-function widen(x: usize, count: i32, xd: usize): void {
-  for (let i: usize = 0; i < <usize>count; i++) store<f64>(xd + (i << 3), <f64>load<f32>(x + (i << 2)));
+/** x itself where n is a multiple of 4, else its rows copied to xp with zeros up to a multiple of 4. */
+function padded(x: usize, T: i32, n: i32, xp: usize): usize {
+  if ((n & 3) === 0) return x;
+  const n4 = <usize>((n + 3) & ~3);
+  for (let t: usize = 0; t < <usize>T; t++) {
+    const from = x + t * (<usize>n << 2);
+    const to = xp + t * (n4 << 2);
+    for (let i: usize = 0; i < <usize>n; i++) store<f32>(to + (i << 2), load<f32>(from + (i << 2)));
+    for (let i = <usize>n; i < n4; i++) store<f32>(to + (i << 2), 0);
+  }
+  return xp;
 }
 
-/** y = x Wᵀ (+ bias) from inputs already widened (xd: [T][n] f64). */
-function product(xd: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize): void {
-  const pairs = (m + 1) >> 1;
-  const pairBytes = <usize>n << 3; // a pair of weight rows: n f32 pairs
-  const tokenBytes = <usize>n << 3; // a token's widened inputs: n f64
-  // several tokens: four at a time, each pair of weight rows read once for all of them (pairs outermost,
-  // so a pair's rows stay in cache over the token blocks); the rest by three or two, never one alone
-  // (five ends in three and two), since a lone token reads every weight for two products only
-  const rest = T & 3;
-  const fours = T >= 5 && rest === 1 ? T - 5 : T - rest;
-  const left = T - fours; // 0, 1 (T = 1), 2, 3 or 5
-  const threes = left === 3 || left === 5 ? 3 : 0;
-  let p = 0;
-  for (; p + 2 <= pairs; p += 2) {
-    const wp = w + <usize>p * pairBytes;
-    for (let t = 0; t < fours; t += 4) {
-      pairs2Tokens4(wp, pairBytes, xd + <usize>t * tokenBytes, tokenBytes, n, y, m, t, p << 1, bias);
-    }
-    if (threes) {
-      pairs2Tokens3(wp, pairBytes, xd + <usize>fours * tokenBytes, tokenBytes, n, y, m, fours, p << 1, bias);
-    }
-  }
-  // a last odd pair: token by token
-  for (; p < pairs; p++) {
-    const wp = w + <usize>p * pairBytes;
-    for (let t = 0; t < fours + threes; t++) pairs1Token1(wp, xd + <usize>t * tokenBytes, n, y, m, t, p << 1, bias);
-  }
-  const twos = left - threes === 2 ? fours + threes : -1;
-  if (twos >= 0) {
-    const xt = xd + <usize>twos * tokenBytes;
-    p = 0;
-    for (; p + 4 <= pairs; p += 4) {
-      pairs4Tokens2(w + <usize>p * pairBytes, pairBytes, xt, tokenBytes, n, y, m, twos, p << 1, bias);
-    }
-    for (; p < pairs; p++) {
-      pairs1Token1(w + <usize>p * pairBytes, xt, n, y, m, twos, p << 1, bias);
-      pairs1Token1(w + <usize>p * pairBytes, xt + tokenBytes, n, y, m, twos + 1, p << 1, bias);
-    }
-  }
-  // a decode step: eight pairs of rows at a time
+/** y = x Wᵀ (+ bias) from inputs already padded (x: [T][n4] f32). */
+function product(x: usize, T: i32, w: usize, n: i32, m: i32, bias: usize, y: usize): void {
+  const rowBytes = <usize>((n + 3) & ~3) << 2; // a token's inputs, and a row's weights
+  const groupBytes = rowBytes << 2; // four rows
+  const groups = (m + 3) >> 2;
+  let g = 0;
   if (T === 1) {
-    p = 0;
-    for (; p + 8 <= pairs; p += 8) pairs8Token1(w + <usize>p * pairBytes, pairBytes, xd, n, y, m, 0, p << 1, bias);
-    for (; p < pairs; p++) pairs1Token1(w + <usize>p * pairBytes, xd, n, y, m, 0, p << 1, bias);
+    // a decode step: two groups at a time, eight sums in flight
+    for (; g + 2 <= groups; g += 2) groups2Token1(w + <usize>g * groupBytes, groupBytes, x, rowBytes, y, m, g << 2, bias);
+    if (g < groups) group1Tokens1(w + <usize>g * groupBytes, x, rowBytes, y, m, 0, g << 2, bias);
+    return;
   }
-}
-
-/** Rounds the sums of outputs o and o+1 of token t (lane 0, lane 1) to float32, with the bias added. */
-// @ts-ignore: decorator
-@inline
-function put(s: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
-  const at = y + ((<usize>(t * m + o)) << 2);
-  const b0: f64 = bias ? <f64>load<f32>(bias + (<usize>o << 2)) : 0.0;
-  store<f32>(at, <f32>(f64x2.extract_lane(s, 0) + b0));
-  if (o + 1 < m) {
-    const b1: f64 = bias ? <f64>load<f32>(bias + (<usize>(o + 1) << 2)) : 0.0;
-    store<f32>(at + 4, <f32>(f64x2.extract_lane(s, 1) + b1));
+  // several tokens: a group of rows outermost, so its weights stay in cache over the tokens, read once for
+  // two tokens at a time (and for three where T is odd, never one alone)
+  const three = T & 1 ? 3 : 0;
+  for (; g < groups; g++) {
+    const wg = w + <usize>g * groupBytes;
+    if (three) group1Tokens3(wg, x, rowBytes, y, m, 0, g << 2, bias);
+    for (let t = three; t < T; t += 2) group1Tokens2(wg, x + <usize>t * rowBytes, rowBytes, y, m, t, g << 2, bias);
   }
 }
 
 /**
- * s + a·b in each lane. With relaxed SIMD (the matmul-relaxed.wasm build) a fused multiply-add where the
- * machine has one: the same bits as the separate multiply and add, since a product of two float32 numbers
- * is exact in float64 (48 significant bits, and no float32 product leaves float64's range), so fusing skips
- * no rounding; and one instruction for two (a verification pass is bound by them).
+ * Outputs o … o+3 of token t from their four lane sums a, b, c, d: (l0 + l1) + (l2 + l3) in each, the
+ * bias added, stored as one f32x4 (only those below m, in a last group of fewer rows).
  */
 // @ts-ignore: decorator
 @inline
-function madd(s: v128, a: v128, b: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) return f64x2.relaxed_madd(a, b, s);
-  return f64x2.add(s, f64x2.mul(a, b));
+function put4(a: v128, b: v128, c: v128, d: v128, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  // [a0+a1, b0+b1, a2+a3, b2+b3] and the same of c, d; then the halves' sums
+  const ab = f32x4.add(f32x4.shuffle(a, b, 0, 4, 2, 6), f32x4.shuffle(a, b, 1, 5, 3, 7));
+  const cd = f32x4.add(f32x4.shuffle(c, d, 0, 4, 2, 6), f32x4.shuffle(c, d, 1, 5, 3, 7));
+  let s = f32x4.add(f32x4.shuffle(ab, cd, 0, 1, 4, 5), f32x4.shuffle(ab, cd, 2, 3, 6, 7));
+  if (bias) s = f32x4.add(s, v128.load(bias + (<usize>o << 2)));
+  const at = y + (<usize>(t * m + o) << 2);
+  if (o + 4 <= m) {
+    v128.store(at, s);
+    return;
+  }
+  store<f32>(at, f32x4.extract_lane(s, 0));
+  if (o + 1 < m) store<f32>(at + 4, f32x4.extract_lane(s, 1));
+  if (o + 2 < m) store<f32>(at + 8, f32x4.extract_lane(s, 2));
 }
 
-/** The f64x2 of a pair's weights at input i. */
+/** s + a·b in each lane, rounded twice: never fused (a fused multiply-add would skip the product's rounding). */
 // @ts-ignore: decorator
 @inline
-function weights(pair: usize, i: usize): v128 {
-  return f64x2.promote_low_f32x4(v128.load64_zero(pair + (i << 3)));
+function mad(s: v128, a: v128, b: v128): v128 {
+  return f32x4.add(s, f32x4.mul(a, b));
 }
 
-/** x[i] of one token, in both lanes (one load that splats: no shuffle on the arithmetic's ports). */
-// @ts-ignore: decorator
-@inline
-function input(xt: usize, i: usize): v128 {
-  return v128.load64_splat(xt + (i << 3));
-}
-
-function pairs8Token1(w: usize, pb: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
-  let s0 = f64x2.splat(0);
-  let s1 = f64x2.splat(0);
-  let s2 = f64x2.splat(0);
-  let s3 = f64x2.splat(0);
-  let s4 = f64x2.splat(0);
-  let s5 = f64x2.splat(0);
-  let s6 = f64x2.splat(0);
-  let s7 = f64x2.splat(0);
-  const w1 = w + pb;
-  const w2 = w1 + pb;
-  const w3 = w2 + pb;
-  const w4 = w3 + pb;
-  const w5 = w4 + pb;
-  const w6 = w5 + pb;
-  const w7 = w6 + pb;
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const a = input(xt, i);
-    s0 = madd(s0, weights(w, i), a);
-    s1 = madd(s1, weights(w1, i), a);
-    s2 = madd(s2, weights(w2, i), a);
-    s3 = madd(s3, weights(w3, i), a);
-    s4 = madd(s4, weights(w4, i), a);
-    s5 = madd(s5, weights(w5, i), a);
-    s6 = madd(s6, weights(w6, i), a);
-    s7 = madd(s7, weights(w7, i), a);
+function groups2Token1(w: usize, gb: usize, xt: usize, rb: usize, y: usize, m: i32, o: i32, bias: usize): void {
+  let s0 = f32x4.splat(0);
+  let s1 = f32x4.splat(0);
+  let s2 = f32x4.splat(0);
+  let s3 = f32x4.splat(0);
+  let s4 = f32x4.splat(0);
+  let s5 = f32x4.splat(0);
+  let s6 = f32x4.splat(0);
+  let s7 = f32x4.splat(0);
+  const end = xt + rb;
+  let v = w + gb;
+  for (let u = w, xq = xt; xq < end; u += 64, v += 64, xq += 16) {
+    const a = v128.load(xq);
+    s0 = mad(s0, v128.load(u), a);
+    s1 = mad(s1, v128.load(u, 16), a);
+    s2 = mad(s2, v128.load(u, 32), a);
+    s3 = mad(s3, v128.load(u, 48), a);
+    s4 = mad(s4, v128.load(v), a);
+    s5 = mad(s5, v128.load(v, 16), a);
+    s6 = mad(s6, v128.load(v, 32), a);
+    s7 = mad(s7, v128.load(v, 48), a);
   }
-  put(s0, y, m, t, o, bias);
-  put(s1, y, m, t, o + 2, bias);
-  put(s2, y, m, t, o + 4, bias);
-  put(s3, y, m, t, o + 6, bias);
-  put(s4, y, m, t, o + 8, bias);
-  put(s5, y, m, t, o + 10, bias);
-  put(s6, y, m, t, o + 12, bias);
-  put(s7, y, m, t, o + 14, bias);
+  put4(s0, s1, s2, s3, y, m, 0, o, bias);
+  put4(s4, s5, s6, s7, y, m, 0, o + 4, bias);
 }
 
-function pairs1Token1(w: usize, xt: usize, n: i32, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
-  let s = f64x2.splat(0);
-  for (let i: usize = 0; i < <usize>n; i++) s = madd(s, weights(w, i), input(xt, i));
-  put(s, y, m, t, o, bias);
-}
-
-function pairs2Tokens4(
-  w: usize,
-  pb: usize,
-  xt: usize,
-  tb: usize,
-  n: i32,
-  y: usize,
-  m: i32,
-  t: i32,
-  o: i32,
-  bias: usize,
-): void {
-  let a0 = f64x2.splat(0);
-  let a1 = f64x2.splat(0);
-  let b0 = f64x2.splat(0);
-  let b1 = f64x2.splat(0);
-  let c0 = f64x2.splat(0);
-  let c1 = f64x2.splat(0);
-  let d0 = f64x2.splat(0);
-  let d1 = f64x2.splat(0);
-  const w1 = w + pb;
-  const xb = xt + tb;
-  const xc = xb + tb;
-  const xe = xc + tb;
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const u0 = weights(w, i);
-    const u1 = weights(w1, i);
-    const p = input(xt, i);
-    a0 = madd(a0, u0, p);
-    a1 = madd(a1, u1, p);
-    const q = input(xb, i);
-    b0 = madd(b0, u0, q);
-    b1 = madd(b1, u1, q);
-    const r = input(xc, i);
-    c0 = madd(c0, u0, r);
-    c1 = madd(c1, u1, r);
-    const s = input(xe, i);
-    d0 = madd(d0, u0, s);
-    d1 = madd(d1, u1, s);
+function group1Tokens1(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  let s0 = f32x4.splat(0);
+  let s1 = f32x4.splat(0);
+  let s2 = f32x4.splat(0);
+  let s3 = f32x4.splat(0);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const a = v128.load(xq);
+    s0 = mad(s0, v128.load(u), a);
+    s1 = mad(s1, v128.load(u, 16), a);
+    s2 = mad(s2, v128.load(u, 32), a);
+    s3 = mad(s3, v128.load(u, 48), a);
   }
-  put(a0, y, m, t, o, bias);
-  put(a1, y, m, t, o + 2, bias);
-  put(b0, y, m, t + 1, o, bias);
-  put(b1, y, m, t + 1, o + 2, bias);
-  put(c0, y, m, t + 2, o, bias);
-  put(c1, y, m, t + 2, o + 2, bias);
-  put(d0, y, m, t + 3, o, bias);
-  put(d1, y, m, t + 3, o + 2, bias);
+  put4(s0, s1, s2, s3, y, m, t, o, bias);
 }
 
-function pairs2Tokens3(
-  w: usize,
-  pb: usize,
-  xt: usize,
-  tb: usize,
-  n: i32,
-  y: usize,
-  m: i32,
-  t: i32,
-  o: i32,
-  bias: usize,
-): void {
-  let a0 = f64x2.splat(0);
-  let a1 = f64x2.splat(0);
-  let b0 = f64x2.splat(0);
-  let b1 = f64x2.splat(0);
-  let c0 = f64x2.splat(0);
-  let c1 = f64x2.splat(0);
-  const w1 = w + pb;
-  const xb = xt + tb;
-  const xc = xb + tb;
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const u0 = weights(w, i);
-    const u1 = weights(w1, i);
-    const p = input(xt, i);
-    a0 = madd(a0, u0, p);
-    a1 = madd(a1, u1, p);
-    const q = input(xb, i);
-    b0 = madd(b0, u0, q);
-    b1 = madd(b1, u1, q);
-    const r = input(xc, i);
-    c0 = madd(c0, u0, r);
-    c1 = madd(c1, u1, r);
+function group1Tokens2(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  let a0 = f32x4.splat(0);
+  let a1 = f32x4.splat(0);
+  let a2 = f32x4.splat(0);
+  let a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0);
+  let b1 = f32x4.splat(0);
+  let b2 = f32x4.splat(0);
+  let b3 = f32x4.splat(0);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const p = v128.load(xq);
+    const q = v128.load(xq + rb);
+    const u0 = v128.load(u);
+    a0 = mad(a0, u0, p);
+    b0 = mad(b0, u0, q);
+    const u1 = v128.load(u, 16);
+    a1 = mad(a1, u1, p);
+    b1 = mad(b1, u1, q);
+    const u2 = v128.load(u, 32);
+    a2 = mad(a2, u2, p);
+    b2 = mad(b2, u2, q);
+    const u3 = v128.load(u, 48);
+    a3 = mad(a3, u3, p);
+    b3 = mad(b3, u3, q);
   }
-  put(a0, y, m, t, o, bias);
-  put(a1, y, m, t, o + 2, bias);
-  put(b0, y, m, t + 1, o, bias);
-  put(b1, y, m, t + 1, o + 2, bias);
-  put(c0, y, m, t + 2, o, bias);
-  put(c1, y, m, t + 2, o + 2, bias);
+  put4(a0, a1, a2, a3, y, m, t, o, bias);
+  put4(b0, b1, b2, b3, y, m, t + 1, o, bias);
 }
 
-function pairs4Tokens2(
-  w: usize,
-  pb: usize,
-  xt: usize,
-  tb: usize,
-  n: i32,
-  y: usize,
-  m: i32,
-  t: i32,
-  o: i32,
-  bias: usize,
-): void {
-  let a0 = f64x2.splat(0);
-  let a1 = f64x2.splat(0);
-  let a2 = f64x2.splat(0);
-  let a3 = f64x2.splat(0);
-  let b0 = f64x2.splat(0);
-  let b1 = f64x2.splat(0);
-  let b2 = f64x2.splat(0);
-  let b3 = f64x2.splat(0);
-  const w1 = w + pb;
-  const w2 = w1 + pb;
-  const w3 = w2 + pb;
-  const xb = xt + tb;
-  for (let i: usize = 0; i < <usize>n; i++) {
-    const p = input(xt, i);
-    const q = input(xb, i);
-    const u0 = weights(w, i);
-    a0 = madd(a0, u0, p);
-    b0 = madd(b0, u0, q);
-    const u1 = weights(w1, i);
-    a1 = madd(a1, u1, p);
-    b1 = madd(b1, u1, q);
-    const u2 = weights(w2, i);
-    a2 = madd(a2, u2, p);
-    b2 = madd(b2, u2, q);
-    const u3 = weights(w3, i);
-    a3 = madd(a3, u3, p);
-    b3 = madd(b3, u3, q);
+function group1Tokens3(w: usize, xt: usize, rb: usize, y: usize, m: i32, t: i32, o: i32, bias: usize): void {
+  let a0 = f32x4.splat(0);
+  let a1 = f32x4.splat(0);
+  let a2 = f32x4.splat(0);
+  let a3 = f32x4.splat(0);
+  let b0 = f32x4.splat(0);
+  let b1 = f32x4.splat(0);
+  let b2 = f32x4.splat(0);
+  let b3 = f32x4.splat(0);
+  let c0 = f32x4.splat(0);
+  let c1 = f32x4.splat(0);
+  let c2 = f32x4.splat(0);
+  let c3 = f32x4.splat(0);
+  const end = xt + rb;
+  for (let u = w, xq = xt; xq < end; u += 64, xq += 16) {
+    const p = v128.load(xq);
+    const q = v128.load(xq + rb);
+    const r = v128.load(xq + (rb << 1));
+    const u0 = v128.load(u);
+    a0 = mad(a0, u0, p);
+    b0 = mad(b0, u0, q);
+    c0 = mad(c0, u0, r);
+    const u1 = v128.load(u, 16);
+    a1 = mad(a1, u1, p);
+    b1 = mad(b1, u1, q);
+    c1 = mad(c1, u1, r);
+    const u2 = v128.load(u, 32);
+    a2 = mad(a2, u2, p);
+    b2 = mad(b2, u2, q);
+    c2 = mad(c2, u2, r);
+    const u3 = v128.load(u, 48);
+    a3 = mad(a3, u3, p);
+    b3 = mad(b3, u3, q);
+    c3 = mad(c3, u3, r);
   }
-  put(a0, y, m, t, o, bias);
-  put(a1, y, m, t, o + 2, bias);
-  put(a2, y, m, t, o + 4, bias);
-  put(a3, y, m, t, o + 6, bias);
-  put(b0, y, m, t + 1, o, bias);
-  put(b1, y, m, t + 1, o + 2, bias);
-  put(b2, y, m, t + 1, o + 4, bias);
-  put(b3, y, m, t + 1, o + 6, bias);
+  put4(a0, a1, a2, a3, y, m, t, o, bias);
+  put4(b0, b1, b2, b3, y, m, t + 1, o, bias);
+  put4(c0, c1, c2, c3, y, m, t + 2, o, bias);
 }
 
 // SwiGLU: g[i] = silu(g[i]) · u[i] = g / (1 + e^−g) · u in float64, rounded to float32 once; the exp is
