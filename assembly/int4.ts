@@ -46,12 +46,10 @@ const TINY: f32 = 5.421010862427522e-20;   // 2^-64
 const BOOST: f32 = 18446744073709551616.0; // 2^64
 
 // The working area (in the thread's scratch, attend/call.ts), for `rows` query rows:
-//   the block's tile (one group of its keys' or values' codes, unpacked once for all rows: TILE_BYTES) ·
 //   queries [row][groups · 32] i8 · their group sums [row][groups] f32 · query scales [row] f32 ·
 //   the block's steps and least values [groups][PAGE_ROWS] f32 each · one f32 row for a query's rotation ·
 //   the block's weights [row][groups][PAGE_ROWS] i16 · their scales and least-value sums [row][groups] f32
 //   each · the products of a row's weights [2][PAGE_ROWS] f32 (two groups)
-let tile: usize = 0;
 let queries: usize = 0;
 let querySums: usize = 0;
 let steps: usize = 0;
@@ -62,20 +60,17 @@ let weightScales: usize = 0;
 let leastSums: usize = 0;
 let products: usize = 0;
 let groups: i32 = 0;     // groups of a row, the last possibly short
-export let fullGroups: i32 = 0; // groups of INT4_GROUP values
+let fullGroups: i32 = 0; // groups of INT4_GROUP values
 
 // @ts-ignore: decorator
 @inline function align16(bytes: usize): usize {
   return (bytes + 15) & ~15;
 }
 
-/** A group of a block's codes unpacked: 64 bytes a key (values: i16, pairs of keys interleaved; keys: i16 or i8). */
-const TILE_BYTES: usize = <usize>PAGE_ROWS << 6;
-
 /** Bytes of the working area for `rows` query rows of `dim`. */
 export function int4ScratchBytes(rows: usize, dim: i32): usize {
   const g = <usize>int4Groups(dim);
-  return TILE_BYTES + rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
+  return rows * (g << 5) + (rows * g << 3) + (g * <usize>PAGE_ROWS << 3) + (<usize>((dim + 3) & ~3) << 2) +
     rows * g * (<usize>PAGE_ROWS << 1) + 2 * align16(rows * g << 2) + (<usize>PAGE_ROWS << 3);
 }
 
@@ -84,8 +79,7 @@ export function setInt4Area(at: usize, rows: i32, dim: i32): void {
   groups = int4Groups(dim);
   fullGroups = dim / INT4_GROUP;
   const g = <usize>groups;
-  tile = at;
-  queries = at + TILE_BYTES;
+  queries = at;
   querySums = queries + (<usize>rows * g << 5);
   steps = querySums + (<usize>rows * g << 3);
   leasts = steps + (g * <usize>PAGE_ROWS << 2);
@@ -389,112 +383,6 @@ export function scoresI4<Rows>(
   dots4I4<Rows>(ra, rb, keys, rowBytes, from & ~3, to, last, headDim, outA, outB);
 }
 
-/**
- * Unpacks group g's codes of the keys in lanes [from & ~3, to) (keys past `last` read as `last`) into the
- * tile, so that every row of the block scores against them without splitting the nibbles again: on the
- * relaxed-simd build 32 bytes a key (its bytes' low nibbles, then their high ones, as groupLanes splits
- * them), on the simd build 64 (the same, widened to i16 for dot_i16x8_s).
- */
-function unpackKeysI4(keys: usize, rowBytes: usize, g: i32, from: i32, to: i32, last: i32): void {
-  const mask = v128.load(NIBBLES);
-  for (let j = from & ~3; j < to; j++) {
-    const b = v128.load(keys + <usize>min(j, last) * rowBytes + (<usize>g << 4));
-    const lo = v128.and(b, mask), hi = v128.and(i16x8.shr_u(b, 4), mask);
-    if (ASC_FEATURE_RELAXED_SIMD) {
-      const t = tile + (<usize>j << 5);
-      v128.store(t, lo);
-      v128.store(t, hi, 16);
-    } else {
-      const t = tile + (<usize>j << 6);
-      v128.store(t, i16x8.extend_low_i8x16_u(lo));
-      v128.store(t, i16x8.extend_high_i8x16_u(lo), 16);
-      v128.store(t, i16x8.extend_low_i8x16_u(hi), 32);
-      v128.store(t, i16x8.extend_high_i8x16_u(hi), 48);
-    }
-  }
-}
-
-/** groupLanes for the key whose codes unpackKeysI4 put at t (q0…q3: the group's query, q0 and q1 its bytes on the relaxed build). */
-// @ts-ignore: decorator
-@inline function tileLanes(t: usize, q0: v128, q1: v128, q2: v128, q3: v128): v128 {
-  if (ASC_FEATURE_RELAXED_SIMD) {
-    return i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(q0, v128.load(t)), i16x8.relaxed_dot_i8x16_i7x16_s(q1, v128.load(t, 16)));
-  }
-  const a = i32x4.add(i32x4.dot_i16x8_s(v128.load(t), q0), i32x4.dot_i16x8_s(v128.load(t, 16), q1));
-  return i32x4.add(a, i32x4.add(i32x4.dot_i16x8_s(v128.load(t, 32), q2), i32x4.dot_i16x8_s(v128.load(t, 48), q3)));
-}
-
-/** Row r's group g of the query: two byte vectors on the relaxed-simd build, four i16 ones on the simd build. */
-// @ts-ignore: decorator
-@inline function tileQuery(r: i32, g: i32, part: i32): v128 {
-  const q = queryOf(r) + (<usize>g << 5);
-  if (ASC_FEATURE_RELAXED_SIMD) return v128.load(q + (<usize>part << 4));
-  return v128.load8x8_s(q + (<usize>part << 3));
-}
-
-/** out[j…j + 3] of one row gains its term of whole group g for the four keys at t (0 + … for group 0). */
-// @ts-ignore: decorator
-@inline function tileTerm(t: usize, q0: v128, q1: v128, q2: v128, q3: v128, out: usize, g: i32, j: i32, sums: usize): void {
-  const keyBytes: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
-  const ab = pairSums(tileLanes(t, q0, q1, q2, q3), tileLanes(t + keyBytes, q0, q1, q2, q3));
-  const cd = pairSums(tileLanes(t + 2 * keyBytes, q0, q1, q2, q3), tileLanes(t + 3 * keyBytes, q0, q1, q2, q3));
-  const at = out + (<usize>j << 2);
-  v128.store(at, addGroup(g == 0 ? f32x4.splat(0) : v128.load(at), quadSums(ab, cd), g, j, sums));
-}
-
-/**
- * Whole group g's term for up to four rows (Rows: u64 four, u32 two, u16 one; their numbers and score rows
- * at rs and outs, i32 each) and the keys in lanes [from & ~3, to) of the tile: out[j] becomes
- * out[j] + (f32(C) · s + S · z) · scale (0 + … for group 0), addGroup's operations in dots4I4's order of
- * groups, so the bits are the pair kernel's. One loop over the keys serves all the rows.
- */
-function tileScoresI4<Rows>(rs: usize, outs: usize, g: i32, from: i32, to: i32): void {
-  const two = sizeof<Rows>() >= 4, four = sizeof<Rows>() == 8;
-  const r0 = load<i32>(rs), r1 = two ? load<i32>(rs, 4) : r0, r2 = four ? load<i32>(rs, 8) : r0, r3 = four ? load<i32>(rs, 12) : r0;
-  const o0 = <usize>load<u32>(outs), o1 = two ? <usize>load<u32>(outs, 4) : o0;
-  const o2 = four ? <usize>load<u32>(outs, 8) : o0, o3 = four ? <usize>load<u32>(outs, 12) : o0;
-  const s0 = sumsOf(r0), s1 = sumsOf(r1), s2 = sumsOf(r2), s3 = sumsOf(r3);
-  const keyBytes: usize = ASC_FEATURE_RELAXED_SIMD ? 32 : 64;
-  for (let j = from & ~3; j < to; j += 4) {
-    const t = tile + <usize>j * keyBytes;
-    tileTerm(t, tileQuery(r0, g, 0), tileQuery(r0, g, 1), tileQuery(r0, g, 2), tileQuery(r0, g, 3), o0, g, j, s0);
-    if (two) tileTerm(t, tileQuery(r1, g, 0), tileQuery(r1, g, 1), tileQuery(r1, g, 2), tileQuery(r1, g, 3), o1, g, j, s1);
-    if (four) {
-      tileTerm(t, tileQuery(r2, g, 0), tileQuery(r2, g, 1), tileQuery(r2, g, 2), tileQuery(r2, g, 3), o2, g, j, s2);
-      tileTerm(t, tileQuery(r3, g, 0), tileQuery(r3, g, 1), tileQuery(r3, g, 2), tileQuery(r3, g, 3), o3, g, j, s3);
-    }
-  }
-}
-
-/**
- * The whole groups' terms of the `count` rows listed at rs (their score rows at outs; their keys' union
- * [from, to) of the block at `keys`): each group's codes unpacked once into the tile, then read by every
- * row, up to four rows a pass over the keys.
- */
-export function tileScoresRowsI4(rs: usize, outs: usize, count: i32, keys: usize, rowBytes: usize, from: i32, to: i32, last: i32): void {
-  for (let g = 0; g < fullGroups; g++) {
-    unpackKeysI4(keys, rowBytes, g, from, to, last);
-    let i = 0;
-    for (; i + 3 < count; i += 4) tileScoresI4<u64>(rs + (<usize>i << 2), outs + (<usize>i << 2), g, from, to);
-    for (; i + 1 < count; i += 2) tileScoresI4<u32>(rs + (<usize>i << 2), outs + (<usize>i << 2), g, from, to);
-    if (i < count) tileScoresI4<u16>(rs + (<usize>i << 2), outs + (<usize>i << 2), g, from, to);
-  }
-}
-
-/** The short last group's term (dots4I4's shortLanes) for row r and the keys in lanes [from & ~3, to), added to out[j]. */
-export function shortScoresI4(r: i32, keys: usize, rowBytes: usize, headDim: i32, from: i32, to: i32, last: i32, out: usize): void {
-  const g = fullGroups, count = headDim - g * INT4_GROUP, at = <usize>g << 4;
-  const q = queryOf(r) + (<usize>g << 5);
-  for (let j = from & ~3; j < to; j += 4) {
-    const k0 = keys + <usize>j * rowBytes;
-    const k1 = keys + <usize>min(j + 1, last) * rowBytes;
-    const k2 = keys + <usize>min(j + 2, last) * rowBytes;
-    const k3 = keys + <usize>min(j + 3, last) * rowBytes;
-    const o = out + (<usize>j << 2);
-    v128.store(o, addGroup(g == 0 ? f32x4.splat(0) : v128.load(o), shortLanes(q, k0, k1, k2, k3, at, count), g, j, sumsOf(r)));
-  }
-}
-
 // ---------------------------------------------------------------------------------------------- values
 
 /**
@@ -719,100 +607,4 @@ export function accumulateI4<Rows>(
       addColumns(bt + 48, i32x4.shuffle(f1, p1, 2, 6, 3, 7), sb, lb);
     }
   }
-}
-
-
-/**
- * Unpacks group g's value codes of the pairs of keys accumulateI4 walks over [from, to) (planPairs; a
- * pair's second key past `last` read as its first, whose weight is 0) into the tile, 128 bytes a pair: for
- * each half of the group, its bytes widened to i16 with the pair interleaved, as the low nibbles (the even
- * columns) of the half's first and last 8 columns, then its high nibbles (the odd ones).
- */
-function unpackValuesI4(values: usize, rowBytes: usize, g: i32, from: i32, to: i32, last: i32): void {
-  planPairs(from, to, last);
-  const pairs = pairCount, full = pairsFull, lastStep = full < pairs ? <usize>0 : rowBytes;
-  let v = values + <usize>pairFirst * rowBytes + (<usize>g << 4);
-  let t = tile;
-  for (let i = 0; i < pairs; i++) {
-    const step = i < full ? rowBytes : lastStep;
-    const nibble = v128.load(NIBBLES);
-    for (let half: usize = 0; half < 16; half += 8) {
-      const x = v128.load8x8_u(v + half), y = v128.load8x8_u(v + step + half);
-      const lo = i16x8.shuffle(x, y, 0, 8, 1, 9, 2, 10, 3, 11), hi = i16x8.shuffle(x, y, 4, 12, 5, 13, 6, 14, 7, 15);
-      const at = t + (half << 3);
-      v128.store(at, v128.and(lo, nibble));
-      v128.store(at, v128.and(hi, nibble), 16);
-      v128.store(at, i16x8.shr_u(lo, 4), 32);
-      v128.store(at, i16x8.shr_u(hi, 4), 48);
-    }
-    v += rowBytes << 1;
-    t += 128;
-  }
-}
-
-/**
- * accumulateI4 for up to four rows (Rows: u64 four, u32 two, u16 one; rows rs[0…]) over the tile of
- * unpackValuesI4: each unpacked pair serves every row, eight columns a pass (two accumulators a row).
- */
-function tileValuesI4<Rows>(rs: usize, accBase: usize, accStride: usize, g: i32): void {
-  const two = sizeof<Rows>() >= 4, four = sizeof<Rows>() == 8;
-  const r0 = load<i32>(rs), r1 = two ? load<i32>(rs, 4) : r0, r2 = four ? load<i32>(rs, 8) : r0, r3 = four ? load<i32>(rs, 12) : r0;
-  const w0 = weightsOf(r0, g) + (<usize>pairFirst << 1);
-  const d1 = weightsOf(r1, g) - weightsOf(r0, g), d2 = weightsOf(r2, g) - weightsOf(r0, g), d3 = weightsOf(r3, g) - weightsOf(r0, g);
-  const pairs = pairCount;
-  const lo = g * INT4_GROUP;
-  for (let s = 0; s < 4; s++) {
-    const zero = i32x4.splat(0);
-    let e0 = zero, o0 = zero, e1 = zero, o1 = zero, e2 = zero, o2 = zero, e3 = zero, o3 = zero;
-    let t = tile + (<usize>(s >> 1) << 6) + (<usize>(s & 1) << 4);
-    let p = w0;
-    for (let i = 0; i < pairs; i++) {
-      const e = v128.load(t), o = v128.load(t, 32);
-      let w = v128.load32_splat(p);
-      e0 = i32x4.add(e0, i32x4.dot_i16x8_s(e, w)); o0 = i32x4.add(o0, i32x4.dot_i16x8_s(o, w));
-      if (two) {
-        w = v128.load32_splat(p + d1);
-        e1 = i32x4.add(e1, i32x4.dot_i16x8_s(e, w)); o1 = i32x4.add(o1, i32x4.dot_i16x8_s(o, w));
-      }
-      if (four) {
-        w = v128.load32_splat(p + d2);
-        e2 = i32x4.add(e2, i32x4.dot_i16x8_s(e, w)); o2 = i32x4.add(o2, i32x4.dot_i16x8_s(o, w));
-        w = v128.load32_splat(p + d3);
-        e3 = i32x4.add(e3, i32x4.dot_i16x8_s(e, w)); o3 = i32x4.add(o3, i32x4.dot_i16x8_s(o, w));
-      }
-      t += 128;
-      p += 4;
-    }
-    // e: the pass's even columns, o: its odd ones, interleaved back into order
-    const column = <usize>(lo + (s << 3)) << 2;
-    addPass(accBase + <usize>r0 * accStride + column, e0, o0, r0, g);
-    if (two) addPass(accBase + <usize>r1 * accStride + column, e1, o1, r1, g);
-    if (four) {
-      addPass(accBase + <usize>r2 * accStride + column, e2, o2, r2, g);
-      addPass(accBase + <usize>r3 * accStride + column, e3, o3, r3, g);
-    }
-  }
-}
-
-/** addColumns for a pass's eight columns at `at` (e: its even columns' sums, o: its odd ones') of row r. */
-// @ts-ignore: decorator
-@inline function addPass(at: usize, e: v128, o: v128, r: i32, g: i32): void {
-  const scale = f32x4.splat(weightScaleOf(r, g)), least = f32x4.splat(leastSumOf(r, g));
-  addColumns(at, i32x4.shuffle(e, o, 0, 4, 1, 5), scale, least);
-  addColumns(at + 16, i32x4.shuffle(e, o, 2, 6, 3, 7), scale, least);
-}
-
-/**
- * accumulateI4 for the `count` rows listed at rs (i32 each; row r's accumulator at accBase + r · accStride;
- * their keys' union [from, to)): group g's codes unpacked once into the tile, then read by every row. The
- * sums are the same integers as accumulateI4's (a row's weights outside its keys are 0), so the bits are too.
- */
-export function accumulateTileI4(
-  rs: usize, count: i32, accBase: usize, accStride: usize, values: usize, rowBytes: usize, g: i32, from: i32, to: i32, last: i32,
-): void {
-  unpackValuesI4(values, rowBytes, g, from, to, last);
-  let i = 0;
-  for (; i + 3 < count; i += 4) tileValuesI4<u64>(rs + (<usize>i << 2), accBase, accStride, g);
-  for (; i + 1 < count; i += 2) tileValuesI4<u32>(rs + (<usize>i << 2), accBase, accStride, g);
-  if (i < count) tileValuesI4<u16>(rs + (<usize>i << 2), accBase, accStride, g);
 }

@@ -2,12 +2,10 @@
 // kernels of values.ts (float32: pairs of rows share their value loads), int8.ts (int8 values in integers)
 // or int4.ts (int4 values in integers, a group of 32 columns at a time).
 
-import { accBase, accOf, accStride, activeCount, activeRows, getI32, headDim, keyRowBytes, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
+import { accOf, accStride, activeCount, activeRows, getI32, headDim, keyRowBytes, probsOf, rowFrom, rowTo, valueScaleBlock } from './call';
 import { accumulateI8, accumulateI8x2, accumulateI8x4, quantizeWeights } from '../int8';
-import { accumulateI4, accumulateTileI4, loadGroupScales, quantizeWeightsI4 } from '../int4';
-import { INT4_GROUP, int4Groups } from '../descriptor';
-
-const TILE_MIN_ROWS: i32 = 1;
+import { accumulateI4, loadGroupScales, quantizeWeightsI4 } from '../int4';
+import { int4Groups } from '../descriptor';
 import { accumulate1, accumulate2 } from '../values';
 import { accumulate1Bf16, accumulate2Bf16, accumulate4Bf16 } from '../bf16';
 
@@ -109,17 +107,7 @@ export function accumulateBlockI4(values: usize, scales: usize, n: i32): void {
     quantizeWeightsI4(r, probsOf(r), getI32(rowFrom, r), getI32(rowTo, r));
   }
   const groups = int4Groups(headDim);
-  let from = 0x7fffffff, to = 0;
-  for (let i = 0; i < activeCount; i++) {
-    const r = getI32(activeRows, i);
-    from = min(from, getI32(rowFrom, r));
-    to = max(to, getI32(rowTo, r));
-  }
   for (let g = 0; g < groups; g++) {
-    if (ASC_FEATURE_SIMD && activeCount >= TILE_MIN_ROWS && (g + 1) * INT4_GROUP <= headDim) {
-      accumulateTileI4(activeRows, activeCount, accBase, accStride, values, keyRowBytes, g, from, to, n - 1);
-      continue;
-    }
     let i = 0;
     for (; i + 1 < activeCount; i += 2) {
       const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);

@@ -9,14 +9,10 @@
 import { MASKED, softcapScalar, softcap4, horizontalMax } from '../math';
 import {
   activeCount, activeRows, alibiSlopes, draftPosition, draftSees, factorBase, getI32, headDim, int8, keyRowBytes, keyScaleBlock,
-  probsOf, rowFrom, rowLast, rowMax, rowOut, rowPosition, rowQuery, rowSlope, rowTo, scale, setI32, softcap, treeBase,
+  probsOf, rowFrom, rowLast, rowMax, rowOut, rowPosition, rowQuery, rowSlope, rowTo, scale, softcap, treeBase,
 } from './call';
 import { scoresI8, scoresI8x2 } from '../int8';
-import { fullGroups, loadGroupScales, scoresI4, shortScoresI4, tileScoresRowsI4 } from '../int4';
-import { INT4_GROUP } from '../descriptor';
-
-/** Rows from which a block's int4 keys are unpacked once for all of them (int4.ts unpackKeysI4). */
-const TILE_MIN_ROWS: i32 = 1;
+import { loadGroupScales, scoresI4 } from '../int4';
 import { dot2x4Dim64, dot2x4F32, dot4F32, dot8F32, dotScalarF32 } from '../score';
 import { dot2x4Bf16, dot2x4Bf16Dim64, dot4Bf16, dot4x2Bf16Dim64, dot8Bf16, dotScalarBf16 } from '../bf16';
 
@@ -143,25 +139,6 @@ export function scoreBlockI8(keys: usize, n: i32): void {
 /** scoreBlock's dot products over int4 keys (int4.ts), rows two at a time. `scales`: lane 0's group scales. */
 export function scoreBlockI4(keys: usize, scales: usize, n: i32): void {
   loadGroupScales(scales, n);
-  if (ASC_FEATURE_SIMD && activeCount >= TILE_MIN_ROWS) {
-    // each group's codes unpacked once for all the rows (int4.ts unpackKeysI4), a row at a time against them
-    let from = 0x7fffffff, to = 0;
-    for (let i = 0; i < activeCount; i++) {
-      const r = getI32(activeRows, i);
-      from = min(from, getI32(rowFrom, r));
-      to = max(to, getI32(rowTo, r));
-    }
-    // the rows' score rows beside their numbers (factorBase is free: int4 scales per group, not per key)
-    for (let i = 0; i < activeCount; i++) setI32(factorBase, i, <i32>probsOf(getI32(activeRows, i)));
-    tileScoresRowsI4(activeRows, factorBase, activeCount, keys, keyRowBytes, from, to, n - 1);
-    if (fullGroups * INT4_GROUP < headDim) {
-      for (let i = 0; i < activeCount; i++) {
-        const r = getI32(activeRows, i);
-        shortScoresI4(r, keys, keyRowBytes, headDim, getI32(rowFrom, r), getI32(rowTo, r), n - 1, probsOf(r));
-      }
-    }
-    return;
-  }
   let i = 0;
   for (; i + 1 < activeCount; i += 2) {
     const ra = getI32(activeRows, i), rb = getI32(activeRows, i + 1);
