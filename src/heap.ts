@@ -68,6 +68,11 @@ export class LinearHeap {
     return this.allocate(bytes);
   }
 
+  /** Bytes of the block handed out at `start` (0: none is). */
+  sizeOf(start: number): number {
+    return this.#live.get(start) ?? 0;
+  }
+
   release(start: number): void {
     const size = this.#live.get(start);
     if (size === undefined) return;

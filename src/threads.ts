@@ -305,8 +305,15 @@ export class ThreadPool {
 
   /** Bytes of linear memory the pool holds (job, scratch, results, states): no cache's. */
   get bytes(): number {
+    // blocks replaced while a late worker was inside are still held until it leaves (#release)
+    let retired = 0;
+    for (const at of this.#retired) retired += this.#heap.sizeOf(at);
     return (
-      this.#abi.jobBytes() + this.#scratchBytes + this.#resultBytes * this.#resultsThreads + this.#stateCapacity * 8
+      this.#abi.jobBytes() +
+      this.#scratchBytes +
+      this.#resultBytes * this.#resultsThreads +
+      this.#stateCapacity * 8 +
+      retired
     );
   }
 
