@@ -14,7 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, median } from '../test/support/scripts.mjs';
-import { SHAPES, workloadData, filledCache } from './suite.mjs';
+import { SHAPES, workloadData, filledCache, interleave } from './suite.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULTS = {
@@ -39,18 +39,6 @@ if (!Number.isInteger(layers) || layers < 1)
   throw new RangeError(`--layers: expected an integer ≥ 1, got ${opts.layers}`);
 const pkg = await import(pathToFileURL(join(root, 'dist', 'index.js')).href);
 const { build } = await pkg.init({ build: opts.build, threads: 1 });
-
-/** Calls per batch so that a batch takes about batchMs. @param {() => void} fn */
-function callsPerBatch(fn) {
-  let n = 1;
-  for (;;) {
-    const t = performance.now();
-    for (let i = 0; i < n; i++) fn();
-    const ms = performance.now() - t;
-    if (ms > opts.batchMs / 4) return Math.max(1, Math.round((n * opts.batchMs) / ms));
-    n *= 2;
-  }
-}
 
 const lines = [];
 lines.push(
@@ -84,22 +72,11 @@ for (const shape of list(opts.shapes)) {
       for (let layer = 0; layer < layers; layer++) cache.attend(layer, q, k, v, out);
       cache.truncate(L);
     });
-    const calls = steps.map(callsPerBatch);
-    /** @type {number[][]} */
-    const times = DTYPES.map(() => []);
-    /** @type {number[][]} */
-    const cpu = DTYPES.map(() => []);
-    for (let round = 0; round < opts.rounds; round++) {
-      for (let j = 0; j < DTYPES.length; j++) {
-        const which = (j + round) % DTYPES.length;
-        const t = performance.now();
-        const c = process.cpuUsage();
-        for (let i = 0; i < calls[which]; i++) steps[which]();
-        times[which].push(((performance.now() - t) * 1000) / calls[which] / layers);
-        const used = process.cpuUsage(c);
-        cpu[which].push((used.user + used.system) / calls[which] / layers);
-      }
-    }
+    // per call of each dtype, in µs per layer
+    const timed = interleave(steps, { rounds: opts.rounds, batchMs: opts.batchMs });
+    const perLayer = (/** @type {number[][]} */ ms) => ms.map((r) => r.map((x) => (x * 1000) / layers));
+    const times = perLayer(timed.wall);
+    const cpu = perLayer(timed.cpu);
     const med = times.map((t) => median(t));
     const medCpu = cpu.map((t) => median(t));
     DTYPES.forEach((dtype, i) => {
