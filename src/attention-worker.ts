@@ -140,7 +140,15 @@ function recordFailure(status: Int32Array, words: Int32Array, thread: number, ep
   Atomics.notify(words, Job.FINISHED);
 }
 
+/**
+ * The mark the pool gives its workers: their `workerData` (node:worker_threads) or their `name` (Web
+ * Workers). The facade imports this module too, in whatever thread a user loads the package, so the
+ * script starts only where it finds the mark: a user's own worker keeps its messages.
+ */
+export const POOL_WORKER = 'wasm-attention pool worker';
+
 interface NodeWorkerThreads {
+  workerData?: unknown;
   parentPort: {
     once(event: 'message', listener: (message: WorkerStart | { probe: WebAssembly.Memory }) => void): void;
     postMessage(message: unknown): void;
@@ -149,12 +157,14 @@ interface NodeWorkerThreads {
 
 // Node, Deno and Bun run it as a node:worker_threads worker (the one kind they can unref); browsers as a
 // module Web Worker
-const port = (
-  (globalThis as { process?: { getBuiltinModule?(id: string): unknown } }).process?.getBuiltinModule?.(
-    'node:worker_threads',
-  ) as NodeWorkerThreads | undefined
-)?.parentPort;
-const inWebWorker = !port && typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined';
+const nodeThreads = (
+  globalThis as { process?: { getBuiltinModule?(id: string): unknown } }
+).process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerThreads | undefined;
+const port = nodeThreads?.workerData === POOL_WORKER ? nodeThreads.parentPort : null;
+const inWebWorker =
+  !nodeThreads?.parentPort &&
+  typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined' &&
+  (globalThis as { name?: unknown }).name === POOL_WORKER;
 const scope = globalThis as unknown as {
   postMessage(message: unknown): void;
   onmessage: ((event: { data: WorkerStart | { probe: WebAssembly.Memory } }) => void) | null;

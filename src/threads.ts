@@ -16,6 +16,7 @@ import {
   MAX_THREADS,
   MESSAGE,
   OWNERS,
+  POOL_WORKER,
   STATUS_WORDS,
   TRAP_TEST,
   spinsPerInterval,
@@ -83,7 +84,7 @@ interface NodeWorker {
   unref(): void;
 }
 
-type NodeWorkerConstructor = new (url: URL, options?: { execArgv: string[] }) => NodeWorker;
+type NodeWorkerConstructor = new (url: URL, options?: { execArgv?: string[]; workerData?: unknown }) => NodeWorker;
 
 function nodeWorkerThreads(): { Worker: NodeWorkerConstructor } | undefined {
   return global.process?.getBuiltinModule?.('node:worker_threads') as { Worker: NodeWorkerConstructor } | undefined;
@@ -156,6 +157,7 @@ function startWorker(start: WorkerStart, ended: () => void): PoolWorker {
   if (!threads) {
     const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
       type: 'module',
+      name: POOL_WORKER,
     }) as unknown as WebWorker;
     web.addEventListener('message', (event) => onMessage(event.data));
     web.addEventListener('error', (event) => {
@@ -191,6 +193,7 @@ function probeWorker(): ProbeWorker {
   if (!threads) {
     const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
       type: 'module',
+      name: POOL_WORKER,
     }) as unknown as WebWorker;
     return {
       post: (message) => web.postMessage(message),
@@ -212,13 +215,16 @@ function probeWorker(): ProbeWorker {
 }
 
 /**
- * A worker inherits the process's options, but `--input-type` (the script came by --eval or stdin) makes
- * Node refuse the worker's file (measured: init({ threads: 2 }) rejected under `node --input-type=module
- * --eval`). Such a worker gets no options: the worker script imports nothing, and V8's flags (the
- * relaxed-SIMD one) hold for the whole process anyway. Other processes' workers inherit, as before.
+ * A Node worker's options: the pool's mark as its workerData (attention-worker.ts starts only where it
+ * finds it), and its process options. A worker inherits the process's options, but `--input-type` (the
+ * script came by --eval or stdin) makes Node refuse the worker's file (measured: init({ threads: 2 })
+ * rejected under `node --input-type=module --eval`). Such a worker gets none: the worker script imports
+ * nothing, and V8's flags (the relaxed-SIMD one) hold for the whole process anyway.
  */
-function workerOptions(execArgv: string[] | undefined): { execArgv: string[] } | undefined {
-  return execArgv?.some((a) => a.startsWith('--input-type')) ? { execArgv: [] } : undefined;
+function workerOptions(execArgv: string[] | undefined): { execArgv?: string[]; workerData: string } {
+  return execArgv?.some((a) => a.startsWith('--input-type'))
+    ? { execArgv: [], workerData: POOL_WORKER }
+    : { workerData: POOL_WORKER };
 }
 
 let nodeWorkerScript: URL | undefined;
