@@ -19,6 +19,7 @@ import { Rng } from '../test/support/rng.js';
 import { fmtMs, fmtX, loadPackage, parseArgs, quantile } from '../test/support/scripts.mjs';
 import { buildLimits } from './limits/build.mjs';
 import { SHAPES, batchData, batchRunners } from './suite.mjs';
+import { startTwin } from './twin.mjs';
 
 const opts = parseArgs(process.argv.slice(2), {
   rounds: 30,
@@ -170,7 +171,10 @@ for (const shapeName of list(opts.shapes)) {
     for (const dtype of list(opts.dtypes)) {
       const bytes = opts.count * kvBytes(shape, length + 1, dtype);
       const machine = await machineBandwidth(bytes);
-      /** One set of caches per thread count (a cache runs on the kernel init gave when it was made). */
+      /**
+       * One set of caches per thread count (a cache runs on the kernel init gave when it was made).
+       * @type {{ threads: number, caches: any[], lone: () => number, batch: () => number, hot: () => number }[]}
+       */
       const sets = [];
       for (const threads of opts.cpu ? [1] : [1, 2]) {
         await pkg.init({ threads });
@@ -193,6 +197,9 @@ for (const shapeName of list(opts.shapes)) {
         { name: `batch ${s.threads}t`, run: s.batch, threads: s.threads },
         ...(s.threads === 1 ? [{ name: 'hot 1t', run: s.hot, threads: 1 }] : []),
       ]);
+      // the same lone calls at one thread while a twin (bench/twin.mjs) runs its own on the other core
+      const twin = opts.cpu ? null : await startTwin({ shape: shapeName, count: opts.count, length, dtype });
+      if (twin) variants.push({ name: 'twins 1t', run: () => twin.beside(sets[0].lone), threads: 2 });
       // one streaming pass over the same bytes on this thread, among the rounds: the machine's read rate
       // at the same moments as the steps (a loaded machine slows both alike)
       const passBytes = Math.ceil(bytes / 256) * 256;
@@ -218,9 +225,10 @@ for (const shapeName of list(opts.shapes)) {
         }
         for (const j of order) {
           const v = variants[j];
-          // a 2-thread step runs right after an untimed one, as a model's layers follow one another: its
-          // worker is awake and spinning, as in a decode loop, not asleep after the nap below
-          if (v.threads > 1) v.run();
+          // every step runs right after an untimed one, as a model's layers follow one another: its K/V as
+          // warm as a decode loop leaves it, and a 2-thread step's worker awake and spinning, not asleep
+          // after the nap below
+          v.run();
           times[v.name].push(v.run());
           // a 2-thread call leaves its worker spinning a while (SPIN_MS) for the next call: let it fall
           // asleep before the next variant, which it would otherwise slow on a 2-core machine
@@ -228,6 +236,7 @@ for (const shapeName of list(opts.shapes)) {
         }
       }
       for (const s of sets) for (const c of s.caches) c.dispose();
+      await twin?.stop();
       const perRound = (/** @type {string} */ a, /** @type {string} */ b) => times[a].map((x, i) => x / times[b][i]);
       const gb = (/** @type {string} */ name) => times[name].map((ms) => bytes / ms / 1e6);
       rows.push({
@@ -245,6 +254,8 @@ for (const shapeName of list(opts.shapes)) {
             : {
                 '2t vs lone 2t': perRound('lone 2t', 'batch 2t'),
                 '2t vs lone 1t': perRound('lone 1t', 'batch 2t'),
+                // two cores with nothing shared: each does a step in `twins 1t` where one alone takes `lone 1t`
+                ceiling: perRound('lone 1t', 'twins 1t').map((x) => 2 * x),
               }),
         },
       });
@@ -258,16 +269,22 @@ for (const shapeName of list(opts.shapes)) {
 
 console.log('## Times and ratios\n');
 console.log(
-  '| shape | tokens | dtype | K/V MB | lone 1t | attendMany 1t | lone 2t | attendMany 2t | ratio 1t | ratio 2t (vs lone 2t) | ratio 2t (vs lone 1t) |',
+  '| shape | tokens | dtype | K/V MB | lone 1t | attendMany 1t | lone 2t | attendMany 2t | lone 1t beside a twin | ratio 1t | ratio 2t (vs lone 2t) | ratio 2t (vs lone 1t) | two cores ÷ one (twins) |',
 );
-console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
 for (const r of rows) {
   console.log(
     `| ${r.shape} | ${r.length} | ${r.dtype} | ${r.mb.toFixed(1)} | ${spread(r.times['lone 1t'])} | ${spread(r.times['batch 1t'])} | ` +
-      `${spread(r.times['lone 2t'])} | ${spread(r.times['batch 2t'])} | ${spreadX(r.ratios['1t'])} | ` +
-      `${spreadX(r.ratios['2t vs lone 2t'])} | ${spreadX(r.ratios['2t vs lone 1t'])} |`,
+      `${spread(r.times['lone 2t'])} | ${spread(r.times['batch 2t'])} | ${spread(r.times['twins 1t'])} | ${spreadX(r.ratios['1t'])} | ` +
+      `${spreadX(r.ratios['2t vs lone 2t'])} | ${spreadX(r.ratios['2t vs lone 1t'])} | ${spreadX(r.ratios.ceiling)} |`,
   );
 }
+console.log(
+  '\nTwo cores ÷ one: twice a lone step at one thread over the same step beside a twin, a worker with its own ' +
+    'package and caches running the same lone calls on the other core (bench/twin.mjs): what two cores give ' +
+    'this workload with nothing shared, the ceiling of "ratio 2t (vs lone 1t)" but for the per-call costs a ' +
+    'batch saves.',
+);
 console.log("\n## K/V read bandwidth (GB/s) against the machine's streaming read over the same bytes\n");
 console.log(
   'Median (p10–p90). The machine: single streaming passes over the bytes, 100 of them before the steps (on 1 ' +
