@@ -4,10 +4,13 @@
 // streaming read bandwidth over a working set of the same size (bench/limits: one thread over all of it,
 // and two threads over half of it each, at once). Every variant of a round (lone and batch, 1 and 2
 // threads) runs interleaved in one process, in a fresh shuffled order each round; each timed step is
-// followed (untimed) by truncating every cache back. A 2-thread step is timed right after an untimed one
-// (its worker awake, as between a model's layers) and followed by a 5 ms sleep, so the worker, which
-// spins a while after a call, is asleep before the next variant runs. Reported: medians and p10–p90 of the rounds; a ratio is the median of the
-// per-round ratios (lone time / batch time: > 1 means the batch is faster).
+// followed (untimed) by truncating every cache back. Every step is timed right after an untimed one of
+// its own (its K/V warm, a 2-thread step's worker awake, as between a model's layers), and a 2-thread
+// step is followed by a 5 ms sleep, so the worker, which spins a while after a call, is asleep before the
+// next variant runs. One more variant: the lone calls at one thread beside a twin (bench/twin.mjs), a
+// worker with its own package and caches running the same calls on the other core, which estimates what
+// two cores give the workload with nothing shared. Reported: medians and p10–p90 of the rounds; a ratio is
+// the median of the per-round ratios (lone time / batch time: > 1 means the batch is faster).
 //
 //   node bench/many-bandwidth.mjs [--rounds 30] [--shapes gpt2,llama] [--dtypes float32,bfloat16,int8]
 //                                 [--lengths 256,64] [--count 32]
@@ -282,8 +285,8 @@ for (const r of rows) {
 console.log(
   '\nTwo cores ÷ one: twice a lone step at one thread over the same step beside a twin, a worker with its own ' +
     'package and caches running the same lone calls on the other core (bench/twin.mjs): what two cores give ' +
-    'this workload with nothing shared, the ceiling of "ratio 2t (vs lone 1t)" but for the per-call costs a ' +
-    'batch saves.',
+    'this workload with nothing shared: what "ratio 2t (vs lone 1t)" can hope for. An estimate, not a bound: ' +
+    'the twins hold two sets of caches where a batch holds one, and a batch saves per-call costs besides.',
 );
 console.log("\n## K/V read bandwidth (GB/s) against the machine's streaming read over the same bytes\n");
 console.log(

@@ -1,8 +1,9 @@
 // A twin for bench/many-bandwidth.mjs: a worker thread with its own instance of the package and its own
 // caches (the same shape, data and dtype as the main thread's), running the same 32 lone attend calls at
 // one thread over and over while the main thread times its own. Nothing is shared but the machine, so how
-// much the twin slows the main thread's step is what two cores can give this workload at best: the
-// ceiling of any 2-thread way to run it, attendMany's included.
+// much the twin slows the main thread's step estimates what two cores give this workload: what a 2-thread
+// way to run it (attendMany's) can hope for. An estimate, not a bound: the twins hold two sets of caches
+// (twice the K/V in the last-level cache) where a batch on two threads holds one.
 
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { loadPackage } from '../test/support/scripts.mjs';
@@ -14,13 +15,22 @@ import { SHAPES, batchData, batchRunners } from './suite.mjs';
  */
 export async function startTwin(workload) {
   const worker = new Worker(new URL(import.meta.url), { workerData: workload });
-  // [0]: run (1) or rest (0), set here; [1]: steps done and [2]: resting (1) or not, set by the twin
   const control = new Int32Array(new SharedArrayBuffer(12));
   await new Promise((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);
     worker.postMessage(control);
   });
+  /** Waits while word `i` holds `value`; throws when the twin failed or a minute passed. */
+  const waitWhile = (/** @type {number} */ i, /** @type {number} */ value) => {
+    const t0 = performance.now();
+    while (Atomics.load(control, i) === value) {
+      if (Atomics.load(control, STATE) === FAILED)
+        throw new Error('bench/twin: the twin failed (its error is on stderr)');
+      if (performance.now() - t0 > 60_000) throw new Error('bench/twin: the twin did not answer within a minute');
+      Atomics.wait(control, i, value, 50);
+    }
+  };
   return {
     /**
      * Runs `step` on this thread while the twin runs its lone calls; returns what `step` returns, timed
@@ -29,18 +39,29 @@ export async function startTwin(workload) {
      * @template T @param {() => T} step @returns {T}
      */
     beside(step) {
-      const done = Atomics.load(control, 1);
-      Atomics.store(control, 0, 1);
-      Atomics.notify(control, 0);
-      while (Atomics.load(control, 1) < done + 1) Atomics.wait(control, 1, Atomics.load(control, 1), 50);
+      const done = Atomics.load(control, DONE);
+      Atomics.store(control, COMMAND, RUN);
+      Atomics.notify(control, COMMAND);
+      waitWhile(DONE, done);
       const result = step();
-      Atomics.store(control, 0, 0);
-      while (Atomics.load(control, 2) === 0) Atomics.wait(control, 2, 0, 50);
+      Atomics.store(control, COMMAND, REST);
+      waitWhile(STATE, RUNNING);
       return result;
     },
     stop: () => worker.terminate(),
   };
 }
+
+// The control words: the command (set by the main thread), the steps done and the twin's state (set by
+// the twin). The twin says it rests only once it has finished its step and found the command is rest.
+const COMMAND = 0,
+  DONE = 1,
+  STATE = 2;
+const REST = 0,
+  RUN = 1;
+const RUNNING = 0,
+  RESTING = 1,
+  FAILED = 2;
 
 if (!isMainThread) {
   const { shape: shapeName, count, length, dtype } = workerData;
@@ -53,13 +74,22 @@ if (!isMainThread) {
   parentPort?.once('message', (/** @type {Int32Array} */ control) => {
     parentPort?.postMessage('ready');
     for (;;) {
-      Atomics.store(control, 2, 1);
-      Atomics.notify(control, 2);
-      while (Atomics.load(control, 0) === 0) Atomics.wait(control, 0, 0);
-      Atomics.store(control, 2, 0);
-      lone();
-      Atomics.add(control, 1, 1);
-      Atomics.notify(control, 1);
+      if (Atomics.load(control, COMMAND) === REST) {
+        Atomics.store(control, STATE, RESTING);
+        Atomics.notify(control, STATE);
+        while (Atomics.load(control, COMMAND) === REST) Atomics.wait(control, COMMAND, REST);
+        Atomics.store(control, STATE, RUNNING);
+      }
+      try {
+        lone();
+      } catch (error) {
+        Atomics.store(control, STATE, FAILED);
+        Atomics.notify(control, STATE);
+        Atomics.notify(control, DONE);
+        throw error;
+      }
+      Atomics.add(control, DONE, 1);
+      Atomics.notify(control, DONE);
     }
   });
 }

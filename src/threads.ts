@@ -152,12 +152,14 @@ function startWorker(start: WorkerStart, ended: () => void): PoolWorker {
   const worker = { thread: start.thread, id: start.id, ready };
   // node:worker_threads where the runtime has it (Node, Deno, Bun: the workers it makes can be unref'd, so
   // they never keep a process alive; Deno's Web Workers cannot), else Web Workers (browsers). The literal
-  // `new Worker(new URL('./attention-worker.js', import.meta.url), …)` is the form bundlers recognise.
+  // `new Worker(new URL('./attention-worker.js', import.meta.url), { …literals })` is the form bundlers
+  // recognise: Vite before 6.1 refuses options that are not literals, so the mark is written out (its
+  // value is POOL_WORKER's, which user-worker.test.ts checks).
   const threads = nodeWorkerThreads();
   if (!threads) {
     const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
       type: 'module',
-      name: POOL_WORKER,
+      name: 'wasm-attention pool worker',
     }) as unknown as WebWorker;
     web.addEventListener('message', (event) => onMessage(event.data));
     web.addEventListener('error', (event) => {
@@ -193,7 +195,7 @@ function probeWorker(): ProbeWorker {
   if (!threads) {
     const web = new Worker(new URL('./attention-worker.js', import.meta.url), {
       type: 'module',
-      name: POOL_WORKER,
+      name: 'wasm-attention pool worker',
     }) as unknown as WebWorker;
     return {
       post: (message) => web.postMessage(message),

@@ -2,8 +2,10 @@
 // loading it, and starting its pool there, leaves that thread's messages to the user's code. The pool's
 // script is a module the facade imports too (for its constants); it starts only in the pool's own workers.
 
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
+import { POOL_WORKER } from '../src/attention-worker.js';
 
 const PACKAGE = new URL('../dist/index.js', import.meta.url).href;
 
@@ -47,4 +49,13 @@ describe("a user's worker thread", () => {
       await worker.terminate();
     }
   }, 20_000);
+
+  it("the pool's Web Workers carry the mark: the name written out where they are made is POOL_WORKER", () => {
+    // written as a literal for bundlers (threads.ts), so this is what ties it to the worker script's check
+    const source = readFileSync(new URL('../src/threads.ts', import.meta.url), 'utf8');
+    const names = [
+      ...source.matchAll(/= new Worker\(new URL\('\.\/attention-worker\.js', import\.meta\.url\), \{[^}]*\}/g),
+    ].map((m) => /name: '([^']*)'/.exec(m[0])?.[1]);
+    expect(names).toEqual([POOL_WORKER, POOL_WORKER]);
+  });
 });
