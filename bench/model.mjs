@@ -20,6 +20,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadModel } from '../examples/model/index.mjs';
+import { LOOKUP_DEFAULTS, draftByLookup } from '../examples/model/lookup.mjs';
 import { busyWarning, cliOptions, fmtX, median } from '../test/support/scripts.mjs';
 import { PlainJsKVCache } from '../test/support/plain-js.mjs';
 
@@ -151,14 +152,43 @@ async function runLookup() {
       });
       r.passes.push(looked.stats.passes);
     }
-    results[name] = r;
+    results[name] = {
+      ...r,
+      clairvoyant: clairvoyantPasses(ids, await model.generate(ids, { maxNewTokens: opts.tokens })),
+    };
   }
   const cost = passCost(model);
   for (const name of Object.keys(prompts)) {
     results[name].priced = results[name].passes.map((/** @type {number[]} */ p) => pricedRatio(p, cost));
+    results[name].clairvoyant = pricedRatio(results[name].clairvoyant, cost);
     results[name].passes = results[name].passes.at(-1);
   }
   return { ...results, passCost: cost };
+}
+
+/**
+ * The passes of a lookup run whose draft lengths knew the future: each of the runner's drafts
+ * (draftByLookup with the default options) cut to the tokens greedy decoding then writes, so no drafted
+ * token is ever rejected and none is held back. Priced (pricedRatio), what a perfect draft-length policy
+ * would reach with these drafts at these pass costs.
+ * @param {number[]} prompt @param {number[]} generated greedy decoding's tokens after it
+ * @returns {number[]} token counts of the passes after the prompt's (its first token comes with the prompt)
+ */
+function clairvoyantPasses(prompt, generated) {
+  const all = [...prompt, ...generated];
+  const passes = [];
+  for (let at = prompt.length + 1; at < all.length; ) {
+    const draft = draftByLookup(
+      all.slice(0, at),
+      LOOKUP_DEFAULTS,
+      Math.min(LOOKUP_DEFAULTS.maxDraft, all.length - at - 1),
+    );
+    let kept = 0;
+    while (kept < draft.length && draft[kept] === all[at + kept]) kept++;
+    passes.push(kept + 1);
+    at += kept + 1;
+  }
+  return passes;
 }
 
 /** Token counts of a verification pass (the next token and its drafts) whose cost part 2 reports. */
@@ -370,12 +400,18 @@ for (const name of ['repetitive', 'prose']) {
     `  ${''.padEnd(10)}  its passes priced at the measured pass costs (below): ${fmtX(median(priced))}× ` +
       `(${fmtX(Math.min(...priced))}–${fmtX(Math.max(...priced))}); the last run's passes: ${last.passes.join(' ')}`,
   );
+  const clairvoyant = lookupRuns.map((r) => r[name].clairvoyant);
+  out(
+    `  ${''.padEnd(10)}  its drafts cut to what greedy decoding then writes (none rejected, none held back), priced ` +
+      `the same: ${fmtX(median(clairvoyant))}× (${fmtX(Math.min(...clairvoyant))}–${fmtX(Math.max(...clairvoyant))})`,
+  );
   summary[name] = {
     greedy: median(greedy),
     lookup: median(lookup),
     ratio: median(ratios),
     cpuRatio: median(cpuRatios),
     pricedRatio: median(priced),
+    clairvoyantRatio: median(clairvoyant),
   };
 }
 // per round the cost of a T-token pass in lone steps; its inverse per token is lookup's ceiling
