@@ -63,7 +63,7 @@ for (const shapeName of list(opts.shapes)) {
   }
 }
 console.log(
-  '\nWhat two cores can give the 32 conversations at most (the same lone calls on each, nothing shared): ' +
+  '\nWhat two cores give the 32 conversations with nothing shared (an estimate: the same lone calls on each): ' +
     "`npm run bench:many-bandwidth`, its column 'two cores ÷ one'.",
 );
 const busy = busyWarning();

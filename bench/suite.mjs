@@ -170,7 +170,7 @@ export async function timeIt(fn, before, o) {
 
 /**
  * Variants timed against each other in one process: rounds of one batch of each, the order rotating every
- * round, so that a busy machine slows each alike. A batch is as many calls as the slowest variant makes in
+ * round, so that a busy machine slows each alike. A batch is as many calls as the fastest variant makes in
  * about `batchMs` (the same count for all); `enter(i)` runs untimed before variant i's calls (warm-up and
  * batches). Returns each variant's per-call times, one per round, by the wall clock and by the process's
  * CPU time, in ms.

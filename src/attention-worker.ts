@@ -162,7 +162,6 @@ const nodeThreads = (
 ).process?.getBuiltinModule?.('node:worker_threads') as NodeWorkerThreads | undefined;
 const port = nodeThreads?.workerData === POOL_WORKER ? nodeThreads.parentPort : null;
 const inWebWorker =
-  !nodeThreads?.parentPort &&
   typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== 'undefined' &&
   (globalThis as { name?: unknown }).name === POOL_WORKER;
 const scope = globalThis as unknown as {
